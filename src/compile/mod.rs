@@ -1,0 +1,137 @@
+//! Front ends: turn what operators already have (an nginx.conf, an ELB script, an
+//! appliance.toml) into the one model, [`crate::config::Appliance`], with a report of what mapped
+//! and what did not.
+
+pub mod diag;
+pub mod nginx;
+pub mod render;
+pub mod report;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{self, Appliance};
+use diag::{Diagnostic, Sources};
+pub use report::{Impact, Report, ReportItem, Support};
+
+/// The kinds of input `run`, `check` and `migrate` accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    Nginx,
+    Elb,
+    Toml,
+}
+
+/// How to compile: options shared by the front ends.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Make every unsupported directive an error (`--strict`).
+    pub strict: bool,
+    /// nginx's `-p`: the prefix relative paths in the config are resolved against.
+    pub prefix: Option<std::path::PathBuf>,
+    /// nginx's `-g`: directives added to the main context.
+    pub global_directives: Option<String>,
+}
+
+/// A compiled input: the model, what the compiler has to say about it, and the texts it read
+/// (for rich diagnostics).
+#[derive(Debug)]
+pub struct Compiled {
+    pub model: Appliance,
+    pub report: Report,
+    pub sources: Sources,
+    pub kind: InputKind,
+}
+
+/// A failed compilation: the diagnostic, and the sources to render it against.
+#[derive(Debug)]
+pub struct Failed {
+    pub diagnostic: Box<Diagnostic>,
+    pub sources: Sources,
+}
+
+impl From<Diagnostic> for Failed {
+    fn from(diagnostic: Diagnostic) -> Self {
+        Failed {
+            diagnostic: Box::new(diagnostic),
+            sources: Sources::default(),
+        }
+    }
+}
+
+/// Decides what a file is: `.toml` is an appliance config; a script whose commands are `elb-*`
+/// or `iam-servercertupload` is an ELB script; anything else is read as nginx.conf.
+pub fn detect(path: &Path, text: &str) -> InputKind {
+    if path.extension().is_some_and(|e| e == "toml") {
+        return InputKind::Toml;
+    }
+    let elb_command = text.lines().any(|line| {
+        let line = line.trim_start().trim_start_matches(['$', ' ']);
+        line.split_whitespace().next().is_some_and(|w| {
+            let w = w.rsplit('/').next().unwrap_or(w);
+            w.starts_with("elb-") || w.starts_with("iam-servercertupload")
+        })
+    });
+    if elb_command {
+        InputKind::Elb
+    } else {
+        InputKind::Nginx
+    }
+}
+
+/// Reads and compiles any supported input, then validates the model.
+pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> {
+    let text = std::fs::read(path).map_err(|e| {
+        Diagnostic::error(format!(
+            "open() \"{}\" failed ({})",
+            path.display(),
+            describe_io_error(&e)
+        ))
+    })?;
+    let name: Arc<str> = path.to_string_lossy().into();
+    let compiled = match detect(path, &String::from_utf8_lossy(&text)) {
+        InputKind::Toml => {
+            let text = String::from_utf8(text)
+                .map_err(|_| Diagnostic::error(format!("{} is not UTF-8 text", path.display())))?;
+            let mut sources = Sources::default();
+            sources.insert(name.clone(), text.as_str().into());
+            let model = Appliance::from_toml(&text, &name).map_err(|d| Failed {
+                diagnostic: Box::new(d),
+                sources: sources.clone(),
+            })?;
+            Compiled {
+                model,
+                report: Report::default(),
+                sources,
+                kind: InputKind::Toml,
+            }
+        }
+        InputKind::Nginx => nginx::compile(path, options)?,
+        InputKind::Elb => {
+            return Err(Diagnostic::error(format!(
+                "{}: ELB scripts are not supported yet",
+                path.display()
+            ))
+            .into())
+        }
+    };
+    if let Err(d) = config::validate(&compiled.model) {
+        return Err(Failed {
+            diagnostic: Box::new(d),
+            sources: compiled.sources,
+        });
+    }
+    Ok(compiled)
+}
+
+/// The words nginx uses after `failed (`, e.g. `2: No such file or directory`.
+pub fn describe_io_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            format!("{code}: {text}")
+        }
+        None => e.to_string(),
+    }
+}

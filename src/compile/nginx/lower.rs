@@ -1,0 +1,1 @@
+//! Lowering: nginx statements to the model.

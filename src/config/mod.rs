@@ -1,0 +1,168 @@
+//! The internal model: the one config every front end compiles into and the data plane, HA and
+//! admin sides run from. These serde types *are* the appliance.toml schema.
+//!
+//! A model that deserializes is well-formed; [`validate`] then checks what types cannot (names
+//! that must resolve, ranges, listeners that conflict) once, at the edge, so that the runtime can
+//! trust it.
+
+pub mod admin;
+pub mod ha;
+pub mod http;
+pub mod log;
+pub mod origin;
+pub mod stream;
+pub mod template;
+mod toml_origins;
+pub mod units;
+pub mod upstream;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use admin::Admin;
+pub use ha::{Ha, HaMode};
+pub use http::{
+    AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress, Location, LocationKind,
+    NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Scheme, Tls, TlsVersion, VirtualServer,
+};
+pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
+pub use origin::Origin;
+pub use stream::StreamServer;
+pub use units::{Duration, Size};
+pub use upstream::{
+    Balance, HealthCheck, HealthProtocol, HealthTarget, ProxyProtocol, StatusRange, Sticky,
+    Upstream, UpstreamServer,
+};
+pub use validate::validate;
+
+use crate::compile::diag::Diagnostic;
+
+/// A whole appliance: what it listens on, where it sends traffic, and how it pairs with a peer.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Appliance {
+    #[serde(default, skip_serializing_if = "Global::is_default")]
+    pub global: Global,
+    #[serde(default, skip_serializing_if = "Http::is_empty")]
+    pub http: Http,
+    #[serde(default, skip_serializing_if = "Stream::is_empty")]
+    pub stream: Stream,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<Ha>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+}
+
+/// Process-wide settings (nginx's main context).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Worker threads; unset means one per core (nginx `worker_processes auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+    /// Connections each worker may hold (nginx `worker_connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_log: Option<ErrorLog>,
+    /// The key that signs sticky-session cookies. Every appliance of a fleet must share it; when
+    /// unset, one is derived from the upstream definitions, which a fleet also shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_secret: Option<String>,
+}
+
+impl Global {
+    fn is_default(&self) -> bool {
+        *self == Global::default()
+    }
+}
+
+/// The `http {}` block: defaults every server inherits, the pools and the virtual servers.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    #[serde(default, skip_serializing_if = "Proxy::is_empty")]
+    pub proxy: Proxy,
+    #[serde(default, skip_serializing_if = "Client::is_empty")]
+    pub client: Client,
+    #[serde(default, skip_serializing_if = "Tls::is_empty")]
+    pub tls: Tls,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_header: Option<Vec<AddHeader>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<Vec<AccessLog>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_format: Vec<LogFormat>,
+    #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstream>,
+    #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<VirtualServer>,
+}
+
+impl Http {
+    pub fn is_empty(&self) -> bool {
+        *self == Http::default()
+    }
+}
+
+/// The `stream {}` block: TCP pools and servers.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstream>,
+    #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<StreamServer>,
+}
+
+impl Stream {
+    pub fn is_empty(&self) -> bool {
+        *self == Stream::default()
+    }
+}
+
+impl Appliance {
+    /// Reads an appliance.toml. `file` names it in diagnostics and in the origins given to items
+    /// that carry none of their own.
+    pub fn from_toml(text: &str, file: &str) -> Result<Appliance, Diagnostic> {
+        let mut model: Appliance = toml::from_str(text).map_err(|e| {
+            let (line, column, span) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (l, c, Some(span.start..span.end.max(span.start + 1)))
+                }
+                None => (0, 0, None),
+            };
+            let mut d =
+                Diagnostic::error(e.message().to_string()).at(Origin::new(file, line, column));
+            if let Some(span) = span {
+                d = d.with_span(span);
+            }
+            d
+        })?;
+        toml_origins::fill(&mut model, text, file);
+        Ok(model)
+    }
+
+    /// The model as TOML, without comments (see `compile::render` for the annotated form).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the model always serializes: it has no non-string keys")
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() as u32 + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = text[line_start..offset].chars().count() as u32 + 1;
+    (line, column)
+}

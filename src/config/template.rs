@@ -1,0 +1,291 @@
+//! Strings with nginx variables (`$host`, `${scheme}://$host$request_uri`, `$http_x_real_ip`).
+//!
+//! The model keeps templates as the user wrote them; this parses them, once, into literal text
+//! and variables, with nginx's rules for variable names, and rejects variables the appliance
+//! cannot evaluate. The data plane evaluates the parsed form.
+
+use std::fmt;
+
+/// A parsed template: literal text and variables, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Var(Variable),
+}
+
+/// Every variable the appliance evaluates. Names are nginx's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Variable {
+    /// `$host`: the Host header's name part, else the server name.
+    Host,
+    RemoteAddr,
+    RemotePort,
+    BinaryRemoteAddr,
+    /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For with `$remote_addr` appended.
+    ProxyAddXForwardedFor,
+    ProxyHost,
+    ProxyPort,
+    Scheme,
+    RequestUri,
+    /// `$uri` (also `$document_uri`): the normalized path, without arguments.
+    Uri,
+    /// `$args` (also `$query_string`).
+    Args,
+    IsArgs,
+    RequestMethod,
+    /// `$request`: the full request line.
+    Request,
+    ServerProtocol,
+    ServerAddr,
+    ServerPort,
+    ServerName,
+    Hostname,
+    RequestId,
+    RequestLength,
+    RequestTime,
+    Status,
+    BodyBytesSent,
+    BytesSent,
+    TimeLocal,
+    TimeIso8601,
+    Msec,
+    Connection,
+    ConnectionRequests,
+    ContentType,
+    ContentLength,
+    RemoteUser,
+    Pid,
+    NginxVersion,
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamResponseTime,
+    UpstreamConnectTime,
+    UpstreamHeaderTime,
+    SslProtocol,
+    SslCipher,
+    SslServerName,
+    /// `$http_<name>`: a request header; the name is lowercase with `_` for `-`.
+    RequestHeader(String),
+    /// `$sent_http_<name>`: a response header.
+    ResponseHeader(String),
+    /// `$upstream_http_<name>`: a header of the upstream's response.
+    UpstreamHeader(String),
+    /// `$cookie_<name>`.
+    Cookie(String),
+    /// `$arg_<name>`.
+    Arg(String),
+    /// `$1`..`$9`: a capture of the location's regular expression.
+    Capture(u8),
+}
+
+impl Variable {
+    /// Looks a name up (without the `$`). `None`: nginx may know it, the appliance does not.
+    pub fn from_name(name: &str) -> Option<Variable> {
+        use Variable::*;
+        type Make = fn(String) -> Variable;
+        let prefixed: [(&str, Make); 5] = [
+            ("http_", RequestHeader),
+            ("sent_http_", ResponseHeader),
+            ("upstream_http_", UpstreamHeader),
+            ("cookie_", Cookie),
+            ("arg_", Arg),
+        ];
+        for (prefix, make) in prefixed {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                if !rest.is_empty() {
+                    return Some(make(rest.to_ascii_lowercase()));
+                }
+            }
+        }
+        Some(match name {
+            "host" => Host,
+            "remote_addr" => RemoteAddr,
+            "remote_port" => RemotePort,
+            "binary_remote_addr" => BinaryRemoteAddr,
+            "proxy_add_x_forwarded_for" => ProxyAddXForwardedFor,
+            "proxy_host" => ProxyHost,
+            "proxy_port" => ProxyPort,
+            "scheme" => Scheme,
+            "request_uri" => RequestUri,
+            "uri" | "document_uri" => Uri,
+            "args" | "query_string" => Args,
+            "is_args" => IsArgs,
+            "request_method" => RequestMethod,
+            "request" => Request,
+            "server_protocol" => ServerProtocol,
+            "server_addr" => ServerAddr,
+            "server_port" => ServerPort,
+            "server_name" => ServerName,
+            "hostname" => Hostname,
+            "request_id" => RequestId,
+            "request_length" => RequestLength,
+            "request_time" => RequestTime,
+            "status" => Status,
+            "body_bytes_sent" => BodyBytesSent,
+            "bytes_sent" => BytesSent,
+            "time_local" => TimeLocal,
+            "time_iso8601" => TimeIso8601,
+            "msec" => Msec,
+            "connection" => Connection,
+            "connection_requests" => ConnectionRequests,
+            "content_type" => ContentType,
+            "content_length" => ContentLength,
+            "remote_user" => RemoteUser,
+            "pid" => Pid,
+            "nginx_version" => NginxVersion,
+            "upstream_addr" => UpstreamAddr,
+            "upstream_status" => UpstreamStatus,
+            "upstream_response_time" => UpstreamResponseTime,
+            "upstream_connect_time" => UpstreamConnectTime,
+            "upstream_header_time" => UpstreamHeaderTime,
+            "ssl_protocol" => SslProtocol,
+            "ssl_cipher" => SslCipher,
+            "ssl_server_name" => SslServerName,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.segments {
+            match s {
+                Segment::Literal(t) => f.write_str(t)?,
+                Segment::Var(v) => write!(f, "${{{v:?}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a template was rejected, with nginx's wording where nginx has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateError {
+    /// `unknown "name" variable`: neither nginx core nor the appliance defines it.
+    Unknown(String),
+    /// `${name` without `}`.
+    Unclosed,
+    /// `$` followed by nothing that can name a variable.
+    Empty,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::Unknown(n) => write!(f, "unknown \"{n}\" variable"),
+            TemplateError::Unclosed => {
+                f.write_str("the closing bracket in variable name is missing")
+            }
+            TemplateError::Empty => f.write_str("invalid variable name"),
+        }
+    }
+}
+
+impl Template {
+    /// Parses with nginx's script rules: `$name` runs over letters, digits and `_`; `${name}`
+    /// may be followed by any text; `$1`..`$9` are single-digit captures.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let mut segments = Vec::new();
+        let mut literal = String::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] != b'$' {
+                let next = text[i..].find('$').map_or(text.len(), |n| i + n);
+                literal.push_str(&text[i..next]);
+                i = next;
+                continue;
+            }
+            i += 1;
+            let (name, next) = if bytes.get(i) == Some(&b'{') {
+                let close = text[i..].find('}').ok_or(TemplateError::Unclosed)?;
+                (&text[i + 1..i + close], i + close + 1)
+            } else if matches!(bytes.get(i), Some(b'1'..=b'9')) {
+                (&text[i..i + 1], i + 1)
+            } else {
+                let len = text[i..]
+                    .bytes()
+                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    .count();
+                (&text[i..i + len], i + len)
+            };
+            if name.is_empty() {
+                return Err(TemplateError::Empty);
+            }
+            let var = match name.as_bytes() {
+                [d @ b'1'..=b'9'] => Variable::Capture(d - b'0'),
+                _ => Variable::from_name(name)
+                    .ok_or_else(|| TemplateError::Unknown(name.to_string()))?,
+            };
+            if !literal.is_empty() {
+                segments.push(Segment::Literal(std::mem::take(&mut literal)));
+            }
+            segments.push(Segment::Var(var));
+            i = next;
+        }
+        if !literal.is_empty() {
+            segments.push(Segment::Literal(literal));
+        }
+        Ok(Template { segments })
+    }
+
+    /// True when the template has no variables.
+    pub fn is_literal(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    pub fn variables(&self) -> impl Iterator<Item = &Variable> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Var(v) => Some(v),
+            Segment::Literal(_) => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nginx_variable_forms() {
+        let t = Template::parse("${scheme}://$host$request_uri").unwrap();
+        assert_eq!(
+            t.segments,
+            vec![
+                Segment::Var(Variable::Scheme),
+                Segment::Literal("://".into()),
+                Segment::Var(Variable::Host),
+                Segment::Var(Variable::RequestUri),
+            ]
+        );
+        let t = Template::parse("$http_X_Real_IP-$10").unwrap();
+        assert_eq!(
+            t.segments,
+            vec![
+                Segment::Var(Variable::RequestHeader("x_real_ip".into())),
+                Segment::Literal("-".into()),
+                Segment::Var(Variable::Capture(1)),
+                Segment::Literal("0".into()),
+            ]
+        );
+        assert!(Template::parse("plain").unwrap().is_literal());
+    }
+
+    #[test]
+    fn rejects_what_nginx_rejects() {
+        assert_eq!(
+            Template::parse("$nope"),
+            Err(TemplateError::Unknown("nope".into()))
+        );
+        assert_eq!(Template::parse("${host"), Err(TemplateError::Unclosed));
+        assert_eq!(Template::parse("a$"), Err(TemplateError::Empty));
+        assert_eq!(Template::parse("$-x"), Err(TemplateError::Empty));
+    }
+}

@@ -1,0 +1,560 @@
+//! The checks types cannot express, made once when a config is loaded: names that must resolve,
+//! values that must be in range, listeners that must not conflict. After them the data plane
+//! trusts the model.
+//!
+//! The first problem found is returned, with the origin of the item at fault, as nginx stops at
+//! the first `[emerg]`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use regex::RegexBuilder;
+
+use super::template::Template;
+use super::*;
+use crate::compile::diag::Diagnostic;
+
+type Check = Result<(), Diagnostic>;
+
+/// Checks a whole model.
+pub fn validate(model: &Appliance) -> Check {
+    let http_pools = upstreams(&model.http.upstreams, false)?;
+    let stream_pools = upstreams(&model.stream.upstreams, true)?;
+    http(model, &http_pools)?;
+    stream(&model.stream, &stream_pools)?;
+    listeners_do_not_clash(model)?;
+    if let Some(ha) = &model.ha {
+        ha_section(ha)?;
+    }
+    if let Some(admin) = &model.admin {
+        admin_section(admin)?;
+    }
+    if let Some(t) = model.global.worker_threads {
+        if t == 0 {
+            return Err(Diagnostic::error("worker_threads must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnostic> {
+    let mut names = HashSet::new();
+    for pool in pools {
+        let at = pool.origin.as_ref();
+        if !names.insert(pool.name.as_str()) {
+            return Err(
+                Diagnostic::error(format!("duplicate upstream \"{}\"", pool.name)).at_opt(at),
+            );
+        }
+        if pool.servers.is_empty() {
+            return Err(Diagnostic::error(format!(
+                "no servers are inside upstream \"{}\"",
+                pool.name
+            ))
+            .at_opt(at));
+        }
+        match &pool.balance {
+            Balance::IpHash if stream => {
+                return Err(Diagnostic::error(
+                    "ip_hash is not available in stream upstreams; use \"hash $remote_addr\"",
+                )
+                .at_opt(at));
+            }
+            Balance::Hash { key, .. } => {
+                Template::parse(key).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+            }
+            _ => {}
+        }
+        let no_backup = matches!(
+            pool.balance,
+            Balance::IpHash | Balance::Hash { .. } | Balance::Random { .. }
+        );
+        for server in &pool.servers {
+            let at = server.origin.as_ref().or(at);
+            server_address(&server.address, 80).map_err(|e| Diagnostic::error(e).at_opt(at))?;
+            if server.weight == 0 {
+                return Err(Diagnostic::error("invalid parameter \"weight=0\"").at_opt(at));
+            }
+            if server.backup && no_backup {
+                return Err(Diagnostic::error(format!(
+                    "balancing method \"{}\" does not support the \"backup\" parameter",
+                    pool.balance
+                ))
+                .at_opt(at));
+            }
+        }
+        if pool.keepalive == Some(0) {
+            return Err(
+                Diagnostic::error("invalid value \"0\" in \"keepalive\" directive").at_opt(at),
+            );
+        }
+        if let Some(check) = &pool.health_check {
+            health_check(check).map_err(|e| e.at_opt(check.origin.as_ref().or(at)))?;
+        }
+        if let Some(sticky) = &pool.sticky {
+            if stream {
+                return Err(Diagnostic::error(
+                    "sticky sessions need HTTP; a stream upstream cannot have them",
+                )
+                .at_opt(at));
+            }
+            sticky_policy(sticky).map_err(|e| e.at_opt(at))?;
+        }
+        if let Some(d) = pool.drain_timeout {
+            let s = d.get().as_secs_f64();
+            if !(1.0..=3600.0).contains(&s) {
+                return Err(Diagnostic::error(format!(
+                    "drain_timeout {d} is out of range: connection draining lasts 1s to 3600s"
+                ))
+                .at_opt(at));
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Splits `host:port`, `host`, `[v6]:port` or `unix:/path`, as nginx's `ngx_parse_url` does for
+/// upstream servers. Returns the host and port (port 0 for unix sockets).
+pub fn server_address(address: &str, default_port: u16) -> Result<(String, u16), String> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!("no path in the unix socket address \"{address}\""));
+        }
+        return Ok((address.to_string(), 0));
+    }
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let close = rest
+            .find(']')
+            .ok_or_else(|| format!("invalid IPv6 address in \"{address}\""))?;
+        let host = &rest[..close];
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("invalid IPv6 address in \"{address}\""))?;
+        match &rest[close + 1..] {
+            "" => (host, None),
+            p if p.starts_with(':') => (host, Some(&p[1..])),
+            _ => return Err(format!("invalid host in \"{address}\"")),
+        }
+    } else {
+        match address.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (address, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("no host in \"{address}\""));
+    }
+    if host.contains('/') || host.contains(' ') {
+        return Err(format!("invalid host in \"{address}\""));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port in \"{address}\""))?,
+    };
+    Ok((host.to_string(), port))
+}
+
+pub fn health_check(check: &HealthCheck) -> Check {
+    let interval = check.interval.get();
+    let timeout = check.timeout.get();
+    if interval.is_zero() || timeout.is_zero() {
+        return Err(Diagnostic::error(
+            "a health check's interval and timeout must be above zero",
+        ));
+    }
+    if timeout >= interval {
+        return Err(Diagnostic::error(format!(
+            "health check timeout {} must be less than its interval {}",
+            check.timeout, check.interval
+        )));
+    }
+    if check.healthy_threshold == 0 || check.unhealthy_threshold == 0 {
+        return Err(Diagnostic::error(
+            "health check thresholds must be at least 1",
+        ));
+    }
+    if check.success_codes.is_empty() {
+        return Err(Diagnostic::error(
+            "health check success_codes is empty: nothing would ever be healthy",
+        ));
+    }
+    Ok(())
+}
+
+pub fn sticky_policy(sticky: &Sticky) -> Check {
+    match sticky {
+        Sticky::LbCookie {
+            cookie, expires, ..
+        } => {
+            cookie_name(cookie)?;
+            if let Some(e) = expires {
+                let s = e.get().as_secs_f64();
+                if !(1.0..=604_800.0).contains(&s) {
+                    return Err(Diagnostic::error(format!(
+                        "sticky cookie expiry {e} is out of range: 1s to 7d"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Sticky::AppCookie { cookie, .. } => cookie_name(cookie),
+    }
+}
+
+fn cookie_name(name: &str) -> Check {
+    let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(Diagnostic::error(format!(
+            "\"{name}\" is not a valid cookie name"
+        )));
+    }
+    Ok(())
+}
+
+fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
+    let h = &model.http;
+    proxy_settings(&h.proxy, None)?;
+    headers(&h.add_header, None)?;
+    let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
+    for f in &h.log_format {
+        Template::parse(&f.template).map_err(|e| Diagnostic::error(e.to_string()))?;
+    }
+    access_logs(&h.access_log, &formats, None)?;
+    for server in &h.servers {
+        let at = server.origin.as_ref();
+        if server.listen.is_empty() {
+            return Err(Diagnostic::error("a server needs at least one listen address").at_opt(at));
+        }
+        for l in &server.listen {
+            if l.ssl && certificates_of(&server.tls, &h.tls).is_none() {
+                return Err(Diagnostic::error(format!(
+                    "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive ({})",
+                    l.address
+                ))
+                .at_opt(at));
+            }
+        }
+        for name in &server.server_name {
+            if let Some(re) = name.strip_prefix('~') {
+                regex(re, false).map_err(|e| e.at_opt(at))?;
+            }
+        }
+        proxy_settings(&server.proxy, at)?;
+        headers(&server.add_header, at)?;
+        access_logs(&server.access_log, &formats, at)?;
+        if let Some(r) = &server.return_ {
+            return_directive(r).map_err(|e| e.at_opt(at))?;
+        }
+        locations(&server.locations, pools, &formats, at)?;
+    }
+    Ok(())
+}
+
+/// The certificates a server ends up with after inheriting from `[http]`.
+pub fn certificates_of<'a>(server: &'a Tls, http: &'a Tls) -> Option<&'a Vec<Certificate>> {
+    server
+        .certificates
+        .as_ref()
+        .or(http.certificates.as_ref())
+        .filter(|c| !c.is_empty())
+}
+
+fn locations(
+    list: &[Location],
+    pools: &HashSet<&str>,
+    formats: &HashSet<&str>,
+    parent: Option<&Origin>,
+) -> Check {
+    for loc in list {
+        let at = loc.origin.as_ref().or(parent);
+        match loc.kind {
+            LocationKind::Regex => regex(&loc.path, false).map(|_| ()),
+            LocationKind::RegexCaseless => regex(&loc.path, true).map(|_| ()),
+            _ if loc.path.is_empty() => Err(Diagnostic::error("a location needs a path")),
+            _ => Ok(()),
+        }
+        .map_err(|e| e.at_opt(at))?;
+        if loc.kind == LocationKind::Exact && !loc.locations.is_empty() {
+            return Err(Diagnostic::error(format!(
+                "location \"{}\" cannot be inside the exact location \"{}\"",
+                loc.locations[0].path, loc.path
+            ))
+            .at_opt(at));
+        }
+        if let Some(pass) = &loc.proxy.pass {
+            proxy_pass(pass, pools).map_err(|e| e.at_opt(at))?;
+            if pass.uri.is_some() && loc.kind.is_regex() {
+                return Err(Diagnostic::error(
+                    "\"proxy_pass\" cannot have URI part in location given by regular expression",
+                )
+                .at_opt(at));
+            }
+        }
+        proxy_settings(&loc.proxy, at)?;
+        headers(&loc.add_header, at)?;
+        access_logs(&loc.access_log, formats, at)?;
+        if let Some(r) = &loc.return_ {
+            return_directive(r).map_err(|e| e.at_opt(at))?;
+        }
+        locations(&loc.locations, pools, formats, at)?;
+    }
+    Ok(())
+}
+
+fn regex(pattern: &str, caseless: bool) -> Result<regex::Regex, Diagnostic> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(caseless)
+        .build()
+        .map_err(|e| {
+            Diagnostic::error(format!(
+                "regular expression \"{pattern}\" cannot be compiled: {}",
+                e.to_string().lines().last().unwrap_or("invalid")
+            ))
+        })
+}
+
+fn proxy_pass(pass: &ProxyPass, pools: &HashSet<&str>) -> Check {
+    if pass.host.contains('$') || pass.uri.as_deref().is_some_and(|u| u.contains('$')) {
+        return Err(Diagnostic::error(format!(
+            "proxy_pass with variables (\"{pass}\") is not supported: name an upstream or an address"
+        )));
+    }
+    if pools.contains(pass.host.as_str()) {
+        return Ok(());
+    }
+    server_address(&pass.host, pass.scheme.default_port())
+        .map(|_| ())
+        .map_err(Diagnostic::error)
+}
+
+fn proxy_settings(p: &Proxy, at: Option<&Origin>) -> Check {
+    if let Some(headers) = &p.set_header {
+        for (name, value) in headers {
+            header_name(name).map_err(|e| e.at_opt(at))?;
+            Template::parse(value).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+        }
+    }
+    if let Some(conds) = &p.next_upstream {
+        if conds.contains(&NextUpstream::Off) && conds.len() > 1 {
+            return Err(Diagnostic::error(
+                "invalid value \"off\" in \"proxy_next_upstream\": \"off\" cannot be combined",
+            )
+            .at_opt(at));
+        }
+    }
+    for (name, t) in [
+        ("connect_timeout", p.connect_timeout),
+        ("send_timeout", p.send_timeout),
+        ("read_timeout", p.read_timeout),
+    ] {
+        if t.is_some_and(|t| t.get().is_zero()) {
+            return Err(Diagnostic::error(format!("proxy {name} must be above zero")).at_opt(at));
+        }
+    }
+    Ok(())
+}
+
+fn header_name(name: &str) -> Check {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(Diagnostic::error(format!(
+            "\"{name}\" is not a valid header name"
+        )));
+    }
+    Ok(())
+}
+
+fn headers(list: &Option<Vec<AddHeader>>, at: Option<&Origin>) -> Check {
+    for h in list.iter().flatten() {
+        header_name(&h.name).map_err(|e| e.at_opt(at))?;
+        Template::parse(&h.value).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+    }
+    Ok(())
+}
+
+fn access_logs(
+    logs: &Option<Vec<AccessLog>>,
+    formats: &HashSet<&str>,
+    at: Option<&Origin>,
+) -> Check {
+    for log in logs.iter().flatten() {
+        if let Some(f) = &log.format {
+            if !matches!(f.as_str(), "combined" | "json") && !formats.contains(f.as_str()) {
+                return Err(Diagnostic::error(format!("unknown log format \"{f}\"")).at_opt(at));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn return_directive(r: &Return) -> Check {
+    if r.status > 999 {
+        return Err(Diagnostic::error(format!(
+            "invalid return code \"{}\"",
+            r.status
+        )));
+    }
+    if r.location.is_some() && !Return::is_redirect_status(r.status) {
+        return Err(Diagnostic::error(format!(
+            "return {} cannot have a location: only 301, 302, 303, 307 and 308 redirect",
+            r.status
+        )));
+    }
+    for text in r.location.iter().chain(r.body.iter()) {
+        Template::parse(text).map_err(|e| Diagnostic::error(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
+    for server in &s.servers {
+        let at = server.origin.as_ref();
+        if server.listen.is_empty() {
+            return Err(
+                Diagnostic::error("a stream server needs at least one listen address").at_opt(at),
+            );
+        }
+        for l in &server.listen {
+            if l.http2 || l.default_server {
+                return Err(Diagnostic::error(format!(
+                    "listen {}: http2 and default_server are HTTP parameters",
+                    l.address
+                ))
+                .at_opt(at));
+            }
+            if l.ssl
+                && server
+                    .tls
+                    .certificates
+                    .as_ref()
+                    .is_none_or(|c| c.is_empty())
+            {
+                return Err(Diagnostic::error(format!(
+                    "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive ({})",
+                    l.address
+                ))
+                .at_opt(at));
+            }
+        }
+        if !pools.contains(server.pass.as_str()) {
+            match server_address(&server.pass, 0) {
+                Ok((_, 0)) if !server.pass.starts_with("unix:") => {
+                    return Err(Diagnostic::error(format!(
+                        "no port in upstream \"{}\"",
+                        server.pass
+                    ))
+                    .at_opt(at))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Diagnostic::error(e).at_opt(at)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two servers may share a socket (virtual hosts), but not a default, and a socket cannot speak
+/// both HTTP and stream.
+fn listeners_do_not_clash(model: &Appliance) -> Check {
+    let mut defaults: HashMap<&ListenAddress, &Option<Origin>> = HashMap::new();
+    let mut http_sockets = HashSet::new();
+    for server in &model.http.servers {
+        for l in &server.listen {
+            http_sockets.insert(&l.address);
+            if l.default_server && defaults.insert(&l.address, &server.origin).is_some() {
+                return Err(Diagnostic::error(format!(
+                    "a duplicate default server for {}",
+                    l.address
+                ))
+                .at_opt(server.origin.as_ref()));
+            }
+        }
+    }
+    let mut stream_sockets = HashSet::new();
+    for server in &model.stream.servers {
+        for l in &server.listen {
+            if http_sockets.contains(&l.address) || !stream_sockets.insert(&l.address) {
+                return Err(Diagnostic::error(format!(
+                    "duplicate \"{}\" address and port pair",
+                    l.address
+                ))
+                .at_opt(server.origin.as_ref()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ha_section(ha: &Ha) -> Check {
+    let at = ha.origin.as_ref();
+    let fail = |m: String| Err(Diagnostic::error(m).at_opt(at));
+    if ha.priority == 0 {
+        return fail("ha priority must be 1 to 255".into());
+    }
+    if ha.heartbeat_interval.get() < std::time::Duration::from_millis(10) {
+        return fail(format!(
+            "ha heartbeat_interval {} is too short: 10ms at least",
+            ha.heartbeat_interval
+        ));
+    }
+    if ha.failure_threshold == 0 {
+        return fail("ha failure_threshold must be at least 1".into());
+    }
+    match ha.mode {
+        HaMode::Local if ha.interface.is_none() => {
+            return fail("ha mode \"local\" needs the interface the VIP goes on".into())
+        }
+        HaMode::Ec2 if ha.interface.is_some() => {
+            return fail("ha mode \"ec2\" finds its interface through the instance metadata; remove \"interface\"".into())
+        }
+        _ => {}
+    }
+    if let Some(p) = ha.vip_prefix {
+        let max = if ha.vip.is_ipv4() { 32 } else { 128 };
+        if p > max {
+            return fail(format!("ha vip_prefix /{p} is too long for {}", ha.vip));
+        }
+    }
+    if ha.vip.is_unspecified() || ha.vip.is_multicast() {
+        return fail(format!("ha vip {} cannot be assigned to a host", ha.vip));
+    }
+    Ok(())
+}
+
+fn admin_section(admin: &Admin) -> Check {
+    let loopback = match admin.listen.ip() {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback(),
+    };
+    if !loopback && admin.token.is_none() && admin.token_file.is_none() {
+        return Err(Diagnostic::error(format!(
+            "the admin listener on {} is reachable from other hosts: set a token",
+            admin.listen
+        ))
+        .at_opt(admin.origin.as_ref()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_split_like_nginx() {
+        assert_eq!(server_address("10.0.0.1", 80), Ok(("10.0.0.1".into(), 80)));
+        assert_eq!(
+            server_address("b.example:8080", 80),
+            Ok(("b.example".into(), 8080))
+        );
+        assert_eq!(server_address("[::1]:81", 80), Ok(("::1".into(), 81)));
+        assert_eq!(server_address("[::1]", 80), Ok(("::1".into(), 80)));
+        assert!(server_address("10.0.0.1:0", 80).is_err());
+        assert!(server_address("10.0.0.1:99999", 80).is_err());
+        assert!(server_address("[zz]:1", 80).is_err());
+        assert!(server_address(":80", 80).is_err());
+        assert!(server_address("unix:", 80).is_err());
+    }
+}
