@@ -9,6 +9,7 @@
 //!
 //! `main.rs` only parses the command line and calls in here.
 
+pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
