@@ -106,7 +106,18 @@ where
             };
             (kind, format!("{code}: {message}"))
         }
-        SdkError::DispatchFailure(d) => (AwsErrorKind::Unreachable, format!("{d:?}")),
+        SdkError::DispatchFailure(d) => {
+            // Credential providers fail inside the dispatch too (an unreachable IMDS, for one).
+            let text = error_chain(err);
+            let lower = text.to_ascii_lowercase();
+            let kind = if lower.contains("credential") || format!("{d:?}").contains("ProviderError")
+            {
+                AwsErrorKind::NoCredentials
+            } else {
+                AwsErrorKind::Unreachable
+            };
+            (kind, text)
+        }
         SdkError::TimeoutError(_) => (AwsErrorKind::Unreachable, "timed out".to_string()),
         other => {
             let text = error_chain(other);
