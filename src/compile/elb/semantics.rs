@@ -520,7 +520,7 @@ impl Ctx<'_> {
             let missing = |what: &str| {
                 self.error(
                     format!("--listener \"{}\" has no {what}", value.text),
-                    value.span.clone(),
+                    value.text_span(),
                 )
             };
             let protocol = protocol.ok_or_else(|| missing("protocol"))?;
@@ -549,7 +549,7 @@ impl Ctx<'_> {
                         "the {} listener on port {lb_port} has no cert-id: an HTTPS or SSL listener needs a server certificate (cert-id=arn:aws:iam::ACCOUNT:server-certificate/NAME)",
                         protocol.as_str()
                     ),
-                    value.span.clone(),
+                    value.text_span(),
                 ));
             }
             if !protocol.is_tls() && cert.is_some() {
@@ -559,7 +559,7 @@ impl Ctx<'_> {
                         self.name(),
                         protocol.as_str()
                     ),
-                    value.span.clone(),
+                    value.text_span(),
                 ));
                 cert = None;
             }
@@ -1293,7 +1293,7 @@ mod tests {
     fn listener_mistakes() {
         assert_eq!(
             err("elb-create-lb web --listener \"protocol=HTTPS, lb-port=443, instance-port=80\""),
-            "t.sh:1:30: elb-create-lb: the HTTPS listener on port 443 has no cert-id: an HTTPS or SSL listener needs a server certificate (cert-id=arn:aws:iam::ACCOUNT:server-certificate/NAME)"
+            "t.sh:1:31: elb-create-lb: the HTTPS listener on port 443 has no cert-id: an HTTPS or SSL listener needs a server certificate (cert-id=arn:aws:iam::ACCOUNT:server-certificate/NAME)"
         );
         assert!(
             err("elb-create-lb web --listener \"protocol=HTTP, lb-port=80\"")

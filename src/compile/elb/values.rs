@@ -31,6 +31,11 @@ impl Value {
         self.at[range.start].start..self.at[range.end - 1].end
     }
 
+    /// Where the text itself is, inside any quotes.
+    pub fn text_span(&self) -> Range<usize> {
+        self.source(0..self.text.len())
+    }
+
     /// Pieces separated by commas (and blanks), trimmed, empty ones dropped.
     pub fn list(&self) -> Vec<Piece<'_>> {
         split(&self.text, |c| c == ',' || c.is_whitespace())
