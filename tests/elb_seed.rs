@@ -23,7 +23,9 @@ fn seed_dir() -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed-elb.sh");
     std::fs::copy(script, dir.join("seed-elb.sh")).unwrap();
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(dir.join("seed.key"))
         .arg("-out")
@@ -139,7 +141,8 @@ fn seed_script_without_its_certificate_says_which_file() {
     let d = failed.diagnostic;
     assert!(
         d.message.starts_with("iam-servercertupload: \"")
-            && d.message.contains("seed.key\" cannot be read (2: No such file or directory)"),
+            && d.message
+                .contains("seed.key\" cannot be read (2: No such file or directory)"),
         "{}",
         d.message
     );
