@@ -556,3 +556,196 @@ pub struct CertFiles {
     pub key: PathBuf,
     pub chain: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{script, semantics, Source};
+    use super::*;
+    use crate::compile::Options;
+
+    /// Compiles a script with instances i-1, i-2 at 10.0.0.1, 10.0.0.2 and every certificate at
+    /// /certs/NAME.crt.
+    fn lower_text(text: &str) -> Result<(Appliance, Report), Diagnostic> {
+        let src = Source::new("t.sh", text);
+        let s = script::read(&src)?;
+        let state = semantics::apply(&s, &src, &Options::default())?;
+        let mut resolved = Resolved::default();
+        for (i, id) in ["i-1", "i-2"].iter().enumerate() {
+            resolved
+                .addresses
+                .insert(id.to_string(), IpAddr::from([10, 0, 0, i as u8 + 1]));
+        }
+        for cert in needs(&state).certs {
+            resolved.certs.insert(
+                cert.id.clone(),
+                CertFiles {
+                    certificate: format!("/certs/{}.crt", cert.name).into(),
+                    key: format!("/certs/{}.key", cert.name).into(),
+                    chain: None,
+                },
+            );
+        }
+        let lowered = lower(&state, &resolved)?;
+        crate::config::validate(&lowered.0)?;
+        Ok(lowered)
+    }
+
+    const ARN: &str = "arn:aws:iam::123456789012:server-certificate/site";
+
+    #[test]
+    fn https_to_https_instances_and_ssl_to_ssl() {
+        let (m, _) = lower_text(&format!(
+            "elb-create-lb a --listener \"protocol=HTTPS, lb-port=443, instance-port=8443, instance-protocol=HTTPS, cert-id={ARN}\" --listener \"protocol=SSL, lb-port=993, instance-port=993, instance-protocol=SSL, cert-id={ARN}\"\nelb-register-instances-with-lb a --instances i-1"
+        ))
+        .unwrap();
+        let pass = m.http.servers[0].locations[0].proxy.pass.as_ref().unwrap();
+        assert_eq!(pass.to_string(), "https://a-8443-tls");
+        assert_eq!(m.http.upstreams[0].servers[0].address, "10.0.0.1:8443");
+        let s = &m.stream.servers[0];
+        assert!(s.listen[0].ssl && s.upstream_tls);
+        assert_eq!(
+            s.tls.certificates.as_ref().unwrap()[0].certificate,
+            PathBuf::from("/certs/site.crt")
+        );
+    }
+
+    #[test]
+    fn stickiness_draining_and_idle_timeout() {
+        let (m, _) = lower_text(
+            "elb-create-lb a --listener \"protocol=HTTP, lb-port=80, instance-port=80\" --listener \"protocol=HTTP, lb-port=81, instance-port=80\" --listener \"protocol=TCP, lb-port=25, instance-port=25\"\n\
+             elb-register-instances-with-lb a --instances i-1,i-2\n\
+             elb-create-app-cookie-stickiness-policy a --policy-name app --cookie-name JSESSIONID\n\
+             elb-set-lb-policies-of-listener a --lb-port 81 --policy-names app\n\
+             elb-modify-lb-attributes a --connection-draining \"enabled=true, timeout=120\" --connection-settings \"idletimeout=300\"",
+        )
+        .unwrap();
+        // Port 80 and 81 reach the same instance port, but only 81 is sticky: two pools.
+        let names: Vec<&str> = m.http.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a-80", "a-80-l81"]);
+        assert_eq!(m.http.upstreams[0].sticky, None);
+        assert!(matches!(
+            &m.http.upstreams[1].sticky,
+            Some(Sticky::AppCookie { cookie, .. }) if cookie == "JSESSIONID"
+        ));
+        for pool in m.http.upstreams.iter().chain(&m.stream.upstreams) {
+            assert_eq!(pool.drain_timeout, Some(Duration::from_secs(120)));
+            assert_eq!(pool.servers.len(), 2);
+        }
+        assert_eq!(
+            m.http.servers[0].client.keepalive_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(m.stream.servers[0].timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn proxy_protocol_goes_to_the_streams_on_its_port() {
+        let (m, report) = lower_text(
+            "elb-create-lb a --listener \"protocol=TCP, lb-port=443, instance-port=443\" --listener \"protocol=TCP, lb-port=22, instance-port=22\" --listener \"protocol=HTTP, lb-port=80, instance-port=443\"\n\
+             elb-register-instances-with-lb a --instances i-1\n\
+             elb-create-lb-policy a --policy-name pp --policy-type ProxyProtocolPolicyType --attribute \"name=ProxyProtocol, value=true\"\n\
+             elb-set-lb-policies-for-backend-server a --instance-port 443 --policy-names pp",
+        )
+        .unwrap();
+        let by_port: Vec<(String, Option<ProxyProtocol>)> = m
+            .stream
+            .servers
+            .iter()
+            .map(|s| (s.listen[0].address.to_string(), s.proxy_protocol))
+            .collect();
+        assert_eq!(
+            by_port,
+            [
+                ("0.0.0.0:443".to_string(), Some(ProxyProtocol::V1)),
+                ("0.0.0.0:22".to_string(), None)
+            ]
+        );
+        assert!(report
+            .items
+            .iter()
+            .any(|i| i.name == "pp" && i.note.contains("only on TCP and SSL")));
+    }
+
+    #[test]
+    fn ssl_negotiation_policies() {
+        let base = format!(
+            "elb-create-lb a --listener \"protocol=HTTPS, lb-port=443, instance-port=80, cert-id={ARN}\"\nelb-register-instances-with-lb a --instances i-1\n"
+        );
+        let (m, _) = lower_text(&format!(
+            "{base}elb-create-lb-policy a --policy-name tls --policy-type SSLNegotiationPolicyType --attribute \"name=Reference-Security-Policy, value=ELBSecurityPolicy-TLS-1-2-2017-01\"\nelb-set-lb-policies-of-listener a --lb-port 443 --policy-names tls"
+        ))
+        .unwrap();
+        let tls = &m.http.servers[0].tls;
+        assert_eq!(tls.protocols.as_deref(), Some(&[TlsVersion::Tls12][..]));
+        assert!(tls
+            .ciphers
+            .as_deref()
+            .unwrap()
+            .starts_with("ECDHE-ECDSA-AES128-GCM-SHA256:"));
+        let (m, report) = lower_text(&format!(
+            "{base}elb-create-lb-policy a --policy-name custom --policy-type SSLNegotiationPolicyType --attribute \"name=Protocol-SSLv3, value=true\" --attribute \"name=Protocol-TLSv1.2, value=true\" --attribute \"name=AES128-SHA, value=true\" --attribute \"name=Server-Defined-Cipher-Order, value=false\"\nelb-set-lb-policies-of-listener a --lb-port 443 --policy-names custom"
+        ))
+        .unwrap();
+        let tls = &m.http.servers[0].tls;
+        assert_eq!(tls.protocols.as_deref(), Some(&[TlsVersion::Tls12][..]));
+        assert_eq!(tls.ciphers.as_deref(), Some("AES128-SHA"));
+        assert_eq!(tls.prefer_server_ciphers, Some(false));
+        assert!(report
+            .items
+            .iter()
+            .any(|i| i.note.starts_with("SSLv3 is not offered")));
+        let e = lower_text(&format!(
+            "{base}elb-create-lb-policy a --policy-name old --policy-type SSLNegotiationPolicyType --attribute \"name=Reference-Security-Policy, value=ELBSecurityPolicy-1999-01\"\nelb-set-lb-policies-of-listener a --lb-port 443 --policy-names old"
+        ))
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("unknown predefined security policy \"ELBSecurityPolicy-1999-01\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.origin.unwrap().line, 3);
+    }
+
+    #[test]
+    fn several_load_balancers_are_several_services() {
+        let (m, _) = lower_text(
+            "elb-create-lb a --listener \"protocol=HTTP, lb-port=80, instance-port=80\"\n\
+             elb-create-lb b --listener \"protocol=HTTP, lb-port=8080, instance-port=80\"\n\
+             elb-register-instances-with-lb a --instances i-1\n\
+             elb-register-instances-with-lb b --instances i-2",
+        )
+        .unwrap();
+        let pools: Vec<(&str, &str)> = m
+            .http
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), u.servers[0].address.as_str()))
+            .collect();
+        assert_eq!(pools, [("a-80", "10.0.0.1:80"), ("b-80", "10.0.0.2:80")]);
+        assert_eq!(m.http.servers.len(), 2);
+        let e = lower_text(
+            "elb-create-lb a --listener \"protocol=HTTP, lb-port=80, instance-port=80\"\nelb-create-lb b --listener \"protocol=TCP, lb-port=80, instance-port=80\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("load balancers \"b\" and \"a\" both listen on port 80"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.origin.unwrap().line, 2);
+    }
+
+    #[test]
+    fn only_what_is_served_is_resolved() {
+        let src = Source::new(
+            "t.sh",
+            "elb-register-instances-with-lb elsewhere --instances i-9\nelb-create-lb a --listener \"protocol=HTTP, lb-port=80, instance-port=80\"\nelb-register-instances-with-lb a --instances i-1",
+        );
+        let s = script::read(&src).unwrap();
+        let state = semantics::apply(&s, &src, &Options::default()).unwrap();
+        let n = needs(&state);
+        assert_eq!(n.instances.keys().collect::<Vec<_>>(), ["i-1"]);
+    }
+}

@@ -1438,4 +1438,54 @@ mod tests {
         let e = err(&format!("{LB}elb-delete-lb web\nelb-configure-healthcheck web -t TCP:1 --interval 5 --timeout 2 --healthy-threshold 2 --unhealthy-threshold 2"));
         assert!(e.contains("was deleted in t.sh:2:1"), "{e}");
     }
+
+    #[test]
+    fn certificates_policies_and_not_applicable_commands() {
+        let arn = "arn:aws:iam::123456789012:server-certificate/a/b/site";
+        let s = run(&format!(
+            "elb-create-lb web --listener \"protocol=SSL, lb-port=443, instance-port=443, cert-id=arn:aws:iam::1:server-certificate/old\"\n\
+             elb-set-lb-listener-ssl-cert web --lb-port 443 --cert-id {arn}\n\
+             elb-create-lb-cookie-stickiness-policy web --policy-name session\n\
+             elb-delete-lb-policy web --policy-name session\n\
+             elb-enable-zones-for-lb web -z us-east-1b\n\
+             elb-apply-security-groups-to-lb web --security-groups sg-1\n\
+             elb-describe-lbs web --show-long\n\
+             iam-servercertupload -b c.pem -k k.pem -s site"
+        ))
+        .unwrap();
+        let lb = &s.lbs["web"];
+        let cert = lb.listeners[&443].cert.as_ref().unwrap();
+        assert_eq!((cert.id.as_str(), cert.name.as_str()), (arn, "site"));
+        assert!(lb.policies.is_empty());
+        let notes: Vec<(&str, Support)> = s
+            .report
+            .items
+            .iter()
+            .map(|i| (i.name.as_str(), i.support))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                ("elb-enable-zones-for-lb", Support::Unsupported),
+                ("elb-apply-security-groups-to-lb", Support::Unsupported),
+                ("elb-describe-lbs", Support::Skipped)
+            ]
+        );
+        assert_eq!(s.uploads["site"].body.0, std::path::PathBuf::from("c.pem"));
+        let e = err(&format!(
+            "{LB}elb-set-lb-listener-ssl-cert web --lb-port 80 --cert-id {arn}"
+        ));
+        assert!(
+            e.contains("only HTTPS and SSL listeners take a certificate"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{LB}elb-register-instances-with-lb web --instances \"\""
+        ));
+        assert!(e.contains("--instances names no instance"), "{e}");
+        let e = err("iam-servercertupload -b c.pem -s site");
+        assert!(e.contains("option -k (the private key) is required"), "{e}");
+        let e = err(&format!("{LB}elb-create-lb-cookie-stickiness-policy web --policy-name p\nelb-set-lb-policies-of-listener web --lb-port 80 --policy-names p\nelb-delete-lb-policy web --policy-name p"));
+        assert!(e.contains("policy \"p\" is in use"), "{e}");
+    }
 }
