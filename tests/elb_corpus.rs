@@ -475,3 +475,26 @@ fn migrate_prints_the_model_and_the_report() {
         "{stderr}"
     );
 }
+
+/// `--strict` turns what is left out and changes traffic into an error.
+#[test]
+fn strict_refuses_what_would_change_traffic() {
+    compile("s5.sh", &Options::default());
+    let failed = compile_file(
+        &corpus("s5.sh"),
+        &Options {
+            strict: true,
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        failed
+            .diagnostic
+            .message
+            .contains("the listener on port 443 of \"mysite-stage\" is not defined in this script"),
+        "{}",
+        failed.diagnostic.message
+    );
+    assert_eq!(failed.diagnostic.origin.as_ref().unwrap().line, 3);
+}
