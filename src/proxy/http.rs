@@ -57,7 +57,8 @@ pub struct RequestCtx {
     /// The status nginx would finalize with when tries run out (502, or 504 after a timeout).
     give_up_status: u16,
     upstream: UpstreamVars,
-    request_id: String,
+    /// `$request_id`, made only when something asks for it.
+    request_id: std::sync::OnceLock<String>,
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -224,7 +225,7 @@ impl ProxyHttp for HttpProxy {
             peer_released: false,
             give_up_status: 502,
             upstream: UpstreamVars::default(),
-            request_id: String::new(),
+            request_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,7 +236,6 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         };
         ctx.tls = addr.ssl;
-        ctx.request_id = format!("{:032x}", fastrand::u128(..));
         let uri = match normalize(session.req_header().raw_path(), true) {
             Ok(uri) => uri,
             Err(_) => {
