@@ -21,7 +21,9 @@ pub fn corpus_dir() -> PathBuf {
         .flatten()
         .find(|p| p.join("README.md").is_file())
         .unwrap_or_else(|| {
-            panic!("the test corpus was not found: set APPLIANCE_CORPUS or put it at ../shared/corpus")
+            panic!(
+                "the test corpus was not found: set APPLIANCE_CORPUS or put it at ../shared/corpus"
+            )
         })
 }
 
@@ -78,3 +80,10 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     }
     panic!("nothing is listening on {addr} after {timeout:?}");
 }
+
+// The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
+// (nginx or the appliance), and scenarios comparing the two.
+pub mod backends;
+pub mod client;
+pub mod proxies;
+pub mod scenario;
