@@ -967,3 +967,50 @@ fn harness_chi_square_rejects_the_wrong_shares() {
         assert!((share - want).abs() < 1e-9, "{shares:?}");
     }
 }
+
+/// The recording backends on their own, without a proxy: each behaviour as a client sees it.
+#[test]
+fn harness_backends_behave_as_scripted() {
+    use support::backends::Backends;
+    use support::client::{send, Outcome};
+    let mut backends = Backends::start(2);
+    backends.reset(&[
+        Plan::ok()
+            .on(2, Status(503))
+            .on(3, Reset)
+            .on(4, InvalidHeader),
+        Plan::ok(),
+    ]);
+    let port = backends.addr(0).port();
+    let outcomes: Vec<Outcome> = (1..=4).map(|seq| send(port, &get("/x"), seq)).collect();
+    assert_eq!(outcomes[0].status(), Some(200));
+    assert_eq!(outcomes[0].backend(), Some(0));
+    assert_eq!(outcomes[1].status(), Some(503));
+    assert!(
+        matches!(&outcomes[2], Outcome::Failed(why) if why.contains("ConnectionReset")),
+        "{:?}",
+        outcomes[2]
+    );
+    match &outcomes[3] {
+        Outcome::Response(r) => assert_eq!(r.header("Bad Header"), Some("here")),
+        other => panic!("{other:?}"),
+    }
+    let received = backends.receptions();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[0].request_line, b"GET /x HTTP/1.1");
+    assert_eq!(
+        received[0].header_lines[0],
+        format!("Host: 127.0.0.1:{port}").into_bytes()
+    );
+    assert_eq!(received[3].seq, Some(4));
+
+    // Refusing closes the listener; accepting opens it again on the same port.
+    backends.set_refusing(1, true);
+    let port1 = backends.addr(1).port();
+    assert!(
+        matches!(send(port1, &get("/"), 5), Outcome::Failed(why) if why.contains("ConnectionRefused"))
+    );
+    backends.set_refusing(1, false);
+    assert_eq!(send(port1, &get("/"), 6).backend(), Some(1));
+    assert_eq!(backends.connection_counts(), vec![4, 1]);
+}

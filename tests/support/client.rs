@@ -203,14 +203,14 @@ fn exchange(port: u16, request: &Request, seq: usize) -> Result<Outcome, String>
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     socket
         .connect_timeout(&SockAddr::from(target), Duration::from_secs(5))
-        .map_err(|e| format!("connect: {}", e.kind()))?;
+        .map_err(|e| format!("connect: {:?}", e.kind()))?;
     let mut stream: std::net::TcpStream = socket.into();
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
     stream
         .write_all(&request.encode(port, seq))
-        .map_err(|e| format!("write: {}", e.kind()))?;
+        .map_err(|e| format!("write: {:?}", e.kind()))?;
 
     let deadline = Instant::now() + RESPONSE_LIMIT;
     let mut reader = Reader {
@@ -287,7 +287,7 @@ impl Reader {
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) => return Err(format!("read: {}", e.kind())),
+                Err(e) => return Err(format!("read: {:?}", e.kind())),
             }
         }
     }
