@@ -15,6 +15,7 @@
 mod support;
 
 use support::backends::{Behaviour::*, Plan};
+use support::chi_square::chi_square;
 use support::client::{get, post, Request};
 use support::scenario::*;
 

@@ -233,10 +233,6 @@ impl Backends {
         lock(&self.shared.journal).clone()
     }
 
-    pub fn reception_count(&self) -> usize {
-        lock(&self.shared.journal).len()
-    }
-
     /// Connections each backend accepted since the last reset.
     pub fn connection_counts(&self) -> Vec<usize> {
         self.backends
@@ -294,9 +290,9 @@ fn spawn_acceptor(
             }
             let Ok(stream) = stream else { continue };
             let connection = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let epoch = shared.epoch.load(Ordering::SeqCst);
             let (state, shared) = (state.clone(), shared.clone());
             std::thread::spawn(move || {
-                let epoch = shared.epoch.load(Ordering::SeqCst);
                 let mut conn = Connection {
                     stream,
                     buffer: Vec::new(),

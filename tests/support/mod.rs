@@ -84,6 +84,8 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
 // The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
 // (nginx or the appliance), and scenarios comparing the two.
 pub mod backends;
+pub mod chi_square;
 pub mod client;
 pub mod proxies;
 pub mod scenario;
+pub mod transcript;

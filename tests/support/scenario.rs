@@ -11,9 +11,14 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::backends::{Backends, Behaviour, Plan, Reception};
+use super::backends::{Backends, Behaviour, Plan};
+use super::chi_square::chi_square;
 use super::client::{self, Outcome, Request};
 use super::proxies::{Kind, NginxOptions, Proxy};
+use super::transcript::{
+    anonymous_items, bodies_that_count, diff, exact_items, listen_placeholder, served_counts,
+    Observation,
+};
 
 /// What wraps every template: one worker, no access log, everything else nginx's defaults.
 const PRELUDE: &str =
@@ -91,19 +96,6 @@ pub struct Scenario {
     template: String,
     steps: Vec<Step>,
     nginx: NginxOptions,
-}
-
-/// Everything one run produced, with the listeners' ports written as placeholders.
-#[derive(Clone, Debug)]
-pub struct Observation {
-    pub target: Kind,
-    pub requests: Vec<Request>,
-    pub outcomes: Vec<Outcome>,
-    pub receptions: Vec<Reception>,
-    pub connections: Vec<usize>,
-    /// The requests sent with `start` (numbered from 1), left out of distributions.
-    pub started: Vec<usize>,
-    pub log_tail: String,
 }
 
 impl Scenario {
@@ -274,12 +266,7 @@ impl Scenario {
     pub fn instantiate(&self, template: &str, ports: &[u16], backends: &Backends) -> String {
         let mut body = template.to_string();
         for (i, port) in ports.iter().enumerate().rev() {
-            let name = if i == 0 {
-                "{listen}".to_string()
-            } else {
-                format!("{{listen{i}}}")
-            };
-            body = body.replace(&name, &format!("127.0.0.1:{port}"));
+            body = body.replace(&listen_placeholder(i), &format!("127.0.0.1:{port}"));
         }
         for i in (0..backends.len()).rev() {
             body = body.replace(&format!("{{b{i}}}"), &backends.addr(i).to_string());
@@ -294,7 +281,7 @@ impl Scenario {
     /// How many listeners the template names.
     fn listener_count(&self) -> usize {
         (1..10)
-            .filter(|i| self.template.contains(&format!("{{listen{i}}}")))
+            .filter(|&i| self.template.contains(&listen_placeholder(i)))
             .max()
             .map_or(1, |i| i + 1)
     }
@@ -410,267 +397,5 @@ fn wait_until_answered(background: &[(usize, JoinHandle<Outcome>)], seqs: &[usiz
     };
     while Instant::now() < deadline && pending() {
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-impl Observation {
-    /// Writes each listener's port as its placeholder wherever it shows.
-    fn with_placeholders(mut self, ports: &[u16]) -> Observation {
-        let fix = |text: &str| -> String {
-            ports
-                .iter()
-                .enumerate()
-                .fold(text.to_string(), |t, (i, port)| {
-                    let name = if i == 0 {
-                        "{listen}".into()
-                    } else {
-                        format!("{{listen{i}}}")
-                    };
-                    replace_number(&t, *port, &name)
-                })
-        };
-        let fix_bytes = |bytes: &[u8]| fix(&String::from_utf8_lossy(bytes)).into_bytes();
-        for r in &mut self.receptions {
-            r.request_line = fix_bytes(&r.request_line);
-            r.header_lines = r.header_lines.iter().map(|l| fix_bytes(l)).collect();
-        }
-        for outcome in &mut self.outcomes {
-            match outcome {
-                Outcome::Response(response) => {
-                    response.body = fix_bytes(&response.body);
-                    for (_, value) in &mut response.headers {
-                        *value = fix(value);
-                    }
-                }
-                Outcome::Failed(why) => *why = fix(why),
-            }
-        }
-        for request in &mut self.requests {
-            request.target = fix(&request.target);
-        }
-        self
-    }
-}
-
-/// Replaces `number` in `text` where it stands alone (not inside a longer run of digits).
-fn replace_number(text: &str, number: u16, with: &str) -> String {
-    let needle = number.to_string();
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(&needle) {
-        let before = rest[..at].chars().last();
-        let after = rest[at + needle.len()..].chars().next();
-        let alone = !before.is_some_and(|c| c.is_ascii_digit())
-            && !after.is_some_and(|c| c.is_ascii_digit());
-        out.push_str(&rest[..at]);
-        out.push_str(if alone { with } else { &needle });
-        rest = &rest[at + needle.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// nginx's own error and redirect pages end with this; their wording is not part of the
-/// contract (a status is), so such bodies are not compared.
-const NGINX_PAGE_MARK: &str = "<hr><center>nginx";
-
-/// Which responses' bodies (and Content-Type) count: all but those where nginx answered with
-/// a page of its own.
-fn bodies_that_count(nginx: &Observation) -> Vec<bool> {
-    nginx
-        .outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            Outcome::Response(r) => !String::from_utf8_lossy(&r.body).contains(NGINX_PAGE_MARK),
-            Outcome::Failed(_) => false,
-        })
-        .collect()
-}
-
-/// One line (or block) per fact, in an order both runs share.
-fn exact_items(o: &Observation, bodies: &[bool]) -> Vec<String> {
-    let mut items: Vec<String> = o
-        .outcomes
-        .iter()
-        .zip(&o.requests)
-        .enumerate()
-        .map(|(i, (outcome, request))| {
-            let body = bodies.get(i).copied().unwrap_or(false);
-            describe_outcome(i + 1, request, outcome, true, body)
-        })
-        .collect();
-    items.extend(o.receptions.iter().map(|r| describe_reception(r, true)));
-    items.push(format!(
-        "connections accepted per backend: {:?}",
-        o.connections
-    ));
-    items
-}
-
-/// As [`exact_items`], without which backend served what (random balancers).
-fn anonymous_items(o: &Observation) -> Vec<String> {
-    let mut items: Vec<String> = o
-        .outcomes
-        .iter()
-        .zip(&o.requests)
-        .enumerate()
-        .map(|(i, (outcome, request))| describe_outcome(i + 1, request, outcome, false, false))
-        .collect();
-    let mut receptions: Vec<&Reception> = o.receptions.iter().collect();
-    receptions.sort_by_key(|r| r.seq);
-    items.extend(receptions.into_iter().map(|r| describe_reception(r, false)));
-    items
-}
-
-fn describe_outcome(
-    seq: usize,
-    request: &Request,
-    outcome: &Outcome,
-    with_backend: bool,
-    with_body: bool,
-) -> String {
-    let what = match outcome {
-        Outcome::Failed(why) => format!("no response ({why})"),
-        Outcome::Response(response) => {
-            let mut text = format!("{}", response.status);
-            if let (Some(b), true) = (response.backend(), with_backend) {
-                text.push_str(&format!(" from backend {b}"));
-            }
-            if let Some(location) = response.header("Location") {
-                text.push_str(&format!(", Location: {location}"));
-            }
-            if with_body {
-                if let Some(content_type) = response.header("Content-Type") {
-                    text.push_str(&format!(", Content-Type: {content_type}"));
-                }
-                text.push_str(&format!(
-                    ", body {:?}",
-                    String::from_utf8_lossy(&response.body)
-                ));
-            }
-            text
-        }
-    };
-    format!("response to #{seq} ({}): {what}", request.describe())
-}
-
-fn describe_reception(r: &Reception, with_backend: bool) -> String {
-    let seq = r.seq.map_or("?".to_string(), |s| s.to_string());
-    let mut text = if with_backend {
-        format!(
-            "backend {} received #{seq} (connection {}, request {} on it) and answers {:?}:",
-            r.backend, r.connection, r.on_connection, r.behaviour
-        )
-    } else {
-        format!("a backend received #{seq}:")
-    };
-    text.push_str(&format!(
-        "\n      {}",
-        String::from_utf8_lossy(&r.request_line)
-    ));
-    for line in &r.header_lines {
-        text.push_str(&format!("\n      {}", String::from_utf8_lossy(line)));
-    }
-    text.push_str(&format!("\n      ({} body bytes)", r.body_len));
-    text
-}
-
-/// The items that differ, position by position, as expected/got pairs.
-fn diff(expected: &[String], got: &[String]) -> String {
-    let mut report = Vec::new();
-    for i in 0..expected.len().max(got.len()) {
-        let (e, g) = (expected.get(i), got.get(i));
-        if e != g {
-            report.push(format!(
-                "  expected: {}\n  got:      {}",
-                e.map_or("(nothing)", String::as_str),
-                g.map_or("(nothing)", String::as_str)
-            ));
-        }
-        if report.len() == 20 {
-            report.push("  (further differences left out)".into());
-            break;
-        }
-    }
-    report.join("\n")
-}
-
-/// Responses to `send` steps served per backend, by the backend header of each response.
-pub fn served_counts(o: &Observation, backends: usize) -> Vec<usize> {
-    let mut counts = vec![0; backends];
-    let sent = o
-        .outcomes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !o.started.contains(&(i + 1)))
-        .map(|(_, outcome)| outcome);
-    for backend in sent.filter_map(Outcome::backend) {
-        if let Some(c) = counts.get_mut(backend) {
-            *c += 1;
-        }
-    }
-    counts
-}
-
-/// Pearson's chi-square goodness of fit.
-pub struct ChiSquare {
-    pub statistic: f64,
-    pub degrees: usize,
-    pub critical: f64,
-}
-
-impl ChiSquare {
-    pub fn passes(&self) -> bool {
-        self.statistic <= self.critical
-    }
-}
-
-impl std::fmt::Display for ChiSquare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "chi-square {:.2} with {} degrees of freedom (critical {:.2} at 0.001): {}",
-            self.statistic,
-            self.degrees,
-            self.critical,
-            if self.passes() {
-                "fits"
-            } else {
-                "does not fit"
-            }
-        )
-    }
-}
-
-/// Chi-square of `counts` against `shares` (which sum to 1). A category with share 0 must be
-/// empty; any count there makes the statistic infinite.
-pub fn chi_square(counts: &[usize], shares: &[f64]) -> ChiSquare {
-    // Upper 0.001 points of the chi-square distribution, 1 to 10 degrees of freedom.
-    const CRITICAL_0_001: [f64; 10] = [
-        10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588,
-    ];
-    let total: usize = counts.iter().sum();
-    let mut statistic = 0.0;
-    let mut categories = 0;
-    for (&count, &share) in counts.iter().zip(shares) {
-        let expected = share * total as f64;
-        if share <= 0.0 {
-            if count > 0 {
-                statistic = f64::INFINITY;
-            }
-            continue;
-        }
-        categories += 1;
-        statistic += (count as f64 - expected).powi(2) / expected;
-    }
-    if total == 0 {
-        statistic = f64::INFINITY;
-    }
-    let degrees = categories.max(2) - 1;
-    assert!(degrees <= 10, "the table stops at 10 degrees of freedom");
-    ChiSquare {
-        statistic,
-        degrees,
-        critical: CRITICAL_0_001[degrees - 1],
     }
 }
