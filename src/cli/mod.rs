@@ -2,7 +2,9 @@
 //! arguments, prints, and picks exit statuses.
 
 mod check;
+mod demo;
 mod migrate;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -48,6 +50,27 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Three backends behind the appliance on loopback, with a live count of who served what.
+    Demo {
+        /// The port the proxy listens on (another is chosen if it is taken).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Requests per second the demo sends itself (0: only yours).
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+    },
+    /// Serve a configuration in the foreground.
+    Run {
+        /// The nginx.conf, ELB script or appliance.toml to serve.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Make every unsupported directive an error.
+        #[arg(long)]
+        strict: bool,
+        /// Take the listening sockets over from a running instance.
+        #[arg(long)]
+        upgrade: bool,
+    },
 }
 
 /// Runs the command line and returns the process's exit status.
@@ -79,7 +102,38 @@ pub fn main() -> ExitCode {
             quiet,
             "appliance",
         ),
+        Command::Demo { port, rate } => demo::run(&demo::DemoOptions { port, rate }),
+        Command::Run {
+            config,
+            strict,
+            upgrade,
+        } => run::run(
+            &config,
+            &Options {
+                strict,
+                ..Options::default()
+            },
+            &crate::proxy::RunOptions {
+                upgrade,
+                ..Default::default()
+            },
+        ),
     }
+}
+
+/// Logs to standard error; `APPLIANCE_LOG` or `RUST_LOG` set the level (default info).
+pub(crate) fn init_logging() {
+    init_logging_at("info");
+}
+
+pub(crate) fn init_logging_at(default: &str) {
+    let filter = std::env::var("APPLIANCE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
 }
 
 /// Prints a failed compilation to standard error: nginx's one-liner, and on a terminal the rich
