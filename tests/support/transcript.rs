@@ -185,17 +185,25 @@ fn describe_reception(r: &Reception, with_backend: bool) -> String {
     text
 }
 
-/// The items that differ, position by position, as expected/got pairs.
+/// The items that differ, position by position. One-line items are shown as expected/got
+/// pairs; blocks (a request a backend received) line by line, `-` for lines only nginx's run
+/// had and `+` for lines only the target's had.
 pub fn diff(expected: &[String], got: &[String]) -> String {
     let mut report = Vec::new();
     for i in 0..expected.len().max(got.len()) {
         let (e, g) = (expected.get(i), got.get(i));
-        if e != g {
-            report.push(format!(
+        if e == g {
+            continue;
+        }
+        match (e, g) {
+            (Some(e), Some(g)) if e.contains('\n') && g.contains('\n') => {
+                report.push(format!("  differs:\n{}", line_diff(e, g)));
+            }
+            _ => report.push(format!(
                 "  expected: {}\n  got:      {}",
                 e.map_or("(nothing)", String::as_str),
                 g.map_or("(nothing)", String::as_str)
-            ));
+            )),
         }
         if report.len() == 20 {
             report.push("  (further differences left out)".into());
@@ -203,6 +211,36 @@ pub fn diff(expected: &[String], got: &[String]) -> String {
         }
     }
     report.join("\n")
+}
+
+/// A line diff of two short blocks (longest common subsequence).
+fn line_diff(expected: &str, got: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
+    // common[i][j]: length of the longest common subsequence of a[i..] and b[j..].
+    let mut common = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            common[i][j] = if a[i] == b[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!("    {}", a[i]));
+            (i, j) = (i + 1, j + 1);
+        } else if j < b.len() && (i == a.len() || common[i][j + 1] >= common[i + 1][j]) {
+            out.push(format!("  + {}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("  - {}", a[i]));
+            i += 1;
+        }
+    }
+    out.join("\n")
 }
 
 /// Responses to `send` steps served per backend, by the backend header of each response.
