@@ -232,12 +232,12 @@ fn line_diff(expected: &str, got: &str) -> String {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             out.push(format!("    {}", a[i]));
             (i, j) = (i + 1, j + 1);
-        } else if j < b.len() && (i == a.len() || common[i][j + 1] >= common[i + 1][j]) {
-            out.push(format!("  + {}", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || common[i + 1][j] >= common[i][j + 1]) {
             out.push(format!("  - {}", a[i]));
             i += 1;
+        } else {
+            out.push(format!("  + {}", b[j]));
+            j += 1;
         }
     }
     out.join("\n")
