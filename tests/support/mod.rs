@@ -124,3 +124,12 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+// The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
+// (nginx or the appliance), and scenarios comparing the two.
+pub mod backends;
+pub mod chi_square;
+pub mod client;
+pub mod proxies;
+pub mod scenario;
+pub mod transcript;
