@@ -2,6 +2,7 @@
 //! arguments, prints, and picks exit statuses.
 
 mod check;
+mod firstboot;
 mod migrate;
 
 use std::io::IsTerminal;
@@ -48,6 +49,25 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Configure this appliance from its EC2 user data (IMDSv2); run at boot by the image.
+    Firstboot {
+        /// The config directory: `config` there is linked to the applied config.
+        #[arg(long, default_value = "/etc/appliance")]
+        etc: PathBuf,
+        /// Where the last applied user data is kept.
+        #[arg(long, default_value = "/var/lib/appliance")]
+        state: PathBuf,
+        /// The IMDS endpoint (else `appliance.imds_endpoint=` on the kernel command line, else
+        /// ETC/imds-endpoint, else the SDK's default, http://169.254.169.254).
+        #[arg(long)]
+        imds_endpoint: Option<String>,
+        /// Read the user data from this file instead of IMDS.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// How long to keep trying while IMDS does not answer, in seconds.
+        #[arg(long, default_value_t = 30)]
+        patience: u64,
+    },
 }
 
 /// Runs the command line and returns the process's exit status.
@@ -79,6 +99,19 @@ pub fn main() -> ExitCode {
             quiet,
             "appliance",
         ),
+        Command::Firstboot {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience,
+        } => firstboot::run(&firstboot::Args {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience: std::time::Duration::from_secs(patience),
+        }),
     }
 }
 
