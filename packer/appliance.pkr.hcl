@@ -65,10 +65,22 @@ variable "base_dir" {
   description = "qemu source: a directory from `scripts/image-build --base-only` (base.qcow2, vmlinuz, initrd.img, admin_ed25519)."
 }
 
+variable "qemu_output_directory" {
+  type        = string
+  default     = "packer/output-qemu"
+  description = "qemu source: where the baked appliance.qcow2 (and the build's console log) go."
+}
+
 variable "qemu_accelerator" {
   type        = string
   default     = "kvm"
   description = "qemu source: kvm, or tcg where KVM does not work."
+}
+
+variable "manifest" {
+  type        = string
+  default     = "packer/manifest.json"
+  description = "Where the manifest post-processor records the builds."
 }
 
 locals {
@@ -117,14 +129,14 @@ source "qemu" "appliance" {
   memory           = 1024
   net_device       = "virtio-net"
   disk_interface   = "virtio"
-  output_directory = "packer/output-qemu"
+  output_directory = var.qemu_output_directory
   vm_name          = "appliance.qcow2"
   # The local base boots its kernel directly, as scripts/image-boot does.
   qemuargs = [
     ["-kernel", "${var.base_dir}/vmlinuz"],
     ["-initrd", "${var.base_dir}/initrd.img"],
     ["-append", "root=LABEL=appliance-root ro console=ttyS0 net.ifnames=0"],
-    ["-serial", "file:packer/output-qemu-console.log"],
+    ["-serial", "file:${var.qemu_output_directory}-console.log"],
   ]
   communicator         = "ssh"
   ssh_username         = "admin"
@@ -160,7 +172,7 @@ build {
   }
 
   post-processor "manifest" {
-    output     = "packer/manifest.json"
+    output     = var.manifest
     strip_path = true
     custom_data = {
       binary = var.appliance_binary

@@ -13,9 +13,10 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tappliance\n::1\tlocalhost ip6-localhost
 printf 'LABEL=appliance-root\t/\text4\tdefaults,noatime\t0\t1\n' > /etc/fstab
 
 # Ethernet interfaces get DHCP from systemd-networkd, as on EC2, unless the kernel command
-# line's ip= configures one statically (systemd-network-generator writes a file that sorts first).
+# line's ip= configures one statically (systemd-network-generator writes 90-IFACE.network,
+# which sorts before this file and so wins).
 mkdir -p /etc/systemd/network
-cat > /etc/systemd/network/80-first-nic.network <<'NET'
+cat > /etc/systemd/network/99-dhcp.network <<'NET'
 [Match]
 Name=en* eth*
 Type=ether
