@@ -26,7 +26,7 @@ install -m 0640 -g appliance "$files/default.toml" /etc/appliance/default.toml
 ln -sfn default.toml /etc/appliance/config
 install -d -m 0750 -o appliance -g appliance /var/lib/appliance
 # A baked image carries no instance's state: the next boot is a first boot.
-rm -rf /etc/appliance/user-data.* /var/lib/appliance/user-data.applied /etc/appliance/imds-endpoint
+rm -rf /etc/appliance/user-data.* /var/lib/appliance-firstboot /etc/appliance/imds-endpoint
 
 install -m 0644 "$files/sysctl.conf" /etc/sysctl.d/60-appliance.conf
 install -m 0644 "$files/appliance.service" /etc/systemd/system/appliance.service

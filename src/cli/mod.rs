@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long, default_value = "/etc/appliance")]
         etc: PathBuf,
         /// Where the last applied user data is kept.
-        #[arg(long, default_value = "/var/lib/appliance")]
+        #[arg(long, default_value = "/var/lib/appliance-firstboot")]
         state: PathBuf,
         /// The IMDS endpoint (else `appliance.imds_endpoint=` on the kernel command line, else
         /// ETC/imds-endpoint, else the SDK's default, http://169.254.169.254).

@@ -23,7 +23,8 @@ use user_data::{NotUsed, UserData};
 pub struct Layout {
     /// The config directory, `/etc/appliance`.
     pub etc: PathBuf,
-    /// Where the last applied user data is kept, `/var/lib/appliance`.
+    /// Where the last applied user data is kept, `/var/lib/appliance-firstboot` (root's; the
+    /// service's own state directory, `/var/lib/appliance`, belongs to its user).
     pub state: PathBuf,
 }
 
@@ -31,7 +32,7 @@ impl Default for Layout {
     fn default() -> Self {
         Layout {
             etc: PathBuf::from("/etc/appliance"),
-            state: PathBuf::from("/var/lib/appliance"),
+            state: PathBuf::from("/var/lib/appliance-firstboot"),
         }
     }
 }
