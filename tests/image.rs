@@ -515,6 +515,20 @@ impl Vm {
         }
     }
 
+    /// Waits until systemd reports appliance.service ready (Type=notify: `appliance run` said
+    /// READY=1); fails at the unit's first failure rather than at the time limit.
+    fn wait_until_serving(&mut self) -> Duration {
+        let (which, at) = self.wait_for_any(
+            &[
+                "Started appliance.service",
+                "appliance.service: Failed with result",
+            ],
+            BOOT_LIMIT,
+        );
+        assert_eq!(which, 0, "appliance.service failed:\n{}", self.tail());
+        at
+    }
+
     fn tail(&self) -> String {
         let console = self.console();
         let lines: Vec<&str> = console.lines().collect();
@@ -665,7 +679,7 @@ fn image_serves_traffic_from_the_host_through_its_user_data_config() {
         ],
     );
     vm.wait_for("appliance-firstboot: applied the user data", BOOT_LIMIT);
-    let ready = vm.wait_for("Started appliance.service", BOOT_LIMIT);
+    let ready = vm.wait_until_serving();
     eprintln!(
         "serve: appliance.service ready at {:.1} s",
         ready.as_secs_f64()
@@ -926,8 +940,8 @@ fn image_pair_fails_over_when_the_master_is_powered_off() {
     let _backend = GroupGuard::spawn("backend", &mut backend);
 
     let (mut a, mut b) = boot_pair(&net, &image, tmp.path());
-    a.wait_for("Started appliance.service", BOOT_LIMIT);
-    b.wait_for("Started appliance.service", BOOT_LIMIT);
+    a.wait_until_serving();
+    b.wait_until_serving();
 
     // The higher priority node holds the VIP.
     let deadline = Instant::now() + Duration::from_secs(120);
