@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod firstboot;
 mod migrate;
 mod run;
 
@@ -53,6 +54,25 @@ pub enum Command {
         quiet: bool,
         #[command(flatten)]
         elb: ElbArgs,
+    },
+    /// Configure this appliance from its EC2 user data (IMDSv2); run at boot by the image.
+    Firstboot {
+        /// The config directory: `config` there is linked to the applied config.
+        #[arg(long, default_value = "/etc/appliance")]
+        etc: PathBuf,
+        /// Where the last applied user data is kept.
+        #[arg(long, default_value = "/var/lib/appliance-firstboot")]
+        state: PathBuf,
+        /// The IMDS endpoint (else `appliance.imds_endpoint=` on the kernel command line, else
+        /// ETC/imds-endpoint, else the SDK's default, http://169.254.169.254).
+        #[arg(long)]
+        imds_endpoint: Option<String>,
+        /// Read the user data from this file instead of IMDS.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// How long to keep trying while IMDS does not answer, in seconds.
+        #[arg(long, default_value_t = 30)]
+        patience: u64,
     },
     /// Three backends behind the appliance on loopback, with a live count of who served what.
     Demo {
@@ -151,6 +171,19 @@ pub fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
+        Command::Firstboot {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience,
+        } => firstboot::run(&firstboot::Args {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience: std::time::Duration::from_secs(patience),
+        }),
     }
 }
 

@@ -102,6 +102,10 @@ pub fn detect(path: &Path, text: &str) -> InputKind {
 
 /// Reads and compiles any supported input, then validates the model.
 pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> {
+    // A symlink (the image's /etc/appliance/config) is read as the file it points at: its name
+    // says what it is, and its includes are relative to its own directory.
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let text = std::fs::read(path).map_err(|e| {
         Diagnostic::error(format!(
             "open() \"{}\" failed ({})",
