@@ -70,6 +70,60 @@ pub struct LocationConf {
     pub proxy: Option<ProxyConf>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
+    pub content_types: ContentTypes,
+}
+
+/// `types` and `default_type`: the type of a response the appliance makes itself, by the URI's
+/// extension. Shared between the locations that inherit them.
+#[derive(Clone)]
+pub struct ContentTypes {
+    default: Arc<str>,
+    types: Option<Arc<indexmap::IndexMap<String, String>>>,
+}
+
+impl Default for ContentTypes {
+    /// nginx's built-in defaults: `text/plain`, and only html, gif and jpg known.
+    fn default() -> Self {
+        ContentTypes {
+            default: "text/plain".into(),
+            types: None,
+        }
+    }
+}
+
+impl ContentTypes {
+    fn inherit(
+        &self,
+        default_type: &Option<String>,
+        types: &Option<indexmap::IndexMap<String, String>>,
+    ) -> ContentTypes {
+        ContentTypes {
+            default: default_type
+                .as_deref()
+                .map_or_else(|| self.default.clone(), Arc::from),
+            types: types.clone().map(Arc::new).or_else(|| self.types.clone()),
+        }
+    }
+
+    /// The type for a normalized URI: its extension (after the last dot of the last segment,
+    /// lowercased) looked up in `types`, else `default_type`.
+    pub fn for_uri(&self, uri: &[u8]) -> &str {
+        let segment = uri.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        let ext = match segment.iter().rposition(|b| *b == b'.') {
+            Some(i) => String::from_utf8_lossy(&segment[i + 1..]).to_ascii_lowercase(),
+            None => return &self.default,
+        };
+        let found = match &self.types {
+            Some(types) => types.get(&ext).map(String::as_str),
+            None => match ext.as_str() {
+                "html" => Some("text/html"),
+                "gif" => Some("image/gif"),
+                "jpg" => Some("image/jpeg"),
+                _ => None,
+            },
+        };
+        found.unwrap_or(&self.default)
+    }
 }
 
 pub struct ReturnConf {
@@ -316,6 +370,9 @@ fn build_server(
         proxy: merge_proxy(&http.proxy, &vs.proxy),
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
+        content_types: ContentTypes::default()
+            .inherit(&http.default_type, &http.types)
+            .inherit(&vs.default_type, &vs.types),
     };
     let name = vs.server_name.first().cloned().unwrap_or_default();
     let specs = location_specs(&vs.locations, &server_level, pools, next_id)?;
@@ -347,6 +404,7 @@ struct Level {
     proxy: Proxy,
     client: Client,
     add_header: Option<Vec<AddHeader>>,
+    content_types: ContentTypes,
 }
 
 fn location_specs(
@@ -364,6 +422,7 @@ fn location_specs(
             proxy,
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
+            content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
         };
         let conf = location_conf(
             loc.origin.as_ref(),
@@ -433,6 +492,7 @@ fn location_conf(
         proxy,
         client: client_conf(&level.client),
         add_header: header_rules(level.add_header.as_deref().unwrap_or_default(), origin)?,
+        content_types: level.content_types.clone(),
     })
 }
 

@@ -309,6 +309,8 @@ impl Lowering<'_> {
             },
             add_header: None,
             access_log: None,
+            default_type: None,
+            types: None,
             return_: None,
             locations: Vec::new(),
         }
@@ -544,6 +546,8 @@ fn location(origin: Origin, proxy: Proxy, return_: Option<Return>) -> Location {
         client: Client::default(),
         add_header: None,
         access_log: None,
+        default_type: None,
+        types: None,
         return_,
         locations: Vec::new(),
     }

@@ -18,6 +18,8 @@ pub(super) struct Level<'a> {
     pub client: &'a mut Client,
     pub add_header: &'a mut Option<Vec<AddHeader>>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
+    pub default_type: &'a mut Option<String>,
+    pub types: &'a mut Option<IndexMap<String, String>>,
     /// Only http and server levels carry TLS settings.
     pub tls: Option<&'a mut TlsLevel>,
 }
@@ -37,6 +39,8 @@ impl Lowering<'_> {
         let mut client = Client::default();
         let mut add_header = None;
         let mut access_log = None;
+        let mut default_type = None;
+        let mut types = None;
         let mut tls = TlsLevel::default();
         let mut servers = Vec::new();
         for stmt in block.block.iter().flatten() {
@@ -60,6 +64,8 @@ impl Lowering<'_> {
                         client: &mut client,
                         add_header: &mut add_header,
                         access_log: &mut access_log,
+                        default_type: &mut default_type,
+                        types: &mut types,
                         tls: Some(&mut tls),
                     };
                     if !self.setting(stmt, level)? {
@@ -75,6 +81,8 @@ impl Lowering<'_> {
         http.client = client;
         http.add_header = add_header;
         http.access_log = access_log;
+        http.default_type = default_type;
+        http.types = types;
         http.servers = servers;
         Ok(())
     }
@@ -89,6 +97,8 @@ impl Lowering<'_> {
             client: Client::default(),
             add_header: None,
             access_log: None,
+            default_type: None,
+            types: None,
             return_: None,
             locations: Vec::new(),
         };
@@ -150,6 +160,8 @@ impl Lowering<'_> {
                         client: &mut vs.client,
                         add_header: &mut vs.add_header,
                         access_log: &mut vs.access_log,
+                        default_type: &mut vs.default_type,
+                        types: &mut vs.types,
                         tls: Some(&mut tls),
                     };
                     if !self.setting(stmt, level)? {
@@ -342,6 +354,8 @@ impl Lowering<'_> {
             client: Client::default(),
             add_header: None,
             access_log: None,
+            default_type: None,
+            types: None,
             return_: None,
             locations: Vec::new(),
         };
@@ -381,6 +395,8 @@ impl Lowering<'_> {
                         client: &mut loc.client,
                         add_header: &mut loc.add_header,
                         access_log: &mut loc.access_log,
+                        default_type: &mut loc.default_type,
+                        types: &mut loc.types,
                         tls: None,
                     };
                     if !self.setting(s, level)? {
@@ -506,6 +522,17 @@ impl Lowering<'_> {
                     });
             }
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
+            "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
+            "types" => {
+                // `types { text/html html htm; }`: each line names a type and its extensions.
+                // Several blocks at one level add up, as in nginx.
+                let types = level.types.get_or_insert_with(IndexMap::new);
+                for line in stmt.block.iter().flatten() {
+                    for ext in line.values() {
+                        types.insert(ext.to_ascii_lowercase(), line.name.clone());
+                    }
+                }
+            }
             "ssl_certificate"
             | "ssl_certificate_key"
             | "ssl_protocols"

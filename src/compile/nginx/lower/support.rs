@@ -130,6 +130,8 @@ pub const SUPPORTED: &[Entry] = &[
         "buffer=, gzip, flush=, if= and syslog: are not supported",
     ),
     full("log_format", "http"),
+    full("default_type", HSL),
+    full("types", HSL),
     full("ssl_certificate", "http, server, stream"),
     full("ssl_certificate_key", "http, server, stream"),
     full("ssl_protocols", "http, server, stream"),
