@@ -211,7 +211,64 @@ fn shut_down(conn: &Conn) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Appliance;
+    use crate::proxy::balance::{Outcome, SelectKey};
     use std::io::Read;
+
+    fn runtime(servers: &[&str], drain: &str) -> Runtime {
+        let list: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{{ address = \"{s}\" }}"))
+            .collect();
+        let text = format!(
+            "[[http.upstream]]\nname = \"app\"\n{drain}\nserver = [{}]\n",
+            list.join(", ")
+        );
+        Runtime::build(&Appliance::from_toml(&text, "t.toml").unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reload_retires_removed_servers_in_the_old_pool_and_carries_the_rest() {
+        let old = runtime(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], "");
+        let new = runtime(&["10.0.0.3:80", "10.0.0.1:80"], "drain_timeout = \"1s\"");
+        let (old_pool, new_pool) = (&old.pools["app"], &new.pools["app"]);
+        let now = Instant::now();
+        // 10.0.0.3 failed before the reload.
+        let mut a = old_pool.balancer.begin();
+        for _ in 0..3 {
+            let p = old_pool
+                .balancer
+                .select(&mut a, &SelectKey::default(), now)
+                .unwrap();
+            let outcome = if p == PeerId(2) {
+                Outcome::Failed
+            } else {
+                Outcome::Success
+            };
+            old_pool.balancer.finish(&mut a, outcome, now);
+            a = old_pool.balancer.begin();
+        }
+        hand_over(&old, &new);
+        assert_eq!(
+            new_pool.balancer.snapshot(now)[0].fails,
+            1,
+            "10.0.0.3 keeps its failure"
+        );
+        // The old pool's requests (and retries) never get 10.0.0.2 again.
+        for _ in 0..6 {
+            let mut a = old_pool.balancer.begin();
+            let p = old_pool
+                .balancer
+                .select(&mut a, &SelectKey::default(), now)
+                .unwrap();
+            assert_ne!(p, PeerId(1));
+            old_pool.balancer.finish(&mut a, Outcome::Success, now);
+        }
+        // Its drain timeout (the new config's) is running: connecting after it cuts at once.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(old_pool.inflight.lock().expired.contains(&PeerId(1)));
+        assert!(!old_pool.inflight.lock().expired.contains(&PeerId(0)));
+    }
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
