@@ -179,3 +179,115 @@ fn replay_counts_what_it_should() {
     ];
     assert_eq!(replay(&events), (1, 1, 1));
 }
+
+/// A self-signed certificate and key made with openssl, as the seed makes its own.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=backend.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn https_and_ssl_checks_handshake_without_verifying_the_certificate() {
+    let (_, backends) = backends(&["a", "b"]);
+    let (a, b) = (&backends[0], &backends[1]);
+    // The check port has a TLS server on a's host only (openssl s_server -www answers GET /
+    // with 200); on b's host nothing listens there.
+    let check_port = {
+        let probe = std::net::TcpListener::bind((a.addr.ip(), 0)).unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("edge-health-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let _tls = support::ChildGuard::spawn(
+        "openssl s_server",
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("{}:{check_port}", a.addr.ip()))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    support::wait_for_port(
+        std::net::SocketAddr::new(a.addr.ip(), check_port),
+        Duration::from_secs(10),
+    );
+    let pool = |name: &str, target: &str| {
+        format!(
+            r#"
+[[http.upstream]]
+name = "{name}"
+{}
+health_check = {{ target = "{target}", interval = "300ms", timeout = "250ms", unhealthy_threshold = 2, healthy_threshold = 2 }}
+"#,
+            servers(&backends)
+        )
+    };
+    let config = format!(
+        r#"{}{}
+[[http.server]]
+listen = [{{ address = "@LISTEN@" }}]
+[[http.server.location]]
+path = "/https/"
+proxy = {{ pass = "http://https" }}
+[[http.server.location]]
+path = "/ssl/"
+proxy = {{ pass = "http://ssl" }}
+"#,
+        pool("https", &format!("HTTPS:{check_port}/")),
+        pool("ssl", &format!("SSL:{check_port}"))
+    );
+    let appliance = Appliance::start("health-tls", &config);
+    // b goes out of both pools; wait (bounded) until the log says so.
+    let out_line = |proto: &str| format!("health check {proto} {}:{check_port}", b.addr.ip());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let left = |proto: &str| {
+        appliance
+            .log_text()
+            .lines()
+            .any(|l| l.contains(&out_line(proto)) && l.contains("out of rotation"))
+    };
+    while !(left("HTTPS") && left("SSL")) {
+        assert!(
+            Instant::now() < deadline,
+            "b never left rotation:\n{}",
+            appliance.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b_hits = b.client_hits();
+    // Over several more intervals a's checks keep passing: every request is answered by a.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut n = 0;
+    while Instant::now() < until {
+        for prefix in ["/https/", "/ssl/"] {
+            let r = appliance.get(prefix, None);
+            assert_eq!((r.status, r.body.as_str()), (200, "a"), "{prefix}");
+            n += 1;
+        }
+    }
+    println!("{n} requests, all to a; b out of both pools");
+    assert_eq!(b.client_hits(), b_hits);
+    let log = appliance.log_text();
+    assert!(
+        !log.contains(&format!("health check HTTPS {}:", a.addr.ip()))
+            && !log.contains(&format!("health check SSL {}:", a.addr.ip())),
+        "a's TLS checks never failed:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

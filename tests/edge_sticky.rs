@@ -240,3 +240,45 @@ sticky = {{ mode = "app_cookie", cookie = "JSESSIONID" }}
         .iter()
         .all(|s| *s == relogin.body));
 }
+
+#[test]
+fn a_sticky_backend_failing_its_health_check_falls_back_and_returns() {
+    let (port, backends) = backends(&["a", "b", "c"]);
+    let config = format!(
+        r#"
+[[http.upstream]]
+name = "app"
+{}
+sticky = {{ mode = "lb_cookie", expires = "1h" }}
+health_check = {{ target = "HTTP:{port}/status", interval = "300ms", timeout = "200ms", unhealthy_threshold = 2, healthy_threshold = 2 }}
+{}"#,
+        servers(&backends),
+        server_passing_to("app")
+    );
+    let appliance = Appliance::start("sticky-health", &config);
+    let cookies = cookies_for_every_backend(&appliance);
+    let b = &backends[1];
+    let limit = std::time::Duration::from_secs(20);
+    b.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    // Two failures take it out; the third check is sent only after the second was applied.
+    let from = b.checks().0;
+    b.wait_checks(from, 3, limit);
+    let hits = b.client_hits();
+    let r = appliance.get("/", Some(&cookies["b"]));
+    assert_ne!(r.body, "b", "an unhealthy sticky backend is not used");
+    let fresh = r.set_cookie("AWSELB").expect("re-issued for the fallback");
+    assert!(served(&appliance, Some(&fresh), 3)
+        .iter()
+        .all(|s| *s == r.body));
+    assert_eq!(b.client_hits(), hits);
+    // Back in rotation, its old cookie leads to it again.
+    b.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    let from = b.checks().0;
+    b.wait_checks(from, 3, limit);
+    let back = served(&appliance, Some(&cookies["b"]), 3);
+    println!(
+        "b unhealthy: fell back to {}; b healthy again: {back:?}",
+        r.body
+    );
+    assert!(back.iter().all(|s| s == "b"));
+}
