@@ -60,7 +60,8 @@ pub struct RequestCtx {
     /// The status nginx would finalize with when tries run out (502, or 504 after a timeout).
     give_up_status: u16,
     upstream: UpstreamVars,
-    request_id: String,
+    /// `$request_id`, made only when something asks for it.
+    request_id: std::sync::OnceLock<String>,
     /// What the request's sticky cookie says, when the pool has stickiness.
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
@@ -233,7 +234,7 @@ impl ProxyHttp for HttpProxy {
             peer_released: false,
             give_up_status: 502,
             upstream: UpstreamVars::default(),
-            request_id: String::new(),
+            request_id: std::sync::OnceLock::new(),
             affinity: None,
             token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
         }
@@ -246,7 +247,6 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         };
         ctx.tls = addr.ssl;
-        ctx.request_id = format!("{:032x}", fastrand::u128(..));
         let uri = match normalize(session.req_header().raw_path(), true) {
             Ok(uri) => uri,
             Err(_) => {
