@@ -6,12 +6,14 @@
 //! - `upstream_response_filter`: retry on the statuses `proxy_next_upstream` names, hide headers;
 //! - `fail_to_connect` / `error_while_proxy`: decide retries as `ngx_http_upstream_next` does;
 //! - `fail_to_proxy`: answer 502/504 as nginx does when it runs out of tries;
+//! - `connected_to_upstream`: note the connection, so a drain timeout can cut it;
+//! - `response_filter`: add the sticky-session cookie;
 //! - `logging`: give the server back to the balancer.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -28,6 +30,7 @@ use super::locations::Found;
 use super::respond;
 use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
 use super::server_names::validate_host;
+use super::sticky::Affinity;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize, NormalizedUri};
 use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
@@ -59,11 +62,17 @@ pub struct RequestCtx {
     upstream: UpstreamVars,
     /// `$request_id`, made only when something asks for it.
     request_id: std::sync::OnceLock<String>,
+    /// What the request's sticky cookie says, when the pool has stickiness.
+    affinity: Option<Affinity>,
+    /// Names the request among its pool's connections in flight (draining).
+    token: u64,
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
 /// request its own connection key, so nothing it opens is ever picked up again.
 static NEXT_PRIVATE_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
+
+static NEXT_REQUEST_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 impl HttpProxy {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
@@ -226,6 +235,8 @@ impl ProxyHttp for HttpProxy {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
+            affinity: None,
+            token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -349,13 +360,24 @@ impl ProxyHttp for HttpProxy {
                 ctx.hash_key = eval_to_vec(key, &ctx.vars(session, Some(proxy)));
             }
             ctx.started = Some(Instant::now());
+            if let Some(sticky) = &pool.sticky {
+                ctx.affinity = Some(sticky.read(&session.req_header().headers, SystemTime::now()));
+            }
         }
         let client_ip: Option<IpAddr> = client_addr(session).map(|a| a.ip());
         let key = SelectKey::new(client_ip, &ctx.hash_key);
         let Some(attempt) = ctx.attempt.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "no attempt");
         };
-        let peer_id = match pool.balancer.select(attempt, &key, Instant::now()) {
+        // The sticky peer when the balancer could use it, else the balancer's own choice.
+        let sticky_peer = ctx
+            .affinity
+            .as_ref()
+            .and_then(|a| a.peer)
+            .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()));
+        let chosen =
+            sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
+        let peer_id = match chosen {
             Ok(p) => p,
             Err(no_live) => {
                 ctx.give_up_status = 502;
@@ -484,6 +506,7 @@ impl ProxyHttp for HttpProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        add_sticky_cookie(response, ctx)?;
         let Some(location) = ctx.location.clone() else {
             return Ok(());
         };
@@ -541,6 +564,16 @@ impl ProxyHttp for HttpProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx
+            .proxy()
+            .is_some_and(|p| p.pool.inflight.was_cut(ctx.token))
+        {
+            // A drain timeout ended it: the server was removed, nothing is retried.
+            ctx.release(Outcome::Success);
+            ctx.give_up_status = 502;
+            e.set_retry(false);
+            return e.more_context("drain timeout expired");
+        }
         if ctx.peer_released {
             // A retry this request decided itself (a status in proxy_next_upstream).
             return e;
@@ -603,9 +636,67 @@ impl ProxyHttp for HttpProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let held = ctx.attempt.as_ref().and_then(|a| a.held());
+        if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
+            if let Some(info) = proxy.pool.balancer.peer(peer) {
+                proxy
+                    .pool
+                    .inflight
+                    .register(ctx.token, peer, &info.addr, fd);
+            }
+        }
+        Ok(())
+    }
+
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(proxy) = ctx.proxy() {
+            proxy.pool.inflight.release(ctx.token);
+        }
         ctx.release(Outcome::Success);
     }
+}
+
+/// Adds the sticky-session cookie to a response from the upstream, when the pool has
+/// stickiness and the cookie must be (re)issued for the server that answered.
+fn add_sticky_cookie(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    let (Some(proxy), Some(affinity)) = (ctx.proxy(), ctx.affinity.as_ref()) else {
+        return Ok(());
+    };
+    let (Some(sticky), Some(served)) = (
+        proxy.pool.sticky.as_ref(),
+        ctx.attempt.as_ref().and_then(|a| a.held()),
+    ) else {
+        return Ok(());
+    };
+    if ctx.upstream.response.is_none() {
+        return Ok(());
+    }
+    let set_cookies: Vec<Vec<u8>> = response
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    let cookie = sticky.set_cookie(
+        affinity,
+        served,
+        set_cookies.iter().map(Vec::as_slice),
+        ctx.tls,
+        SystemTime::now(),
+    );
+    if let Some(cookie) = cookie {
+        response.append_header(http::header::SET_COOKIE, cookie)?;
+    }
+    Ok(())
 }
 
 /// The host part of `$proxy_host`, for SNI.

@@ -6,12 +6,15 @@
 //! touching the listening sockets, and requests in flight finish on the one they started with.
 
 pub mod balance;
+pub mod drain;
+pub mod health;
 pub mod http;
 pub mod locations;
 pub mod respond;
 pub mod runtime;
 pub mod server_names;
 pub mod signals;
+pub mod sticky;
 pub mod upstream_request;
 pub mod uri;
 pub mod vars;
@@ -22,6 +25,7 @@ use arc_swap::ArcSwap;
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 
 use crate::compile::diag::Diagnostic;
 use crate::config::{Appliance, ListenAddress};
@@ -40,6 +44,8 @@ pub struct RunOptions {
 #[derive(Clone)]
 pub struct DataPlane {
     pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The active health checks and their state (for the admin side: [`health::HealthChecks::status`]).
+    pub health: Arc<health::HealthChecks>,
 }
 
 /// Builds the Pingora server for a model, ready to `run`.
@@ -78,6 +84,7 @@ pub fn build_server(
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
     let plane = DataPlane {
         runtime: runtime.clone(),
+        health: Arc::new(health::HealthChecks::new(runtime.clone())),
     };
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -106,6 +113,10 @@ pub fn build_server(
         }
     }
     server.add_service(service);
+    server.add_service(background_service(
+        "health checks",
+        health::HealthService(plane.health.clone()),
+    ));
     Ok((server, plane))
 }
 

@@ -18,8 +18,10 @@ use crate::config::{
 };
 
 use super::balance::{Pool, ResolvedServer};
+use super::drain::Inflight;
 use super::locations::{LocationTree, Spec};
 use super::server_names::ServerNames;
+use super::sticky::Sticky;
 
 /// Everything the HTTP data plane serves from.
 pub struct Runtime {
@@ -236,6 +238,14 @@ pub struct UpstreamPool {
     pub keepalive: Option<u32>,
     pub keepalive_timeout: Duration,
     pub origin: Option<Origin>,
+    /// The active health check, run by [`health`](super::health).
+    pub health_check: Option<config::HealthCheck>,
+    /// Session stickiness ([`sticky`](super::sticky)).
+    pub sticky: Option<Sticky>,
+    /// How long requests to a server a reload removed may go on ([`drain`](super::drain)).
+    pub drain_timeout: Option<Duration>,
+    /// Requests with an upstream connection open, for draining.
+    pub inflight: Inflight,
 }
 
 /// nginx's default request headers for proxying (ngx_http_proxy_headers), in its order.
@@ -269,7 +279,7 @@ impl Runtime {
         let mut pools = HashMap::new();
         let mut next_id = 1u64;
         for upstream in &model.http.upstreams {
-            let pool = build_pool(upstream, next_id)?;
+            let pool = build_pool(upstream, next_id, model.global.sticky_secret.as_deref())?;
             next_id += 1;
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
@@ -300,7 +310,11 @@ impl Runtime {
     }
 }
 
-fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> {
+fn build_pool(
+    upstream: &Upstream,
+    id: u64,
+    sticky_secret: Option<&str>,
+) -> Result<UpstreamPool, Diagnostic> {
     let resolved = ResolvedServer::resolve(upstream).map_err(|e| {
         Diagnostic::error(format!("upstream \"{}\": {e}", upstream.name))
             .at_opt(upstream.origin.as_ref())
@@ -312,10 +326,12 @@ fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> 
         ),
         _ => None,
     };
+    let balancer = Pool::new(upstream, resolved);
     Ok(UpstreamPool {
         name: upstream.name.clone(),
         id,
-        balancer: Pool::new(upstream, resolved),
+        sticky: Sticky::new(upstream, &balancer, sticky_secret),
+        balancer,
         balance: upstream.balance.clone(),
         hash_key,
         keepalive: upstream.keepalive,
@@ -323,6 +339,9 @@ fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> 
             .keepalive_timeout
             .map_or(Duration::from_secs(60), |d| d.get()),
         origin: upstream.origin.clone(),
+        health_check: upstream.health_check.clone(),
+        drain_timeout: upstream.drain_timeout.map(|d| d.get()),
+        inflight: Inflight::default(),
     })
 }
 
@@ -357,7 +376,7 @@ fn implicit_pool(
         sticky: None,
         drain_timeout: None,
     };
-    build_pool(&upstream, id)
+    build_pool(&upstream, id, None)
 }
 
 fn build_server(

@@ -56,6 +56,7 @@ impl NginxSignals {
             );
             return;
         }
+        super::drain::hand_over(&current, &next);
         self.plane.runtime.store(Arc::new(next));
         tracing::info!("reload: new configuration in use");
     }

@@ -328,6 +328,59 @@ impl Pool {
         }
     }
 
+    /// Chooses `peer` for the request's next try if it may be used now, as if the balancer had
+    /// picked it: it must be on the list the request is on (primary, or backup once the request
+    /// turned there), not tried by this request, not `down`, healthy, not failed within its
+    /// `fail_timeout` and below `max_conns`. The session-affinity entry point: a sticky cookie
+    /// names a peer, and when it may not be used the caller falls back to [`Pool::select`].
+    ///
+    /// On success the peer is marked tried and held exactly as [`Pool::select`] does (release it
+    /// with [`Pool::finish`]); otherwise nothing changes and None is returned.
+    pub fn select_peer(&self, a: &mut Attempt, peer: PeerId, now: Instant) -> Option<PeerId> {
+        if a.pool_id != self.id {
+            *a = self.begin();
+        }
+        if a.tries == 0 {
+            return None;
+        }
+        if a.held.is_some() {
+            self.finish(a, Outcome::Success, now);
+        }
+        let now = clock::secs(now);
+        let mut st = self.lock();
+        let mut c = Ctx {
+            info: &self.peers,
+            primary: self.primary,
+            backup: self.backup,
+            st: &mut st,
+            a,
+            now,
+        };
+        let list = c.list();
+        let g = peer.index();
+        if g < list.start || g >= list.start + list.len {
+            return None;
+        }
+        let i = g - list.start;
+        if c.tried(i) || c.unusable(g) {
+            return None;
+        }
+        c.a.tried.insert(i);
+        c.note_chance(g);
+        c.st.peers[g].conns += 1;
+        drop(st);
+        a.held = Some(g as u32);
+        Some(peer)
+    }
+
+    /// Takes a peer out of this pool for good: a reload removed its server, and the requests
+    /// still running on this (old) pool, and their retries, must not be sent to it any more.
+    pub fn retire(&self, peer: PeerId) {
+        if let Some(s) = self.lock().peers.get_mut(peer.index()) {
+            s.retired = true;
+        }
+    }
+
     /// Every peer's state, for the admin API.
     pub fn snapshot(&self, now: Instant) -> Vec<PeerStatus> {
         let now = clock::secs(now);
@@ -359,9 +412,15 @@ impl Pool {
     /// their failures, effective weight and active health verdict, so a server that was failing
     /// is not handed fresh traffic because the config changed. Round robin positions and
     /// connection counts start afresh: requests in flight finish on the old pool.
-    pub fn carry_state_from(&mut self, old: &Pool) {
+    ///
+    /// Takes `&self` so that a pool already shared (behind the `Arc` of a freshly built runtime)
+    /// can take it over; the new pool is locked before the old one, and only here.
+    pub fn carry_state_from(&self, old: &Pool) {
+        if std::ptr::eq(self, old) {
+            return;
+        }
+        let mut state = self.lock();
         let old_state = old.lock();
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let mut taken = vec![false; old.peers.len()];
         for (info, s) in self.peers.iter().zip(state.peers.iter_mut()) {
             let found = old.peers.iter().enumerate().position(|(j, o)| {

@@ -23,6 +23,8 @@ pub(super) struct PeerState {
     pub checked: Secs,
     /// The active health checker's verdict; false takes the peer out like `down`.
     pub healthy: bool,
+    /// Removed by a reload: this (old) pool never hands it out again.
+    pub retired: bool,
 }
 
 impl PeerState {
@@ -35,6 +37,7 @@ impl PeerState {
             accessed: LONG_AGO,
             checked: LONG_AGO,
             healthy: true,
+            retired: false,
         }
     }
 }
@@ -79,10 +82,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// `down` or taken out by the active health check. Hashes keep such a peer's slot and
-    /// step over it.
+    /// `down`, taken out by the active health check, or removed by a reload. Hashes keep such
+    /// a peer's slot and step over it.
     pub fn out_of_rotation(&self, g: usize) -> bool {
-        self.info[g].down || !self.st.peers[g].healthy
+        let s = &self.st.peers[g];
+        self.info[g].down || !s.healthy || s.retired
     }
 
     /// Failed `max_fails` times and still inside `fail_timeout` of the last failure or chance.

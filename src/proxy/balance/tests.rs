@@ -581,7 +581,7 @@ fn a_reload_keeps_the_failures_of_servers_that_stay() {
     let old = pool("round_robin", &[A, B, C]);
     assert_eq!(request(&old, &no_key(), "a", t0), "ab");
     old.set_active_health(PeerId(2), false);
-    let mut new = pool("round_robin", &["10.0.0.9:80", A, &format!("{C} weight=2")]);
+    let new = pool("round_robin", &["10.0.0.9:80", A, &format!("{C} weight=2")]);
     new.carry_state_from(&old);
     let s = new.snapshot(t0);
     assert_eq!((s[0].fails, s[1].fails, s[1].unavailable), (0, 1, true));
@@ -695,4 +695,48 @@ fn threads_sharing_a_pool_keep_counts_exact() {
         .sum();
     assert_eq!(total, 20_000);
     assert!(p.snapshot(now).iter().all(|s| s.conns == 0));
+}
+
+#[test]
+fn select_peer_takes_the_named_peer_only_when_the_balancer_could() {
+    let t0 = Instant::now();
+    let p = pool(
+        "round_robin",
+        &[
+            A,
+            &format!("{B} max_conns=1"),
+            &format!("{C} down"),
+            "10.0.0.4:80",
+            &format!("{A} backup"),
+        ],
+    );
+    // Usable: held like a selection, counted in conns, and marked tried.
+    let mut a = p.begin();
+    assert_eq!(p.select_peer(&mut a, PeerId(1), t0), Some(PeerId(1)));
+    assert_eq!(a.held(), Some(PeerId(1)));
+    assert_eq!(p.snapshot(t0)[1].conns, 1);
+    // At max_conns for another request; down; unhealthy; a backup while on the primary list.
+    let mut other = p.begin();
+    assert_eq!(p.select_peer(&mut other, PeerId(1), t0), None);
+    assert_eq!(p.select_peer(&mut other, PeerId(2), t0), None);
+    p.set_active_health(PeerId(3), false);
+    assert_eq!(p.select_peer(&mut other, PeerId(3), t0), None);
+    assert_eq!(p.select_peer(&mut other, PeerId(4), t0), None);
+    assert_eq!(other.held(), None, "a refusal changes nothing");
+    // The request's own retry never goes back to a peer it tried.
+    p.finish(&mut a, Outcome::Failed, t0);
+    assert_eq!(p.select_peer(&mut a, PeerId(1), t0), None);
+    assert_eq!(name(p.select(&mut a, &no_key(), t0).unwrap()), 'a');
+    p.finish(&mut a, Outcome::Success, t0);
+    // Failed within fail_timeout (max_fails=1): refused until the timeout passes.
+    let mut c = p.begin();
+    assert_eq!(p.select_peer(&mut c, PeerId(1), t0), None);
+    let later = t0 + Duration::from_secs(11);
+    assert_eq!(p.select_peer(&mut c, PeerId(1), later), Some(PeerId(1)));
+    p.finish(&mut c, Outcome::Success, later);
+    // Retired by a reload: never again.
+    p.retire(PeerId(0));
+    let mut d = p.begin();
+    assert_eq!(p.select_peer(&mut d, PeerId(0), later), None);
+    assert_eq!(run(&p, &no_key(), 3, later), "bbb");
 }
