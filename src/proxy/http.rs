@@ -34,7 +34,7 @@ use super::sticky::Affinity;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize, NormalizedUri};
 use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
-use crate::config::{NextUpstream, Return, Scheme};
+use crate::config::{HttpVersion, NextUpstream, Return, Scheme};
 
 /// The proxy service: reads the current [`Runtime`] at the start of every request.
 pub struct HttpProxy {
@@ -66,6 +66,12 @@ pub struct RequestCtx {
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
     token: u64,
+    /// A pooled connection was refused for having carried `keepalive_requests`: the next
+    /// `upstream_peer` asks again for the same server, without a new selection.
+    same_peer_again: bool,
+    /// The length of a chunked request body read ahead of the upstream request, so that it is
+    /// sent with a Content-Length as nginx sends it.
+    buffered_body: Option<u64>,
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -237,6 +243,8 @@ impl ProxyHttp for HttpProxy {
             request_id: std::sync::OnceLock::new(),
             affinity: None,
             token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
+            same_peer_again: false,
+            buffered_body: None,
         }
     }
 
@@ -337,6 +345,12 @@ impl ProxyHttp for HttpProxy {
                 return Ok(true);
             }
         }
+        if let Some(proxy) = location.proxy.as_ref() {
+            if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
+                respond::send(session, status, None, None, false).await?;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -369,12 +383,17 @@ impl ProxyHttp for HttpProxy {
         let Some(attempt) = ctx.attempt.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "no attempt");
         };
-        // The sticky peer when the balancer could use it, else the balancer's own choice.
-        let sticky_peer = ctx
-            .affinity
-            .as_ref()
-            .and_then(|a| a.peer)
-            .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()));
+        // The sticky peer when the balancer could use it, else the balancer's own choice; or,
+        // after a worn-out pooled connection was dropped, the server already chosen.
+        let held = attempt
+            .held()
+            .filter(|_| std::mem::take(&mut ctx.same_peer_again));
+        let sticky_peer = held.or_else(|| {
+            ctx.affinity
+                .as_ref()
+                .and_then(|a| a.peer)
+                .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()))
+        });
         let chosen =
             sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
         let peer_id = match chosen {
@@ -440,6 +459,7 @@ impl ProxyHttp for HttpProxy {
         let matched = Matched {
             uri: &ctx.uri,
             prefix_len: ctx.prefix_len,
+            buffered_body: ctx.buffered_body,
         };
         let vars = ctx.vars(session, Some(proxy));
         *upstream_request = upstream_request::build(proxy, session.req_header(), &matched, &vars)?;
@@ -564,6 +584,10 @@ impl ProxyHttp for HttpProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.same_peer_again {
+            // A worn-out pooled connection: not the server's failure, and no try spent.
+            return e;
+        }
         if ctx
             .proxy()
             .is_some_and(|p| p.pool.inflight.was_cut(ctx.token))
@@ -639,12 +663,26 @@ impl ProxyHttp for HttpProxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(proxy) = ctx.proxy() {
+            if proxy.pool.keepalive.is_some() && worn_out(&proxy.pool, fd, reused) {
+                // nginx closes a connection once it has carried keepalive_requests; Pingora's
+                // pool does not count, so the worn-out connection is dropped here, when it
+                // would carry one more, and the same server is asked for again.
+                ctx.same_peer_again = true;
+                let mut e = Error::explain(
+                    ErrorType::Custom("keepalive_requests reached"),
+                    "pooled connection has carried keepalive_requests",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
         let held = ctx.attempt.as_ref().and_then(|a| a.held());
         if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
             if let Some(info) = proxy.pool.balancer.peer(peer) {
@@ -663,6 +701,71 @@ impl ProxyHttp for HttpProxy {
         }
         ctx.release(Outcome::Success);
     }
+}
+
+/// The most a chunked body may be read ahead: Pingora's retry buffer, which sends the body
+/// upstream once it is read, holds 64 KB.
+const CHUNKED_READ_AHEAD: u64 = 64 * 1024;
+
+/// nginx reads a chunked request body whole before it proxies (proxy_request_buffering), and
+/// sends it with a Content-Length; an HTTP/1.0 upstream could not take it chunked anyway. The
+/// appliance does the same for an HTTP/1.0 upstream, for bodies up to 64 KB; an HTTP/1.1
+/// upstream gets the body streamed, chunked. Returns a status to answer with instead of
+/// proxying: 413 over `client_max_body_size` or over what can be read ahead.
+async fn buffer_chunked_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    proxy: &ProxyConf,
+    max: u64,
+) -> Result<Option<u16>> {
+    let chunked = session
+        .req_header()
+        .headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if !chunked || !proxy.pass_request_body || proxy.http_version != HttpVersion::Http10 {
+        return Ok(None);
+    }
+    session.enable_retry_buffering();
+    let mut total = 0u64;
+    while let Some(chunk) = session.read_request_body().await? {
+        total += chunk.len() as u64;
+        if max > 0 && total > max {
+            return Ok(Some(413));
+        }
+        if total > CHUNKED_READ_AHEAD {
+            tracing::error!(
+                "a chunked request body over {CHUNKED_READ_AHEAD} bytes for an HTTP/1.0 upstream \
+                 cannot be buffered; set proxy_http_version 1.1 to stream it"
+            );
+            return Ok(Some(413));
+        }
+    }
+    ctx.buffered_body = Some(total);
+    Ok(None)
+}
+
+/// Counts a request on an upstream connection; true when the connection has already carried
+/// the pool's `keepalive_requests` and must not carry another.
+fn worn_out(
+    pool: &super::runtime::UpstreamPool,
+    fd: std::os::unix::io::RawFd,
+    reused: bool,
+) -> bool {
+    let Ok(mut uses) = pool.connection_uses.lock() else {
+        return false;
+    };
+    if !reused {
+        uses.insert(fd, 1);
+        return false;
+    }
+    let count = uses.entry(fd).or_insert(0);
+    if *count >= pool.keepalive_requests {
+        uses.remove(&fd);
+        return true;
+    }
+    *count += 1;
+    false
 }
 
 /// Adds the sticky-session cookie to a response from the upstream, when the pool has
@@ -729,13 +832,23 @@ async fn answer_return(
         .body
         .as_ref()
         .map(|t| eval_to_vec(t, &ctx.vars(session, None)));
+    // nginx types its own responses by the URI's extension (`types`, `default_type`).
+    let content_type = match (&ctx.location, &ctx.server) {
+        (Some(location), _) => location.content_types.for_uri(&ctx.uri.path).to_string(),
+        (None, Some(server)) => server
+            .fallback
+            .content_types
+            .for_uri(&ctx.uri.path)
+            .to_string(),
+        (None, None) => "text/plain".to_string(),
+    };
     match body {
         Some(body) => {
             respond::send(
                 session,
                 ret.status,
                 None,
-                Some((Bytes::from(body), "text/plain")),
+                Some((Bytes::from(body), &content_type)),
                 true,
             )
             .await

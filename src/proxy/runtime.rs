@@ -237,6 +237,12 @@ pub struct UpstreamPool {
     /// Idle connections kept (nginx `keepalive`); None: every connection is closed after use.
     pub keepalive: Option<u32>,
     pub keepalive_timeout: Duration,
+    /// Requests one upstream connection may carry before it is closed (nginx
+    /// `keepalive_requests`, default 1000).
+    pub keepalive_requests: u32,
+    /// Requests each pooled connection has carried, by descriptor. Pingora's pool does not
+    /// count uses, so the data plane does, and retires a connection that has carried its share.
+    pub connection_uses: std::sync::Mutex<HashMap<std::os::unix::io::RawFd, u32>>,
     pub origin: Option<Origin>,
     /// The active health check, run by [`health`](super::health).
     pub health_check: Option<config::HealthCheck>,
@@ -335,6 +341,8 @@ fn build_pool(
         balance: upstream.balance.clone(),
         hash_key,
         keepalive: upstream.keepalive,
+        keepalive_requests: upstream.keepalive_requests.unwrap_or(1000),
+        connection_uses: Default::default(),
         keepalive_timeout: upstream
             .keepalive_timeout
             .map_or(Duration::from_secs(60), |d| d.get()),

@@ -22,6 +22,8 @@ pub struct Matched<'a> {
     pub uri: &'a NormalizedUri,
     /// The length of the matched location prefix, for URI replacement.
     pub prefix_len: Option<usize>,
+    /// The length of a chunked body read ahead, sent as Content-Length instead.
+    pub buffered_body: Option<u64>,
 }
 
 /// Builds the upstream request header.
@@ -48,10 +50,12 @@ pub fn build(
             ProxyHeaderValue::Template(t) => eval(t, vars, &mut value),
             // The client's Content-Length, when it sent one.
             ProxyHeaderValue::BodyLength => {
-                if let Some(len) = client.headers.get(http::header::CONTENT_LENGTH) {
-                    if proxy.pass_request_body {
-                        value.extend_from_slice(len.as_bytes());
-                    }
+                if !proxy.pass_request_body {
+                    // nginx sends no body, and so no length.
+                } else if let Some(len) = matched.buffered_body {
+                    value.extend_from_slice(len.to_string().as_bytes());
+                } else if let Some(len) = client.headers.get(http::header::CONTENT_LENGTH) {
+                    value.extend_from_slice(len.as_bytes());
                 }
             }
             // nginx buffers a chunked body and sends its length; the appliance streams it, so it
@@ -74,6 +78,14 @@ pub fn build(
     if proxy.pass_request_headers {
         for (name, v) in client.case_header_iter() {
             let name_bytes = name.as_slice();
+            // nginx ignores header lines whose names have anything but letters, digits and
+            // dashes (ignore_invalid_headers on, underscores_in_headers off): never passed.
+            if !name_bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            {
+                continue;
+            }
             if proxy
                 .header_names
                 .iter()
