@@ -103,8 +103,14 @@ pub fn detect(path: &Path, text: &str) -> InputKind {
 /// Reads and compiles any supported input, then validates the model.
 pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> {
     // A symlink (the image's /etc/appliance/config) is read as the file it points at: its name
-    // says what it is, and its includes are relative to its own directory.
-    let resolved = std::fs::canonicalize(path);
+    // says what it is, and its includes are relative to its own directory. Any other path keeps
+    // the name the user gave it, which diagnostics repeat, as nginx does.
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let resolved = if is_link {
+        std::fs::canonicalize(path).ok()
+    } else {
+        None
+    };
     let path = resolved.as_deref().unwrap_or(path);
     let text = std::fs::read(path).map_err(|e| {
         Diagnostic::error(format!(
