@@ -13,3 +13,4 @@ pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod ha;
