@@ -13,7 +13,8 @@
 //! 0   magic "APHA"        8   epoch (u64, ms since the Unix epoch when the sender started)
 //! 4   version = 1         16  sequence (u64)
 //! 5   flags: 1 fit,       24  VIP, 16 bytes (IPv4 as ::ffff:a.b.c.d)
-//!     2 authenticated     40  node id length n (1-64), then n bytes of node id
+//!     2 authenticated,    40  node id length n (1-64), then n bytes of node id
+//!     4 hears its peer
 //! 6   state: 0 init, 1 backup, 2 master, 3 fault
 //! 7   priority            then, if authenticated, 32 bytes of HMAC-SHA256 over all the above
 //! ```
@@ -30,6 +31,7 @@ const MAGIC: &[u8; 4] = b"APHA";
 const VERSION: u8 = 1;
 const FLAG_FIT: u8 = 1;
 const FLAG_AUTHENTICATED: u8 = 2;
+const FLAG_HEARS_PEER: u8 = 4;
 const HEADER: usize = 41;
 const TAG: usize = 32;
 pub const MAX_NODE_ID: usize = 64;
@@ -43,6 +45,8 @@ pub struct Heartbeat {
     pub priority: u8,
     pub state: State,
     pub fit: bool,
+    /// The sender hears us: without that, the peers cannot settle anything between them.
+    pub hears_peer: bool,
     pub epoch: u64,
     pub seq: u64,
     /// The address the sender manages: a peer configured for another VIP is not our peer.
@@ -106,6 +110,9 @@ impl Heartbeat {
         }
         if secret.is_some() {
             flags |= FLAG_AUTHENTICATED;
+        }
+        if self.hears_peer {
+            flags |= FLAG_HEARS_PEER;
         }
         out.push(flags);
         out.push(state_code(self.state));
@@ -180,6 +187,7 @@ impl Heartbeat {
             priority: bytes[7],
             state,
             fit: flags & FLAG_FIT != 0,
+            hears_peer: flags & FLAG_HEARS_PEER != 0,
             epoch: u64_at(8),
             seq: u64_at(16),
             vip,
@@ -235,6 +243,7 @@ impl PeerTracker {
                 },
                 state: hb.state,
                 fit: hb.fit,
+                hears_us: hb.hears_peer,
             });
         }
         fresh
@@ -274,6 +283,7 @@ mod tests {
             priority: 150,
             state: State::Master,
             fit: true,
+            hears_peer: true,
             epoch: 1_700_000_000_000,
             seq,
             vip: "10.0.0.100".parse().unwrap(),

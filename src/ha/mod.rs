@@ -18,6 +18,8 @@ pub mod fitness;
 pub mod heartbeat;
 pub mod local;
 mod monitor;
+#[cfg(test)]
+mod sim;
 pub mod state;
 pub mod status;
 

@@ -237,11 +237,13 @@ async fn send_heartbeats(
             continue;
         }
         seq += 1;
+        let hears_peer = shared.tracker().view(shared.now()).is_some();
         let beat = Heartbeat {
             node_id: shared.node_id.clone(),
             priority: shared.priority,
             state: a.state,
             fit: a.fit,
+            hears_peer,
             epoch,
             seq,
             vip: shared.vip,
@@ -407,11 +409,19 @@ impl Decider {
         // A master asks the arbiter now and then whether the address is still its own. In local
         // mode only while the peer is silent: when the peers hear each other, the heartbeats
         // settle it, and a probe would also see the brief overlap of a preemption.
+        // In ec2 mode, two masters that hear each other (after a cut heals) read at once, so
+        // that the one that stays master notices if the other has the address.
+        let read_age = self.holder_read_at.map(|t| t.elapsed());
+        let check_due = read_age.is_none_or(|age| age >= self.ownership_check);
+        // Only a peer that hears us takes part in the rules (see `PeerView::hears_us`).
+        let coordinated = peer.as_ref().filter(|p| p.hears_us);
+        let peer_is_master = coordinated.is_some_and(|p| p.state == State::Master);
+        let two_masters_due = self.mode == HaMode::Ec2
+            && peer_is_master
+            && read_age.is_none_or(|age| age >= self.read_spacing);
         if self.machine.state == State::Master
-            && (self.mode == HaMode::Ec2 || peer.is_none())
-            && self
-                .holder_read_at
-                .is_none_or(|t| t.elapsed() >= self.ownership_check)
+            && (((self.mode == HaMode::Ec2 || coordinated.is_none()) && check_due)
+                || two_masters_due)
         {
             self.read_holder(false).await;
         }
@@ -451,6 +461,13 @@ impl Decider {
             }
             Action::Claim => match self.backend.claim().await {
                 Ok(reading) => {
+                    if self.machine.state == State::Master {
+                        tracing::info!(
+                            "ha: master: took {} again: {}",
+                            self.shared.vip,
+                            decision.reason
+                        );
+                    }
                     self.set_holder(reading);
                     self.last_keep = Some(Instant::now());
                     self.board.update(|s| s.last_error = None);

@@ -76,6 +76,9 @@ pub struct PeerView {
     pub state: State,
     /// The peer's own self-check.
     pub fit: bool,
+    /// The peer hears this node. A peer heard only one way cannot coordinate with us (it would
+    /// not hear us take over, or step down): the rules treat it as silent and ask the arbiter.
+    pub hears_us: bool,
 }
 
 impl PeerView {
@@ -191,6 +194,7 @@ pub enum Reason {
     HoldDown,
     HeldByLiveNode,
     Displaced,
+    Reclaiming,
     Steady,
 }
 
@@ -210,6 +214,9 @@ impl fmt::Display for Reason {
             Reason::HoldDown => "waiting out the hold-down",
             Reason::HeldByLiveNode => "a live node we cannot hear holds the address",
             Reason::Displaced => "the arbiter shows the address on another node",
+            Reason::Reclaiming => {
+                "this node is master but the arbiter does not show the address here"
+            }
             Reason::Steady => "steady",
         })
     }
@@ -224,8 +231,9 @@ pub struct Decision {
 
 /// One step of the machine. Pure: the same inputs give the same decision.
 pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
+    let peer = i.peer.filter(|p| p.hears_us);
     // Hearing the peer ends a displacement: from here on the heartbeats coordinate.
-    let displaced = m.displaced && i.peer.is_none();
+    let displaced = m.displaced && peer.is_none();
     let stay = |reason| Decision {
         next: Machine {
             displaced,
@@ -288,7 +296,7 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
             Reason::SelfCheckPassed,
             displaced,
         ),
-        State::Init => match i.peer {
+        State::Init => match peer {
             Some(p) if p.state == State::Master && p.can_serve() => {
                 release(State::Backup, Reason::PeerIsMaster)
             }
@@ -296,10 +304,13 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
             Some(p) if outranks(p) => heard_claim(Reason::WeOutrankPeer),
             Some(_) => release(State::Backup, Reason::PeerOutranksUs),
             None if i.now < m.since + s.listen => stay(Reason::ListeningForPeer),
-            None => silent_claim(Reason::PeerSilent),
+            None => match silent_claim(Reason::PeerSilent) {
+                d if d.action == Action::Claim => d,
+                _ => release(State::Backup, Reason::HeldByLiveNode),
+            },
         },
         State::Backup => {
-            let reason = match i.peer {
+            let reason = match peer {
                 None => Reason::PeerSilent,
                 Some(p) if !p.can_serve() => Reason::PeerCannotServe,
                 Some(p) if p.state == State::Master => {
@@ -315,7 +326,7 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
             if i.now < m.since + s.hold_down {
                 return stay(Reason::HoldDown);
             }
-            match (i.peer, reason) {
+            match (peer, reason) {
                 (None, _) => silent_claim(reason),
                 // Preemption takes the address from the master it hears: the arbiter shows
                 // that master, and it steps down when it hears us.
@@ -324,21 +335,22 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
             }
         }
         State::Master => {
-            let peer_master = i.peer.filter(|p| p.state == State::Master && p.can_serve());
+            let peer_master = peer.filter(|p| p.state == State::Master && p.can_serve());
             if let Some(p) = peer_master {
                 if p.rank > s.rank {
                     return release(State::Backup, Reason::PeerOutranksUs);
                 }
             }
-            match i.holder {
-                // A lower-ranked master we hear is about to step down for us: while both
-                // hold the address the arbiter shows it, which is no reason to yield.
-                Holder::Other { we_win: false, .. } if peer_master.is_none() => go(
-                    State::Backup,
-                    Action::Release,
-                    Reason::Displaced,
-                    i.peer.is_none(),
-                ),
+            match (i.holder, peer) {
+                // Moved elsewhere while the peer is silent: do not fight for it.
+                (Holder::Other { we_win: false, .. }, None) => {
+                    go(State::Backup, Action::Release, Reason::Displaced, true)
+                }
+                // Not (or no longer) here although the peers agree this node is master: take
+                // it again. The peer, if it has it, steps down when it hears us.
+                (Holder::Other { we_win: false, .. }, Some(_)) | (Holder::Nobody, _) => {
+                    go(State::Master, Action::Claim, Reason::Reclaiming, false)
+                }
                 _ => stay(Reason::Steady),
             }
         }
@@ -374,6 +386,7 @@ mod tests {
             },
             state,
             fit,
+            hears_us: true,
         }
     }
 
@@ -596,6 +609,56 @@ mod tests {
             &machine(State::Backup, 0),
             &at(5000, Some(&sick), held),
             &ec2,
+        );
+        assert_eq!(d.action, Action::Claim);
+    }
+
+    #[test]
+    fn a_peer_heard_only_one_way_counts_as_silent() {
+        // We hear a lower-ranked master that does not hear us: preempting it would leave it
+        // master too, so the arbiter decides, and it says the address is held.
+        let s = settings(200, "a", true, true);
+        let mut deaf = peer(100, "b", State::Master, true);
+        deaf.hears_us = false;
+        let held = Holder::Other {
+            live: true,
+            we_win: false,
+        };
+        let d = step(
+            &machine(State::Backup, 0),
+            &at(10_000, Some(&deaf), held),
+            &s,
+        );
+        assert_eq!((d.action, d.reason), (Action::None, Reason::HeldByLiveNode));
+        // A starting node in that position settles as backup instead of listening forever.
+        let d = step(&Machine::new(ms(0)), &at(10_000, Some(&deaf), held), &s);
+        assert_eq!(
+            (d.next.state, d.reason),
+            (State::Backup, Reason::HeldByLiveNode)
+        );
+    }
+
+    #[test]
+    fn a_master_takes_again_an_address_it_lost_while_the_peers_agree() {
+        let s = settings(200, "a", true, false);
+        let lo_backup = peer(100, "b", State::Backup, true);
+        let moved = Holder::Other {
+            live: true,
+            we_win: false,
+        };
+        let d = step(
+            &machine(State::Master, 0),
+            &at(10_000, Some(&lo_backup), moved),
+            &s,
+        );
+        assert_eq!(
+            (d.action, d.next.state, d.reason),
+            (Action::Claim, State::Master, Reason::Reclaiming)
+        );
+        let d = step(
+            &machine(State::Master, 0),
+            &at(10_000, None, Holder::Nobody),
+            &s,
         );
         assert_eq!(d.action, Action::Claim);
     }
