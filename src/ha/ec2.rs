@@ -321,7 +321,7 @@ impl VipBackend for Ec2Vip {
                     .map_err(|e| explain("ec2:AssociateAddress", Some(alloc), &e))?;
             }
         }
-        let after = self.ownership().await?;
+        let mut after = self.ownership().await?;
         let reading = self.reading(&after, true);
         if reading.holder != Holder::Us {
             self.last = Some(after);
@@ -332,11 +332,23 @@ impl VipBackend for Ec2Vip {
         }
         // What AllowReassignment does on AWS, done by hand where the API left the address on
         // another interface too.
-        for (eni, _) in after.listed_on.iter().filter(|(e, _)| *e != mine) {
-            if let Err(e) = self.unassign(eni).await {
-                tracing::warn!("ha: the VIP {vip} is still listed on {eni} and stays there: {e}");
+        let others: Vec<String> = after
+            .listed_on
+            .iter()
+            .filter(|(e, _)| *e != mine)
+            .map(|(e, _)| e.clone())
+            .collect();
+        for eni in others {
+            match self.unassign(&eni).await {
+                Ok(()) => after.listed_on.retain(|(e, _)| *e != eni),
+                Err(e) => {
+                    tracing::warn!(
+                        "ha: the VIP {vip} is still listed on {eni} and stays there: {e}"
+                    )
+                }
             }
         }
+        let reading = self.reading(&after, true);
         self.last = Some(after);
         Ok(reading)
     }
