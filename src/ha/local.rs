@@ -25,7 +25,7 @@ use crate::config::Ha;
 
 /// How long to listen for an answer to a probe. Neighbours on a segment answer in well under a
 /// millisecond; this leaves room for a loaded host without slowing a take-over much.
-const PROBE_WAIT: Duration = Duration::from_millis(60);
+const PROBE_WAIT: Duration = Duration::from_millis(50);
 /// When to repeat the announcement after a take-over, so that a neighbour that missed the first
 /// one (or an ARP cache that was mid-update) still learns the new holder.
 const ANNOUNCE_AGAIN: [Duration; 3] = [
@@ -180,8 +180,12 @@ impl VipBackend for LocalVip {
             })?;
         let ours = self.link.mac;
         let (holder, detail) = match (holds, seen) {
-            (true, None) => (Holder::Us, format!("on {} here", self.link.name)),
-            (true, Some(Seen::Holder(m) | Seen::Prober(m))) => (
+            // A prober is no rival for an address we hold: our kernel answers its probe, which
+            // tells it the address is taken.
+            (true, None | Some(Seen::Prober(_))) => {
+                (Holder::Us, format!("on {} here", self.link.name))
+            }
+            (true, Some(Seen::Holder(m))) => (
                 Holder::Other {
                     live: true,
                     we_win: ours > m,

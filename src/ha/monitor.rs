@@ -25,6 +25,9 @@ use super::status::{unix_ms, HolderStatus, PeerStatus, Status, StatusBoard};
 use super::{HaError, Reading, VipBackend};
 use crate::config::{Ha, HaMode};
 
+/// How soon to ask the arbiter again while a take-over is blocked by a live holder.
+const BLOCKED_RETRY: Duration = Duration::from_millis(20);
+
 /// What the sender tells the peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Advert {
@@ -181,6 +184,7 @@ pub(super) async fn start(
         advert: advert_tx,
         fitness: fit_rx,
         warned_same_id: false,
+        blocked: false,
     };
     let task = tokio::spawn(async move {
         decider.run(stop).await;
@@ -369,6 +373,8 @@ struct Decider {
     advert: watch::Sender<Advert>,
     fitness: watch::Receiver<Option<Fitness>>,
     warned_same_id: bool,
+    /// The last round wanted the address but the arbiter showed a live holder.
+    blocked: bool,
 }
 
 impl Decider {
@@ -445,7 +451,9 @@ impl Decider {
                 self.read_holder(self.machine.displaced).await;
             }
             if self.holder == Holder::Unknown {
-                self.machine = self.machine.claim_failed(self.shared.now());
+                self.machine = self
+                    .machine
+                    .claim_failed(self.shared.now(), self.settings.hold_down);
                 self.publish_state();
                 return;
             }
@@ -477,7 +485,9 @@ impl Decider {
                     tracing::error!("ha: taking over {} failed: {e}", self.shared.vip);
                     self.holder = Holder::Unknown;
                     self.holder_read_at = None;
-                    self.machine = self.machine.claim_failed(self.shared.now());
+                    self.machine = self
+                        .machine
+                        .claim_failed(self.shared.now(), self.settings.hold_down);
                     let text = e.to_string();
                     self.board.update(|s| s.last_error = Some(text));
                     self.publish_state();
@@ -527,6 +537,7 @@ impl Decider {
     }
 
     fn set_holder(&mut self, reading: Reading) {
+        tracing::debug!("ha: arbiter: {:?}: {}", reading.holder, reading.detail);
         self.holder = reading.holder;
         self.holder_read_at = Some(Instant::now());
         self.board
@@ -549,6 +560,7 @@ impl Decider {
     }
 
     fn commit(&mut self, d: Decision) {
+        self.blocked = d.reason == state::Reason::HeldByLiveNode;
         let decided = d.reason.to_string();
         self.board.update(|s| s.decision = decided);
         let from = self.machine.state;
@@ -621,52 +633,71 @@ impl Decider {
         if let Some(silent) = self.shared.tracker().silent_at() {
             consider(start + silent + Duration::from_millis(1));
         }
-        consider(start + self.machine.since + self.settings.hold_down);
+        consider(start + self.machine.hold_until);
         consider(start + self.machine.since + self.settings.listen);
         if let Some(t) = self.holder_read_at {
             consider(t + self.ownership_check);
         }
+        // Waiting for a silent peer's address to go: in local mode that happens when its lease
+        // runs out, which only another probe can tell, and probes are cheap. (In ec2 mode the
+        // read spacing keeps this from calling the API more often.)
+        if self.blocked {
+            consider(now + BLOCKED_RETRY);
+        }
         wake
     }
 
-    /// Stopping: a master first tells the peer it is leaving, so that the peer takes over at
-    /// once instead of after the failure window, and gives the address up once the peer has it
-    /// (or after a few intervals).
+    /// Stopping hands the address to the peer at once instead of after the failure window.
+    /// In ec2 mode the master tells the peer it is leaving and keeps the address until the peer
+    /// has it (the API moves it without a gap). In local mode it gives the address up first: the
+    /// peer takes an address only once the segment shows it free.
     async fn leave(&mut self) {
         let was_master = self.machine.state == State::Master;
+        let now = self.shared.now();
         self.machine = Machine {
             state: State::Fault,
-            since: self.shared.now(),
+            since: now,
+            hold_until: now + self.settings.hold_down,
             displaced: false,
         };
-        self.advert.send_replace(Advert {
-            state: State::Fault,
-            fit: false,
-            known: true,
-        });
         self.board.update(|s| {
             s.state = State::Fault;
             s.reason = "stopping".to_string();
             s.since_unix_ms = unix_ms(SystemTime::now());
         });
-        if was_master {
-            let deadline = Instant::now() + self.shared.interval * 3;
-            while Instant::now() < deadline {
-                let now = self.shared.now();
-                let peer_master = self
-                    .shared
-                    .tracker()
-                    .view(now)
-                    .is_some_and(|p| p.state == State::Master);
-                if peer_master {
-                    break;
-                }
-                let _ = tokio::time::timeout_at(deadline, self.shared.heard.notified()).await;
-            }
+        let release_first = self.settings.live_holder_is_alive_agent;
+        if release_first {
+            self.release_on_leaving().await;
         }
+        self.advert.send_replace(Advert {
+            state: State::Fault,
+            fit: false,
+            known: true,
+        });
+        if !release_first {
+            if was_master {
+                let deadline = Instant::now() + self.shared.interval * 3;
+                while Instant::now() < deadline {
+                    let now = self.shared.now();
+                    let peer_master = self
+                        .shared
+                        .tracker()
+                        .view(now)
+                        .is_some_and(|p| p.state == State::Master);
+                    if peer_master {
+                        break;
+                    }
+                    let _ = tokio::time::timeout_at(deadline, self.shared.heard.notified()).await;
+                }
+            }
+            self.release_on_leaving().await;
+        }
+        tracing::info!("ha: stopped");
+    }
+
+    async fn release_on_leaving(&mut self) {
         if let Err(e) = self.backend.release().await {
             tracing::error!("ha: releasing {} on shutdown failed: {e}", self.shared.vip);
         }
-        tracing::info!("ha: stopped");
     }
 }

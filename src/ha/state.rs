@@ -137,8 +137,12 @@ pub struct Inputs<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
     pub state: State,
-    /// When the last transition (or failed take-over) happened.
+    /// When the last transition happened.
     pub since: Duration,
+    /// The earliest time this node may take the address over: `hold_down` after its last
+    /// transition or failed take-over. Leaving `Init` sets no hold-down: a starting node has
+    /// nothing to flap from.
+    pub hold_until: Duration,
     /// This node stepped down because the arbiter showed the address on another node while the
     /// peer was silent; it does not take the address back until it hears the peer again or the
     /// holder is dead. Cleared whenever the peer is heard.
@@ -150,19 +154,22 @@ impl Machine {
         Machine {
             state: State::Init,
             since: now,
+            hold_until: now,
             displaced: false,
         }
     }
 
     /// A take-over was decided but did not happen (the back end failed or the arbiter said no):
     /// stay out of master and let `hold_down` pass before the next attempt.
-    pub fn claim_failed(&self, now: Duration) -> Machine {
+    pub fn claim_failed(&self, now: Duration, hold_down: Duration) -> Machine {
+        let state = match self.state {
+            State::Init | State::Master => State::Backup,
+            s => s,
+        };
         Machine {
-            state: match self.state {
-                State::Init | State::Master => State::Backup,
-                s => s,
-            },
-            since: now,
+            state,
+            since: if state == self.state { self.since } else { now },
+            hold_until: now + hold_down,
             displaced: self.displaced,
         }
     }
@@ -246,6 +253,11 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
         next: Machine {
             state,
             since: if state == m.state { m.since } else { i.now },
+            hold_until: match (m.state, state) {
+                (from, to) if from == to => m.hold_until,
+                (State::Init, _) => i.now,
+                _ => i.now + s.hold_down,
+            },
             displaced,
         },
         action,
@@ -323,7 +335,7 @@ pub fn step(m: &Machine, i: &Inputs<'_>, s: &Settings) -> Decision {
                 Some(p) if outranks(p) => Reason::WeOutrankPeer,
                 Some(_) => return stay(Reason::PeerOutranksUs),
             };
-            if i.now < m.since + s.hold_down {
+            if i.now < m.hold_until {
                 return stay(Reason::HoldDown);
             }
             match (peer, reason) {
@@ -390,10 +402,12 @@ mod tests {
         }
     }
 
+    /// A machine that entered `state` at `since` from a state other than init.
     fn machine(state: State, since: u64) -> Machine {
         Machine {
             state,
             since: ms(since),
+            hold_until: ms(since + 2000),
             displaced: false,
         }
     }
@@ -405,6 +419,28 @@ mod tests {
             peer,
             holder,
         }
+    }
+
+    #[test]
+    fn a_node_fresh_from_init_may_take_over_at_once() {
+        let s = settings(100, "b", true, true);
+        let master = peer(200, "a", State::Master, true);
+        let d = step(
+            &Machine::new(ms(0)),
+            &at(100, Some(&master), Holder::Unknown),
+            &s,
+        );
+        assert_eq!(d.next.state, State::Backup);
+        // The master dies right away: no hold-down stands between this backup and the address.
+        let d2 = step(&d.next, &at(800, None, Holder::Nobody), &s);
+        assert_eq!(d2.action, Action::Claim);
+        // But a backup that was master (or fault) a moment ago waits.
+        let d3 = step(
+            &machine(State::Backup, 100),
+            &at(800, None, Holder::Nobody),
+            &s,
+        );
+        assert_eq!(d3.reason, Reason::HoldDown);
     }
 
     #[test]
@@ -666,7 +702,7 @@ mod tests {
     #[test]
     fn a_failed_claim_restarts_the_hold_down() {
         let s = settings(100, "b", true, false);
-        let m = machine(State::Backup, 0).claim_failed(ms(5000));
+        let m = machine(State::Backup, 0).claim_failed(ms(5000), ms(2000));
         assert_eq!(m.state, State::Backup);
         assert_eq!(
             step(&m, &at(6000, None, Holder::Nobody), &s).reason,
