@@ -21,7 +21,9 @@ pub fn corpus_dir() -> PathBuf {
         .flatten()
         .find(|p| p.join("README.md").is_file())
         .unwrap_or_else(|| {
-            panic!("the test corpus was not found: set APPLIANCE_CORPUS or put it at ../shared/corpus")
+            panic!(
+                "the test corpus was not found: set APPLIANCE_CORPUS or put it at ../shared/corpus"
+            )
         })
 }
 
