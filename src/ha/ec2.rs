@@ -143,7 +143,7 @@ impl Ec2Vip {
         me: Identity,
     ) -> Result<Ec2Vip, HaError> {
         let IpAddr::V4(vip) = ha.vip else {
-            return Err(HaError::NotTaken(format!(
+            return Err(HaError::Setup(format!(
                 "{} is IPv6; ec2 mode moves IPv4 addresses",
                 ha.vip
             )));
@@ -159,7 +159,7 @@ impl Ec2Vip {
             .network_interfaces()
             .first()
             .and_then(|eni| eni.subnet_id())
-            .ok_or_else(|| HaError::NotTaken(format!("{call} shows no subnet for {}", me.eni_id)))?
+            .ok_or_else(|| HaError::Setup(format!("{call} shows no subnet for {}", me.eni_id)))?
             .to_string();
         Ok(Ec2Vip {
             client,

@@ -159,6 +159,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_closure_over_the_data_plane_state_is_a_health_source() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let seen = healthy.clone();
+        let health: Arc<dyn DataPlaneHealth> = Arc::new(move || {
+            if seen.load(Ordering::SeqCst) {
+                Fitness::Fit
+            } else {
+                Fitness::Unfit("no healthy backend in pool web".into())
+            }
+        });
+        assert_eq!(health.fitness().await, Fitness::Fit);
+        healthy.store(false, Ordering::SeqCst);
+        assert!(!health.fitness().await.is_fit());
+    }
+
+    #[tokio::test]
     async fn probe_reads_real_status_lines() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

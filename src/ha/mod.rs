@@ -49,6 +49,9 @@ pub enum HaError {
     },
     #[error("netlink {context}: {detail}")]
     Netlink { context: String, detail: String },
+    /// This node cannot run the configured mode (e.g. its interface has no subnet).
+    #[error("{0}")]
+    Setup(String),
     /// The arbiter, read back after a take-over, does not show the address here.
     #[error("take-over did not stick: {0}")]
     NotTaken(String),
