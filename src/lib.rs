@@ -13,4 +13,6 @@ pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod firstboot;
 pub mod ha;
+pub mod proxy;

@@ -32,11 +32,13 @@ pub fn run(config: &Path, probe: &str, status_file: Option<PathBuf>) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
+    // As `appliance run` logs (APPLIANCE_LOG or RUST_LOG, default info), without colour
+    // codes when standard error is a file: the tests and benchmarks read these logs.
+    let filter = std::env::var("APPLIANCE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();

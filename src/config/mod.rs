@@ -97,6 +97,10 @@ pub struct Http {
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_format: Vec<LogFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<indexmap::IndexMap<String, String>>,
     #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]

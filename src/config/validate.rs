@@ -187,9 +187,18 @@ pub fn health_check(check: &HealthCheck) -> Check {
 pub fn sticky_policy(sticky: &Sticky) -> Check {
     match sticky {
         Sticky::LbCookie {
-            cookie, expires, ..
+            cookie,
+            expires,
+            domain,
+            path,
+            ..
         } => {
             cookie_name(cookie)?;
+            for (what, value) in [("domain", domain), ("path", path)] {
+                if let Some(v) = value {
+                    cookie_attribute(what, v)?;
+                }
+            }
             if let Some(e) = expires {
                 let s = e.get().as_secs_f64();
                 if !(1.0..=604_800.0).contains(&s) {
@@ -200,8 +209,31 @@ pub fn sticky_policy(sticky: &Sticky) -> Check {
             }
             Ok(())
         }
-        Sticky::AppCookie { cookie, .. } => cookie_name(cookie),
+        Sticky::AppCookie { cookie, .. } => {
+            cookie_name(cookie)?;
+            // The balancer's own cookie rides beside the application's (see proxy::sticky).
+            if cookie == "AWSELB" {
+                return Err(Diagnostic::error(
+                    "app_cookie \"AWSELB\" is the name of the balancer's own cookie",
+                ));
+            }
+            Ok(())
+        }
     }
+}
+
+/// A cookie attribute value (RFC 6265 `av-octet`): printable, no `;`.
+fn cookie_attribute(what: &str, value: &str) -> Check {
+    if value.is_empty()
+        || !value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b';')
+    {
+        return Err(Diagnostic::error(format!(
+            "sticky cookie {what} \"{value}\" is not a valid cookie attribute value"
+        )));
+    }
+    Ok(())
 }
 
 fn cookie_name(name: &str) -> Check {
@@ -616,6 +648,25 @@ mod tests {
         assert!(server_address("[zz]:1", 80).is_err());
         assert!(server_address(":80", 80).is_err());
         assert!(server_address("unix:", 80).is_err());
+    }
+
+    #[test]
+    fn sticky_cookie_attributes_cannot_break_the_header() {
+        let lb = |domain: &str, path: &str| {
+            toml::from_str::<Sticky>(&format!(
+                "mode = \"lb_cookie\"\ndomain = \"{domain}\"\npath = \"{path}\""
+            ))
+            .unwrap()
+        };
+        assert!(sticky_policy(&lb(".example.com", "/app")).is_ok());
+        assert!(sticky_policy(&lb("a.com; Secure", "/")).is_err());
+        assert!(sticky_policy(&lb("a.com", "/\\r\\nX: y")).is_err());
+        let app = |name: &str| Sticky::AppCookie {
+            cookie: name.to_string(),
+            origin: None,
+        };
+        assert!(sticky_policy(&app("JSESSIONID")).is_ok());
+        assert!(sticky_policy(&app("AWSELB")).is_err());
     }
 
     fn ha_error(section: &str) -> Option<String> {

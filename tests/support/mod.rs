@@ -80,3 +80,56 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     }
     panic!("nothing is listening on {addr} after {timeout:?}");
 }
+
+pub mod nginx;
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("appliance-{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Copies a directory tree (files made writable, so the copy can be cleaned up).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory").flatten() {
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+            let mut perms = std::fs::metadata(&target).expect("metadata").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms).expect("make writable");
+        }
+    }
+}
+
+// The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
+// (nginx or the appliance), and scenarios comparing the two.
+pub mod backends;
+pub mod chi_square;
+pub mod client;
+pub mod proxies;
+pub mod scenario;
+pub mod transcript;
