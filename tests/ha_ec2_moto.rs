@@ -486,6 +486,52 @@ async fn errors_name_the_call_and_the_missing_permission() {
     assert!(e.contains("ec2:AssociateAddress"), "{e}");
     assert!(e.contains("permission denied"), "{e}");
     assert!(e.contains(&w.allocation), "{e}");
+
+    // The whole agent with those credentials: it stays out of master and its status says why.
+    let dir = std::env::temp_dir().join(format!("ha-deny-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let config_path = dir.join("b.toml");
+    std::fs::write(&config_path, ha_toml(&w, &imds_b.url, &moto.url)).expect("write the config");
+    let status_path = dir.join("status.json");
+    let probe = TcpListener::bind("127.0.0.1:0").expect("bind the probe target");
+    let probe_url = format!("http://{}/", probe.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for mut s in probe.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let _agent = ChildGuard::spawn(
+        "appliance ha-agent",
+        Command::new(appliance_bin())
+            .arg("ha-agent")
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--probe", &probe_url])
+            .arg("--status-file")
+            .arg(&status_path)
+            .env("AWS_ACCESS_KEY_ID", key.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key())
+            .env_remove("AWS_PROFILE"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let text = std::fs::read_to_string(&status_path).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if v["last_error"].is_string() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("{status}");
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ec2:AssociateAddress") && error.contains("permission denied"),
+        "{status}"
+    );
+    assert_eq!(status["state"], "backup", "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The whole agent: B's `appliance ha-agent` with B's metadata stand-in and a silent peer

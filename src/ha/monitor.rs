@@ -451,10 +451,7 @@ impl Decider {
                 self.read_holder(self.machine.displaced).await;
             }
             if self.holder == Holder::Unknown {
-                self.machine = self
-                    .machine
-                    .claim_failed(self.shared.now(), self.settings.hold_down);
-                self.publish_state();
+                self.claim_failed("the arbiter could not be read");
                 return;
             }
             decision = self.step(self.shared.now(), fit, peer.as_ref());
@@ -485,12 +482,9 @@ impl Decider {
                     tracing::error!("ha: taking over {} failed: {e}", self.shared.vip);
                     self.holder = Holder::Unknown;
                     self.holder_read_at = None;
-                    self.machine = self
-                        .machine
-                        .claim_failed(self.shared.now(), self.settings.hold_down);
                     let text = e.to_string();
                     self.board.update(|s| s.last_error = Some(text));
-                    self.publish_state();
+                    self.claim_failed("the take-over failed");
                 }
             },
             Action::Release => {
@@ -505,6 +499,29 @@ impl Decider {
             }
         }
         self.publish_peer(now, peer.is_some());
+    }
+
+    /// A take-over that did not happen: out of master (a master whose re-take failed no longer
+    /// holds the address), and a hold-down before the next attempt.
+    fn claim_failed(&mut self, why: &str) {
+        let from = self.machine.state;
+        self.machine = self
+            .machine
+            .claim_failed(self.shared.now(), self.settings.hold_down);
+        let to = self.machine.state;
+        let text = format!("{why}; trying again after the hold-down");
+        if to != from {
+            tracing::info!("ha: {from} -> {to}: {text}");
+            self.board.update(|s| {
+                s.state = to;
+                s.reason = text.clone();
+                s.since_unix_ms = unix_ms(SystemTime::now());
+                s.transitions += 1;
+            });
+        }
+        self.board.update(|s| s.decision = text);
+        self.blocked = false;
+        self.publish_state();
     }
 
     fn step(&self, now: Duration, fit: Option<bool>, peer: Option<&state::PeerView>) -> Decision {
