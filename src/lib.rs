@@ -14,4 +14,5 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod firstboot;
+pub mod ha;
 pub mod proxy;

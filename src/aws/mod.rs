@@ -2,6 +2,9 @@
 //! other stand-ins) and turning SDK errors into sentences that say which call failed and which
 //! IAM permission is missing.
 
+pub mod iam;
+pub mod imds;
+
 use std::fmt;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};

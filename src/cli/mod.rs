@@ -4,6 +4,8 @@
 mod check;
 mod demo;
 mod firstboot;
+mod ha_agent;
+mod iam;
 mod migrate;
 mod run;
 
@@ -97,6 +99,42 @@ pub enum Command {
         #[command(flatten)]
         elb: ElbArgs,
     },
+    /// The IAM role an HA pair on EC2 runs under.
+    Iam {
+        #[command(subcommand)]
+        command: IamCommand,
+    },
+    /// Run only the HA monitor, with an HTTP probe as the self-check (tests, benchmarks).
+    #[command(hide = true)]
+    HaAgent {
+        /// The appliance.toml (or nginx.conf) with the [ha] section.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// The data plane's health URL, e.g. http://127.0.0.1:80/.
+        #[arg(long)]
+        probe: String,
+        /// Keep the status JSON in this file.
+        #[arg(long)]
+        status_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IamCommand {
+    /// Print the least-privilege policy the HA pair needs.
+    Policy,
+    /// Create (or find) the role, its inline policy and the instance profile.
+    Setup {
+        #[arg(long, default_value = "appliance-ha")]
+        role_name: String,
+        #[arg(long, default_value = "appliance-ha")]
+        profile_name: String,
+        /// Send every AWS call here (a stand-in such as moto).
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 /// What an ELB script needs from outside it.
@@ -184,6 +222,30 @@ pub fn main() -> ExitCode {
             user_data,
             patience: std::time::Duration::from_secs(patience),
         }),
+        Command::Iam {
+            command: IamCommand::Policy,
+        } => iam::policy(),
+        Command::Iam {
+            command:
+                IamCommand::Setup {
+                    role_name,
+                    profile_name,
+                    aws_endpoint,
+                    region,
+                },
+        } => iam::setup(
+            &role_name,
+            &profile_name,
+            crate::aws::Endpoint {
+                region,
+                url: aws_endpoint,
+            },
+        ),
+        Command::HaAgent {
+            config,
+            probe,
+            status_file,
+        } => ha_agent::run(&config, &probe, status_file),
     }
 }
 
