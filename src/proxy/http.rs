@@ -25,9 +25,11 @@ use pingora::ErrorType;
 
 use super::balance::{Attempt, Outcome, PeerAddr, SelectKey};
 use super::locations::Found;
+use super::proxy_protocol::ProxyInfo;
 use super::respond;
 use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
 use super::server_names::validate_host;
+use super::tls::ServerName;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize, NormalizedUri};
 use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
@@ -58,6 +60,34 @@ pub struct RequestCtx {
     give_up_status: u16,
     upstream: UpstreamVars,
     request_id: String,
+    /// What the connection's TLS handshake and PROXY header said.
+    conn: ConnectionInfo,
+}
+
+/// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
+#[derive(Default)]
+struct ConnectionInfo {
+    ssl_protocol: Option<String>,
+    ssl_cipher: Option<String>,
+    ssl_server_name: Option<String>,
+    proxy_protocol: Option<ProxyInfo>,
+}
+
+impl ConnectionInfo {
+    fn of(session: &Session) -> ConnectionInfo {
+        let Some(digest) = session.digest() else {
+            return ConnectionInfo::default();
+        };
+        let ssl = digest.ssl_digest.as_ref();
+        ConnectionInfo {
+            ssl_protocol: ssl.map(|d| d.version.to_string()),
+            ssl_cipher: ssl.map(|d| d.cipher.to_string()),
+            ssl_server_name: ssl
+                .and_then(|d| d.extension.get::<ServerName>())
+                .map(|n| n.0.clone()),
+            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+        }
+    }
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -140,9 +170,10 @@ impl RequestCtx {
             request_time: 0.0,
             connection: 0,
             connection_requests: 0,
-            ssl_protocol: None,
-            ssl_cipher: None,
-            ssl_server_name: None,
+            ssl_protocol: self.conn.ssl_protocol.as_deref(),
+            ssl_cipher: self.conn.ssl_cipher.as_deref(),
+            ssl_server_name: self.conn.ssl_server_name.as_deref(),
+            proxy_protocol: self.conn.proxy_protocol,
         }
     }
 
@@ -225,6 +256,7 @@ impl ProxyHttp for HttpProxy {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: String::new(),
+            conn: ConnectionInfo::default(),
         }
     }
 
@@ -235,6 +267,7 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         };
         ctx.tls = addr.ssl;
+        ctx.conn = ConnectionInfo::of(session);
         ctx.request_id = format!("{:032x}", fastrand::u128(..));
         let uri = match normalize(session.req_header().raw_path(), true) {
             Ok(uri) => uri,
@@ -370,7 +403,10 @@ impl ProxyHttp for HttpProxy {
             return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
         };
         let tls = proxy.scheme == Scheme::Https;
-        let sni = if tls && proxy.ssl_server_name {
+        // nginx sends SNI only with proxy_ssl_server_name on, but verifies the certificate
+        // against proxy_ssl_name (default: the proxy_pass host) either way. Pingora verifies
+        // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
+        let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
             match &proxy.ssl_name {
                 Some(t) => {
                     String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
@@ -392,6 +428,9 @@ impl ProxyHttp for HttpProxy {
         options.write_timeout = Some(proxy.send_timeout);
         options.verify_cert = tls && proxy.ssl_verify;
         options.verify_hostname = tls && proxy.ssl_verify;
+        if tls {
+            options.ca = proxy.ssl_trusted.clone();
+        }
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         match pool.keepalive {
             Some(_) => {

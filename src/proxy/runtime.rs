@@ -54,6 +54,8 @@ pub struct ServerConf {
     /// The first `server_name`, nginx's `$server_name` and `$host` fallback.
     pub name: String,
     pub tls: Tls,
+    /// The certificates of `tls`, read and checked when the config was built.
+    pub tls_keys: Option<Arc<super::tls::ServerKeys>>,
     pub return_: Option<ReturnConf>,
     pub locations: LocationTree<Arc<LocationConf>>,
     /// What applies when no location matches.
@@ -124,6 +126,8 @@ pub struct ProxyConf {
     pub ssl_name: Option<Template>,
     pub ssl_server_name: bool,
     pub ssl_trusted_certificate: Option<std::path::PathBuf>,
+    /// The certificates of `ssl_trusted_certificate`, read when the config was built.
+    pub ssl_trusted: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
 }
 
 /// A request header the proxy sets.
@@ -331,10 +335,16 @@ fn build_server(
         next_id,
     )?);
     let tls = merge_tls(&http.tls, &vs.tls);
+    // nginx reads the certificates of every server that has them, listening on ssl or not.
+    let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
+        Some(certificates) => Some(Arc::new(super::tls::ServerKeys::load(certificates)?)),
+        None => None,
+    };
     Ok(ServerConf {
         origin: vs.origin.clone(),
         name,
         tls,
+        tls_keys,
         return_: vs.return_.as_ref().map(return_conf).transpose()?,
         locations,
         fallback,
@@ -486,6 +496,17 @@ fn proxy_conf(
     let seconds = |d: Option<config::Duration>, default: u64| {
         d.map_or(Duration::from_secs(default), |d| d.get())
     };
+    let ssl_verify = p.ssl_verify.unwrap_or(false);
+    let ssl_trusted = match (&p.ssl_trusted_certificate, pass.scheme) {
+        (Some(path), Scheme::Https) => Some(super::tls::load_ca(path, origin)?),
+        (None, Scheme::Https) if ssl_verify => {
+            return Err(
+                Diagnostic::error("no proxy_ssl_trusted_certificate for proxy_ssl_verify")
+                    .at_opt(origin),
+            )
+        }
+        _ => None,
+    };
     let next_upstream = NextUpstreamSet::from_list(
         p.next_upstream
             .as_deref()
@@ -513,10 +534,11 @@ fn proxy_conf(
         pass_request_body: p.pass_request_body.unwrap_or(true),
         hide_headers,
         redirect: Vec::new(),
-        ssl_verify: p.ssl_verify.unwrap_or(false),
+        ssl_verify,
         ssl_name: p.ssl_name.as_deref().map(template).transpose()?,
         ssl_server_name: p.ssl_server_name.unwrap_or(false),
         ssl_trusted_certificate: p.ssl_trusted_certificate.clone(),
+        ssl_trusted,
     })
 }
 
