@@ -82,7 +82,7 @@ impl HttpEdge {
                 let default = &addr.servers[addr.names.default_server()];
                 Some(tls::acceptor(
                     &default.tls,
-                    socket.http2,
+                    Some(socket.http2),
                     default.origin.as_ref(),
                 )?)
             } else {

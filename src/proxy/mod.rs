@@ -14,6 +14,7 @@ pub mod respond;
 pub mod runtime;
 pub mod server_names;
 pub mod signals;
+pub mod stream;
 pub mod tls;
 pub mod upstream_request;
 pub mod uri;
@@ -98,6 +99,17 @@ pub fn build_server(
         add_listener(&mut service, &socket.bind, socket.reuseport);
     }
     server.add_service(service);
+    let streams = stream::StreamEdge::binds(&runtime.load());
+    if !streams.is_empty() {
+        let mut service = Service::new(
+            "stream".to_string(),
+            stream::StreamEdge::new(runtime.clone())?,
+        );
+        for (bind, reuseport) in &streams {
+            add_listener(&mut service, bind, *reuseport);
+        }
+        server.add_service(service);
+    }
     Ok((server, plane))
 }
 

@@ -26,6 +26,8 @@ pub struct Runtime {
     /// One per socket to bind, in config order.
     pub sockets: Vec<Socket>,
     pub pools: HashMap<String, Arc<UpstreamPool>>,
+    /// The `stream {}` servers, in config order.
+    pub streams: Vec<Arc<super::stream::StreamConf>>,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -230,7 +232,12 @@ impl Runtime {
             servers.push((Arc::new(conf), vs));
         }
         let sockets = group_sockets(&servers)?;
-        Ok(Runtime { sockets, pools })
+        let streams = super::stream::build(&model.stream, &mut next_id)?;
+        Ok(Runtime {
+            sockets,
+            pools,
+            streams,
+        })
     }
 
     /// The address configuration for a connection that arrived on `socket` with this local
@@ -250,7 +257,7 @@ impl Runtime {
     }
 }
 
-fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> {
+pub(crate) fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> {
     let resolved = ResolvedServer::resolve(upstream).map_err(|e| {
         Diagnostic::error(format!("upstream \"{}\": {e}", upstream.name))
             .at_opt(upstream.origin.as_ref())
@@ -278,7 +285,7 @@ fn build_pool(upstream: &Upstream, id: u64) -> Result<UpstreamPool, Diagnostic> 
 
 /// nginx builds an implicit upstream for `proxy_pass http://host:port`: every address of the
 /// host is a server with the default parameters.
-fn implicit_pool(
+pub(crate) fn implicit_pool(
     pass_host: &str,
     default_port: u16,
     origin: Option<&Origin>,

@@ -171,9 +171,10 @@ fn split_ciphers(ciphers: &str) -> (String, String) {
 }
 
 /// The acceptor of one listening socket, from the TLS settings of its default server.
+/// `http2`: `None` for a stream listener (no ALPN), else whether ALPN may choose `h2`.
 pub fn acceptor(
     tls: &Tls,
-    http2: bool,
+    http2: Option<bool>,
     origin: Option<&Origin>,
 ) -> Result<SslAcceptor, Diagnostic> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -227,14 +228,16 @@ pub fn acceptor(
         .map_or(DEFAULT_SESSION_TIMEOUT, |d| d.get());
     set_session_timeout(&mut b, timeout);
 
-    let preference: &'static [u8] = if http2 {
-        b"\x02h2\x08http/1.1"
-    } else {
-        b"\x08http/1.1"
-    };
-    b.set_alpn_select_callback(move |_, offered| {
-        select_next_proto(preference, offered).ok_or(AlpnError::NOACK)
-    });
+    if let Some(http2) = http2 {
+        let preference: &'static [u8] = if http2 {
+            b"\x02h2\x08http/1.1"
+        } else {
+            b"\x08http/1.1"
+        };
+        b.set_alpn_select_callback(move |_, offered| {
+            select_next_proto(preference, offered).ok_or(AlpnError::NOACK)
+        });
+    }
     Ok(b.build())
 }
 
@@ -339,7 +342,7 @@ mod tests {
             ciphers: Some("NOT-A-CIPHER".into()),
             ..Tls::default()
         };
-        assert!(acceptor(&tls, false, None).is_err());
-        assert!(acceptor(&Tls::default(), true, None).is_ok());
+        assert!(acceptor(&tls, Some(false), None).is_err());
+        assert!(acceptor(&Tls::default(), Some(true), None).is_ok());
     }
 }
