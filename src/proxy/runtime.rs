@@ -344,7 +344,10 @@ fn build_server(
     let tls = merge_tls(&http.tls, &vs.tls);
     // nginx reads the certificates of every server that has them, listening on ssl or not.
     let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
-        Some(certificates) => Some(Arc::new(super::tls::ServerKeys::load(certificates)?)),
+        Some(certificates) => Some(Arc::new(super::tls::ServerKeys::load(
+            certificates,
+            vs.origin.as_ref(),
+        )?)),
         None => None,
     };
     Ok(ServerConf {

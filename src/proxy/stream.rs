@@ -89,7 +89,7 @@ fn server(
         }
     };
     let tls_keys = match s.tls.certificates.as_deref() {
-        Some(c) if !c.is_empty() => Some(Arc::new(ServerKeys::load(c)?)),
+        Some(c) if !c.is_empty() => Some(Arc::new(ServerKeys::load(c, at)?)),
         _ => None,
     };
     let upstream_tls = if s.upstream_tls {

@@ -54,11 +54,23 @@ pub struct ServerKeys {
 }
 
 impl ServerKeys {
-    /// Reads and checks every pair. Errors name the file and point at the directive.
-    pub fn load(certificates: &[Certificate]) -> Result<ServerKeys, Diagnostic> {
+    /// Reads and checks every pair. Errors name the file and point at the directive (or at
+    /// `fallback`, the server, when the pair has no origin of its own).
+    pub fn load(
+        certificates: &[Certificate],
+        fallback: Option<&Origin>,
+    ) -> Result<ServerKeys, Diagnostic> {
         let pairs = certificates
             .iter()
-            .map(load_pair)
+            .map(|c| {
+                load_pair(c).map_err(|e| {
+                    if e.origin.is_none() {
+                        e.at_opt(fallback)
+                    } else {
+                        e
+                    }
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ServerKeys { pairs })
     }
@@ -328,7 +340,7 @@ mod tests {
             key: "/nonexistent/key.pem".into(),
             origin: Some(Origin::new("nginx.conf", 12, 5)),
         };
-        let e = ServerKeys::load(&[c])
+        let e = ServerKeys::load(&[c], None)
             .err()
             .expect("a missing file is an error");
         let line = e.one_line("appliance");
