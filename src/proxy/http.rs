@@ -328,10 +328,15 @@ impl ProxyHttp for HttpProxy {
             Found::None => server.fallback.clone(),
         };
         ctx.location = Some(location.clone());
-        session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
-            0 => None,
-            secs => Some(secs),
-        });
+        // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
+        // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
+        // waits for a close that never comes (nginx closes).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+                0 => None,
+                secs => Some(secs),
+            });
+        }
         if let Some(ret) = &location.return_ {
             answer_return(session, ctx, ret).await?;
             return Ok(true);
