@@ -13,4 +13,5 @@ pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod firstboot;
 pub mod proxy;

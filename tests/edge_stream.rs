@@ -150,7 +150,7 @@ fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
 }
 
 fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path(name);
+    let path = dir.path.join(name);
     std::fs::write(&path, text).expect("write config");
     path
 }

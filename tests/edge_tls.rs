@@ -96,7 +96,7 @@ fn subject(output: &str) -> String {
 }
 
 fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path(name);
+    let path = dir.path.join(name);
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -428,7 +428,7 @@ fn bad_certificates_are_config_errors_naming_the_file() {
     let (a_crt, _a_key) = make_cert(&dir, "a.test", "rsa");
     let (_b_crt, b_key) = make_cert(&dir, "b.test", "rsa");
     let garbage = write(&dir, "garbage.pem", "not a certificate\n");
-    let missing = dir.path("missing.key");
+    let missing = dir.path.join("missing.key");
     let port = free_port();
     let cases = [
         (p(&a_crt), p(&b_key), "do not match", p(&b_key)),

@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod firstboot;
 mod migrate;
 mod run;
 
@@ -37,6 +38,8 @@ pub enum Command {
         /// Make every unsupported directive an error.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        elb: ElbArgs,
     },
     /// Test a configuration the way `nginx -t` does.
     Check {
@@ -49,6 +52,27 @@ pub enum Command {
         /// Print only errors.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        elb: ElbArgs,
+    },
+    /// Configure this appliance from its EC2 user data (IMDSv2); run at boot by the image.
+    Firstboot {
+        /// The config directory: `config` there is linked to the applied config.
+        #[arg(long, default_value = "/etc/appliance")]
+        etc: PathBuf,
+        /// Where the last applied user data is kept.
+        #[arg(long, default_value = "/var/lib/appliance-firstboot")]
+        state: PathBuf,
+        /// The IMDS endpoint (else `appliance.imds_endpoint=` on the kernel command line, else
+        /// ETC/imds-endpoint, else the SDK's default, http://169.254.169.254).
+        #[arg(long)]
+        imds_endpoint: Option<String>,
+        /// Read the user data from this file instead of IMDS.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// How long to keep trying while IMDS does not answer, in seconds.
+        #[arg(long, default_value_t = 30)]
+        patience: u64,
     },
     /// Three backends behind the appliance on loopback, with a live count of who served what.
     Demo {
@@ -70,7 +94,51 @@ pub enum Command {
         /// Take the listening sockets over from a running instance.
         #[arg(long)]
         upgrade: bool,
+        #[command(flatten)]
+        elb: ElbArgs,
     },
+}
+
+/// What an ELB script needs from outside it.
+#[derive(clap::Args, Debug, Default)]
+pub struct ElbArgs {
+    /// Set a shell variable the script uses (wins over the script's own assignment).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Read instance addresses from this file instead of EC2 ("i-123 10.0.0.5" lines, or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub instances_file: Option<PathBuf>,
+    /// Look certificates up here by name (NAME.crt, NAME.key, NAME.chain.crt); certificates
+    /// fetched from IAM are saved here.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The AWS region for EC2 and IAM calls (default: the SDK's chain).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// An endpoint URL for every AWS call (a stand-in such as moto's server).
+    #[arg(long, value_name = "URL")]
+    pub aws_endpoint: Option<String>,
+}
+
+impl ElbArgs {
+    fn options(self, strict: bool) -> Options {
+        Options {
+            strict,
+            vars: self.vars,
+            instances_file: self.instances_file,
+            cert_dir: self.cert_dir,
+            region: self.region,
+            aws_endpoint: self.aws_endpoint,
+            ..Options::default()
+        }
+    }
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("\"{s}\" is not NAME=VALUE")),
+    }
 }
 
 /// Runs the command line and returns the process's exit status.
@@ -81,43 +149,41 @@ pub fn main() -> ExitCode {
             input,
             output,
             strict,
-        } => migrate::run(
-            &input,
-            output.as_deref(),
-            &Options {
-                strict,
-                ..Options::default()
-            },
-        ),
+            elb,
+        } => migrate::run(&input, output.as_deref(), &elb.options(strict)),
         Command::Check {
             config,
             strict,
             quiet,
-        } => check::run(
-            &config,
-            &Options {
-                strict,
-                ..Options::default()
-            },
-            quiet,
-            "appliance",
-        ),
+            elb,
+        } => check::run(&config, &elb.options(strict), quiet, "appliance"),
         Command::Demo { port, rate } => demo::run(&demo::DemoOptions { port, rate }),
         Command::Run {
             config,
             strict,
             upgrade,
+            elb,
         } => run::run(
             &config,
-            &Options {
-                strict,
-                ..Options::default()
-            },
+            &elb.options(strict),
             &crate::proxy::RunOptions {
                 upgrade,
                 ..Default::default()
             },
         ),
+        Command::Firstboot {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience,
+        } => firstboot::run(&firstboot::Args {
+            etc,
+            state,
+            imds_endpoint,
+            user_data,
+            patience: std::time::Duration::from_secs(patience),
+        }),
     }
 }
 

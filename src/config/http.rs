@@ -517,6 +517,10 @@ pub struct Certificate {
     /// PEM: the certificate followed by its chain.
     pub certificate: PathBuf,
     pub key: PathBuf,
+    /// PEM intermediates sent after `certificate`, for certificates kept apart from their chain
+    /// (as IAM keeps them: `iam-servercertupload -c`, GetServerCertificate's chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
 }

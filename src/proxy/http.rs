@@ -59,7 +59,8 @@ pub struct RequestCtx {
     /// The status nginx would finalize with when tries run out (502, or 504 after a timeout).
     give_up_status: u16,
     upstream: UpstreamVars,
-    request_id: String,
+    /// `$request_id`, made only when something asks for it.
+    request_id: std::sync::OnceLock<String>,
     /// What the connection's TLS handshake and PROXY header said.
     conn: ConnectionInfo,
 }
@@ -255,7 +256,7 @@ impl ProxyHttp for HttpProxy {
             peer_released: false,
             give_up_status: 502,
             upstream: UpstreamVars::default(),
-            request_id: String::new(),
+            request_id: std::sync::OnceLock::new(),
             conn: ConnectionInfo::default(),
         }
     }
@@ -268,7 +269,6 @@ impl ProxyHttp for HttpProxy {
         };
         ctx.tls = addr.ssl;
         ctx.conn = ConnectionInfo::of(session);
-        ctx.request_id = format!("{:032x}", fastrand::u128(..));
         let uri = match normalize(session.req_header().raw_path(), true) {
             Ok(uri) => uri,
             Err(_) => {

@@ -28,9 +28,23 @@ pub fn error_page(status: u16) -> Option<String> {
     ))
 }
 
-/// The HTTP date of now (`Sat, 21 Nov 2026 10:00:00 GMT`).
+/// The HTTP date of now (`Sat, 21 Nov 2026 10:00:00 GMT`). Formatted once a second per thread,
+/// as nginx caches its time strings: every response carries one.
 pub fn http_date() -> String {
-    httpdate::fmt_http_date(std::time::SystemTime::now())
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second || cache.1.is_empty() {
+            *cache = (second, httpdate::fmt_http_date(now));
+        }
+        cache.1.clone()
+    })
 }
 
 /// Sends a complete response: status, optional `Location`, and a body with its type.

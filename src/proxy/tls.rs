@@ -114,6 +114,18 @@ fn load_pair(c: &Certificate) -> Result<CertifiedKey, Diagnostic> {
         ))
         .at_opt(at)
     })?;
+    let mut chain = chain;
+    if let Some(path) = &c.chain {
+        let pem = read_file(path, "certificate chain", at)?;
+        let intermediates = X509::stack_from_pem(&pem).map_err(|e| {
+            Diagnostic::error(format!(
+                "cannot load certificate chain \"{}\": not PEM ({e})",
+                path.display()
+            ))
+            .at_opt(at)
+        })?;
+        chain.extend(intermediates);
+    }
     let Some(leaf) = chain.first() else {
         return Err(Diagnostic::error(format!(
             "cannot load certificate \"{cert_path}\": the file holds no PEM certificate"
@@ -338,6 +350,7 @@ mod tests {
         let c = Certificate {
             certificate: "/nonexistent/cert.pem".into(),
             key: "/nonexistent/key.pem".into(),
+            chain: None,
             origin: Some(Origin::new("nginx.conf", 12, 5)),
         };
         let e = ServerKeys::load(&[c], None)

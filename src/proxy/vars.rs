@@ -30,7 +30,8 @@ pub struct RequestVars<'a> {
     pub captures: &'a [Option<std::ops::Range<usize>>],
     pub proxy_host: &'a str,
     pub proxy_port: &'a str,
-    pub request_id: &'a str,
+    /// `$request_id`: made on first use, then the same for the whole request.
+    pub request_id: &'a std::sync::OnceLock<String>,
     /// Filled once the upstream has answered (logs, `add_header`).
     pub upstream: Option<&'a UpstreamVars>,
     pub response: Option<&'a ResponseHeader>,
@@ -155,7 +156,11 @@ impl RequestVars<'_> {
             }
             Variable::ServerName => out.extend_from_slice(self.server_name.as_bytes()),
             Variable::Hostname => out.extend_from_slice(hostname().as_bytes()),
-            Variable::RequestId => out.extend_from_slice(self.request_id.as_bytes()),
+            Variable::RequestId => out.extend_from_slice(
+                self.request_id
+                    .get_or_init(|| format!("{:032x}", fastrand::u128(..)))
+                    .as_bytes(),
+            ),
             Variable::RequestLength => {
                 let len = self
                     .header_first("content-length")
@@ -412,7 +417,7 @@ mod tests {
             captures: &[],
             proxy_host: "backend",
             proxy_port: "80",
-            request_id: "",
+            request_id: &std::sync::OnceLock::new(),
             upstream: None,
             response: None,
             status: 0,

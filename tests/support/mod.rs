@@ -81,41 +81,67 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     panic!("nothing is listening on {addr} after {timeout:?}");
 }
 
-/// A directory of its own under the system temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub mod nginx;
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
 
 impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("the temp dir is writable");
-        TempDir(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+    pub fn new(label: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("appliance-{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir { path }
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Copies a directory tree (files made writable, so the copy can be cleaned up).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory").flatten() {
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+            let mut perms = std::fs::metadata(&target).expect("metadata").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms).expect("make writable");
+        }
+    }
+}
+
+// The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
+// (nginx or the appliance), and scenarios comparing the two.
+pub mod backends;
+pub mod chi_square;
+pub mod client;
+pub mod proxies;
+pub mod scenario;
+pub mod transcript;
 
 /// Makes a key, a CSR and a self-signed certificate for `name` with the openssl CLI, the way the
 /// seed documents do (`genrsa`, `req -new`, `x509 -req -signkey`), with `name` also as a DNS
 /// subjectAltName so hostname checks can pass. `kind` is "rsa" or "ec". Returns (cert, key).
 pub fn make_cert(dir: &TempDir, name: &str, kind: &str) -> (PathBuf, PathBuf) {
-    let key = dir.path(&format!("{name}-{kind}.key"));
-    let csr = dir.path(&format!("{name}-{kind}.csr"));
-    let crt = dir.path(&format!("{name}-{kind}.crt"));
-    let ext = dir.path(&format!("{name}-{kind}.ext"));
+    let key = dir.path.join(format!("{name}-{kind}.key"));
+    let csr = dir.path.join(format!("{name}-{kind}.csr"));
+    let crt = dir.path.join(format!("{name}-{kind}.crt"));
+    let ext = dir.path.join(format!("{name}-{kind}.ext"));
     std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).expect("ext file");
     let run = |args: &[&str]| {
         let out = Command::new("openssl")

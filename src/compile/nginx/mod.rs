@@ -4,15 +4,53 @@
 //! them and checks each directive's context and argument count as nginx does; [`lower`] turns the
 //! statements a load balancer needs into the model and reports the rest.
 
+pub mod directives;
+pub mod include;
+pub mod lexer;
 pub mod lower;
+pub mod parse;
+pub mod slots;
 pub mod tree;
 
 use std::path::Path;
 
-use super::{Compiled, Failed, Options};
+use super::diag::Diagnostic;
+use super::{Compiled, Failed, InputKind, Options};
 
 /// Compiles an nginx.conf and everything it includes.
+///
+/// nginx stops at its first error. Parsing stops there too, and the lowering then runs on the
+/// statements read before it: a lowering error about one of those statements is what nginx
+/// would have met first, so it wins; otherwise the parse error stands. A parse error without a
+/// position (`no "events" section`) is one nginx finds after reading everything, so any
+/// lowering error comes before it.
 pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Failed> {
-    let _ = (path, options);
-    Err(super::diag::Diagnostic::error("the nginx parser is not in this build yet").into())
+    let parsed = parse::parse_file(path, options);
+    let lowered = lower::lower(&parsed.tree, options);
+    let sources = parsed.sources;
+    let error = match (parsed.error, lowered) {
+        (None, Ok((model, report))) => {
+            return Ok(Compiled {
+                model,
+                report,
+                sources,
+                kind: InputKind::Nginx,
+            })
+        }
+        (None, Err(lower)) => lower,
+        (Some(parse), Ok(_)) => parse,
+        (Some(parse), Err(lower)) => first_error(parse, lower),
+    };
+    Err(Failed {
+        diagnostic: Box::new(error),
+        sources,
+    })
+}
+
+fn first_error(parse: Diagnostic, lower: Diagnostic) -> Diagnostic {
+    if parse.origin.is_none() || lower.origin.is_some() {
+        lower
+    } else {
+        parse
+    }
 }

@@ -7,6 +7,7 @@
 //! its messages.
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use crate::config::Origin;
 
@@ -14,14 +15,24 @@ use crate::config::Origin;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     pub statements: Vec<Statement>,
+    /// nginx's prefix (`-p`): where relative paths of logs, pid and modules resolve.
+    pub prefix: PathBuf,
+    /// nginx's configuration prefix: the main file's directory, where relative `include`s and
+    /// certificate paths resolve.
+    pub conf_prefix: PathBuf,
 }
 
 /// One directive: `name arg ...;` or `name arg ... { block }`.
+///
+/// Inside the blocks nginx hands to a module's own line parser (`types`, `map`, `geo`,
+/// `split_clients`, `charset_map`), a statement is one line of that block: `name` is its first
+/// word, and [`Statement::context`] says which block it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
     pub name: String,
     pub args: Vec<Word>,
-    /// `Some` for block directives (`http { }`), even when the block is empty.
+    /// `Some` for block directives (`http { }`), even when the block is empty. When parsing
+    /// stopped at an error inside the block, it holds the statements completed before it.
     pub block: Option<Vec<Statement>>,
     /// Where the name starts.
     pub origin: Origin,
@@ -31,6 +42,10 @@ pub struct Statement {
     pub span: Range<usize>,
     /// The `include` statements this one came through, outermost first (empty at top level).
     pub included_from: Vec<Origin>,
+    /// The context the statement appeared in, as nginx checked it.
+    pub context: Context,
+    /// The name's bytes when they are not UTF-8 (`name` then holds U+FFFD in their place).
+    pub name_raw: Option<Box<[u8]>>,
 }
 
 /// One argument as nginx hands it to a module: quotes removed, escapes resolved.
@@ -41,6 +56,90 @@ pub struct Word {
     pub quoted: bool,
     /// Bytes of the word in its file, quotes included.
     pub span: Range<usize>,
+    /// The value's bytes when they are not UTF-8 (a Latin-1 comment or body): `value` then has
+    /// U+FFFD in their place, and these are what nginx would use.
+    pub raw: Option<Box<[u8]>>,
+}
+
+/// Where a statement sits, as nginx distinguishes it when it checks whether a directive is
+/// allowed (`NGX_MAIN_CONF`, `NGX_HTTP_SIF_CONF`, ...), plus the blocks whose lines a module
+/// parses itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Context {
+    Main,
+    Events,
+    Http,
+    /// `server` in `http`.
+    Server,
+    Location,
+    /// `upstream` in `http`.
+    Upstream,
+    /// `if` directly in a `server`.
+    IfInServer,
+    /// `if` in a `location` (or in another `if`).
+    IfInLocation,
+    LimitExcept,
+    Stream,
+    StreamServer,
+    StreamUpstream,
+    Mail,
+    MailServer,
+    /// Lines of `types { }`.
+    Types,
+    /// Lines of http's `map { }`.
+    Map,
+    /// Lines of http's `geo { }`.
+    Geo,
+    SplitClients,
+    CharsetMap,
+    StreamMap,
+    StreamGeo,
+    StreamSplitClients,
+}
+
+impl Context {
+    /// Whether the block's lines belong to a module's own parser rather than being directives.
+    pub fn is_custom(self) -> bool {
+        matches!(
+            self,
+            Context::Types
+                | Context::Map
+                | Context::Geo
+                | Context::SplitClients
+                | Context::CharsetMap
+                | Context::StreamMap
+                | Context::StreamGeo
+                | Context::StreamSplitClients
+        )
+    }
+
+    /// nginx's name for the context, as its documentation writes it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Context::Main => "main",
+            Context::Events => "events",
+            Context::Http => "http",
+            Context::Server => "server",
+            Context::Location => "location",
+            Context::Upstream => "upstream",
+            Context::IfInServer => "if in server",
+            Context::IfInLocation => "if in location",
+            Context::LimitExcept => "limit_except",
+            Context::Stream => "stream",
+            Context::StreamServer => "stream server",
+            Context::StreamUpstream => "stream upstream",
+            Context::Mail => "mail",
+            Context::MailServer => "mail server",
+            Context::Types => "types",
+            Context::Map => "map",
+            Context::Geo => "geo",
+            Context::SplitClients => "split_clients",
+            Context::CharsetMap => "charset_map",
+            Context::StreamMap => "stream map",
+            Context::StreamGeo => "stream geo",
+            Context::StreamSplitClients => "stream split_clients",
+        }
+    }
 }
 
 impl Statement {
@@ -56,5 +155,18 @@ impl Statement {
 
     pub fn arg(&self, i: usize) -> Option<&str> {
         self.args.get(i).map(|w| w.value.as_str())
+    }
+
+    /// Whether this is a line of a module-parsed block (a `map` entry, a `types` line) rather
+    /// than a directive.
+    pub fn is_block_line(&self) -> bool {
+        self.context.is_custom()
+    }
+}
+
+impl Word {
+    /// The exact bytes nginx would use.
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.value.as_bytes())
     }
 }

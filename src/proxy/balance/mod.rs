@@ -97,7 +97,9 @@ impl PeerId {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SelectKey<'a> {
     /// The client's address as the listening socket reports it (`ip_hash`). None stands for a
-    /// non-IP client (a unix socket), which nginx hashes as three zero bytes.
+    /// non-IP client (a unix socket), which nginx hashes as three zero bytes. nginx listens on
+    /// IPv6 with `ipv6only=on`, so an IPv4 client always reaches it as IPv4: a dual-stack
+    /// listener should pass `to_canonical()` of an IPv4-mapped address.
     pub client: Option<IpAddr>,
     /// The evaluated `hash` key (`hash $request_uri` and the like). Empty makes nginx fall back
     /// to round robin.

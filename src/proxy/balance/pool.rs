@@ -193,6 +193,14 @@ impl Pool {
         self.peers.get(id.index())
     }
 
+    /// Every peer with its id (for the health checker and the admin API).
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &PeerInfo)> {
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PeerId(i as u32), p))
+    }
+
     /// Starts a request's walk through the pool.
     pub fn begin(&self) -> Attempt {
         Attempt {

@@ -646,3 +646,53 @@ fn an_empty_pool_has_no_live_peers() {
         );
     }
 }
+
+#[test]
+fn pools_are_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Pool>();
+    let p = pool("round_robin", &[A, B]);
+    let ids: Vec<PeerId> = p.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, [PeerId(0), PeerId(1)]);
+}
+
+#[test]
+fn threads_sharing_a_pool_keep_counts_exact() {
+    let p = std::sync::Arc::new(pool(
+        "least_conn",
+        &[&format!("{A} max_conns=3"), &format!("{B} weight=2"), C],
+    ));
+    let now = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let p = std::sync::Arc::clone(&p);
+            std::thread::spawn(move || {
+                // Requests per peer, and "no live upstreams" (the failures disable peers for
+                // good, the clock standing still) in the last slot.
+                let mut served = [0u32; 4];
+                for i in 0..5_000 {
+                    let mut a = p.begin();
+                    let Ok(id) = p.select(&mut a, &SelectKey::default(), now) else {
+                        served[3] += 1;
+                        continue;
+                    };
+                    served[id.index()] += 1;
+                    let failed = (i + t) % 97 == 0;
+                    let outcome = if failed {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Success
+                    };
+                    p.finish(&mut a, outcome, now);
+                }
+                served
+            })
+        })
+        .collect();
+    let total: u32 = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().iter().sum::<u32>())
+        .sum();
+    assert_eq!(total, 20_000);
+    assert!(p.snapshot(now).iter().all(|s| s.conns == 0));
+}

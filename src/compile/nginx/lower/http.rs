@@ -686,6 +686,7 @@ impl Lowering<'_> {
             .map(|((cert, stmt), key)| Certificate {
                 certificate: self.path(cert),
                 key: self.path(key),
+                chain: None,
                 origin: Some(stmt.origin.clone()),
             })
             .collect();

@@ -1,0 +1,376 @@
+//! The parse step's corner cases against Debian's `nginx -t`: the tokenizer's rules, the
+//! 4096-byte buffer, the core checks and the generic slots, each written as a small config and
+//! run through both. Plus a bounded random differential: token soups built from the characters
+//! that matter to the tokenizer, which nginx and we must accept or reject alike, at the same
+//! line with the same message.
+//!
+//! Every config here avoids directives whose own handlers check more than the parse step does
+//! (those are the lowering's), so any difference is the parse step's.
+
+mod support;
+
+use std::path::Path;
+
+use appliance::compile::{nginx as front, Options};
+use support::nginx;
+use support::TempDir;
+
+/// One config: the text, and `-g` directives (after the sandbox's own load_module lines).
+struct Case {
+    name: String,
+    text: Vec<u8>,
+    global: Option<String>,
+}
+
+fn case(name: impl Into<String>, text: impl Into<Vec<u8>>) -> Case {
+    Case {
+        name: name.into(),
+        text: text.into(),
+        global: None,
+    }
+}
+
+/// Handwritten corner cases: the tokenizer, blocks, includes and slot checks.
+fn handwritten() -> Vec<Case> {
+    let mut cases = vec![
+        case("close brace in a bare word", "events {}\nenv a};\n"),
+        case("close brace alone after words", "events {}\nenv a }\n"),
+        case("hash inside a word", "events {}\nenv a#b;\n"),
+        case("hash comment between words", "events {}\nenv # c\n a;\n"),
+        case("comment at eof after words", "events {}\nenv a # c"),
+        case("quote inside a bare word", "events {}\nenv a\"b\"c;\n"),
+        case("text after a closing quote", "events {}\nenv \"a\"b;\n"),
+        case("brace after a closing quote", "events {}\nenv \"a\"};\n"),
+        case("paren after a closing quote", "events {}\nenv \"a\")b;\n"),
+        case("two quoted words touching", "events {}\nenv 'a'\"b\";\n"),
+        case("quote then semicolon", "events {}\nenv \"a\";env 'b';\n"),
+        case("escaped quote", "events {}\nenv \"a\\\"b\";\n"),
+        case("escaped newline in a bare word", "events {}\nenv a\\\nb;\n"),
+        case("backslash at eof", "events {}\nenv a\\"),
+        case("unterminated quote", "events {}\nenv \"a;\n\n"),
+        case("dollar brace", "events {}\nenv ${a};\nenv $${{b;\n"),
+        case("dollar then brace opens a block", "events {}\nenv $a{\n}\n"),
+        case("semicolon alone", "events {}\n;\n"),
+        case("brace alone", "events {}\n\n{\n"),
+        case("stray close brace", "events {}\n}\n"),
+        case("eof in a block", "events {\n"),
+        case("eof in a word", "events {}\nenv"),
+        case("empty file", ""),
+        case("no events", "daemon off;\n"),
+        case("events twice", "events {}\nevents {}\n"),
+        case("http twice", "events {}\nhttp {}\nhttp {}\n"),
+        case("vertical tab is not a blank", "events {}\nenv\x0ba;\n"),
+        case("carriage returns are blanks", "events {}\r\nenv\ra;\r\n"),
+        case("unknown directive", "events {}\nnope 1;\n"),
+        case("not allowed here", "events {}\nhttp { listen 80; }\n"),
+        case("block without a brace", "events;\n"),
+        case("simple directive with a brace", "events {}\ndaemon off {}\n"),
+        case("too many arguments", "events {}\ndaemon on off;\n"),
+        case("noargs block with arguments", "events x {}\n"),
+        case("flag value", "events {}\ndaemon yes;\n"),
+        case("flag in capitals", "events {}\ndaemon OFF;\n"),
+        case("flag duplicate", "events {}\ndaemon off;\ndaemon off;\n"),
+        case("number", "events {}\nworker_rlimit_nofile 12x;\n"),
+        case("number overflow", "events {}\nworker_rlimit_nofile 99999999999999999999;\n"),
+        case("msec value", "events {}\ntimer_resolution 1h30m;\n"),
+        case("msec order", "events {}\ntimer_resolution 30m1h;\n"),
+        case("msec in ms", "events {}\ntimer_resolution 500ms;\n"),
+        case("str duplicate", "events {}\npid a;\npid b;\n"),
+        case(
+            "size and offset",
+            "events {}\nhttp { client_body_buffer_size 1g; }\n",
+        ),
+        case("offset takes g", "events {}\nhttp { client_max_body_size 1g; }\n"),
+        case("bounds", "events {}\nhttp { gzip_comp_level 10; }\n"),
+        case("enum", "events {}\nhttp { server_tokens maybe; }\n"),
+        case("enum any case", "events {}\nhttp { server_tokens BUILD; }\n"),
+        case(
+            "bitmask",
+            "events {}\nhttp { proxy_next_upstream error sometimes; }\n",
+        ),
+        case("bufs", "events {}\nhttp { gzip_buffers 0 4k; }\n"),
+        case("path levels", "events {}\nhttp { client_body_temp_path /tmp/x 1 2 9; }\n"),
+        case(
+            "access",
+            "events {}\nhttp { proxy_store_access user:rw group:w; }\n",
+        ),
+        case(
+            "duplicates are per block",
+            "events {}\nhttp { gzip on; server { gzip off; location / { gzip on; } location /a { gzip on; gzip off; } } }\n",
+        ),
+        case(
+            "duplicates inside if",
+            "events {}\nhttp { server { location / { gzip_vary on; if ($a) { gzip_vary on; gzip_vary off; } } } }\n",
+        ),
+        case(
+            "srv conf shared by locations",
+            "events {}\nhttp { server { client_header_timeout 1s; client_header_timeout 2s; } }\n",
+        ),
+        case(
+            "limit_except twice",
+            "events {}\nhttp { server { location / { limit_except GET { } limit_except POST { } } } }\n",
+        ),
+        case(
+            "if in server allows rewrite only",
+            "events {}\nhttp { server { if ($a) { proxy_pass http://a; } } }\n",
+        ),
+        case("types line with brace", "events {}\nhttp { types { text/html html {} } }\n"),
+        case(
+            "types include arity",
+            "events {}\nhttp { types { include a b; } }\n",
+        ),
+        case("map arity", "events {}\nhttp { map $a $b { x; } }\n"),
+        case(
+            "map hostnames",
+            "events {}\nhttp { map $host $b { hostnames; default 1; } }\n",
+        ),
+        case("geo arity", "events {}\nhttp { geo $a { 1 2 3; } }\n"),
+        case("include missing", "events {}\ninclude nothing.conf;\n"),
+        case("include glob matching nothing", "events {}\ninclude nothing/*.conf;\n"),
+        case("load_module too late", "events {}\nload_module x.so;\n"),
+        case("max_headers", "events {}\nhttp { max_headers 5x; }\n"),
+        case(
+            "stream",
+            "events {}\nstream { server { listen 12345; proxy_pass 127.0.0.1:1; proxy_timeout 1x; } }\n",
+        ),
+        case(
+            "mail",
+            "events {}\nmail { server { listen 2525; smtp_auth login; smtp_auth x; } }\n",
+        ),
+        case(
+            "nested quotes and escapes",
+            "events {}\nenv 'a\\'b' \"c\\\\\" d\\\"e\\'f;\n",
+        ),
+        case("non-utf8 bytes", b"events {}\nenv \xff\xfe;\n# \xe9t\xe9\n".to_vec()),
+        case("nul byte", b"events {}\nenv a\x00b;\n".to_vec()),
+        case("nul byte in a name", b"events {}\nda\x00mon off;\n".to_vec()),
+    ];
+    for (name, global) in [
+        ("-g directive", "daemon off;"),
+        ("-g without semicolon", "daemon off"),
+        ("-g block", "events {}"),
+        ("-g stray brace", "}"),
+        ("-g duplicate with file", "pid /tmp/x.pid;"),
+    ] {
+        cases.push(Case {
+            name: name.into(),
+            text: b"events {}\npid /tmp/y.pid;\n".to_vec(),
+            global: Some(global.into()),
+        });
+    }
+    cases
+}
+
+/// The buffer: words, quoted words and comments of 4093..4097 bytes after paddings that put
+/// nginx's refills at different places.
+fn buffer_edges() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for pad in [
+        0usize, 1, 2, 7, 100, 4085, 4090, 4094, 4095, 4096, 4097, 6000,
+    ] {
+        for len in [4093usize, 4094, 4095, 4096, 4097] {
+            let lead = format!("events {{}}\n{}", " ".repeat(pad));
+            let long = "x".repeat(len);
+            for (kind, body) in [
+                ("bare", format!("env {long};\n")),
+                ("double", format!("env \"{long}\";\n")),
+                ("single", format!("env '{long}'\n;\n")),
+                ("comment", format!("#{long}\nenv a;\n")),
+                (
+                    "after quote",
+                    format!("env \"{}\"  ;\n", "y".repeat(len - 3)),
+                ),
+            ] {
+                cases.push(case(
+                    format!("{kind} of {len} after {pad}"),
+                    format!("{lead}{body}"),
+                ));
+            }
+        }
+    }
+    cases
+}
+
+/// A small deterministic generator (xorshift), so the random cases are the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Token soups: directive names whose handlers are nginx's generic ones (or `env`, which takes
+/// any word), blocks, and pieces that exercise the tokenizer.
+fn random_cases(count: usize) -> Vec<Case> {
+    const NAMES: &[&str] = &[
+        "env",
+        "env",
+        "daemon",
+        "pid",
+        "worker_rlimit_nofile",
+        "events",
+        "http",
+        "gzip",
+        "gzip_vary",
+        "keepalive_requests",
+        "server_tokens",
+        "types",
+        "nope",
+    ];
+    const PIECES: &[&str] = &[
+        " ", " ", "\n", "\t", "\r\n", ";", ";", "{", "}", "#c\n", "a", "on", "off", "12", "1k",
+        "\"", "'", "\"q\"", "'s'", "\\", "\\\"", "$", "${", "$a", ")", "(", "x}", "é", "\\n",
+        "build",
+    ];
+    // Half the soups stick to statements nginx accepts (`env` takes one word of any shape),
+    // so both verdicts get exercised.
+    const BARE: &[&str] = &[
+        "a", "on", "12", "x}", "${a}", "\\\"", "é", "a#b", "\\n", "$$",
+    ];
+    const QUOTED: &[&str] = &["\"q w\"", "'s;'", "\"{\"", "\"\\'\"", "''", "\"a\nb\""];
+    const GAPS: &[&str] = &[" ", "\n", "\t", " #c\n", "\r\n"];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..count)
+        .map(|i| {
+            let tidy = i % 2 == 0;
+            let mut text = String::from("events {}\n");
+            let statements = 1 + rng.next() % 4;
+            for _ in 0..statements {
+                if tidy {
+                    text.push_str("env");
+                    text.push_str(rng.pick(GAPS));
+                    if rng.next() % 3 == 0 {
+                        text.push_str(rng.pick(QUOTED));
+                    } else {
+                        for _ in 0..1 + rng.next() % 3 {
+                            text.push_str(rng.pick(BARE));
+                        }
+                    }
+                    text.push_str(rng.pick(&[";", " ;", "\n;"]));
+                    text.push_str(rng.pick(GAPS));
+                    continue;
+                }
+                text.push_str(rng.pick(NAMES));
+                text.push(' ');
+                for _ in 0..rng.next() % 6 {
+                    text.push_str(rng.pick(PIECES));
+                }
+                text.push_str(rng.pick(&[";\n", ";", " {\n", "}\n", "\n"]));
+            }
+            case(format!("random {i}"), text)
+        })
+        .collect()
+}
+
+#[test]
+fn handwritten_corners_match_nginx() {
+    compare(handwritten());
+}
+
+#[test]
+fn buffer_edges_match_nginx() {
+    compare(buffer_edges());
+}
+
+#[test]
+fn random_token_soups_match_nginx() {
+    compare(random_cases(
+        std::env::var("RANDOM_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(300),
+    ));
+}
+
+fn compare(cases: Vec<Case>) {
+    nginx::require_nginx();
+    let tmp = TempDir::new("nginx-edges");
+    let (users, groups) = (Vec::new(), Vec::new());
+    let mut failures = Vec::new();
+    let mut rejected = 0;
+    for (i, c) in cases.iter().enumerate() {
+        let dir = tmp.path.join(format!("case-{i}"));
+        std::fs::create_dir_all(&dir).expect("case dir");
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, &c.text).expect("write the case");
+        let prefix = nginx::prefix_dir(&dir, "prefix");
+        let theirs = nginx_with_global(&conf, &prefix, c.global.as_deref(), &users, &groups);
+        let ours = ours(&conf, &prefix, c.global.as_deref());
+        let theirs_shown = if theirs.ok {
+            "accepted".to_string()
+        } else {
+            rejected += 1;
+            format!(
+                "{} @{}",
+                theirs
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| theirs.stderr.clone()),
+                theirs
+                    .line
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into())
+            )
+        };
+        if theirs_shown != ours {
+            failures.push(format!(
+                "{}:\n    nginx: {theirs_shown}\n    ours:  {ours}\n    text:  {:?}",
+                c.name,
+                String::from_utf8_lossy(&c.text)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ));
+        }
+    }
+    println!(
+        "{} cases, {} rejected by nginx, {} differences",
+        cases.len(),
+        rejected,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn nginx_with_global(
+    conf: &Path,
+    prefix: &Path,
+    global: Option<&str>,
+    users: &[String],
+    groups: &[String],
+) -> nginx::Verdict {
+    match global {
+        None => nginx::nginx_t(conf, prefix, users, groups),
+        Some(g) => nginx::nginx_t_with(conf, prefix, users, groups, g),
+    }
+}
+
+/// Our verdict in the same form: "accepted" or "message @line".
+fn ours(conf: &Path, prefix: &Path, global: Option<&str>) -> String {
+    let options = Options {
+        prefix: Some(prefix.to_path_buf()),
+        global_directives: global.map(str::to_string),
+        ..Options::default()
+    };
+    match front::compile(conf, &options) {
+        Ok(_) => "accepted".into(),
+        Err(failed) => {
+            let d = failed.diagnostic;
+            format!(
+                "{} @{}",
+                d.message,
+                d.origin
+                    .map(|o| o.line.to_string())
+                    .unwrap_or_else(|| "-".into())
+            )
+        }
+    }
+}
