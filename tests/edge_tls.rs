@@ -544,3 +544,135 @@ fn reencryption_to_an_https_backend_with_and_without_verification() {
     let (_, page) = curl(&[&format!("http://127.0.0.1:{port}/on/")]);
     assert!(page.contains("s_server"), "{page}");
 }
+
+#[test]
+fn an_nginx_conf_runs_as_is_with_ssl_http2_stream_and_proxy_protocol() {
+    let dir = TempDir::new("edge-tls-nginx");
+    let (a_crt, a_key) = make_cert(&dir, "a.test", "rsa");
+    let (b_crt, b_key) = make_cert(&dir, "b.test", "rsa");
+    let backend = echo_backend();
+    let echo = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_port = echo.local_addr().expect("addr").port();
+    // A TCP backend that reports the PROXY line it receives, then echoes.
+    std::thread::spawn(move || {
+        for conn in echo.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (https, tcp) = (free_port(), free_port());
+    let config = write(
+        &dir,
+        "nginx.conf",
+        &format!(
+            "events {{}}\n\
+             http {{\n\
+             \x20 upstream app {{ server 127.0.0.1:{backend}; }}\n\
+             \x20 server {{\n\
+             \x20   listen 127.0.0.1:{https} ssl http2;\n\
+             \x20   server_name a.test;\n\
+             \x20   ssl_certificate {};\n\
+             \x20   ssl_certificate_key {};\n\
+             \x20   location / {{\n\
+             \x20     proxy_pass http://app;\n\
+             \x20     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             \x20     proxy_set_header X-Forwarded-Proto $scheme;\n\
+             \x20     proxy_set_header X-Forwarded-Port $server_port;\n\
+             \x20   }}\n\
+             \x20 }}\n\
+             \x20 server {{\n\
+             \x20   listen 127.0.0.1:{https} ssl;\n\
+             \x20   server_name b.test;\n\
+             \x20   ssl_certificate {};\n\
+             \x20   ssl_certificate_key {};\n\
+             \x20   return 200 \"b $ssl_server_name\";\n\
+             \x20 }}\n\
+             }}\n\
+             stream {{\n\
+             \x20 server {{\n\
+             \x20   listen 127.0.0.1:{tcp} ssl;\n\
+             \x20   ssl_certificate {};\n\
+             \x20   ssl_certificate_key {};\n\
+             \x20   proxy_protocol on;\n\
+             \x20   proxy_pass 127.0.0.1:{echo_port};\n\
+             \x20 }}\n\
+             }}\n",
+            p(&a_crt),
+            p(&a_key),
+            p(&b_crt),
+            p(&b_key),
+            p(&a_crt),
+            p(&a_key),
+        ),
+    );
+    let _app = start_appliance(&config, &[https, tcp]);
+
+    let resolve_a = format!("a.test:{https}:127.0.0.1");
+    let (ok, out) = curl(&[
+        "-k",
+        "--http2",
+        "--resolve",
+        &resolve_a,
+        "-w",
+        "\nversion=%{http_version}",
+        &format!("https://a.test:{https}/"),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+    assert!(
+        out.contains(&format!("X-Forwarded-Port: {https}\r\n")),
+        "{out}"
+    );
+    assert!(out.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{out}");
+    assert!(out.ends_with("version=2"), "{out}");
+    let resolve_b = format!("b.test:{https}:127.0.0.1");
+    let (ok, out) = curl(&[
+        "-k",
+        "--resolve",
+        &resolve_b,
+        &format!("https://b.test:{https}/"),
+    ]);
+    assert!(ok);
+    assert_eq!(out, "b b.test");
+
+    // The stream server terminates TLS and sends the backend a PROXY v1 line, then the bytes.
+    let mut b = pingora::tls::ssl::SslConnector::builder(pingora::tls::ssl::SslMethod::tls())
+        .expect("connector");
+    b.set_verify(pingora::tls::ssl::SslVerifyMode::NONE);
+    let tcp_stream = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
+    tcp_stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let client_port = tcp_stream.local_addr().expect("addr").port();
+    let mut s = b
+        .build()
+        .configure()
+        .expect("configure")
+        .verify_hostname(false)
+        .connect("localhost", tcp_stream)
+        .expect("TLS handshake");
+    s.write_all(b"ping\n").expect("write");
+    let expected = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {tcp}\r\nping\n");
+    let mut got = vec![0u8; expected.len()];
+    s.read_exact(&mut got).expect("the echo");
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+
+    // The same config with a key that is not the certificate's: nginx -t's kind of error,
+    // naming the files and the line of ssl_certificate.
+    let bad = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replacen(&p(&a_key), &p(&b_key), 1);
+    let bad_config = write(&dir, "bad.conf", &bad);
+    let out = run_expecting_failure(&bad_config);
+    assert!(out.contains("do not match"), "{out}");
+    assert!(out.contains(&p(&b_key)), "{out}");
+    assert!(out.contains("bad.conf:7"), "{out}");
+}
