@@ -237,7 +237,7 @@ fn backends_see_forwarded_headers_and_tls_variables() {
     let tls_port = free_port();
     let h2c_port = free_port();
     let pp_port = free_port();
-    let set_header = r#"set_header = { "X-Forwarded-For" = "$proxy_add_x_forwarded_for", "X-Forwarded-Proto" = "$scheme", "X-Forwarded-Port" = "$server_port", "X-TLS" = "$ssl_protocol/$ssl_cipher/$ssl_server_name", "X-PP" = "$proxy_protocol_addr:$proxy_protocol_port", "X-Remote" = "$remote_addr" }"#;
+    let set_header = r#"set_header = { "X-Forwarded-For" = "$proxy_add_x_forwarded_for", "X-Forwarded-Proto" = "$scheme", "X-Forwarded-Port" = "$server_port", "X-TLS" = "$ssl_protocol/$ssl_cipher/$ssl_server_name", "X-PP" = "$proxy_protocol_addr:$proxy_protocol_port", "X-Remote" = "$remote_addr", "X-Https" = "$https" }"#;
     let config = write(
         &dir,
         "vars.toml",
@@ -287,6 +287,7 @@ proxy = {{ pass = "http://app", {set_header} }}
         head.contains("X-TLS: TLSv1.3/TLS_AES_256_GCM_SHA384/app.test\r\n"),
         "{head}"
     );
+    assert!(head.contains("X-Https: on\r\n"), "{head}");
     // No PROXY header on this listener: the variable is empty, as in nginx.
     assert!(head.contains("X-PP: :\r\n"), "{head}");
 

@@ -69,6 +69,8 @@ pub enum Variable {
     SslProtocol,
     SslCipher,
     SslServerName,
+    /// `$https`: `on` on a TLS connection, empty otherwise.
+    Https,
     /// `$proxy_protocol_addr`, `$proxy_protocol_port`: the client a PROXY protocol header named.
     ProxyProtocolAddr,
     ProxyProtocolPort,
@@ -152,6 +154,7 @@ impl Variable {
             "ssl_protocol" => SslProtocol,
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
+            "https" => Https,
             "proxy_protocol_addr" => ProxyProtocolAddr,
             "proxy_protocol_port" => ProxyProtocolPort,
             "proxy_protocol_server_addr" => ProxyProtocolServerAddr,

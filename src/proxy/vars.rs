@@ -214,6 +214,11 @@ impl RequestVars<'_> {
             Variable::SslServerName => {
                 out.extend_from_slice(self.ssl_server_name.unwrap_or("").as_bytes())
             }
+            Variable::Https => {
+                if self.tls {
+                    out.extend_from_slice(b"on");
+                }
+            }
             Variable::ProxyProtocolAddr => {
                 if let Some(a) = self.proxy_protocol.and_then(|p| p.source) {
                     let _ = write!(out, "{}", a.ip());
