@@ -27,10 +27,12 @@ use pingora::ErrorType;
 
 use super::balance::{Attempt, Outcome, PeerAddr, SelectKey};
 use super::locations::Found;
+use super::proxy_protocol::ProxyInfo;
 use super::respond;
 use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
 use super::server_names::validate_host;
 use super::sticky::Affinity;
+use super::tls::ServerName;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize, NormalizedUri};
 use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
@@ -72,6 +74,34 @@ pub struct RequestCtx {
     /// The length of a chunked request body read ahead of the upstream request, so that it is
     /// sent with a Content-Length as nginx sends it.
     buffered_body: Option<u64>,
+    /// What the connection's TLS handshake and PROXY header said.
+    conn: ConnectionInfo,
+}
+
+/// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
+#[derive(Default)]
+struct ConnectionInfo {
+    ssl_protocol: Option<String>,
+    ssl_cipher: Option<String>,
+    ssl_server_name: Option<String>,
+    proxy_protocol: Option<ProxyInfo>,
+}
+
+impl ConnectionInfo {
+    fn of(session: &Session) -> ConnectionInfo {
+        let Some(digest) = session.digest() else {
+            return ConnectionInfo::default();
+        };
+        let ssl = digest.ssl_digest.as_ref();
+        ConnectionInfo {
+            ssl_protocol: ssl.map(|d| d.version.to_string()),
+            ssl_cipher: ssl.map(|d| d.cipher.to_string()),
+            ssl_server_name: ssl
+                .and_then(|d| d.extension.get::<ServerName>())
+                .map(|n| n.0.clone()),
+            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+        }
+    }
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -156,9 +186,10 @@ impl RequestCtx {
             request_time: 0.0,
             connection: 0,
             connection_requests: 0,
-            ssl_protocol: None,
-            ssl_cipher: None,
-            ssl_server_name: None,
+            ssl_protocol: self.conn.ssl_protocol.as_deref(),
+            ssl_cipher: self.conn.ssl_cipher.as_deref(),
+            ssl_server_name: self.conn.ssl_server_name.as_deref(),
+            proxy_protocol: self.conn.proxy_protocol,
         }
     }
 
@@ -245,6 +276,7 @@ impl ProxyHttp for HttpProxy {
             token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
             same_peer_again: false,
             buffered_body: None,
+            conn: ConnectionInfo::default(),
         }
     }
 
@@ -255,6 +287,7 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         };
         ctx.tls = addr.ssl;
+        ctx.conn = ConnectionInfo::of(session);
         let uri = match normalize(session.req_header().raw_path(), true) {
             Ok(uri) => uri,
             Err(_) => {
@@ -314,10 +347,15 @@ impl ProxyHttp for HttpProxy {
             Found::None => server.fallback.clone(),
         };
         ctx.location = Some(location.clone());
-        session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
-            0 => None,
-            secs => Some(secs),
-        });
+        // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
+        // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
+        // waits for a close that never comes (nginx closes).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+                0 => None,
+                secs => Some(secs),
+            });
+        }
         if let Some(ret) = &location.return_ {
             answer_return(session, ctx, ret).await?;
             return Ok(true);
@@ -411,7 +449,10 @@ impl ProxyHttp for HttpProxy {
             return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
         };
         let tls = proxy.scheme == Scheme::Https;
-        let sni = if tls && proxy.ssl_server_name {
+        // nginx sends SNI only with proxy_ssl_server_name on, but verifies the certificate
+        // against proxy_ssl_name (default: the proxy_pass host) either way. Pingora verifies
+        // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
+        let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
             match &proxy.ssl_name {
                 Some(t) => {
                     String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
@@ -433,6 +474,9 @@ impl ProxyHttp for HttpProxy {
         options.write_timeout = Some(proxy.send_timeout);
         options.verify_cert = tls && proxy.ssl_verify;
         options.verify_hostname = tls && proxy.ssl_verify;
+        if tls {
+            options.ca = proxy.ssl_trusted.clone();
+        }
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         match pool.keepalive {
             Some(_) => {

@@ -7,14 +7,18 @@
 
 pub mod balance;
 pub mod drain;
+pub mod edge;
 pub mod health;
 pub mod http;
 pub mod locations;
+pub mod proxy_protocol;
 pub mod respond;
 pub mod runtime;
 pub mod server_names;
 pub mod signals;
 pub mod sticky;
+pub mod stream;
+pub mod tls;
 pub mod upstream_request;
 pub mod uri;
 pub mod vars;
@@ -26,6 +30,7 @@ use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::compile::diag::Diagnostic;
 use crate::config::{Appliance, ListenAddress};
@@ -86,38 +91,82 @@ pub fn build_server(
         runtime: runtime.clone(),
         health: Arc::new(health::HealthChecks::new(runtime.clone())),
     };
-    let mut service = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        http::HttpProxy::new(runtime.clone()),
-        "http",
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, http::HttpProxy::new(runtime.clone()));
+    if edge::HttpEdge::wants_h2c(&runtime.load()) {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+    }
+    let mut service = Service::new(
+        "http".to_string(),
+        edge::HttpEdge::new(runtime.clone(), proxy)?,
     );
     for socket in &runtime.load().sockets {
-        if socket.ssl {
-            return Err(Diagnostic::error(format!(
-                "listen {} ssl: TLS termination is not in this build yet",
-                socket.bind
-            )));
-        }
-        match &socket.bind {
-            ListenAddress::Tcp(addr) => {
-                let mut options = TcpSocketOptions::default();
-                if addr.is_ipv6() {
-                    options.ipv6_only = Some(true);
-                }
-                options.so_reuseport = Some(socket.reuseport);
-                service.add_tcp_with_settings(&addr.to_string(), options);
-            }
-            ListenAddress::Unix(path) => {
-                service.add_uds(&path.to_string_lossy(), None);
-            }
-        }
+        add_listener(&mut service, &socket.bind, socket.reuseport);
     }
     server.add_service(service);
     server.add_service(background_service(
         "health checks",
         health::HealthService(plane.health.clone()),
     ));
+    let streams = stream::StreamEdge::binds(&runtime.load());
+    if !streams.is_empty() {
+        let mut service = Service::new(
+            "stream".to_string(),
+            stream::StreamEdge::new(runtime.clone())?,
+        );
+        for (bind, reuseport) in &streams {
+            add_listener(&mut service, bind, *reuseport);
+        }
+        server.add_service(service);
+    }
     Ok((server, plane))
+}
+
+/// Adds a plain listening socket: TLS and PROXY headers are handled per connection by the
+/// service's application, which knows the socket.
+fn add_listener<A>(service: &mut Service<A>, bind: &ListenAddress, reuseport: bool) {
+    match bind {
+        ListenAddress::Tcp(addr) => {
+            let mut options = TcpSocketOptions::default();
+            if addr.is_ipv6() {
+                options.ipv6_only = Some(true);
+            }
+            options.so_reuseport = Some(reuseport);
+            service.add_tcp_with_settings(&addr.to_string(), options);
+        }
+        ListenAddress::Unix(path) => {
+            service.add_uds(&path.to_string_lossy(), None);
+        }
+    }
+}
+
+/// Which of `binds` a connection with this local address arrived on: the exact address, else
+/// the wildcard of its port and family, or the Unix socket of that path.
+pub fn listen_match<'a>(
+    binds: impl Iterator<Item = &'a ListenAddress> + Clone,
+    local: &pingora::protocols::l4::socket::SocketAddr,
+) -> Option<usize> {
+    if let Some(path) = local.as_unix().and_then(|u| u.as_pathname()) {
+        return binds
+            .clone()
+            .position(|b| matches!(b, ListenAddress::Unix(p) if p == path));
+    }
+    let local = *local.as_inet()?;
+    binds
+        .clone()
+        .position(|b| *b == ListenAddress::Tcp(local))
+        .or_else(|| {
+            binds.clone().position(|b| match b {
+                ListenAddress::Tcp(a) => {
+                    a.ip().is_unspecified()
+                        && a.port() == local.port()
+                        && a.is_ipv4() == local.is_ipv4()
+                }
+                ListenAddress::Unix(_) => false,
+            })
+        })
 }
 
 /// Runs a model until a shutdown signal. `reload` recompiles the config on SIGHUP.

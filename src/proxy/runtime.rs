@@ -28,6 +28,8 @@ pub struct Runtime {
     /// One per socket to bind, in config order.
     pub sockets: Vec<Socket>,
     pub pools: HashMap<String, Arc<UpstreamPool>>,
+    /// The `stream {}` servers, in config order.
+    pub streams: Vec<Arc<super::stream::StreamConf>>,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -56,6 +58,8 @@ pub struct ServerConf {
     /// The first `server_name`, nginx's `$server_name` and `$host` fallback.
     pub name: String,
     pub tls: Tls,
+    /// The certificates of `tls`, read and checked when the config was built.
+    pub tls_keys: Option<Arc<super::tls::ServerKeys>>,
     pub return_: Option<ReturnConf>,
     pub locations: LocationTree<Arc<LocationConf>>,
     /// What applies when no location matches.
@@ -180,6 +184,8 @@ pub struct ProxyConf {
     pub ssl_name: Option<Template>,
     pub ssl_server_name: bool,
     pub ssl_trusted_certificate: Option<std::path::PathBuf>,
+    /// The certificates of `ssl_trusted_certificate`, read when the config was built.
+    pub ssl_trusted: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
 }
 
 /// A request header the proxy sets.
@@ -296,7 +302,12 @@ impl Runtime {
             servers.push((Arc::new(conf), vs));
         }
         let sockets = group_sockets(&servers)?;
-        Ok(Runtime { sockets, pools })
+        let streams = super::stream::build(&model.stream, &mut next_id)?;
+        Ok(Runtime {
+            sockets,
+            pools,
+            streams,
+        })
     }
 
     /// The address configuration for a connection that arrived on `socket` with this local
@@ -316,7 +327,7 @@ impl Runtime {
     }
 }
 
-fn build_pool(
+pub(crate) fn build_pool(
     upstream: &Upstream,
     id: u64,
     sticky_secret: Option<&str>,
@@ -355,7 +366,7 @@ fn build_pool(
 
 /// nginx builds an implicit upstream for `proxy_pass http://host:port`: every address of the
 /// host is a server with the default parameters.
-fn implicit_pool(
+pub(crate) fn implicit_pool(
     pass_host: &str,
     default_port: u16,
     origin: Option<&Origin>,
@@ -415,10 +426,19 @@ fn build_server(
         next_id,
     )?);
     let tls = merge_tls(&http.tls, &vs.tls);
+    // nginx reads the certificates of every server that has them, listening on ssl or not.
+    let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
+        Some(certificates) => Some(Arc::new(super::tls::ServerKeys::load(
+            certificates,
+            vs.origin.as_ref(),
+        )?)),
+        None => None,
+    };
     Ok(ServerConf {
         origin: vs.origin.clone(),
         name,
         tls,
+        tls_keys,
         return_: vs.return_.as_ref().map(return_conf).transpose()?,
         locations,
         fallback,
@@ -573,6 +593,17 @@ fn proxy_conf(
     let seconds = |d: Option<config::Duration>, default: u64| {
         d.map_or(Duration::from_secs(default), |d| d.get())
     };
+    let ssl_verify = p.ssl_verify.unwrap_or(false);
+    let ssl_trusted = match (&p.ssl_trusted_certificate, pass.scheme) {
+        (Some(path), Scheme::Https) => Some(super::tls::load_ca(path, origin)?),
+        (None, Scheme::Https) if ssl_verify => {
+            return Err(
+                Diagnostic::error("no proxy_ssl_trusted_certificate for proxy_ssl_verify")
+                    .at_opt(origin),
+            )
+        }
+        _ => None,
+    };
     let next_upstream = NextUpstreamSet::from_list(
         p.next_upstream
             .as_deref()
@@ -600,10 +631,11 @@ fn proxy_conf(
         pass_request_body: p.pass_request_body.unwrap_or(true),
         hide_headers,
         redirect: Vec::new(),
-        ssl_verify: p.ssl_verify.unwrap_or(false),
+        ssl_verify,
         ssl_name: p.ssl_name.as_deref().map(template).transpose()?,
         ssl_server_name: p.ssl_server_name.unwrap_or(false),
         ssl_trusted_certificate: p.ssl_trusted_certificate.clone(),
+        ssl_trusted,
     })
 }
 

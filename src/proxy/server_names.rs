@@ -67,6 +67,12 @@ impl ServerNames {
         Ok(names)
     }
 
+    /// The address's default server: the one a TLS handshake without SNI gets its certificate
+    /// from.
+    pub fn default_server(&self) -> usize {
+        self.default
+    }
+
     /// The server for a validated, lowercased host (see [`validate_host`]); `None` host (no
     /// Host header) goes to the default server unless a server is named `""`.
     pub fn find(&self, host: Option<&str>) -> usize {

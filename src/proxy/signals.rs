@@ -44,10 +44,14 @@ impl NginxSignals {
         };
         let current = self.plane.runtime.load();
         let binds = |r: &Runtime| {
-            r.sockets
-                .iter()
-                .map(|s| (s.bind.clone(), s.ssl))
-                .collect::<Vec<_>>()
+            let mut binds: Vec<_> = r.sockets.iter().map(|s| (s.bind.clone(), s.ssl)).collect();
+            // Stream listeners too: their TLS and PROXY settings are fixed with the socket.
+            binds.extend(r.streams.iter().flat_map(|s| {
+                s.listen
+                    .iter()
+                    .map(|l| (l.address.clone(), l.ssl || l.proxy_protocol))
+            }));
+            binds
         };
         if binds(&current) != binds(&next) {
             tracing::error!(

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use super::proxy_protocol::ProxyInfo;
+
 use crate::config::template::{Segment, Template, Variable};
 
 /// Everything a template may refer to, gathered for one request.
@@ -41,6 +43,8 @@ pub struct RequestVars<'a> {
     pub ssl_protocol: Option<&'a str>,
     pub ssl_cipher: Option<&'a str>,
     pub ssl_server_name: Option<&'a str>,
+    /// The source and destination of the connection's PROXY protocol header, if it had one.
+    pub proxy_protocol: Option<ProxyInfo>,
 }
 
 /// What nginx's `$upstream_*` variables report: one entry per server tried, joined with `, `.
@@ -209,6 +213,31 @@ impl RequestVars<'_> {
             Variable::SslCipher => out.extend_from_slice(self.ssl_cipher.unwrap_or("").as_bytes()),
             Variable::SslServerName => {
                 out.extend_from_slice(self.ssl_server_name.unwrap_or("").as_bytes())
+            }
+            Variable::Https => {
+                if self.tls {
+                    out.extend_from_slice(b"on");
+                }
+            }
+            Variable::ProxyProtocolAddr => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.source) {
+                    let _ = write!(out, "{}", a.ip());
+                }
+            }
+            Variable::ProxyProtocolPort => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.source) {
+                    let _ = write!(out, "{}", a.port());
+                }
+            }
+            Variable::ProxyProtocolServerAddr => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.destination) {
+                    let _ = write!(out, "{}", a.ip());
+                }
+            }
+            Variable::ProxyProtocolServerPort => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.destination) {
+                    let _ = write!(out, "{}", a.port());
+                }
             }
             Variable::RequestHeader(name) => {
                 let name = name.replace('_', "-");
@@ -404,6 +433,7 @@ mod tests {
             ssl_protocol: None,
             ssl_cipher: None,
             ssl_server_name: None,
+            proxy_protocol: None,
         };
         let t = Template::parse("$proxy_add_x_forwarded_for|$host|$server_port|$scheme").unwrap();
         assert_eq!(
