@@ -58,6 +58,9 @@ pub struct RequestCtx {
     give_up_status: u16,
     upstream: UpstreamVars,
     request_id: String,
+    /// When the request began, for `$request_time`.
+    begun: Instant,
+    _in_flight: super::metrics::InFlight,
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -146,6 +149,35 @@ impl RequestCtx {
         }
     }
 
+    /// Writes the access logs and counts the request (nginx's log phase).
+    fn log_request(&self, session: &Session, e: Option<&Error>) {
+        let elapsed = self.begun.elapsed().as_secs_f64();
+        let mut vars = self.vars(session, self.proxy());
+        vars.request_time = elapsed;
+        if vars.status == 0 {
+            // No response went out: the client left (nginx's 499) or the request failed.
+            vars.status = match e.map(|e| e.esource()) {
+                Some(pingora::ErrorSource::Downstream) => 499,
+                Some(_) => 500,
+                None => 0,
+            };
+        }
+        let logs = match (&self.location, &self.server) {
+            (Some(l), _) => &l.access_log,
+            (None, Some(s)) => &s.fallback.access_log,
+            (None, None) => &self.runtime.access_log,
+        };
+        super::logging::write_access(logs, &vars);
+        let upstream = self.proxy().map_or("-", |p| p.pool.name.as_str());
+        super::metrics::metrics().observe_request(
+            vars.status,
+            upstream,
+            elapsed,
+            &self.upstream.response_seconds,
+            self.upstream.addrs.len(),
+        );
+    }
+
     fn proxy(&self) -> Option<&ProxyConf> {
         self.location.as_ref().and_then(|l| l.proxy.as_ref())
     }
@@ -225,6 +257,8 @@ impl ProxyHttp for HttpProxy {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: String::new(),
+            begun: Instant::now(),
+            _in_flight: super::metrics::InFlight::enter(),
         }
     }
 
@@ -296,6 +330,8 @@ impl ProxyHttp for HttpProxy {
         };
         ctx.location = Some(location.clone());
         session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+            // A graceful stop ends keep-alive after the current request.
+            _ if super::draining() => None,
             0 => None,
             secs => Some(secs),
         });
@@ -382,6 +418,7 @@ impl ProxyHttp for HttpProxy {
             String::new()
         };
         ctx.upstream.addrs.push(info.addr.to_string());
+        ctx.upstream.begin_try();
         let mut peer = match &info.addr {
             PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
             PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
@@ -432,6 +469,7 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         let status = response.status.as_u16();
         ctx.upstream.statuses.push(status.to_string());
+        ctx.upstream.header_received();
         let condition = match status {
             500 => Some(NextUpstream::Http500),
             502 => Some(NextUpstream::Http502),
@@ -603,8 +641,24 @@ impl ProxyHttp for HttpProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream.connected();
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.release(Outcome::Success);
+        ctx.upstream.end_try();
+        ctx.log_request(session, e);
     }
 }
 

@@ -19,6 +19,7 @@ use crate::config::{
 
 use super::balance::{Pool, ResolvedServer};
 use super::locations::{LocationTree, Spec};
+use super::logging::{AccessLogs, Formats};
 use super::server_names::ServerNames;
 
 /// Everything the HTTP data plane serves from.
@@ -26,6 +27,8 @@ pub struct Runtime {
     /// One per socket to bind, in config order.
     pub sockets: Vec<Socket>,
     pub pools: HashMap<String, Arc<UpstreamPool>>,
+    /// The `http` level's access logs, for requests that reach no server.
+    pub access_log: AccessLogs,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -70,6 +73,8 @@ pub struct LocationConf {
     pub proxy: Option<ProxyConf>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
+    /// Where requests are logged (empty: `access_log off`, or none configured).
+    pub access_log: AccessLogs,
 }
 
 pub struct ReturnConf {
@@ -220,13 +225,19 @@ impl Runtime {
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
         let http = &model.http;
+        let formats = Arc::new(Formats::build(http)?);
+        let access_log = formats.targets(http.access_log.as_deref(), None)?;
         let mut servers: Vec<(Arc<ServerConf>, &VirtualServer)> = Vec::new();
         for vs in &http.servers {
-            let conf = build_server(http, vs, &mut pools, &mut next_id)?;
+            let conf = build_server(http, vs, &formats, &access_log, &mut pools, &mut next_id)?;
             servers.push((Arc::new(conf), vs));
         }
         let sockets = group_sockets(&servers)?;
-        Ok(Runtime { sockets, pools })
+        Ok(Runtime {
+            sockets,
+            pools,
+            access_log,
+        })
     }
 
     /// The address configuration for a connection that arrived on `socket` with this local
@@ -309,6 +320,8 @@ fn implicit_pool(
 fn build_server(
     http: &config::Http,
     vs: &VirtualServer,
+    formats: &Arc<Formats>,
+    http_access_log: &AccessLogs,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
 ) -> Result<ServerConf, Diagnostic> {
@@ -316,6 +329,11 @@ fn build_server(
         proxy: merge_proxy(&http.proxy, &vs.proxy),
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
+        access_log: match &vs.access_log {
+            Some(list) => formats.targets(Some(list), vs.origin.as_ref())?,
+            None => http_access_log.clone(),
+        },
+        formats: formats.clone(),
     };
     let name = vs.server_name.first().cloned().unwrap_or_default();
     let specs = location_specs(&vs.locations, &server_level, pools, next_id)?;
@@ -347,6 +365,9 @@ struct Level {
     proxy: Proxy,
     client: Client,
     add_header: Option<Vec<AddHeader>>,
+    /// Access logs are inherited whole, as nginx merges them.
+    access_log: AccessLogs,
+    formats: Arc<Formats>,
 }
 
 fn location_specs(
@@ -364,6 +385,11 @@ fn location_specs(
             proxy,
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
+            access_log: match &loc.access_log {
+                Some(list) => parent.formats.targets(Some(list), loc.origin.as_ref())?,
+                None => parent.access_log.clone(),
+            },
+            formats: parent.formats.clone(),
         };
         let conf = location_conf(
             loc.origin.as_ref(),
@@ -433,6 +459,7 @@ fn location_conf(
         proxy,
         client: client_conf(&level.client),
         add_header: header_rules(level.add_header.as_deref().unwrap_or_default(), origin)?,
+        access_log: level.access_log.clone(),
     })
 }
 
