@@ -45,7 +45,9 @@ pub fn run(model: Appliance, options: &RunOptions, reload: Reload) -> Result<(),
     // nginx forks after binding, so a bind error reaches the operator's terminal; a process
     // that takes over from another is a daemon already.
     let parent = if options.daemon && !successor {
-        Some(daemon::daemonize().map_err(Diagnostic::error)?)
+        let parent = daemon::daemonize().map_err(Diagnostic::error)?;
+        logging::error_log().redirect_stderr();
+        Some(parent)
     } else {
         None
     };

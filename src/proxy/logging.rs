@@ -370,6 +370,7 @@ pub struct ErrorLogSink {
     target: Mutex<Sink>,
     /// The least severe level written, as a [`LogLevel`] discriminant.
     level: AtomicU8,
+    stderr_redirected: std::sync::atomic::AtomicBool,
 }
 
 enum Sink {
@@ -380,6 +381,7 @@ enum Sink {
 static ERROR_LOG: LazyLock<ErrorLogSink> = LazyLock::new(|| ErrorLogSink {
     target: Mutex::new(Sink::Stderr),
     level: AtomicU8::new(LogLevel::Notice as u8),
+    stderr_redirected: std::sync::atomic::AtomicBool::new(false),
 });
 
 /// The process's error log.
@@ -416,6 +418,23 @@ impl ErrorLogSink {
                     let _ = writeln!(std::io::stderr(), "{m}");
                 }
             }
+        }
+        drop(target);
+        if self.stderr_redirected.load(Ordering::Relaxed) {
+            self.redirect_stderr();
+        }
+    }
+
+    /// Points standard error at the error log file, as a daemonized nginx does: whatever a
+    /// library prints lands in the log, and the terminal that started the daemon is let go.
+    pub fn redirect_stderr(&self) {
+        use std::os::fd::AsRawFd;
+        if let Sink::File { file, .. } = &*lock(&self.target) {
+            // SAFETY: dup2 onto standard error, which this process owns.
+            unsafe {
+                libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO);
+            }
+            self.stderr_redirected.store(true, Ordering::Relaxed);
         }
     }
 
