@@ -27,7 +27,9 @@ pub fn run(model: Appliance, options: &RunOptions, reload: Reload) -> Result<(),
     let runtime = Runtime::build(&model)?;
     let loaded = Loaded::new(model)?;
     let specs = sockets::specs(&loaded.model, &runtime);
-    let sock = options.upgrade.then(|| {
+    // A process started by a reload or SIGUSR2 is told where its sockets arrive in its
+    // environment, even when its command line says `--upgrade`.
+    let sock = (options.upgrade && !upgrade::is_successor()).then(|| {
         options
             .upgrade_sock
             .clone()
