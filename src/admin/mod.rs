@@ -60,6 +60,8 @@ pub fn token(admin: &Admin) -> Result<Option<String>, Diagnostic> {
 pub fn service(admin: &Admin, plane: DataPlane) -> Service<HttpServer<AdminApp>> {
     let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp { plane }));
     service.add_tcp(&admin.listen.to_string());
+    // A few requests a minute from a monitor: one thread is plenty.
+    service.threads = Some(1);
     service
 }
 
