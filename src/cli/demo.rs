@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::compile::Options;
-use crate::proxy::{self, runtime::Runtime, RunOptions};
+use crate::proxy::{self, RunOptions};
 
 const CONFIG: &str = include_str!("demo/nginx.conf");
 
@@ -103,9 +103,13 @@ pub fn run(options: &DemoOptions) -> ExitCode {
     let reload: proxy::signals::Reload = Arc::new(move || {
         let compiled = crate::compile::compile_file(&reload_path, &Options::default())
             .map_err(|f| *f.diagnostic)?;
-        Runtime::build(&compiled.model)
+        Ok(compiled.model)
     });
-    let result = proxy::serve(&compiled.model, &RunOptions::default(), reload);
+    let run = RunOptions {
+        program: "appliance".to_string(),
+        ..RunOptions::default()
+    };
+    let result = crate::process::run(compiled.model, &run, reload);
     drop(side);
     let _ = std::fs::remove_dir_all(&dir);
     match result {

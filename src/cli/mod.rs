@@ -7,6 +7,7 @@ mod firstboot;
 mod ha_agent;
 mod iam;
 mod migrate;
+pub mod nginx;
 mod run;
 
 use std::io::IsTerminal;
@@ -93,11 +94,28 @@ pub enum Command {
         /// Make every unsupported directive an error.
         #[arg(long)]
         strict: bool,
-        /// Take the listening sockets over from a running instance.
+        /// Take the listening sockets over from a running instance, on --upgrade-sock.
         #[arg(long)]
         upgrade: bool,
+        /// The Unix socket the sockets arrive on with --upgrade.
+        #[arg(long, value_name = "PATH", requires = "upgrade")]
+        upgrade_sock: Option<PathBuf>,
+        /// Write the pid here (and remove it at exit) unless the config's `pid` says where.
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Serve the admin API (status, metrics, healthz) here when the config has no
+        /// `[admin]` section.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
         #[command(flatten)]
         elb: ElbArgs,
+    },
+    /// nginx's own command line (-t, -T, -s reload, -c, -g, ...), as when the binary is
+    /// installed as `nginx`.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Nginx {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// The IAM role an HA pair on EC2 runs under.
     Iam {
@@ -181,6 +199,15 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 /// Runs the command line and returns the process's exit status.
 pub fn main() -> ExitCode {
+    crate::process::upgrade::remember_invocation();
+    let mut argv = std::env::args_os();
+    let invoked_as = argv
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()));
+    if invoked_as.is_some_and(|n| n == "nginx") {
+        return nginx::main(argv.collect());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Migrate {
@@ -200,15 +227,22 @@ pub fn main() -> ExitCode {
             config,
             strict,
             upgrade,
+            upgrade_sock,
+            pid_file,
+            admin,
             elb,
         } => run::run(
             &config,
             &elb.options(strict),
             &crate::proxy::RunOptions {
                 upgrade,
+                upgrade_sock,
+                default_pid_file: pid_file,
                 ..Default::default()
             },
+            admin,
         ),
+        Command::Nginx { args } => nginx::main(args),
         Command::Firstboot {
             etc,
             state,
@@ -247,11 +281,6 @@ pub fn main() -> ExitCode {
             status_file,
         } => ha_agent::run(&config, &probe, status_file),
     }
-}
-
-/// Logs to standard error; `APPLIANCE_LOG` or `RUST_LOG` set the level (default info).
-pub(crate) fn init_logging() {
-    init_logging_at("info");
 }
 
 pub(crate) fn init_logging_at(default: &str) {

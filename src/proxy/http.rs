@@ -76,6 +76,9 @@ pub struct RequestCtx {
     buffered_body: Option<u64>,
     /// What the connection's TLS handshake and PROXY header said.
     conn: ConnectionInfo,
+    /// When the request began, for `$request_time`.
+    begun: Instant,
+    _in_flight: super::metrics::InFlight,
 }
 
 /// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
@@ -193,6 +196,35 @@ impl RequestCtx {
         }
     }
 
+    /// Writes the access logs and counts the request (nginx's log phase).
+    fn log_request(&self, session: &Session, e: Option<&Error>) {
+        let elapsed = self.begun.elapsed().as_secs_f64();
+        let mut vars = self.vars(session, self.proxy());
+        vars.request_time = elapsed;
+        if vars.status == 0 {
+            // No response went out: the client left (nginx's 499) or the request failed.
+            vars.status = match e.map(|e| e.esource()) {
+                Some(pingora::ErrorSource::Downstream) => 499,
+                Some(_) => 500,
+                None => 0,
+            };
+        }
+        let logs = match (&self.location, &self.server) {
+            (Some(l), _) => &l.access_log,
+            (None, Some(s)) => &s.fallback.access_log,
+            (None, None) => &self.runtime.access_log,
+        };
+        super::logging::write_access(logs, &vars);
+        let upstream = self.proxy().map_or("-", |p| p.pool.name.as_str());
+        super::metrics::metrics().observe_request(
+            vars.status,
+            upstream,
+            elapsed,
+            &self.upstream.response_seconds,
+            self.upstream.addrs.len(),
+        );
+    }
+
     fn proxy(&self) -> Option<&ProxyConf> {
         self.location.as_ref().and_then(|l| l.proxy.as_ref())
     }
@@ -277,6 +309,8 @@ impl ProxyHttp for HttpProxy {
             same_peer_again: false,
             buffered_body: None,
             conn: ConnectionInfo::default(),
+            begun: Instant::now(),
+            _in_flight: super::metrics::InFlight::enter(),
         }
     }
 
@@ -352,6 +386,8 @@ impl ProxyHttp for HttpProxy {
         // waits for a close that never comes (nginx closes).
         if session.get_keepalive().is_some() {
             session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+                // A graceful stop ends keep-alive after the current request.
+                _ if super::draining() => None,
                 0 => None,
                 secs => Some(secs),
             });
@@ -464,6 +500,7 @@ impl ProxyHttp for HttpProxy {
             String::new()
         };
         ctx.upstream.addrs.push(info.addr.to_string());
+        ctx.upstream.begin_try();
         let mut peer = match &info.addr {
             PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
             PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
@@ -518,6 +555,7 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         let status = response.status.as_u16();
         ctx.upstream.statuses.push(status.to_string());
+        ctx.upstream.header_received();
         let condition = match status {
             500 => Some(NextUpstream::Http500),
             502 => Some(NextUpstream::Http502),
@@ -727,6 +765,7 @@ impl ProxyHttp for HttpProxy {
                 return Err(e);
             }
         }
+        ctx.upstream.connected();
         let held = ctx.attempt.as_ref().and_then(|a| a.held());
         if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
             if let Some(info) = proxy.pool.balancer.peer(peer) {
@@ -739,11 +778,13 @@ impl ProxyHttp for HttpProxy {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(proxy) = ctx.proxy() {
             proxy.pool.inflight.release(ctx.token);
         }
         ctx.release(Outcome::Success);
+        ctx.upstream.end_try();
+        ctx.log_request(session, e);
     }
 }
 

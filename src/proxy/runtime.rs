@@ -20,6 +20,7 @@ use crate::config::{
 use super::balance::{Pool, ResolvedServer};
 use super::drain::Inflight;
 use super::locations::{LocationTree, Spec};
+use super::logging::{AccessLogs, Formats};
 use super::server_names::ServerNames;
 use super::sticky::Sticky;
 
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub pools: HashMap<String, Arc<UpstreamPool>>,
     /// The `stream {}` servers, in config order.
     pub streams: Vec<Arc<super::stream::StreamConf>>,
+    /// The `http` level's access logs, for requests that reach no server.
+    pub access_log: AccessLogs,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -77,6 +80,8 @@ pub struct LocationConf {
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
     pub content_types: ContentTypes,
+    /// Where requests are logged (empty: `access_log off`, or none configured).
+    pub access_log: AccessLogs,
 }
 
 /// `types` and `default_type`: the type of a response the appliance makes itself, by the URI's
@@ -296,9 +301,11 @@ impl Runtime {
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
         let http = &model.http;
+        let formats = Arc::new(Formats::build(http)?);
+        let access_log = formats.targets(http.access_log.as_deref(), None)?;
         let mut servers: Vec<(Arc<ServerConf>, &VirtualServer)> = Vec::new();
         for vs in &http.servers {
-            let conf = build_server(http, vs, &mut pools, &mut next_id)?;
+            let conf = build_server(http, vs, &formats, &access_log, &mut pools, &mut next_id)?;
             servers.push((Arc::new(conf), vs));
         }
         let sockets = group_sockets(&servers)?;
@@ -307,6 +314,7 @@ impl Runtime {
             sockets,
             pools,
             streams,
+            access_log,
         })
     }
 
@@ -401,6 +409,8 @@ pub(crate) fn implicit_pool(
 fn build_server(
     http: &config::Http,
     vs: &VirtualServer,
+    formats: &Arc<Formats>,
+    http_access_log: &AccessLogs,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
 ) -> Result<ServerConf, Diagnostic> {
@@ -411,6 +421,11 @@ fn build_server(
         content_types: ContentTypes::default()
             .inherit(&http.default_type, &http.types)
             .inherit(&vs.default_type, &vs.types),
+        access_log: match &vs.access_log {
+            Some(list) => formats.targets(Some(list), vs.origin.as_ref())?,
+            None => http_access_log.clone(),
+        },
+        formats: formats.clone(),
     };
     let name = vs.server_name.first().cloned().unwrap_or_default();
     let specs = location_specs(&vs.locations, &server_level, pools, next_id)?;
@@ -452,6 +467,9 @@ struct Level {
     client: Client,
     add_header: Option<Vec<AddHeader>>,
     content_types: ContentTypes,
+    /// Access logs are inherited whole, as nginx merges them.
+    access_log: AccessLogs,
+    formats: Arc<Formats>,
 }
 
 fn location_specs(
@@ -470,6 +488,11 @@ fn location_specs(
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
+            access_log: match &loc.access_log {
+                Some(list) => parent.formats.targets(Some(list), loc.origin.as_ref())?,
+                None => parent.access_log.clone(),
+            },
+            formats: parent.formats.clone(),
         };
         let conf = location_conf(
             loc.origin.as_ref(),
@@ -540,6 +563,7 @@ fn location_conf(
         client: client_conf(&level.client),
         add_header: header_rules(level.add_header.as_deref().unwrap_or_default(), origin)?,
         content_types: level.content_types.clone(),
+        access_log: level.access_log.clone(),
     })
 }
 

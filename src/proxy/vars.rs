@@ -5,7 +5,7 @@
 //! else the server's first name.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
@@ -56,6 +56,54 @@ pub struct UpstreamVars {
     pub header_times: Vec<String>,
     pub response_times: Vec<String>,
     pub response: Option<ResponseHeader>,
+    /// `response_times` in seconds, for the metrics.
+    pub response_seconds: Vec<f64>,
+    /// When the try under way started.
+    pub try_started: Option<Instant>,
+}
+
+impl UpstreamVars {
+    /// A try starts (ending the previous one, if still open).
+    pub fn begin_try(&mut self) {
+        self.end_try();
+        self.try_started = Some(Instant::now());
+    }
+
+    /// The connection to the upstream server is up: `$upstream_connect_time`.
+    pub fn connected(&mut self) {
+        if let Some(t) = self.try_started {
+            self.connect_times.push(seconds(t.elapsed()));
+        }
+    }
+
+    /// The response header arrived: `$upstream_header_time`.
+    pub fn header_received(&mut self) {
+        if let Some(t) = self.try_started {
+            self.header_times.push(seconds(t.elapsed()));
+        }
+    }
+
+    /// The try is over: `$upstream_response_time`. A try that never connected or never got
+    /// a header shows `-` there, as nginx's lists do.
+    pub fn end_try(&mut self) {
+        let Some(t) = self.try_started.take() else {
+            return;
+        };
+        let elapsed = t.elapsed();
+        let tries = self.response_times.len() + 1;
+        for list in [&mut self.connect_times, &mut self.header_times] {
+            while list.len() < tries {
+                list.push("-".to_string());
+            }
+        }
+        self.response_times.push(seconds(elapsed));
+        self.response_seconds.push(elapsed.as_secs_f64());
+    }
+}
+
+/// nginx's `%T.%03M`: seconds with milliseconds.
+fn seconds(d: std::time::Duration) -> String {
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
 /// Appends the template's value to `out`.

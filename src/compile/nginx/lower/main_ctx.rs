@@ -46,6 +46,11 @@ impl Lowering<'_> {
                     self.mapped(stmt);
                 }
                 "error_log" => self.error_log(stmt)?,
+                "daemon" => {
+                    self.model.global.daemon = Some(self.flag(stmt)?);
+                    self.mapped(stmt);
+                }
+
                 "include" => self.mapped(stmt),
                 _ => self.unsupported(stmt)?,
             }

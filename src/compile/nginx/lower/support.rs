@@ -42,6 +42,7 @@ pub const SUPPORTED: &[Entry] = &[
         "worker processes become threads of one process",
     ),
     full("pid", "main"),
+    full("daemon", "main"),
     part(
         "error_log",
         "main",
@@ -144,7 +145,6 @@ pub const SUPPORTED: &[Entry] = &[
 /// the config, performance tuning and process management.
 const NO_TRAFFIC_CHANGE: &[&str] = &[
     "user",
-    "daemon",
     "master_process",
     "worker_rlimit_nofile",
     "worker_rlimit_core",
