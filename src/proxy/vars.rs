@@ -55,6 +55,10 @@ pub struct UpstreamVars {
     pub connect_times: Vec<String>,
     pub header_times: Vec<String>,
     pub response_times: Vec<String>,
+    /// Body bytes each try received: `$upstream_response_length`.
+    pub response_lengths: Vec<String>,
+    /// Body bytes of the try under way.
+    pub try_body_bytes: u64,
     pub response: Option<ResponseHeader>,
     /// `response_times` in seconds, for the metrics.
     pub response_seconds: Vec<f64>,
@@ -67,6 +71,7 @@ impl UpstreamVars {
     pub fn begin_try(&mut self) {
         self.end_try();
         self.try_started = Some(Instant::now());
+        self.try_body_bytes = 0;
     }
 
     /// The connection to the upstream server is up: `$upstream_connect_time`.
@@ -98,6 +103,7 @@ impl UpstreamVars {
         }
         self.response_times.push(seconds(elapsed));
         self.response_seconds.push(elapsed.as_secs_f64());
+        self.response_lengths.push(self.try_body_bytes.to_string());
     }
 }
 
@@ -253,6 +259,9 @@ impl RequestVars<'_> {
             Variable::UpstreamAddr => join(self.upstream.map(|u| &u.addrs), out),
             Variable::UpstreamStatus => join(self.upstream.map(|u| &u.statuses), out),
             Variable::UpstreamResponseTime => join(self.upstream.map(|u| &u.response_times), out),
+            Variable::UpstreamResponseLength => {
+                join(self.upstream.map(|u| &u.response_lengths), out)
+            }
             Variable::UpstreamConnectTime => join(self.upstream.map(|u| &u.connect_times), out),
             Variable::UpstreamHeaderTime => join(self.upstream.map(|u| &u.header_times), out),
             Variable::SslProtocol => {
