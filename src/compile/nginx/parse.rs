@@ -92,7 +92,7 @@ pub fn parse_bytes(text: &[u8], name: &str) -> Parsed {
     let conf_prefix = include::conf_prefix_of(name.as_bytes(), b"");
     let mut parser = Parser::new(DEFAULT_PREFIX.as_bytes().to_vec(), conf_prefix);
     let result = parser.run(None, |p, out| {
-        p.file(name.into(), text, None, &Frame::MAIN, out)
+        p.file(name.into(), text.to_vec(), None, &Frame::MAIN, out)
     });
     parser.finish(result)
 }
@@ -234,7 +234,7 @@ impl Parser {
         let bytes = read_file(name).map_err(Diagnostic::error)?;
         self.file(
             String::from_utf8_lossy(name).into(),
-            &bytes,
+            bytes,
             Some(name),
             &Frame::MAIN,
             out,
@@ -245,12 +245,21 @@ impl Parser {
     fn file(
         &mut self,
         name: Arc<str>,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         path: Option<&[u8]>,
         frame: &Frame,
         out: &mut Vec<Statement>,
     ) -> Result<()> {
-        let display: Arc<str> = display_text(bytes).into();
+        // A UTF-8 file is its own display text (one copy, into the Arc); otherwise the bytes
+        // are kept for reading and the display text shows `?` for the bad ones.
+        let (display, original): (Arc<str>, Option<Vec<u8>>) = match String::from_utf8(bytes) {
+            Ok(text) => (text.into(), None),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                (display_text(&bytes).into(), Some(bytes))
+            }
+        };
+        let bytes = original.as_deref().unwrap_or(display.as_bytes());
         self.sources.insert(name.clone(), display.clone());
         let canonical = path.and_then(|p| std::fs::canonicalize(include::to_path(p)).ok());
         if let Some(c) = &canonical {
@@ -259,7 +268,7 @@ impl Parser {
         let input = Input {
             name,
             bytes,
-            display,
+            display: display.clone(),
         };
         let mut lexer = Lexer::new(bytes, Source::File);
         let result = self.body(&mut lexer, &input, Body::File, frame, out);
@@ -596,7 +605,7 @@ impl Parser {
             }
         }
         self.included_from.push(site.nginx_origin());
-        let result = self.file(name, &bytes, Some(path), frame, out);
+        let result = self.file(name, bytes, Some(path), frame, out);
         self.included_from.pop();
         result
     }
@@ -700,17 +709,12 @@ fn text_of(bytes: &[u8]) -> (String, Option<Box<[u8]>>) {
 /// The text kept for diagnostics: the file with each byte that is not UTF-8 shown as `?`, so
 /// offsets into the file are offsets into the text.
 fn display_text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => {
-            let mut out = String::with_capacity(bytes.len());
-            for chunk in bytes.utf8_chunks() {
-                out.push_str(chunk.valid());
-                out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
-            }
-            out
-        }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
     }
+    out
 }
 
 /// 1-based column of `offset` in characters from the line's start.
