@@ -723,3 +723,240 @@ fn column(display: &str, line_start: usize, offset: usize) -> u32 {
         .get(line_start..offset)
         .map_or(1, |s| s.chars().count() as u32 + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(files: &[(&str, &str)]) -> Dir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let dir = std::env::temp_dir()
+                .join(format!("appliance-parse-{}-{nanos}", std::process::id()));
+            for (name, text) in files {
+                let path = dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Dir(dir)
+        }
+
+        fn parse(&self, main: &str) -> Parsed {
+            parse_file(&self.0.join(main), &Options::default())
+        }
+
+        fn name(&self, file: &str) -> String {
+            self.0.join(file).to_string_lossy().into_owned()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(statements: &[Statement]) -> Vec<String> {
+        statements.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn error(parsed: &Parsed) -> String {
+        let e = parsed.error.as_ref().expect("an error");
+        match &e.origin {
+            Some(o) => format!("{} @{}", e.message, o.line),
+            None => e.message.clone(),
+        }
+    }
+
+    #[test]
+    fn a_tree_with_contexts_positions_and_values() {
+        let p = parse_str(
+            "events {}\nhttp {\n  server {\n    listen 80;\n    location / { if ($a) { return 200 \"x\\ty\"; } }\n  }\n}\n",
+            "/x/nginx.conf",
+        );
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = &p.tree.statements[1];
+        assert_eq!(
+            (http.origin.line, http.origin.column, http.end_line),
+            (2, 1, 2)
+        );
+        let server = &http.block.as_ref().unwrap()[0];
+        assert_eq!(server.context, Context::Http);
+        let listen = &server.block.as_ref().unwrap()[0];
+        assert_eq!((listen.context, listen.origin.column), (Context::Server, 5));
+        assert_eq!(listen.span, 32..42, "name to terminator");
+        let location = &server.block.as_ref().unwrap()[1];
+        let iff = &location.block.as_ref().unwrap()[0];
+        let ret = &iff.block.as_ref().unwrap()[0];
+        assert_eq!(ret.context, Context::IfInLocation);
+        assert_eq!(ret.arg(1), Some("x\ty"));
+        assert!(ret.args[1].quoted && ret.args[1].raw.is_none());
+        assert_eq!(p.tree.conf_prefix, PathBuf::from("/x/"));
+        assert_eq!(p.tree.prefix, PathBuf::from(DEFAULT_PREFIX));
+    }
+
+    #[test]
+    fn if_in_server_is_its_own_context() {
+        let p = parse_str(
+            "events {}\nhttp { server { if ($a) { return 404; } } }",
+            "n.conf",
+        );
+        let server = &p.tree.statements[1].block.as_ref().unwrap()[0];
+        let ret = &server.block.as_ref().unwrap()[0].block.as_ref().unwrap()[0];
+        assert_eq!(ret.context, Context::IfInServer);
+    }
+
+    #[test]
+    fn custom_blocks_hold_lines() {
+        let p = parse_str(
+            "events {}\nhttp { types { text/html html htm; } map $a $b { default 0; ~x 1; } }",
+            "n.conf",
+        );
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        let types = http[0].block.as_ref().unwrap();
+        assert_eq!(names(types), ["text/html"]);
+        assert!(types[0].is_block_line() && types[0].context == Context::Types);
+        let map = http[1].block.as_ref().unwrap();
+        assert_eq!(names(map), ["default", "~x"]);
+        let p = parse_str("events {}\nhttp { map $a $b { a b c; } }", "n.conf");
+        assert_eq!(error(&p), "invalid number of the map parameters @2");
+        let p = parse_str("events {}\nhttp { types { a { } } }", "n.conf");
+        assert_eq!(error(&p), "unexpected \"{\" @2");
+    }
+
+    #[test]
+    fn includes_expand_in_place_with_their_chain() {
+        let dir = Dir::new(&[
+            (
+                "nginx.conf",
+                "events {}\nhttp {\n include conf.d/*.conf;\n gzip on;\n}\n",
+            ),
+            ("conf.d/b.conf", "server { listen 2; }\n"),
+            ("conf.d/a.conf", "server { include loc.conf; }\n"),
+            ("conf.d/.hidden.conf", "nope;\n"),
+            ("loc.conf", "location / { }\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        assert_eq!(names(http), ["server", "server", "gzip"]);
+        assert_eq!(*http[0].origin.file, dir.name("conf.d/a.conf"), "sorted");
+        assert_eq!(http[0].included_from.len(), 1);
+        assert_eq!(http[0].included_from[0].line, 3);
+        assert!(http[2].included_from.is_empty());
+        let location = &http[0].block.as_ref().unwrap()[0];
+        assert_eq!(*location.origin.file, dir.name("loc.conf"));
+        assert_eq!(location.included_from.len(), 2);
+        assert!(p.sources.get(&dir.name("loc.conf")).is_some());
+        assert!(p.sources.get(&dir.name("conf.d/.hidden.conf")).is_none());
+    }
+
+    #[test]
+    fn includes_are_relative_to_the_main_file_not_the_including_one() {
+        let dir = Dir::new(&[
+            ("nginx.conf", "events {}\ninclude sub/a.conf;\n"),
+            ("sub/a.conf", "include b.conf;\n"),
+            ("sub/b.conf", "env x;\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        let missing = dir.name("b.conf");
+        assert_eq!(
+            error(&p),
+            format!("open() \"{missing}\" failed (2: No such file or directory) @1")
+        );
+        assert_eq!(
+            *p.error.unwrap().origin.unwrap().file,
+            dir.name("sub/a.conf")
+        );
+    }
+
+    #[test]
+    fn a_prefix_places_a_relative_main_file() {
+        let dir = Dir::new(&[
+            ("conf/nginx.conf", "events {}\ninclude x.conf;\n"),
+            ("conf/x.conf", ""),
+        ]);
+        let options = Options {
+            prefix: Some(dir.0.clone()),
+            ..Options::default()
+        };
+        let p = parse_file(Path::new("conf/nginx.conf"), &options);
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.tree.conf_prefix, dir.0.join("conf/"));
+        assert_eq!(p.tree.prefix, dir.0.join(""));
+    }
+
+    #[test]
+    fn include_cycles_name_the_chain() {
+        let dir = Dir::new(&[
+            ("nginx.conf", "events {}\ninclude a.conf;\n"),
+            ("a.conf", "include b.conf;\n"),
+            ("b.conf", "\ninclude a.conf;\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        let (a, b) = (dir.name("a.conf"), dir.name("b.conf"));
+        assert_eq!(
+            error(&p),
+            format!("include cycle: \"{a}\" includes \"{b}\" includes \"{a}\" @2")
+        );
+    }
+
+    #[test]
+    fn a_partial_tree_on_error() {
+        let p = parse_str(
+            "events {}\nhttp {\n server { listen 1; }\n server { listen 2; nope; }\n}\n",
+            "n.conf",
+        );
+        assert_eq!(error(&p), "unknown directive \"nope\" @4");
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        assert_eq!(http.len(), 2);
+        assert_eq!(names(http[1].block.as_ref().unwrap()), ["listen"]);
+    }
+
+    #[test]
+    fn global_directives_come_first_and_fail_in_command_line() {
+        let dir = Dir::new(&[("nginx.conf", "events {}\n")]);
+        let options = Options {
+            global_directives: Some("daemon off; pid /x.pid;".into()),
+            ..Options::default()
+        };
+        let p = parse_file(&dir.0.join("nginx.conf"), &options);
+        assert_eq!(names(&p.tree.statements), ["daemon", "pid", "events"]);
+        assert_eq!(&*p.tree.statements[0].origin.file, COMMAND_LINE);
+        let options = Options {
+            global_directives: Some("daemon off".into()),
+            ..Options::default()
+        };
+        let p = parse_file(&dir.0.join("nginx.conf"), &options);
+        assert_eq!(
+            error(&p),
+            "unexpected end of parameter, expecting \";\" in command line"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept() {
+        let p = parse_bytes(b"events {}\nenv M\xf6lln;\n", "n.conf");
+        let env = &p.tree.statements[1];
+        assert_eq!(env.arg(0), Some("M\u{fffd}lln"));
+        assert_eq!(env.args[0].bytes(), b"M\xf6lln");
+        assert_eq!(
+            p.sources.get("n.conf").map(|t| t.len()),
+            Some(21),
+            "offsets line up"
+        );
+    }
+
+    #[test]
+    fn no_events_is_found_after_everything() {
+        let p = parse_str("daemon off;\n", "n.conf");
+        assert_eq!(error(&p), "no \"events\" section in configuration");
+        assert_eq!(names(&p.tree.statements), ["daemon"]);
+    }
+}
