@@ -17,6 +17,7 @@
 //! and the exact bytes are kept beside it ([`Word::raw`]), so nothing is lost. The texts kept
 //! for diagnostics have each such byte shown as `?`, so byte offsets still line up.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read as _;
 use std::ops::Range;
@@ -34,6 +35,10 @@ use crate::config::Origin;
 
 /// Debian's compiled-in prefix (`--prefix=/usr/share/nginx`), used when `-p` is not given.
 pub const DEFAULT_PREFIX: &str = "/usr/share/nginx/";
+
+/// How deep blocks and includes may nest. nginx has no limit short of its stack; real configs
+/// nest a handful of levels, and a bound keeps hostile input from exhausting ours.
+pub const MAX_DEPTH: usize = 100;
 
 /// The name diagnostics and origins use for `-g` directives (nginx says "in command line").
 pub const COMMAND_LINE: &str = "command line";
@@ -130,6 +135,28 @@ struct Input<'t> {
     name: Arc<str>,
     bytes: &'t [u8],
     display: Arc<str>,
+    /// The last column computed (line start, offset, column), so that statements read in
+    /// order cost the characters between them, not the whole line each time (a minified
+    /// config is one long line).
+    last_column: Cell<(usize, usize, u32)>,
+}
+
+impl Input<'_> {
+    /// 1-based column of `offset` in characters from the start of its line.
+    fn column(&self, line_start: usize, offset: usize) -> u32 {
+        let (start, from, col) = self.last_column.get();
+        let (from, col) = if start == line_start && from <= offset {
+            (from, col)
+        } else {
+            (line_start, 1)
+        };
+        let column = self
+            .display
+            .get(from..offset)
+            .map_or(1, |s| col + s.chars().count() as u32);
+        self.last_column.set((line_start, offset, column));
+        column
+    }
 }
 
 struct Parser {
@@ -148,6 +175,8 @@ struct Parser {
     modules_used: bool,
     /// `load_module` files seen, by file name.
     loaded: HashSet<Vec<u8>>,
+    /// Blocks and included files open now.
+    depth: usize,
 }
 
 type Result<T> = std::result::Result<T, Diagnostic>;
@@ -166,6 +195,7 @@ impl Parser {
             seen_events: false,
             modules_used: false,
             loaded: HashSet::new(),
+            depth: 0,
         }
     }
 
@@ -217,6 +247,7 @@ impl Parser {
             name: COMMAND_LINE.into(),
             bytes: text.as_bytes(),
             display: text.into(),
+            last_column: Cell::new((0, 0, 1)),
         };
         self.sources
             .insert(input.name.clone(), input.display.clone());
@@ -269,6 +300,7 @@ impl Parser {
             name,
             bytes,
             display: display.clone(),
+            last_column: Cell::new((0, 0, 1)),
         };
         let mut lexer = Lexer::new(bytes, Source::File);
         let result = self.body(&mut lexer, &input, Body::File, frame, out);
@@ -367,9 +399,11 @@ impl Parser {
 
         match d.handler {
             Handler::Block(block) => {
+                self.deeper(input, &statement)?;
                 let inner = self.open_block(input, &statement, d, block, frame)?;
                 let mut children = Vec::new();
                 let result = self.body(lexer, input, Body::Block, &inner, &mut children);
+                self.depth -= 1;
                 statement.block = Some(children);
                 out.push(statement);
                 result
@@ -604,10 +638,25 @@ impl Parser {
                 return Err(self.statement_error(input, site, m));
             }
         }
+        self.deeper(input, site)?;
         self.included_from.push(site.nginx_origin());
         let result = self.file(name, bytes, Some(path), frame, out);
         self.included_from.pop();
+        self.depth -= 1;
         result
+    }
+
+    /// Enters a block or an included file, within [`MAX_DEPTH`].
+    fn deeper(&mut self, input: &Input<'_>, site: &Statement) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            let message = format!(
+                "\"{}\" nests blocks and includes more than {MAX_DEPTH} deep",
+                directives::c_str(&site.name)
+            );
+            return Err(self.statement_error(input, site, message));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     /// Builds a statement from one read's words.
@@ -632,7 +681,7 @@ impl Parser {
             })
             .collect();
         let first = &words[0];
-        let column = column(&input.display, first.line_start, first.span.start);
+        let column = input.column(first.line_start, first.span.start);
         Statement {
             name,
             args,
@@ -657,7 +706,7 @@ impl Parser {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            column(&input.display, line_start, end)
+            input.column(line_start, end)
         };
         Diagnostic::error(message)
             .at(Origin::new(input.name.clone(), s.end_line, column))
@@ -676,7 +725,7 @@ impl Parser {
         line_start: usize,
         span: Range<usize>,
     ) -> Diagnostic {
-        let column = column(&input.display, line_start, span.start);
+        let column = input.column(line_start, span.start);
         Diagnostic::error(message)
             .at(Origin::new(input.name.clone(), line, column))
             .with_span(span)
@@ -715,13 +764,6 @@ fn display_text(bytes: &[u8]) -> String {
         out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
     }
     out
-}
-
-/// 1-based column of `offset` in characters from the line's start.
-fn column(display: &str, line_start: usize, offset: usize) -> u32 {
-    display
-        .get(line_start..offset)
-        .map_or(1, |s| s.chars().count() as u32 + 1)
 }
 
 #[cfg(test)]
@@ -950,6 +992,34 @@ mod tests {
             p.sources.get("n.conf").map(|t| t.len()),
             Some(21),
             "offsets line up"
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| {
+            format!(
+                "events {{}}\nhttp {{ server {{\n{}{} }} }}",
+                "location / {\n".repeat(depth),
+                "}".repeat(depth)
+            )
+        };
+        // Run where tests run: a 2 MiB thread stack, in a debug build.
+        let deep = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                (
+                    parse_str(&nested(98), "n.conf"),
+                    parse_str(&nested(5000), "n.conf"),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(deep.0.error.is_none(), "{:?}", deep.0.error);
+        assert_eq!(
+            error(&deep.1),
+            "\"location\" nests blocks and includes more than 100 deep @101"
         );
     }
 
