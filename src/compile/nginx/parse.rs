@@ -7,7 +7,19 @@
 //! directives. Every directive is checked for being known, allowed in its context, terminated
 //! right and given the right number of arguments; directives handled by nginx's generic slots
 //! also get those slots' value and duplicate checks (see slots.rs). What modules check in their
-//! own handlers is left to the lowering.
+//! own handlers is left to the lowering:
+//!
+//! - the arguments of every directive with its own handler (`Handler::Custom`): `listen`,
+//!   `server_name`, `proxy_pass` URLs, upstream `server` parameters, `location` modifiers and
+//!   nesting ("is outside location"), `if` conditions, `return`, `rewrite`, `error_page`,
+//!   `map`/`geo` variable names, `limit_except` methods, `user` (getpwnam), ...;
+//! - the lines of `types`, `map`, `geo`, `split_clients` and `charset_map` beyond their word
+//!   counts (values, CIDRs and ranges, percentages, hex codes, `ranges` coming first);
+//! - the post handlers of some generic slots (`Post::Handler`: pool sizes, lowat, http2 sizes,
+//!   gzip_window/gzip_hash, userid_*), bitmask "duplicate value" warnings, and path slots'
+//!   clashes between directives ("the same path name ... used in");
+//! - what nginx checks once a block or the whole file is read: variables ("unknown "x"
+//!   variable"), certificates, "no servers are inside upstream", and `load_module`'s file.
 //!
 //! `include` is expanded where it stands, as nginx does: relative names resolve against the
 //! main file's directory, globs expand through glob(3). An include cycle is an error naming the
@@ -584,6 +596,10 @@ impl Parser {
                     let name = statement.args[0].bytes().to_vec();
                     return self.include(input, &statement, &name, false, frame, out);
                 }
+            }
+            Context::CharsetMap if words != 2 => {
+                let m = "invalid parameters number".to_string();
+                return Err(self.statement_error(input, &statement, m));
             }
             _ => {}
         }
