@@ -9,7 +9,12 @@
 //!
 //! `main.rs` only parses the command line and calls in here.
 
+pub mod admin;
 pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod firstboot;
+pub mod ha;
+pub mod process;
+pub mod proxy;

@@ -2,6 +2,9 @@
 //! other stand-ins) and turning SDK errors into sentences that say which call failed and which
 //! IAM permission is missing.
 
+pub mod iam;
+pub mod imds;
+
 use std::fmt;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
@@ -86,27 +89,55 @@ impl fmt::Display for AwsError {
 
 impl std::error::Error for AwsError {}
 
+/// The HTTP status of a raw SDK response.
+pub trait RawStatus {
+    fn status_code(&self) -> Option<u16>;
+}
+
+impl RawStatus for aws_sdk_ec2::config::http::HttpResponse {
+    fn status_code(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
 /// Explains an SDK error. `call` is `service:Operation`, e.g. `ec2:DescribeInstances`.
 pub fn explain<E, R>(call: &str, resource: Option<&str>, err: &SdkError<E, R>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + RawStatus,
 {
     let (kind, detail) = match err {
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("Unknown");
             let message = e.message().unwrap_or("");
-            let kind = if is_denied(code) {
+            // A 403 whose body the SDK could not read (moto's IAM, some proxies) is a denial.
+            let forbidden = e.code().is_none() && service.raw().status_code() == Some(403);
+            let kind = if is_denied(code) || forbidden {
                 AwsErrorKind::PermissionDenied
             } else if code.contains("NotFound") || code.contains("NoSuchEntity") {
                 AwsErrorKind::NotFound
             } else {
                 AwsErrorKind::Service
             };
-            (kind, format!("{code}: {message}"))
+            let detail = match (e.code(), service.raw().status_code()) {
+                (None, Some(status)) => format!("HTTP {status}, an error the SDK could not read"),
+                _ => format!("{code}: {message}"),
+            };
+            (kind, detail)
         }
-        SdkError::DispatchFailure(d) => (AwsErrorKind::Unreachable, format!("{d:?}")),
+        SdkError::DispatchFailure(d) => {
+            // Credential providers fail inside the dispatch too (an unreachable IMDS, for one).
+            let text = error_chain(err);
+            let lower = text.to_ascii_lowercase();
+            let kind = if lower.contains("credential") || format!("{d:?}").contains("ProviderError")
+            {
+                AwsErrorKind::NoCredentials
+            } else {
+                AwsErrorKind::Unreachable
+            };
+            (kind, text)
+        }
         SdkError::TimeoutError(_) => (AwsErrorKind::Unreachable, "timed out".to_string()),
         other => {
             let text = error_chain(other);

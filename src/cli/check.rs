@@ -11,6 +11,9 @@ pub fn run(path: &Path, options: &Options, quiet: bool, program: &str) -> ExitCo
     match super::compile(path, options) {
         Ok(compiled) => {
             if !quiet {
+                for w in &compiled.report.warnings {
+                    eprintln!("{}", w.one_line(program));
+                }
                 for item in compiled.report.not_mapped() {
                     if item.support != crate::compile::Support::Skipped {
                         eprintln!(

@@ -175,6 +175,13 @@ impl Sources {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.files.get(name).map(|t| &**t)
     }
+
+    /// Every file's name and text, sorted by name.
+    pub fn files(&self) -> Vec<(&str, &str)> {
+        let mut files: Vec<(&str, &str)> = self.files.iter().map(|(k, v)| (&**k, &**v)).collect();
+        files.sort();
+        files
+    }
 }
 
 struct RichReport<'a> {

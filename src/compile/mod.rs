@@ -3,6 +3,7 @@
 //! and what did not.
 
 pub mod diag;
+pub mod elb;
 pub mod nginx;
 pub mod render;
 pub mod report;
@@ -31,6 +32,18 @@ pub struct Options {
     pub prefix: Option<std::path::PathBuf>,
     /// nginx's `-g`: directives added to the main context.
     pub global_directives: Option<String>,
+    /// ELB scripts: shell variables (`--var NAME=VALUE`), which win over the script's own
+    /// assignments.
+    pub vars: Vec<(String, String)>,
+    /// ELB scripts: instance addresses read from a file instead of EC2 (`--instances-file`).
+    pub instances_file: Option<std::path::PathBuf>,
+    /// ELB scripts: where certificates are looked up by name, and fetched ones saved
+    /// (`--cert-dir`).
+    pub cert_dir: Option<std::path::PathBuf>,
+    /// The AWS region (`--region`); unset, the SDK's chain decides.
+    pub region: Option<String>,
+    /// An endpoint URL that replaces every AWS service's (`--aws-endpoint`).
+    pub aws_endpoint: Option<String>,
 }
 
 /// A compiled input: the model, what the compiler has to say about it, and the texts it read
@@ -65,8 +78,16 @@ pub fn detect(path: &Path, text: &str) -> InputKind {
     if path.extension().is_some_and(|e| e == "toml") {
         return InputKind::Toml;
     }
+    // A shell or batch script is never an nginx.conf.
+    if path
+        .extension()
+        .is_some_and(|e| ["sh", "bash", "cmd", "bat"].iter().any(|x| e == *x))
+    {
+        return InputKind::Elb;
+    }
     let elb_command = text.lines().any(|line| {
-        let line = line.trim_start().trim_start_matches(['$', ' ']);
+        // Prompts from pasted sessions: `$ elb-...`, and `# elb-...` as root.
+        let line = line.trim_start().trim_start_matches(['$', '#', ' ', '\t']);
         line.split_whitespace().next().is_some_and(|w| {
             let w = w.rsplit('/').next().unwrap_or(w);
             w.starts_with("elb-") || w.starts_with("iam-servercertupload")
@@ -81,6 +102,16 @@ pub fn detect(path: &Path, text: &str) -> InputKind {
 
 /// Reads and compiles any supported input, then validates the model.
 pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> {
+    // A symlink (the image's /etc/appliance/config) is read as the file it points at: its name
+    // says what it is, and its includes are relative to its own directory. Any other path keeps
+    // the name the user gave it, which diagnostics repeat, as nginx does.
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let resolved = if is_link {
+        std::fs::canonicalize(path).ok()
+    } else {
+        None
+    };
+    let path = resolved.as_deref().unwrap_or(path);
     let text = std::fs::read(path).map_err(|e| {
         Diagnostic::error(format!(
             "open() \"{}\" failed ({})",
@@ -107,13 +138,7 @@ pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> 
             }
         }
         InputKind::Nginx => nginx::compile(path, options)?,
-        InputKind::Elb => {
-            return Err(Diagnostic::error(format!(
-                "{}: ELB scripts are not supported yet",
-                path.display()
-            ))
-            .into())
-        }
+        InputKind::Elb => elb::compile(path, &String::from_utf8_lossy(&text), options)?,
     };
     if let Err(d) = config::validate(&compiled.model) {
         return Err(Failed {

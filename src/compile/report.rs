@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::diag::Diagnostic;
 use crate::config::Origin;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +44,9 @@ pub struct Report {
     pub items: Vec<ReportItem>,
     /// How many directives or commands of each name were carried over in full.
     pub mapped: BTreeMap<String, usize>,
+    /// What the compiler changed or guessed while reading the input (typography it normalized,
+    /// lines it joined), for the operator to check.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Report {
@@ -85,6 +89,12 @@ impl Report {
         let _ = writeln!(out, "Mapped: {total} directives");
         for (name, n) in &self.mapped {
             let _ = writeln!(out, "  {name:<32} {n}");
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "Warnings: {}", self.warnings.len());
+            for w in &self.warnings {
+                let _ = writeln!(out, "  {w}");
+            }
         }
         let mut items: Vec<&ReportItem> = self.not_mapped().collect();
         items.sort_by(|a, b| a.origin.cmp(&b.origin));

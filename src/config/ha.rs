@@ -13,6 +13,10 @@ pub struct Ha {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     pub mode: HaMode,
+    /// This node's name in heartbeats: it breaks ties between equal priorities, so the two nodes
+    /// must differ. By default the instance id (ec2) or the host name (local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// The peer's heartbeat address.
     pub peer: SocketAddr,
     /// Where this node listens for the peer's heartbeats; by default any address, the peer's port.
@@ -32,6 +36,10 @@ pub struct Ha {
     /// How long a node waits after a transition before it may make another one.
     #[serde(default = "defaults::hold_down")]
     pub hold_down: Duration,
+    /// How often a master reads back who holds the VIP (the EC2 API, or an ARP / neighbour
+    /// probe in local mode), so that it notices another node took it and does not fight.
+    #[serde(default = "defaults::ownership_check_interval")]
+    pub ownership_check_interval: Duration,
     /// The floating address: a secondary private IP (ec2) or a local address (local).
     pub vip: IpAddr,
     /// Prefix length of the VIP on the interface (local mode).
@@ -80,5 +88,8 @@ mod defaults {
     }
     pub fn hold_down() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn ownership_check_interval() -> Duration {
+        Duration::from_secs(5)
     }
 }

@@ -37,6 +37,14 @@ pub struct VirtualServer {
     pub add_header: Option<Vec<AddHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+    /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
+    /// extension (nginx `default_type`; nginx's own default is `text/plain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    /// Extension to MIME type (nginx `types`); unset inherits, and with none anywhere nginx's
+    /// built-in html, gif and jpg apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<IndexMap<String, String>>,
     /// A `return` at server level answers before any location is chosen.
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
@@ -142,6 +150,14 @@ pub struct Location {
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+    /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
+    /// extension (nginx `default_type`; nginx's own default is `text/plain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    /// Extension to MIME type (nginx `types`); unset inherits, and with none anywhere nginx's
+    /// built-in html, gif and jpg apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<IndexMap<String, String>>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
     #[serde(rename = "location", default, skip_serializing_if = "Vec::is_empty")]
@@ -517,6 +533,10 @@ pub struct Certificate {
     /// PEM: the certificate followed by its chain.
     pub certificate: PathBuf,
     pub key: PathBuf,
+    /// PEM intermediates sent after `certificate`, for certificates kept apart from their chain
+    /// (as IAM keeps them: `iam-servercertupload -c`, GetServerCertificate's chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
 }

@@ -67,6 +67,10 @@ pub struct Global {
     pub worker_connections: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<PathBuf>,
+    /// nginx's `daemon`: fork into the background once serving (a `Type=forking` unit). Unset
+    /// means nginx's default (on) when run as `nginx`, and off for `appliance run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_log: Option<ErrorLog>,
     /// The key that signs sticky-session cookies. Every appliance of a fleet must share it; when
@@ -97,6 +101,10 @@ pub struct Http {
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_format: Vec<LogFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<indexmap::IndexMap<String, String>>,
     #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]

@@ -69,6 +69,14 @@ pub enum Variable {
     SslProtocol,
     SslCipher,
     SslServerName,
+    /// `$https`: `on` on a TLS connection, empty otherwise.
+    Https,
+    /// `$proxy_protocol_addr`, `$proxy_protocol_port`: the client a PROXY protocol header named.
+    ProxyProtocolAddr,
+    ProxyProtocolPort,
+    /// `$proxy_protocol_server_addr`, `$proxy_protocol_server_port`: the address it was sent to.
+    ProxyProtocolServerAddr,
+    ProxyProtocolServerPort,
     /// `$http_<name>`: a request header; the name is lowercase with `_` for `-`.
     RequestHeader(String),
     /// `$sent_http_<name>`: a response header.
@@ -146,6 +154,11 @@ impl Variable {
             "ssl_protocol" => SslProtocol,
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
+            "https" => Https,
+            "proxy_protocol_addr" => ProxyProtocolAddr,
+            "proxy_protocol_port" => ProxyProtocolPort,
+            "proxy_protocol_server_addr" => ProxyProtocolServerAddr,
+            "proxy_protocol_server_port" => ProxyProtocolServerPort,
             _ => return None,
         })
     }

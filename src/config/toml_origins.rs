@@ -30,10 +30,12 @@ pub(super) fn fill(model: &mut Appliance, text: &str, file: &str) {
                 }
             }
         }
+        fill_certificates(&mut model.http.tls, http, &at);
         for (server, item) in model.http.servers.iter_mut().zip(items(http, "server")) {
             server.origin = server.origin.take().or_else(|| at(item.span()));
             if let Some(t) = as_table(item) {
                 fill_locations(&mut server.locations, t, &at);
+                fill_certificates(&mut server.tls, t, &at);
             }
         }
     }
@@ -53,6 +55,9 @@ pub(super) fn fill(model: &mut Appliance, text: &str, file: &str) {
         }
         for (server, item) in model.stream.servers.iter_mut().zip(items(stream, "server")) {
             server.origin = server.origin.take().or_else(|| at(item.span()));
+            if let Some(t) = as_table(item) {
+                fill_certificates(&mut server.tls, t, &at);
+            }
         }
     }
     if let (Some(ha), Some((_, v))) = (model.ha.as_mut(), entry(root, "ha")) {
@@ -73,6 +78,20 @@ fn fill_locations(
         if let Some(t) = as_table(item) {
             fill_locations(&mut location.locations, t, at);
         }
+    }
+}
+
+/// Certificate pairs point at their own line: a bad file is reported there.
+fn fill_certificates(
+    tls: &mut super::Tls,
+    parent: &DeTable<'_>,
+    at: &dyn Fn(std::ops::Range<usize>) -> Option<Origin>,
+) {
+    let (Some(certificates), Some(t)) = (tls.certificates.as_mut(), table(parent, "tls")) else {
+        return;
+    };
+    for (c, item) in certificates.iter_mut().zip(items(t, "certificates")) {
+        c.origin = c.origin.take().or_else(|| at(item.span()));
     }
 }
 

@@ -35,7 +35,8 @@ pub struct Upstream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<Sticky>,
     /// How long a server removed by a reload or a deregistration keeps its in-flight requests
-    /// (ELB connection draining, 1-3600 s). None: they are cut when the old config is released.
+    /// (ELB connection draining, 1-3600 s); then they are cut. None: they run to their end, as
+    /// nginx's old workers finish theirs after a reload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Duration>,
 }

@@ -187,9 +187,18 @@ pub fn health_check(check: &HealthCheck) -> Check {
 pub fn sticky_policy(sticky: &Sticky) -> Check {
     match sticky {
         Sticky::LbCookie {
-            cookie, expires, ..
+            cookie,
+            expires,
+            domain,
+            path,
+            ..
         } => {
             cookie_name(cookie)?;
+            for (what, value) in [("domain", domain), ("path", path)] {
+                if let Some(v) = value {
+                    cookie_attribute(what, v)?;
+                }
+            }
             if let Some(e) = expires {
                 let s = e.get().as_secs_f64();
                 if !(1.0..=604_800.0).contains(&s) {
@@ -200,8 +209,31 @@ pub fn sticky_policy(sticky: &Sticky) -> Check {
             }
             Ok(())
         }
-        Sticky::AppCookie { cookie, .. } => cookie_name(cookie),
+        Sticky::AppCookie { cookie, .. } => {
+            cookie_name(cookie)?;
+            // The balancer's own cookie rides beside the application's (see proxy::sticky).
+            if cookie == "AWSELB" {
+                return Err(Diagnostic::error(
+                    "app_cookie \"AWSELB\" is the name of the balancer's own cookie",
+                ));
+            }
+            Ok(())
+        }
     }
+}
+
+/// A cookie attribute value (RFC 6265 `av-octet`): printable, no `;`.
+fn cookie_attribute(what: &str, value: &str) -> Check {
+    if value.is_empty()
+        || !value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b';')
+    {
+        return Err(Diagnostic::error(format!(
+            "sticky cookie {what} \"{value}\" is not a valid cookie attribute value"
+        )));
+    }
+    Ok(())
 }
 
 fn cookie_name(name: &str) -> Check {
@@ -520,6 +552,66 @@ fn ha_section(ha: &Ha) -> Check {
     if ha.vip.is_unspecified() || ha.vip.is_multicast() {
         return fail(format!("ha vip {} cannot be assigned to a host", ha.vip));
     }
+    if ha.peer.port() == 0 || ha.peer.ip().is_unspecified() {
+        return fail(format!(
+            "ha peer {} must name the other node's address and heartbeat port",
+            ha.peer
+        ));
+    }
+    if let Some(bind) = ha.bind {
+        if bind.is_ipv4() != ha.peer.is_ipv4() {
+            return fail(format!(
+                "ha bind {bind} and peer {} are of different address families",
+                ha.peer
+            ));
+        }
+    }
+    if let Some(id) = &ha.node_id {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return fail(format!(
+                "ha node_id \"{id}\" must be 1 to 64 printable characters without spaces"
+            ));
+        }
+    }
+    if ha.secret.as_deref() == Some("") {
+        return fail("ha secret is empty: remove it or set one".into());
+    }
+    if ha.ownership_check_interval.get() < ha.heartbeat_interval.get() {
+        return fail(format!(
+            "ha ownership_check_interval {} is shorter than heartbeat_interval {}",
+            ha.ownership_check_interval, ha.heartbeat_interval
+        ));
+    }
+    match ha.mode {
+        HaMode::Ec2 => {
+            if !ha.vip.is_ipv4() {
+                return fail(format!(
+                    "ha mode \"ec2\" moves a secondary private IPv4 address; {} is IPv6",
+                    ha.vip
+                ));
+            }
+            if let Some(id) = &ha.eip_allocation_id {
+                if !id.starts_with("eipalloc-") {
+                    return fail(format!(
+                        "ha eip_allocation_id \"{id}\" is not an allocation id (eipalloc-...)"
+                    ));
+                }
+            }
+        }
+        HaMode::Local => {
+            if ha.eip_allocation_id.is_some() {
+                return fail(
+                    "ha eip_allocation_id needs mode \"ec2\": an Elastic IP moves through the EC2 API"
+                        .into(),
+                );
+            }
+            if let Some(name) = &ha.interface {
+                if name.is_empty() || name.len() > 15 || name.contains('/') {
+                    return fail(format!("ha interface \"{name}\" is not an interface name"));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -556,5 +648,59 @@ mod tests {
         assert!(server_address("[zz]:1", 80).is_err());
         assert!(server_address(":80", 80).is_err());
         assert!(server_address("unix:", 80).is_err());
+    }
+
+    #[test]
+    fn sticky_cookie_attributes_cannot_break_the_header() {
+        let lb = |domain: &str, path: &str| {
+            toml::from_str::<Sticky>(&format!(
+                "mode = \"lb_cookie\"\ndomain = \"{domain}\"\npath = \"{path}\""
+            ))
+            .unwrap()
+        };
+        assert!(sticky_policy(&lb(".example.com", "/app")).is_ok());
+        assert!(sticky_policy(&lb("a.com; Secure", "/")).is_err());
+        assert!(sticky_policy(&lb("a.com", "/\\r\\nX: y")).is_err());
+        let app = |name: &str| Sticky::AppCookie {
+            cookie: name.to_string(),
+            origin: None,
+        };
+        assert!(sticky_policy(&app("JSESSIONID")).is_ok());
+        assert!(sticky_policy(&app("AWSELB")).is_err());
+    }
+
+    fn ha_error(section: &str) -> Option<String> {
+        let text = format!("[ha]\n{section}");
+        let model = Appliance::from_toml(&text, "ha.toml").expect("the test TOML parses");
+        validate(&model).err().map(|d| d.message.clone())
+    }
+
+    #[test]
+    fn ha_sections_are_checked_for_what_types_cannot_say() {
+        let local = "mode = \"local\"\npeer = \"10.0.0.2:7000\"\nvip = \"10.0.0.100\"\ninterface = \"eth0\"\n";
+        assert_eq!(ha_error(local), None);
+        let ec2 = "mode = \"ec2\"\npeer = \"10.0.0.2:7000\"\nvip = \"10.0.0.100\"\neip_allocation_id = \"eipalloc-1\"\n";
+        assert_eq!(ha_error(ec2), None);
+        for (extra, complaint) in [
+            ("node_id = \"a b\"\n", "node_id"),
+            ("secret = \"\"\n", "secret"),
+            (
+                "ownership_check_interval = \"100ms\"\n",
+                "ownership_check_interval",
+            ),
+            ("bind = \"[::]:7000\"\n", "families"),
+        ] {
+            let e = ha_error(&format!("{local}{extra}")).unwrap_or_default();
+            assert!(e.contains(complaint), "{extra:?} gave {e:?}");
+        }
+        let e = ha_error(&local.replace("10.0.0.2:7000", "0.0.0.0:7000")).unwrap_or_default();
+        assert!(e.contains("peer"), "{e}");
+        let e =
+            ha_error(&format!("{local}eip_allocation_id = \"eipalloc-1\"\n")).unwrap_or_default();
+        assert!(e.contains("needs mode \"ec2\""), "{e}");
+        let e = ha_error(&ec2.replace("10.0.0.100", "fd00::100")).unwrap_or_default();
+        assert!(e.contains("IPv6"), "{e}");
+        let e = ha_error(&ec2.replace("eipalloc-1", "52.1.2.3")).unwrap_or_default();
+        assert!(e.contains("allocation id"), "{e}");
     }
 }

@@ -125,3 +125,116 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+// The differential harness (issue 3): recording backends, a raw HTTP client, proxy processes
+// (nginx or the appliance), and scenarios comparing the two.
+pub mod backends;
+pub mod chi_square;
+pub mod client;
+pub mod proxies;
+pub mod scenario;
+pub mod transcript;
+
+/// Makes a key, a CSR and a self-signed certificate for `name` with the openssl CLI, the way the
+/// seed documents do (`genrsa`, `req -new`, `x509 -req -signkey`), with `name` also as a DNS
+/// subjectAltName so hostname checks can pass. `kind` is "rsa" or "ec". Returns (cert, key).
+pub fn make_cert(dir: &TempDir, name: &str, kind: &str) -> (PathBuf, PathBuf) {
+    let key = dir.path.join(format!("{name}-{kind}.key"));
+    let csr = dir.path.join(format!("{name}-{kind}.csr"));
+    let crt = dir.path.join(format!("{name}-{kind}.crt"));
+    let ext = dir.path.join(format!("{name}-{kind}.ext"));
+    std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).expect("ext file");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("the openssl CLI is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key_s = key.to_str().expect("utf-8 path");
+    match kind {
+        "ec" => run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key_s,
+        ]),
+        _ => run(&["genrsa", "-out", key_s, "2048"]),
+    }
+    let subject = format!("/CN={name}");
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        key_s,
+        "-out",
+        csr.to_str().expect("utf-8"),
+        "-subj",
+        &subject,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        csr.to_str().expect("utf-8"),
+        "-signkey",
+        key_s,
+        "-extfile",
+        ext.to_str().expect("utf-8"),
+        "-out",
+        crt.to_str().expect("utf-8"),
+    ]);
+    (crt, key)
+}
+
+/// Starts `appliance run -c <config>` with its log in `<config>.log`, and waits for `ports`.
+pub fn start_appliance(config: &std::path::Path, ports: &[u16]) -> ChildGuard {
+    let log = std::fs::File::create(config.with_extension("log")).expect("log file");
+    let guard = ChildGuard::spawn(
+        "appliance",
+        Command::new(appliance_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log),
+    );
+    for port in ports {
+        wait_for_listen(*port, Duration::from_secs(20));
+    }
+    guard
+}
+
+/// Waits until a socket listens on `port` (any local address), or panics after `timeout`.
+/// Unlike [`wait_for_port`] it never connects, so a proxy under test sees no probe connection
+/// (a stream proxy would pass one on to a backend). Reads Linux's /proc/net/tcp{,6}.
+pub fn wait_for_listen(port: u16, timeout: Duration) {
+    let wanted = format!(":{port:04X} ");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            std::fs::read_to_string(table).is_ok_and(|text| {
+                text.lines().skip(1).any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3
+                        && format!("{} ", fields[1]).ends_with(&wanted)
+                        && fields[3] == "0A"
+                })
+            })
+        });
+        if listening {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port} after {timeout:?}");
+}

@@ -226,9 +226,35 @@ pub fn all() -> &'static [Directive] {
     table::DIRECTIVES
 }
 
+/// Directives the appliance accepts beyond Debian's nginx 1.22: nginx Plus's `sticky` in
+/// upstreams (sticky sessions are an appliance feature) and nginx 1.25's `http2 on;`. They only
+/// widen what is accepted: no config nginx 1.22 takes reads differently.
+static EXTENSIONS: &[Directive] = &[
+    Directive {
+        name: "sticky",
+        module: "appliance",
+        family: Family::Http,
+        flags: 0x1000_0000 | ONE_MORE,
+        handler: Handler::Custom("appliance_sticky"),
+        conf: Conf::HttpSrv,
+        field: "0",
+        post: Post::None,
+    },
+    Directive {
+        name: "http2",
+        module: "appliance",
+        family: Family::Http,
+        flags: 0x0600_0000 | FLAG,
+        handler: Handler::Flag,
+        conf: Conf::HttpSrv,
+        field: "http2",
+        post: Post::None,
+    },
+];
+
 static BY_NAME: LazyLock<HashMap<&'static str, Vec<&'static Directive>>> = LazyLock::new(|| {
     let mut map: HashMap<&'static str, Vec<&'static Directive>> = HashMap::new();
-    for d in table::DIRECTIVES {
+    for d in table::DIRECTIVES.iter().chain(EXTENSIONS) {
         map.entry(d.name).or_default().push(d);
     }
     map

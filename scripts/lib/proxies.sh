@@ -1,0 +1,174 @@
+# Shared by scripts/bench-proxy and scripts/failure-under-load (sourced, not run): free ports,
+# processes in their own process groups that die with the script, readiness, peak memory, and
+# the nginx.conf / haproxy.cfg both scripts use. Everything listens on 127.0.0.1 only.
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/appliance-bench.XXXXXX")"
+PIDS=()
+
+# Stops every process group we started (TERM, then KILL after 5 s) and removes the work dir.
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop "$pid"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port that was free a moment ago on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# spawn LOG COMMAND...: starts COMMAND in its own session (so its workers can be stopped with
+# it), output to LOG. Sets LAST_PID.
+spawn() {
+  local log="$1"
+  shift
+  setsid "$@" >"$log" 2>&1 </dev/null &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# stop PID: TERM to its process group, KILL after 5 s.
+stop() {
+  local pid="$1" i
+  kill -TERM -- "-$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# wait_port PORT PID NAME LOG: until 127.0.0.1:PORT accepts; fails (showing LOG) if PID dies or
+# 20 s pass.
+wait_port() {
+  local port="$1" pid="$2" name="$3" log="$4" i
+  for i in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited before listening on $port:" >&2
+      tail -n 20 "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$name is not listening on $port after 20 s" >&2
+  tail -n 20 "$log" >&2
+  exit 1
+}
+
+# peak_rss_mb PID: the peak resident set (VmHWM) summed over the process group, in MB. For
+# nginx that is the master and its workers.
+peak_rss_mb() {
+  local pid="$1" p total=0 kb
+  for p in $(pgrep -g "$pid"); do
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${kb:-0}))
+  done
+  awk -v kb="$total" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+
+# The appliance to measure: $APPLIANCE_BIN, else target/release/appliance. Sets APPLIANCE to its
+# path, or to "" and APPLIANCE_MISSING to the reason.
+find_appliance() {
+  APPLIANCE="${APPLIANCE_BIN:-$REPO/target/release/appliance}"
+  APPLIANCE_MISSING=""
+  if [ ! -x "$APPLIANCE" ]; then
+    APPLIANCE_MISSING="$APPLIANCE is not built (cargo build --release, or set APPLIANCE_BIN)"
+    APPLIANCE=""
+  elif ! "$APPLIANCE" run --help >/dev/null 2>&1; then
+    APPLIANCE_MISSING="$APPLIANCE has no \`run\` subcommand yet"
+    APPLIANCE=""
+  fi
+}
+
+# backend_conf FILE WORKERS BODY PORT...: an nginx answering `return 200 BODY` on each port,
+# keeping client connections open for the whole run.
+backend_conf() {
+  local file="$1" workers="$2" body="$3" port
+  shift 3
+  {
+    echo "worker_processes $workers;"
+    echo "events { worker_connections 4096; }"
+    echo "http {"
+    echo "    access_log off;"
+    echo "    keepalive_requests 1000000;"
+    echo "    server {"
+    for port in "$@"; do echo "        listen 127.0.0.1:$port;"; done
+    echo "        location / { default_type text/plain; return 200 \"$body\"; }"
+    echo "    }"
+    echo "}"
+  } >"$file"
+}
+
+# proxy_conf FILE WORKERS LISTEN_PORT KEEPALIVE BACKEND_PORT...: the nginx.conf that nginx and
+# the appliance both run. KEEPALIVE > 0 pools that many idle upstream connections (HTTP/1.1,
+# empty Connection header); 0 keeps nginx's defaults (HTTP/1.0, a connection per request).
+proxy_conf() {
+  local file="$1" workers="$2" listen="$3" keepalive="$4" port
+  shift 4
+  {
+    echo "worker_processes $workers;"
+    echo "events { worker_connections 4096; }"
+    echo "http {"
+    echo "    access_log off;"
+    echo "    keepalive_requests 1000000;"
+    echo "    upstream backends {"
+    for port in "$@"; do echo "        server 127.0.0.1:$port;"; done
+    if [ "$keepalive" -gt 0 ]; then
+      echo "        keepalive $keepalive;"
+      echo "        keepalive_requests 1000000;"
+    fi
+    echo "    }"
+    echo "    server {"
+    echo "        listen 127.0.0.1:$listen;"
+    echo "        location / {"
+    echo "            proxy_pass http://backends;"
+    if [ "$keepalive" -gt 0 ]; then
+      echo "            proxy_http_version 1.1;"
+      echo "            proxy_set_header Connection \"\";"
+    fi
+    echo "        }"
+    echo "    }"
+    echo "}"
+  } >"$file"
+}
+
+# haproxy_conf FILE THREADS LISTEN_PORT BACKEND_PORT...: the same proxy for HAProxy, reusing
+# idle server connections for any request (the closest to nginx's keepalive pool).
+haproxy_conf() {
+  local file="$1" threads="$2" listen="$3" port i=0
+  shift 3
+  {
+    echo "global"
+    echo "    nbthread $threads"
+    echo "    maxconn 4096"
+    echo "defaults"
+    echo "    mode http"
+    echo "    timeout connect 5s"
+    echo "    timeout client 60s"
+    echo "    timeout server 60s"
+    echo "    http-reuse always"
+    echo "frontend proxy"
+    echo "    bind 127.0.0.1:$listen"
+    echo "    default_backend backends"
+    echo "backend backends"
+    echo "    balance roundrobin"
+    for port in "$@"; do
+      i=$((i + 1))
+      echo "    server b$i 127.0.0.1:$port"
+    done
+  } >"$file"
+}
+
+# start_nginx NAME CONF: nginx in the foreground with a master, its pid, logs and temp files
+# in the work dir. Sets LAST_PID.
+start_nginx() {
+  local name="$1" conf="$2" dir="$WORK/$1"
+  mkdir -p "$dir"
+  spawn "$dir/stderr.log" nginx -p "$dir" -c "$conf" -e "$dir/error.log" \
+    -g "daemon off; pid $dir/nginx.pid;"
+}

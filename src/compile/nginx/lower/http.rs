@@ -1,0 +1,781 @@
+//! The http context: upstreams, servers, locations, and the settings they inherit.
+
+use indexmap::IndexMap;
+
+use super::url::{self, Url};
+use super::{Lowering, Result};
+use crate::compile::nginx::tree::Statement;
+use crate::compile::Impact;
+use crate::config::{
+    AccessLog, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress, Location,
+    LocationKind, LogFormat, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Tls,
+    TlsVersion, VirtualServer,
+};
+
+/// The settings one level (http, server or location) may set.
+pub(super) struct Level<'a> {
+    pub proxy: &'a mut Proxy,
+    pub client: &'a mut Client,
+    pub add_header: &'a mut Option<Vec<AddHeader>>,
+    pub access_log: &'a mut Option<Vec<AccessLog>>,
+    pub default_type: &'a mut Option<String>,
+    pub types: &'a mut Option<IndexMap<String, String>>,
+    /// Only http and server levels carry TLS settings.
+    pub tls: Option<&'a mut TlsLevel>,
+}
+
+/// Certificates and keys are paired only when the level's block ends, as nginx pairs the i-th
+/// `ssl_certificate` with the i-th `ssl_certificate_key`.
+#[derive(Default)]
+pub(super) struct TlsLevel {
+    pub tls: Tls,
+    certificates: Vec<(String, Statement)>,
+    keys: Vec<String>,
+}
+
+impl Lowering<'_> {
+    pub(super) fn http(&mut self, block: &Statement) -> Result<()> {
+        let mut proxy = Proxy::default();
+        let mut client = Client::default();
+        let mut add_header = None;
+        let mut access_log = None;
+        let mut default_type = None;
+        let mut types = None;
+        let mut tls = TlsLevel::default();
+        let mut servers = Vec::new();
+        for stmt in block.block.iter().flatten() {
+            match stmt.name.as_str() {
+                "upstream" => {
+                    let pool = self.upstream(stmt, false)?;
+                    self.model.http.upstreams.push(pool);
+                }
+                "server" => {
+                    self.mapped(stmt);
+                    servers.push(self.server(stmt)?);
+                }
+                "log_format" => {
+                    let format = self.log_format(stmt)?;
+                    self.model.http.log_format.push(format);
+                    self.mapped(stmt);
+                }
+                _ => {
+                    let level = Level {
+                        proxy: &mut proxy,
+                        client: &mut client,
+                        add_header: &mut add_header,
+                        access_log: &mut access_log,
+                        default_type: &mut default_type,
+                        types: &mut types,
+                        tls: Some(&mut tls),
+                    };
+                    if !self.setting(stmt, level)? {
+                        self.unsupported(stmt)?;
+                    }
+                }
+            }
+        }
+        let tls = self.pair_certificates(tls)?;
+        let http = &mut self.model.http;
+        http.tls = tls;
+        http.proxy = proxy;
+        http.client = client;
+        http.add_header = add_header;
+        http.access_log = access_log;
+        http.default_type = default_type;
+        http.types = types;
+        http.servers = servers;
+        Ok(())
+    }
+
+    fn server(&mut self, block: &Statement) -> Result<VirtualServer> {
+        let mut vs = VirtualServer {
+            origin: self.origin(block),
+            listen: Vec::new(),
+            server_name: Vec::new(),
+            tls: Tls::default(),
+            proxy: Proxy::default(),
+            client: Client::default(),
+            add_header: None,
+            access_log: None,
+            default_type: None,
+            types: None,
+            return_: None,
+            locations: Vec::new(),
+        };
+        let mut tls = TlsLevel::default();
+        let mut ssl_on = false;
+        let mut http2_on = false;
+        for stmt in block.block.iter().flatten() {
+            match stmt.name.as_str() {
+                "listen" => {
+                    let listens = self.listen(stmt)?;
+                    vs.listen.extend(listens);
+                    self.mapped(stmt);
+                }
+                "server_name" => {
+                    for name in stmt.values() {
+                        // nginx lowercases names but not regular expressions.
+                        let name = if name.starts_with('~') {
+                            name.to_string()
+                        } else {
+                            name.to_ascii_lowercase()
+                        };
+                        if !vs.server_name.contains(&name) {
+                            vs.server_name.push(name);
+                        }
+                    }
+                    self.mapped(stmt);
+                }
+                "location" => {
+                    if let Some(loc) = self.location(stmt, None)? {
+                        if vs
+                            .locations
+                            .iter()
+                            .any(|l| l.kind == loc.kind && l.path == loc.path)
+                        {
+                            return Err(
+                                self.error(stmt, format!("duplicate location \"{}\"", loc.path))
+                            );
+                        }
+                        vs.locations.push(loc);
+                    }
+                }
+                "return" => {
+                    let r = self.return_directive(stmt)?;
+                    if vs.return_.is_none() {
+                        vs.return_ = r;
+                    }
+                }
+                "ssl" => {
+                    ssl_on = self.flag(stmt)?;
+                    self.mapped(stmt);
+                }
+                "http2" => {
+                    http2_on = self.flag(stmt)?;
+                    self.mapped(stmt);
+                }
+                _ => {
+                    let level = Level {
+                        proxy: &mut vs.proxy,
+                        client: &mut vs.client,
+                        add_header: &mut vs.add_header,
+                        access_log: &mut vs.access_log,
+                        default_type: &mut vs.default_type,
+                        types: &mut vs.types,
+                        tls: Some(&mut tls),
+                    };
+                    if !self.setting(stmt, level)? {
+                        self.unsupported(stmt)?;
+                    }
+                }
+            }
+        }
+        if vs.listen.is_empty() {
+            // nginx's default: *:80 (when run as root, which an appliance is).
+            vs.listen
+                .push(Listen::new(ListenAddress::Tcp(([0, 0, 0, 0], 80).into())));
+        }
+        for l in &mut vs.listen {
+            l.ssl |= ssl_on;
+            l.http2 |= http2_on;
+        }
+        vs.tls = self.pair_certificates(tls)?;
+        Ok(vs)
+    }
+
+    /// `listen address[:port] [default_server] [ssl] [http2] [proxy_protocol] [backlog=N]
+    /// [reuseport] ...`: one Listen per address the name stands for.
+    fn listen(&mut self, stmt: &Statement) -> Result<Vec<Listen>> {
+        let text = self.arg(stmt, 0)?;
+        let parsed = url::parse(text, true, 80).map_err(|e| {
+            self.error(
+                stmt,
+                format!("{e} in \"{text}\" of the \"listen\" directive"),
+            )
+        })?;
+        let mut template = Listen::new(ListenAddress::Unix(Default::default()));
+        let mut partial = Vec::new();
+        for param in stmt.values().skip(1) {
+            match param {
+                "default_server" | "default" => template.default_server = true,
+                "ssl" => template.ssl = true,
+                "http2" => template.http2 = true,
+                "proxy_protocol" => template.proxy_protocol = true,
+                "reuseport" => template.reuseport = true,
+                "bind" | "deferred" => {}
+                p if p.starts_with("backlog=") => {
+                    let n = p["backlog=".len()..]
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| self.error(stmt, format!("invalid backlog \"{p}\"")))?;
+                    template.backlog = Some(n);
+                }
+                p if p.starts_with("ipv6only=o") => {
+                    if !matches!(&p[10..], "n" | "ff") {
+                        return Err(
+                            self.error(stmt, format!("invalid ipv6only flags \"{}\"", &p[10..]))
+                        );
+                    }
+                }
+                p if p.starts_with("so_keepalive=")
+                    || p.starts_with("rcvbuf=")
+                    || p.starts_with("sndbuf=")
+                    || p.starts_with("fastopen=")
+                    || p.starts_with("setfib=")
+                    || p.starts_with("accept_filter=") =>
+                {
+                    partial.push(p.to_string());
+                }
+                p => return Err(self.error(stmt, format!("invalid parameter \"{p}\""))),
+            }
+        }
+        if !partial.is_empty() {
+            self.partial(
+                stmt,
+                Impact::NoTrafficChange,
+                format!(
+                    "socket tuning {} left to the system defaults",
+                    partial.join(" ")
+                ),
+            )?;
+        }
+        let addrs = match &parsed {
+            Url::Unix(path) => vec![ListenAddress::Unix(path.into())],
+            Url::Inet { .. } => url::listen_addrs(&parsed)
+                .map_err(|e| {
+                    self.error(
+                        stmt,
+                        format!("{e} in \"{text}\" of the \"listen\" directive"),
+                    )
+                })?
+                .into_iter()
+                .map(ListenAddress::Tcp)
+                .collect(),
+        };
+        Ok(addrs
+            .into_iter()
+            .map(|address| Listen {
+                address,
+                ..template.clone()
+            })
+            .collect())
+    }
+
+    /// `location [modifier] uri { ... }`. Named locations (`@name`) serve only `error_page` and
+    /// `try_files`, which the appliance does not support: they are reported and skipped.
+    fn location(
+        &mut self,
+        stmt: &Statement,
+        parent: Option<&Location>,
+    ) -> Result<Option<Location>> {
+        let (kind, path) = match stmt.args.len() {
+            1 => {
+                let v = stmt.args[0].value.as_str();
+                if let Some(rest) = v.strip_prefix('=') {
+                    (LocationKind::Exact, rest)
+                } else if let Some(rest) = v.strip_prefix("^~") {
+                    (LocationKind::PrefixNoRegex, rest)
+                } else if let Some(rest) = v.strip_prefix("~*") {
+                    (LocationKind::RegexCaseless, rest)
+                } else if let Some(rest) = v.strip_prefix('~') {
+                    (LocationKind::Regex, rest)
+                } else {
+                    (LocationKind::Prefix, v)
+                }
+            }
+            2 => {
+                let kind = match stmt.args[0].value.as_str() {
+                    "=" => LocationKind::Exact,
+                    "^~" => LocationKind::PrefixNoRegex,
+                    "~" => LocationKind::Regex,
+                    "~*" => LocationKind::RegexCaseless,
+                    m => return Err(self.error(stmt, format!("invalid location modifier \"{m}\""))),
+                };
+                (kind, stmt.args[1].value.as_str())
+            }
+            _ => {
+                return Err(self.error(
+                    stmt,
+                    "invalid number of arguments in \"location\" directive",
+                ))
+            }
+        };
+        if path.starts_with('@') {
+            if parent.is_some() {
+                return Err(self.error(
+                    stmt,
+                    format!("named location \"{path}\" can be on the server level only"),
+                ));
+            }
+            self.unsupported(stmt)?;
+            return Ok(None);
+        }
+        if let Some(parent) = parent {
+            if parent.kind == LocationKind::Exact {
+                return Err(self.error(
+                    stmt,
+                    format!(
+                        "location \"{path}\" cannot be inside the exact location \"{}\"",
+                        parent.path
+                    ),
+                ));
+            }
+            if !kind.is_regex() && !parent.kind.is_regex() && !path.starts_with(&parent.path) {
+                return Err(self.error(
+                    stmt,
+                    format!(
+                        "location \"{path}\" is outside location \"{}\"",
+                        parent.path
+                    ),
+                ));
+            }
+        }
+        if kind.is_regex() {
+            if let Err(e) = regex::RegexBuilder::new(path)
+                .case_insensitive(kind == LocationKind::RegexCaseless)
+                .build()
+            {
+                return Err(self.error(
+                    stmt,
+                    format!(
+                        "regular expression \"{path}\" cannot be used by the appliance: {}",
+                        e.to_string().lines().last().unwrap_or("invalid")
+                    ),
+                ));
+            }
+        }
+        self.mapped(stmt);
+        let mut loc = Location {
+            origin: self.origin(stmt),
+            kind,
+            path: path.to_string(),
+            proxy: Proxy::default(),
+            client: Client::default(),
+            add_header: None,
+            access_log: None,
+            default_type: None,
+            types: None,
+            return_: None,
+            locations: Vec::new(),
+        };
+        for s in stmt.block.iter().flatten() {
+            match s.name.as_str() {
+                "location" => {
+                    if let Some(inner) = self.location(s, Some(&loc))? {
+                        if loc
+                            .locations
+                            .iter()
+                            .any(|l| l.kind == inner.kind && l.path == inner.path)
+                        {
+                            return Err(
+                                self.error(s, format!("duplicate location \"{}\"", inner.path))
+                            );
+                        }
+                        loc.locations.push(inner);
+                    }
+                }
+                "proxy_pass" => {
+                    if let Some(pass) = self.proxy_pass(s, kind)? {
+                        if loc.proxy.pass.is_some() {
+                            return Err(self.error(s, "\"proxy_pass\" directive is duplicate"));
+                        }
+                        loc.proxy.pass = Some(pass);
+                    }
+                }
+                "return" => {
+                    let r = self.return_directive(s)?;
+                    if loc.return_.is_none() {
+                        loc.return_ = r;
+                    }
+                }
+                _ => {
+                    let level = Level {
+                        proxy: &mut loc.proxy,
+                        client: &mut loc.client,
+                        add_header: &mut loc.add_header,
+                        access_log: &mut loc.access_log,
+                        default_type: &mut loc.default_type,
+                        types: &mut loc.types,
+                        tls: None,
+                    };
+                    if !self.setting(s, level)? {
+                        self.unsupported(s)?;
+                    }
+                }
+            }
+        }
+        Ok(Some(loc))
+    }
+
+    /// `proxy_pass URL`. A URL with variables needs a resolver at request time, which the
+    /// appliance does not do: reported, and the location then has no pass.
+    fn proxy_pass(&mut self, stmt: &Statement, kind: LocationKind) -> Result<Option<ProxyPass>> {
+        let text = self.arg(stmt, 0)?;
+        if text.contains('$') {
+            self.unsupported(stmt)?;
+            return Ok(None);
+        }
+        let pass: ProxyPass = text.parse().map_err(|e: String| self.error(stmt, e))?;
+        if pass.uri.is_some() && kind.is_regex() {
+            return Err(self.error(
+                stmt,
+                "\"proxy_pass\" cannot have URI part in location given by regular expression, \
+                 or inside named location, or inside \"if\" statement, or inside \"limit_except\" block",
+            ));
+        }
+        if let Err(e) = url::parse(&pass.host, false, pass.scheme.default_port()) {
+            return Err(self.error(stmt, format!("{e} in upstream \"{}\"", pass.host)));
+        }
+        self.mapped(stmt);
+        Ok(Some(pass))
+    }
+
+    /// `return code [text]`, `return code URL`, `return URL`.
+    fn return_directive(&mut self, stmt: &Statement) -> Result<Option<Return>> {
+        let first = self.arg(stmt, 0)?;
+        let (status, text) = match first.parse::<u16>() {
+            Ok(code) if first.bytes().all(|b| b.is_ascii_digit()) => {
+                if stmt.args.len() > 2 {
+                    return Err(
+                        self.error(stmt, "invalid number of arguments in \"return\" directive")
+                    );
+                }
+                if code > 999 {
+                    return Err(self.error(stmt, format!("invalid return code \"{first}\"")));
+                }
+                (code, stmt.arg(1))
+            }
+            _ => {
+                if stmt.args.len() > 1 {
+                    return Err(self.error(stmt, format!("invalid return code \"{first}\"")));
+                }
+                if !(first.starts_with("http://")
+                    || first.starts_with("https://")
+                    || first.starts_with("$scheme"))
+                {
+                    return Err(self.error(stmt, format!("invalid return code \"{first}\"")));
+                }
+                (302, Some(first))
+            }
+        };
+        let text = match text {
+            Some(t) => match self.template(stmt, t)? {
+                Some(t) => Some(t),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        self.mapped(stmt);
+        let redirect = Return::is_redirect_status(status);
+        Ok(Some(Return {
+            status,
+            location: text.clone().filter(|_| redirect),
+            body: text.filter(|_| !redirect),
+        }))
+    }
+
+    /// The settings shared by http, server and location. Returns false for a directive that is
+    /// not one of them.
+    pub(super) fn setting(&mut self, stmt: &Statement, level: Level<'_>) -> Result<bool> {
+        let name = stmt.name.as_str();
+        if name.starts_with("proxy_") && self.proxy_setting(stmt, level.proxy)? {
+            return Ok(true);
+        }
+        match name {
+            "client_max_body_size" => level.client.max_body_size = Some(self.offset(stmt, 0)?),
+            "client_header_timeout" => level.client.header_timeout = Some(self.msec(stmt, 0)?),
+            "client_body_timeout" => level.client.body_timeout = Some(self.msec(stmt, 0)?),
+            "send_timeout" => level.client.send_timeout = Some(self.msec(stmt, 0)?),
+            "keepalive_requests" => level.client.keepalive_requests = Some(self.number(stmt, 0)?),
+            "keepalive_timeout" => {
+                level.client.keepalive_timeout = Some(self.msec(stmt, 0)?);
+                if stmt.args.len() > 1 {
+                    self.sec(stmt, 1)?;
+                    return self
+                        .partial(
+                            stmt,
+                            Impact::ChangesTraffic,
+                            "the Keep-Alive: timeout= response header is not sent",
+                        )
+                        .map(|_| true);
+                }
+            }
+            "add_header" => {
+                let header = self.arg(stmt, 0)?.to_string();
+                let value = self.arg(stmt, 1)?.to_string();
+                let always = match stmt.arg(2) {
+                    None => false,
+                    Some("always") => true,
+                    Some(p) => return Err(self.error(stmt, format!("invalid parameter \"{p}\""))),
+                };
+                let Some(value) = self.template(stmt, &value)? else {
+                    return Ok(true);
+                };
+                level
+                    .add_header
+                    .get_or_insert_with(Vec::new)
+                    .push(AddHeader {
+                        name: header,
+                        value,
+                        always,
+                    });
+            }
+            "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
+            "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
+            "types" => {
+                // `types { text/html html htm; }`: each line names a type and its extensions.
+                // Several blocks at one level add up, as in nginx.
+                let types = level.types.get_or_insert_with(IndexMap::new);
+                for line in stmt.block.iter().flatten() {
+                    for ext in line.values() {
+                        types.insert(ext.to_ascii_lowercase(), line.name.clone());
+                    }
+                }
+            }
+            "ssl_certificate"
+            | "ssl_certificate_key"
+            | "ssl_protocols"
+            | "ssl_ciphers"
+            | "ssl_prefer_server_ciphers"
+            | "ssl_session_timeout" => {
+                let Some(tls) = level.tls else {
+                    return Ok(false);
+                };
+                self.tls_setting(stmt, tls)?;
+            }
+            _ => return Ok(false),
+        }
+        self.mapped(stmt);
+        Ok(true)
+    }
+
+    fn proxy_setting(&mut self, stmt: &Statement, proxy: &mut Proxy) -> Result<bool> {
+        match stmt.name.as_str() {
+            "proxy_set_header" => {
+                let name = self.arg(stmt, 0)?.to_string();
+                let value = self.arg(stmt, 1)?.to_string();
+                let Some(value) = self.template(stmt, &value)? else {
+                    return Ok(true);
+                };
+                let headers = proxy.set_header.get_or_insert_with(IndexMap::new);
+                let existing = headers
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(&name))
+                    .cloned();
+                if let Some(existing) = existing {
+                    headers.shift_remove(&existing);
+                    self.partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        format!("\"{name}\" is set twice; only the last value is sent"),
+                    )?;
+                }
+                headers.insert(name, value);
+            }
+            "proxy_http_version" => {
+                proxy.http_version = Some(match self.arg(stmt, 0)? {
+                    "1.0" => HttpVersion::Http10,
+                    "1.1" => HttpVersion::Http11,
+                    v => return Err(self.error(stmt, format!("invalid value \"{v}\""))),
+                });
+            }
+            "proxy_connect_timeout" => proxy.connect_timeout = Some(self.msec(stmt, 0)?),
+            "proxy_send_timeout" => proxy.send_timeout = Some(self.msec(stmt, 0)?),
+            "proxy_read_timeout" => proxy.read_timeout = Some(self.msec(stmt, 0)?),
+            "proxy_next_upstream" => {
+                let mut conditions = Vec::new();
+                for word in stmt.values() {
+                    if word == "updating" {
+                        continue;
+                    }
+                    let c = NextUpstream::from_word(word)
+                        .ok_or_else(|| self.error(stmt, format!("invalid value \"{word}\"")))?;
+                    conditions.push(c);
+                }
+                proxy.next_upstream = Some(conditions);
+            }
+            "proxy_next_upstream_tries" => proxy.next_upstream_tries = Some(self.number(stmt, 0)?),
+            "proxy_next_upstream_timeout" => {
+                proxy.next_upstream_timeout = Some(self.msec(stmt, 0)?)
+            }
+            "proxy_pass_request_headers" => proxy.pass_request_headers = Some(self.flag(stmt)?),
+            "proxy_pass_request_body" => proxy.pass_request_body = Some(self.flag(stmt)?),
+            "proxy_hide_header" => proxy
+                .hide_header
+                .get_or_insert_with(Vec::new)
+                .push(self.arg(stmt, 0)?.to_string()),
+            "proxy_pass_header" => proxy
+                .pass_header
+                .get_or_insert_with(Vec::new)
+                .push(self.arg(stmt, 0)?.to_string()),
+            "proxy_redirect" => {
+                let rules = proxy.redirect.get_or_insert_with(Vec::new);
+                match stmt.args.len() {
+                    1 => rules.push(ProxyRedirect::Keyword(self.arg(stmt, 0)?.to_string())),
+                    _ => rules.push(ProxyRedirect::Replace {
+                        from: self.arg(stmt, 0)?.to_string(),
+                        to: self.arg(stmt, 1)?.to_string(),
+                    }),
+                }
+                self.partial(
+                    stmt,
+                    Impact::ChangesTraffic,
+                    "Location and Refresh headers are passed unchanged",
+                )?;
+                return Ok(true);
+            }
+            "proxy_buffering" => proxy.buffering = Some(self.flag(stmt)?),
+            "proxy_request_buffering" => proxy.request_buffering = Some(self.flag(stmt)?),
+            "proxy_intercept_errors" => {
+                proxy.intercept_errors = Some(self.flag(stmt)?);
+                self.partial(
+                    stmt,
+                    Impact::ChangesTraffic,
+                    "error_page is not supported, so upstream errors pass through",
+                )?;
+                return Ok(true);
+            }
+            "proxy_ssl_verify" => proxy.ssl_verify = Some(self.flag(stmt)?),
+            "proxy_ssl_verify_depth" => proxy.ssl_verify_depth = Some(self.number(stmt, 0)?),
+            "proxy_ssl_name" => {
+                let v = self.arg(stmt, 0)?.to_string();
+                let Some(v) = self.template(stmt, &v)? else {
+                    return Ok(true);
+                };
+                proxy.ssl_name = Some(v);
+            }
+            "proxy_ssl_server_name" => proxy.ssl_server_name = Some(self.flag(stmt)?),
+            "proxy_ssl_trusted_certificate" => {
+                proxy.ssl_trusted_certificate = Some(self.path(self.arg(stmt, 0)?))
+            }
+            _ => return Ok(false),
+        }
+        self.mapped(stmt);
+        Ok(true)
+    }
+
+    pub(super) fn tls_setting(&mut self, stmt: &Statement, level: &mut TlsLevel) -> Result<()> {
+        match stmt.name.as_str() {
+            "ssl_certificate" => {
+                let v = self.arg(stmt, 0)?.to_string();
+                if v.starts_with("data:") || v.contains('$') {
+                    return self.partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        "certificates from variables or data: are not supported",
+                    );
+                }
+                level.certificates.push((v, stmt.clone()));
+            }
+            "ssl_certificate_key" => {
+                let v = self.arg(stmt, 0)?.to_string();
+                level.keys.push(v);
+            }
+            "ssl_protocols" => {
+                let mut protocols = Vec::new();
+                for p in stmt.values() {
+                    match p {
+                        "SSLv2" | "SSLv3" => {}
+                        _ => {
+                            protocols.push(TlsVersion::from_nginx(p).ok_or_else(|| {
+                                self.error(stmt, format!("invalid value \"{p}\""))
+                            })?)
+                        }
+                    }
+                }
+                level.tls.protocols = Some(protocols);
+            }
+            "ssl_ciphers" => level.tls.ciphers = Some(self.arg(stmt, 0)?.to_string()),
+            "ssl_prefer_server_ciphers" => level.tls.prefer_server_ciphers = Some(self.flag(stmt)?),
+            "ssl_session_timeout" => level.tls.session_timeout = Some(self.sec(stmt, 0)?),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Pairs the level's certificates with their keys, as nginx does when it merges the level.
+    pub(super) fn pair_certificates(&mut self, mut level: TlsLevel) -> Result<Tls> {
+        if level.certificates.is_empty() {
+            return Ok(level.tls);
+        }
+        if level.keys.len() < level.certificates.len() {
+            let (cert, stmt) = &level.certificates[level.keys.len()];
+            return Err(self.error(
+                stmt,
+                format!("no \"ssl_certificate_key\" is defined for certificate \"{cert}\""),
+            ));
+        }
+        let pairs = level
+            .certificates
+            .iter()
+            .zip(&level.keys)
+            .map(|((cert, stmt), key)| Certificate {
+                certificate: self.path(cert),
+                key: self.path(key),
+                chain: None,
+                origin: Some(stmt.origin.clone()),
+            })
+            .collect();
+        level.tls.certificates = Some(pairs);
+        Ok(level.tls)
+    }
+
+    fn access_log(&mut self, stmt: &Statement, logs: &mut Option<Vec<AccessLog>>) -> Result<()> {
+        let path = self.arg(stmt, 0)?;
+        if path == "off" {
+            *logs = Some(Vec::new());
+            self.mapped(stmt);
+            return Ok(());
+        }
+        if path.starts_with("syslog:") || path.contains('$') {
+            return self.partial(
+                stmt,
+                Impact::NoTrafficChange,
+                "syslog and variable log paths are not supported",
+            );
+        }
+        let format = stmt.arg(1).map(str::to_string);
+        let path = self.path(path);
+        logs.get_or_insert_with(Vec::new)
+            .push(AccessLog { path, format });
+        if stmt.args.len() > 2 {
+            return self.partial(
+                stmt,
+                Impact::NoTrafficChange,
+                "buffer=, gzip, flush= and if= are not supported: every request is written at once",
+            );
+        }
+        self.mapped(stmt);
+        Ok(())
+    }
+
+    fn log_format(&mut self, stmt: &Statement) -> Result<LogFormat> {
+        let name = self.arg(stmt, 0)?.to_string();
+        let mut rest: Vec<&str> = stmt.values().skip(1).collect();
+        let mut escape = None;
+        if let Some(e) = rest.first().and_then(|w| w.strip_prefix("escape=")) {
+            if !matches!(e, "default" | "json" | "none") {
+                return Err(self.error(stmt, format!("unknown log format escaping \"{e}\"")));
+            }
+            escape = Some(e.to_string());
+            rest.remove(0);
+        }
+        if rest.is_empty() {
+            return Err(self.error(
+                stmt,
+                "invalid number of arguments in \"log_format\" directive",
+            ));
+        }
+        if self.model.http.log_format.iter().any(|f| f.name == name) || name == "combined" {
+            return Err(self.error(stmt, format!("duplicate \"log_format\" name \"{name}\"")));
+        }
+        let template = rest.concat();
+        let template = self.template(stmt, &template)?.unwrap_or_default();
+        Ok(LogFormat {
+            name,
+            escape,
+            template,
+        })
+    }
+}

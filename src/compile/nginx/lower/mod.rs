@@ -1,0 +1,206 @@
+//! Lowering: the statements a load balancer needs, turned into the model; everything else
+//! listed in the report with its location and whether leaving it out changes traffic.
+//!
+//! One file per context: [`main_ctx`] (the main and events contexts), [`http`] (http, server,
+//! location and the settings they share), [`upstream`] and [`stream`]. [`support`] is the table
+//! of what is supported, which also generates docs/COMPAT.md. Values are checked with nginx's
+//! own messages; the first error in file order is returned, as nginx stops there.
+
+mod http;
+mod main_ctx;
+mod stream;
+pub mod support;
+mod upstream;
+mod url;
+mod values;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::tree::{Statement, Tree};
+use crate::compile::diag::Diagnostic;
+use crate::compile::{Impact, Options, Report, Support};
+use crate::config::template::{Template, TemplateError};
+use crate::config::{Appliance, Origin};
+
+type Result<T> = std::result::Result<T, Diagnostic>;
+
+/// Lowers a parsed tree. The first error in file order is returned, as nginx stops there.
+pub fn lower(tree: &Tree, options: &Options) -> Result<(Appliance, Report)> {
+    let mut lowering = Lowering::new(options, tree);
+    lowering.main(&tree.statements)?;
+    lowering.finish()?;
+    Ok((lowering.model, lowering.report))
+}
+
+/// The state of one lowering: the model being built and the report.
+pub(super) struct Lowering<'o> {
+    options: &'o Options,
+    model: Appliance,
+    report: Report,
+    /// Variables that directives the appliance does not support define (`map`, `geo`, `set`,
+    /// named regex captures): using one is not an error, but what uses it is reported.
+    foreign_vars: HashSet<String>,
+    /// Where relative paths in the config are resolved (nginx's conf prefix).
+    conf_dir: PathBuf,
+}
+
+impl<'o> Lowering<'o> {
+    fn new(options: &'o Options, tree: &Tree) -> Self {
+        let conf_dir = options.prefix.clone().unwrap_or_else(|| {
+            tree.statements
+                .first()
+                .map(|s| {
+                    Path::new(&*s.origin.file)
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .to_path_buf()
+                })
+                .unwrap_or_else(|| PathBuf::from("."))
+        });
+        let mut foreign_vars = HashSet::new();
+        collect_foreign_vars(&tree.statements, &mut foreign_vars);
+        Lowering {
+            options,
+            model: Appliance::default(),
+            report: Report::default(),
+            foreign_vars,
+            conf_dir,
+        }
+    }
+
+    /// The error for a statement, at the line nginx names (its terminator) with the statement
+    /// underlined.
+    fn error(&self, stmt: &Statement, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(message)
+            .at(stmt.nginx_origin())
+            .with_span(stmt.span.clone())
+    }
+
+    fn origin(&self, stmt: &Statement) -> Option<Origin> {
+        Some(stmt.origin.clone())
+    }
+
+    fn mapped(&mut self, stmt: &Statement) {
+        self.report.mapped(&stmt.name);
+    }
+
+    /// Reports a directive that is carried over only in part.
+    fn partial(&mut self, stmt: &Statement, impact: Impact, note: impl Into<String>) -> Result<()> {
+        if self.options.strict && impact == Impact::ChangesTraffic {
+            let note = note.into();
+            return Err(self.error(
+                stmt,
+                format!(
+                    "\"{}\" is only partly supported: {note} (--strict)",
+                    stmt.name
+                ),
+            ));
+        }
+        self.report.add(
+            stmt.origin.clone(),
+            &stmt.name,
+            Support::Partial,
+            impact,
+            note,
+        );
+        self.report.mapped(&stmt.name);
+        Ok(())
+    }
+
+    /// Reports a directive that is not carried over: an error under `--strict`.
+    fn unsupported(&mut self, stmt: &Statement) -> Result<()> {
+        let (impact, note) = support::unsupported_note(&stmt.name);
+        if self.options.strict {
+            return Err(self.error(
+                stmt,
+                format!(
+                    "\"{}\" directive is not supported by the appliance ({note}; --strict)",
+                    stmt.name
+                ),
+            ));
+        }
+        self.report.add(
+            stmt.origin.clone(),
+            &stmt.name,
+            Support::Unsupported,
+            impact,
+            note,
+        );
+        Ok(())
+    }
+
+    /// Checks the variables of a template as nginx does when it compiles the script. A
+    /// variable only an unsupported directive defines makes the template unusable: `Ok(None)`,
+    /// reported.
+    fn template(&mut self, stmt: &Statement, text: &str) -> Result<Option<String>> {
+        match Template::parse(text) {
+            Ok(_) => Ok(Some(text.to_string())),
+            Err(TemplateError::Unknown(name)) if self.foreign_vars.contains(&name) => {
+                self.partial(
+                    stmt,
+                    Impact::ChangesTraffic,
+                    format!("uses ${name}, which a directive the appliance does not support defines; left out"),
+                )?;
+                Ok(None)
+            }
+            Err(e) => Err(self.error(stmt, e.to_string())),
+        }
+    }
+
+    /// A path as nginx resolves it: relative to the configuration's directory.
+    fn path(&self, text: &str) -> PathBuf {
+        let p = Path::new(text);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.conf_dir.join(p)
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Variables that `map`, `geo`, `split_clients`, `set` and friends define, and named captures of
+/// regular expressions.
+fn collect_foreign_vars(statements: &[Statement], out: &mut HashSet<String>) {
+    for s in statements {
+        let var_arg = match s.name.as_str() {
+            "map" | "split_clients" => s.arg(1),
+            "geo" | "geoip2" => s.args.last().map(|w| w.value.as_str()),
+            "set" | "perl_set" | "js_set" | "auth_request_set" => s.arg(0),
+            _ => None,
+        };
+        if let Some(v) = var_arg.and_then(|v| v.strip_prefix('$')) {
+            out.insert(v.to_string());
+        }
+        for w in &s.args {
+            named_captures(&w.value, out);
+        }
+        if let Some(block) = &s.block {
+            collect_foreign_vars(block, out);
+        }
+    }
+}
+
+/// `(?<name>...)`, `(?P<name>...)` and `(?'name'...)` in a regular expression.
+fn named_captures(text: &str, out: &mut HashSet<String>) {
+    for (i, _) in text.match_indices("(?") {
+        let rest = &text[i + 2..];
+        let rest = rest.strip_prefix('P').unwrap_or(rest);
+        let (open, close) = match rest.chars().next() {
+            Some('<') => ('<', '>'),
+            Some('\'') => ('\'', '\''),
+            _ => continue,
+        };
+        let body = &rest[open.len_utf8()..];
+        if let Some(end) = body.find(close) {
+            let name = &body[..end];
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                out.insert(name.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The stream context: TCP upstreams and servers. Settings written at stream level are the
+//! defaults of every server, as nginx merges them.
+
+use super::url::{self, Url};
+use super::{Lowering, Result};
+use crate::compile::nginx::tree::Statement;
+use crate::compile::Impact;
+use crate::config::{Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
+
+/// Settings a stream server inherits from the stream block.
+#[derive(Clone, Default)]
+struct StreamSettings {
+    connect_timeout: Option<crate::config::Duration>,
+    timeout: Option<crate::config::Duration>,
+    next_upstream: Option<bool>,
+    next_upstream_tries: Option<u32>,
+    next_upstream_timeout: Option<crate::config::Duration>,
+    proxy_protocol: Option<bool>,
+    upstream_tls: Option<bool>,
+}
+
+impl Lowering<'_> {
+    pub(super) fn stream(&mut self, block: &Statement) -> Result<()> {
+        let mut defaults = StreamSettings::default();
+        let mut tls = super::http::TlsLevel::default();
+        let mut servers = Vec::new();
+        for stmt in block.block.iter().flatten() {
+            match stmt.name.as_str() {
+                "upstream" => {
+                    let pool = self.upstream(stmt, true)?;
+                    self.model.stream.upstreams.push(pool);
+                }
+                "server" => {
+                    self.mapped(stmt);
+                    servers.push(stmt);
+                }
+                _ => {
+                    if !self.stream_setting(stmt, &mut defaults, Some(&mut tls))? {
+                        self.unsupported(stmt)?;
+                    }
+                }
+            }
+        }
+        let stream_tls = self.pair_certificates(tls)?;
+        for stmt in servers {
+            if let Some(server) = self.stream_server(stmt, &defaults, &stream_tls)? {
+                self.model.stream.servers.push(server);
+            }
+        }
+        Ok(())
+    }
+
+    fn stream_server(
+        &mut self,
+        block: &Statement,
+        defaults: &StreamSettings,
+        stream_tls: &Tls,
+    ) -> Result<Option<StreamServer>> {
+        let mut settings = defaults.clone();
+        let mut tls = super::http::TlsLevel::default();
+        let mut listen = Vec::new();
+        let mut pass = None;
+        for stmt in block.block.iter().flatten() {
+            match stmt.name.as_str() {
+                "listen" => {
+                    listen.extend(self.stream_listen(stmt)?);
+                }
+                "proxy_pass" => {
+                    let target = self.arg(stmt, 0)?;
+                    if target.contains('$') {
+                        self.unsupported(stmt)?;
+                        continue;
+                    }
+                    if let Err(e) = url::parse(target, false, 0) {
+                        return Err(self.error(stmt, format!("{e} in \"{target}\"")));
+                    }
+                    pass = Some(target.to_string());
+                    self.mapped(stmt);
+                }
+                _ => {
+                    if !self.stream_setting(stmt, &mut settings, Some(&mut tls))? {
+                        self.unsupported(stmt)?;
+                    }
+                }
+            }
+        }
+        let Some(pass) = pass else {
+            // nginx needs a content handler: proxy_pass, return or js; without one it rejects
+            // the server at startup.
+            return Err(self.error(block, "no handler for server"));
+        };
+        if listen.is_empty() {
+            return Err(self.error(block, "no \"listen\" is defined for server"));
+        }
+        let mut server_tls = self.pair_certificates(tls)?;
+        if server_tls.certificates.is_none() {
+            server_tls.certificates = stream_tls.certificates.clone();
+        }
+        server_tls.protocols = server_tls
+            .protocols
+            .or_else(|| stream_tls.protocols.clone());
+        server_tls.ciphers = server_tls.ciphers.or_else(|| stream_tls.ciphers.clone());
+        Ok(Some(StreamServer {
+            origin: self.origin(block),
+            listen,
+            pass,
+            tls: server_tls,
+            connect_timeout: settings.connect_timeout,
+            timeout: settings.timeout,
+            next_upstream: settings.next_upstream,
+            next_upstream_tries: settings.next_upstream_tries,
+            next_upstream_timeout: settings.next_upstream_timeout,
+            proxy_protocol: settings
+                .proxy_protocol
+                .filter(|on| *on)
+                .map(|_| ProxyProtocol::V1),
+            upstream_tls: settings.upstream_tls.unwrap_or(false),
+        }))
+    }
+
+    /// A stream `listen`: `udp` is reported and dropped; `ssl` and `proxy_protocol` kept.
+    fn stream_listen(&mut self, stmt: &Statement) -> Result<Vec<Listen>> {
+        let text = self.arg(stmt, 0)?;
+        let parsed = url::parse(text, true, 0).map_err(|e| {
+            self.error(
+                stmt,
+                format!("{e} in \"{text}\" of the \"listen\" directive"),
+            )
+        })?;
+        if let Url::Inet { no_port: true, .. } = parsed {
+            return Err(self.error(
+                stmt,
+                format!("no port in \"{text}\" of the \"listen\" directive"),
+            ));
+        }
+        let mut template = Listen::new(ListenAddress::Unix(Default::default()));
+        for param in stmt.values().skip(1) {
+            match param {
+                "ssl" => template.ssl = true,
+                "proxy_protocol" => template.proxy_protocol = true,
+                "reuseport" => template.reuseport = true,
+                "bind" => {}
+                "udp" => {
+                    self.partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        "UDP is not proxied; this listen is left out",
+                    )?;
+                    return Ok(Vec::new());
+                }
+                p if p.starts_with("backlog=") => {
+                    template.backlog = p["backlog=".len()..].parse().ok();
+                }
+                p if p.starts_with("ipv6only=")
+                    || p.starts_with("so_keepalive=")
+                    || p.starts_with("rcvbuf=")
+                    || p.starts_with("sndbuf=")
+                    || p.starts_with("fastopen=") => {}
+                p => return Err(self.error(stmt, format!("invalid parameter \"{p}\""))),
+            }
+        }
+        self.mapped(stmt);
+        let addrs = match &parsed {
+            Url::Unix(path) => vec![ListenAddress::Unix(path.into())],
+            Url::Inet { .. } => url::listen_addrs(&parsed)
+                .map_err(|e| {
+                    self.error(
+                        stmt,
+                        format!("{e} in \"{text}\" of the \"listen\" directive"),
+                    )
+                })?
+                .into_iter()
+                .map(ListenAddress::Tcp)
+                .collect(),
+        };
+        Ok(addrs
+            .into_iter()
+            .map(|address| Listen {
+                address,
+                ..template.clone()
+            })
+            .collect())
+    }
+
+    fn stream_setting(
+        &mut self,
+        stmt: &Statement,
+        s: &mut StreamSettings,
+        tls: Option<&mut super::http::TlsLevel>,
+    ) -> Result<bool> {
+        match stmt.name.as_str() {
+            "proxy_connect_timeout" => s.connect_timeout = Some(self.msec(stmt, 0)?),
+            "proxy_timeout" => s.timeout = Some(self.msec(stmt, 0)?),
+            "proxy_next_upstream" => s.next_upstream = Some(self.flag(stmt)?),
+            "proxy_next_upstream_tries" => s.next_upstream_tries = Some(self.number(stmt, 0)?),
+            "proxy_next_upstream_timeout" => s.next_upstream_timeout = Some(self.msec(stmt, 0)?),
+            "proxy_protocol" => s.proxy_protocol = Some(self.flag(stmt)?),
+            "proxy_ssl" => s.upstream_tls = Some(self.flag(stmt)?),
+            "ssl_certificate"
+            | "ssl_certificate_key"
+            | "ssl_protocols"
+            | "ssl_ciphers"
+            | "ssl_prefer_server_ciphers"
+            | "ssl_session_timeout" => match tls {
+                Some(level) => self.tls_setting(stmt, level)?,
+                None => return Ok(false),
+            },
+            _ => return Ok(false),
+        }
+        self.mapped(stmt);
+        Ok(true)
+    }
+}

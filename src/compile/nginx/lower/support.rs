@@ -1,0 +1,427 @@
+//! What the nginx front end supports: the table docs/COMPAT.md is generated from, and the
+//! judgement, for a directive left out, of whether leaving it out changes traffic.
+//!
+//! A test (compat_doc_is_current) fails when docs/COMPAT.md differs from [`render_markdown`],
+//! and another checks the lowering against [`SUPPORTED`], so the document cannot drift from the
+//! code.
+
+use crate::compile::Impact;
+
+/// A directive the lowering carries into the model.
+pub struct Entry {
+    pub name: &'static str,
+    pub contexts: &'static str,
+    /// Empty when supported in full; otherwise what is left out.
+    pub partial: &'static str,
+}
+
+const fn full(name: &'static str, contexts: &'static str) -> Entry {
+    Entry {
+        name,
+        contexts,
+        partial: "",
+    }
+}
+
+const fn part(name: &'static str, contexts: &'static str, partial: &'static str) -> Entry {
+    Entry {
+        name,
+        contexts,
+        partial,
+    }
+}
+
+const HSL: &str = "http, server, location";
+
+/// Every directive the lowering maps, fully or in part.
+pub const SUPPORTED: &[Entry] = &[
+    full("include", "any"),
+    part(
+        "worker_processes",
+        "main",
+        "worker processes become threads of one process",
+    ),
+    full("pid", "main"),
+    full("daemon", "main"),
+    part(
+        "error_log",
+        "main",
+        "the first one in the main context; syslog: is not supported",
+    ),
+    full("events", "main"),
+    full("worker_connections", "events"),
+    full("http", "main"),
+    full("stream", "main"),
+    full("upstream", "http, stream"),
+    full("server", "http, stream, upstream"),
+    full("least_conn", "upstream"),
+    full("ip_hash", "upstream"),
+    full("hash", "upstream"),
+    full("random", "upstream"),
+    full("keepalive", "upstream"),
+    full("keepalive_timeout", "upstream, http, server, location"),
+    full("keepalive_requests", "upstream, http, server, location"),
+    full("zone", "upstream"),
+    part(
+        "sticky",
+        "upstream",
+        "nginx Plus syntax: `cookie` and `learn ... lookup=$cookie_*`",
+    ),
+    part(
+        "listen",
+        "server",
+        "socket tuning (rcvbuf, sndbuf, so_keepalive, fastopen) is left to the system",
+    ),
+    full("server_name", "server"),
+    full("location", "server, location"),
+    part(
+        "proxy_pass",
+        "location",
+        "not with variables (no request-time resolver)",
+    ),
+    full("return", "server, location"),
+    full("ssl", "server"),
+    full("http2", "server"),
+    full("proxy_set_header", HSL),
+    full("proxy_http_version", HSL),
+    full("proxy_connect_timeout", "http, server, location, stream"),
+    full("proxy_send_timeout", HSL),
+    full("proxy_read_timeout", HSL),
+    full("proxy_next_upstream", "http, server, location, stream"),
+    full(
+        "proxy_next_upstream_tries",
+        "http, server, location, stream",
+    ),
+    full(
+        "proxy_next_upstream_timeout",
+        "http, server, location, stream",
+    ),
+    full("proxy_pass_request_headers", HSL),
+    full("proxy_pass_request_body", HSL),
+    full("proxy_hide_header", HSL),
+    full("proxy_pass_header", HSL),
+    part(
+        "proxy_redirect",
+        HSL,
+        "Location and Refresh are passed unchanged",
+    ),
+    full("proxy_buffering", HSL),
+    full("proxy_request_buffering", HSL),
+    part(
+        "proxy_intercept_errors",
+        HSL,
+        "no error_page, so errors pass through",
+    ),
+    full("proxy_ssl_verify", HSL),
+    full("proxy_ssl_verify_depth", HSL),
+    full("proxy_ssl_name", HSL),
+    full("proxy_ssl_server_name", HSL),
+    full("proxy_ssl_trusted_certificate", HSL),
+    full("proxy_timeout", "stream"),
+    full("proxy_protocol", "stream"),
+    full("proxy_ssl", "stream"),
+    full("client_max_body_size", HSL),
+    full("client_header_timeout", "http, server"),
+    full("client_body_timeout", HSL),
+    full("send_timeout", HSL),
+    full("add_header", HSL),
+    part(
+        "access_log",
+        HSL,
+        "buffer=, gzip, flush=, if= and syslog: are not supported",
+    ),
+    full("log_format", "http"),
+    full("default_type", HSL),
+    full("types", HSL),
+    full("ssl_certificate", "http, server, stream"),
+    full("ssl_certificate_key", "http, server, stream"),
+    full("ssl_protocols", "http, server, stream"),
+    full("ssl_ciphers", "http, server, stream"),
+    full("ssl_prefer_server_ciphers", "http, server, stream"),
+    full("ssl_session_timeout", "http, server, stream"),
+];
+
+/// Directives whose absence does not change what clients get: logging, buffering, caches of
+/// the config, performance tuning and process management.
+const NO_TRAFFIC_CHANGE: &[&str] = &[
+    "user",
+    "master_process",
+    "worker_rlimit_nofile",
+    "worker_rlimit_core",
+    "worker_priority",
+    "worker_cpu_affinity",
+    "worker_shutdown_timeout",
+    "working_directory",
+    "lock_file",
+    "pcre_jit",
+    "thread_pool",
+    "timer_resolution",
+    "load_module",
+    "env",
+    "debug_points",
+    "google_perftools_profiles",
+    "ssl_engine",
+    "use",
+    "multi_accept",
+    "accept_mutex",
+    "accept_mutex_delay",
+    "debug_connection",
+    "worker_aio_requests",
+    "sendfile",
+    "sendfile_max_chunk",
+    "tcp_nopush",
+    "tcp_nodelay",
+    "aio",
+    "aio_write",
+    "directio",
+    "directio_alignment",
+    "output_buffers",
+    "postpone_output",
+    "open_file_cache",
+    "open_file_cache_valid",
+    "open_file_cache_min_uses",
+    "open_file_cache_errors",
+    "open_log_file_cache",
+    "types_hash_max_size",
+    "types_hash_bucket_size",
+    "server_names_hash_max_size",
+    "server_names_hash_bucket_size",
+    "variables_hash_max_size",
+    "variables_hash_bucket_size",
+    "map_hash_max_size",
+    "map_hash_bucket_size",
+    "proxy_headers_hash_max_size",
+    "proxy_headers_hash_bucket_size",
+    "client_body_buffer_size",
+    "client_header_buffer_size",
+    "client_body_temp_path",
+    "client_body_in_file_only",
+    "client_body_in_single_buffer",
+    "proxy_buffer_size",
+    "proxy_buffers",
+    "proxy_busy_buffers_size",
+    "proxy_max_temp_file_size",
+    "proxy_temp_file_write_size",
+    "proxy_temp_path",
+    "proxy_socket_keepalive",
+    "proxy_ignore_client_abort",
+    "proxy_limit_rate",
+    "reset_timedout_connection",
+    "lingering_close",
+    "lingering_time",
+    "lingering_timeout",
+    "resolver",
+    "resolver_timeout",
+    "log_not_found",
+    "log_subrequest",
+    "error_log",
+    "ssl_session_cache",
+    "ssl_session_tickets",
+    "ssl_session_ticket_key",
+    "ssl_buffer_size",
+    "ssl_dhparam",
+    "ssl_ecdh_curve",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_stapling_responder",
+    "ssl_stapling_file",
+    "ssl_trusted_certificate",
+    "ssl_early_data",
+    "ssl_password_file",
+    "ssl_conf_command",
+    "ssl_preread_buffer_size",
+    "keepalive_time",
+    "keepalive_disable",
+    "msie_padding",
+    "msie_refresh",
+    "server_tokens",
+    "access_log",
+    "uninitialized_variable_warn",
+    "variables_hash_bucket_size",
+    "proxy_download_rate",
+    "proxy_upload_rate",
+    "preread_buffer_size",
+    "preread_timeout",
+    "proxy_buffer_size",
+    "tcp_nodelay",
+    "http2_max_concurrent_streams",
+    "http2_recv_buffer_size",
+    "http2_chunk_size",
+    "http2_body_preread_size",
+    "http2_idle_timeout",
+    "http2_recv_timeout",
+    "http2_max_field_size",
+    "http2_max_header_size",
+    "http2_max_requests",
+    "large_client_header_buffers",
+    "limit_rate",
+    "limit_rate_after",
+    "max_ranges",
+    "etag",
+    "if_modified_since",
+    "read_ahead",
+    "satisfy",
+    "port_in_redirect",
+    "server_name_in_redirect",
+    "absolute_redirect",
+    "chunked_transfer_encoding",
+    "default_type",
+    "types",
+    "charset_types",
+    "stub_status",
+    "worker_processes",
+    "proxy_ssl_session_reuse",
+    "proxy_ssl_protocols",
+    "proxy_ssl_ciphers",
+    "proxy_ssl_conf_command",
+];
+
+/// Whether leaving a directive out changes traffic, and a few words on what it did.
+pub fn unsupported_note(name: &str) -> (Impact, String) {
+    let impact = if NO_TRAFFIC_CHANGE.contains(&name) {
+        Impact::NoTrafficChange
+    } else {
+        Impact::ChangesTraffic
+    };
+    let note = match name {
+        "gzip" | "gzip_types" | "gzip_proxied" | "gzip_vary" | "gzip_comp_level"
+        | "gzip_min_length" | "gzip_http_version" | "gzip_disable" | "gzip_buffers"
+        | "gzip_static" | "gunzip" => "responses are not compressed",
+        "rewrite" | "rewrite_log" => "URIs are not rewritten",
+        "if" => "conditions are not evaluated; the block is left out",
+        "set" | "map" | "geo" | "split_clients" => "the variable it defines is not available",
+        "root" | "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
+        "error_page" => "upstream and appliance errors keep their own pages",
+        "limit_req" | "limit_req_zone" | "limit_conn" | "limit_conn_zone" => {
+            "requests are not rate- or connection-limited"
+        }
+        "allow" | "deny" => "access is not restricted by address",
+        "auth_basic" | "auth_basic_user_file" | "auth_request" => "no authentication is enforced",
+        "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
+            "$remote_addr stays the connecting address"
+        }
+        "proxy_cache"
+        | "proxy_cache_path"
+        | "proxy_cache_valid"
+        | "proxy_cache_key"
+        | "proxy_cache_use_stale"
+        | "proxy_cache_bypass"
+        | "proxy_no_cache"
+        | "proxy_cache_lock"
+        | "proxy_cache_methods"
+        | "proxy_cache_min_uses" => "responses are not cached",
+        "ssl_client_certificate" | "ssl_verify_client" | "ssl_verify_depth" | "ssl_crl" => {
+            "client certificates are not requested"
+        }
+        "mail" => "mail proxying is not supported",
+        "ssl_preread" => "SNI-based stream routing is not supported",
+        "sub_filter" | "sub_filter_once" | "sub_filter_types" | "addition_types" => {
+            "response bodies are not modified"
+        }
+        "expires" => "Expires and Cache-Control are not added",
+        "charset" | "source_charset" => "responses are not recoded",
+        "location" => "named locations serve error_page and try_files, which are not supported",
+        "proxy_pass" => "proxy_pass with variables needs a request-time resolver",
+        _ if impact == Impact::NoTrafficChange => {
+            "tuning or logging the appliance does its own way"
+        }
+        _ => "not supported",
+    };
+    (impact, note.to_string())
+}
+
+/// docs/COMPAT.md.
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# nginx directives and the appliance\n\n\
+         Generated from `src/compile/nginx/lower/support.rs`; the test `compat_doc_is_current` \
+         fails when this file and the code disagree (`UPDATE_COMPAT=1 cargo test \
+         compat_doc_is_current` rewrites it).\n\n\
+         `appliance migrate` lists every directive of a config that is not in the first two \
+         tables, with its file and line and whether leaving it out changes traffic. \
+         `--strict` makes any of them an error.\n\n\
+         ## Supported\n\n| directive | contexts |\n|---|---|\n",
+    );
+    for e in SUPPORTED.iter().filter(|e| e.partial.is_empty()) {
+        out.push_str(&format!("| `{}` | {} |\n", e.name, e.contexts));
+    }
+    out.push_str(
+        "\n## Partly supported\n\n| directive | contexts | what is left out |\n|---|---|---|\n",
+    );
+    for e in SUPPORTED.iter().filter(|e| !e.partial.is_empty()) {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            e.name, e.contexts, e.partial
+        ));
+    }
+    out.push_str(
+        "\n## Reported, no change to traffic\n\nLeft out with a line in the report; what clients \
+         get is the same.\n\n",
+    );
+    let mut quiet: Vec<&str> = NO_TRAFFIC_CHANGE
+        .iter()
+        .copied()
+        .filter(|n| !SUPPORTED.iter().any(|e| e.name == *n))
+        .collect();
+    quiet.sort_unstable();
+    quiet.dedup();
+    out.push_str(
+        &quiet
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    out.push_str(
+        "\n\n## Reported, changes traffic\n\nEvery other directive nginx 1.22 knows is left out \
+         with a line in the report that says it changes traffic, for example:\n\n\
+         | directive | what clients see without it |\n|---|---|\n",
+    );
+    for name in [
+        "gzip",
+        "rewrite",
+        "if",
+        "map",
+        "root",
+        "try_files",
+        "error_page",
+        "limit_req",
+        "allow",
+        "auth_basic",
+        "real_ip_header",
+        "proxy_cache",
+        "ssl_verify_client",
+        "expires",
+        "sub_filter",
+        "ssl_preread",
+        "mail",
+    ] {
+        out.push_str(&format!("| `{name}` | {} |\n", unsupported_note(name).1));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/COMPAT.md");
+        let expected = render_markdown();
+        if std::env::var_os("UPDATE_COMPAT").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/COMPAT.md is out of date: run UPDATE_COMPAT=1 cargo test compat_doc_is_current"
+        );
+    }
+
+    #[test]
+    fn gzip_changes_traffic_and_sendfile_does_not() {
+        assert_eq!(unsupported_note("gzip").0, Impact::ChangesTraffic);
+        assert_eq!(unsupported_note("sendfile").0, Impact::NoTrafficChange);
+    }
+}

@@ -1,0 +1,190 @@
+//! What happens to an HTTP connection before HTTP: which listening socket it arrived on, its
+//! PROXY header (`listen ... proxy_protocol`), its TLS handshake (`listen ... ssl`, certificate
+//! by SNI), then HTTP/1.x or HTTP/2 (ALPN `h2` on TLS, the client preface on a cleartext
+//! `http2` listener), all served by the one Pingora HTTP proxy and its upstream connection pool.
+//!
+//! Pingora's listeners are plain sockets here; the handshake is done per connection, because
+//! the certificate and the PROXY header depend on the socket and the local address, which a
+//! Pingora TLS listener does not tell its callbacks.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::tls::ssl::SslAcceptor;
+
+use super::http::HttpProxy;
+use super::runtime::Runtime;
+use super::tls::{self, PickKeys};
+use super::{listen_match, proxy_protocol};
+use crate::compile::diag::Diagnostic;
+use crate::config::ListenAddress;
+
+/// How long a front balancer may take to send its PROXY header (nginx reads it within
+/// `client_header_timeout`, 60s by default).
+const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The Pingora application of every HTTP listener.
+pub struct HttpEdge {
+    runtime: Arc<ArcSwap<Runtime>>,
+    proxy: Arc<pingora::proxy::HttpProxy<HttpProxy>>,
+    sockets: Vec<SocketEdge>,
+}
+
+/// One listening socket's connection setup, fixed when the server starts (a reload keeps the
+/// sockets; certificates are read from the current runtime at each handshake).
+struct SocketEdge {
+    bind: ListenAddress,
+    acceptor: Option<SslAcceptor>,
+    http2: bool,
+    proxy_protocol: bool,
+}
+
+impl HttpEdge {
+    /// `proxy` must have h2c enabled in its server options when any cleartext socket has
+    /// `http2` (see [`wants_h2c`](Self::wants_h2c)).
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        proxy: pingora::proxy::HttpProxy<HttpProxy>,
+    ) -> Result<HttpEdge, Diagnostic> {
+        let current = runtime.load();
+        let mut sockets = Vec::new();
+        for (index, socket) in current.sockets.iter().enumerate() {
+            let acceptor = if socket.ssl {
+                // The protocols and ciphers of a socket are those of the default server of its
+                // wildcard (or only) address, as in nginx.
+                let addr = current
+                    .addr_conf(index, None)
+                    .or_else(|| socket.addrs.first());
+                let Some(addr) = addr else {
+                    return Err(Diagnostic::error(format!(
+                        "listen {}: no server on this address",
+                        socket.bind
+                    )));
+                };
+                for a in socket.addrs.iter().filter(|a| a.ssl) {
+                    let default = &a.servers[a.names.default_server()];
+                    if default.tls_keys.is_none() {
+                        return Err(Diagnostic::error(format!(
+                            "no \"ssl_certificate\" is defined for the \"listen ... ssl\" \
+                             directive ({}) of the default server",
+                            a.addr
+                        ))
+                        .at_opt(default.origin.as_ref()));
+                    }
+                }
+                let default = &addr.servers[addr.names.default_server()];
+                Some(tls::acceptor(
+                    &default.tls,
+                    Some(socket.http2),
+                    default.origin.as_ref(),
+                )?)
+            } else {
+                None
+            };
+            sockets.push(SocketEdge {
+                bind: socket.bind.clone(),
+                acceptor,
+                http2: socket.http2,
+                proxy_protocol: socket.proxy_protocol,
+            });
+        }
+        drop(current);
+        Ok(HttpEdge {
+            runtime,
+            proxy: Arc::new(proxy),
+            sockets,
+        })
+    }
+
+    /// Whether a cleartext socket speaks HTTP/2 (h2c, by the client's preface).
+    pub fn wants_h2c(runtime: &Runtime) -> bool {
+        runtime.sockets.iter().any(|s| s.http2 && !s.ssl)
+    }
+
+    /// Serves HTTP/1.x on a cleartext connection, as Pingora's own loop does, without looking
+    /// for an HTTP/2 preface.
+    async fn serve_http1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, persistent)) = result.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(persistent) = persistent {
+                persistent.apply_to_session(&mut session);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for HttpEdge {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().cloned());
+        let Some(index) = local
+            .as_ref()
+            .and_then(|l| listen_match(self.sockets.iter().map(|s| &s.bind), l))
+        else {
+            tracing::error!("a connection arrived on {local:?}, which no listener has");
+            return None;
+        };
+        let socket = &self.sockets[index];
+        let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
+            tracing::error!("an accepted connection is not a plain socket");
+            return None;
+        };
+        let mut l4 = *l4;
+        if socket.proxy_protocol {
+            match proxy_protocol::read_header(&mut l4, PROXY_HEADER_TIMEOUT).await {
+                Ok(info) => proxy_protocol::attach(&mut l4, info),
+                Err(e) => {
+                    tracing::error!("{e} while reading PROXY protocol header");
+                    return None;
+                }
+            }
+        }
+        let Some(acceptor) = &socket.acceptor else {
+            let stream: Stream = Box::new(l4);
+            if socket.http2 {
+                return self.proxy.process_new(stream, shutdown).await;
+            }
+            self.serve_http1(stream, shutdown).await;
+            return None;
+        };
+        let runtime = self.runtime.load_full();
+        let inet = local.as_ref().and_then(PingoraAddr::as_inet).copied();
+        let pick: PickKeys = Box::new(move |name| {
+            let addr = runtime.addr_conf(index, inet)?;
+            let default = addr.names.default_server();
+            let server = name.map_or(default, |n| addr.names.find(Some(n)));
+            addr.servers
+                .get(server)
+                .and_then(|s| s.tls_keys.clone())
+                .or_else(|| addr.servers.get(default)?.tls_keys.clone())
+        });
+        match tls::accept(acceptor, l4, pick).await {
+            Ok(tls_stream) => self.proxy.process_new(Box::new(tls_stream), shutdown).await,
+            Err(e) => {
+                tracing::info!("{e} while SSL handshaking");
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}

@@ -1,0 +1,964 @@
+//! The HTTP data plane: Pingora's `ProxyHttp` phases doing what nginx's do.
+//!
+//! - `request_filter`: pick the server and location, answer `return`s, redirects and 4xx;
+//! - `upstream_peer`: ask the pool's balancer for a server;
+//! - `upstream_request_filter`: build the request nginx would send;
+//! - `upstream_response_filter`: retry on the statuses `proxy_next_upstream` names, hide headers;
+//! - `fail_to_connect` / `error_while_proxy`: decide retries as `ngx_http_upstream_next` does;
+//! - `fail_to_proxy`: answer 502/504 as nginx does when it runs out of tries;
+//! - `connected_to_upstream`: note the connection, so a drain timeout can cut it;
+//! - `response_filter`: add the sticky-session cookie;
+//! - `logging`: give the server back to the balancer.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
+use pingora::ErrorType;
+
+use super::balance::{Attempt, Outcome, PeerAddr, SelectKey};
+use super::locations::Found;
+use super::proxy_protocol::ProxyInfo;
+use super::respond;
+use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
+use super::server_names::validate_host;
+use super::sticky::Affinity;
+use super::tls::ServerName;
+use super::upstream_request::{self, Matched};
+use super::uri::{normalize, NormalizedUri};
+use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
+use crate::config::{HttpVersion, NextUpstream, Return, Scheme};
+
+/// The proxy service: reads the current [`Runtime`] at the start of every request.
+pub struct HttpProxy {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+/// One request's state across the phases.
+pub struct RequestCtx {
+    runtime: Arc<Runtime>,
+    server: Option<Arc<ServerConf>>,
+    location: Option<Arc<LocationConf>>,
+    uri: NormalizedUri,
+    captures: Vec<Option<std::ops::Range<usize>>>,
+    prefix_len: Option<usize>,
+    host: Option<String>,
+    tls: bool,
+    attempt: Option<Attempt>,
+    hash_key: Vec<u8>,
+    /// When the first upstream was chosen, for `proxy_next_upstream_timeout`.
+    started: Option<Instant>,
+    /// Set when the current peer has already been given back (a retry decided in a filter).
+    peer_released: bool,
+    /// The status nginx would finalize with when tries run out (502, or 504 after a timeout).
+    give_up_status: u16,
+    upstream: UpstreamVars,
+    /// `$request_id`, made only when something asks for it.
+    request_id: std::sync::OnceLock<String>,
+    /// What the request's sticky cookie says, when the pool has stickiness.
+    affinity: Option<Affinity>,
+    /// Names the request among its pool's connections in flight (draining).
+    token: u64,
+    /// A pooled connection was refused for having carried `keepalive_requests`: the next
+    /// `upstream_peer` asks again for the same server, without a new selection.
+    same_peer_again: bool,
+    /// The length of a chunked request body read ahead of the upstream request, so that it is
+    /// sent with a Content-Length as nginx sends it.
+    buffered_body: Option<u64>,
+    /// What the connection's TLS handshake and PROXY header said.
+    conn: ConnectionInfo,
+    /// When the request began, for `$request_time`.
+    begun: Instant,
+    _in_flight: super::metrics::InFlight,
+}
+
+/// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
+#[derive(Default)]
+struct ConnectionInfo {
+    ssl_protocol: Option<String>,
+    ssl_cipher: Option<String>,
+    ssl_server_name: Option<String>,
+    proxy_protocol: Option<ProxyInfo>,
+}
+
+impl ConnectionInfo {
+    fn of(session: &Session) -> ConnectionInfo {
+        let Some(digest) = session.digest() else {
+            return ConnectionInfo::default();
+        };
+        let ssl = digest.ssl_digest.as_ref();
+        ConnectionInfo {
+            ssl_protocol: ssl.map(|d| d.version.to_string()),
+            ssl_cipher: ssl.map(|d| d.cipher.to_string()),
+            ssl_server_name: ssl
+                .and_then(|d| d.extension.get::<ServerName>())
+                .map(|n| n.0.clone()),
+            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+        }
+    }
+}
+
+/// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
+/// request its own connection key, so nothing it opens is ever picked up again.
+static NEXT_PRIVATE_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
+
+static NEXT_REQUEST_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+impl HttpProxy {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        HttpProxy { runtime }
+    }
+}
+
+fn local_addr(session: &Session) -> Option<std::net::SocketAddr> {
+    session
+        .server_addr()
+        .and_then(PingoraAddr::as_inet)
+        .copied()
+}
+
+fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
+    session
+        .client_addr()
+        .and_then(PingoraAddr::as_inet)
+        .copied()
+}
+
+/// The address configuration a connection arrived on: the specific address if one is
+/// configured, else the wildcard of its port (or the unix socket path).
+fn find_addr_conf<'r>(runtime: &'r Runtime, session: &Session) -> Option<&'r AddrConf> {
+    use crate::config::ListenAddress;
+    let local = session.server_addr()?;
+    if let Some(path) = local.as_unix().and_then(|u| u.as_pathname()) {
+        return runtime
+            .sockets
+            .iter()
+            .flat_map(|s| s.addrs.iter())
+            .find(|a| matches!(&a.addr, ListenAddress::Unix(p) if p == path));
+    }
+    let local = *local.as_inet()?;
+    let exact = runtime
+        .sockets
+        .iter()
+        .flat_map(|s| s.addrs.iter())
+        .find(|a| a.addr == ListenAddress::Tcp(local));
+    exact.or_else(|| {
+        runtime
+            .sockets
+            .iter()
+            .flat_map(|s| s.addrs.iter())
+            .find(|a| match &a.addr {
+                ListenAddress::Tcp(addr) => {
+                    addr.port() == local.port() && addr.ip().is_unspecified()
+                }
+                ListenAddress::Unix(_) => false,
+            })
+    })
+}
+
+impl RequestCtx {
+    fn vars<'a>(&'a self, session: &'a Session, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
+        let client = client_addr(session).map(|a| (a.ip(), a.port()));
+        let local = local_addr(session).map(|a| (a.ip(), a.port()));
+        RequestVars {
+            request: session.req_header(),
+            client,
+            local,
+            tls: self.tls,
+            host: self.host.as_deref(),
+            server_name: self.server.as_ref().map_or("", |s| s.name.as_str()),
+            uri: &self.uri.path,
+            args: self.uri.args.as_deref(),
+            captures: &self.captures,
+            proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
+            proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
+            request_id: &self.request_id,
+            upstream: Some(&self.upstream),
+            response: session.response_written(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            body_bytes_sent: session.body_bytes_sent() as u64,
+            request_time: 0.0,
+            connection: 0,
+            connection_requests: 0,
+            ssl_protocol: self.conn.ssl_protocol.as_deref(),
+            ssl_cipher: self.conn.ssl_cipher.as_deref(),
+            ssl_server_name: self.conn.ssl_server_name.as_deref(),
+            proxy_protocol: self.conn.proxy_protocol,
+        }
+    }
+
+    /// Writes the access logs and counts the request (nginx's log phase).
+    fn log_request(&self, session: &Session, e: Option<&Error>) {
+        let elapsed = self.begun.elapsed().as_secs_f64();
+        let mut vars = self.vars(session, self.proxy());
+        vars.request_time = elapsed;
+        if vars.status == 0 {
+            // No response went out: the client left (nginx's 499) or the request failed.
+            vars.status = match e.map(|e| e.esource()) {
+                Some(pingora::ErrorSource::Downstream) => 499,
+                Some(_) => 500,
+                None => 0,
+            };
+        }
+        let logs = match (&self.location, &self.server) {
+            (Some(l), _) => &l.access_log,
+            (None, Some(s)) => &s.fallback.access_log,
+            (None, None) => &self.runtime.access_log,
+        };
+        super::logging::write_access(logs, &vars);
+        let upstream = self.proxy().map_or("-", |p| p.pool.name.as_str());
+        super::metrics::metrics().observe_request(
+            vars.status,
+            upstream,
+            elapsed,
+            &self.upstream.response_seconds,
+            self.upstream.addrs.len(),
+        );
+    }
+
+    fn proxy(&self) -> Option<&ProxyConf> {
+        self.location.as_ref().and_then(|l| l.proxy.as_ref())
+    }
+
+    /// Gives the held peer back to the balancer, once.
+    fn release(&mut self, outcome: Outcome) {
+        if self.peer_released {
+            return;
+        }
+        if let (Some(attempt), Some(proxy)) = (
+            self.attempt.as_mut(),
+            self.location.as_ref().and_then(|l| l.proxy.as_ref()),
+        ) {
+            if attempt.held().is_some() {
+                proxy.pool.balancer.finish(attempt, outcome, Instant::now());
+            }
+        }
+        self.peer_released = true;
+    }
+
+    /// Whether `proxy_next_upstream` lets this request move on after `condition`:
+    /// the condition is listed (with `non_idempotent` for POST/LOCK/PATCH once sent), tries
+    /// remain, and `proxy_next_upstream_timeout` has not passed.
+    fn may_retry(
+        &self,
+        condition: NextUpstream,
+        sent: bool,
+        method: &http::Method,
+        tries_needed: u32,
+    ) -> bool {
+        let Some(proxy) = self.proxy() else {
+            return false;
+        };
+        if !proxy.next_upstream.contains(condition) {
+            return false;
+        }
+        let non_idempotent = matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
+        if sent && non_idempotent && !proxy.next_upstream.contains(NextUpstream::NonIdempotent) {
+            return false;
+        }
+        if self
+            .attempt
+            .as_ref()
+            .is_none_or(|a| a.tries_left() < tries_needed)
+        {
+            return false;
+        }
+        match (proxy.next_upstream_timeout, self.started) {
+            (Some(limit), Some(started)) => started.elapsed() < limit,
+            _ => true,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HttpProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            runtime: self.runtime.load_full(),
+            server: None,
+            location: None,
+            uri: NormalizedUri {
+                path: Vec::new(),
+                args: None,
+                quoted: false,
+            },
+            captures: Vec::new(),
+            prefix_len: None,
+            host: None,
+            tls: false,
+            attempt: None,
+            hash_key: Vec::new(),
+            started: None,
+            peer_released: false,
+            give_up_status: 502,
+            upstream: UpstreamVars::default(),
+            request_id: std::sync::OnceLock::new(),
+            affinity: None,
+            token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
+            same_peer_again: false,
+            buffered_body: None,
+            conn: ConnectionInfo::default(),
+            begun: Instant::now(),
+            _in_flight: super::metrics::InFlight::enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
+        let Some(addr) = find_addr_conf(&runtime, session) else {
+            respond::send(session, 500, None, None, false).await?;
+            return Ok(true);
+        };
+        ctx.tls = addr.ssl;
+        ctx.conn = ConnectionInfo::of(session);
+        let uri = match normalize(session.req_header().raw_path(), true) {
+            Ok(uri) => uri,
+            Err(_) => {
+                respond::send(session, 400, None, None, false).await?;
+                return Ok(true);
+            }
+        };
+        ctx.uri = uri;
+        let host_header = session
+            .req_header()
+            .uri
+            .host()
+            .map(|h| h.as_bytes().to_vec())
+            .or_else(|| {
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::HOST)
+                    .map(|h| h.as_bytes().to_vec())
+            });
+        if let Some(raw) = host_header {
+            match validate_host(&raw) {
+                Some(host) => ctx.host = Some(host),
+                None => {
+                    respond::send(session, 400, None, None, false).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let server = addr.servers[addr.names.find(ctx.host.as_deref())].clone();
+        ctx.server = Some(server.clone());
+        if let Some(ret) = &server.return_ {
+            answer_return(session, ctx, ret).await?;
+            return Ok(true);
+        }
+        let location = match server.locations.find(&ctx.uri.path) {
+            Found::Location {
+                value,
+                captures,
+                prefix_len,
+            } => {
+                ctx.captures = captures;
+                ctx.prefix_len = prefix_len;
+                value.clone()
+            }
+            Found::AddSlash(value) => {
+                ctx.location = Some(value.clone());
+                let mut target = ctx.uri.path.clone();
+                target.push(b'/');
+                if let Some(args) = ctx.uri.args.as_deref().filter(|a| !a.is_empty()) {
+                    target.push(b'?');
+                    target.extend_from_slice(args);
+                }
+                respond::send(session, 301, Some(&target), None, true).await?;
+                return Ok(true);
+            }
+            Found::None => server.fallback.clone(),
+        };
+        ctx.location = Some(location.clone());
+        // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
+        // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
+        // waits for a close that never comes (nginx closes).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+                // A graceful stop ends keep-alive after the current request.
+                _ if super::draining() => None,
+                0 => None,
+                secs => Some(secs),
+            });
+        }
+        if let Some(ret) = &location.return_ {
+            answer_return(session, ctx, ret).await?;
+            return Ok(true);
+        }
+        if location.proxy.is_none() {
+            // nginx would look for a file under its root; the appliance serves no files.
+            respond::send(session, 404, None, None, true).await?;
+            return Ok(true);
+        }
+        let max = location.client.max_body_size;
+        if max > 0 {
+            let length = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| {
+                    std::str::from_utf8(v.as_bytes())
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                });
+            if length.is_some_and(|l| l > max) {
+                respond::send(session, 413, None, None, false).await?;
+                return Ok(true);
+            }
+        }
+        if let Some(proxy) = location.proxy.as_ref() {
+            if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
+                respond::send(session, status, None, None, false).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(location) = ctx.location.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no location chosen");
+        };
+        let Some(proxy) = location.proxy.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "location does not proxy");
+        };
+        let pool = &proxy.pool;
+        if ctx.attempt.is_none() {
+            let mut attempt = pool.balancer.begin();
+            attempt.limit_tries(proxy.next_upstream_tries);
+            ctx.attempt = Some(attempt);
+            if let Some(key) = &pool.hash_key {
+                ctx.hash_key = eval_to_vec(key, &ctx.vars(session, Some(proxy)));
+            }
+            ctx.started = Some(Instant::now());
+            if let Some(sticky) = &pool.sticky {
+                ctx.affinity = Some(sticky.read(&session.req_header().headers, SystemTime::now()));
+            }
+        }
+        let client_ip: Option<IpAddr> = client_addr(session).map(|a| a.ip());
+        let key = SelectKey::new(client_ip, &ctx.hash_key);
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "no attempt");
+        };
+        // The sticky peer when the balancer could use it, else the balancer's own choice; or,
+        // after a worn-out pooled connection was dropped, the server already chosen.
+        let held = attempt
+            .held()
+            .filter(|_| std::mem::take(&mut ctx.same_peer_again));
+        let sticky_peer = held.or_else(|| {
+            ctx.affinity
+                .as_ref()
+                .and_then(|a| a.peer)
+                .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()))
+        });
+        let chosen =
+            sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
+        let peer_id = match chosen {
+            Ok(p) => p,
+            Err(no_live) => {
+                ctx.give_up_status = 502;
+                tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
+                let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
+                e.set_retry(false);
+                return Err(e);
+            }
+        };
+        ctx.peer_released = false;
+        let Some(info) = pool.balancer.peer(peer_id) else {
+            return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
+        };
+        let tls = proxy.scheme == Scheme::Https;
+        // nginx sends SNI only with proxy_ssl_server_name on, but verifies the certificate
+        // against proxy_ssl_name (default: the proxy_pass host) either way. Pingora verifies
+        // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
+        let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
+            match &proxy.ssl_name {
+                Some(t) => {
+                    String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
+                        .into_owned()
+                }
+                None => host_only(&proxy.proxy_host).to_string(),
+            }
+        } else {
+            String::new()
+        };
+        ctx.upstream.addrs.push(info.addr.to_string());
+        ctx.upstream.begin_try();
+        let mut peer = match &info.addr {
+            PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
+            PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
+        };
+        let options = &mut peer.options;
+        options.connection_timeout = Some(proxy.connect_timeout);
+        options.read_timeout = Some(proxy.read_timeout);
+        options.write_timeout = Some(proxy.send_timeout);
+        options.verify_cert = tls && proxy.ssl_verify;
+        options.verify_hostname = tls && proxy.ssl_verify;
+        if tls {
+            options.ca = proxy.ssl_trusted.clone();
+        }
+        options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+        match pool.keepalive {
+            Some(_) => {
+                peer.group_key = pool.id;
+                peer.options.idle_timeout = Some(pool.keepalive_timeout);
+            }
+            None => {
+                peer.group_key = NEXT_PRIVATE_GROUP.fetch_add(1, Ordering::Relaxed);
+                peer.options.idle_timeout = Some(std::time::Duration::ZERO);
+            }
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(proxy) = ctx.proxy() else {
+            return Error::e_explain(ErrorType::InternalError, "location does not proxy");
+        };
+        let matched = Matched {
+            uri: &ctx.uri,
+            prefix_len: ctx.prefix_len,
+            buffered_body: ctx.buffered_body,
+        };
+        let vars = ctx.vars(session, Some(proxy));
+        *upstream_request = upstream_request::build(proxy, session.req_header(), &matched, &vars)?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = response.status.as_u16();
+        ctx.upstream.statuses.push(status.to_string());
+        ctx.upstream.header_received();
+        let condition = match status {
+            500 => Some(NextUpstream::Http500),
+            502 => Some(NextUpstream::Http502),
+            503 => Some(NextUpstream::Http503),
+            504 => Some(NextUpstream::Http504),
+            403 => Some(NextUpstream::Http403),
+            404 => Some(NextUpstream::Http404),
+            429 => Some(NextUpstream::Http429),
+            _ => None,
+        };
+        if let Some(condition) = condition {
+            // ngx_http_upstream_test_next: only when another try remains after this one.
+            if ctx.may_retry(condition, true, &session.req_header().method, 2) {
+                let outcome = if matches!(status, 403 | 404) {
+                    Outcome::Success
+                } else {
+                    Outcome::Failed
+                };
+                ctx.release(outcome);
+                ctx.give_up_status = status;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "upstream status listed in proxy_next_upstream",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        let hide: Vec<http::HeaderName> = response
+            .headers
+            .keys()
+            .filter(|name| {
+                ctx.proxy()
+                    .is_some_and(|p| p.hide_headers.contains(name.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in hide {
+            response.remove_header(&name);
+        }
+        response.insert_header("Server", respond::SERVER)?;
+        response.insert_header("Date", respond::http_date())?;
+        ctx.upstream.response = Some(response.clone());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        add_sticky_cookie(response, ctx)?;
+        let Some(location) = ctx.location.clone() else {
+            return Ok(());
+        };
+        if location.add_header.is_empty() {
+            return Ok(());
+        }
+        let status = response.status.as_u16();
+        let ok_status = matches!(
+            status,
+            200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+        );
+        let mut value = Vec::new();
+        for rule in &location.add_header {
+            if !ok_status && !rule.always {
+                continue;
+            }
+            value.clear();
+            eval(&rule.value, &ctx.vars(session, ctx.proxy()), &mut value);
+            if !value.is_empty() {
+                response.append_header(rule.name.clone(), value.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let condition = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => NextUpstream::Timeout,
+            _ => NextUpstream::Error,
+        };
+        ctx.give_up_status = if condition == NextUpstream::Timeout {
+            504
+        } else {
+            502
+        };
+        ctx.upstream.statuses.push(ctx.give_up_status.to_string());
+        ctx.release(Outcome::Failed);
+        let retry = ctx.may_retry(condition, false, &session.req_header().method, 1);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.same_peer_again {
+            // A worn-out pooled connection: not the server's failure, and no try spent.
+            return e;
+        }
+        if ctx
+            .proxy()
+            .is_some_and(|p| p.pool.inflight.was_cut(ctx.token))
+        {
+            // A drain timeout ended it: the server was removed, nothing is retried.
+            ctx.release(Outcome::Success);
+            ctx.give_up_status = 502;
+            e.set_retry(false);
+            return e.more_context("drain timeout expired");
+        }
+        if ctx.peer_released {
+            // A retry this request decided itself (a status in proxy_next_upstream).
+            return e;
+        }
+        if session.response_written().is_some() {
+            // The response has started: nothing can be retried, and nginx frees the peer as
+            // not failed.
+            ctx.release(Outcome::Success);
+            e.set_retry(false);
+            return e;
+        }
+        let condition = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => NextUpstream::Timeout,
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error => NextUpstream::InvalidHeader,
+            _ => NextUpstream::Error,
+        };
+        ctx.give_up_status = if condition == NextUpstream::Timeout {
+            504
+        } else {
+            502
+        };
+        ctx.upstream.statuses.push(ctx.give_up_status.to_string());
+        // A server may close an idle keep-alive connection just as it is reused: nginx gives
+        // such a request one more try.
+        if client_reused && condition == NextUpstream::Error {
+            if let Some(a) = ctx.attempt.as_mut() {
+                a.grant_try();
+            }
+        }
+        ctx.release(Outcome::Failed);
+        let retry = ctx.may_retry(condition, true, &session.req_header().method, 1);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => ctx.give_up_status,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
+                    _ => 400,
+                },
+                _ => ctx.give_up_status,
+            },
+        };
+        if status > 0 && session.response_written().is_none() {
+            let _ = respond::send(session, status, None, None, true).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(proxy) = ctx.proxy() {
+            if proxy.pool.keepalive.is_some() && worn_out(&proxy.pool, fd, reused) {
+                // nginx closes a connection once it has carried keepalive_requests; Pingora's
+                // pool does not count, so the worn-out connection is dropped here, when it
+                // would carry one more, and the same server is asked for again.
+                ctx.same_peer_again = true;
+                let mut e = Error::explain(
+                    ErrorType::Custom("keepalive_requests reached"),
+                    "pooled connection has carried keepalive_requests",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        ctx.upstream.connected();
+        let held = ctx.attempt.as_ref().and_then(|a| a.held());
+        if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
+            if let Some(info) = proxy.pool.balancer.peer(peer) {
+                proxy
+                    .pool
+                    .inflight
+                    .register(ctx.token, peer, &info.addr, fd);
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(proxy) = ctx.proxy() {
+            proxy.pool.inflight.release(ctx.token);
+        }
+        ctx.release(Outcome::Success);
+        ctx.upstream.end_try();
+        ctx.log_request(session, e);
+    }
+}
+
+/// The most a chunked body may be read ahead: Pingora's retry buffer, which sends the body
+/// upstream once it is read, holds 64 KB.
+const CHUNKED_READ_AHEAD: u64 = 64 * 1024;
+
+/// nginx reads a chunked request body whole before it proxies (proxy_request_buffering), and
+/// sends it with a Content-Length; an HTTP/1.0 upstream could not take it chunked anyway. The
+/// appliance does the same for an HTTP/1.0 upstream, for bodies up to 64 KB; an HTTP/1.1
+/// upstream gets the body streamed, chunked. Returns a status to answer with instead of
+/// proxying: 413 over `client_max_body_size` or over what can be read ahead.
+async fn buffer_chunked_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    proxy: &ProxyConf,
+    max: u64,
+) -> Result<Option<u16>> {
+    let chunked = session
+        .req_header()
+        .headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if !chunked || !proxy.pass_request_body || proxy.http_version != HttpVersion::Http10 {
+        return Ok(None);
+    }
+    session.enable_retry_buffering();
+    let mut total = 0u64;
+    while let Some(chunk) = session.read_request_body().await? {
+        total += chunk.len() as u64;
+        if max > 0 && total > max {
+            return Ok(Some(413));
+        }
+        if total > CHUNKED_READ_AHEAD {
+            tracing::error!(
+                "a chunked request body over {CHUNKED_READ_AHEAD} bytes for an HTTP/1.0 upstream \
+                 cannot be buffered; set proxy_http_version 1.1 to stream it"
+            );
+            return Ok(Some(413));
+        }
+    }
+    ctx.buffered_body = Some(total);
+    Ok(None)
+}
+
+/// Counts a request on an upstream connection; true when the connection has already carried
+/// the pool's `keepalive_requests` and must not carry another.
+fn worn_out(
+    pool: &super::runtime::UpstreamPool,
+    fd: std::os::unix::io::RawFd,
+    reused: bool,
+) -> bool {
+    let Ok(mut uses) = pool.connection_uses.lock() else {
+        return false;
+    };
+    if !reused {
+        uses.insert(fd, 1);
+        return false;
+    }
+    let count = uses.entry(fd).or_insert(0);
+    if *count >= pool.keepalive_requests {
+        uses.remove(&fd);
+        return true;
+    }
+    *count += 1;
+    false
+}
+
+/// Adds the sticky-session cookie to a response from the upstream, when the pool has
+/// stickiness and the cookie must be (re)issued for the server that answered.
+fn add_sticky_cookie(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    let (Some(proxy), Some(affinity)) = (ctx.proxy(), ctx.affinity.as_ref()) else {
+        return Ok(());
+    };
+    let (Some(sticky), Some(served)) = (
+        proxy.pool.sticky.as_ref(),
+        ctx.attempt.as_ref().and_then(|a| a.held()),
+    ) else {
+        return Ok(());
+    };
+    if ctx.upstream.response.is_none() {
+        return Ok(());
+    }
+    let set_cookies: Vec<Vec<u8>> = response
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    let cookie = sticky.set_cookie(
+        affinity,
+        served,
+        set_cookies.iter().map(Vec::as_slice),
+        ctx.tls,
+        SystemTime::now(),
+    );
+    if let Some(cookie) = cookie {
+        response.append_header(http::header::SET_COOKIE, cookie)?;
+    }
+    Ok(())
+}
+
+/// The host part of `$proxy_host`, for SNI.
+fn host_only(proxy_host: &str) -> &str {
+    if let Some(rest) = proxy_host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    proxy_host.rsplit_once(':').map_or(proxy_host, |(h, _)| h)
+}
+
+/// Answers a `return`: redirects get a `Location` (made absolute as nginx does for a
+/// relative one), other statuses the text as body, or nginx's page.
+async fn answer_return(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    ret: &super::runtime::ReturnConf,
+) -> Result<()> {
+    if Return::is_redirect_status(ret.status) {
+        let mut location = ret
+            .location
+            .as_ref()
+            .map(|t| eval_to_vec(t, &ctx.vars(session, None)))
+            .unwrap_or_default();
+        if location.starts_with(b"/") {
+            location = absolute(ctx, session, &location);
+        }
+        return respond::send(session, ret.status, Some(&location), None, true).await;
+    }
+    let body = ret
+        .body
+        .as_ref()
+        .map(|t| eval_to_vec(t, &ctx.vars(session, None)));
+    // nginx types its own responses by the URI's extension (`types`, `default_type`).
+    let content_type = match (&ctx.location, &ctx.server) {
+        (Some(location), _) => location.content_types.for_uri(&ctx.uri.path).to_string(),
+        (None, Some(server)) => server
+            .fallback
+            .content_types
+            .for_uri(&ctx.uri.path)
+            .to_string(),
+        (None, None) => "text/plain".to_string(),
+    };
+    match body {
+        Some(body) => {
+            respond::send(
+                session,
+                ret.status,
+                None,
+                Some((Bytes::from(body), &content_type)),
+                true,
+            )
+            .await
+        }
+        None => respond::send(session, ret.status, None, None, true).await,
+    }
+}
+
+/// nginx turns a relative redirect into `scheme://host[:port]/path` (absolute_redirect on,
+/// server_name_in_redirect off, port_in_redirect on).
+fn absolute(ctx: &RequestCtx, session: &Session, path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len() + 32);
+    out.extend_from_slice(if ctx.tls { b"https://" } else { b"http://" });
+    let host = ctx
+        .host
+        .clone()
+        .or_else(|| ctx.server.as_ref().map(|s| s.name.clone()))
+        .unwrap_or_default();
+    out.extend_from_slice(host.as_bytes());
+    if let Some(local) = local_addr(session) {
+        let default = if ctx.tls { 443 } else { 80 };
+        if local.port() != default {
+            out.extend_from_slice(format!(":{}", local.port()).as_bytes());
+        }
+    }
+    out.extend_from_slice(path);
+    out
+}

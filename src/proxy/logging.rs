@@ -1,0 +1,673 @@
+//! Logs as nginx writes them: access logs in `combined` (or a `log_format`, or the built-in
+//! `json`), and the error log with nginx's levels and line shape. Both are reopened on SIGUSR1,
+//! so logrotate's `postrotate` (`nginx -s reopen`) works unchanged.
+//!
+//! An access log line is formatted on the request's thread (cheap) and handed to the file's
+//! writer thread through a bounded channel: a slow disk never holds a request up. When the
+//! channel is full the line is dropped and counted, never waited for.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+use super::vars::RequestVars;
+use crate::compile::describe_io_error;
+use crate::compile::diag::Diagnostic;
+use crate::config::template::{Segment, Template};
+use crate::config::{AccessLog, ErrorLog, Http, LogLevel, Origin};
+
+/// nginx's predefined format.
+pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
+                            $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+
+/// The appliance's built-in `json` format: one object a line, values JSON-escaped.
+pub const JSON: &str = "{\"time\":\"$time_iso8601\",\"remote_addr\":\"$remote_addr\",\
+\"request\":\"$request\",\"status\":$status,\"body_bytes_sent\":$body_bytes_sent,\
+\"request_time\":$request_time,\"host\":\"$host\",\"upstream_addr\":\"$upstream_addr\",\
+\"upstream_status\":\"$upstream_status\",\"upstream_response_time\":\"$upstream_response_time\",\
+\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\",\
+\"request_id\":\"$request_id\"}";
+
+/// How variable values are escaped (`log_format name escape=...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// `"`, `\`, control and non-ASCII bytes as `\xXX`; an empty value as `-`.
+    Default,
+    /// JSON string escaping; an empty value stays empty.
+    Json,
+    /// Values as they are; an empty value as `-`.
+    None,
+}
+
+impl Escape {
+    fn from_config(word: Option<&str>) -> Escape {
+        match word {
+            Some("json") => Escape::Json,
+            Some("none") => Escape::None,
+            _ => Escape::Default,
+        }
+    }
+}
+
+/// A `log_format`, parsed.
+#[derive(Debug)]
+pub struct Format {
+    template: Template,
+    escape: Escape,
+}
+
+impl Format {
+    pub fn new(template: &str, escape: Escape) -> Result<Format, String> {
+        let template = Template::parse(template).map_err(|e| e.to_string())?;
+        Ok(Format { template, escape })
+    }
+
+    /// One log line, with its newline.
+    pub fn line(&self, vars: &RequestVars<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        let mut value = Vec::with_capacity(64);
+        for segment in &self.template.segments {
+            match segment {
+                Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                Segment::Var(v) => {
+                    value.clear();
+                    vars.write(v, &mut value);
+                    escape_into(self.escape, &value, &mut out);
+                }
+            }
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Appends `value` escaped as nginx's ngx_http_log_escape (default) or ngx_escape_json does.
+pub fn escape_into(escape: Escape, value: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    match escape {
+        Escape::None if value.is_empty() => out.push(b'-'),
+        Escape::None => out.extend_from_slice(value),
+        Escape::Default if value.is_empty() => out.push(b'-'),
+        Escape::Default => {
+            for &b in value {
+                if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' {
+                    out.extend_from_slice(&[
+                        b'\\',
+                        b'x',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 15) as usize],
+                    ]);
+                } else {
+                    out.push(b);
+                }
+            }
+        }
+        Escape::Json => {
+            for &b in value {
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    b if b < 0x20 => {
+                        out.extend_from_slice(b"\\u00");
+                        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                    }
+                    b => out.push(b),
+                }
+            }
+        }
+    }
+}
+
+/// One `access_log`: where, and in which format.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub file: Arc<LogFile>,
+    pub format: Arc<Format>,
+}
+
+/// The access logs of a location: empty for `access_log off`.
+pub type AccessLogs = Arc<[Target]>;
+
+/// The formats of an `http` block by name: `combined`, `json` and the `log_format`s.
+#[derive(Debug, Clone)]
+pub struct Formats(HashMap<String, Arc<Format>>);
+
+impl Formats {
+    pub fn build(http: &Http) -> Result<Formats, Diagnostic> {
+        let mut map = HashMap::new();
+        let builtin = |t: &str, e| Format::new(t, e).map_err(Diagnostic::error);
+        map.insert(
+            "combined".to_string(),
+            Arc::new(builtin(COMBINED, Escape::Default)?),
+        );
+        map.insert("json".to_string(), Arc::new(builtin(JSON, Escape::Json)?));
+        for f in &http.log_format {
+            let format = Format::new(&f.template, Escape::from_config(f.escape.as_deref()))
+                .map_err(Diagnostic::error)?;
+            map.insert(f.name.clone(), Arc::new(format));
+        }
+        Ok(Formats(map))
+    }
+
+    /// The targets of an `access_log` list; `None` (nothing configured at any level) is
+    /// nginx's default, `logs/access.log combined`, which the appliance leaves out: it writes
+    /// access logs only where the configuration asks for them.
+    pub fn targets(
+        &self,
+        list: Option<&[AccessLog]>,
+        origin: Option<&Origin>,
+    ) -> Result<AccessLogs, Diagnostic> {
+        let mut out = Vec::new();
+        for log in list.unwrap_or_default() {
+            let name = log.format.as_deref().unwrap_or("combined");
+            let format = self.0.get(name).cloned().ok_or_else(|| {
+                Diagnostic::error(format!("unknown log format \"{name}\"")).at_opt(origin)
+            })?;
+            let file = open(&log.path).map_err(|m| Diagnostic::error(m).at_opt(origin))?;
+            out.push(Target { file, format });
+        }
+        Ok(out.into())
+    }
+}
+
+/// Writes a request to its access logs.
+pub fn write_access(logs: &[Target], vars: &RequestVars<'_>) {
+    for target in logs {
+        target.file.send(target.format.line(vars));
+    }
+}
+
+/// A log file shared by every target that names it, kept across reloads.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+    writer: OnceLock<SyncSender<Message>>,
+    dropped: AtomicU64,
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+/// Lines waiting for the disk before new ones are dropped.
+const QUEUE: usize = 64 * 1024;
+
+static FILES: LazyLock<Mutex<HashMap<PathBuf, Arc<LogFile>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Opens (or finds) the log file at `path`, with nginx's message when it cannot be opened.
+/// No thread starts here: the writer starts with the first line, so opening logs before a
+/// `daemon on` fork is safe.
+pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
+    let mut files = lock(&FILES);
+    if let Some(f) = files.get(path) {
+        return Ok(f.clone());
+    }
+    let file = open_append(path)?;
+    let log = Arc::new(LogFile {
+        path: path.to_path_buf(),
+        file: Arc::new(Mutex::new(file)),
+        writer: OnceLock::new(),
+        dropped: AtomicU64::new(0),
+    });
+    files.insert(path.to_path_buf(), log.clone());
+    Ok(log)
+}
+
+fn open_append(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "open() \"{}\" failed ({})",
+                path.display(),
+                describe_io_error(&e)
+            )
+        })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LogFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, line: Vec<u8>) {
+        let writer = self.writer.get_or_init(|| self.start_writer());
+        match writer.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn start_writer(&self) -> SyncSender<Message> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, file, path));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the access log writer: {e}");
+        }
+        tx
+    }
+
+    /// Opens the path again: after logrotate moved the file away, new lines go to a new file
+    /// at the old path.
+    fn reopen(&self) -> Result<(), String> {
+        let fresh = open_append(&self.path)?;
+        *lock(&self.file) = fresh;
+        Ok(())
+    }
+
+    /// Waits (a little) until every line sent so far is written.
+    fn flush(&self) {
+        if let Some(writer) = self.writer.get() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            if writer.try_send(Message::Flush(tx)).is_ok() {
+                let _ = rx.recv_timeout(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// The writer thread: takes a line, then everything queued behind it, and writes them with
+/// one call.
+fn write_loop(rx: Receiver<Message>, file: Arc<Mutex<File>>, path: PathBuf) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut acks = Vec::new();
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => batch.extend_from_slice(&line),
+                Message::Flush(ack) => acks.push(ack),
+            }
+            next = if batch.len() < 1 << 20 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            let result = lock(&file).write_all(&batch);
+            match result {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        "write() to \"{}\" failed ({})",
+                        path.display(),
+                        describe_io_error(&e)
+                    );
+                }
+                Ok(()) => failing = false,
+                Err(_) => {}
+            }
+            batch.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.try_send(());
+        }
+    }
+}
+
+/// SIGUSR1: every access log and the error log are opened again.
+pub fn reopen_all() {
+    let files: Vec<Arc<LogFile>> = lock(&FILES).values().cloned().collect();
+    for f in files {
+        // Lines already queued belong to the old file.
+        f.flush();
+        if let Err(m) = f.reopen() {
+            tracing::error!("{m}");
+        }
+    }
+    error_log().reopen();
+}
+
+/// Writes out what is queued, before the process exits.
+pub fn flush_all() {
+    let files: Vec<Arc<LogFile>> = lock(&FILES).values().cloned().collect();
+    for f in files {
+        f.flush();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The error log
+
+/// Where error log lines go, and from which level on. It changes on reload and on SIGUSR1.
+pub struct ErrorLogSink {
+    target: Mutex<Sink>,
+    /// The least severe level written, as a [`LogLevel`] discriminant.
+    level: AtomicU8,
+    stderr_redirected: std::sync::atomic::AtomicBool,
+}
+
+enum Sink {
+    Stderr,
+    File { path: PathBuf, file: File },
+}
+
+static ERROR_LOG: LazyLock<ErrorLogSink> = LazyLock::new(|| ErrorLogSink {
+    target: Mutex::new(Sink::Stderr),
+    level: AtomicU8::new(LogLevel::Notice as u8),
+    stderr_redirected: std::sync::atomic::AtomicBool::new(false),
+});
+
+/// The process's error log.
+pub fn error_log() -> &'static ErrorLogSink {
+    &ERROR_LOG
+}
+
+impl ErrorLogSink {
+    /// Points the error log at `config` (a file or `stderr`), with its level. A file that
+    /// cannot be opened leaves the log where it was and says why.
+    pub fn configure(&self, config: Option<&ErrorLog>) -> Result<(), String> {
+        let (path, level) = match config {
+            Some(c) => (Some(c.path.clone()), c.level),
+            None => (None, LogLevel::Error),
+        };
+        let sink = match path {
+            Some(p) if p.as_os_str() != "stderr" => Sink::File {
+                file: open_append(&p)?,
+                path: p,
+            },
+            _ => Sink::Stderr,
+        };
+        *lock(&self.target) = sink;
+        self.level.store(level as u8, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reopen(&self) {
+        let mut target = lock(&self.target);
+        if let Sink::File { path, file } = &mut *target {
+            match open_append(path) {
+                Ok(f) => *file = f,
+                Err(m) => {
+                    let _ = writeln!(std::io::stderr(), "{m}");
+                }
+            }
+        }
+        drop(target);
+        if self.stderr_redirected.load(Ordering::Relaxed) {
+            self.redirect_stderr();
+        }
+    }
+
+    /// Points standard error at the error log file, as a daemonized nginx does: whatever a
+    /// library prints lands in the log, and the terminal that started the daemon is let go.
+    pub fn redirect_stderr(&self) {
+        use std::os::fd::AsRawFd;
+        if let Sink::File { file, .. } = &*lock(&self.target) {
+            // SAFETY: dup2 onto standard error, which this process owns.
+            unsafe {
+                libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO);
+            }
+            self.stderr_redirected.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn enabled(&self, level: LogLevel) -> bool {
+        level as u8 >= self.level.load(Ordering::Relaxed)
+    }
+
+    fn write_line(&self, line: &[u8]) {
+        match &mut *lock(&self.target) {
+            Sink::Stderr => {
+                let _ = std::io::stderr().write_all(line);
+            }
+            Sink::File { file, .. } => {
+                let _ = file.write_all(line);
+            }
+        }
+    }
+}
+
+/// nginx's error log line: `2026/11/21 10:00:00 [error] 1234#1240: message` (process and
+/// thread ids, as nginx built with threads writes them).
+pub fn error_line(level: &str, message: &str) -> String {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    format!(
+        "{} [{level}] {}#{tid}: {message}\n",
+        error_time(),
+        std::process::id()
+    )
+}
+
+/// `2026/11/21 10:00:00`, in UTC like the access log's `$time_local`.
+fn error_time() -> String {
+    let iso = super::vars::time_iso8601();
+    let (date, time) = iso.split_once('T').unwrap_or((&iso, ""));
+    format!(
+        "{} {}",
+        date.replace('-', "/"),
+        time.get(..8).unwrap_or(time)
+    )
+}
+
+/// The tracing layer that writes the error log. A `nginx_level` field (`"emerg"`) names the
+/// level word nginx would use where tracing's levels have none.
+pub struct ErrorLogLayer;
+
+impl<S: Subscriber> Layer<S> for ErrorLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut visitor = Fields::default();
+        event.record(&mut visitor);
+        let level = visitor
+            .nginx_level
+            .as_deref()
+            .and_then(LogLevel::from_nginx)
+            .unwrap_or_else(|| match from_tracing(*event.metadata().level()) {
+                LogLevel::Notice if visitor.from_log_crate => LogLevel::Info,
+                level => level,
+            });
+        let sink = error_log();
+        if !sink.enabled(level) && std::env::var_os("APPLIANCE_LOG").is_none() {
+            return;
+        }
+        let word = visitor
+            .nginx_level
+            .unwrap_or_else(|| level_word(level).to_string());
+        sink.write_line(error_line(&word, &visitor.message).as_bytes());
+    }
+}
+
+fn from_tracing(level: Level) -> LogLevel {
+    match level {
+        Level::ERROR => LogLevel::Error,
+        Level::WARN => LogLevel::Warn,
+        Level::INFO => LogLevel::Notice,
+        _ => LogLevel::Debug,
+    }
+}
+
+fn level_word(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Notice => "notice",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+        LogLevel::Crit => "crit",
+        LogLevel::Alert => "alert",
+        LogLevel::Emerg => "emerg",
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    nginx_level: Option<String>,
+    /// Pingora's own messages: its `info` is nginx's `info` (below `notice`).
+    from_log_crate: bool,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "nginx_level" => self.nginx_level = Some(value.to_string()),
+            "message" => self.message.push_str(value),
+            name if name.starts_with("log.") => self.from_log_crate = true,
+            name => self.message.push_str(&format!(", {name}: {value}")),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message.push_str(&format!("{value:?}")),
+            "nginx_level" => self.nginx_level = Some(format!("{value:?}")),
+            // Pingora logs through the `log` crate; its bookkeeping fields are not news.
+            name if name.starts_with("log.") => self.from_log_crate = true,
+            name => self.message.push_str(&format!(", {name}: {value:?}")),
+        }
+    }
+}
+
+/// Installs the error log as the process's tracing subscriber, writing to `config` (stderr
+/// when unset). `APPLIANCE_LOG` (an env-filter directive) overrides the level, for debugging.
+pub fn init_error_log(config: Option<&ErrorLog>) -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
+    error_log().configure(config)?;
+    let filter = std::env::var("APPLIANCE_LOG")
+        .ok()
+        .map(tracing_subscriber::EnvFilter::new);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(ErrorLogLayer)
+        .try_init();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::http::RequestHeader;
+
+    fn vars(req: &RequestHeader) -> RequestVars<'_> {
+        static REQUEST_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        REQUEST_ID.get_or_init(|| "abc".to_string());
+        RequestVars {
+            request: req,
+            client: Some(("10.0.0.9".parse().unwrap(), 5555)),
+            local: Some(("10.0.0.1".parse().unwrap(), 80)),
+            tls: false,
+            host: Some("example.com"),
+            server_name: "srv",
+            uri: b"/a",
+            args: None,
+            captures: &[],
+            proxy_host: "",
+            proxy_port: "",
+            request_id: &REQUEST_ID,
+            upstream: None,
+            response: None,
+            status: 200,
+            body_bytes_sent: 12,
+            request_time: 0.004,
+            connection: 1,
+            connection_requests: 1,
+            ssl_protocol: None,
+            ssl_cipher: None,
+            ssl_server_name: None,
+            proxy_protocol: None,
+        }
+    }
+
+    #[test]
+    fn combined_escapes_like_nginx() {
+        let mut req = RequestHeader::build("GET", b"/a?x=1", None).unwrap();
+        req.append_header("User-Agent", "curl \"7\"\\é").unwrap();
+        let f = Format::new(COMBINED, Escape::Default).unwrap();
+        let line = String::from_utf8(f.line(&vars(&req))).unwrap();
+        let (_, rest) = line.split_once(" - - [").unwrap();
+        assert!(line.starts_with("10.0.0.9 - - ["), "{line}");
+        assert!(
+            rest.ends_with(
+                "] \"GET /a?x=1 HTTP/1.1\" 200 12 \"-\" \"curl \\x227\\x22\\x5C\\xC3\\xA9\"\n"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_escapes_like_nginx() {
+        let mut out = Vec::new();
+        escape_into(Escape::Json, b"a\"b\\c\n\x01\xc3\xa9", &mut out);
+        assert_eq!(out, b"a\\\"b\\\\c\\n\\u0001\xc3\xa9");
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Referer", "x\"y").unwrap();
+        let f = Format::new(JSON, Escape::Json).unwrap();
+        let line = f.line(&vars(&req));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["http_referer"], "x\"y");
+        assert_eq!(v["upstream_addr"], "");
+        let mut out = Vec::new();
+        escape_into(Escape::None, b"", &mut out);
+        assert_eq!(out, b"-");
+    }
+
+    #[test]
+    fn a_moved_log_is_reopened_at_its_path() {
+        let dir = std::env::temp_dir().join(format!("appliance-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let file = open(&path).unwrap();
+        file.send(b"one\n".to_vec());
+        file.flush();
+        std::fs::rename(&path, dir.join("access.log.1")).unwrap();
+        file.send(b"two\n".to_vec());
+        file.flush();
+        file.reopen().unwrap();
+        file.send(b"three\n".to_vec());
+        file.flush();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("access.log.1")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn error_lines_look_like_nginx() {
+        let line = error_line("emerg", "unknown directive \"foo\" in /x.conf:3");
+        let re = regex::Regex::new(
+            r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[emerg\] \d+#\d+: unknown directive \x22foo\x22 in /x.conf:3\n$",
+        )
+        .unwrap();
+        assert!(re.is_match(&line), "{line}");
+    }
+}

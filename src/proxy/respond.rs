@@ -1,0 +1,85 @@
+//! Responses the appliance makes itself: `return`, redirects, and error pages, shaped like
+//! nginx's (ngx_http_special_response.c) so clients and monitors see the same thing.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// The `Server` header the appliance sends.
+pub const SERVER: &str = "appliance";
+
+/// The reason phrase nginx prints for a status.
+pub fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown")
+}
+
+/// nginx's built-in page for a status, or `None` for statuses it sends without a body.
+pub fn error_page(status: u16) -> Option<String> {
+    if status < 300 || status == 304 {
+        return None;
+    }
+    let title = format!("{status} {}", reason(status));
+    Some(format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>{SERVER}</center>\r\n</body>\r\n</html>\r\n"
+    ))
+}
+
+/// The HTTP date of now (`Sat, 21 Nov 2026 10:00:00 GMT`). Formatted once a second per thread,
+/// as nginx caches its time strings: every response carries one.
+pub fn http_date() -> String {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second || cache.1.is_empty() {
+            *cache = (second, httpdate::fmt_http_date(now));
+        }
+        cache.1.clone()
+    })
+}
+
+/// Sends a complete response: status, optional `Location`, and a body with its type.
+pub async fn send(
+    session: &mut Session,
+    status: u16,
+    location: Option<&[u8]>,
+    body: Option<(Bytes, &str)>,
+    keepalive: bool,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("Server", SERVER)?;
+    resp.insert_header("Date", http_date())?;
+    let body = match body {
+        Some(b) => Some(b),
+        None => error_page(status).map(|page| (Bytes::from(page), "text/html")),
+    };
+    if let Some((bytes, content_type)) = &body {
+        resp.insert_header("Content-Type", *content_type)?;
+        resp.insert_header("Content-Length", bytes.len().to_string())?;
+    } else if status != 204 && status != 304 {
+        resp.insert_header("Content-Length", "0")?;
+    }
+    if let Some(location) = location {
+        resp.insert_header("Location", location)?;
+    }
+    if !keepalive {
+        session.set_keepalive(None);
+        resp.insert_header("Connection", "close")?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    let end = body.is_none() || head_only;
+    session.write_response_header(Box::new(resp), end).await?;
+    if let (Some((bytes, _)), false) = (body, head_only) {
+        session.write_response_body(Some(bytes), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! Evaluating templates (`$host`, `$proxy_add_x_forwarded_for`, ...) against a request.
+//!
+//! Values follow nginx 1.22: `$http_*` is the first header of that name, except `Cookie`
+//! (joined with `; `) and `X-Forwarded-For` (joined with `, `); `$host` is the validated Host,
+//! else the server's first name.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use super::proxy_protocol::ProxyInfo;
+
+use crate::config::template::{Segment, Template, Variable};
+
+/// Everything a template may refer to, gathered for one request.
+pub struct RequestVars<'a> {
+    pub request: &'a RequestHeader,
+    pub client: Option<(IpAddr, u16)>,
+    pub local: Option<(IpAddr, u16)>,
+    pub tls: bool,
+    /// The validated Host, lowercase, without port.
+    pub host: Option<&'a str>,
+    /// The first name of the server that took the request.
+    pub server_name: &'a str,
+    /// `$uri` and `$args`.
+    pub uri: &'a [u8],
+    pub args: Option<&'a [u8]>,
+    /// The regex location's captures, as byte ranges of `uri`.
+    pub captures: &'a [Option<std::ops::Range<usize>>],
+    pub proxy_host: &'a str,
+    pub proxy_port: &'a str,
+    /// `$request_id`: made on first use, then the same for the whole request.
+    pub request_id: &'a std::sync::OnceLock<String>,
+    /// Filled once the upstream has answered (logs, `add_header`).
+    pub upstream: Option<&'a UpstreamVars>,
+    pub response: Option<&'a ResponseHeader>,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub request_time: f64,
+    pub connection: u64,
+    pub connection_requests: u64,
+    pub ssl_protocol: Option<&'a str>,
+    pub ssl_cipher: Option<&'a str>,
+    pub ssl_server_name: Option<&'a str>,
+    /// The source and destination of the connection's PROXY protocol header, if it had one.
+    pub proxy_protocol: Option<ProxyInfo>,
+}
+
+/// What nginx's `$upstream_*` variables report: one entry per server tried, joined with `, `.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamVars {
+    pub addrs: Vec<String>,
+    pub statuses: Vec<String>,
+    pub connect_times: Vec<String>,
+    pub header_times: Vec<String>,
+    pub response_times: Vec<String>,
+    pub response: Option<ResponseHeader>,
+    /// `response_times` in seconds, for the metrics.
+    pub response_seconds: Vec<f64>,
+    /// When the try under way started.
+    pub try_started: Option<Instant>,
+}
+
+impl UpstreamVars {
+    /// A try starts (ending the previous one, if still open).
+    pub fn begin_try(&mut self) {
+        self.end_try();
+        self.try_started = Some(Instant::now());
+    }
+
+    /// The connection to the upstream server is up: `$upstream_connect_time`.
+    pub fn connected(&mut self) {
+        if let Some(t) = self.try_started {
+            self.connect_times.push(seconds(t.elapsed()));
+        }
+    }
+
+    /// The response header arrived: `$upstream_header_time`.
+    pub fn header_received(&mut self) {
+        if let Some(t) = self.try_started {
+            self.header_times.push(seconds(t.elapsed()));
+        }
+    }
+
+    /// The try is over: `$upstream_response_time`. A try that never connected or never got
+    /// a header shows `-` there, as nginx's lists do.
+    pub fn end_try(&mut self) {
+        let Some(t) = self.try_started.take() else {
+            return;
+        };
+        let elapsed = t.elapsed();
+        let tries = self.response_times.len() + 1;
+        for list in [&mut self.connect_times, &mut self.header_times] {
+            while list.len() < tries {
+                list.push("-".to_string());
+            }
+        }
+        self.response_times.push(seconds(elapsed));
+        self.response_seconds.push(elapsed.as_secs_f64());
+    }
+}
+
+/// nginx's `%T.%03M`: seconds with milliseconds.
+fn seconds(d: std::time::Duration) -> String {
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// Appends the template's value to `out`.
+pub fn eval(template: &Template, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
+    for segment in &template.segments {
+        match segment {
+            Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
+            Segment::Var(v) => vars.write(v, out),
+        }
+    }
+}
+
+/// The template's value as bytes.
+pub fn eval_to_vec(template: &Template, vars: &RequestVars<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    eval(template, vars, &mut out);
+    out
+}
+
+impl RequestVars<'_> {
+    fn header_first(&self, name: &str) -> Option<&[u8]> {
+        self.request.headers.get(name).map(|v| v.as_bytes())
+    }
+
+    fn header_joined(&self, name: &str, separator: &[u8], out: &mut Vec<u8>) {
+        for (i, v) in self.request.headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(separator);
+            }
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+
+    /// Appends one variable's value; an unknown or missing value appends nothing, as nginx's
+    /// "not found" variables evaluate to the empty string.
+    pub fn write(&self, var: &Variable, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match var {
+            Variable::Host => {
+                out.extend_from_slice(self.host.unwrap_or(self.server_name).as_bytes())
+            }
+            Variable::RemoteAddr => {
+                if let Some((ip, _)) = self.client {
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            Variable::RemotePort => {
+                if let Some((_, port)) = self.client {
+                    let _ = write!(out, "{port}");
+                }
+            }
+            Variable::BinaryRemoteAddr => match self.client {
+                Some((IpAddr::V4(a), _)) => out.extend_from_slice(&a.octets()),
+                Some((IpAddr::V6(a), _)) => out.extend_from_slice(&a.octets()),
+                None => {}
+            },
+            Variable::ProxyAddXForwardedFor => {
+                let before = out.len();
+                self.header_joined("x-forwarded-for", b", ", out);
+                if let Some((ip, _)) = self.client {
+                    if out.len() > before {
+                        out.extend_from_slice(b", ");
+                    }
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            Variable::ProxyHost => out.extend_from_slice(self.proxy_host.as_bytes()),
+            Variable::ProxyPort => out.extend_from_slice(self.proxy_port.as_bytes()),
+            Variable::Scheme => out.extend_from_slice(if self.tls { b"https" } else { b"http" }),
+            Variable::RequestUri => out.extend_from_slice(self.request.raw_path()),
+            Variable::Uri => out.extend_from_slice(self.uri),
+            Variable::Args => out.extend_from_slice(self.args.unwrap_or_default()),
+            Variable::IsArgs => {
+                if self.args.is_some_and(|a| !a.is_empty()) {
+                    out.push(b'?');
+                }
+            }
+            Variable::RequestMethod => {
+                out.extend_from_slice(self.request.method.as_str().as_bytes())
+            }
+            Variable::Request => {
+                out.extend_from_slice(self.request.method.as_str().as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(self.request.raw_path());
+                out.push(b' ');
+                out.extend_from_slice(protocol(self.request).as_bytes());
+            }
+            Variable::ServerProtocol => out.extend_from_slice(protocol(self.request).as_bytes()),
+            Variable::ServerAddr => {
+                if let Some((ip, _)) = self.local {
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            Variable::ServerPort => {
+                if let Some((_, port)) = self.local {
+                    let _ = write!(out, "{port}");
+                }
+            }
+            Variable::ServerName => out.extend_from_slice(self.server_name.as_bytes()),
+            Variable::Hostname => out.extend_from_slice(hostname().as_bytes()),
+            Variable::RequestId => out.extend_from_slice(
+                self.request_id
+                    .get_or_init(|| format!("{:032x}", fastrand::u128(..)))
+                    .as_bytes(),
+            ),
+            Variable::RequestLength => {
+                let len = self
+                    .header_first("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let _ = write!(out, "{len}");
+            }
+            Variable::RequestTime => {
+                let _ = write!(out, "{:.3}", self.request_time);
+            }
+            Variable::Status => {
+                let _ = write!(out, "{:03}", self.status);
+            }
+            Variable::BodyBytesSent | Variable::BytesSent => {
+                let _ = write!(out, "{}", self.body_bytes_sent);
+            }
+            Variable::TimeLocal => out.extend_from_slice(time_local().as_bytes()),
+            Variable::TimeIso8601 => out.extend_from_slice(time_iso8601().as_bytes()),
+            Variable::Msec => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let _ = write!(out, "{}.{:03}", now.as_secs(), now.subsec_millis());
+            }
+            Variable::Connection => {
+                let _ = write!(out, "{}", self.connection);
+            }
+            Variable::ConnectionRequests => {
+                let _ = write!(out, "{}", self.connection_requests);
+            }
+            Variable::ContentType => {
+                out.extend_from_slice(self.header_first("content-type").unwrap_or_default())
+            }
+            Variable::ContentLength => {
+                out.extend_from_slice(self.header_first("content-length").unwrap_or_default())
+            }
+            Variable::RemoteUser => {}
+            Variable::Pid => {
+                let _ = write!(out, "{}", std::process::id());
+            }
+            Variable::NginxVersion => out.extend_from_slice(b"1.22.1"),
+            Variable::UpstreamAddr => join(self.upstream.map(|u| &u.addrs), out),
+            Variable::UpstreamStatus => join(self.upstream.map(|u| &u.statuses), out),
+            Variable::UpstreamResponseTime => join(self.upstream.map(|u| &u.response_times), out),
+            Variable::UpstreamConnectTime => join(self.upstream.map(|u| &u.connect_times), out),
+            Variable::UpstreamHeaderTime => join(self.upstream.map(|u| &u.header_times), out),
+            Variable::SslProtocol => {
+                out.extend_from_slice(self.ssl_protocol.unwrap_or("").as_bytes())
+            }
+            Variable::SslCipher => out.extend_from_slice(self.ssl_cipher.unwrap_or("").as_bytes()),
+            Variable::SslServerName => {
+                out.extend_from_slice(self.ssl_server_name.unwrap_or("").as_bytes())
+            }
+            Variable::Https => {
+                if self.tls {
+                    out.extend_from_slice(b"on");
+                }
+            }
+            Variable::ProxyProtocolAddr => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.source) {
+                    let _ = write!(out, "{}", a.ip());
+                }
+            }
+            Variable::ProxyProtocolPort => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.source) {
+                    let _ = write!(out, "{}", a.port());
+                }
+            }
+            Variable::ProxyProtocolServerAddr => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.destination) {
+                    let _ = write!(out, "{}", a.ip());
+                }
+            }
+            Variable::ProxyProtocolServerPort => {
+                if let Some(a) = self.proxy_protocol.and_then(|p| p.destination) {
+                    let _ = write!(out, "{}", a.port());
+                }
+            }
+            Variable::RequestHeader(name) => {
+                let name = name.replace('_', "-");
+                match name.as_str() {
+                    "cookie" => self.header_joined("cookie", b"; ", out),
+                    "x-forwarded-for" => self.header_joined("x-forwarded-for", b", ", out),
+                    _ => out.extend_from_slice(self.header_first(&name).unwrap_or_default()),
+                }
+            }
+            Variable::ResponseHeader(name) => {
+                if let Some(v) = self
+                    .response
+                    .and_then(|r| r.headers.get(name.replace('_', "-").as_str()))
+                {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+            Variable::UpstreamHeader(name) => {
+                if let Some(v) = self
+                    .upstream
+                    .and_then(|u| u.response.as_ref())
+                    .and_then(|r| r.headers.get(name.replace('_', "-").as_str()))
+                {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+            Variable::Cookie(name) => {
+                if let Some(v) = cookie(self.request, name.as_bytes()) {
+                    out.extend_from_slice(v);
+                }
+            }
+            Variable::Arg(name) => {
+                if let Some(v) = self.args.and_then(|a| arg(a, name.as_bytes())) {
+                    out.extend_from_slice(v);
+                }
+            }
+            Variable::Capture(n) => {
+                if let Some(Some(range)) = self.captures.get(*n as usize) {
+                    if let Some(bytes) = self.uri.get(range.clone()) {
+                        out.extend_from_slice(bytes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn join(list: Option<&Vec<String>>, out: &mut Vec<u8>) {
+    if let Some(list) = list {
+        out.extend_from_slice(list.join(", ").as_bytes());
+    }
+}
+
+fn protocol(request: &RequestHeader) -> &'static str {
+    match request.version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A cookie's value from the `Cookie` headers (names compare case-insensitively, as nginx's
+/// ngx_http_parse_multi_header_lines does).
+pub fn cookie<'r>(request: &'r RequestHeader, name: &[u8]) -> Option<&'r [u8]> {
+    for header in request.headers.get_all("cookie") {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let pair = trim(pair);
+            if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+                if pair[..eq].eq_ignore_ascii_case(name) {
+                    return Some(&pair[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// An argument's value from `$args` (the first, names case-insensitive, as ngx_http_arg).
+pub fn arg<'a>(args: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    args.split(|b| *b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        key.eq_ignore_ascii_case(name).then_some(value)
+    })
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `$time_local`: `21/Nov/2026:10:00:00 +0000` (the appliance logs in UTC).
+pub fn time_local() -> String {
+    let (y, mo, d, h, mi, s) = utc_now();
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000",
+        MONTHS[(mo - 1) as usize]
+    )
+}
+
+/// `$time_iso8601`: `2026-11-21T10:00:00+00:00`.
+pub fn time_iso8601() -> String {
+    let (y, mo, d, h, mi, s) = utc_now();
+    format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00")
+}
+
+/// The civil UTC date and time now (days-from-civil inverse, Howard Hinnant's algorithm).
+fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_and_args() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Cookie", "a=1; SID=xyz").unwrap();
+        req.append_header("Cookie", "b=2").unwrap();
+        assert_eq!(cookie(&req, b"sid"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&req, b"b"), Some(&b"2"[..]));
+        assert_eq!(cookie(&req, b"c"), None);
+        assert_eq!(arg(b"x=1&K=v&k=w", b"k"), Some(&b"v"[..]));
+        assert_eq!(arg(b"flag&x=1", b"flag"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
+        req.append_header("X-Forwarded-For", "2.2.2.2").unwrap();
+        let vars = RequestVars {
+            request: &req,
+            client: Some(("10.0.0.9".parse().unwrap(), 5555)),
+            local: Some(("10.0.0.1".parse().unwrap(), 80)),
+            tls: false,
+            host: None,
+            server_name: "srv",
+            uri: b"/",
+            args: None,
+            captures: &[],
+            proxy_host: "backend",
+            proxy_port: "80",
+            request_id: &std::sync::OnceLock::new(),
+            upstream: None,
+            response: None,
+            status: 0,
+            body_bytes_sent: 0,
+            request_time: 0.0,
+            connection: 1,
+            connection_requests: 1,
+            ssl_protocol: None,
+            ssl_cipher: None,
+            ssl_server_name: None,
+            proxy_protocol: None,
+        };
+        let t = Template::parse("$proxy_add_x_forwarded_for|$host|$server_port|$scheme").unwrap();
+        assert_eq!(
+            eval_to_vec(&t, &vars),
+            b"1.1.1.1, 2.2.2.2, 10.0.0.9|srv|80|http"
+        );
+    }
+
+    #[test]
+    fn civil_dates() {
+        // Smoke test of the calendar arithmetic: the formatted date is well-formed.
+        let t = time_iso8601();
+        assert_eq!(t.len(), 25, "{t}");
+        assert!(time_local().ends_with(" +0000"));
+    }
+}

@@ -1,0 +1,1017 @@
+//! Differential tests (issue 3): nginx 1.22 and the appliance run the same nginx.conf in front of
+//! the same recording backends and must agree on every response, on which backend served each
+//! request, and on the exact request (line and headers, byte for byte) each backend received.
+//!
+//! Run against the appliance (the default):   cargo test --test differential
+//! Check the harness with nginx in both slots: APPLIANCE_DIFF_TARGET=nginx cargo test --test differential
+//! Print nginx's transcript of each scenario:  APPLIANCE_DIFF_SHOW=1 ... -- --nocapture
+//!
+//! How to read a scenario: `{listen}` is the proxy's address, `{b0}`, `{b1}`, ... are recording
+//! backends. Each backend answers 200 `backend <i>` unless its plan says otherwise (`Status`,
+//! `Reset`, `Hang`, `Hold` until released, `Slow`, `InvalidHeader`; `.on(n, ..)` for its n-th
+//! request only). Steps run in order; `send` waits for the response, `start` leaves a request
+//! held at a backend. See tests/support/scenario.rs.
+
+mod support;
+
+use support::backends::{Behaviour::*, Plan};
+use support::chi_square::chi_square;
+use support::client::{get, post, Request};
+use support::scenario::*;
+
+fn paths(prefix: &str, count: usize) -> impl Iterator<Item = Request> + '_ {
+    (1..=count).map(move |i| get(&format!("{prefix}{i}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Balancers
+
+/// Smooth weighted round robin: weights 5 1 1 give a a b a c a a, twice.
+#[test]
+fn round_robin_with_weights() {
+    Scenario::new("round robin with weights")
+        .backends(3)
+        .master_process()
+        .config(
+            "upstream pool {
+                 server {b0} weight=5;
+                 server {b1};
+                 server {b2};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 14))
+        .run();
+}
+
+/// least_conn: requests held open on some backends steer new ones to the others; weights
+/// divide the counts; ties go by weighted round robin.
+#[test]
+fn least_conn() {
+    Scenario::new("least_conn")
+        .backends(3)
+        .config(
+            "upstream pool {
+                 least_conn;
+                 server {b0};
+                 server {b1};
+                 server {b2} weight=2;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .step(plan_all(Plan::always(Hold)))
+        .steps(paths("/held", 4).map(start))
+        .step(plan_all(Plan::ok()))
+        .send_all(paths("/while-held", 4))
+        .step(release(2))
+        .send_all(paths("/after-release-2-", 4))
+        .step(release(0))
+        .send_all(paths("/after-release-0-", 4))
+        .run();
+}
+
+/// ip_hash: the first three octets of the client address pick the server; a `down` server
+/// keeps its place in the hash.
+#[test]
+fn ip_hash() {
+    let clients = [
+        "127.0.0.1",
+        "127.0.1.1",
+        "127.0.2.1",
+        "127.0.3.9",
+        "127.1.0.1",
+        "127.2.3.4",
+        "127.9.9.9",
+        "127.10.20.30",
+        "127.100.1.1",
+        "127.200.5.5",
+        "127.255.0.1",
+        "127.0.1.200",
+    ];
+    Scenario::new("ip_hash")
+        .backends(4)
+        .config(
+            "upstream pool {
+                 ip_hash;
+                 server {b0};
+                 server {b1} weight=2;
+                 server {b2};
+                 server {b3} down;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all((0..2).flat_map(|_| clients.iter().map(|c| get("/").from(c))))
+        .run();
+}
+
+/// hash $request_uri: crc32 of the key modulo the weights; a failing server is skipped by
+/// rehashing, a `down` one too.
+#[test]
+fn hash_request_uri() {
+    Scenario::new("hash $request_uri")
+        .backends(4)
+        .plan(1, Plan::always(Reset))
+        .config(
+            "upstream pool {
+                 hash $request_uri;
+                 server {b0};
+                 server {b1};
+                 server {b2} weight=2;
+                 server {b3} down;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/item/", 24))
+        .send_all(paths("/item/", 6))
+        .run();
+}
+
+/// hash ... consistent: ketama points from the server strings as written.
+#[test]
+fn hash_consistent() {
+    Scenario::new("hash $request_uri consistent")
+        .backends(4)
+        .config(
+            "upstream pool {
+                 hash $request_uri consistent;
+                 server {b0};
+                 server {b1} weight=3;
+                 server {b2};
+                 server {b3};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/user/", 30))
+        .send_all(paths("/user/", 5))
+        .run();
+}
+
+/// random: each request goes to a server with probability weight / total.
+#[test]
+fn random_follows_weights() {
+    Scenario::new("random")
+        .backends(3)
+        .config(
+            "upstream pool {
+                 random;
+                 server {b0} weight=3;
+                 server {b1} weight=2;
+                 server {b2};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all((0..600).map(|_| get("/")))
+        .run_distribution(|_| vec![3.0 / 6.0, 2.0 / 6.0, 1.0 / 6.0]);
+}
+
+/// random two least_conn: two distinct servers drawn by weight, the one with fewer connections
+/// (per weight) wins, the second drawn on a tie. One request is held, so its server only wins
+/// against... nobody: it never gets another request.
+#[test]
+fn random_two_least_conn() {
+    let weights = [3.0, 2.0, 1.0];
+    Scenario::new("random two least_conn")
+        .backends(3)
+        .config(
+            "upstream pool {
+                 random two least_conn;
+                 server {b0} weight=3;
+                 server {b1} weight=2;
+                 server {b2};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .step(plan_all(Plan::always(Hold)))
+        .step(start(get("/held")))
+        .step(plan_all(Plan::ok()))
+        .send_all((0..600).map(|_| get("/")))
+        .run_distribution(move |observation| {
+            // The held request's server has one connection, everybody else none.
+            let mut conns = [0.0; 3];
+            if let Some(held) = observation.outcomes[0].backend() {
+                conns[held] = 1.0;
+            }
+            random_two_shares(&weights, &conns)
+        });
+}
+
+/// The share each server gets under `random two`, from the weights and the (fixed) connection
+/// counts: first draw i with p_i, second draw j != i with p_j / (1 - p_i); j wins unless it has
+/// more connections per weight than i.
+fn random_two_shares(weights: &[f64], conns: &[f64]) -> Vec<f64> {
+    let total: f64 = weights.iter().sum();
+    let p: Vec<f64> = weights.iter().map(|w| w / total).collect();
+    let mut shares = vec![0.0; weights.len()];
+    for i in 0..p.len() {
+        for j in (0..p.len()).filter(|&j| j != i) {
+            let pair = p[i] * p[j] / (1.0 - p[i]);
+            let winner = if conns[j] * weights[i] > conns[i] * weights[j] {
+                i
+            } else {
+                j
+            };
+            shares[winner] += pair;
+        }
+    }
+    shares
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server flags and passive health
+
+/// backup: used only once every primary has failed, within the same request.
+#[test]
+fn backup() {
+    Scenario::new("backup")
+        .backends(3)
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 server {b2} backup;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/both-up-", 3))
+        .steps([refuse(0), refuse(1)])
+        .send_all(paths("/both-refusing-", 3))
+        .steps([accept(0), accept(1)])
+        .send_all(paths("/back-but-still-failed-", 2))
+        .run();
+}
+
+/// down: never chosen.
+#[test]
+fn down() {
+    Scenario::new("down")
+        .backends(3)
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1} down;
+                 server {b2} weight=2;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 6))
+        .run();
+}
+
+/// max_conns: a full server is skipped; when all primaries are full the backup serves, and an
+/// upstream with nothing left answers 502.
+#[test]
+fn max_conns() {
+    Scenario::new("max_conns")
+        .backends(4)
+        .config(
+            "upstream pool {
+                 server {b0} max_conns=1;
+                 server {b1} max_conns=2;
+                 server {b2} backup;
+             }
+             upstream solo {
+                 server {b3} max_conns=1;
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+                 location /solo/ { proxy_pass http://solo; }
+             }",
+        )
+        .step(plan_all(Plan::always(Hold)))
+        .steps(paths("/held", 4).map(start))
+        .step(start(get("/solo/held")))
+        .step(plan_all(Plan::ok()))
+        .send_all(paths("/full-", 2))
+        .send(get("/solo/full"))
+        .step(release(0))
+        .send_all(paths("/b0-free-", 2))
+        .step(release(3))
+        .send(get("/solo/free"))
+        .run();
+}
+
+/// max_fails / fail_timeout as a timeline: two failures take b0 out, it stays out while the
+/// timeout runs, then gets one request to prove itself and comes back.
+#[test]
+fn max_fails_and_fail_timeout() {
+    Scenario::new("max_fails=2 fail_timeout=2s")
+        .backends(2)
+        .plan(0, Plan::ok().on(1, Reset).on(2, Reset))
+        .config(
+            "upstream pool {
+                 server {b0} max_fails=2 fail_timeout=2s;
+                 server {b1};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/failing-", 6))
+        .send_all(paths("/out-", 3))
+        // fail_timeout counts whole seconds in nginx: 3.5 s is surely past 2 s.
+        .step(pause_ms(3500))
+        .send_all(paths("/back-", 6))
+        .run();
+}
+
+/// Every server failed: the request that fails them gets 502 after trying each, the next one
+/// 502 without any attempt ("no live upstreams").
+#[test]
+fn no_live_upstreams() {
+    Scenario::new("no live upstreams")
+        .backends(2)
+        .plan(0, Plan::always(Reset))
+        .plan(1, Plan::always(Reset))
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+             }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// keepalive: with HTTP/1.1 and an empty Connection header requests reuse pooled upstream
+/// connections (up to keepalive_requests each); without, every request opens its own.
+#[test]
+fn keepalive_pool() {
+    Scenario::new("keepalive")
+        .backends(2)
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 keepalive 2;
+                 keepalive_requests 3;
+             }
+             server {
+                 listen {listen};
+                 location /pooled/ {
+                     proxy_pass http://pool;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                 }
+                 location /plain/ { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/pooled/", 8))
+        .send_all(paths("/plain/", 2))
+        .send_all(paths("/pooled/again-", 4))
+        .send(get("/pooled/http10").http10())
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+/// Location matching: `=` first, then the longest prefix (nested ones inside it), then regexes
+/// in order unless the prefix was `^~`; `~*` ignores case. URIs are normalised first.
+#[test]
+fn location_matching() {
+    Scenario::new("location matching")
+        .backends(0)
+        .config(
+            r#"server {
+                 listen {listen};
+                 location = / { return 200 "exact /\n"; }
+                 location / { return 200 "prefix /\n"; }
+                 location /docs/ {
+                     return 200 "prefix /docs/\n";
+                     location /docs/api/ { return 200 "nested /docs/api/\n"; }
+                     location ~ \.pdf$ { return 200 "nested regex .pdf\n"; }
+                 }
+                 location ^~ /static/ { return 200 "^~ /static/\n"; }
+                 location ~ \.(png|jpg)$ { return 200 "regex png|jpg\n"; }
+                 location ~* \.GIF$ { return 200 "regex ~* gif\n"; }
+                 location ~ ^/static/never { return 200 "regex that ^~ hides\n"; }
+                 location ~ ^/a { return 200 "regex ^/a (first)\n"; }
+                 location ~ ^/ab { return 200 "regex ^/ab (second)\n"; }
+                 location /exact { return 200 "prefix /exact\n"; }
+                 location = /exact { return 200 "exact /exact\n"; }
+                 location /Case/ { return 200 "prefix /Case/\n"; }
+             }"#,
+        )
+        .send_all(
+            [
+                "/",
+                "/index.html",
+                "/docs/",
+                "/docs",
+                "/docs/guide",
+                "/docs/api/x",
+                "/docs/api/x.pdf",
+                "/docs/x.pdf",
+                "/static/x.png",
+                "/static/never",
+                "/img.png",
+                "/img.GIF",
+                "/img.gif",
+                "/a/b",
+                "/ab",
+                "/xab",
+                "/exact",
+                "/exact/more",
+                "/exactly",
+                "/Case/x",
+                "/case/x",
+                "/d%6Fcs/guide",
+                "/docs/../static/x.png",
+                "/docs//api/x",
+                "/docs/api/?q=1.pdf",
+                "/docs/x.pdf?download=1",
+            ]
+            .map(get),
+        )
+        .run();
+}
+
+/// proxy_pass with a URI replaces the matched prefix (and sends the normalised, re-escaped
+/// URI); without one the client's URI goes upstream untouched, also from a regex location.
+#[test]
+fn proxy_pass_uri_rewriting() {
+    Scenario::new("proxy_pass URI")
+        .backends(2)
+        .config(
+            r#"upstream pool { server {b1}; }
+             server {
+                 listen {listen};
+                 location /app/ { proxy_pass http://{b0}/backend/; }
+                 location /strip/ { proxy_pass http://{b0}/; }
+                 location /short { proxy_pass http://{b0}/long; }
+                 location /keep/ { proxy_pass http://{b0}; }
+                 location ~ ^/re/(.*)$ { proxy_pass http://{b0}; }
+                 location = /exact { proxy_pass http://{b0}/target; }
+                 location /up/ { proxy_pass http://pool/u/; }
+             }"#,
+        )
+        .send_all(
+            [
+                "/app/x?q=1",
+                "/app/a%20b",
+                "/app/a%41",
+                "/app/",
+                "/strip/x/y",
+                "/shortened",
+                "/keep/a%41?x=%20",
+                "/keep/../keep/x",
+                "/re/z%2Fq?y=1",
+                "/exact",
+                "/exact?x=1",
+                "/up/thing",
+                "/app//double//slash",
+            ]
+            .map(get),
+        )
+        .run();
+}
+
+/// The headers people set, and what nginx does with the client's own: hop-by-hop ones
+/// dropped, underscores ignored, duplicates and case kept, HTTP/1.0 and missing Host.
+#[test]
+fn request_headers() {
+    Scenario::new("proxy_set_header and client headers")
+        .backends(2)
+        .config(
+            r#"upstream pool { server {b1}; }
+             server {
+                 listen {listen};
+                 location /set/ {
+                     proxy_pass http://{b0};
+                     proxy_set_header Host $host;
+                     proxy_set_header X-Real-IP $remote_addr;
+                     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                     proxy_set_header X-Forwarded-Proto $scheme;
+                     proxy_set_header X-Original-URI $request_uri;
+                     proxy_set_header X-Server-Port $server_port;
+                     proxy_set_header X-Agent $http_user_agent;
+                     proxy_set_header X-Custom-Copy $http_x_custom;
+                     proxy_set_header X-Empty "";
+                 }
+                 location /default/ { proxy_pass http://{b0}; }
+                 location /pool/ { proxy_pass http://pool; }
+             }"#,
+        )
+        .send(
+            get("/set/a?x=1")
+                .host("Example.COM:8080")
+                .header("User-Agent", "harness/1")
+                .header("X-Custom", "custom value")
+                .header("X-Forwarded-For", "10.0.0.1"),
+        )
+        .send(get("/set/no-host").http10())
+        .send(get("/set/from").host("example.com").from("127.0.3.7"))
+        .send(
+            get("/default/client-headers")
+                .header("user-AGENT", "Mixed Case")
+                .header("X-Dup", "1")
+                .header("X-Dup", "2")
+                .header("X_Under", "dropped")
+                .header("Connection", "keep-alive")
+                .header("Keep-Alive", "300")
+                .header("TE", "trailers")
+                .header("Upgrade", "websocket")
+                .header("Proxy-Connection", "keep-alive")
+                .header("Accept", "*/*"),
+        )
+        .send(
+            post("/default/post", "a=1&b=2")
+                .header("Content-Type", "application/x-www-form-urlencoded"),
+        )
+        .send(
+            post("/default/chunked", "")
+                .header("Transfer-Encoding", "chunked")
+                .raw_body("5\r\nhello\r\n0\r\n\r\n"),
+        )
+        .send(get("/default/http10").http10().host("example.com"))
+        .send(get("/default/close").header("Connection", "close"))
+        .send(get("/pool/host-is-upstream-name"))
+        .send(get("/default/head").method("HEAD"))
+        .run();
+}
+
+/// return: codes, redirects (relative ones made absolute with the port), bodies.
+#[test]
+fn return_directive() {
+    Scenario::new("return")
+        .backends(0)
+        .config(
+            r#"server {
+                 listen {listen};
+                 location /text { return 200 "plain text\n"; }
+                 location /created { return 201 "made\n"; }
+                 location /moved { return 301 https://example.com$request_uri; }
+                 location /found { return 302 /elsewhere; }
+                 location /temporary { return 307 http://example.org/t; }
+                 location /gone { return 410; }
+                 location /teapot { return 418 "short and stout\n"; }
+                 location /empty { return 204; }
+                 location /bare { return https://example.net/bare; }
+                 location /missing { return 404; }
+             }"#,
+        )
+        .send_all(
+            [
+                "/text",
+                "/created",
+                "/moved?x=1",
+                "/found",
+                "/temporary",
+                "/gone",
+                "/teapot",
+                "/empty",
+                "/bare",
+                "/missing",
+            ]
+            .map(get),
+        )
+        .send(get("/found").host("example.com"))
+        .send(get("/text").method("HEAD"))
+        .run();
+}
+
+/// server_name: exact, then the longest leading wildcard, the longest trailing wildcard, the
+/// first matching regex, else the port's default server (default_server, or the first).
+#[test]
+fn server_name_selection() {
+    Scenario::new("server_name")
+        .backends(0)
+        .config(
+            r#"server { listen {listen}; server_name example.com www.example.com; return 200 "exact\n"; }
+             server { listen {listen}; server_name *.example.com; return 200 "*.example.com\n"; }
+             server { listen {listen}; server_name *.deep.example.com; return 200 "*.deep.example.com\n"; }
+             server { listen {listen}; server_name mail.*; return 200 "mail.*\n"; }
+             server { listen {listen}; server_name ~^(?<user>[a-z]+)\.regex\.test$; return 200 "regex\n"; }
+             server { listen {listen}; server_name .dot.test; return 200 ".dot.test\n"; }
+             server { listen {listen} default_server; server_name _; return 200 "default_server\n"; }
+             server { listen {listen1}; server_name first.test; return 200 "second port, first server\n"; }
+             server { listen {listen1}; server_name example.com; return 200 "second port, example.com\n"; }"#,
+        )
+        .send_all(
+            [
+                "example.com", "EXAMPLE.com", "www.example.com", "example.com.", "example.com:8080",
+                "a.example.com", "a.deep.example.com", "mail.test", "mail.example.com",
+                "bob.regex.test", "Bob.Regex.Test", "dot.test", "x.dot.test", "unknown.test",
+            ]
+            .map(|host| get("/").host(host)),
+        )
+        .send(get("/").http10())
+        .send(get("/").host("unknown.test").on_listener(1))
+        .send(get("/").host("example.com").on_listener(1))
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures and retries
+
+/// One server, every way of failing: 503 passed through, reset 502, silence 504, invalid header
+/// 502, slow but in time 200, refused 502. A single server is never marked failed.
+#[test]
+fn failure_statuses() {
+    Scenario::new("failure statuses")
+        .backends(1)
+        .plan(
+            0,
+            Plan::ok()
+                .on(2, Status(503))
+                .on(3, Reset)
+                .on(4, Hang)
+                .on(5, InvalidHeader)
+                .on(6, Slow(std::time::Duration::from_millis(200))),
+        )
+        .config(
+            "server {
+                 listen {listen};
+                 proxy_read_timeout 1s;
+                 location / { proxy_pass http://{b0}; }
+             }",
+        )
+        .send_all(paths("/r", 7))
+        .step(refuse(0))
+        .send(get("/refused"))
+        .step(accept(0))
+        .send(get("/accepting-again"))
+        .run();
+}
+
+/// Default `proxy_next_upstream error timeout`: a reset and a timeout both move on.
+#[test]
+fn next_upstream_error_timeout() {
+    Scenario::new("proxy_next_upstream error timeout")
+        .backends(3)
+        .plan(0, Plan::always(Reset))
+        .plan(1, Plan::ok().on(1, Hang))
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 server {b2};
+             }
+             server {
+                 listen {listen};
+                 proxy_read_timeout 1s;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// http_502 http_503 http_504: those answers move on (and count as failures); others pass.
+#[test]
+fn next_upstream_http_5xx() {
+    Scenario::new("proxy_next_upstream http_502 http_503 http_504")
+        .backends(4)
+        .plan(0, Plan::always(Status(502)))
+        .plan(1, Plan::always(Status(503)))
+        .plan(2, Plan::always(Status(504)))
+        .plan(3, Plan::ok().on(1, Status(500)))
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 server {b2};
+                 server {b3};
+             }
+             server {
+                 listen {listen};
+                 proxy_next_upstream error timeout http_502 http_503 http_504;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// http_500 moves on; when the last server also answers 500 that answer goes to the client.
+#[test]
+fn next_upstream_http_500() {
+    Scenario::new("proxy_next_upstream http_500")
+        .backends(2)
+        .plan(0, Plan::always(Status(500)))
+        .plan(1, Plan::ok().on(1, Status(500)))
+        .config(
+            "upstream pool {
+                 server {b0} max_fails=0;
+                 server {b1} max_fails=0;
+             }
+             server {
+                 listen {listen};
+                 proxy_next_upstream http_500;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// http_404 and http_403 move on without counting as failures; http_429 counts.
+#[test]
+fn next_upstream_http_4xx() {
+    Scenario::new("proxy_next_upstream http_404 http_403 http_429")
+        .backends(4)
+        .plan(0, Plan::always(Status(404)))
+        .plan(1, Plan::always(Status(403)))
+        .plan(2, Plan::always(Status(429)))
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 server {b2};
+                 server {b3};
+             }
+             server {
+                 listen {listen};
+                 proxy_next_upstream error timeout http_404 http_403 http_429;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 5))
+        .run();
+}
+
+/// invalid_header: not in the default list (502), retried when listed.
+#[test]
+fn next_upstream_invalid_header() {
+    Scenario::new("proxy_next_upstream invalid_header")
+        .backends(4)
+        .plan(0, Plan::always(InvalidHeader))
+        .plan(2, Plan::always(InvalidHeader))
+        .config(
+            "upstream default_list { server {b0}; server {b1}; }
+             upstream with_invalid { server {b2}; server {b3}; }
+             server {
+                 listen {listen};
+                 location /default/ { proxy_pass http://default_list; }
+                 location /listed/ {
+                     proxy_pass http://with_invalid;
+                     proxy_next_upstream error timeout invalid_header;
+                 }
+             }",
+        )
+        .send_all(paths("/default/", 3))
+        .send_all(paths("/listed/", 3))
+        .run();
+}
+
+/// A POST that reached a server is not retried (502); a GET is; a refused POST (never sent) is.
+#[test]
+fn next_upstream_post_not_retried() {
+    Scenario::new("POST is not retried once sent")
+        .backends(4)
+        .plan(0, Plan::always(Reset))
+        .refusing(2)
+        .config(
+            "upstream sent { server {b0}; server {b1}; }
+             upstream refused { server {b2}; server {b3}; }
+             server {
+                 listen {listen};
+                 location /sent/ { proxy_pass http://sent; }
+                 location /refused/ { proxy_pass http://refused; }
+             }",
+        )
+        .send(post("/sent/form", "a=1"))
+        .send(post("/sent/form", "a=2"))
+        .send(post("/refused/form", "a=3"))
+        .run();
+}
+
+/// non_idempotent: the POST that reached a resetting server is retried on the next.
+#[test]
+fn next_upstream_non_idempotent() {
+    Scenario::new("proxy_next_upstream non_idempotent")
+        .backends(2)
+        .plan(0, Plan::always(Reset))
+        .config(
+            "upstream pool { server {b0}; server {b1}; }
+             server {
+                 listen {listen};
+                 proxy_next_upstream error timeout non_idempotent;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send(post("/form", "a=1"))
+        .send(get("/after"))
+        .run();
+}
+
+/// off: the first failure is the answer.
+#[test]
+fn next_upstream_off() {
+    Scenario::new("proxy_next_upstream off")
+        .backends(2)
+        .plan(0, Plan::ok().on(1, Reset).on(2, Status(503)))
+        .config(
+            "upstream pool {
+                 server {b0} max_fails=0;
+                 server {b1};
+             }
+             server {
+                 listen {listen};
+                 proxy_next_upstream off;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// proxy_next_upstream_tries 2: two attempts, then 502.
+#[test]
+fn next_upstream_tries() {
+    Scenario::new("proxy_next_upstream_tries 2")
+        .backends(4)
+        .plan(0, Plan::always(Reset))
+        .plan(1, Plan::always(Reset))
+        .plan(2, Plan::always(Reset))
+        .config(
+            "upstream pool {
+                 server {b0} max_fails=0;
+                 server {b1} max_fails=0;
+                 server {b2} max_fails=0;
+                 server {b3} max_fails=0;
+             }
+             server {
+                 listen {listen};
+                 proxy_next_upstream_tries 2;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send_all(paths("/r", 4))
+        .run();
+}
+
+/// proxy_next_upstream_timeout 1500ms with 1 s read timeouts and silent servers: a second
+/// attempt starts at 1 s, none at 2 s, and the client gets 504.
+#[test]
+fn next_upstream_timeout() {
+    Scenario::new("proxy_next_upstream_timeout")
+        .backends(3)
+        .plan(0, Plan::always(Hang))
+        .plan(1, Plan::always(Hang))
+        .plan(2, Plan::always(Hang))
+        .config(
+            "upstream pool {
+                 server {b0};
+                 server {b1};
+                 server {b2};
+             }
+             server {
+                 listen {listen};
+                 proxy_read_timeout 1s;
+                 proxy_next_upstream_timeout 1500ms;
+                 location / { proxy_pass http://pool; }
+             }",
+        )
+        .send(get("/slow"))
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself: a test that cannot fail proves nothing, so these show it notices.
+
+/// Round robin without weights instead of with them: the harness names the first request
+/// that went elsewhere.
+#[test]
+fn harness_notices_a_different_balance() {
+    let scenario = Scenario::new("harness: weights")
+        .backends(2)
+        .config(
+            "upstream pool { server {b0} weight=3; server {b1}; }
+             server { listen {listen}; location / { proxy_pass http://pool; } }",
+        )
+        .send_all(paths("/r", 4));
+    let report = scenario.differences_from(
+        "upstream pool { server {b0}; server {b1}; }
+         server { listen {listen}; location / { proxy_pass http://pool; } }",
+    );
+    assert!(
+        report.contains("expected: response to #2 (GET /r2 HTTP/1.1): 200 from backend 0"),
+        "{report}"
+    );
+    assert!(report.contains("got:      response to #2 (GET /r2 HTTP/1.1): 200 from backend 1"));
+}
+
+/// An extra upstream header, and keepalive instead of none: both show in the report.
+#[test]
+fn harness_notices_different_upstream_requests() {
+    let scenario = Scenario::new("harness: headers")
+        .backends(1)
+        .config(
+            "upstream pool { server {b0}; keepalive 2; }
+             server { listen {listen}; location / { proxy_pass http://pool; } }",
+        )
+        .send_all(paths("/r", 2));
+    let report = scenario.differences_from(
+        "upstream pool { server {b0}; keepalive 2; }
+         server {
+             listen {listen};
+             location / {
+                 proxy_pass http://pool;
+                 proxy_http_version 1.1;
+                 proxy_set_header Connection \"\";
+                 proxy_set_header X-Extra yes;
+             }
+         }",
+    );
+    assert!(report.contains("GET /r1 HTTP/1.1"), "{report}");
+    assert!(report.contains("X-Extra: yes"), "{report}");
+    assert!(
+        report.contains("connections accepted per backend: [1]"),
+        "{report}"
+    );
+}
+
+#[test]
+fn harness_chi_square_rejects_the_wrong_shares() {
+    let weights = [0.5, 1.0 / 3.0, 1.0 / 6.0];
+    assert!(chi_square(&[300, 200, 100], &weights).passes());
+    assert!(!chi_square(&[200, 200, 200], &weights).passes());
+    assert!(chi_square(&[300, 300, 0], &[0.5, 0.5, 0.0]).passes());
+    assert!(!chi_square(&[300, 299, 1], &[0.5, 0.5, 0.0]).passes());
+    // random two with weights 3 2 1 and nobody busy: 0.35, 0.40, 0.25 (worked by hand).
+    let shares = random_two_shares(&[3.0, 2.0, 1.0], &[0.0, 0.0, 0.0]);
+    for (share, want) in shares.iter().zip([0.35, 0.40, 0.25]) {
+        assert!((share - want).abs() < 1e-9, "{shares:?}");
+    }
+}
+
+/// The recording backends on their own, without a proxy: each behaviour as a client sees it.
+#[test]
+fn harness_backends_behave_as_scripted() {
+    use support::backends::Backends;
+    use support::client::{send, Outcome};
+    let mut backends = Backends::start(2);
+    backends.reset(&[
+        Plan::ok()
+            .on(2, Status(503))
+            .on(3, Reset)
+            .on(4, InvalidHeader),
+        Plan::ok(),
+    ]);
+    let port = backends.addr(0).port();
+    let outcomes: Vec<Outcome> = (1..=4).map(|seq| send(port, &get("/x"), seq)).collect();
+    assert_eq!(outcomes[0].status(), Some(200));
+    assert_eq!(outcomes[0].backend(), Some(0));
+    assert_eq!(outcomes[1].status(), Some(503));
+    assert!(
+        matches!(&outcomes[2], Outcome::Failed(why) if why.contains("ConnectionReset")),
+        "{:?}",
+        outcomes[2]
+    );
+    match &outcomes[3] {
+        Outcome::Response(r) => assert_eq!(r.header("Bad Header"), Some("here")),
+        other => panic!("{other:?}"),
+    }
+    let received = backends.receptions();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[0].request_line, b"GET /x HTTP/1.1");
+    assert_eq!(
+        received[0].header_lines[0],
+        format!("Host: 127.0.0.1:{port}").into_bytes()
+    );
+    assert_eq!(received[3].seq, Some(4));
+
+    // Refusing closes the listener; accepting opens it again on the same port.
+    backends.set_refusing(1, true);
+    let port1 = backends.addr(1).port();
+    assert!(
+        matches!(send(port1, &get("/"), 5), Outcome::Failed(why) if why.contains("ConnectionRefused"))
+    );
+    backends.set_refusing(1, false);
+    assert_eq!(send(port1, &get("/"), 6).backend(), Some(1));
+    assert_eq!(backends.connection_counts(), vec![4, 1]);
+}

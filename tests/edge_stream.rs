@@ -1,0 +1,358 @@
+//! TCP load balancing with real sockets: TCP echo backends behind `stream` servers of
+//! `appliance run`, with next-upstream past a refused backend, TLS terminated on an SSL
+//! listener, TLS passed through untouched, TLS to the backend, and PROXY protocol v1/v2 sent to
+//! backends (parsed here) and accepted from clients.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use pingora::tls::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use support::{free_port, make_cert, start_appliance, TempDir};
+
+/// What a backend does with a connection before echoing.
+#[derive(Clone, Copy)]
+enum Backend {
+    Plain,
+    /// Reads one PROXY header and reports it, then echoes.
+    Proxy,
+}
+
+struct Echo {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    headers: mpsc::Receiver<Vec<u8>>,
+}
+
+/// A TCP echo backend; with `tls`, it terminates TLS (after the PROXY header, if any).
+fn echo(kind: Backend, tls: Option<(&Path, &Path)>) -> Echo {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (tx, headers) = mpsc::channel();
+    let acceptor = tls.map(|(crt, key)| {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        b.set_certificate_chain_file(crt).expect("cert");
+        b.set_private_key_file(key, SslFiletype::PEM).expect("key");
+        Arc::new(b.build())
+    });
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            let acceptor = acceptor.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                if let Backend::Proxy = kind {
+                    let header = read_proxy_header(&mut conn);
+                    let _ = tx.send(header);
+                }
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(mut s) = a.accept(conn) {
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = conn.read(&mut buf) {
+                            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Echo {
+        port,
+        connections,
+        headers,
+    }
+}
+
+/// Reads exactly one PROXY header (v1 up to its CRLF, v2 by its length field).
+fn read_proxy_header(conn: &mut TcpStream) -> Vec<u8> {
+    let mut head = vec![0u8; 16];
+    if conn.read_exact(&mut head).is_err() {
+        return Vec::new();
+    }
+    if head.starts_with(b"PROXY ") {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n") && head.len() < 108 {
+            if conn.read_exact(&mut byte).is_err() {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    } else {
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut rest = vec![0u8; len];
+        if conn.read_exact(&mut rest).is_ok() {
+            head.extend_from_slice(&rest);
+        }
+    }
+    head
+}
+
+fn exchange(port: u16, prefix: &[u8], message: &[u8]) -> (Vec<u8>, SocketAddr) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let local = s.local_addr().expect("local addr");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(prefix).expect("write");
+    s.write_all(message).expect("write");
+    let mut got = vec![0u8; message.len()];
+    let _ = s.read_exact(&mut got);
+    (got, local)
+}
+
+fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
+    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+    b.set_verify(SslVerifyMode::NONE);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut s = b
+        .build()
+        .configure()
+        .expect("configure")
+        .verify_hostname(false)
+        .connect("localhost", tcp)
+        .expect("TLS handshake");
+    let subject = s
+        .ssl()
+        .peer_certificate()
+        .and_then(|c| {
+            c.subject_name()
+                .entries()
+                .next()
+                .and_then(|e| e.data().to_string().ok())
+        })
+        .unwrap_or_default();
+    s.write_all(message).expect("write");
+    let mut got = vec![0u8; message.len()];
+    let _ = s.read_exact(&mut got);
+    (got, subject)
+}
+
+fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn stream_balances_past_a_refused_backend() {
+    let dir = TempDir::new("edge-stream-rr");
+    let one = echo(Backend::Plain, None);
+    let two = echo(Backend::Plain, None);
+    let refused = free_port();
+    let port = free_port();
+    let config = write(
+        &dir,
+        "rr.toml",
+        &format!(
+            r#"
+[[stream.upstream]]
+name = "echo"
+server = [{{ address = "127.0.0.1:{refused}" }}, {{ address = "127.0.0.1:{}" }}, {{ address = "127.0.0.1:{}" }}]
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{port}" }}]
+pass = "echo"
+connect_timeout = "2s"
+"#,
+            one.port, two.port
+        ),
+    );
+    let _app = start_appliance(&config, &[port]);
+    for i in 0..8 {
+        let message = format!("message {i}\n");
+        let (got, _) = exchange(port, b"", message.as_bytes());
+        assert_eq!(String::from_utf8_lossy(&got), message);
+    }
+    let (a, b) = (
+        one.connections.load(Ordering::SeqCst),
+        two.connections.load(Ordering::SeqCst),
+    );
+    println!("connections: {a} and {b}");
+    assert_eq!(a + b, 8);
+    assert!(a > 0 && b > 0, "round robin uses both live backends");
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    assert!(log.contains(&format!("127.0.0.1:{refused}")), "{log}");
+}
+
+#[test]
+fn tls_is_terminated_passed_through_or_originated() {
+    let dir = TempDir::new("edge-stream-tls");
+    let (front_crt, front_key) = make_cert(&dir, "front.test", "rsa");
+    let (back_crt, back_key) = make_cert(&dir, "back.test", "rsa");
+    let plain = echo(Backend::Plain, None);
+    let tls_backend = echo(Backend::Plain, Some((&back_crt, &back_key)));
+    let tls_pp_backend = echo(Backend::Proxy, Some((&back_crt, &back_key)));
+    let (terminate, passthrough, originate, originate_pp) =
+        (free_port(), free_port(), free_port(), free_port());
+    let config = write(
+        &dir,
+        "tls.toml",
+        &format!(
+            r#"
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{terminate}", ssl = true }}]
+pass = "127.0.0.1:{}"
+tls = {{ certificates = [{{ certificate = "{}", key = "{}" }}] }}
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{passthrough}" }}]
+pass = "127.0.0.1:{}"
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{originate}" }}]
+pass = "127.0.0.1:{}"
+upstream_tls = true
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{originate_pp}" }}]
+pass = "127.0.0.1:{}"
+upstream_tls = true
+proxy_protocol = "v1"
+"#,
+            plain.port,
+            front_crt.display(),
+            front_key.display(),
+            tls_backend.port,
+            tls_backend.port,
+            tls_pp_backend.port,
+        ),
+    );
+    let _app = start_appliance(&config, &[terminate, passthrough, originate, originate_pp]);
+
+    // An ELB SSL listener: TLS ends at the appliance, the backend gets plain bytes.
+    let (got, subject) = tls_exchange(terminate, b"over tls\n");
+    assert_eq!(got, b"over tls\n");
+    assert_eq!(subject, "front.test");
+
+    // No termination: the client's handshake reaches the backend, which it sees.
+    let (got, subject) = tls_exchange(passthrough, b"passed through\n");
+    assert_eq!(got, b"passed through\n");
+    assert_eq!(subject, "back.test");
+
+    // proxy_ssl: a plain client, TLS towards the backend.
+    let (got, _) = exchange(originate, b"", b"to a tls backend\n");
+    assert_eq!(got, b"to a tls backend\n");
+
+    // PROXY header first, in the clear, then TLS.
+    let (got, local) = exchange(originate_pp, b"", b"pp then tls\n");
+    assert_eq!(got, b"pp then tls\n");
+    let header = tls_pp_backend
+        .headers
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the backend got a header");
+    assert_eq!(
+        String::from_utf8_lossy(&header),
+        format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {originate_pp}\r\n",
+            local.port()
+        )
+    );
+}
+
+#[test]
+fn proxy_protocol_to_backends_and_from_clients() {
+    let dir = TempDir::new("edge-stream-pp");
+    let v1_backend = echo(Backend::Proxy, None);
+    let v2_backend = echo(Backend::Proxy, None);
+    let (v1_port, v2_port, accept_port) = (free_port(), free_port(), free_port());
+    let config = write(
+        &dir,
+        "pp.toml",
+        &format!(
+            r#"
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{v1_port}" }}]
+pass = "127.0.0.1:{}"
+proxy_protocol = "v1"
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{v2_port}" }}]
+pass = "127.0.0.1:{}"
+proxy_protocol = "v2"
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{accept_port}", proxy_protocol = true }}]
+pass = "127.0.0.1:{}"
+proxy_protocol = "v2"
+"#,
+            v1_backend.port, v2_backend.port, v2_backend.port
+        ),
+    );
+    let _app = start_appliance(&config, &[v1_port, v2_port, accept_port]);
+
+    let (got, local) = exchange(v1_port, b"", b"v1 payload\n");
+    assert_eq!(got, b"v1 payload\n");
+    let header = v1_backend
+        .headers
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a v1 header");
+    match ppp::HeaderResult::parse(&header) {
+        ppp::HeaderResult::V1(Ok(h)) => assert_eq!(
+            h.addresses,
+            ppp::v1::Addresses::from((local, SocketAddr::from(([127, 0, 0, 1], v1_port))))
+        ),
+        other => panic!("not a v1 header: {other:?}"),
+    }
+
+    let (got, local) = exchange(v2_port, b"", b"v2 payload\n");
+    assert_eq!(got, b"v2 payload\n");
+    let header = v2_backend
+        .headers
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a v2 header");
+    match ppp::HeaderResult::parse(&header) {
+        ppp::HeaderResult::V2(Ok(h)) => {
+            assert_eq!(h.command, ppp::v2::Command::Proxy);
+            assert_eq!(
+                h.addresses,
+                ppp::v2::Addresses::from((local, SocketAddr::from(([127, 0, 0, 1], v2_port))))
+            );
+        }
+        other => panic!("not a v2 header: {other:?}"),
+    }
+
+    // A front balancer's header is taken off the stream: the backend gets its own header and
+    // then exactly the client's bytes.
+    let (got, _) = exchange(
+        accept_port,
+        b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n",
+        b"after the header\n",
+    );
+    assert_eq!(got, b"after the header\n");
+    let header = v2_backend
+        .headers
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a v2 header");
+    assert!(matches!(
+        ppp::HeaderResult::parse(&header),
+        ppp::HeaderResult::V2(Ok(_))
+    ));
+
+    // A client without the header it must send is dropped before any backend is contacted.
+    let before = v2_backend.connections.load(Ordering::SeqCst);
+    let (got, _) = exchange(accept_port, b"", b"GET / HTTP/1.0\r\n\r\n");
+    assert!(got.iter().all(|b| *b == 0), "{got:?}");
+    assert_eq!(v2_backend.connections.load(Ordering::SeqCst), before);
+}
