@@ -384,7 +384,15 @@ fn the_systemd_unit_verifies() {
     };
     assert_eq!(get("Type"), ["notify"]);
     assert_eq!(get("NotifyAccess"), ["all"]);
-    assert_eq!(get("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    // `systemctl reload` checks the config first, so a broken one fails the command the
+    // operator typed (the running process would keep its config either way), then signals.
+    let reload = get("ExecReload");
+    assert_eq!(
+        reload.last(),
+        Some(&"/bin/kill -HUP $MAINPID"),
+        "{reload:?}"
+    );
+    assert!(reload[0].contains(" check -q -c "), "{reload:?}");
     assert_eq!(get("KillSignal"), ["SIGQUIT"]);
     let caps = get("CapabilityBoundingSet").join(" ");
     assert!(
@@ -405,7 +413,10 @@ fn the_systemd_unit_verifies() {
     let dir = Scratch::new("unit");
     let copy = dir.write(
         "appliance.service",
-        &text.replace("/usr/bin/appliance", &appliance_bin().display().to_string()),
+        &text.replace(
+            "/usr/local/bin/appliance",
+            &appliance_bin().display().to_string(),
+        ),
     );
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])

@@ -7,7 +7,10 @@
 //!   servers that stay, by pool name;
 //! - a server that the new config no longer has in its pool (removed from the config, or an ELB
 //!   deregistration compiled into it) is retired in the old pool, so the old runtime's requests
-//!   and their retries never pick it again, while the requests already on it go on;
+//!   and their retries never pick it again, while the requests already on it go on. Unless it
+//!   would leave the old pool with no server at all (every server replaced): requests that began
+//!   just before the swap have only the old pool, and nginx's old workers would still send them
+//!   to the old servers, so they are not retired then;
 //! - with a `drain_timeout` (the new config's, else the old one's), the upstream connections
 //!   still open to such a server when it expires are shut down, which ends those requests (a
 //!   502 when no response had started, a cut response otherwise). Without one they simply
@@ -122,18 +125,30 @@ pub fn hand_over(old: &Runtime, new: &Runtime) {
         }
         let next = new.pools.get(name);
         let timeout = next.and_then(|p| p.drain_timeout).or(prev.drain_timeout);
-        for (i, info) in prev.balancer.peers().iter().enumerate() {
-            let stays = next.is_some_and(|n| {
-                n.balancer
-                    .peers()
-                    .iter()
-                    .any(|p| p.server == info.server && p.addr == info.addr)
-            });
-            if stays {
+        let peers = prev.balancer.peers();
+        let removed: Vec<bool> = peers
+            .iter()
+            .map(|info| {
+                !next.is_some_and(|n| {
+                    n.balancer
+                        .peers()
+                        .iter()
+                        .any(|p| p.server == info.server && p.addr == info.addr)
+                })
+            })
+            .collect();
+        let some_stay = peers
+            .iter()
+            .zip(&removed)
+            .any(|(info, removed)| !removed && !info.down);
+        for (i, info) in peers.iter().enumerate() {
+            if !removed[i] {
                 continue;
             }
             let peer = PeerId(i as u32);
-            prev.balancer.retire(peer);
+            if some_stay {
+                prev.balancer.retire(peer);
+            }
             let in_flight = prev.inflight.count(peer);
             match timeout {
                 Some(timeout) => {

@@ -367,7 +367,10 @@ impl Appliance {
     /// Writes a new config (same `@LISTEN@`) and sends SIGHUP; waits until the log says the
     /// new configuration is in use.
     pub fn reload(&self, config: &str) {
-        let before = self.log_text().matches("new configuration in use").count();
+        let before = self
+            .log_text()
+            .matches("reconfigured: new requests use the new configuration")
+            .count();
         std::fs::write(
             &self.config,
             config.replace("@LISTEN@", &self.addr.to_string()),
@@ -380,7 +383,12 @@ impl Appliance {
             .unwrap();
         assert!(status.success(), "kill -HUP failed");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log_text().matches("new configuration in use").count() == before {
+        while self
+            .log_text()
+            .matches("reconfigured: new requests use the new configuration")
+            .count()
+            == before
+        {
             assert!(
                 Instant::now() < deadline,
                 "the reload did not happen; log:\n{}",
