@@ -5,7 +5,8 @@
 //! Every file is tried as a main config, fragments meant to be included too: nginx rejects
 //! most of those (a `location` at the top level, no `events`), and we must reject them the
 //! same way. Each suite is copied to a temporary directory first, with large-config's .bz2
-//! decompressed beside it. Files nginx needs that the corpus lacks are prepared by the sandbox
+//! decompressed beside it, once as it is and once with its NGINX Plus lines commented out
+//! (nginx-oss.conf), so that all 35,178 lines are compared. Files nginx needs that the corpus lacks are prepared by the sandbox
 //! (tests/support/nginx.rs): log directories, Debian's modules, the users `user` names.
 //!
 //! Where the two disagree for a reason we know, the file is listed in KNOWN with the reason,
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use appliance::compile::{nginx as front, Options};
 use support::nginx::{self, Verdict};
-use support::{copy_tree, corpus_dir, TempDir};
+use support::{copy_tree, corpus_dir, large_config, TempDir};
 
 /// What we say about a file: accepted, or rejected with (message, file, line).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -344,13 +345,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// large-config as it is (nginx.conf), and with its NGINX Plus lines commented out
+/// (nginx-oss.conf, see tests/support/large_config.rs), which nginx 1.22 reads to the end.
 fn decompress_large_config(root: &Path) {
-    use std::io::Read;
     let dir = root.join("go-crossplane/large-config");
-    let compressed = std::fs::File::open(dir.join("nginx.conf.bz2")).expect("large-config.bz2");
-    let mut text = Vec::new();
-    bzip2::read::BzDecoder::new(compressed)
-        .read_to_end(&mut text)
-        .expect("decompress large-config");
+    let text = large_config::decompress(&corpus_dir());
+    let (oss, changed) = large_config::oss(&text);
+    assert_eq!(changed, 7514, "large-config's NGINX Plus lines");
     std::fs::write(dir.join("nginx.conf"), text).expect("write large-config");
+    std::fs::write(dir.join("nginx-oss.conf"), oss).expect("write large-config");
 }

@@ -37,7 +37,7 @@ use appliance::compile::nginx::parse::parse_file;
 use appliance::compile::nginx::tree::{Statement, Word};
 use appliance::compile::Options;
 use serde_json::Value;
-use support::{copy_tree, corpus_dir, TempDir};
+use support::{copy_tree, corpus_dir, large_config, TempDir};
 
 fn crossplane() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/crossplane");
@@ -69,6 +69,10 @@ fn trees_match_crossplane() {
     let tmp = TempDir::new("nginx-crossplane");
     let root = tmp.path.join("corpus");
     copy_tree(&corpus_dir().join("nginx"), &root);
+    // large-config, with its NGINX Plus lines commented out so that it parses to the end.
+    let (oss, _) = large_config::oss(&large_config::decompress(&corpus_dir()));
+    std::fs::write(root.join("go-crossplane/large-config/nginx-oss.conf"), oss)
+        .expect("write large-config");
     let mut files = Vec::new();
     walk(&root, &mut files);
     files.retain(|p| {

@@ -125,6 +125,14 @@ fn handwritten() -> Vec<Case> {
             "events {}\nhttp { map $host $b { hostnames; default 1; } }\n",
         ),
         case("geo arity", "events {}\nhttp { geo $a { 1 2 3; } }\n"),
+        case(
+            "charset_map arity",
+            "events {}\nhttp { charset_map koi8-r utf-8 {\n C0 D0B1;\n C1;\n } }\n",
+        ),
+        case(
+            "charset_map lines",
+            "events {}\nhttp { charset_map koi8-r utf-8 {\n C0 D0B1;\n } }\n",
+        ),
         case("include missing", "events {}\ninclude nothing.conf;\n"),
         case("include glob matching nothing", "events {}\ninclude nothing/*.conf;\n"),
         case("load_module too late", "events {}\nload_module x.so;\n"),

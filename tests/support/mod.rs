@@ -81,6 +81,7 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     panic!("nothing is listening on {addr} after {timeout:?}");
 }
 
+pub mod large_config;
 pub mod nginx;
 
 /// A directory of its own under the system's temporary directory, removed on drop.

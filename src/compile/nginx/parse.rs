@@ -7,7 +7,19 @@
 //! directives. Every directive is checked for being known, allowed in its context, terminated
 //! right and given the right number of arguments; directives handled by nginx's generic slots
 //! also get those slots' value and duplicate checks (see slots.rs). What modules check in their
-//! own handlers is left to the lowering.
+//! own handlers is left to the lowering:
+//!
+//! - the arguments of every directive with its own handler (`Handler::Custom`): `listen`,
+//!   `server_name`, `proxy_pass` URLs, upstream `server` parameters, `location` modifiers and
+//!   nesting ("is outside location"), `if` conditions, `return`, `rewrite`, `error_page`,
+//!   `map`/`geo` variable names, `limit_except` methods, `user` (getpwnam), ...;
+//! - the lines of `types`, `map`, `geo`, `split_clients` and `charset_map` beyond their word
+//!   counts (values, CIDRs and ranges, percentages, hex codes, `ranges` coming first);
+//! - the post handlers of some generic slots (`Post::Handler`: pool sizes, lowat, http2 sizes,
+//!   gzip_window/gzip_hash, userid_*), bitmask "duplicate value" warnings, and path slots'
+//!   clashes between directives ("the same path name ... used in");
+//! - what nginx checks once a block or the whole file is read: variables ("unknown "x"
+//!   variable"), certificates, "no servers are inside upstream", and `load_module`'s file.
 //!
 //! `include` is expanded where it stands, as nginx does: relative names resolve against the
 //! main file's directory, globs expand through glob(3). An include cycle is an error naming the
@@ -17,6 +29,7 @@
 //! and the exact bytes are kept beside it ([`Word::raw`]), so nothing is lost. The texts kept
 //! for diagnostics have each such byte shown as `?`, so byte offsets still line up.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read as _;
 use std::ops::Range;
@@ -34,6 +47,10 @@ use crate::config::Origin;
 
 /// Debian's compiled-in prefix (`--prefix=/usr/share/nginx`), used when `-p` is not given.
 pub const DEFAULT_PREFIX: &str = "/usr/share/nginx/";
+
+/// How deep blocks and includes may nest. nginx has no limit short of its stack; real configs
+/// nest a handful of levels, and a bound keeps hostile input from exhausting ours.
+pub const MAX_DEPTH: usize = 100;
 
 /// The name diagnostics and origins use for `-g` directives (nginx says "in command line").
 pub const COMMAND_LINE: &str = "command line";
@@ -92,7 +109,7 @@ pub fn parse_bytes(text: &[u8], name: &str) -> Parsed {
     let conf_prefix = include::conf_prefix_of(name.as_bytes(), b"");
     let mut parser = Parser::new(DEFAULT_PREFIX.as_bytes().to_vec(), conf_prefix);
     let result = parser.run(None, |p, out| {
-        p.file(name.into(), text, None, &Frame::MAIN, out)
+        p.file(name.into(), text.to_vec(), None, &Frame::MAIN, out)
     });
     parser.finish(result)
 }
@@ -130,6 +147,28 @@ struct Input<'t> {
     name: Arc<str>,
     bytes: &'t [u8],
     display: Arc<str>,
+    /// The last column computed (line start, offset, column), so that statements read in
+    /// order cost the characters between them, not the whole line each time (a minified
+    /// config is one long line).
+    last_column: Cell<(usize, usize, u32)>,
+}
+
+impl Input<'_> {
+    /// 1-based column of `offset` in characters from the start of its line.
+    fn column(&self, line_start: usize, offset: usize) -> u32 {
+        let (start, from, col) = self.last_column.get();
+        let (from, col) = if start == line_start && from <= offset {
+            (from, col)
+        } else {
+            (line_start, 1)
+        };
+        let column = self
+            .display
+            .get(from..offset)
+            .map_or(1, |s| col + s.chars().count() as u32);
+        self.last_column.set((line_start, offset, column));
+        column
+    }
 }
 
 struct Parser {
@@ -148,6 +187,8 @@ struct Parser {
     modules_used: bool,
     /// `load_module` files seen, by file name.
     loaded: HashSet<Vec<u8>>,
+    /// Blocks and included files open now.
+    depth: usize,
 }
 
 type Result<T> = std::result::Result<T, Diagnostic>;
@@ -166,6 +207,7 @@ impl Parser {
             seen_events: false,
             modules_used: false,
             loaded: HashSet::new(),
+            depth: 0,
         }
     }
 
@@ -217,6 +259,7 @@ impl Parser {
             name: COMMAND_LINE.into(),
             bytes: text.as_bytes(),
             display: text.into(),
+            last_column: Cell::new((0, 0, 1)),
         };
         self.sources
             .insert(input.name.clone(), input.display.clone());
@@ -234,7 +277,7 @@ impl Parser {
         let bytes = read_file(name).map_err(Diagnostic::error)?;
         self.file(
             String::from_utf8_lossy(name).into(),
-            &bytes,
+            bytes,
             Some(name),
             &Frame::MAIN,
             out,
@@ -245,12 +288,21 @@ impl Parser {
     fn file(
         &mut self,
         name: Arc<str>,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         path: Option<&[u8]>,
         frame: &Frame,
         out: &mut Vec<Statement>,
     ) -> Result<()> {
-        let display: Arc<str> = display_text(bytes).into();
+        // A UTF-8 file is its own display text (one copy, into the Arc); otherwise the bytes
+        // are kept for reading and the display text shows `?` for the bad ones.
+        let (display, original): (Arc<str>, Option<Vec<u8>>) = match String::from_utf8(bytes) {
+            Ok(text) => (text.into(), None),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                (display_text(&bytes).into(), Some(bytes))
+            }
+        };
+        let bytes = original.as_deref().unwrap_or(display.as_bytes());
         self.sources.insert(name.clone(), display.clone());
         let canonical = path.and_then(|p| std::fs::canonicalize(include::to_path(p)).ok());
         if let Some(c) = &canonical {
@@ -259,7 +311,8 @@ impl Parser {
         let input = Input {
             name,
             bytes,
-            display,
+            display: display.clone(),
+            last_column: Cell::new((0, 0, 1)),
         };
         let mut lexer = Lexer::new(bytes, Source::File);
         let result = self.body(&mut lexer, &input, Body::File, frame, out);
@@ -358,9 +411,11 @@ impl Parser {
 
         match d.handler {
             Handler::Block(block) => {
+                self.deeper(input, &statement)?;
                 let inner = self.open_block(input, &statement, d, block, frame)?;
                 let mut children = Vec::new();
                 let result = self.body(lexer, input, Body::Block, &inner, &mut children);
+                self.depth -= 1;
                 statement.block = Some(children);
                 out.push(statement);
                 result
@@ -542,6 +597,10 @@ impl Parser {
                     return self.include(input, &statement, &name, false, frame, out);
                 }
             }
+            Context::CharsetMap if words != 2 => {
+                let m = "invalid parameters number".to_string();
+                return Err(self.statement_error(input, &statement, m));
+            }
             _ => {}
         }
         out.push(statement);
@@ -595,10 +654,25 @@ impl Parser {
                 return Err(self.statement_error(input, site, m));
             }
         }
+        self.deeper(input, site)?;
         self.included_from.push(site.nginx_origin());
-        let result = self.file(name, &bytes, Some(path), frame, out);
+        let result = self.file(name, bytes, Some(path), frame, out);
         self.included_from.pop();
+        self.depth -= 1;
         result
+    }
+
+    /// Enters a block or an included file, within [`MAX_DEPTH`].
+    fn deeper(&mut self, input: &Input<'_>, site: &Statement) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            let message = format!(
+                "\"{}\" nests blocks and includes more than {MAX_DEPTH} deep",
+                directives::c_str(&site.name)
+            );
+            return Err(self.statement_error(input, site, message));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     /// Builds a statement from one read's words.
@@ -623,7 +697,7 @@ impl Parser {
             })
             .collect();
         let first = &words[0];
-        let column = column(&input.display, first.line_start, first.span.start);
+        let column = input.column(first.line_start, first.span.start);
         Statement {
             name,
             args,
@@ -648,7 +722,7 @@ impl Parser {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            column(&input.display, line_start, end)
+            input.column(line_start, end)
         };
         Diagnostic::error(message)
             .at(Origin::new(input.name.clone(), s.end_line, column))
@@ -667,7 +741,7 @@ impl Parser {
         line_start: usize,
         span: Range<usize>,
     ) -> Diagnostic {
-        let column = column(&input.display, line_start, span.start);
+        let column = input.column(line_start, span.start);
         Diagnostic::error(message)
             .at(Origin::new(input.name.clone(), line, column))
             .with_span(span)
@@ -700,22 +774,275 @@ fn text_of(bytes: &[u8]) -> (String, Option<Box<[u8]>>) {
 /// The text kept for diagnostics: the file with each byte that is not UTF-8 shown as `?`, so
 /// offsets into the file are offsets into the text.
 fn display_text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => {
-            let mut out = String::with_capacity(bytes.len());
-            for chunk in bytes.utf8_chunks() {
-                out.push_str(chunk.valid());
-                out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
-            }
-            out
-        }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(std::iter::repeat_n('?', chunk.invalid().len()));
     }
+    out
 }
 
-/// 1-based column of `offset` in characters from the line's start.
-fn column(display: &str, line_start: usize, offset: usize) -> u32 {
-    display
-        .get(line_start..offset)
-        .map_or(1, |s| s.chars().count() as u32 + 1)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(files: &[(&str, &str)]) -> Dir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let dir = std::env::temp_dir()
+                .join(format!("appliance-parse-{}-{nanos}", std::process::id()));
+            for (name, text) in files {
+                let path = dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Dir(dir)
+        }
+
+        fn parse(&self, main: &str) -> Parsed {
+            parse_file(&self.0.join(main), &Options::default())
+        }
+
+        fn name(&self, file: &str) -> String {
+            self.0.join(file).to_string_lossy().into_owned()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(statements: &[Statement]) -> Vec<String> {
+        statements.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn error(parsed: &Parsed) -> String {
+        let e = parsed.error.as_ref().expect("an error");
+        match &e.origin {
+            Some(o) => format!("{} @{}", e.message, o.line),
+            None => e.message.clone(),
+        }
+    }
+
+    #[test]
+    fn a_tree_with_contexts_positions_and_values() {
+        let p = parse_str(
+            "events {}\nhttp {\n  server {\n    listen 80;\n    location / { if ($a) { return 200 \"x\\ty\"; } }\n  }\n}\n",
+            "/x/nginx.conf",
+        );
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = &p.tree.statements[1];
+        assert_eq!(
+            (http.origin.line, http.origin.column, http.end_line),
+            (2, 1, 2)
+        );
+        let server = &http.block.as_ref().unwrap()[0];
+        assert_eq!(server.context, Context::Http);
+        let listen = &server.block.as_ref().unwrap()[0];
+        assert_eq!((listen.context, listen.origin.column), (Context::Server, 5));
+        assert_eq!(listen.span, 32..42, "name to terminator");
+        let location = &server.block.as_ref().unwrap()[1];
+        let iff = &location.block.as_ref().unwrap()[0];
+        let ret = &iff.block.as_ref().unwrap()[0];
+        assert_eq!(ret.context, Context::IfInLocation);
+        assert_eq!(ret.arg(1), Some("x\ty"));
+        assert!(ret.args[1].quoted && ret.args[1].raw.is_none());
+        assert_eq!(p.tree.conf_prefix, PathBuf::from("/x/"));
+        assert_eq!(p.tree.prefix, PathBuf::from(DEFAULT_PREFIX));
+    }
+
+    #[test]
+    fn if_in_server_is_its_own_context() {
+        let p = parse_str(
+            "events {}\nhttp { server { if ($a) { return 404; } } }",
+            "n.conf",
+        );
+        let server = &p.tree.statements[1].block.as_ref().unwrap()[0];
+        let ret = &server.block.as_ref().unwrap()[0].block.as_ref().unwrap()[0];
+        assert_eq!(ret.context, Context::IfInServer);
+    }
+
+    #[test]
+    fn custom_blocks_hold_lines() {
+        let p = parse_str(
+            "events {}\nhttp { types { text/html html htm; } map $a $b { default 0; ~x 1; } }",
+            "n.conf",
+        );
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        let types = http[0].block.as_ref().unwrap();
+        assert_eq!(names(types), ["text/html"]);
+        assert!(types[0].is_block_line() && types[0].context == Context::Types);
+        let map = http[1].block.as_ref().unwrap();
+        assert_eq!(names(map), ["default", "~x"]);
+        let p = parse_str("events {}\nhttp { map $a $b { a b c; } }", "n.conf");
+        assert_eq!(error(&p), "invalid number of the map parameters @2");
+        let p = parse_str("events {}\nhttp { types { a { } } }", "n.conf");
+        assert_eq!(error(&p), "unexpected \"{\" @2");
+    }
+
+    #[test]
+    fn includes_expand_in_place_with_their_chain() {
+        let dir = Dir::new(&[
+            (
+                "nginx.conf",
+                "events {}\nhttp {\n include conf.d/*.conf;\n gzip on;\n}\n",
+            ),
+            ("conf.d/b.conf", "server { listen 2; }\n"),
+            ("conf.d/a.conf", "server { include loc.conf; }\n"),
+            ("conf.d/.hidden.conf", "nope;\n"),
+            ("loc.conf", "location / { }\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        assert_eq!(names(http), ["server", "server", "gzip"]);
+        assert_eq!(*http[0].origin.file, dir.name("conf.d/a.conf"), "sorted");
+        assert_eq!(http[0].included_from.len(), 1);
+        assert_eq!(http[0].included_from[0].line, 3);
+        assert!(http[2].included_from.is_empty());
+        let location = &http[0].block.as_ref().unwrap()[0];
+        assert_eq!(*location.origin.file, dir.name("loc.conf"));
+        assert_eq!(location.included_from.len(), 2);
+        assert!(p.sources.get(&dir.name("loc.conf")).is_some());
+        assert!(p.sources.get(&dir.name("conf.d/.hidden.conf")).is_none());
+    }
+
+    #[test]
+    fn includes_are_relative_to_the_main_file_not_the_including_one() {
+        let dir = Dir::new(&[
+            ("nginx.conf", "events {}\ninclude sub/a.conf;\n"),
+            ("sub/a.conf", "include b.conf;\n"),
+            ("sub/b.conf", "env x;\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        let missing = dir.name("b.conf");
+        assert_eq!(
+            error(&p),
+            format!("open() \"{missing}\" failed (2: No such file or directory) @1")
+        );
+        assert_eq!(
+            *p.error.unwrap().origin.unwrap().file,
+            dir.name("sub/a.conf")
+        );
+    }
+
+    #[test]
+    fn a_prefix_places_a_relative_main_file() {
+        let dir = Dir::new(&[
+            ("conf/nginx.conf", "events {}\ninclude x.conf;\n"),
+            ("conf/x.conf", ""),
+        ]);
+        let options = Options {
+            prefix: Some(dir.0.clone()),
+            ..Options::default()
+        };
+        let p = parse_file(Path::new("conf/nginx.conf"), &options);
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.tree.conf_prefix, dir.0.join("conf/"));
+        assert_eq!(p.tree.prefix, dir.0.join(""));
+    }
+
+    #[test]
+    fn include_cycles_name_the_chain() {
+        let dir = Dir::new(&[
+            ("nginx.conf", "events {}\ninclude a.conf;\n"),
+            ("a.conf", "include b.conf;\n"),
+            ("b.conf", "\ninclude a.conf;\n"),
+        ]);
+        let p = dir.parse("nginx.conf");
+        let (a, b) = (dir.name("a.conf"), dir.name("b.conf"));
+        assert_eq!(
+            error(&p),
+            format!("include cycle: \"{a}\" includes \"{b}\" includes \"{a}\" @2")
+        );
+    }
+
+    #[test]
+    fn a_partial_tree_on_error() {
+        let p = parse_str(
+            "events {}\nhttp {\n server { listen 1; }\n server { listen 2; nope; }\n}\n",
+            "n.conf",
+        );
+        assert_eq!(error(&p), "unknown directive \"nope\" @4");
+        let http = p.tree.statements[1].block.as_ref().unwrap();
+        assert_eq!(http.len(), 2);
+        assert_eq!(names(http[1].block.as_ref().unwrap()), ["listen"]);
+    }
+
+    #[test]
+    fn global_directives_come_first_and_fail_in_command_line() {
+        let dir = Dir::new(&[("nginx.conf", "events {}\n")]);
+        let options = Options {
+            global_directives: Some("daemon off; pid /x.pid;".into()),
+            ..Options::default()
+        };
+        let p = parse_file(&dir.0.join("nginx.conf"), &options);
+        assert_eq!(names(&p.tree.statements), ["daemon", "pid", "events"]);
+        assert_eq!(&*p.tree.statements[0].origin.file, COMMAND_LINE);
+        let options = Options {
+            global_directives: Some("daemon off".into()),
+            ..Options::default()
+        };
+        let p = parse_file(&dir.0.join("nginx.conf"), &options);
+        assert_eq!(
+            error(&p),
+            "unexpected end of parameter, expecting \";\" in command line"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept() {
+        let p = parse_bytes(b"events {}\nenv M\xf6lln;\n", "n.conf");
+        let env = &p.tree.statements[1];
+        assert_eq!(env.arg(0), Some("M\u{fffd}lln"));
+        assert_eq!(env.args[0].bytes(), b"M\xf6lln");
+        assert_eq!(
+            p.sources.get("n.conf").map(|t| t.len()),
+            Some(21),
+            "offsets line up"
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| {
+            format!(
+                "events {{}}\nhttp {{ server {{\n{}{} }} }}",
+                "location / {\n".repeat(depth),
+                "}".repeat(depth)
+            )
+        };
+        // Run where tests run: a 2 MiB thread stack, in a debug build.
+        let deep = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                (
+                    parse_str(&nested(98), "n.conf"),
+                    parse_str(&nested(5000), "n.conf"),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(deep.0.error.is_none(), "{:?}", deep.0.error);
+        assert_eq!(
+            error(&deep.1),
+            "\"location\" nests blocks and includes more than 100 deep @101"
+        );
+    }
+
+    #[test]
+    fn no_events_is_found_after_everything() {
+        let p = parse_str("daemon off;\n", "n.conf");
+        assert_eq!(error(&p), "no \"events\" section in configuration");
+        assert_eq!(names(&p.tree.statements), ["daemon"]);
+    }
 }
