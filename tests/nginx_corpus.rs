@@ -107,18 +107,6 @@ const KNOWN: &[Known] = &[
         ours: "accepted",
         why: "geo entries are parsed by the geo module's handler (lowering)",
     },
-    Known {
-        file: "go-crossplane/includes-cycle/valid/nginx.conf",
-        nginx: "location \"/bar\" is outside location \"/foo\"",
-        ours: "no \"events\" section in configuration in :",
-        why: "location nesting is checked by the core module's location handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/includes-cycle/invalid/nginx.conf",
-        nginx: "location \"/bar\" is outside location \"/foo\"",
-        ours: "include cycle: \"go-crossplane/includes-cycle/invalid/location1.conf\" includes \"go-crossplane/includes-cycle/invalid/location2.conf\" includes \"go-crossplane/includes-cycle/invalid/location1.conf\" in go-crossplane/includes-cycle/invalid/location2.conf:2",
-        why: "nginx stops at the nested location first (a lowering check); we reach the cycle",
-    },
     // nginx fails to dlopen() a module Debian does not ship; the appliance loads no modules,
     // so `load_module` is accepted (and reported by the lowering) and the first directive of
     // the missing module is unknown.

@@ -88,6 +88,10 @@ pub enum Variable {
     Cookie(String),
     /// `$arg_<name>`.
     Arg(String),
+    /// A variable nginx 1.22 (as Debian builds it) defines but the appliance does not compute,
+    /// such as `$upstream_cache_status` or `$gzip_ratio`: accepted, so a config that logs it
+    /// loads, and empty, as nginx's value is when the module had nothing to say.
+    NotComputed(String),
     /// `$1`..`$9`: a capture of the location's regular expression.
     Capture(u8),
 }
@@ -161,10 +165,98 @@ impl Variable {
             "proxy_protocol_port" => ProxyProtocolPort,
             "proxy_protocol_server_addr" => ProxyProtocolServerAddr,
             "proxy_protocol_server_port" => ProxyProtocolServerPort,
+            _ if NOT_COMPUTED.contains(&name)
+                || NOT_COMPUTED_PREFIXES
+                    .iter()
+                    .any(|p| name.len() > p.len() && name.starts_with(p)) =>
+            {
+                NotComputed(name.to_string())
+            }
             _ => return None,
         })
     }
 }
+
+/// nginx 1.22's variables (core, upstream, proxy, ssl and the modules Debian's nginx-core
+/// builds in) that the appliance has no value for.
+const NOT_COMPUTED: &[&str] = &[
+    "bytes_sent",
+    "connection_time",
+    "document_root",
+    "realpath_root",
+    "request_filename",
+    "request_body",
+    "request_body_file",
+    "request_completion",
+    "pipe",
+    "limit_rate",
+    "tcpinfo_rtt",
+    "tcpinfo_rttvar",
+    "tcpinfo_snd_cwnd",
+    "tcpinfo_rcv_space",
+    "upstream_bytes_received",
+    "upstream_bytes_sent",
+    "upstream_cache_status",
+    "proxy_internal_body_length",
+    "proxy_internal_chunked",
+    "ssl_ciphers",
+    "ssl_curves",
+    "ssl_session_id",
+    "ssl_session_reused",
+    "ssl_early_data",
+    "ssl_alpn_protocol",
+    "ssl_client_cert",
+    "ssl_client_raw_cert",
+    "ssl_client_escaped_cert",
+    "ssl_client_s_dn",
+    "ssl_client_i_dn",
+    "ssl_client_s_dn_legacy",
+    "ssl_client_i_dn_legacy",
+    "ssl_client_serial",
+    "ssl_client_fingerprint",
+    "ssl_client_verify",
+    "ssl_client_v_start",
+    "ssl_client_v_end",
+    "ssl_client_v_remain",
+    "gzip_ratio",
+    "realip_remote_addr",
+    "realip_remote_port",
+    "secure_link",
+    "secure_link_expires",
+    "invalid_referer",
+    "uid_got",
+    "uid_set",
+    "uid_reset",
+    "date_local",
+    "date_gmt",
+    "fastcgi_script_name",
+    "fastcgi_path_info",
+    "memcached_key",
+    "http2",
+    "limit_conn_status",
+    "limit_req_status",
+    "binary_remote_addr_v6",
+    "geoip_country_code",
+    "geoip_country_code3",
+    "geoip_country_name",
+    "geoip_city",
+    "geoip_region",
+    "geoip_region_name",
+    "geoip_postal_code",
+    "geoip_latitude",
+    "geoip_longitude",
+    "geoip_org",
+    "geoip_area_code",
+    "geoip_dma_code",
+    "geoip_city_country_code",
+    "geoip_city_country_code3",
+    "geoip_city_country_name",
+    "geoip_city_continent_code",
+    "realip_remote_addr",
+];
+
+/// Prefixed variables nginx defines that the appliance has no value for.
+const NOT_COMPUTED_PREFIXES: &[&str] = &["sent_trailer_", "upstream_trailer_", "upstream_cookie_"];
 
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

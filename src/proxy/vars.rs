@@ -321,6 +321,7 @@ impl RequestVars<'_> {
                     out.extend_from_slice(v.as_bytes());
                 }
             }
+            Variable::NotComputed(_) => {}
             Variable::Cookie(name) => {
                 if let Some(v) = cookie(self.request, name.as_bytes()) {
                     out.extend_from_slice(v);

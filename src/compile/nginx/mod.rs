@@ -48,7 +48,10 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Failed> {
 }
 
 fn first_error(parse: Diagnostic, lower: Diagnostic) -> Diagnostic {
-    if parse.origin.is_none() || lower.origin.is_some() {
+    // nginx checks an upstream's servers when the block ends; a block the parse error cut short
+    // never ended, so its "no servers" is ours alone.
+    let at_block_end = lower.message.starts_with("no servers are inside upstream");
+    if parse.origin.is_none() || (lower.origin.is_some() && !at_block_end) {
         lower
     } else {
         parse
