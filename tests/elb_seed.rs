@@ -1,12 +1,17 @@
 //! The end-to-end seed script (tests/data/seed-elb.sh) compiles to the model the data plane is
 //! to serve: both listeners on one sticky, health-checked pool of the two instances, the HTTPS
-//! one with the uploaded certificate. (Serving it with real requests is the data plane's test.)
+//! one with the uploaded certificate; and `appliance run` serves it: balancing, the LB cookie,
+//! TLS with the uploaded certificate, and an instance failing its health check.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration as StdDuration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
 
 use appliance::compile::{compile_file, Options};
 use appliance::config::{Appliance, Balance, HealthProtocol, Sticky, TlsVersion};
@@ -147,4 +152,191 @@ fn seed_script_without_its_certificate_says_which_file() {
         d.message
     );
     assert_eq!(d.origin.unwrap().line, 22);
+}
+
+/// Two "instances" on 127.0.0.1 and 127.0.0.2, same port, each answering with its name; the
+/// health check path answers 200 until `failing` is set for it.
+struct Instances {
+    failing: [Arc<AtomicBool>; 2],
+    _threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Instances {
+    fn start(port: u16) -> Instances {
+        let failing = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
+        let mut threads = Vec::new();
+        for (i, ip) in ["127.0.0.1", "127.0.0.2"].into_iter().enumerate() {
+            let listener = TcpListener::bind((ip, port)).expect("bind an instance");
+            let failing = failing[i].clone();
+            let name = format!("instance-{}", i + 1);
+            threads.push(std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let failing = failing.clone();
+                    let name = name.clone();
+                    std::thread::spawn(move || serve_one(stream, &name, &failing));
+                }
+            }));
+        }
+        Instances {
+            failing,
+            _threads: threads,
+        }
+    }
+}
+
+/// Answers the requests of one connection (keep-alive), the health check path by `failing`.
+fn serve_one(stream: TcpStream, name: &str, failing: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(StdDuration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        let (status, body) = if path == "/status" && failing.load(Ordering::SeqCst) {
+            ("500 Internal Server Error", "failing\n".to_string())
+        } else {
+            ("200 OK", format!("{name}\n"))
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `curl -sk -i` with an optional cookie; the status line, the headers and the body.
+fn curl(url: &str, cookie: Option<&str>) -> String {
+    let mut command = Command::new("curl");
+    command.args(["-sk", "-i", "--max-time", "5", url]);
+    if let Some(c) = cookie {
+        command.args(["-H", &format!("Cookie: {c}")]);
+    }
+    let out = command.output().expect("curl is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn served_by(response: &str) -> Option<&'static str> {
+    ["instance-1", "instance-2"]
+        .into_iter()
+        .find(|n| response.lines().last() == Some(*n))
+}
+
+/// The `AWSELB=...` pair of a response's Set-Cookie.
+fn lb_cookie(response: &str) -> Option<String> {
+    response.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.eq_ignore_ascii_case("set-cookie") {
+            return None;
+        }
+        let pair = value.trim().split(';').next()?.to_string();
+        pair.starts_with("AWSELB=").then_some(pair)
+    })
+}
+
+/// The seed script served for real: `appliance run -c seed-elb.sh` balances HTTP and HTTPS over
+/// both instances, sets the LB cookie and keeps a client with it on its instance, and when an
+/// instance fails its health check everything (sticky clients too) goes to the other.
+#[test]
+fn seed_script_serves_balances_sticks_and_fails_over() {
+    let dir = seed_dir();
+    let (http, https, backend) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let instances = Instances::start(backend);
+    let log = std::fs::File::create(dir.join("appliance.log")).unwrap();
+    let _lb = support::ChildGuard::spawn(
+        "appliance",
+        Command::new(support::appliance_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(dir.join("seed-elb.sh"))
+            .arg("--instances-file")
+            .arg(dir.join("instances.txt"))
+            .args(["--var", &format!("HTTP_PORT={http}")])
+            .args(["--var", &format!("HTTPS_PORT={https}")])
+            .args(["--var", &format!("BACKEND_PORT={backend}")])
+            .current_dir(&dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    support::wait_for_listen(http, StdDuration::from_secs(20));
+    support::wait_for_listen(https, StdDuration::from_secs(20));
+    let log_text = || std::fs::read_to_string(dir.join("appliance.log")).unwrap_or_default();
+
+    // Without a cookie, both instances serve, over HTTP and HTTPS, and each answer carries a
+    // new LB cookie.
+    let base = format!("http://127.0.0.1:{http}/");
+    let tls = format!("https://localhost:{https}/");
+    let mut seen = Vec::new();
+    for url in [&base, &tls, &base, &tls] {
+        let response = curl(url, None);
+        let by = served_by(&response)
+            .unwrap_or_else(|| panic!("{url}: no instance answered:\n{response}\n{}", log_text()));
+        assert!(
+            lb_cookie(&response).is_some(),
+            "{url}: no AWSELB cookie:\n{response}"
+        );
+        seen.push(by);
+    }
+    assert!(
+        seen.contains(&"instance-1") && seen.contains(&"instance-2"),
+        "the two instances should share the requests: {seen:?}"
+    );
+
+    // A client with the cookie stays on its instance, on either listener.
+    let first = curl(&base, None);
+    let home = served_by(&first).unwrap();
+    let cookie = lb_cookie(&first).unwrap();
+    for url in [&base, &tls, &base, &tls, &base, &tls] {
+        let response = curl(url, Some(&cookie));
+        assert_eq!(served_by(&response), Some(home), "{url}:\n{response}");
+    }
+
+    // The sticky client's instance fails its health check (interval 5 s, unhealthy after 2):
+    // within a few intervals every request, the sticky client's too, goes to the other one.
+    let (home_index, other) = if home == "instance-1" {
+        (0, "instance-2")
+    } else {
+        (1, "instance-1")
+    };
+    instances.failing[home_index].store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + StdDuration::from_secs(40);
+    loop {
+        let response = curl(&base, Some(&cookie));
+        if served_by(&response) == Some(other) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{home} failed its health check but still serves:\n{response}\n{}",
+            log_text()
+        );
+        std::thread::sleep(StdDuration::from_millis(500));
+    }
+    for url in [&base, &tls, &base, &tls] {
+        let response = curl(url, Some(&cookie));
+        assert_eq!(served_by(&response), Some(other), "{url}:\n{response}");
+        let fresh = curl(url, None);
+        assert_eq!(served_by(&fresh), Some(other), "{url}:\n{fresh}");
+    }
 }
