@@ -2,10 +2,11 @@
 //! (lb1, lb2) and two backends (be1, be2), joined by veth pairs on 10.200.0.0/24 (and
 //! fd00:200::/64), plus a direct heartbeat link between lb1 and lb2 (10.201.0.0/30).
 //!
-//! The backends are nginx; each load balancer runs nginx proxying to them (the data plane
-//! until `appliance run` takes its place) and `appliance ha-agent` in local mode, whose
-//! self-check probes that nginx. Everything lives in the namespaces, which are deleted when the
-//! test ends, even on panic. Needs root and `ip netns`; fails (not skips) without them.
+//! The backends are nginx; each load balancer is `appliance run` with an appliance.toml that
+//! proxies to them and has an `[ha]` section in local mode: the data plane and the HA monitor in
+//! one process, as the product runs. Its HA state is read from the admin API's `/status`.
+//! Everything lives in the namespaces, which are deleted when the test ends, even on panic.
+//! Needs root and `ip netns`; fails (not skips) without them.
 //!
 //! `bench_failover` (ignored; run by scripts/bench-failover) repeats the kill many times and
 //! reports min / median / max.
@@ -123,11 +124,14 @@ struct World {
 }
 
 struct Lb {
+    /// `appliance run`: the data plane and the HA monitor.
     agent: ChildGuard,
-    nginx: ChildGuard,
 }
 
 const LB: [&str; 2] = ["lb1", "lb2"];
+
+/// The admin API inside each load balancer's namespace.
+const ADMIN_PORT: u16 = 9901;
 
 impl World {
     fn vip(&self) -> IpAddr {
@@ -266,60 +270,66 @@ impl World {
         );
     }
 
-    fn status_path(&self, lb: usize) -> PathBuf {
-        self.dir.join(LB[lb]).join("status.json")
-    }
-
-    /// Starts nginx and the agent on lb1 (index 0, priority 200) or lb2 (priority 100).
+    /// Starts `appliance run` on lb1 (index 0, priority 200) or lb2 (priority 100).
     fn start_lb(&mut self, lb: usize, preempt: bool) {
         let host = LB[lb];
-        let nginx = self.nginx(
-            host,
-            &format!("add_header X-LB {host} always; location / {{ proxy_pass http://be; }}"),
-        );
+        let d = self.dir.join(host);
+        std::fs::create_dir_all(&d).expect("a host dir");
         let (me, peer) = if lb == 0 { (1, 2) } else { (2, 1) };
         let config = format!(
             "[ha]\nmode = \"local\"\nnode_id = \"{host}\"\npriority = {}\npreempt = {preempt}\n\
              peer = \"10.201.0.{peer}:7000\"\nbind = \"10.201.0.{me}:7000\"\nvip = \"{}\"\n\
-             interface = \"eth0\"\nsecret = \"a secret the pair shares\"\n",
+             interface = \"eth0\"\nsecret = \"a secret the pair shares\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\n\
+             [[http.upstream]]\nname = \"be\"\n\
+             [[http.upstream.server]]\naddress = \"10.200.0.21:80\"\n\
+             [[http.upstream.server]]\naddress = \"10.200.0.22:80\"\n\n\
+             [[http.server]]\nlisten = [{{ address = \"0.0.0.0:80\" }}, {{ address = \"[::]:80\" }}]\n\
+             add_header = [{{ name = \"X-LB\", value = \"{host}\", always = true }}]\n\
+             [[http.server.location]]\npath = \"/\"\n\
+             [http.server.location.proxy]\npass = \"http://be\"\n",
             if lb == 0 { 200 } else { 100 },
             self.vip()
         );
-        let path = self.dir.join(host).join("ha.toml");
-        std::fs::write(&path, config).expect("write ha.toml");
-        let _ = std::fs::remove_file(self.status_path(lb));
-        let log = File::create(self.dir.join(host).join("agent.log")).expect("agent log");
+        let path = d.join("appliance.toml");
+        std::fs::write(&path, config).expect("write appliance.toml");
+        let log = File::create(d.join("agent.log")).expect("appliance log");
         let agent = ChildGuard::spawn(
-            &format!("ha-agent in {host}"),
+            &format!("appliance run in {host}"),
             Command::new("ip")
                 .args(["netns", "exec", &self.ns.name(host)])
                 .arg(appliance_bin())
-                .arg("ha-agent")
+                .arg("run")
                 .arg("-c")
                 .arg(&path)
-                .args(["--probe", "http://127.0.0.1:80/"])
-                .arg("--status-file")
-                .arg(self.status_path(lb))
                 .stdout(Stdio::null())
                 .stderr(log),
         );
-        self.lbs[lb] = Some(Lb { agent, nginx });
+        self.wait_listening(host);
+        self.lbs[lb] = Some(Lb { agent });
     }
 
-    /// kill -9 of the agent and its data plane.
+    /// kill -9 of the load balancer.
     fn kill_lb(&mut self, lb: usize) {
         if let Some(mut l) = self.lbs[lb].take() {
             let _ = l.agent.child.kill();
-            let _ = l.nginx.child.kill();
             let _ = l.agent.child.wait();
-            let _ = l.nginx.child.wait();
         }
     }
 
+    /// The HA section of the load balancer's `/status` (empty while it does not answer).
     fn status(&self, lb: usize) -> serde_json::Value {
-        std::fs::read_to_string(self.status_path(lb))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
+        if self.lbs[lb].is_none() {
+            return serde_json::Value::Null;
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name(LB[lb])])
+            .args(["curl", "-s", "--max-time", "1"])
+            .arg(format!("http://127.0.0.1:{ADMIN_PORT}/status"))
+            .output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .map(|v| v["providers"]["ha"].clone())
             .unwrap_or_default()
     }
 
@@ -600,7 +610,8 @@ fn a_graceful_stop_hands_over_without_waiting_for_silence() {
     std::thread::sleep(Duration::from_millis(500));
     let stopped_at = Instant::now();
     let pid = w.lbs[0].as_ref().expect("lb1 runs").agent.pid().to_string();
-    run("kill", &["-TERM", &pid]);
+    // QUIT, nginx's graceful stop (and the unit's KillSignal): TERM is a fast stop.
+    run("kill", &["-QUIT", &pid]);
     assert!(w.wait_state(1, "master", SETTLE), "lb2 takes over");
     std::thread::sleep(Duration::from_millis(800));
     let samples = load.stop();

@@ -657,7 +657,6 @@ fn get(addr: SocketAddr, path: &str) -> Option<String> {
 /// The image boots, takes its config from the user data, and serves traffic from the host
 /// through it to a backend on the host side (guest 10.0.2.101:8080 is forwarded to it).
 #[test]
-#[ignore = "needs `appliance run` (issue #3) with sd_notify readiness; remove this line when it is merged"]
 fn image_serves_traffic_from_the_host_through_its_user_data_config() {
     let image = image();
     let tmp = TempDir::new("serve");
@@ -919,7 +918,6 @@ fn image_pair_boots_on_the_tests_own_network() {
 /// bridge in the test's own network namespace: when the master is powered off (its qemu killed),
 /// the backup takes the VIP and serves.
 #[test]
-#[ignore = "needs `appliance run` (issue #3) and the HA pair's local mode (issue #6); remove this line when both are merged"]
 fn image_pair_fails_over_when_the_master_is_powered_off() {
     let image = image();
     let tmp = TempDir::new("pair");

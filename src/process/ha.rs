@@ -35,6 +35,14 @@ impl HaService {
 #[async_trait]
 impl BackgroundService for HaService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The monitor starts once the listeners serve: a first self-check before that would
+        // put the node in fault and, through the hold-down, delay a take-over for nothing.
+        while !self.plane.serving() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         let plane = self.plane.clone();
         let health: Arc<dyn ha::DataPlaneHealth> = Arc::new(move || fitness(&plane));
         let handle = match ha::spawn(&self.config, health).await {

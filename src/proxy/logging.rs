@@ -395,7 +395,9 @@ impl ErrorLogSink {
     pub fn configure(&self, config: Option<&ErrorLog>) -> Result<(), String> {
         let (path, level) = match config {
             Some(c) => (Some(c.path.clone()), c.level),
-            None => (None, LogLevel::Error),
+            // Without an error_log, lines go to standard error (the journal under systemd) from
+            // `notice` on: starts, reloads and HA role changes are what an operator looks for.
+            None => (None, LogLevel::Notice),
         };
         let sink = match path {
             Some(p) if p.as_os_str() != "stderr" => Sink::File {
