@@ -30,7 +30,12 @@ pub fn run(input: &Path, output: Option<&Path>, options: &Options) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        None => print!("{toml}"),
+        None => {
+            print!("{toml}");
+            // On a terminal the report follows the TOML: a blank line keeps them apart.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            eprintln!();
+        }
     }
     eprint!("{}", compiled.report.render());
     ExitCode::SUCCESS
