@@ -45,14 +45,25 @@ impl BackgroundService for HaService {
         }
         let plane = self.plane.clone();
         let health: Arc<dyn ha::DataPlaneHealth> = Arc::new(move || fitness(&plane));
-        let handle = match ha::spawn(&self.config, health).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(
-                    "ha: cannot start, so this node will not hold {}: {e}",
-                    self.config.vip
-                );
-                return;
+        // A successor started by SIGUSR2 (or a reload that moves listeners) finds the heartbeat
+        // port held by its predecessor until that one exits: it keeps trying meanwhile.
+        let mut attempts = 0u32;
+        let handle = loop {
+            match ha::spawn(&self.config, health.clone()).await {
+                Ok(h) => break h,
+                Err(e) => {
+                    if attempts % 30 == 0 {
+                        tracing::error!(
+                            "ha: cannot start, so this node does not hold {} yet (retrying every second): {e}",
+                            self.config.vip
+                        );
+                    }
+                    attempts += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
             }
         };
         tracing::info!(

@@ -104,6 +104,11 @@ impl NginxSignals {
         let after: Vec<String> = sockets::specs(&loaded.model, &runtime)
             .into_keys()
             .collect();
+        if current.model.ha != loaded.model.ha {
+            tracing::warn!(
+                "reload: the [ha] section changed; the HA monitor keeps its settings until a restart"
+            );
+        }
         if before == after && fixed_at_accept(&current_runtime) == fixed_at_accept(&runtime) {
             self.plane.apply(loaded, runtime);
             tracing::info!("reconfigured: new requests use the new configuration");
