@@ -333,6 +333,17 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The load balancer's `/metrics` text.
+    fn metrics(&self, lb: usize) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name(LB[lb])])
+            .args(["curl", "-s", "--max-time", "1"])
+            .arg(format!("http://127.0.0.1:{ADMIN_PORT}/metrics"))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     fn state(&self, lb: usize) -> String {
         self.status(lb)["state"].as_str().unwrap_or("").to_string()
     }
@@ -570,6 +581,11 @@ fn failover_under_load_then_the_old_master_takes_back_with_preempt() {
     );
     assert!(w.wait_state(1, "master", SETTLE));
     assert_eq!(w.holders(), [false, true]);
+    let metrics = w.metrics(1);
+    assert!(
+        metrics.contains("appliance_ha_transitions_total{from=\"backup\",to=\"master\"} 1"),
+        "lb2's /metrics counts its take-over:\n{metrics}"
+    );
     let answers = w.arp_answers();
     assert_eq!(
         answers.len(),

@@ -94,6 +94,22 @@ pub trait VipBackend: Send {
     fn live_holder_is_alive_agent(&self) -> bool;
 }
 
+/// Who hears about role changes besides the log (the process's metrics): set once.
+type TransitionHook = Box<dyn Fn(State, State) + Send + Sync>;
+static TRANSITION_HOOK: std::sync::OnceLock<TransitionHook> = std::sync::OnceLock::new();
+
+/// Calls `hook(from, to)` at every state change of the monitor, from now on. The first hook
+/// set stays.
+pub fn on_transition(hook: impl Fn(State, State) + Send + Sync + 'static) {
+    let _ = TRANSITION_HOOK.set(Box::new(hook));
+}
+
+pub(crate) fn notify_transition(from: State, to: State) {
+    if let Some(hook) = TRANSITION_HOOK.get() {
+        hook(from, to);
+    }
+}
+
 /// The running HA side. Dropping it leaves the tasks running; call [`HaHandle::shutdown`] to
 /// hand the address over and stop.
 pub struct HaHandle {

@@ -512,6 +512,7 @@ impl Decider {
         let text = format!("{why}; trying again after the hold-down");
         if to != from {
             tracing::info!("ha: {from} -> {to}: {text}");
+            super::notify_transition(from, to);
             self.board.update(|s| {
                 s.state = to;
                 s.reason = text.clone();
@@ -584,6 +585,7 @@ impl Decider {
         self.machine = d.next;
         if self.machine.state != from {
             tracing::info!("ha: {from} -> {}: {}", self.machine.state, d.reason);
+            super::notify_transition(from, self.machine.state);
             let (to, reason) = (self.machine.state, d.reason.to_string());
             self.board.update(|s| {
                 s.state = to;

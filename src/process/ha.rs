@@ -43,6 +43,9 @@ impl BackgroundService for HaService {
                 _ = shutdown.changed() => return,
             }
         }
+        ha::on_transition(|from, to| {
+            crate::proxy::metrics::ha_transition(from.as_str(), to.as_str())
+        });
         let plane = self.plane.clone();
         let health: Arc<dyn ha::DataPlaneHealth> = Arc::new(move || fitness(&plane));
         // A successor started by SIGUSR2 (or a reload that moves listeners) finds the heartbeat
