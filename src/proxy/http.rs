@@ -704,6 +704,15 @@ impl ProxyHttp for HttpProxy {
             e.set_retry(false);
             return e;
         }
+        if e.esource() == &pingora::ErrorSource::Downstream {
+            // The client went away while the upstream was working on its request (wrk does this
+            // to its open requests when a run ends). nginx finalizes with 499 and frees the peer
+            // as not failed: not the server's fault, and nothing to retry for nobody.
+            ctx.release(Outcome::Success);
+            ctx.give_up_status = 499;
+            e.set_retry(false);
+            return e;
+        }
         let condition = match e.etype() {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => NextUpstream::Timeout,
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error => NextUpstream::InvalidHeader,

@@ -483,7 +483,38 @@ fn error_time() -> String {
 /// level word nginx would use where tracing's levels have none.
 pub struct ErrorLogLayer;
 
+/// `APPLIANCE_LOG` set: every event is wanted (its filter decides), read once.
+fn verbose_by_env() -> bool {
+    static VERBOSE: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("APPLIANCE_LOG").is_some());
+    *VERBOSE
+}
+
 impl<S: Subscriber> Layer<S> for ErrorLogLayer {
+    /// Asked per event, not cached per call site: the level changes on reload.
+    fn register_callsite(
+        &self,
+        _metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    /// Events below the error log's level are not even built: Pingora logs (through the `log`
+    /// crate) at debug level on every request, and formatting those only to drop them cost
+    /// the data plane a large share of its time.
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        if verbose_by_env() {
+            return true;
+        }
+        // Warnings and errors always reach on_event (an `nginx_level` field may make them more
+        // severe); info is nginx's notice, debug and trace its debug.
+        match *metadata.level() {
+            Level::ERROR | Level::WARN => true,
+            Level::INFO => error_log().enabled(LogLevel::Notice),
+            _ => error_log().enabled(LogLevel::Debug),
+        }
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut visitor = Fields::default();
         event.record(&mut visitor);
@@ -496,7 +527,7 @@ impl<S: Subscriber> Layer<S> for ErrorLogLayer {
                 level => level,
             });
         let sink = error_log();
-        if !sink.enabled(level) && std::env::var_os("APPLIANCE_LOG").is_none() {
+        if !sink.enabled(level) && !verbose_by_env() {
             return;
         }
         let word = visitor
