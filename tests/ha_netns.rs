@@ -322,26 +322,26 @@ impl World {
         if self.lbs[lb].is_none() {
             return serde_json::Value::Null;
         }
-        let out = Command::new("ip")
+        serde_json::from_slice::<serde_json::Value>(&self.admin_get(lb, "/status"))
+            .ok()
+            .map(|v| v["providers"]["ha"].clone())
+            .unwrap_or_default()
+    }
+
+    /// GET `path` from the load balancer's admin API, inside its namespace.
+    fn admin_get(&self, lb: usize, path: &str) -> Vec<u8> {
+        Command::new("ip")
             .args(["netns", "exec", &self.ns.name(LB[lb])])
             .args(["curl", "-s", "--max-time", "1"])
-            .arg(format!("http://127.0.0.1:{ADMIN_PORT}/status"))
-            .output();
-        out.ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .map(|v| v["providers"]["ha"].clone())
+            .arg(format!("http://127.0.0.1:{ADMIN_PORT}{path}"))
+            .output()
+            .map(|o| o.stdout)
             .unwrap_or_default()
     }
 
     /// The load balancer's `/metrics` text.
     fn metrics(&self, lb: usize) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name(LB[lb])])
-            .args(["curl", "-s", "--max-time", "1"])
-            .arg(format!("http://127.0.0.1:{ADMIN_PORT}/metrics"))
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        String::from_utf8_lossy(&self.admin_get(lb, "/metrics")).into_owned()
     }
 
     fn state(&self, lb: usize) -> String {
