@@ -148,7 +148,10 @@ fn watch_graceful_stop(server: &pingora::server::Server, pid_file: Option<PidFil
         .spawn(move || loop {
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
-                    while metrics::in_flight() > 0 || ha::stop_work_pending() {
+                    while metrics::in_flight() > 0
+                        || crate::proxy::edge::awaiting_first_byte() > 0
+                        || ha::stop_work_pending()
+                    {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     finish(pid_file.as_ref());

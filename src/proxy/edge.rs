@@ -7,7 +7,9 @@
 //! the certificate and the PROXY header depend on the socket and the local address, which a
 //! Pingora TLS listener does not tell its callbacks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -15,7 +17,7 @@ use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use pingora::protocols::{Peek, Stream};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
@@ -29,6 +31,57 @@ use crate::config::ListenAddress;
 /// How long a front balancer may take to send its PROXY header (nginx reads it within
 /// `client_header_timeout`, 60s by default).
 const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a connection may take to send its first byte (nginx's `client_header_timeout`).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection accepted before a graceful stop still has to send its first byte:
+/// nginx serves such a connection; so does this, within that bound.
+const FIRST_BYTE_AFTER_STOP: Duration = Duration::from_secs(2);
+
+/// Connections accepted whose first request has not started: a graceful stop waits for them
+/// as for requests in flight (Pingora would drop them as idle).
+static AWAITING_FIRST_BYTE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many accepted connections have not sent their first byte (or finished their handshake).
+pub fn awaiting_first_byte() -> usize {
+    AWAITING_FIRST_BYTE.load(Ordering::SeqCst)
+}
+
+/// Counts a connection in [`awaiting_first_byte`] while it lives.
+struct Fresh;
+
+impl Fresh {
+    fn new() -> Fresh {
+        AWAITING_FIRST_BYTE.fetch_add(1, Ordering::SeqCst);
+        Fresh
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        AWAITING_FIRST_BYTE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the client has sent its first byte (left in the stream), the timeout passes, or
+/// a stop began and the short grace after it passed. False when no byte came.
+async fn first_byte(stream: &mut L4Stream, shutdown: &ShutdownWatch) -> bool {
+    let mut byte = [0u8; 1];
+    let mut shutdown = shutdown.clone();
+    let stopping = async {
+        if !*shutdown.borrow() {
+            let _ = shutdown.changed().await;
+        }
+        tokio::time::sleep(FIRST_BYTE_AFTER_STOP).await;
+    };
+    tokio::select! {
+        peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.try_peek(&mut byte)) => {
+            matches!(peeked, Ok(Ok(true)))
+        }
+        _ = stopping => false,
+    }
+}
 
 /// The Pingora application of every HTTP listener.
 pub struct HttpEdge {
@@ -147,6 +200,10 @@ impl ServerApp for HttpEdge {
             return None;
         };
         let mut l4 = *l4;
+        let fresh = Fresh::new();
+        if !first_byte(&mut l4, shutdown).await {
+            return None;
+        }
         if socket.proxy_protocol {
             match proxy_protocol::read_header(&mut l4, PROXY_HEADER_TIMEOUT).await {
                 Ok(info) => proxy_protocol::attach(&mut l4, info),
@@ -157,6 +214,9 @@ impl ServerApp for HttpEdge {
             }
         }
         let Some(acceptor) = &socket.acceptor else {
+            // The request's first bytes are in the stream: Pingora reads them before it looks
+            // at a stop, so the connection is served.
+            drop(fresh);
             let stream: Stream = Box::new(l4);
             if socket.http2 {
                 return self.proxy.process_new(stream, shutdown).await;
@@ -175,7 +235,9 @@ impl ServerApp for HttpEdge {
                 .and_then(|s| s.tls_keys.clone())
                 .or_else(|| addr.servers.get(default)?.tls_keys.clone())
         });
-        match tls::accept(acceptor, l4, pick).await {
+        let accepted = tls::accept(acceptor, l4, pick).await;
+        drop(fresh);
+        match accepted {
             Ok(tls_stream) => self.proxy.process_new(Box::new(tls_stream), shutdown).await,
             Err(e) => {
                 tracing::info!("{e} while SSL handshaking");
