@@ -437,3 +437,45 @@ fn the_systemd_unit_verifies() {
     );
     assert!(complaints.is_empty(), "{complaints:?}");
 }
+
+/// `-t` reads the certificates, as nginx's does: a missing one fails the test with its path,
+/// for both programs, where a syntax-only check would have said "successful".
+#[test]
+fn test_flag_reads_the_certificates_like_nginx() {
+    let dir = Scratch::new("cli-t-cert");
+    let missing = dir.path("missing.crt");
+    let key = dir.path("missing.key");
+    let conf = dir.write(
+        "nginx.conf",
+        &format!(
+            "pid {pid};\nerror_log stderr;\nevents {{}}\nhttp {{\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    return 200;\n  }}\n}}\n",
+            pid = dir.path("nginx.pid").display(),
+            port = free_port(),
+            crt = missing.display(),
+            key = key.display(),
+        ),
+    );
+    for (program, mut command) in [
+        ("appliance", {
+            let mut c = Command::new(appliance_bin());
+            c.arg("nginx");
+            c
+        }),
+        ("nginx", Command::new("nginx")),
+    ] {
+        let out = command
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{program} -t: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{program}: {stderr}");
+        assert!(
+            stderr.contains(&missing.display().to_string()),
+            "{program} names the certificate: {stderr}"
+        );
+        assert!(stderr.contains("test failed"), "{program}: {stderr}");
+    }
+}

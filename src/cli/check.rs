@@ -8,7 +8,18 @@ use crate::compile::Options;
 
 pub fn run(path: &Path, options: &Options, quiet: bool, program: &str) -> ExitCode {
     let shown = path.display();
-    match super::compile(path, options) {
+    // nginx -t also resolves upstream host names and reads the certificates: so does the
+    // runtime's build, which `run` would do next.
+    let compiled = super::compile(path, options).and_then(|compiled| {
+        match crate::proxy::runtime::Runtime::build(&compiled.model) {
+            Ok(_) => Ok(compiled),
+            Err(d) => Err(crate::compile::Failed {
+                diagnostic: Box::new(d),
+                sources: compiled.sources,
+            }),
+        }
+    });
+    match compiled {
         Ok(compiled) => {
             if !quiet {
                 for w in &compiled.report.warnings {

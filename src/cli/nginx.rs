@@ -317,6 +317,11 @@ pub fn apply_globals(global: &mut crate::config::Global, text: &str) -> Result<(
 /// `-t` and `-T`.
 fn test(conf: &Path, compiled: Result<Compiled, Diagnostic>, args: &Args) -> ExitCode {
     let shown = conf.display();
+    // Host names resolved and certificates read, as nginx -t does.
+    let compiled = compiled.and_then(|c| {
+        crate::proxy::runtime::Runtime::build(&c.model)?;
+        Ok(c)
+    });
     let compiled = match compiled {
         Ok(c) => c,
         Err(d) => {
