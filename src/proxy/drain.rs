@@ -56,12 +56,23 @@ struct Conn {
 
 impl Inflight {
     /// Request `request` is connected to `peer` through `fd` (again, after a retry).
-    pub fn register(&self, request: u64, peer: PeerId, addr: &PeerAddr, fd: RawFd) {
+    /// `remember_local` records the connection's local address too (a syscall per request),
+    /// which makes a later cut check both ends of the descriptor; pools with a drain timeout
+    /// ask for it, the others can only be cut when a reload gives them one, and then the
+    /// server's address alone identifies the connection.
+    pub fn register(
+        &self,
+        request: u64,
+        peer: PeerId,
+        addr: &PeerAddr,
+        fd: RawFd,
+        remember_local: bool,
+    ) {
         let mut conn = Conn {
             peer,
             addr: addr.clone(),
             fd,
-            local: local_addr(fd),
+            local: if remember_local { local_addr(fd) } else { None },
             cut: false,
         };
         let mut st = self.lock();
@@ -219,7 +230,8 @@ fn shut_down(conn: &Conn) -> bool {
         (PeerAddr::Unix(path), Ok(peer)) => peer.as_pathname() == Some(path.as_path()),
         (_, Err(_)) => false,
     };
-    let same_local = sock.local_addr().ok().and_then(|a| a.as_socket()) == conn.local;
+    let same_local =
+        conn.local.is_none() || sock.local_addr().ok().and_then(|a| a.as_socket()) == conn.local;
     same_peer && same_local && sock.shutdown(std::net::Shutdown::Both).is_ok()
 }
 
@@ -296,12 +308,13 @@ mod tests {
         let b = TcpStream::connect(other.local_addr().unwrap()).unwrap();
         let inflight = Inflight::default();
         let (p0, p1) = (PeerId(0), PeerId(1));
-        inflight.register(1, p0, &PeerAddr::Inet(addr), a.as_raw_fd());
+        inflight.register(1, p0, &PeerAddr::Inet(addr), a.as_raw_fd(), true);
         inflight.register(
             2,
             p1,
             &PeerAddr::Inet(other.local_addr().unwrap()),
             b.as_raw_fd(),
+            true,
         );
         assert_eq!(inflight.count(p0), 1);
         assert_eq!(inflight.cut(p0), 1);
@@ -314,7 +327,7 @@ mod tests {
         // A descriptor that no longer matches the recorded addresses is left alone.
         let c = TcpStream::connect(addr).unwrap();
         let d = TcpStream::connect(other.local_addr().unwrap()).unwrap();
-        inflight.register(3, p1, &PeerAddr::Inet(addr), d.as_raw_fd());
+        inflight.register(3, p1, &PeerAddr::Inet(addr), d.as_raw_fd(), false);
         assert_eq!(
             inflight.cut(p1),
             1,
@@ -323,7 +336,7 @@ mod tests {
         d.set_nonblocking(true).unwrap();
         assert!((&d).read(&mut buf).is_err(), "would block: still open");
         // Connecting to a peer whose timeout expired is cut at once.
-        inflight.register(4, p0, &PeerAddr::Inet(addr), c.as_raw_fd());
+        inflight.register(4, p0, &PeerAddr::Inet(addr), c.as_raw_fd(), false);
         assert!(inflight.release(4));
         assert_eq!((&c).read(&mut buf).unwrap(), 0);
         assert!(!inflight.release(4), "released once");

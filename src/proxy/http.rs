@@ -791,10 +791,13 @@ impl ProxyHttp for HttpProxy {
         let held = ctx.attempt.as_ref().and_then(|a| a.held());
         if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
             if let Some(info) = proxy.pool.balancer.peer(peer) {
-                proxy
-                    .pool
-                    .inflight
-                    .register(ctx.token, peer, &info.addr, fd);
+                proxy.pool.inflight.register(
+                    ctx.token,
+                    peer,
+                    &info.addr,
+                    fd,
+                    proxy.pool.drain_timeout.is_some(),
+                );
             }
         }
         Ok(())
