@@ -16,8 +16,6 @@ pub struct Duration(pub std::time::Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Size(pub u64);
 
-const MAX_INT32: u64 = i32::MAX as u64;
-
 /// Which units a time value may use: nginx parses some directives in seconds (no `ms`, and a
 /// result in seconds) and others in milliseconds (no `y`, and a result in milliseconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +24,75 @@ pub enum TimeUnit {
     Milliseconds,
 }
 
-/// `ngx_parse_time`: units in decreasing order (`y M w d h m s ms`), a bare trailing number is
-/// seconds, spaces may separate the parts, and the total must fit nginx's 32-bit limits.
+/// `ngx_parse_time` as a [`std::time::Duration`] (see [`parse_time`]).
 pub fn parse_nginx_time(text: &str, unit: TimeUnit) -> Option<std::time::Duration> {
-    #[derive(PartialEq, PartialOrd, Clone, Copy)]
+    let is_sec = unit == TimeUnit::Seconds;
+    let n = u64::try_from(parse_time(text.as_bytes(), is_sec)?).ok()?;
+    Some(if is_sec {
+        std::time::Duration::from_secs(n)
+    } else {
+        std::time::Duration::from_millis(n)
+    })
+}
+
+/// `ngx_parse_size` (`k`, `m`) and, with `allow_giga`, `ngx_parse_offset` (also `g`).
+pub fn parse_nginx_size(text: &str, allow_giga: bool) -> Option<u64> {
+    let n = if allow_giga {
+        parse_offset(text.as_bytes())
+    } else {
+        parse_size(text.as_bytes())
+    }?;
+    u64::try_from(n).ok()
+}
+
+/// ngx_atoi: decimal digits only, no sign, at most NGX_MAX_INT_T_VALUE.
+pub fn atoi(v: &[u8]) -> Option<i64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+/// ngx_parse_size: a number with an optional k or m (either case).
+pub fn parse_size(v: &[u8]) -> Option<i64> {
+    let (digits, scale) = match v.last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1024),
+        b'm' | b'M' => (&v[..v.len() - 1], 1024 * 1024),
+        _ => (v, 1),
+    };
+    let n = atoi(digits)?;
+    if n > i64::MAX / scale {
+        return None;
+    }
+    Some(n * scale)
+}
+
+/// ngx_parse_offset: like a size, and g for gigabytes.
+pub fn parse_offset(v: &[u8]) -> Option<i64> {
+    let (digits, scale) = match v.last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1024),
+        b'm' | b'M' => (&v[..v.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&v[..v.len() - 1], 1024 * 1024 * 1024),
+        _ => (v, 1),
+    };
+    let n = atoi(digits)?;
+    if n > i64::MAX / scale {
+        return None;
+    }
+    Some(n * scale)
+}
+
+/// ngx_parse_time: `1h 30m`, `500ms`, `10s`, a bare number (seconds). In milliseconds unless
+/// `is_sec`. Units must come in decreasing order, each at most once.
+pub fn parse_time(v: &[u8], is_sec: bool) -> Option<i64> {
+    #[derive(Clone, Copy, PartialEq, PartialOrd)]
     enum Step {
         Start,
         Year,
@@ -42,38 +105,37 @@ pub fn parse_nginx_time(text: &str, unit: TimeUnit) -> Option<std::time::Duratio
         Msec,
         Last,
     }
-    let is_sec = unit == TimeUnit::Seconds;
-    let bytes = text.as_bytes();
+    const MAX: i64 = i64::MAX;
+    let mut valid = false;
+    let mut value: i64 = 0;
+    let mut total: i64 = 0;
     let mut step = if is_sec { Step::Start } else { Step::Month };
-    let (mut value, mut total, mut valid) = (0u64, 0u64, false);
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
+    let mut p = 0;
+    while p < v.len() {
+        let c = v[p];
         if c.is_ascii_digit() {
-            value = value.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-            if value > u64::from(u32::MAX) * 1000 {
-                return None;
-            }
+            value = value.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+            p += 1;
             valid = true;
-            i += 1;
             continue;
         }
-        let (next, mut max, mut scale): (Step, u64, u64) = match c {
-            b'y' if step <= Step::Start => (Step::Year, MAX_INT32 / 31_536_000, 31_536_000),
-            b'M' if step < Step::Month => (Step::Month, MAX_INT32 / 2_592_000, 2_592_000),
-            b'w' if step < Step::Week => (Step::Week, MAX_INT32 / 604_800, 604_800),
-            b'd' if step < Step::Day => (Step::Day, MAX_INT32 / 86_400, 86_400),
-            b'h' if step < Step::Hour => (Step::Hour, MAX_INT32 / 3_600, 3_600),
-            b'm' if bytes.get(i + 1) == Some(&b's') => {
+        p += 1;
+        let (next, mut max, mut scale): (Step, i64, i64) = match c {
+            b'y' if step <= Step::Start => (Step::Year, MAX / 31_536_000, 31_536_000),
+            b'M' if step < Step::Month => (Step::Month, MAX / 2_592_000, 2_592_000),
+            b'w' if step < Step::Week => (Step::Week, MAX / 604_800, 604_800),
+            b'd' if step < Step::Day => (Step::Day, MAX / 86_400, 86_400),
+            b'h' if step < Step::Hour => (Step::Hour, MAX / 3_600, 3_600),
+            b'm' if v.get(p) == Some(&b's') => {
                 if is_sec || step >= Step::Msec {
                     return None;
                 }
-                i += 1;
-                (Step::Msec, MAX_INT32, 1)
+                p += 1;
+                (Step::Msec, MAX, 1)
             }
-            b'm' if step < Step::Min => (Step::Min, MAX_INT32 / 60, 60),
-            b's' if step < Step::Sec => (Step::Sec, MAX_INT32, 1),
-            b' ' if step < Step::Sec => (Step::Last, MAX_INT32, 1),
+            b'm' if step < Step::Min => (Step::Min, MAX / 60, 60),
+            b's' if step < Step::Sec => (Step::Sec, MAX, 1),
+            b' ' if step < Step::Sec => (Step::Last, MAX, 1),
             _ => return None,
         };
         step = next;
@@ -85,57 +147,28 @@ pub fn parse_nginx_time(text: &str, unit: TimeUnit) -> Option<std::time::Duratio
             return None;
         }
         value *= scale;
-        if total > MAX_INT32 - value.min(MAX_INT32) || value > MAX_INT32 {
+        if total > MAX - value {
             return None;
         }
         total += value;
         value = 0;
-        i += 1;
-        while bytes.get(i) == Some(&b' ') {
-            i += 1;
+        while v.get(p) == Some(&b' ') {
+            p += 1;
         }
     }
     if !valid {
         return None;
     }
     if !is_sec {
-        if value > MAX_INT32 / 1000 {
+        if value > MAX / 1000 {
             return None;
         }
         value *= 1000;
     }
-    if total > MAX_INT32 - value.min(MAX_INT32) || value > MAX_INT32 {
+    if total > MAX - value {
         return None;
     }
-    let total = total + value;
-    Some(if is_sec {
-        std::time::Duration::from_secs(total)
-    } else {
-        std::time::Duration::from_millis(total)
-    })
-}
-
-/// `ngx_parse_size` (`k`, `m`) and, with `allow_giga`, `ngx_parse_offset` (also `g`).
-pub fn parse_nginx_size(text: &str, allow_giga: bool) -> Option<u64> {
-    let (digits, scale) = match text.as_bytes().last()? {
-        b'k' | b'K' => (&text[..text.len() - 1], 1024u64),
-        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
-        b'g' | b'G' if allow_giga => (&text[..text.len() - 1], 1024 * 1024 * 1024),
-        _ => (text, 1),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    let max = if allow_giga {
-        i64::MAX as u64
-    } else {
-        isize::MAX as u64
-    };
-    if n > max / scale {
-        return None;
-    }
-    Some(n * scale)
+    Some(total + value)
 }
 
 impl Duration {
@@ -272,9 +305,10 @@ mod tests {
         assert_eq!(ms("10x"), None);
         assert_eq!(
             ms("3000000s"),
-            None,
-            "over nginx's 32-bit millisecond limit"
+            Some(D::from_secs(3_000_000)),
+            "nginx 1.22's limit is its 64-bit ngx_int_t, not 32 bits"
         );
+        assert_eq!(ms("99999999999999999999"), None);
     }
 
     #[test]
