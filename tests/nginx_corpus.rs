@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use appliance::compile::{nginx as front, Options};
 use support::nginx::{self, Verdict};
-use support::{copy_tree, corpus_dir, large_config, TempDir};
+use support::{copy_tree, corpus_dir, files_under, large_config, TempDir};
 
 /// What we say about a file: accepted, or rejected with (message, file, line).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,8 +306,7 @@ fn strip(text: &str, root: &Path) -> String {
 /// Every file under the corpus copy, except licenses, crossplane's JSON expectations and the
 /// compressed original of large-config.
 fn configs(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    walk(root, &mut out);
+    let mut out = files_under(root);
     out.retain(|p| {
         let name = p
             .file_name()
@@ -317,20 +316,6 @@ fn configs(root: &Path) -> Vec<PathBuf> {
     });
     out.sort();
     out
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 /// large-config as it is (nginx.conf), and with its NGINX Plus lines commented out

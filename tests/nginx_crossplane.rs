@@ -37,7 +37,7 @@ use appliance::compile::nginx::parse::parse_file;
 use appliance::compile::nginx::tree::{Statement, Word};
 use appliance::compile::Options;
 use serde_json::Value;
-use support::{copy_tree, corpus_dir, large_config, TempDir};
+use support::{copy_tree, corpus_dir, files_under, large_config, TempDir};
 
 fn crossplane() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/crossplane");
@@ -73,8 +73,7 @@ fn trees_match_crossplane() {
     let (oss, _) = large_config::oss(&large_config::decompress(&corpus_dir()));
     std::fs::write(root.join("go-crossplane/large-config/nginx-oss.conf"), oss)
         .expect("write large-config");
-    let mut files = Vec::new();
-    walk(&root, &mut files);
+    let mut files = files_under(&root);
     files.retain(|p| {
         let name = p
             .file_name()
@@ -306,18 +305,4 @@ fn strip_if_parens(args: &mut Vec<String>) {
     let start = usize::from(args[0].is_empty());
     let end = args.len() - usize::from(args[n].is_empty());
     *args = args[start..end.max(start)].to_vec();
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
