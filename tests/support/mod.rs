@@ -108,7 +108,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Copies a directory tree (files made writable, so the copy can be cleaned up).
 /// Every file under `dir`, at any depth (unsorted); unreadable directories are skipped.
 pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
@@ -129,6 +128,7 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// Copies a directory tree (files made writable, so the copy can be cleaned up).
 pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create a directory");
     for entry in std::fs::read_dir(from).expect("read a directory").flatten() {
