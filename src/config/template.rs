@@ -235,7 +235,6 @@ const NOT_COMPUTED: &[&str] = &[
     "http2",
     "limit_conn_status",
     "limit_req_status",
-    "binary_remote_addr_v6",
     "geoip_country_code",
     "geoip_country_code3",
     "geoip_country_name",
@@ -252,7 +251,6 @@ const NOT_COMPUTED: &[&str] = &[
     "geoip_city_country_code3",
     "geoip_city_country_name",
     "geoip_city_continent_code",
-    "realip_remote_addr",
 ];
 
 /// Prefixed variables nginx defines that the appliance has no value for.
