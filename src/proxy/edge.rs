@@ -21,7 +21,7 @@ use pingora::protocols::{Peek, Stream};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
-use super::http::HttpProxy;
+use super::http::{self, HttpProxy, Served};
 use super::runtime::Runtime;
 use super::tls::{self, PickKeys};
 use super::{listen_match, proxy_protocol};
@@ -87,6 +87,8 @@ async fn first_byte(stream: &mut L4Stream, shutdown: &ShutdownWatch) -> bool {
 pub struct HttpEdge {
     runtime: Arc<ArcSwap<Runtime>>,
     proxy: Arc<pingora::proxy::HttpProxy<HttpProxy>>,
+    /// The same data plane, for the requests the fast path takes ([`http::serve_fast`]).
+    fast: HttpProxy,
     sockets: Vec<SocketEdge>,
 }
 
@@ -150,6 +152,7 @@ impl HttpEdge {
         }
         drop(current);
         Ok(HttpEdge {
+            fast: HttpProxy::new(runtime.clone()),
             runtime,
             proxy: Arc::new(proxy),
             sockets,
@@ -161,9 +164,32 @@ impl HttpEdge {
         runtime.sockets.iter().any(|s| s.http2 && !s.ssl)
     }
 
-    /// Serves HTTP/1.x on a cleartext connection, as Pingora's own loop does, without looking
-    /// for an HTTP/2 preface.
-    async fn serve_http1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    /// Serves HTTP/1.x on a cleartext connection: each request the fast path takes, it serves;
+    /// any other goes through Pingora's session, and the connection comes back after it.
+    async fn serve_http1(&self, mut stream: L4Stream, shutdown: &ShutdownWatch) {
+        let mut resumed = false;
+        loop {
+            stream = match http::serve_fast(&self.fast, stream, resumed, shutdown).await {
+                Served::Closed => return,
+                Served::ToPingora(stream) => stream,
+            };
+            let mut session = ServerSession::new_http1(Box::new(stream));
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+            let result = self.proxy.process_new_http(session, shutdown).await;
+            let Some((reused, _)) = result.map(|r| r.consume()) else {
+                return;
+            };
+            let Ok(l4) = reused.into_any().downcast::<L4Stream>() else {
+                return;
+            };
+            stream = *l4;
+            resumed = true;
+        }
+    }
+
+    /// Serves HTTP/1.x through Pingora only: connections with a PROXY header, whose variables
+    /// only Pingora's session carries.
+    async fn serve_http1_pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let mut result = self.proxy.process_new_http(session, shutdown).await;
@@ -217,11 +243,14 @@ impl ServerApp for HttpEdge {
             // The request's first bytes are in the stream: Pingora reads them before it looks
             // at a stop, so the connection is served.
             drop(fresh);
-            let stream: Stream = Box::new(l4);
             if socket.http2 {
-                return self.proxy.process_new(stream, shutdown).await;
+                return self.proxy.process_new(Box::new(l4), shutdown).await;
             }
-            self.serve_http1(stream, shutdown).await;
+            if socket.proxy_protocol {
+                self.serve_http1_pingora(Box::new(l4), shutdown).await;
+            } else {
+                self.serve_http1(l4, shutdown).await;
+            }
             return None;
         };
         let runtime = self.runtime.load_full();

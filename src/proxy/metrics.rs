@@ -204,7 +204,7 @@ impl Metrics {
         status: u16,
         upstream: &str,
         seconds: f64,
-        upstream_seconds: &[f64],
+        upstream_times: &[std::time::Duration],
         tries: usize,
     ) {
         let buf = itoa_status(status);
@@ -213,10 +213,10 @@ impl Metrics {
         self.request_duration
             .with_label_values(&[upstream])
             .observe(seconds);
-        if !upstream_seconds.is_empty() {
+        if !upstream_times.is_empty() {
             let h = self.upstream_response.with_label_values(&[upstream]);
-            for s in upstream_seconds {
-                h.observe(*s);
+            for t in upstream_times {
+                h.observe(t.as_secs_f64());
             }
         }
         if tries > 1 {
@@ -282,7 +282,16 @@ mod tests {
     #[test]
     fn requests_are_counted_by_status_and_upstream() {
         let m = metrics();
-        m.observe_request(502, "unit-test-pool", 0.01, &[0.002, 0.003], 2);
+        m.observe_request(
+            502,
+            "unit-test-pool",
+            0.01,
+            &[
+                std::time::Duration::from_millis(2),
+                std::time::Duration::from_millis(3),
+            ],
+            2,
+        );
         let runtime = Runtime::build(&Default::default()).unwrap();
         let text = m.render(&runtime);
         assert!(

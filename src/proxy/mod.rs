@@ -10,6 +10,7 @@ pub mod drain;
 pub mod edge;
 pub mod health;
 pub mod http;
+pub mod keepalive;
 pub mod locations;
 pub mod logging;
 pub mod metrics;

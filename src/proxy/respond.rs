@@ -83,3 +83,37 @@ pub async fn send(
     }
     Ok(())
 }
+
+/// The same response as [`send`] gives for a status without a location or body of its own,
+/// as bytes, for the fast path: nginx's page, `Connection` as the connection will go on.
+pub fn page(status: u16, keepalive: bool, head_only: bool) -> Vec<u8> {
+    use std::io::Write;
+    let body = error_page(status);
+    let mut out = Vec::with_capacity(512);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: {}\r\n",
+        reason(status),
+        http_date()
+    );
+    match &body {
+        Some(page) => {
+            let _ = write!(
+                out,
+                "Content-Type: text/html\r\nContent-Length: {}\r\n",
+                page.len()
+            );
+        }
+        None if status != 204 && status != 304 => out.extend_from_slice(b"Content-Length: 0\r\n"),
+        None => {}
+    }
+    out.extend_from_slice(if keepalive {
+        b"Connection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"Connection: close\r\n\r\n".as_slice()
+    });
+    if let (Some(page), false) = (body, head_only) {
+        out.extend_from_slice(page.as_bytes());
+    }
+    out
+}

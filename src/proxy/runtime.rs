@@ -263,6 +263,8 @@ pub struct UpstreamPool {
     pub drain_timeout: Option<Duration>,
     /// Requests with an upstream connection open, for draining.
     pub inflight: Inflight,
+    /// Idle connections of the fast path (Pingora's requests use Pingora's pool).
+    pub idle: super::keepalive::KeepaliveCache,
 }
 
 /// nginx's default request headers for proxying (ngx_http_proxy_headers), in its order.
@@ -369,6 +371,7 @@ pub(crate) fn build_pool(
         health_check: upstream.health_check.clone(),
         drain_timeout: upstream.drain_timeout.map(|d| d.get()),
         inflight: Inflight::default(),
+        idle: super::keepalive::KeepaliveCache::new(upstream.keepalive),
     })
 }
 

@@ -9,7 +9,7 @@
 //! - then the client's headers in their order and case, minus every name set above.
 
 use http::Version;
-use pingora::http::RequestHeader;
+use pingora::http::{IntoCaseHeaderName, RequestHeader};
 use pingora::prelude::*;
 
 use super::runtime::{ProxyConf, ProxyHeaderValue};
@@ -26,7 +26,7 @@ pub struct Matched<'a> {
     pub buffered_body: Option<u64>,
 }
 
-/// Builds the upstream request header.
+/// Builds the upstream request header, for Pingora.
 pub fn build(
     proxy: &ProxyConf,
     client: &RequestHeader,
@@ -43,6 +43,99 @@ pub fn build(
         HttpVersion::Http10 => Version::HTTP_10,
         HttpVersion::Http11 => Version::HTTP_11,
     });
+    emit_headers(proxy, client, matched, vars, &mut req)?;
+    Ok(req)
+}
+
+/// Writes the same request as [`build`] straight onto the wire (the fast path): request line,
+/// headers, the empty line.
+pub fn write(
+    proxy: &ProxyConf,
+    client: &RequestHeader,
+    matched: &Matched<'_>,
+    vars: &RequestVars<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(client.method.as_str().as_bytes());
+    out.push(b' ');
+    match &proxy.uri {
+        None => out.extend_from_slice(client.raw_path()),
+        Some(_) => out.extend_from_slice(&request_target(proxy, client, matched)),
+    }
+    out.extend_from_slice(match proxy.http_version {
+        HttpVersion::Http10 => b" HTTP/1.0\r\n".as_slice(),
+        HttpVersion::Http11 => b" HTTP/1.1\r\n".as_slice(),
+    });
+    let mut wire = Wire(out);
+    // Writing to a Vec cannot fail.
+    let _ = emit_headers(proxy, client, matched, vars, &mut wire);
+    wire.0.extend_from_slice(b"\r\n");
+}
+
+/// Where the request's headers go: Pingora's header, or the wire.
+trait HeaderSink {
+    fn configured(&mut self, name: &str, value: &[u8]) -> Result<()>;
+    /// A client header: its name as sent, and (for Pingora's header) that name as Pingora
+    /// keeps it.
+    fn passed<N: IntoCaseHeaderName>(
+        &mut self,
+        name: &[u8],
+        case_name: impl FnOnce() -> N,
+        value: &http::HeaderValue,
+    ) -> Result<()>;
+}
+
+impl HeaderSink for RequestHeader {
+    fn configured(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.append_header(name.to_string(), value).map(|_| ())
+    }
+
+    fn passed<N: IntoCaseHeaderName>(
+        &mut self,
+        _name: &[u8],
+        case_name: impl FnOnce() -> N,
+        value: &http::HeaderValue,
+    ) -> Result<()> {
+        self.append_header(case_name(), value.clone()).map(|_| ())
+    }
+}
+
+struct Wire<'a>(&'a mut Vec<u8>);
+
+impl Wire<'_> {
+    fn line(&mut self, name: &[u8], value: &[u8]) {
+        self.0.extend_from_slice(name);
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+}
+
+impl HeaderSink for Wire<'_> {
+    fn configured(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.line(name.as_bytes(), value);
+        Ok(())
+    }
+
+    fn passed<N: IntoCaseHeaderName>(
+        &mut self,
+        name: &[u8],
+        _case_name: impl FnOnce() -> N,
+        value: &http::HeaderValue,
+    ) -> Result<()> {
+        self.line(name, value.as_bytes());
+        Ok(())
+    }
+}
+
+/// The headers, in nginx's order, into `sink`.
+fn emit_headers(
+    proxy: &ProxyConf,
+    client: &RequestHeader,
+    matched: &Matched<'_>,
+    vars: &RequestVars<'_>,
+    req: &mut impl HeaderSink,
+) -> Result<()> {
     let mut value = Vec::with_capacity(64);
     for header in &proxy.headers {
         value.clear();
@@ -73,7 +166,7 @@ pub fn build(
         if value.is_empty() {
             continue;
         }
-        req.append_header(header.name.clone(), value.as_slice())?;
+        req.configured(&header.name, &value)?;
     }
     if proxy.pass_request_headers {
         for (name, v) in client.case_header_iter() {
@@ -93,10 +186,10 @@ pub fn build(
             {
                 continue;
             }
-            req.append_header(name.clone(), v.clone())?;
+            req.passed(name_bytes, || name.clone(), v)?;
         }
     }
-    Ok(req)
+    Ok(())
 }
 
 /// The URI of the request line.

@@ -5,10 +5,11 @@
 //! else the server's first name.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use super::balance::PeerAddr;
 use super::proxy_protocol::ProxyInfo;
 
 use crate::config::template::{Segment, Template, Variable};
@@ -48,20 +49,20 @@ pub struct RequestVars<'a> {
 }
 
 /// What nginx's `$upstream_*` variables report: one entry per server tried, joined with `, `.
+/// Kept as numbers and formatted only when a log line or header asks for them.
 #[derive(Clone, Debug, Default)]
 pub struct UpstreamVars {
-    pub addrs: Vec<String>,
-    pub statuses: Vec<String>,
-    pub connect_times: Vec<String>,
-    pub header_times: Vec<String>,
-    pub response_times: Vec<String>,
+    pub addrs: Vec<PeerAddr>,
+    pub statuses: Vec<u16>,
+    /// Per try; `None` (printed `-`) for a try that never connected or never got a header.
+    pub connect_times: Vec<Option<Duration>>,
+    pub header_times: Vec<Option<Duration>>,
+    pub response_times: Vec<Duration>,
     /// Body bytes each try received: `$upstream_response_length`.
-    pub response_lengths: Vec<String>,
+    pub response_lengths: Vec<u64>,
     /// Body bytes of the try under way.
     pub try_body_bytes: u64,
     pub response: Option<ResponseHeader>,
-    /// `response_times` in seconds, for the metrics.
-    pub response_seconds: Vec<f64>,
     /// When the try under way started.
     pub try_started: Option<Instant>,
 }
@@ -77,14 +78,14 @@ impl UpstreamVars {
     /// The connection to the upstream server is up: `$upstream_connect_time`.
     pub fn connected(&mut self) {
         if let Some(t) = self.try_started {
-            self.connect_times.push(seconds(t.elapsed()));
+            self.connect_times.push(Some(t.elapsed()));
         }
     }
 
     /// The response header arrived: `$upstream_header_time`.
     pub fn header_received(&mut self) {
         if let Some(t) = self.try_started {
-            self.header_times.push(seconds(t.elapsed()));
+            self.header_times.push(Some(t.elapsed()));
         }
     }
 
@@ -97,19 +98,17 @@ impl UpstreamVars {
         let elapsed = t.elapsed();
         let tries = self.response_times.len() + 1;
         for list in [&mut self.connect_times, &mut self.header_times] {
-            while list.len() < tries {
-                list.push("-".to_string());
-            }
+            list.resize(tries.max(list.len()), None);
         }
-        self.response_times.push(seconds(elapsed));
-        self.response_seconds.push(elapsed.as_secs_f64());
-        self.response_lengths.push(self.try_body_bytes.to_string());
+        self.response_times.push(elapsed);
+        self.response_lengths.push(self.try_body_bytes);
     }
 }
 
 /// nginx's `%T.%03M`: seconds with milliseconds.
-fn seconds(d: std::time::Duration) -> String {
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+fn write_seconds(d: Duration, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
 }
 
 /// Appends the template's value to `out`.
@@ -256,14 +255,32 @@ impl RequestVars<'_> {
                 let _ = write!(out, "{}", std::process::id());
             }
             Variable::NginxVersion => out.extend_from_slice(b"1.22.1"),
-            Variable::UpstreamAddr => join(self.upstream.map(|u| &u.addrs), out),
-            Variable::UpstreamStatus => join(self.upstream.map(|u| &u.statuses), out),
-            Variable::UpstreamResponseTime => join(self.upstream.map(|u| &u.response_times), out),
-            Variable::UpstreamResponseLength => {
-                join(self.upstream.map(|u| &u.response_lengths), out)
+            Variable::UpstreamAddr => join(self.upstream.map(|u| &u.addrs[..]), out, |a, out| {
+                let _ = write!(out, "{a}");
+            }),
+            Variable::UpstreamStatus => {
+                join(self.upstream.map(|u| &u.statuses[..]), out, |s, out| {
+                    let _ = write!(out, "{s}");
+                })
             }
-            Variable::UpstreamConnectTime => join(self.upstream.map(|u| &u.connect_times), out),
-            Variable::UpstreamHeaderTime => join(self.upstream.map(|u| &u.header_times), out),
+            Variable::UpstreamResponseTime => join(
+                self.upstream.map(|u| &u.response_times[..]),
+                out,
+                |d, out| write_seconds(*d, out),
+            ),
+            Variable::UpstreamResponseLength => join(
+                self.upstream.map(|u| &u.response_lengths[..]),
+                out,
+                |n, out| {
+                    let _ = write!(out, "{n}");
+                },
+            ),
+            Variable::UpstreamConnectTime => {
+                join(self.upstream.map(|u| &u.connect_times[..]), out, write_time)
+            }
+            Variable::UpstreamHeaderTime => {
+                join(self.upstream.map(|u| &u.header_times[..]), out, write_time)
+            }
             Variable::SslProtocol => {
                 out.extend_from_slice(self.ssl_protocol.unwrap_or("").as_bytes())
             }
@@ -343,9 +360,21 @@ impl RequestVars<'_> {
     }
 }
 
-fn join(list: Option<&Vec<String>>, out: &mut Vec<u8>) {
-    if let Some(list) = list {
-        out.extend_from_slice(list.join(", ").as_bytes());
+/// The entries of a per-try list, each written by `item`, joined with `, `.
+fn join<T>(list: Option<&[T]>, out: &mut Vec<u8>, item: impl Fn(&T, &mut Vec<u8>)) {
+    for (i, entry) in list.unwrap_or_default().iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        item(entry, out);
+    }
+}
+
+/// A time of a try, or `-` for one it never reached.
+fn write_time(time: &Option<Duration>, out: &mut Vec<u8>) {
+    match time {
+        Some(d) => write_seconds(*d, out),
+        None => out.push(b'-'),
     }
 }
 

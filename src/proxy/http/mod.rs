@@ -9,6 +9,13 @@
 //! - `connected_to_upstream`: note the connection, so a drain timeout can cut it;
 //! - `response_filter`: add the sticky-session cookie;
 //! - `logging`: give the server back to the balancer.
+//!
+//! Plain HTTP/1.x requests without a body take a shorter road to the same decisions:
+//! [`fast`].
+
+mod fast;
+
+pub use fast::{serve as serve_fast, Served};
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +32,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
 
-use super::balance::{Attempt, Outcome, PeerAddr, SelectKey};
+use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::respond;
@@ -135,9 +142,9 @@ fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
 
 /// The address configuration a connection arrived on: the specific address if one is
 /// configured, else the wildcard of its port (or the unix socket path).
-fn find_addr_conf<'r>(runtime: &'r Runtime, session: &Session) -> Option<&'r AddrConf> {
+fn find_addr_conf<'r>(runtime: &'r Runtime, local: Option<&PingoraAddr>) -> Option<&'r AddrConf> {
     use crate::config::ListenAddress;
-    let local = session.server_addr()?;
+    let local = local?;
     if let Some(path) = local.as_unix().and_then(|u| u.as_pathname()) {
         return runtime
             .sockets
@@ -165,14 +172,100 @@ fn find_addr_conf<'r>(runtime: &'r Runtime, session: &Session) -> Option<&'r Add
     })
 }
 
+/// Where nginx's find-config phase sends a request.
+enum Route {
+    /// Answered at once with this status (no address configuration, a bad URI or Host).
+    Reject(u16),
+    /// The server's own `return`.
+    ServerReturn(Arc<ServerConf>),
+    /// A prefix location matched but for its trailing slash: a 301 to it
+    /// (`ctx.location` is set).
+    AddSlash,
+    /// The location that serves it (also in `ctx.location`).
+    Location(Arc<LocationConf>),
+}
+
+/// Picks the server and location for a request, as nginx does, filling `ctx` (`tls`, `uri`,
+/// `host`, `server`, `location`, captures). Shared by Pingora's phases and the fast path.
+fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: &RequestHeader) -> Route {
+    let runtime = ctx.runtime.clone();
+    let Some(addr) = find_addr_conf(&runtime, local) else {
+        return Route::Reject(500);
+    };
+    ctx.tls = addr.ssl;
+    match normalize(request.raw_path(), true) {
+        Ok(uri) => ctx.uri = uri,
+        Err(_) => return Route::Reject(400),
+    }
+    let host_header = request.uri.host().map(str::as_bytes).or_else(|| {
+        request
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+    });
+    if let Some(raw) = host_header {
+        match validate_host(raw) {
+            Some(host) => ctx.host = Some(host),
+            None => return Route::Reject(400),
+        }
+    }
+    let server = addr.servers[addr.names.find(ctx.host.as_deref())].clone();
+    ctx.server = Some(server.clone());
+    if server.return_.is_some() {
+        return Route::ServerReturn(server);
+    }
+    let location = match server.locations.find(&ctx.uri.path) {
+        Found::Location {
+            value,
+            captures,
+            prefix_len,
+        } => {
+            ctx.captures = captures;
+            ctx.prefix_len = prefix_len;
+            value.clone()
+        }
+        Found::AddSlash(value) => {
+            ctx.location = Some(value.clone());
+            return Route::AddSlash;
+        }
+        Found::None => server.fallback.clone(),
+    };
+    ctx.location = Some(location.clone());
+    Route::Location(location)
+}
+
+/// What a request's variables and log line need from the exchange: from Pingora's session,
+/// or from the fast path's own.
+struct Exchange<'a> {
+    request: &'a RequestHeader,
+    client: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    response: Option<&'a ResponseHeader>,
+    body_bytes_sent: u64,
+}
+
+impl<'a> Exchange<'a> {
+    fn of(session: &'a Session) -> Exchange<'a> {
+        Exchange {
+            request: session.req_header(),
+            client: client_addr(session),
+            local: local_addr(session),
+            response: session.response_written(),
+            body_bytes_sent: session.body_bytes_sent() as u64,
+        }
+    }
+}
+
 impl RequestCtx {
     fn vars<'a>(&'a self, session: &'a Session, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
-        let client = client_addr(session).map(|a| (a.ip(), a.port()));
-        let local = local_addr(session).map(|a| (a.ip(), a.port()));
+        self.vars_of(Exchange::of(session), proxy)
+    }
+
+    fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
-            request: session.req_header(),
-            client,
-            local,
+            request: x.request,
+            client: x.client.map(|a| (a.ip(), a.port())),
+            local: x.local.map(|a| (a.ip(), a.port())),
             tls: self.tls,
             host: self.host.as_deref(),
             server_name: self.server.as_ref().map_or("", |s| s.name.as_str()),
@@ -183,9 +276,9 @@ impl RequestCtx {
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
             upstream: Some(&self.upstream),
-            response: session.response_written(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            body_bytes_sent: session.body_bytes_sent() as u64,
+            response: x.response,
+            status: x.response.map_or(0, |r| r.status.as_u16()),
+            body_bytes_sent: x.body_bytes_sent,
             request_time: 0.0,
             connection: 0,
             connection_requests: 0,
@@ -198,16 +291,23 @@ impl RequestCtx {
 
     /// Writes the access logs and counts the request (nginx's log phase).
     fn log_request(&self, session: &Session, e: Option<&Error>) {
+        // No response went out: the client left (nginx's 499) or the request failed.
+        let unanswered = match e.map(|e| e.esource()) {
+            Some(pingora::ErrorSource::Downstream) => 499,
+            Some(_) => 500,
+            None => 0,
+        };
+        self.log_exchange(Exchange::of(session), unanswered);
+    }
+
+    /// Writes the access logs and counts the request; `unanswered` is the status logged when
+    /// no response went out.
+    fn log_exchange(&self, x: Exchange<'_>, unanswered: u16) {
         let elapsed = self.begun.elapsed().as_secs_f64();
-        let mut vars = self.vars(session, self.proxy());
+        let mut vars = self.vars_of(x, self.proxy());
         vars.request_time = elapsed;
         if vars.status == 0 {
-            // No response went out: the client left (nginx's 499) or the request failed.
-            vars.status = match e.map(|e| e.esource()) {
-                Some(pingora::ErrorSource::Downstream) => 499,
-                Some(_) => 500,
-                None => 0,
-            };
+            vars.status = unanswered;
         }
         let logs = match (&self.location, &self.server) {
             (Some(l), _) => &l.access_log,
@@ -220,7 +320,7 @@ impl RequestCtx {
             vars.status,
             upstream,
             elapsed,
-            &self.upstream.response_seconds,
+            &self.upstream.response_times,
             self.upstream.addrs.len(),
         );
     }
@@ -243,6 +343,119 @@ impl RequestCtx {
             }
         }
         self.peer_released = true;
+    }
+
+    /// The server for the next try: the first try starts the attempt (tries limit, hash key,
+    /// sticky cookie); then the sticky server if the balancer may use it, else the balancer's
+    /// choice, or the same server again after a worn-out pooled connection. `None`: no live
+    /// upstreams (logged; the request gets a 502).
+    fn choose_peer(&mut self, x: Exchange<'_>, proxy: &ProxyConf) -> Option<PeerId> {
+        let pool = &proxy.pool;
+        let client_ip: Option<IpAddr> = x.client.map(|a| a.ip());
+        let request = x.request;
+        if self.attempt.is_none() {
+            let mut attempt = pool.balancer.begin();
+            attempt.limit_tries(proxy.next_upstream_tries);
+            self.attempt = Some(attempt);
+            if let Some(key) = &pool.hash_key {
+                self.hash_key = eval_to_vec(key, &self.vars_of(x, Some(proxy)));
+            }
+            self.started = Some(Instant::now());
+            if let Some(sticky) = &pool.sticky {
+                self.affinity = Some(sticky.read(&request.headers, SystemTime::now()));
+            }
+        }
+        let key = SelectKey::new(client_ip, &self.hash_key);
+        let attempt = self.attempt.as_mut()?;
+        let held = attempt
+            .held()
+            .filter(|_| std::mem::take(&mut self.same_peer_again));
+        let sticky_peer = held.or_else(|| {
+            self.affinity
+                .as_ref()
+                .and_then(|a| a.peer)
+                .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()))
+        });
+        let chosen =
+            sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
+        match chosen {
+            Ok(peer) => {
+                self.peer_released = false;
+                Some(peer)
+            }
+            Err(no_live) => {
+                self.give_up_status = 502;
+                tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
+                None
+            }
+        }
+    }
+
+    /// A connection to the server failed (fail_to_connect): whether to try the next one.
+    fn connect_failed(&mut self, timed_out: bool, method: &http::Method) -> bool {
+        let condition = if timed_out {
+            NextUpstream::Timeout
+        } else {
+            NextUpstream::Error
+        };
+        self.give_up_status = if timed_out { 504 } else { 502 };
+        self.upstream.statuses.push(self.give_up_status);
+        self.release(Outcome::Failed);
+        self.may_retry(condition, false, method, 1)
+    }
+
+    /// The server failed after the connection was made, before a response started
+    /// (ngx_http_upstream_next): whether to try the next one. `reused`: the connection came
+    /// from the keep-alive pool.
+    fn upstream_failed(
+        &mut self,
+        condition: NextUpstream,
+        reused: bool,
+        method: &http::Method,
+    ) -> bool {
+        self.give_up_status = if condition == NextUpstream::Timeout {
+            504
+        } else {
+            502
+        };
+        self.upstream.statuses.push(self.give_up_status);
+        // A server may close an idle keep-alive connection just as it is reused: nginx gives
+        // such a request one more try.
+        if reused && condition == NextUpstream::Error {
+            if let Some(a) = self.attempt.as_mut() {
+                a.grant_try();
+            }
+        }
+        self.release(Outcome::Failed);
+        self.may_retry(condition, true, method, 1)
+    }
+
+    /// The server answered with `status`: true when `proxy_next_upstream` lists it and another
+    /// try remains (ngx_http_upstream_test_next), the server then given back.
+    fn retry_on_status(&mut self, status: u16, method: &http::Method) -> bool {
+        self.upstream.statuses.push(status);
+        self.upstream.header_received();
+        let condition = match status {
+            500 => NextUpstream::Http500,
+            502 => NextUpstream::Http502,
+            503 => NextUpstream::Http503,
+            504 => NextUpstream::Http504,
+            403 => NextUpstream::Http403,
+            404 => NextUpstream::Http404,
+            429 => NextUpstream::Http429,
+            _ => return false,
+        };
+        if !self.may_retry(condition, true, method, 2) {
+            return false;
+        }
+        let outcome = if matches!(status, 403 | 404) {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        };
+        self.release(outcome);
+        self.give_up_status = status;
+        true
     }
 
     /// Whether `proxy_next_upstream` lets this request move on after `condition`:
@@ -315,60 +528,19 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let runtime = ctx.runtime.clone();
-        let Some(addr) = find_addr_conf(&runtime, session) else {
-            respond::send(session, 500, None, None, false).await?;
-            return Ok(true);
-        };
-        ctx.tls = addr.ssl;
         ctx.conn = ConnectionInfo::of(session);
-        let uri = match normalize(session.req_header().raw_path(), true) {
-            Ok(uri) => uri,
-            Err(_) => {
-                respond::send(session, 400, None, None, false).await?;
+        let location = match route(ctx, session.server_addr(), session.req_header()) {
+            Route::Reject(status) => {
+                respond::send(session, status, None, None, false).await?;
                 return Ok(true);
             }
-        };
-        ctx.uri = uri;
-        let host_header = session
-            .req_header()
-            .uri
-            .host()
-            .map(|h| h.as_bytes().to_vec())
-            .or_else(|| {
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::HOST)
-                    .map(|h| h.as_bytes().to_vec())
-            });
-        if let Some(raw) = host_header {
-            match validate_host(&raw) {
-                Some(host) => ctx.host = Some(host),
-                None => {
-                    respond::send(session, 400, None, None, false).await?;
-                    return Ok(true);
+            Route::ServerReturn(server) => {
+                if let Some(ret) = &server.return_ {
+                    answer_return(session, ctx, ret).await?;
                 }
+                return Ok(true);
             }
-        }
-        let server = addr.servers[addr.names.find(ctx.host.as_deref())].clone();
-        ctx.server = Some(server.clone());
-        if let Some(ret) = &server.return_ {
-            answer_return(session, ctx, ret).await?;
-            return Ok(true);
-        }
-        let location = match server.locations.find(&ctx.uri.path) {
-            Found::Location {
-                value,
-                captures,
-                prefix_len,
-            } => {
-                ctx.captures = captures;
-                ctx.prefix_len = prefix_len;
-                value.clone()
-            }
-            Found::AddSlash(value) => {
-                ctx.location = Some(value.clone());
+            Route::AddSlash => {
                 let mut target = ctx.uri.path.clone();
                 target.push(b'/');
                 if let Some(args) = ctx.uri.args.as_deref().filter(|a| !a.is_empty()) {
@@ -378,9 +550,8 @@ impl ProxyHttp for HttpProxy {
                 respond::send(session, 301, Some(&target), None, true).await?;
                 return Ok(true);
             }
-            Found::None => server.fallback.clone(),
+            Route::Location(location) => location,
         };
-        ctx.location = Some(location.clone());
         // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
         // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
         // waits for a close that never comes (nginx closes).
@@ -440,47 +611,12 @@ impl ProxyHttp for HttpProxy {
             return Error::e_explain(ErrorType::InternalError, "location does not proxy");
         };
         let pool = &proxy.pool;
-        if ctx.attempt.is_none() {
-            let mut attempt = pool.balancer.begin();
-            attempt.limit_tries(proxy.next_upstream_tries);
-            ctx.attempt = Some(attempt);
-            if let Some(key) = &pool.hash_key {
-                ctx.hash_key = eval_to_vec(key, &ctx.vars(session, Some(proxy)));
-            }
-            ctx.started = Some(Instant::now());
-            if let Some(sticky) = &pool.sticky {
-                ctx.affinity = Some(sticky.read(&session.req_header().headers, SystemTime::now()));
-            }
-        }
-        let client_ip: Option<IpAddr> = client_addr(session).map(|a| a.ip());
-        let key = SelectKey::new(client_ip, &ctx.hash_key);
-        let Some(attempt) = ctx.attempt.as_mut() else {
-            return Error::e_explain(ErrorType::InternalError, "no attempt");
+        let exchange = Exchange::of(session);
+        let Some(peer_id) = ctx.choose_peer(exchange, proxy) else {
+            let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
+            e.set_retry(false);
+            return Err(e);
         };
-        // The sticky peer when the balancer could use it, else the balancer's own choice; or,
-        // after a worn-out pooled connection was dropped, the server already chosen.
-        let held = attempt
-            .held()
-            .filter(|_| std::mem::take(&mut ctx.same_peer_again));
-        let sticky_peer = held.or_else(|| {
-            ctx.affinity
-                .as_ref()
-                .and_then(|a| a.peer)
-                .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()))
-        });
-        let chosen =
-            sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
-        let peer_id = match chosen {
-            Ok(p) => p,
-            Err(no_live) => {
-                ctx.give_up_status = 502;
-                tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
-                let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
-                e.set_retry(false);
-                return Err(e);
-            }
-        };
-        ctx.peer_released = false;
         let Some(info) = pool.balancer.peer(peer_id) else {
             return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
         };
@@ -499,7 +635,7 @@ impl ProxyHttp for HttpProxy {
         } else {
             String::new()
         };
-        ctx.upstream.addrs.push(info.addr.to_string());
+        ctx.upstream.addrs.push(info.addr.clone());
         ctx.upstream.begin_try();
         let mut peer = match &info.addr {
             PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
@@ -554,35 +690,13 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = response.status.as_u16();
-        ctx.upstream.statuses.push(status.to_string());
-        ctx.upstream.header_received();
-        let condition = match status {
-            500 => Some(NextUpstream::Http500),
-            502 => Some(NextUpstream::Http502),
-            503 => Some(NextUpstream::Http503),
-            504 => Some(NextUpstream::Http504),
-            403 => Some(NextUpstream::Http403),
-            404 => Some(NextUpstream::Http404),
-            429 => Some(NextUpstream::Http429),
-            _ => None,
-        };
-        if let Some(condition) = condition {
-            // ngx_http_upstream_test_next: only when another try remains after this one.
-            if ctx.may_retry(condition, true, &session.req_header().method, 2) {
-                let outcome = if matches!(status, 403 | 404) {
-                    Outcome::Success
-                } else {
-                    Outcome::Failed
-                };
-                ctx.release(outcome);
-                ctx.give_up_status = status;
-                let mut e = Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "upstream status listed in proxy_next_upstream",
-                );
-                e.set_retry(true);
-                return Err(e);
-            }
+        if ctx.retry_on_status(status, &session.req_header().method) {
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream status listed in proxy_next_upstream",
+            );
+            e.set_retry(true);
+            return Err(e);
         }
         let hide: Vec<http::HeaderName> = response
             .headers
@@ -654,18 +768,11 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let condition = match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => NextUpstream::Timeout,
-            _ => NextUpstream::Error,
-        };
-        ctx.give_up_status = if condition == NextUpstream::Timeout {
-            504
-        } else {
-            502
-        };
-        ctx.upstream.statuses.push(ctx.give_up_status.to_string());
-        ctx.release(Outcome::Failed);
-        let retry = ctx.may_retry(condition, false, &session.req_header().method, 1);
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
+        );
+        let retry = ctx.connect_failed(timed_out, &session.req_header().method);
         e.set_retry(retry);
         e
     }
@@ -718,21 +825,7 @@ impl ProxyHttp for HttpProxy {
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error => NextUpstream::InvalidHeader,
             _ => NextUpstream::Error,
         };
-        ctx.give_up_status = if condition == NextUpstream::Timeout {
-            504
-        } else {
-            502
-        };
-        ctx.upstream.statuses.push(ctx.give_up_status.to_string());
-        // A server may close an idle keep-alive connection just as it is reused: nginx gives
-        // such a request one more try.
-        if client_reused && condition == NextUpstream::Error {
-            if let Some(a) = ctx.attempt.as_mut() {
-                a.grant_try();
-            }
-        }
-        ctx.release(Outcome::Failed);
-        let retry = ctx.may_retry(condition, true, &session.req_header().method, 1);
+        let retry = ctx.upstream_failed(condition, client_reused, &session.req_header().method);
         e.set_retry(retry);
         e
     }

@@ -1,0 +1,1057 @@
+//! The fast path: plain HTTP/1.x requests without a body, proxied without Pingora's per-request
+//! machinery.
+//!
+//! Why it exists: Pingora's HTTP session (built for caching, compression, HTTP/2 and
+//! subrequests, with a pair of tasks and a channel per proxied request) spends about 14 µs of
+//! CPU per request on the development machine, where nginx spends 3; that alone held the
+//! appliance at half of nginx's throughput (docs/BENCHMARKS.md). A GET through a load balancer
+//! needs much less: parse the head, decide, write one request, read one response.
+//!
+//! The decisions are the data plane's own, shared with Pingora's phases in the parent module:
+//! [`route`], [`RequestCtx::choose_peer`], `connect_failed`, `upstream_failed`,
+//! `retry_on_status`, [`upstream_request::build`], the access log and the metrics. What this
+//! path does not do (a request body, `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a
+//! sticky pool, `add_header`, `return`, anything but a proxied location, a head it cannot
+//! parse) it leaves to Pingora: the connection is handed over with the bytes read so far put
+//! back, so Pingora sees the request exactly as the client sent it.
+//!
+//! The response is passed on as nginx passes it: the upstream's status line, nginx's header
+//! order (`Server`, `Date`, then the framing and `Connection`, then the upstream's headers
+//! minus `proxy_hide_header`), the body by its `Content-Length`, or chunked to an HTTP/1.1
+//! client (to an HTTP/1.0 one, up to the close).
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::GetSocketDigest;
+use pingora::proxy::ProxyHttp;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{route, Exchange, HttpProxy, RequestCtx, Route};
+use crate::config::{NextUpstream, Scheme};
+use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
+use crate::proxy::keepalive::Upstream;
+use crate::proxy::respond;
+use crate::proxy::runtime::{LocationConf, ProxyConf};
+use crate::proxy::upstream_request::{self, Matched};
+
+/// A request head longer than this goes to Pingora, which answers it as nginx's
+/// `large_client_header_buffers` would.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// An upstream response head longer than this is nginx's "upstream sent too big header".
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// nginx's `client_header_timeout` default, for the rest of a head that has begun.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `keepalive_timeout` default, until a request has named its location.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How a connection left the fast path.
+// Moved once per connection; a box would cost more than the move.
+#[allow(clippy::large_enum_variant)]
+pub enum Served {
+    /// It is closed (or must be).
+    Closed,
+    /// Its next request is for Pingora; the bytes read of it are put back in the stream.
+    ToPingora(L4Stream),
+}
+
+/// Serves a cleartext HTTP/1.x connection while its requests suit the fast path. `resumed`:
+/// the connection has served a request already (through Pingora), so it is waiting for its
+/// next one, not for its first.
+pub async fn serve(
+    proxy: &HttpProxy,
+    client: L4Stream,
+    resumed: bool,
+    shutdown: &ShutdownWatch,
+) -> Served {
+    let digest = client.get_socket_digest();
+    let local = digest.as_ref().and_then(|d| d.local_addr().cloned());
+    let peer = digest.as_ref().and_then(|d| d.peer_addr().cloned());
+    let mut conn = Connection {
+        local_inet: local.as_ref().and_then(PingoraAddr::as_inet).copied(),
+        client_inet: peer.as_ref().and_then(PingoraAddr::as_inet).copied(),
+        local,
+        client,
+        buf: BytesMut::with_capacity(4096),
+        upstream_buf: BytesMut::with_capacity(4096),
+        out: Vec::with_capacity(4096),
+        requests: 0,
+        between_requests: resumed,
+        keepalive_timeout: KEEPALIVE_TIMEOUT,
+    };
+    loop {
+        let (request, head_len) = match conn.next_head(shutdown).await {
+            Head::Request(request, len) => (request, len),
+            Head::Closed => return Served::Closed,
+            Head::Other => return conn.into_pingora(),
+        };
+        let mut ctx = proxy.new_ctx();
+        match conn.serve_request(&mut ctx, request, head_len).await {
+            Step::Next => {}
+            Step::Close => return Served::Closed,
+            Step::ToPingora => return conn.into_pingora(),
+        }
+    }
+}
+
+struct Connection {
+    client: L4Stream,
+    local: Option<PingoraAddr>,
+    local_inet: Option<SocketAddr>,
+    client_inet: Option<SocketAddr>,
+    /// What the client sent that is not consumed yet: the head being read, or pipelined.
+    buf: BytesMut,
+    upstream_buf: BytesMut,
+    out: Vec<u8>,
+    /// Requests served on this connection (nginx's `keepalive_requests` counts them).
+    requests: u32,
+    /// A request has been served: the next one is waited for as keep-alive (a first request
+    /// has its first byte in already, see `edge`).
+    between_requests: bool,
+    /// How long to wait for the next request: the last location's `keepalive_timeout`.
+    keepalive_timeout: Duration,
+}
+
+// Returned once per request, where a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Request(RequestHeader, usize),
+    Closed,
+    /// Not for this path: a head it cannot parse or will not take.
+    Other,
+}
+
+enum Step {
+    Next,
+    Close,
+    ToPingora,
+}
+
+/// Why a try with a server failed before its response began.
+enum TryFailed {
+    Upstream(NextUpstream),
+    /// The client closed its connection meanwhile (nginx's 499).
+    ClientGone,
+}
+
+/// A parsed response head: offsets into the upstream buffer.
+struct ResponseHead {
+    status: u16,
+    version: u8,
+    reason: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    len: usize,
+}
+
+/// How the upstream delimits its response body.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl Connection {
+    fn into_pingora(mut self) -> Served {
+        self.client.rewind(&self.buf);
+        Served::ToPingora(self.client)
+    }
+
+    /// Reads the next request head. Between requests, waits for `keepalive_timeout`, or until
+    /// a graceful stop begins (which closes an idle connection, as nginx does).
+    async fn next_head(&mut self, shutdown: &ShutdownWatch) -> Head {
+        if self.buf.is_empty() && self.between_requests {
+            if *shutdown.borrow() {
+                return Head::Closed;
+            }
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                read = tokio::time::timeout(self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
+                    if !matches!(read, Ok(Ok(n)) if n > 0) {
+                        return Head::Closed;
+                    }
+                }
+                _ = stop.changed() => return Head::Closed,
+            }
+        }
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    return match request_header(&parsed) {
+                        Some(request) => Head::Request(request, len),
+                        None => Head::Other,
+                    };
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < MAX_REQUEST_HEAD => {}
+                _ => return Head::Other,
+            }
+            match tokio::time::timeout(HEADER_TIMEOUT, self.client.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // A partial head and then the end, an error or the timeout: nginx closes too
+                // (with a 400 it logs for a partial head, which no client reads).
+                _ => return Head::Closed,
+            }
+        }
+    }
+
+    async fn serve_request(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: RequestHeader,
+        head_len: usize,
+    ) -> Step {
+        if !bodyless_http1(&request) {
+            return Step::ToPingora;
+        }
+        let Route::Location(location) = route(ctx, self.local.as_ref(), &request) else {
+            return Step::ToPingora;
+        };
+        let Some(proxy) = suits(&location) else {
+            return Step::ToPingora;
+        };
+        // The request is this path's now.
+        self.buf.advance(head_len);
+        self.requests += 1;
+        self.between_requests = true;
+        let client = &location.client;
+        self.keepalive_timeout = client.keepalive_timeout;
+        let keepalive = client_keepalive(&request)
+            && !crate::proxy::draining()
+            && !client.keepalive_timeout.is_zero()
+            && self.requests < client.keepalive_requests;
+        let keep = self.proxy(ctx, &request, &location, proxy, keepalive).await;
+        if keep {
+            Step::Next
+        } else {
+            Step::Close
+        }
+    }
+
+    /// Proxies one request, trying servers as `proxy_next_upstream` allows; logs it. True when
+    /// the client connection goes on.
+    async fn proxy(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &RequestHeader,
+        location: &LocationConf,
+        proxy: &ProxyConf,
+        keepalive: bool,
+    ) -> bool {
+        let pool = &proxy.pool;
+        let method = &request.method;
+        loop {
+            let exchange = self.exchange(request, None, 0);
+            let Some(peer) = ctx.choose_peer(exchange, proxy) else {
+                return self.give_up(ctx, request, location, keepalive).await;
+            };
+            let Some(PeerAddr::Inet(addr)) = pool.balancer.peer(peer).map(|p| p.addr.clone())
+            else {
+                return self.give_up(ctx, request, location, keepalive).await;
+            };
+            ctx.upstream.addrs.push(PeerAddr::Inet(addr));
+            ctx.upstream.begin_try();
+            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout) {
+                Some(upstream) => upstream,
+                None => match connect(addr, proxy.connect_timeout).await {
+                    Ok(stream) => Upstream {
+                        stream,
+                        requests: 0,
+                        reused: false,
+                    },
+                    Err(timed_out) => {
+                        if ctx.connect_failed(timed_out, method) {
+                            continue;
+                        }
+                        return self.give_up(ctx, request, location, keepalive).await;
+                    }
+                },
+            };
+            ctx.upstream.connected();
+            {
+                use std::os::unix::io::AsRawFd;
+                let info = pool.balancer.peer(peer).map(|p| p.addr.clone());
+                if let Some(info) = info {
+                    pool.inflight.register(
+                        ctx.token,
+                        peer,
+                        &info,
+                        upstream.stream.as_raw_fd(),
+                        pool.drain_timeout.is_some(),
+                    );
+                }
+            }
+            let head = match self.exchange_head(ctx, request, proxy, &mut upstream).await {
+                Ok(head) => head,
+                Err(failed) => {
+                    if pool.inflight.release(ctx.token) {
+                        // A drain timeout cut it: the server was removed; nothing is retried.
+                        ctx.release(Outcome::Success);
+                        ctx.give_up_status = 502;
+                        return self.give_up(ctx, request, location, keepalive).await;
+                    }
+                    match failed {
+                        TryFailed::ClientGone => {
+                            ctx.release(Outcome::Success);
+                            ctx.upstream.end_try();
+                            ctx.log_exchange(self.exchange(request, None, 0), 499);
+                            return false;
+                        }
+                        TryFailed::Upstream(condition) => {
+                            if ctx.upstream_failed(condition, upstream.reused, method) {
+                                continue;
+                            }
+                            return self.give_up(ctx, request, location, keepalive).await;
+                        }
+                    }
+                }
+            };
+            if ctx.retry_on_status(head.status, method) {
+                pool.inflight.release(ctx.token);
+                continue;
+            }
+            let keep = self
+                .pass_response(
+                    ctx,
+                    request,
+                    location,
+                    proxy,
+                    (peer, upstream),
+                    head,
+                    keepalive,
+                )
+                .await;
+            pool.inflight.release(ctx.token);
+            return keep;
+        }
+    }
+
+    /// Sends the request to the server and reads its response head.
+    async fn exchange_head(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &RequestHeader,
+        proxy: &ProxyConf,
+        upstream: &mut Upstream,
+    ) -> Result<ResponseHead, TryFailed> {
+        let matched = Matched {
+            uri: &ctx.uri,
+            prefix_len: ctx.prefix_len,
+            buffered_body: None,
+        };
+        let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
+        self.out.clear();
+        upstream_request::write(proxy, request, &matched, &vars, &mut self.out);
+        let addr = upstream.stream.peer_addr().ok();
+        let failed = |condition: NextUpstream, what: String| {
+            let upstream = addr.map_or_else(String::new, |a| format!("http://{a}"));
+            tracing::error!("{what}, upstream: \"{upstream}\"");
+            Err(TryFailed::Upstream(condition))
+        };
+        match tokio::time::timeout(proxy.send_timeout, upstream.stream.write_all(&self.out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return failed(
+                    NextUpstream::Error,
+                    format!(
+                        "writev() failed ({}) while sending request to upstream",
+                        os_error(&e)
+                    ),
+                )
+            }
+            Err(_) => {
+                return failed(
+                    NextUpstream::Timeout,
+                    "upstream timed out (110: Connection timed out) while sending request to \
+                     upstream"
+                        .into(),
+                )
+            }
+        }
+        self.upstream_buf.clear();
+        // Watch the client meanwhile: a client that closes is nginx's 499, and the server's
+        // work for it stops (ngx_http_upstream_check_broken_connection).
+        let mut watch_client = true;
+        loop {
+            match parse_response(&self.upstream_buf) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) if self.upstream_buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(None) => {
+                    return failed(
+                        NextUpstream::InvalidHeader,
+                        "upstream sent too big header while reading response header from upstream"
+                            .into(),
+                    )
+                }
+                Err(()) => {
+                    return failed(
+                        NextUpstream::InvalidHeader,
+                        "upstream sent no valid HTTP/1.0 header while reading response header \
+                         from upstream"
+                            .into(),
+                    )
+                }
+            }
+            tokio::select! {
+                biased;
+                read = tokio::time::timeout(proxy.read_timeout, upstream.stream.read_buf(&mut self.upstream_buf)) => {
+                    match read {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Ok(Ok(_)) => {
+                            return failed(
+                                NextUpstream::Error,
+                                "upstream prematurely closed connection while reading response \
+                                 header from upstream"
+                                    .into(),
+                            )
+                        }
+                        Ok(Err(e)) => {
+                            return failed(
+                                NextUpstream::Error,
+                                format!(
+                                    "recv() failed ({}) while reading response header from upstream",
+                                    os_error(&e)
+                                ),
+                            )
+                        }
+                        Err(_) => {
+                            return failed(
+                                NextUpstream::Timeout,
+                                "upstream timed out (110: Connection timed out) while reading \
+                                 response header from upstream"
+                                    .into(),
+                            )
+                        }
+                    }
+                }
+                read = self.client.read_buf(&mut self.buf), if watch_client => {
+                    match read {
+                        Ok(n) if n > 0 => watch_client = self.buf.len() < MAX_REQUEST_HEAD,
+                        _ => return Err(TryFailed::ClientGone),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes the response on to the client and gives the server back; true when the client
+    /// connection goes on.
+    #[allow(clippy::too_many_arguments)]
+    async fn pass_response(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &RequestHeader,
+        location: &LocationConf,
+        proxy: &ProxyConf,
+        (peer, mut upstream): (PeerId, Upstream),
+        head: ResponseHead,
+        mut keepalive: bool,
+    ) -> bool {
+        let pool = &proxy.pool;
+        let client_http11 = request.version == http::Version::HTTP_11;
+        let head_only = request.method == http::Method::HEAD;
+        let buf = &self.upstream_buf;
+        let header = |name: &str| {
+            head.headers
+                .iter()
+                .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| &buf[v.clone()])
+        };
+        let chunked = header("transfer-encoding").is_some_and(|v| contains_token(v, b"chunked"));
+        let length = header("content-length");
+        let framing = if head_only || head.status < 200 || head.status == 204 || head.status == 304
+        {
+            Framing::None
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(v) = length {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            }
+        } else {
+            Framing::UntilClose
+        };
+        let upstream_close =
+            head.version == 0 || header("connection").is_some_and(|v| contains_token(v, b"close"));
+        // To the client: the length when the server gave one, else chunked to HTTP/1.1, else
+        // the body up to the close.
+        let rechunk = matches!(framing, Framing::Chunked | Framing::UntilClose) && client_http11;
+        if matches!(framing, Framing::Chunked | Framing::UntilClose) && !client_http11 {
+            keepalive = false;
+        }
+
+        let logs = has_access_log(ctx);
+        let mut sent = ResponseHeader::build(
+            head.status,
+            Some(if logs { head.headers.len() + 4 } else { 0 }),
+        )
+        .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("502 is a status"));
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(head.status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&buf[head.reason.clone()]);
+        out.extend_from_slice(b"\r\n");
+        let hide = &proxy.hide_headers;
+        let mut own = |name: &'static str, value: &[u8], out: &mut Vec<u8>| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+            if logs {
+                let _ = sent.append_header(name, value);
+            }
+        };
+        // nginx's header filter order: Server, Date, Content-Type, Content-Length,
+        // Last-Modified, Location, Transfer-Encoding, Connection, then the rest.
+        let passed = |name: &str| !hide.contains(name);
+        match header("server").filter(|_| passed("server")) {
+            Some(v) => own("Server", v, out),
+            None => own("Server", respond::SERVER.as_bytes(), out),
+        }
+        match header("date").filter(|_| passed("date")) {
+            Some(v) => own("Date", v, out),
+            None => own("Date", respond::http_date().as_bytes(), out),
+        }
+        for name in [
+            "Content-Type",
+            "Content-Length",
+            "Last-Modified",
+            "Location",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            if name == "Content-Length" && chunked {
+                continue;
+            }
+            if let Some(v) = header(&lower).filter(|_| passed(&lower)) {
+                own(name, v, out);
+            }
+        }
+        if rechunk {
+            own("Transfer-Encoding", b"chunked", out);
+        }
+        own(
+            "Connection",
+            if keepalive { b"keep-alive" } else { b"close" },
+            out,
+        );
+        for (name, value) in &head.headers {
+            let name = &buf[name.clone()];
+            let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "server"
+                    | "date"
+                    | "content-type"
+                    | "content-length"
+                    | "last-modified"
+                    | "location"
+                    | "transfer-encoding"
+                    | "connection"
+                    | "keep-alive"
+            ) || hide.contains(&lower)
+            {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&buf[value.clone()]);
+            out.extend_from_slice(b"\r\n");
+            if logs {
+                let _ =
+                    sent.append_header(bytes::Bytes::copy_from_slice(name), &buf[value.clone()]);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        let head_bytes = out.len();
+        if logs {
+            ctx.upstream.response = Some(sent.clone());
+        }
+
+        // The body: what came with the head first, then the rest as it arrives.
+        self.upstream_buf.advance(head.len);
+        let send_timeout = location.client.send_timeout;
+        let read_timeout = proxy.read_timeout;
+        let mut body_sent = 0u64;
+        let mut decoder = ChunkDecoder::default();
+        let mut remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut complete = framing == Framing::None || (framing == Framing::Length(0));
+        let mut upstream_ok = true;
+        let mut client_ok = true;
+        let mut first = true;
+        loop {
+            // Move what the upstream buffer holds into the output.
+            let data_start = self.out.len();
+            match framing {
+                Framing::None => {}
+                Framing::Length(_) => {
+                    let take = remaining.min(self.upstream_buf.len() as u64) as usize;
+                    self.out.extend_from_slice(&self.upstream_buf[..take]);
+                    self.upstream_buf.advance(take);
+                    remaining -= take as u64;
+                    complete = remaining == 0;
+                }
+                Framing::Chunked => {
+                    let mut data = Vec::new();
+                    match decoder.decode(&self.upstream_buf, &mut data) {
+                        Ok((used, done)) => {
+                            self.upstream_buf.advance(used);
+                            complete = done;
+                            push_body(&mut self.out, &data, rechunk);
+                        }
+                        Err(()) => {
+                            upstream_ok = false;
+                        }
+                    }
+                }
+                Framing::UntilClose => {
+                    let data = self.upstream_buf.split();
+                    push_body(&mut self.out, &data, rechunk);
+                }
+            }
+            body_sent += (self.out.len() - data_start) as u64;
+            if complete && rechunk {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+            }
+            if !self.out.is_empty() || first {
+                first = false;
+                let write = async {
+                    self.client.write_all(&self.out).await?;
+                    self.client.flush().await
+                };
+                match tokio::time::timeout(send_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    _ => client_ok = false,
+                }
+                self.out.clear();
+            }
+            if complete || !upstream_ok || !client_ok {
+                break;
+            }
+            match tokio::time::timeout(
+                read_timeout,
+                upstream.stream.read_buf(&mut self.upstream_buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) if framing == Framing::UntilClose => {
+                    complete = true;
+                    if rechunk {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                        let write = async {
+                            self.client.write_all(&self.out).await?;
+                            self.client.flush().await
+                        };
+                        if !matches!(tokio::time::timeout(send_timeout, write).await, Ok(Ok(()))) {
+                            client_ok = false;
+                        }
+                        self.out.clear();
+                    }
+                    break;
+                }
+                _ => {
+                    upstream_ok = false;
+                    break;
+                }
+            }
+        }
+        let _ = head_bytes;
+        ctx.upstream.try_body_bytes += body_sent;
+        ctx.upstream.end_try();
+        // The response has begun: whatever happens now, nginx frees the server as not failed.
+        ctx.release(Outcome::Success);
+        let reusable = upstream_ok
+            && complete
+            && framing != Framing::UntilClose
+            && !upstream_close
+            && self.upstream_buf.is_empty();
+        if reusable && pool.keepalive.is_some() {
+            pool.idle.put(peer, upstream, pool.keepalive_requests);
+        }
+        let unanswered = if client_ok { 0 } else { 499 };
+        ctx.log_exchange(self.exchange(request, Some(&sent), body_sent), unanswered);
+        client_ok && upstream_ok && complete && keepalive
+    }
+
+    /// Answers with the status nginx finalizes with when no server could answer (502, 504, or
+    /// the listed status of the last try) and logs the request.
+    async fn give_up(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &RequestHeader,
+        location: &LocationConf,
+        keepalive: bool,
+    ) -> bool {
+        ctx.upstream.end_try();
+        let status = ctx.give_up_status;
+        let head_only = request.method == http::Method::HEAD;
+        let page = respond::page(status, keepalive, head_only);
+        let written = tokio::time::timeout(location.client.send_timeout, async {
+            self.client.write_all(&page).await?;
+            self.client.flush().await
+        })
+        .await;
+        let ok = matches!(written, Ok(Ok(())));
+        let sent = ResponseHeader::build(status, Some(0)).ok();
+        let body = respond::error_page(status).map_or(0, |p| p.len() as u64);
+        ctx.log_exchange(
+            self.exchange(request, sent.as_ref(), if head_only { 0 } else { body }),
+            if ok { 0 } else { 499 },
+        );
+        ok && keepalive
+    }
+
+    fn exchange<'a>(
+        &self,
+        request: &'a RequestHeader,
+        response: Option<&'a ResponseHeader>,
+        body_bytes_sent: u64,
+    ) -> Exchange<'a> {
+        Exchange {
+            request,
+            client: self.client_inet,
+            local: self.local_inet,
+            response,
+            body_bytes_sent,
+        }
+    }
+}
+
+/// Whether the request is logged: the response sent is then kept whole for the log's
+/// `$sent_http_*` and `$upstream_http_*`.
+fn has_access_log(ctx: &RequestCtx) -> bool {
+    match &ctx.location {
+        Some(l) => !l.access_log.is_empty(),
+        None => true,
+    }
+}
+
+/// The location's proxying, when this path can do all it asks for.
+fn suits(location: &LocationConf) -> Option<&ProxyConf> {
+    let proxy = location.proxy.as_ref()?;
+    let simple = location.return_.is_none()
+        && location.add_header.is_empty()
+        && proxy.scheme == Scheme::Http
+        && proxy.pool.sticky.is_none()
+        && proxy
+            .pool
+            .balancer
+            .peers()
+            .iter()
+            .all(|p| matches!(p.addr, PeerAddr::Inet(_)));
+    simple.then_some(proxy)
+}
+
+/// An HTTP/1.0 or 1.1 request with no body and no protocol change.
+fn bodyless_http1(request: &RequestHeader) -> bool {
+    let headers = &request.headers;
+    (request.version == http::Version::HTTP_11 || request.version == http::Version::HTTP_10)
+        && request.method != http::Method::CONNECT
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !headers.contains_key(http::header::UPGRADE)
+        && !headers.contains_key(http::header::EXPECT)
+        && headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| v.as_bytes() == b"0")
+}
+
+/// Whether the client asks to keep its connection: HTTP/1.1 unless `Connection: close`,
+/// HTTP/1.0 only with `Connection: keep-alive` (ngx_http_process_connection).
+fn client_keepalive(request: &RequestHeader) -> bool {
+    let connection = request.headers.get(http::header::CONNECTION);
+    if request.version == http::Version::HTTP_11 {
+        !connection.is_some_and(|v| contains_token(v.as_bytes(), b"close"))
+    } else {
+        connection.is_some_and(|v| contains_token(v.as_bytes(), b"keep-alive"))
+    }
+}
+
+/// Whether a header value contains `token`, case-insensitively (as nginx's strcasestrn).
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .windows(token.len())
+        .any(|w| w.eq_ignore_ascii_case(token))
+}
+
+/// Pingora's request header from a parsed head (the shared decisions read that type); `None`
+/// for what Pingora should judge (a method or target `http` refuses).
+fn request_header(parsed: &httparse::Request<'_, '_>) -> Option<RequestHeader> {
+    let method = http::Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let mut request =
+        RequestHeader::build(method, parsed.path?.as_bytes(), Some(parsed.headers.len())).ok()?;
+    request.set_version(match parsed.version? {
+        0 => http::Version::HTTP_10,
+        1 => http::Version::HTTP_11,
+        _ => return None,
+    });
+    for header in parsed.headers.iter() {
+        let name = bytes::Bytes::copy_from_slice(header.name.as_bytes());
+        request.append_header(name, header.value).ok()?;
+    }
+    Some(request)
+}
+
+/// A response head, if the buffer holds a whole one; an error for one that is not HTTP.
+fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let reason = parsed.reason.map_or(0..0, |r| range(r.as_bytes()));
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|h| (range(h.name.as_bytes()), range(h.value)))
+        .collect();
+    Ok(Some(ResponseHead {
+        status: parsed.code.ok_or(())?,
+        version: parsed.version.ok_or(())?,
+        reason,
+        headers,
+        len,
+    }))
+}
+
+/// Body bytes to the client, as a chunk when the response is re-chunked.
+fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if rechunk {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(
+                "connect() failed ({}) while connecting to upstream, upstream: \"http://{addr}\"",
+                os_error(&e)
+            );
+            Err(false)
+        }
+        Err(_) => {
+            tracing::error!(
+                "upstream timed out (110: Connection timed out) while connecting to upstream, \
+                 upstream: \"http://{addr}\""
+            );
+            Err(true)
+        }
+    }
+}
+
+/// An I/O error as nginx prints one: `111: Connection refused`.
+fn os_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    match e.raw_os_error() {
+        Some(code) => format!("{code}: {text}"),
+        None => text,
+    }
+}
+
+/// A chunked body decoder (RFC 9112 7.1): data out, framing and trailers dropped.
+#[derive(Default)]
+struct ChunkDecoder {
+    state: ChunkState,
+}
+
+#[derive(Default, Clone, Copy)]
+enum ChunkState {
+    /// Reading a chunk-size line (with its extensions) up to LF.
+    #[default]
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk, up to an empty line.
+    Trailer,
+    Done,
+}
+
+impl ChunkDecoder {
+    /// Decodes what `input` holds: returns the bytes used and whether the body ended. A line
+    /// not yet complete is left unused until more arrives.
+    fn decode(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<(usize, bool), ()> {
+        let mut at = 0;
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok((at, true)),
+                ChunkState::Size => {
+                    let Some(lf) = input[at..].iter().position(|&b| b == b'\n') else {
+                        if input.len() - at > 1024 {
+                            return Err(());
+                        }
+                        return Ok((at, false));
+                    };
+                    let line = &input[at..at + lf];
+                    let digits: &[u8] = line
+                        .split(|&b| b == b';' || b == b'\r' || b == b' ' || b == b'\t')
+                        .next()
+                        .unwrap_or(&[]);
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err(());
+                    }
+                    let size =
+                        u64::from_str_radix(std::str::from_utf8(digits).map_err(|_| ())?, 16)
+                            .map_err(|_| ())?;
+                    at += lf + 1;
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    let available = (input.len() - at) as u64;
+                    if available == 0 {
+                        return Ok((at, false));
+                    }
+                    let take = left.min(available) as usize;
+                    data.extend_from_slice(&input[at..at + take]);
+                    at += take;
+                    self.state = if left == take as u64 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take as u64)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    let Some(lf) = input[at..].iter().position(|&b| b == b'\n') else {
+                        return Ok((at, false));
+                    };
+                    if input[at..at + lf].iter().any(|&b| b != b'\r') {
+                        return Err(());
+                    }
+                    at += lf + 1;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    let Some(lf) = input[at..].iter().position(|&b| b == b'\n') else {
+                        return Ok((at, false));
+                    };
+                    let empty = input[at..at + lf].iter().all(|&b| b == b'\r');
+                    at += lf + 1;
+                    self.state = if empty {
+                        ChunkState::Done
+                    } else {
+                        ChunkState::Trailer
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(parts: &[&[u8]]) -> Result<(Vec<u8>, bool), ()> {
+        let mut decoder = ChunkDecoder::default();
+        let mut pending = Vec::new();
+        let mut data = Vec::new();
+        let mut done = false;
+        for part in parts {
+            pending.extend_from_slice(part);
+            let (used, end) = decoder.decode(&pending, &mut data)?;
+            pending.drain(..used);
+            done = end;
+        }
+        Ok((data, done))
+    }
+
+    #[test]
+    fn chunks_decode_across_any_split() {
+        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for split in 0..body.len() {
+            let (data, done) = decode_all(&[&body[..split], &body[split..]]).unwrap();
+            assert_eq!(data, b"hello, world", "split at {split}");
+            assert!(done, "split at {split}");
+        }
+        for split in 0..body.len() - 1 {
+            let (_, done) = decode_all(&[&body[..split]]).unwrap();
+            assert!(!done, "ended early with {split} bytes");
+        }
+    }
+
+    #[test]
+    fn bad_chunk_framing_is_an_error() {
+        assert!(decode_all(&[b"zz\r\n"]).is_err());
+        assert!(decode_all(&[b"2\r\nabX\r\n"]).is_err());
+        assert!(decode_all(&[b"\r\n"]).is_err());
+    }
+
+    #[test]
+    fn keepalive_follows_the_version_and_connection_header() {
+        let request = |version, connection: Option<&str>| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            r.set_version(version);
+            if let Some(c) = connection {
+                r.append_header("Connection", c).unwrap();
+            }
+            r
+        };
+        assert!(client_keepalive(&request(http::Version::HTTP_11, None)));
+        assert!(!client_keepalive(&request(
+            http::Version::HTTP_11,
+            Some("Close")
+        )));
+        assert!(!client_keepalive(&request(http::Version::HTTP_10, None)));
+        assert!(client_keepalive(&request(
+            http::Version::HTTP_10,
+            Some("Keep-Alive")
+        )));
+    }
+
+    #[test]
+    fn only_bodyless_http1_requests_are_taken() {
+        let mut get = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(bodyless_http1(&get));
+        get.append_header("Content-Length", "0").unwrap();
+        assert!(bodyless_http1(&get));
+        let mut post = RequestHeader::build("POST", b"/", None).unwrap();
+        post.append_header("Content-Length", "3").unwrap();
+        assert!(!bodyless_http1(&post));
+        let mut upgrade = RequestHeader::build("GET", b"/", None).unwrap();
+        upgrade.append_header("Upgrade", "websocket").unwrap();
+        assert!(!bodyless_http1(&upgrade));
+    }
+}
