@@ -56,7 +56,13 @@ impl KeepaliveCache {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
-        idle.retain(|c| now.duration_since(c.since) < timeout);
+        // Oldest first: the expired ones are at the front.
+        while idle
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= timeout)
+        {
+            idle.pop_front();
+        }
         while let Some(position) = idle.iter().rposition(|c| c.peer == peer) {
             let Some(candidate) = idle.remove(position) else {
                 break;
@@ -106,5 +112,94 @@ fn still_open(stream: &TcpStream) -> bool {
             let mut byte = [0u8; 1];
             matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair on loopback: the cache's end, and the server's.
+    async fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    fn fresh(stream: TcpStream) -> Upstream {
+        Upstream {
+            stream,
+            requests: 0,
+            reused: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn takes_the_most_recent_connection_of_the_peer_asked_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cache = KeepaliveCache::new(Some(4));
+        let (a1, _s1) = pair(&listener).await;
+        let (b1, _s2) = pair(&listener).await;
+        let (a2, _s3) = pair(&listener).await;
+        let a2_port = a2.local_addr().unwrap().port();
+        cache.put(PeerId(0), fresh(a1), 100);
+        cache.put(PeerId(1), fresh(b1), 100);
+        cache.put(PeerId(0), fresh(a2), 100);
+        let taken = cache.take(PeerId(0), Duration::from_secs(60)).unwrap();
+        assert!(taken.reused);
+        assert_eq!(taken.requests, 1);
+        assert_eq!(taken.stream.local_addr().unwrap().port(), a2_port);
+        assert!(cache.take(PeerId(2), Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_makes_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cache = KeepaliveCache::new(Some(1));
+        let (old, _s1) = pair(&listener).await;
+        let (new, _s2) = pair(&listener).await;
+        let new_port = new.local_addr().unwrap().port();
+        cache.put(PeerId(0), fresh(old), 100);
+        cache.put(PeerId(0), fresh(new), 100);
+        let taken = cache.take(PeerId(0), Duration::from_secs(60)).unwrap();
+        assert_eq!(taken.stream.local_addr().unwrap().port(), new_port);
+        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn worn_out_expired_and_closed_connections_are_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cache = KeepaliveCache::new(Some(8));
+        // keepalive_requests 2: a connection that has carried 2 requests is closed.
+        let (worn, _s1) = pair(&listener).await;
+        cache.put(
+            PeerId(0),
+            Upstream {
+                stream: worn,
+                requests: 1,
+                reused: true,
+            },
+            2,
+        );
+        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+        // Idle longer than keepalive_timeout.
+        let (idle, _s2) = pair(&listener).await;
+        cache.put(PeerId(0), fresh(idle), 100);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(cache.take(PeerId(0), Duration::from_millis(10)).is_none());
+        // Closed by the server while idle.
+        let (closed, server) = pair(&listener).await;
+        cache.put(PeerId(0), fresh(closed), 100);
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+        // Without `keepalive`, nothing is kept.
+        let none = KeepaliveCache::new(None);
+        let (c, _s3) = pair(&listener).await;
+        none.put(PeerId(0), fresh(c), 100);
+        assert!(none.take(PeerId(0), Duration::from_secs(60)).is_none());
     }
 }

@@ -291,7 +291,10 @@ impl Connection {
                     );
                 }
             }
-            let head = match self.exchange_head(ctx, request, proxy, &mut upstream).await {
+            let head = match self
+                .exchange_head(ctx, request, proxy, addr, &mut upstream)
+                .await
+            {
                 Ok(head) => head,
                 Err(failed) => {
                     if pool.inflight.release(ctx.token) {
@@ -342,6 +345,7 @@ impl Connection {
         ctx: &mut RequestCtx,
         request: &RequestHeader,
         proxy: &ProxyConf,
+        addr: SocketAddr,
         upstream: &mut Upstream,
     ) -> Result<ResponseHead, TryFailed> {
         let matched = Matched {
@@ -352,10 +356,8 @@ impl Connection {
         let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
         self.out.clear();
         upstream_request::write(proxy, request, &matched, &vars, &mut self.out);
-        let addr = upstream.stream.peer_addr().ok();
         let failed = |condition: NextUpstream, what: String| {
-            let upstream = addr.map_or_else(String::new, |a| format!("http://{a}"));
-            tracing::error!("{what}, upstream: \"{upstream}\"");
+            tracing::error!("{what}, upstream: \"http://{addr}\"");
             Err(TryFailed::Upstream(condition))
         };
         match tokio::time::timeout(proxy.send_timeout, upstream.stream.write_all(&self.out)).await {
