@@ -31,6 +31,11 @@ pub fn error_page(status: u16) -> Option<String> {
 /// The HTTP date of now (`Sat, 21 Nov 2026 10:00:00 GMT`). Formatted once a second per thread,
 /// as nginx caches its time strings: every response carries one.
 pub fn http_date() -> String {
+    with_http_date(str::to_string)
+}
+
+/// Calls `f` with the HTTP date of now (see [`http_date`]), without copying it.
+pub fn with_http_date<T>(f: impl FnOnce(&str) -> T) -> T {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -43,7 +48,7 @@ pub fn http_date() -> String {
         if cache.0 != second || cache.1.is_empty() {
             *cache = (second, httpdate::fmt_http_date(now));
         }
-        cache.1.clone()
+        f(&cache.1)
     })
 }
 

@@ -53,6 +53,28 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `keepalive_timeout` default, until a request has named its location.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
+/// The upstream headers nginx's header filter writes first, in its order (after `Server` and
+/// `Date`), with their lowercase names.
+const FIRST_HEADERS: [(&str, &str); 4] = [
+    ("Content-Type", "content-type"),
+    ("Content-Length", "content-length"),
+    ("Last-Modified", "last-modified"),
+    ("Location", "location"),
+];
+
+/// Upstream headers not passed in the rest of the response: written above, or hop-by-hop.
+const NOT_PASSED: [&str; 9] = [
+    "server",
+    "date",
+    "content-type",
+    "content-length",
+    "last-modified",
+    "location",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
 /// How a connection left the fast path.
 // Moved once per connection; a box would cost more than the move.
 #[allow(clippy::large_enum_variant)]
@@ -504,9 +526,10 @@ impl Connection {
         .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("502 is a status"));
         let out = &mut self.out;
         out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(head.status.to_string().as_bytes());
-        out.push(b' ');
+        {
+            use std::io::Write;
+            let _ = write!(out, "HTTP/1.1 {} ", head.status);
+        }
         out.extend_from_slice(&buf[head.reason.clone()]);
         out.extend_from_slice(b"\r\n");
         let hide = &proxy.hide_headers;
@@ -528,19 +551,13 @@ impl Connection {
         }
         match header("date").filter(|_| passed("date")) {
             Some(v) => own("Date", v, out),
-            None => own("Date", respond::http_date().as_bytes(), out),
+            None => respond::with_http_date(|date| own("Date", date.as_bytes(), out)),
         }
-        for name in [
-            "Content-Type",
-            "Content-Length",
-            "Last-Modified",
-            "Location",
-        ] {
-            let lower = name.to_ascii_lowercase();
-            if name == "Content-Length" && chunked {
+        for (name, lower) in FIRST_HEADERS {
+            if lower == "content-length" && chunked {
                 continue;
             }
-            if let Some(v) = header(&lower).filter(|_| passed(&lower)) {
+            if let Some(v) = header(lower).filter(|_| passed(lower)) {
                 own(name, v, out);
             }
         }
@@ -552,22 +569,25 @@ impl Connection {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
+        let mut lower = [0u8; 64];
         for (name, value) in &head.headers {
             let name = &buf[name.clone()];
-            let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-            if matches!(
-                lower.as_str(),
-                "server"
-                    | "date"
-                    | "content-type"
-                    | "content-length"
-                    | "last-modified"
-                    | "location"
-                    | "transfer-encoding"
-                    | "connection"
-                    | "keep-alive"
-            ) || hide.contains(&lower)
+            if NOT_PASSED
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             {
+                continue;
+            }
+            // proxy_hide_header names are kept lowercase (lowercased here on the stack).
+            let hidden = if name.len() <= lower.len() {
+                let lower = &mut lower[..name.len()];
+                lower.copy_from_slice(name);
+                lower.make_ascii_lowercase();
+                std::str::from_utf8(lower).is_ok_and(|l| hide.contains(l))
+            } else {
+                hide.contains(&String::from_utf8_lossy(name).to_ascii_lowercase())
+            };
+            if hidden {
                 continue;
             }
             out.extend_from_slice(name);
