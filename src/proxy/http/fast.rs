@@ -382,9 +382,9 @@ impl Connection {
             tracing::error!("{what}, upstream: \"http://{addr}\"");
             Err(TryFailed::Upstream(condition))
         };
-        match tokio::time::timeout(proxy.send_timeout, upstream.stream.write_all(&self.out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        match within(proxy.send_timeout, upstream.stream.write_all(&self.out)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 return failed(
                     NextUpstream::Error,
                     format!(
@@ -393,7 +393,7 @@ impl Connection {
                     ),
                 )
             }
-            Err(_) => {
+            None => {
                 return failed(
                     NextUpstream::Timeout,
                     "upstream timed out (110: Connection timed out) while sending request to \
@@ -477,7 +477,7 @@ impl Connection {
         request: &RequestHeader,
         location: &LocationConf,
         proxy: &ProxyConf,
-        (peer, mut upstream): (PeerId, Upstream),
+        (peer, upstream): (PeerId, Upstream),
         head: ResponseHead,
         mut keepalive: bool,
     ) -> bool {
@@ -600,7 +600,6 @@ impl Connection {
             }
         }
         out.extend_from_slice(b"\r\n");
-        let head_bytes = out.len();
         if logs {
             ctx.upstream.response = Some(sent.clone());
         }
@@ -619,6 +618,7 @@ impl Connection {
         let mut upstream_ok = true;
         let mut client_ok = true;
         let mut first = true;
+        let mut upstream = Some(upstream);
         loop {
             // Move what the upstream buffer holds into the output.
             let data_start = self.out.len();
@@ -653,40 +653,35 @@ impl Connection {
             if complete && rechunk {
                 self.out.extend_from_slice(b"0\r\n\r\n");
             }
+            if complete && upstream_ok {
+                // The server's part is over: its connection goes back to the pool now, before
+                // the client has read everything, as nginx frees it.
+                let reusable = framing != Framing::UntilClose
+                    && !upstream_close
+                    && self.upstream_buf.is_empty();
+                if let (true, Some(_), Some(conn)) = (reusable, pool.keepalive, upstream.take()) {
+                    pool.idle.put(peer, conn, pool.keepalive_requests);
+                }
+            }
             if !self.out.is_empty() || first {
                 first = false;
-                let write = async {
-                    self.client.write_all(&self.out).await?;
-                    self.client.flush().await
-                };
-                match tokio::time::timeout(send_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    _ => client_ok = false,
-                }
-                self.out.clear();
+                client_ok = self.send_out(send_timeout).await;
             }
             if complete || !upstream_ok || !client_ok {
                 break;
             }
-            match tokio::time::timeout(
-                read_timeout,
-                upstream.stream.read_buf(&mut self.upstream_buf),
-            )
-            .await
+            let Some(conn) = upstream.as_mut() else {
+                break;
+            };
+            match tokio::time::timeout(read_timeout, conn.stream.read_buf(&mut self.upstream_buf))
+                .await
             {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) if framing == Framing::UntilClose => {
                     complete = true;
                     if rechunk {
                         self.out.extend_from_slice(b"0\r\n\r\n");
-                        let write = async {
-                            self.client.write_all(&self.out).await?;
-                            self.client.flush().await
-                        };
-                        if !matches!(tokio::time::timeout(send_timeout, write).await, Ok(Ok(()))) {
-                            client_ok = false;
-                        }
-                        self.out.clear();
+                        client_ok = self.send_out(send_timeout).await;
                     }
                     break;
                 }
@@ -696,19 +691,10 @@ impl Connection {
                 }
             }
         }
-        let _ = head_bytes;
         ctx.upstream.try_body_bytes += body_sent;
         ctx.upstream.end_try();
         // The response has begun: whatever happens now, nginx frees the server as not failed.
         ctx.release(Outcome::Success);
-        let reusable = upstream_ok
-            && complete
-            && framing != Framing::UntilClose
-            && !upstream_close
-            && self.upstream_buf.is_empty();
-        if reusable && pool.keepalive.is_some() {
-            pool.idle.put(peer, upstream, pool.keepalive_requests);
-        }
         let unanswered = if client_ok { 0 } else { 499 };
         ctx.log_exchange(self.exchange(request, Some(&sent), body_sent), unanswered);
         client_ok && upstream_ok && complete && keepalive
@@ -726,13 +712,8 @@ impl Connection {
         ctx.upstream.end_try();
         let status = ctx.give_up_status;
         let head_only = request.method == http::Method::HEAD;
-        let page = respond::page(status, keepalive, head_only);
-        let written = tokio::time::timeout(location.client.send_timeout, async {
-            self.client.write_all(&page).await?;
-            self.client.flush().await
-        })
-        .await;
-        let ok = matches!(written, Ok(Ok(())));
+        self.out = respond::page(status, keepalive, head_only);
+        let ok = self.send_out(location.client.send_timeout).await;
         let sent = ResponseHeader::build(status, Some(0)).ok();
         let body = respond::error_page(status).map_or(0, |p| p.len() as u64);
         ctx.log_exchange(
@@ -740,6 +721,18 @@ impl Connection {
             if ok { 0 } else { 499 },
         );
         ok && keepalive
+    }
+
+    /// Sends what `out` holds to the client within `limit`, and empties it. False when the
+    /// client is gone or too slow.
+    async fn send_out(&mut self, limit: Duration) -> bool {
+        let sent = within(limit, async {
+            self.client.write_all(&self.out).await?;
+            self.client.flush().await
+        })
+        .await;
+        self.out.clear();
+        matches!(sent, Some(Ok(())))
     }
 
     fn exchange<'a>(
@@ -873,6 +866,20 @@ fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(data);
+    }
+}
+
+/// Runs `io` within `limit` (`None`: it took longer), arming the timer only when `io` does not
+/// finish at its first poll: most writes do, and a timer per write is a measurable share of
+/// a request's CPU.
+async fn within<T>(
+    limit: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Option<std::io::Result<T>> {
+    let mut io = std::pin::pin!(io);
+    match futures::poll!(io.as_mut()) {
+        std::task::Poll::Ready(done) => Some(done),
+        std::task::Poll::Pending => tokio::time::timeout(limit, io).await.ok(),
     }
 }
 
