@@ -164,34 +164,23 @@ impl HttpEdge {
         runtime.sockets.iter().any(|s| s.http2 && !s.ssl)
     }
 
-    /// Serves HTTP/1.x on a cleartext connection: each request the fast path takes, it serves;
-    /// any other goes through Pingora's session, and the connection comes back after it.
-    async fn serve_http1(&self, mut stream: L4Stream, shutdown: &ShutdownWatch) {
-        let mut resumed = false;
-        loop {
-            stream = match http::serve_fast(&self.fast, stream, resumed, shutdown).await {
-                Served::Closed => return,
-                Served::ToPingora(stream) => stream,
-            };
-            let mut session = ServerSession::new_http1(Box::new(stream));
-            session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-            let result = self.proxy.process_new_http(session, shutdown).await;
-            let Some((reused, _)) = result.map(|r| r.consume()) else {
-                return;
-            };
-            let Ok(l4) = reused.into_any().downcast::<L4Stream>() else {
-                return;
-            };
-            stream = *l4;
-            resumed = true;
+    /// Serves HTTP/1.x on a cleartext connection: the fast path while its requests suit it,
+    /// then Pingora from the first one that does not, for the rest of the connection. Pingora
+    /// may read past that request (a pipelined next one) and keeps what it read to itself, so
+    /// the connection cannot come back.
+    async fn serve_http1(&self, stream: L4Stream, shutdown: &ShutdownWatch) {
+        if let Served::ToPingora(stream) = http::serve_fast(&self.fast, stream, shutdown).await {
+            self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }
 
-    /// Serves HTTP/1.x through Pingora only: connections with a PROXY header, whose variables
-    /// only Pingora's session carries.
+    /// Serves HTTP/1.x through Pingora's session, as Pingora's own loop does (without looking
+    /// for an HTTP/2 preface), pipelined requests included: connections with a PROXY header,
+    /// whose variables only Pingora's session carries, and those the fast path handed over.
     async fn serve_http1_pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_pipelining_enabled(true);
         let mut result = self.proxy.process_new_http(session, shutdown).await;
         while let Some((stream, persistent)) = result.map(|r| r.consume()) {
             let mut session = ServerSession::new_http1(stream);

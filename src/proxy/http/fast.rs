@@ -13,7 +13,7 @@
 //! path does not do (a request body, `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a
 //! sticky pool, `add_header`, `return`, anything but a proxied location, a head it cannot
 //! parse) it leaves to Pingora: the connection is handed over with the bytes read so far put
-//! back, so Pingora sees the request exactly as the client sent it.
+//! back, so Pingora sees the request exactly as the client sent it, and stays with Pingora.
 //!
 //! The response is passed on as nginx passes it: the upstream's status line, nginx's header
 //! order (`Server`, `Date`, then the framing and `Connection`, then the upstream's headers
@@ -85,15 +85,8 @@ pub enum Served {
     ToPingora(L4Stream),
 }
 
-/// Serves a cleartext HTTP/1.x connection while its requests suit the fast path. `resumed`:
-/// the connection has served a request already (through Pingora), so it is waiting for its
-/// next one, not for its first.
-pub async fn serve(
-    proxy: &HttpProxy,
-    client: L4Stream,
-    resumed: bool,
-    shutdown: &ShutdownWatch,
-) -> Served {
+/// Serves a cleartext HTTP/1.x connection while its requests suit the fast path.
+pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch) -> Served {
     let digest = client.get_socket_digest();
     let local = digest.as_ref().and_then(|d| d.local_addr().cloned());
     let peer = digest.as_ref().and_then(|d| d.peer_addr().cloned());
@@ -106,7 +99,7 @@ pub async fn serve(
         upstream_buf: BytesMut::with_capacity(4096),
         out: Vec::with_capacity(4096),
         requests: 0,
-        between_requests: resumed,
+        between_requests: false,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
     };
     loop {
@@ -135,7 +128,7 @@ struct Connection {
     out: Vec<u8>,
     /// Requests served on this connection (nginx's `keepalive_requests` counts them).
     requests: u32,
-    /// A request has been served: the next one is waited for as keep-alive (a first request
+    /// A request has been served: the next one is waited for as keep-alive (the first request
     /// has its first byte in already, see `edge`).
     between_requests: bool,
     /// How long to wait for the next request: the last location's `keepalive_timeout`.

@@ -1,0 +1,198 @@
+//! One client connection, requests of both kinds: the appliance serves plain bodyless HTTP/1.x
+//! requests on its fast path and hands the others (a body, `Expect`, a chunked body) to
+//! Pingora with the bytes already read put back, and Pingora serves the rest of the connection
+//! (pipelined requests included). nginx 1.22 and the appliance run the same nginx.conf in front of the same recording backend and must give
+//! the same answers, in order, and send the backend the same requests, whether the client waits
+//! for each response or pipelines its requests.
+//!
+//! Run: cargo test --test edge_handoff -- --nocapture
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use support::backends::Backends;
+use support::free_port;
+use support::proxies::{Kind, NginxOptions, Proxy};
+
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
+fn config(listen: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        "worker_processes 1;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+             access_log off;\n\
+             upstream pool {{ server {backend}; keepalive 4; }}\n\
+             server {{\n\
+                 listen {listen};\n\
+                 location / {{\n\
+                     proxy_pass http://pool;\n\
+                     proxy_http_version 1.1;\n\
+                     proxy_set_header Connection \"\";\n\
+                 }}\n\
+             }}\n\
+         }}\n"
+    )
+}
+
+fn get(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+/// Requests the fast path serves, all of them.
+fn bodyless(host: &str) -> Vec<Vec<u8>> {
+    ["/one", "/two?x=1", "/three", "/four"]
+        .iter()
+        .map(|p| get(host, p))
+        .collect()
+}
+
+/// The requests, in order, on one connection: the fast path's and Pingora's interleaved.
+fn mixed(host: &str) -> Vec<Vec<u8>> {
+    let get = |path: &str| get(host, path);
+    vec![
+        get("/first"),
+        format!("POST /with-body HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello")
+            .into_bytes(),
+        get("/after-body"),
+        format!(
+            "POST /chunked HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        .into_bytes(),
+        format!("GET /zero-length HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes(),
+        format!(
+            "PUT /expect HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\
+             Expect: 100-continue\r\n\r\nok"
+        )
+        .into_bytes(),
+        get("/last"),
+    ]
+}
+
+/// Reads one response (status line, headers, Content-Length body; a 100 Continue skipped).
+fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, String) {
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            fill(stream, pending);
+            continue;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {head:?}"));
+        if status == 100 {
+            pending.drain(..end + 4);
+            continue;
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+        while pending.len() < end + 4 + length {
+            fill(stream, pending);
+        }
+        let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + length]).into_owned();
+        pending.drain(..end + 4 + length);
+        return (status, body);
+    }
+}
+
+fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    let n = stream
+        .read(&mut buf)
+        .unwrap_or_else(|e| panic!("reading a response: {e}; have {pending:?}"));
+    assert!(
+        n > 0,
+        "the connection closed; have {:?}",
+        String::from_utf8_lossy(pending)
+    );
+    pending.extend_from_slice(&buf[..n]);
+}
+
+/// What a proxy answered and what the backend received (request line and body length).
+type Transcript = (Vec<(u16, String)>, Vec<(String, usize)>);
+
+fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) -> Transcript {
+    let mut backends = Backends::start(1);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _proxy = Proxy::start(
+        kind,
+        &config(listen, backends.addr(0)),
+        &[listen],
+        NginxOptions::default(),
+    );
+    backends.reset(&[support::backends::Plan::ok()]);
+    let mut stream = TcpStream::connect(listen).unwrap();
+    stream.set_read_timeout(Some(READ_LIMIT)).unwrap();
+    let requests = requests(&listen.to_string());
+    let count = requests.len();
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    if pipelined {
+        // Everything in one write, except what waits for 100 Continue's turn: nginx and the
+        // appliance read it in their own time either way.
+        stream.write_all(&requests.concat()).unwrap();
+        for _ in 0..count {
+            answers.push(read_response(&mut stream, &mut pending));
+        }
+    } else {
+        for request in &requests {
+            stream.write_all(request).unwrap();
+            answers.push(read_response(&mut stream, &mut pending));
+        }
+    }
+    let received = backends
+        .receptions()
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(&r.request_line).into_owned(),
+                r.body_len,
+            )
+        })
+        .collect();
+    (answers, received)
+}
+
+fn compare(requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) {
+    support::nginx::require_nginx();
+    let nginx = run(Kind::Nginx, requests, pipelined);
+    let appliance = run(Kind::Appliance, requests, pipelined);
+    println!("nginx:     {nginx:?}\nappliance: {appliance:?}");
+    assert_eq!(nginx.0.len(), requests("x").len());
+    assert!(
+        nginx.0.iter().all(|(status, _)| *status == 200),
+        "nginx answers every request: {nginx:?}"
+    );
+    assert_eq!(
+        appliance, nginx,
+        "the appliance (right) against nginx (left)"
+    );
+}
+
+#[test]
+fn requests_of_both_paths_share_a_connection_like_nginx() {
+    compare(mixed, false);
+}
+
+#[test]
+fn pipelined_requests_of_both_paths_are_answered_in_order_like_nginx() {
+    compare(mixed, true);
+}
+
+#[test]
+fn pipelined_bodyless_requests_are_answered_in_order_like_nginx() {
+    compare(bodyless, true);
+}
