@@ -17,11 +17,13 @@ use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{Peek, Stream};
+use pingora::protocols::tls::SslStream;
+use pingora::protocols::{Peek, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
 use super::http::{self, HttpProxy, Served};
+use super::replay::Replay;
 use super::runtime::Runtime;
 use super::tls::{self, PickKeys};
 use super::{listen_match, proxy_protocol};
@@ -168,15 +170,36 @@ impl HttpEdge {
     /// then Pingora from the first one that does not, for the rest of the connection. Pingora
     /// may read past that request (a pipelined next one) and keeps what it read to itself, so
     /// the connection cannot come back.
-    async fn serve_http1(&self, stream: L4Stream, shutdown: &ShutdownWatch) {
-        if let Served::ToPingora(stream) = http::serve_fast(&self.fast, stream, shutdown).await {
+    /// `fresh` counts the connection as awaited by a graceful stop until its first request is
+    /// counted in flight.
+    async fn serve_http1(&self, stream: L4Stream, fresh: Fresh, shutdown: &ShutdownWatch) {
+        if let Served::ToPingora(mut stream, read) =
+            http::serve_fast(&self.fast, stream, fresh, shutdown).await
+        {
+            stream.rewind(&read);
+            self.serve_http1_pingora(Box::new(stream), shutdown).await;
+        }
+    }
+
+    /// The same for a TLS connection that did not choose HTTP/2: what the fast path read is
+    /// put back in front of the stream for Pingora ([`Replay`]).
+    async fn serve_https1(
+        &self,
+        stream: SslStream<L4Stream>,
+        fresh: Fresh,
+        shutdown: &ShutdownWatch,
+    ) {
+        if let Served::ToPingora(stream, read) =
+            http::serve_fast(&self.fast, stream, fresh, shutdown).await
+        {
+            let stream = Replay::new(stream, read);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }
 
     /// Serves HTTP/1.x through Pingora's session, as Pingora's own loop does (without looking
-    /// for an HTTP/2 preface), pipelined requests included: connections with a PROXY header,
-    /// whose variables only Pingora's session carries, and those the fast path handed over.
+    /// for an HTTP/2 preface), pipelined requests included: the connections the fast path
+    /// handed over.
     async fn serve_http1_pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
@@ -229,17 +252,13 @@ impl ServerApp for HttpEdge {
             }
         }
         let Some(acceptor) = &socket.acceptor else {
-            // The request's first bytes are in the stream: Pingora reads them before it looks
-            // at a stop, so the connection is served.
-            drop(fresh);
             if socket.http2 {
+                // The request's first bytes are in the stream: Pingora reads them before it
+                // looks at a stop, so the connection is served.
+                drop(fresh);
                 return self.proxy.process_new(Box::new(l4), shutdown).await;
             }
-            if socket.proxy_protocol {
-                self.serve_http1_pingora(Box::new(l4), shutdown).await;
-            } else {
-                self.serve_http1(l4, shutdown).await;
-            }
+            self.serve_http1(l4, fresh, shutdown).await;
             return None;
         };
         let runtime = self.runtime.load_full();
@@ -253,10 +272,15 @@ impl ServerApp for HttpEdge {
                 .and_then(|s| s.tls_keys.clone())
                 .or_else(|| addr.servers.get(default)?.tls_keys.clone())
         });
-        let accepted = tls::accept(acceptor, l4, pick).await;
-        drop(fresh);
-        match accepted {
-            Ok(tls_stream) => self.proxy.process_new(Box::new(tls_stream), shutdown).await,
+        match tls::accept(acceptor, l4, pick).await {
+            Ok(tls_stream) if tls_stream.selected_alpn_proto() == Some(ALPN::H2) => {
+                drop(fresh);
+                self.proxy.process_new(Box::new(tls_stream), shutdown).await
+            }
+            Ok(tls_stream) => {
+                self.serve_https1(tls_stream, fresh, shutdown).await;
+                None
+            }
             Err(e) => {
                 tracing::info!("{e} while SSL handshaking");
                 None

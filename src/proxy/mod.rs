@@ -15,6 +15,7 @@ pub mod locations;
 pub mod logging;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod replay;
 pub mod respond;
 pub mod runtime;
 pub mod server_names;

@@ -1,5 +1,5 @@
-//! The fast path: plain HTTP/1.x requests without a body, proxied without Pingora's per-request
-//! machinery.
+//! The fast path: HTTP/1.x requests without a body (on cleartext or TLS connections), proxied
+//! without Pingora's per-request machinery.
 //!
 //! Why it exists: Pingora's HTTP session (built for caching, compression, HTTP/2 and
 //! subrequests, with a pair of tasks and a channel per proxied request) spends about 14 µs of
@@ -27,14 +27,13 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::GetSocketDigest;
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, Ssl};
 use pingora::proxy::ProxyHttp;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{route, Exchange, HttpProxy, RequestCtx, Route};
+use super::{route, ConnectionInfo, Exchange, HttpProxy, RequestCtx, Route};
 use crate::config::{NextUpstream, Scheme};
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::keepalive::Upstream;
@@ -78,15 +77,32 @@ const NOT_PASSED: [&str; 9] = [
 /// How a connection left the fast path.
 // Moved once per connection; a box would cost more than the move.
 #[allow(clippy::large_enum_variant)]
-pub enum Served {
+pub enum Served<S> {
     /// It is closed (or must be).
     Closed,
-    /// Its next request is for Pingora; the bytes read of it are put back in the stream.
-    ToPingora(L4Stream),
+    /// Its next request is for Pingora: the stream, and what was read of it already (to be put
+    /// back in front of it).
+    ToPingora(S, BytesMut),
 }
 
-/// Serves a cleartext HTTP/1.x connection while its requests suit the fast path.
-pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch) -> Served {
+/// Serves an HTTP/1.x connection (cleartext, or TLS without ALPN `h2`) while its requests
+/// suit the fast path. `fresh` keeps the connection awaited by a graceful stop (see `edge`)
+/// until its first request is counted in flight: a stop between the two would drop it.
+pub async fn serve<S>(
+    proxy: &HttpProxy,
+    client: S,
+    fresh: impl Send,
+    shutdown: &ShutdownWatch,
+) -> Served<S>
+where
+    S: AsyncRead + AsyncWrite + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
+{
+    let conn_info = ConnectionInfo {
+        proxy_protocol: crate::proxy::proxy_protocol::of_connection(
+            client.get_proxy_digest().as_ref(),
+        ),
+        ..ConnectionInfo::of_tls(client.get_ssl_digest().as_deref())
+    };
     let digest = client.get_socket_digest();
     let local = digest.as_ref().and_then(|d| d.local_addr().cloned());
     let peer = digest.as_ref().and_then(|d| d.peer_addr().cloned());
@@ -95,6 +111,7 @@ pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch
         client_inet: peer.as_ref().and_then(PingoraAddr::as_inet).copied(),
         local,
         client,
+        conn_info,
         buf: BytesMut::with_capacity(4096),
         upstream_buf: BytesMut::with_capacity(4096),
         out: Vec::with_capacity(4096),
@@ -102,6 +119,7 @@ pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch
         between_requests: false,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
     };
+    let mut fresh = Some(fresh);
     loop {
         let (request, head_len) = match conn.next_head(shutdown).await {
             Head::Request(request, len) => (request, len),
@@ -109,6 +127,7 @@ pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch
             Head::Other => return conn.into_pingora(),
         };
         let mut ctx = proxy.new_ctx();
+        drop(fresh.take());
         match conn.serve_request(&mut ctx, request, head_len).await {
             Step::Next => {}
             Step::Close => return Served::Closed,
@@ -117,8 +136,10 @@ pub async fn serve(proxy: &HttpProxy, client: L4Stream, shutdown: &ShutdownWatch
     }
 }
 
-struct Connection {
-    client: L4Stream,
+struct Connection<S> {
+    client: S,
+    /// What its TLS handshake and PROXY header said, for `$ssl_*` and `$proxy_protocol_*`.
+    conn_info: ConnectionInfo,
     local: Option<PingoraAddr>,
     local_inet: Option<SocketAddr>,
     client_inet: Option<SocketAddr>,
@@ -175,10 +196,9 @@ enum Framing {
     UntilClose,
 }
 
-impl Connection {
-    fn into_pingora(mut self) -> Served {
-        self.client.rewind(&self.buf);
-        Served::ToPingora(self.client)
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    fn into_pingora(self) -> Served<S> {
+        Served::ToPingora(self.client, self.buf)
     }
 
     /// Reads the next request head. Between requests, waits for `keepalive_timeout`, or until
@@ -229,6 +249,7 @@ impl Connection {
         if !bodyless_http1(&request) {
             return Step::ToPingora;
         }
+        ctx.conn = self.conn_info.clone();
         let Route::Location(location) = route(ctx, self.local.as_ref(), &request) else {
             return Step::ToPingora;
         };

@@ -89,7 +89,7 @@ pub struct RequestCtx {
 }
 
 /// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct ConnectionInfo {
     ssl_protocol: Option<String>,
     ssl_cipher: Option<String>,
@@ -102,14 +102,21 @@ impl ConnectionInfo {
         let Some(digest) = session.digest() else {
             return ConnectionInfo::default();
         };
-        let ssl = digest.ssl_digest.as_ref();
+        ConnectionInfo {
+            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+            ..ConnectionInfo::of_tls(digest.ssl_digest.as_deref())
+        }
+    }
+
+    /// What a TLS handshake said (nothing, for a cleartext connection).
+    fn of_tls(ssl: Option<&pingora::protocols::tls::SslDigest>) -> ConnectionInfo {
         ConnectionInfo {
             ssl_protocol: ssl.map(|d| d.version.to_string()),
             ssl_cipher: ssl.map(|d| d.cipher.to_string()),
             ssl_server_name: ssl
                 .and_then(|d| d.extension.get::<ServerName>())
                 .map(|n| n.0.clone()),
-            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+            proxy_protocol: None,
         }
     }
 }
