@@ -314,19 +314,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 },
             };
             ctx.upstream.connected();
-            {
-                use std::os::unix::io::AsRawFd;
-                let info = pool.balancer.peer(peer).map(|p| p.addr.clone());
-                if let Some(info) = info {
-                    pool.inflight.register(
-                        ctx.token,
-                        peer,
-                        &info,
-                        upstream.stream.as_raw_fd(),
-                        pool.drain_timeout.is_some(),
-                    );
-                }
-            }
+            pool.inflight.register(
+                ctx.token,
+                peer,
+                &PeerAddr::Inet(addr),
+                std::os::unix::io::AsRawFd::as_raw_fd(&upstream.stream),
+                pool.drain_timeout.is_some(),
+            );
             let head = match self
                 .exchange_head(ctx, request, proxy, addr, &mut upstream)
                 .await
