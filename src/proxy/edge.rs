@@ -92,6 +92,8 @@ pub struct HttpEdge {
     /// The same data plane, for the requests the fast path takes ([`http::serve_fast`]).
     fast: HttpProxy,
     sockets: Vec<SocketEdge>,
+    /// Worker threads, each with its own runtime ([`rehome`](super::rehome)).
+    workers: usize,
 }
 
 /// One listening socket's connection setup, fixed when the server starts (a reload keeps the
@@ -109,6 +111,7 @@ impl HttpEdge {
     pub fn new(
         runtime: Arc<ArcSwap<Runtime>>,
         proxy: pingora::proxy::HttpProxy<HttpProxy>,
+        workers: usize,
     ) -> Result<HttpEdge, Diagnostic> {
         let current = runtime.load();
         let mut sockets = Vec::new();
@@ -158,6 +161,7 @@ impl HttpEdge {
             runtime,
             proxy: Arc::new(proxy),
             sockets,
+            workers,
         })
     }
 
@@ -237,8 +241,8 @@ impl ServerApp for HttpEdge {
             tracing::error!("an accepted connection is not a plain socket");
             return None;
         };
-        let mut l4 = *l4;
         let fresh = Fresh::new();
+        let mut l4 = super::rehome::for_worker(*l4, local.as_ref(), self.workers)?;
         if !first_byte(&mut l4, shutdown).await {
             return None;
         }

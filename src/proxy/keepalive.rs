@@ -4,24 +4,31 @@
 //! `keepalive_timeout` or has carried `keepalive_requests` requests
 //! (ngx_http_upstream_keepalive_module).
 //!
+//! As in nginx, where each worker process has its own cache of `keepalive N`, each worker
+//! thread has its own: a connection is reused on the thread whose runtime registered it, so
+//! its readiness is reported by that thread's own event loop (with one runtime per thread, a
+//! connection taken to another thread would wait for the first thread to poll for it). It also
+//! means no lock is shared between threads.
+//!
 //! Requests that Pingora serves use Pingora's own connection pool; the two never share a
 //! connection.
 //!
 //! [`http::serve_fast`]: super::http::serve_fast
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use super::balance::PeerId;
 
-/// One upstream's idle connections, most recently used last.
+/// One upstream's idle connections, per worker thread, most recently used last.
 pub struct KeepaliveCache {
     capacity: usize,
-    idle: Mutex<VecDeque<Idle>>,
+    idle: ThreadLocal<RefCell<VecDeque<Idle>>>,
 }
 
 struct Idle {
@@ -44,18 +51,18 @@ impl KeepaliveCache {
     pub fn new(keepalive: Option<u32>) -> KeepaliveCache {
         KeepaliveCache {
             capacity: keepalive.unwrap_or(0) as usize,
-            idle: Mutex::new(VecDeque::new()),
+            idle: ThreadLocal::new(),
         }
     }
 
     /// The most recently used idle connection to `peer` that is still open and has been idle
-    /// for less than `timeout`. Connections found expired or closed on the way are dropped.
-    pub fn take(&self, peer: PeerId, timeout: Duration) -> Option<Upstream> {
+    /// for less than `timeout` at `now`. Connections found expired or closed on the way are
+    /// dropped.
+    pub fn take(&self, peer: PeerId, timeout: Duration, now: Instant) -> Option<Upstream> {
         if self.capacity == 0 {
             return None;
         }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle.get()?.borrow_mut();
         // Oldest first: the expired ones are at the front.
         while idle
             .front()
@@ -85,9 +92,7 @@ impl KeepaliveCache {
         if self.capacity == 0 || requests >= max_requests {
             return;
         }
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
+        let mut idle = self.idle.get_or_default().borrow_mut();
         if idle.len() >= self.capacity {
             idle.pop_front();
         }
@@ -148,11 +153,15 @@ mod tests {
         cache.put(PeerId(0), fresh(a1), 100);
         cache.put(PeerId(1), fresh(b1), 100);
         cache.put(PeerId(0), fresh(a2), 100);
-        let taken = cache.take(PeerId(0), Duration::from_secs(60)).unwrap();
+        let taken = cache
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .unwrap();
         assert!(taken.reused);
         assert_eq!(taken.requests, 1);
         assert_eq!(taken.stream.local_addr().unwrap().port(), a2_port);
-        assert!(cache.take(PeerId(2), Duration::from_secs(60)).is_none());
+        assert!(cache
+            .take(PeerId(2), Duration::from_secs(60), Instant::now())
+            .is_none());
     }
 
     #[tokio::test]
@@ -164,9 +173,13 @@ mod tests {
         let new_port = new.local_addr().unwrap().port();
         cache.put(PeerId(0), fresh(old), 100);
         cache.put(PeerId(0), fresh(new), 100);
-        let taken = cache.take(PeerId(0), Duration::from_secs(60)).unwrap();
+        let taken = cache
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .unwrap();
         assert_eq!(taken.stream.local_addr().unwrap().port(), new_port);
-        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+        assert!(cache
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .is_none());
     }
 
     #[tokio::test]
@@ -184,22 +197,30 @@ mod tests {
             },
             2,
         );
-        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+        assert!(cache
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .is_none());
         // Idle longer than keepalive_timeout.
         let (idle, _s2) = pair(&listener).await;
         cache.put(PeerId(0), fresh(idle), 100);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(cache.take(PeerId(0), Duration::from_millis(10)).is_none());
+        assert!(cache
+            .take(PeerId(0), Duration::from_millis(10), Instant::now())
+            .is_none());
         // Closed by the server while idle.
         let (closed, server) = pair(&listener).await;
         cache.put(PeerId(0), fresh(closed), 100);
         drop(server);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(cache.take(PeerId(0), Duration::from_secs(60)).is_none());
+        assert!(cache
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .is_none());
         // Without `keepalive`, nothing is kept.
         let none = KeepaliveCache::new(None);
         let (c, _s3) = pair(&listener).await;
         none.put(PeerId(0), fresh(c), 100);
-        assert!(none.take(PeerId(0), Duration::from_secs(60)).is_none());
+        assert!(none
+            .take(PeerId(0), Duration::from_secs(60), Instant::now())
+            .is_none());
     }
 }

@@ -15,6 +15,7 @@ pub mod locations;
 pub mod logging;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod rehome;
 pub mod replay;
 pub mod respond;
 pub mod runtime;
@@ -22,6 +23,7 @@ pub mod server_names;
 pub mod signals;
 pub mod sticky;
 pub mod stream;
+pub mod timer_tick;
 pub mod tls;
 pub mod upstream_request;
 pub mod uri;
@@ -160,8 +162,15 @@ pub fn build_server(
         // are none); this bounds a request that never ends.
         grace_period_seconds: Some(300),
         graceful_shutdown_timeout_seconds: Some(10),
+        // One single-threaded runtime per worker thread, as nginx has one event loop per
+        // worker process: a connection stays on the thread that accepted it (Pingora spreads
+        // them at random), with its own timers and readiness events. A work-stealing runtime
+        // moves tasks between threads, and the wake-ups that takes cost more CPU per request
+        // than the balance gains (docs/BENCHMARKS.md).
+        work_stealing: false,
         ..ServerConf::default()
     };
+    let workers = conf.threads;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let admin = model.admin.clone();
     let plane = DataPlane::new(loaded, runtime);
@@ -180,7 +189,7 @@ pub fn build_server(
     // connection came in on; the listeners themselves are plain.
     let mut service = Service::new(
         "http".to_string(),
-        edge::HttpEdge::new(runtime.clone(), proxy)?,
+        edge::HttpEdge::new(runtime.clone(), proxy, workers)?,
     );
     for socket in &runtime.load().sockets {
         add_listener(&mut service, &socket.bind);
@@ -190,7 +199,7 @@ pub fn build_server(
     if !streams.is_empty() {
         let mut service = Service::new(
             "stream".to_string(),
-            stream::StreamEdge::new(runtime.clone())?,
+            stream::StreamEdge::new(runtime.clone(), workers)?,
         );
         for (bind, _reuseport) in &streams {
             add_listener(&mut service, bind);

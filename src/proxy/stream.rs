@@ -135,10 +135,12 @@ struct Listener {
 pub struct StreamEdge {
     runtime: Arc<ArcSwap<Runtime>>,
     listeners: Vec<Listener>,
+    /// Worker threads, each with its own runtime ([`rehome`](super::rehome)).
+    workers: usize,
 }
 
 impl StreamEdge {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Result<StreamEdge, Diagnostic> {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, workers: usize) -> Result<StreamEdge, Diagnostic> {
         let mut listeners = Vec::new();
         for (index, server) in runtime.load().streams.iter().enumerate() {
             for l in &server.listen {
@@ -155,7 +157,11 @@ impl StreamEdge {
                 });
             }
         }
-        Ok(StreamEdge { runtime, listeners })
+        Ok(StreamEdge {
+            runtime,
+            listeners,
+            workers,
+        })
     }
 
     /// The addresses to listen on and whether to set SO_REUSEPORT.
@@ -199,7 +205,7 @@ impl ServerApp for StreamEdge {
             tracing::error!("an accepted stream connection is not a plain socket");
             return None;
         };
-        let mut l4 = *l4;
+        let mut l4 = super::rehome::for_worker(*l4, local.as_ref(), self.workers)?;
         let mut client = Client {
             addr: peer.as_ref().and_then(PingoraAddr::as_inet).copied(),
             local: local.as_ref().and_then(PingoraAddr::as_inet).copied(),

@@ -97,6 +97,7 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
 {
+    crate::proxy::timer_tick::ensure_ticking();
     let conn_info = ConnectionInfo {
         proxy_protocol: crate::proxy::proxy_protocol::of_connection(
             client.get_proxy_digest().as_ref(),
@@ -296,8 +297,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return self.give_up(ctx, request, location, keepalive).await;
             };
             ctx.upstream.addrs.push(PeerAddr::Inet(addr));
-            ctx.upstream.begin_try();
-            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout) {
+            let now = ctx.upstream.begin_try();
+            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, now) {
                 Some(upstream) => upstream,
                 None => match connect(addr, proxy.connect_timeout).await {
                     Ok(stream) => Upstream {

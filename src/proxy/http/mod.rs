@@ -360,6 +360,7 @@ impl RequestCtx {
         let pool = &proxy.pool;
         let client_ip: Option<IpAddr> = x.client.map(|a| a.ip());
         let request = x.request;
+        let now = Instant::now();
         if self.attempt.is_none() {
             let mut attempt = pool.balancer.begin();
             attempt.limit_tries(proxy.next_upstream_tries);
@@ -367,7 +368,7 @@ impl RequestCtx {
             if let Some(key) = &pool.hash_key {
                 self.hash_key = eval_to_vec(key, &self.vars_of(x, Some(proxy)));
             }
-            self.started = Some(Instant::now());
+            self.started = Some(now);
             if let Some(sticky) = &pool.sticky {
                 self.affinity = Some(sticky.read(&request.headers, SystemTime::now()));
             }
@@ -381,10 +382,9 @@ impl RequestCtx {
             self.affinity
                 .as_ref()
                 .and_then(|a| a.peer)
-                .and_then(|p| pool.balancer.select_peer(attempt, p, Instant::now()))
+                .and_then(|p| pool.balancer.select_peer(attempt, p, now))
         });
-        let chosen =
-            sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, Instant::now()), Ok);
+        let chosen = sticky_peer.map_or_else(|| pool.balancer.select(attempt, &key, now), Ok);
         match chosen {
             Ok(peer) => {
                 self.peer_released = false;

@@ -35,7 +35,8 @@ impl Lowering<'_> {
                     self.partial(
                         stmt,
                         Impact::NoTrafficChange,
-                        "worker processes become worker threads of one process",
+                        "worker processes become worker threads of one process, each with its own event \
+                         loop and upstream keepalive cache",
                     )?;
                 }
                 "pid" => {
