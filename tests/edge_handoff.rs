@@ -5,6 +5,9 @@
 //! the same answers, in order, and send the backend the same requests, whether the client waits
 //! for each response or pipelines its requests.
 //!
+//! With two workers, each connection is moved to the event loop of the thread that serves it
+//! (`proxy::rehome`) before any of this: the last test runs several connections that way.
+//!
 //! Run: cargo test --test edge_handoff -- --nocapture
 
 mod support;
@@ -19,9 +22,9 @@ use support::proxies::{Kind, NginxOptions, Proxy};
 
 const READ_LIMIT: Duration = Duration::from_secs(5);
 
-fn config(listen: SocketAddr, backend: SocketAddr) -> String {
+fn config(listen: SocketAddr, backend: SocketAddr, workers: usize) -> String {
     format!(
-        "worker_processes 1;\n\
+        "worker_processes {workers};\n\
          events {{ worker_connections 64; }}\n\
          http {{\n\
              access_log off;\n\
@@ -124,33 +127,54 @@ fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) {
 /// What a proxy answered and what the backend received (request line and body length).
 type Transcript = (Vec<(u16, String)>, Vec<(String, usize)>);
 
-fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) -> Transcript {
+/// How the proxy runs and what the client does: worker processes (threads for the appliance),
+/// connections opened one after the other, and whether each pipelines its requests.
+#[derive(Clone, Copy)]
+struct Setup {
+    workers: usize,
+    connections: usize,
+    pipelined: bool,
+}
+
+impl Setup {
+    fn one_connection(pipelined: bool) -> Setup {
+        Setup {
+            workers: 1,
+            connections: 1,
+            pipelined,
+        }
+    }
+}
+
+fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) -> Transcript {
     let mut backends = Backends::start(1);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _proxy = Proxy::start(
         kind,
-        &config(listen, backends.addr(0)),
+        &config(listen, backends.addr(0), setup.workers),
         &[listen],
         NginxOptions::default(),
     );
     backends.reset(&[support::backends::Plan::ok()]);
-    let mut stream = TcpStream::connect(listen).unwrap();
-    stream.set_read_timeout(Some(READ_LIMIT)).unwrap();
     let requests = requests(&listen.to_string());
     let count = requests.len();
-    let mut pending = Vec::new();
     let mut answers = Vec::new();
-    if pipelined {
-        // Everything in one write, except what waits for 100 Continue's turn: nginx and the
-        // appliance read it in their own time either way.
-        stream.write_all(&requests.concat()).unwrap();
-        for _ in 0..count {
-            answers.push(read_response(&mut stream, &mut pending));
-        }
-    } else {
-        for request in &requests {
-            stream.write_all(request).unwrap();
-            answers.push(read_response(&mut stream, &mut pending));
+    for _ in 0..setup.connections {
+        let mut stream = TcpStream::connect(listen).unwrap();
+        stream.set_read_timeout(Some(READ_LIMIT)).unwrap();
+        let mut pending = Vec::new();
+        if setup.pipelined {
+            // Everything in one write, except what waits for 100 Continue's turn: nginx and
+            // the appliance read it in their own time either way.
+            stream.write_all(&requests.concat()).unwrap();
+            for _ in 0..count {
+                answers.push(read_response(&mut stream, &mut pending));
+            }
+        } else {
+            for request in &requests {
+                stream.write_all(request).unwrap();
+                answers.push(read_response(&mut stream, &mut pending));
+            }
         }
     }
     let received = backends
@@ -166,12 +190,12 @@ fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) -> Trans
     (answers, received)
 }
 
-fn compare(requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) {
+fn compare(requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) {
     support::nginx::require_nginx();
-    let nginx = run(Kind::Nginx, requests, pipelined);
-    let appliance = run(Kind::Appliance, requests, pipelined);
+    let nginx = run(Kind::Nginx, requests, setup);
+    let appliance = run(Kind::Appliance, requests, setup);
     println!("nginx:     {nginx:?}\nappliance: {appliance:?}");
-    assert_eq!(nginx.0.len(), requests("x").len());
+    assert_eq!(nginx.0.len(), requests("x").len() * setup.connections);
     assert!(
         nginx.0.iter().all(|(status, _)| *status == 200),
         "nginx answers every request: {nginx:?}"
@@ -184,15 +208,29 @@ fn compare(requests: fn(&str) -> Vec<Vec<u8>>, pipelined: bool) {
 
 #[test]
 fn requests_of_both_paths_share_a_connection_like_nginx() {
-    compare(mixed, false);
+    compare(mixed, Setup::one_connection(false));
 }
 
 #[test]
 fn pipelined_requests_of_both_paths_are_answered_in_order_like_nginx() {
-    compare(mixed, true);
+    compare(mixed, Setup::one_connection(true));
 }
 
 #[test]
 fn pipelined_bodyless_requests_are_answered_in_order_like_nginx() {
-    compare(bodyless, true);
+    compare(bodyless, Setup::one_connection(true));
+}
+
+/// Eight connections on two workers: each lands on either thread (at random; all eight on
+/// one would be a 1 in 128 chance) and is served there, handed to Pingora midway or not.
+#[test]
+fn connections_moved_to_their_worker_thread_are_served_like_nginx() {
+    compare(
+        mixed,
+        Setup {
+            workers: 2,
+            connections: 8,
+            pipelined: false,
+        },
+    );
 }
