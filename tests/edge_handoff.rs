@@ -1,9 +1,10 @@
-//! One client connection, requests of both kinds: the appliance serves plain bodyless HTTP/1.x
-//! requests on its fast path and hands the others (a body, `Expect`, a chunked body) to
-//! Pingora with the bytes already read put back, and Pingora serves the rest of the connection
-//! (pipelined requests included). nginx 1.22 and the appliance run the same nginx.conf in front of the same recording backend and must give
-//! the same answers, in order, and send the backend the same requests, whether the client waits
-//! for each response or pipelines its requests.
+//! One client connection, requests of both kinds: the appliance serves plain HTTP/1.x requests
+//! (no body, or a short Content-Length one) on its fast path and hands the others (`Expect`,
+//! a chunked body) to Pingora with the bytes already read put back, and Pingora serves the rest
+//! of the connection (pipelined requests included). nginx 1.22 and the appliance run the same
+//! nginx.conf in front of the same recording backend and must give the same answers, in order,
+//! and send the backend the same requests, whether the client waits for each response or
+//! pipelines its requests.
 //!
 //! With two workers, each connection is moved to the event loop of the thread that serves it
 //! (`proxy::rehome`) before any of this: the last test runs several connections that way.

@@ -1,19 +1,22 @@
-//! The fast path: HTTP/1.x requests without a body (on cleartext or TLS connections), proxied
-//! without Pingora's per-request machinery.
+//! The fast path: HTTP/1.x requests without a body or with a short `Content-Length` one (on
+//! cleartext or TLS connections), proxied without Pingora's per-request machinery.
 //!
 //! Why it exists: Pingora's HTTP session (built for caching, compression, HTTP/2 and
 //! subrequests, with a pair of tasks and a channel per proxied request) spends about 14 µs of
 //! CPU per request on the development machine, where nginx spends 3; that alone held the
-//! appliance at half of nginx's throughput (docs/BENCHMARKS.md). A GET through a load balancer
-//! needs much less: parse the head, decide, write one request, read one response.
+//! appliance at half of nginx's throughput (docs/BENCHMARKS.md), and at a third of it for
+//! POSTs. A request through a load balancer needs much less: parse the head, read the body
+//! (whole, before connecting, as nginx's `proxy_request_buffering` does), decide, write one
+//! request, read one response.
 //!
 //! The decisions are the data plane's own, shared with Pingora's phases in the parent module:
 //! [`route`], [`RequestCtx::choose_peer`], `connect_failed`, `upstream_failed`,
 //! `retry_on_status`, [`upstream_request::build`], the access log and the metrics. What this
-//! path does not do (a request body, `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a
-//! sticky pool, `add_header`, `return`, anything but a proxied location, a head it cannot
-//! parse) it leaves to Pingora: the connection is handed over with the bytes read so far put
-//! back, so Pingora sees the request exactly as the client sent it, and stays with Pingora.
+//! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
+//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `add_header`,
+//! `return`, anything but a proxied location, a head it cannot parse) it leaves to Pingora:
+//! the connection is handed over with the bytes read so far put back, so Pingora sees the
+//! request exactly as the client sent it, and stays with Pingora.
 //!
 //! The response is passed on as nginx passes it: the upstream's status line, nginx's header
 //! order (`Server`, `Date`, then the framing and `Connection`, then the upstream's headers
@@ -47,6 +50,11 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// An upstream response head longer than this is nginx's "upstream sent too big header".
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
+/// The largest request body this path reads (into memory, whole, before it connects, as
+/// nginx's `proxy_request_buffering` does): nginx's `client_body_buffer_size` default on
+/// 64-bit systems, above which nginx writes the body to a file. Longer bodies go to Pingora,
+/// which streams them.
+const MAX_BODY: usize = 16 * 1024;
 /// nginx's `client_header_timeout` default, for the rest of a head that has begun.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `keepalive_timeout` default, until a request has named its location.
@@ -247,9 +255,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         request: RequestHeader,
         head_len: usize,
     ) -> Step {
-        if !bodyless_http1(&request) {
+        let Some(body_len) = body_length(&request) else {
             return Step::ToPingora;
-        }
+        };
         ctx.conn = self.conn_info.clone();
         let Route::Location(location) = route(ctx, self.local.as_ref(), &request) else {
             return Step::ToPingora;
@@ -257,22 +265,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(proxy) = suits(&location) else {
             return Step::ToPingora;
         };
+        let client = &location.client;
+        // Pingora answers what nginx refuses (413) or reads and drops (the body of a location
+        // with proxy_pass_request_body off).
+        let too_large = client.max_body_size > 0 && body_len as u64 > client.max_body_size;
+        if body_len > 0 && (too_large || !proxy.pass_request_body) {
+            return Step::ToPingora;
+        }
         // The request is this path's now.
         self.buf.advance(head_len);
         self.requests += 1;
         self.between_requests = true;
-        let client = &location.client;
         self.keepalive_timeout = client.keepalive_timeout;
+        let body = match self.read_body(body_len, client.body_timeout).await {
+            Ok(body) => body,
+            Err(status) => {
+                ctx.log_exchange(self.exchange(&request, None, 0), status);
+                return Step::Close;
+            }
+        };
         let keepalive = client_keepalive(&request)
             && !crate::proxy::draining()
             && !client.keepalive_timeout.is_zero()
             && self.requests < client.keepalive_requests;
-        let keep = self.proxy(ctx, &request, &location, proxy, keepalive).await;
+        let keep = self
+            .proxy(ctx, &request, &body, &location, proxy, keepalive)
+            .await;
         if keep {
             Step::Next
         } else {
             Step::Close
         }
+    }
+
+    /// The request body, `len` bytes, read whole (what came with the head first), each read
+    /// within `client_body_timeout`. Otherwise the status nginx logs, with nothing sent: 400
+    /// when the client closed ("client prematurely closed connection"), 408 when it was too
+    /// slow.
+    async fn read_body(&mut self, len: usize, timeout: Duration) -> Result<bytes::Bytes, u16> {
+        while self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+            match tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(400),
+                Err(_) => return Err(408),
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
     }
 
     /// Proxies one request, trying servers as `proxy_next_upstream` allows; logs it. True when
@@ -281,6 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         &mut self,
         ctx: &mut RequestCtx,
         request: &RequestHeader,
+        body: &[u8],
         location: &LocationConf,
         proxy: &ProxyConf,
         keepalive: bool,
@@ -323,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 pool.drain_timeout.is_some(),
             );
             let head = match self
-                .exchange_head(ctx, request, proxy, addr, &mut upstream)
+                .exchange_head(ctx, (request, body), proxy, addr, &mut upstream)
                 .await
             {
                 Ok(head) => head,
@@ -370,11 +410,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// Sends the request to the server and reads its response head.
+    /// Sends the request (head and body) to the server and reads its response head.
     async fn exchange_head(
         &mut self,
         ctx: &mut RequestCtx,
-        request: &RequestHeader,
+        (request, body): (&RequestHeader, &[u8]),
         proxy: &ProxyConf,
         addr: SocketAddr,
         upstream: &mut Upstream,
@@ -387,6 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
         self.out.clear();
         upstream_request::write(proxy, request, &matched, &vars, &mut self.out);
+        self.out.extend_from_slice(body);
         let failed = |condition: NextUpstream, what: String| {
             tracing::error!("{what}, upstream: \"http://{addr}\"");
             Err(TryFailed::Upstream(condition))
@@ -785,18 +826,35 @@ fn suits(location: &LocationConf) -> Option<&ProxyConf> {
     simple.then_some(proxy)
 }
 
-/// An HTTP/1.0 or 1.1 request with no body and no protocol change.
-fn bodyless_http1(request: &RequestHeader) -> bool {
+/// The length of the body of an HTTP/1.0 or 1.1 request this path takes: none, or one
+/// `Content-Length` of at most [`MAX_BODY`], and no protocol change. `None` for the others.
+fn body_length(request: &RequestHeader) -> Option<usize> {
     let headers = &request.headers;
-    (request.version == http::Version::HTTP_11 || request.version == http::Version::HTTP_10)
+    let simple = (request.version == http::Version::HTTP_11
+        || request.version == http::Version::HTTP_10)
         && request.method != http::Method::CONNECT
         && !headers.contains_key(http::header::TRANSFER_ENCODING)
         && !headers.contains_key(http::header::UPGRADE)
-        && !headers.contains_key(http::header::EXPECT)
-        && headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .all(|v| v.as_bytes() == b"0")
+        && !headers.contains_key(http::header::EXPECT);
+    if !simple {
+        return None;
+    }
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(length) = lengths.next() else {
+        return Some(0);
+    };
+    if lengths.next().is_some() {
+        return None;
+    }
+    let digits = length.as_bytes();
+    if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= MAX_BODY)
 }
 
 /// Whether the client asks to keep its connection: HTTP/1.1 unless `Connection: close`,
@@ -1080,16 +1138,35 @@ mod tests {
     }
 
     #[test]
-    fn only_bodyless_http1_requests_are_taken() {
-        let mut get = RequestHeader::build("GET", b"/", None).unwrap();
-        assert!(bodyless_http1(&get));
-        get.append_header("Content-Length", "0").unwrap();
-        assert!(bodyless_http1(&get));
-        let mut post = RequestHeader::build("POST", b"/", None).unwrap();
-        post.append_header("Content-Length", "3").unwrap();
-        assert!(!bodyless_http1(&post));
-        let mut upgrade = RequestHeader::build("GET", b"/", None).unwrap();
-        upgrade.append_header("Upgrade", "websocket").unwrap();
-        assert!(!bodyless_http1(&upgrade));
+    fn requests_without_a_body_or_with_a_short_length_delimited_one_are_taken() {
+        let with = |method: &str, headers: &[(&'static str, &'static str)]| {
+            let mut request = RequestHeader::build(method, b"/", None).unwrap();
+            for (name, value) in headers {
+                request.append_header(*name, *value).unwrap();
+            }
+            body_length(&request)
+        };
+        assert_eq!(with("GET", &[]), Some(0));
+        assert_eq!(with("GET", &[("Content-Length", "0")]), Some(0));
+        assert_eq!(with("POST", &[("Content-Length", "3")]), Some(3));
+        assert_eq!(with("POST", &[("Content-Length", "16384")]), Some(MAX_BODY));
+        // Longer, chunked, doubled, not a number, waiting for 100 Continue, or upgrading:
+        // Pingora's.
+        assert_eq!(with("POST", &[("Content-Length", "16385")]), None);
+        assert_eq!(with("POST", &[("Transfer-Encoding", "chunked")]), None);
+        assert_eq!(
+            with("POST", &[("Content-Length", "3"), ("Content-Length", "3")]),
+            None
+        );
+        assert_eq!(with("POST", &[("Content-Length", "+3")]), None);
+        assert_eq!(with("POST", &[("Content-Length", "")]), None);
+        assert_eq!(
+            with(
+                "PUT",
+                &[("Content-Length", "2"), ("Expect", "100-continue")]
+            ),
+            None
+        );
+        assert_eq!(with("GET", &[("Upgrade", "websocket")]), None);
     }
 }
