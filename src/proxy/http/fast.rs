@@ -23,8 +23,12 @@
 //! minus `proxy_hide_header`), the body by its `Content-Length`, or chunked to an HTTP/1.1
 //! client (to an HTTP/1.0 one, up to the close).
 
+use std::future::Future;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -123,7 +127,10 @@ where
         conn_info,
         buf: BytesMut::with_capacity(4096),
         upstream_buf: BytesMut::with_capacity(4096),
+        response_headers: Vec::with_capacity(16),
         out: Vec::with_capacity(4096),
+        client_deadline: Deadline::new(),
+        upstream_deadline: Deadline::new(),
         requests: 0,
         between_requests: false,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
@@ -155,7 +162,13 @@ struct Connection<S> {
     /// What the client sent that is not consumed yet: the head being read, or pipelined.
     buf: BytesMut,
     upstream_buf: BytesMut,
+    /// Where the upstream's response headers are, in `upstream_buf`: kept from one response to
+    /// the next, so that parsing one allocates nothing.
+    response_headers: Vec<(Range<usize>, Range<usize>)>,
     out: Vec<u8>,
+    /// The time limits of waits on the client, and on the upstream server (see [`Deadline`]).
+    client_deadline: Deadline,
+    upstream_deadline: Deadline,
     /// Requests served on this connection (nginx's `keepalive_requests` counts them).
     requests: u32,
     /// A request has been served: the next one is waited for as keep-alive (the first request
@@ -187,12 +200,12 @@ enum TryFailed {
     ClientGone,
 }
 
-/// A parsed response head: offsets into the upstream buffer.
+/// A parsed response head: offsets into the upstream buffer (its headers are in
+/// `Connection::response_headers`).
 struct ResponseHead {
     status: u16,
     version: u8,
     reason: Range<usize>,
-    headers: Vec<(Range<usize>, Range<usize>)>,
     len: usize,
 }
 
@@ -219,8 +232,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             let mut stop = shutdown.clone();
             tokio::select! {
-                read = tokio::time::timeout(self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
-                    if !matches!(read, Ok(Ok(n)) if n > 0) {
+                read = self.client_deadline.within(self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
+                    if !matches!(read, Some(Ok(n)) if n > 0) {
                         return Head::Closed;
                     }
                 }
@@ -228,9 +241,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut headers);
-            match parsed.parse(&self.buf) {
+            // Left uninitialised: httparse writes the ones it fills, and 128 empty headers
+            // would be 4 KB written per parse.
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut []);
+            match parsed.parse_with_uninit_headers(&self.buf, &mut headers) {
                 Ok(httparse::Status::Complete(len)) => {
                     return match request_header(&parsed) {
                         Some(request) => Head::Request(request, len),
@@ -240,8 +255,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(httparse::Status::Partial) if self.buf.len() < MAX_REQUEST_HEAD => {}
                 _ => return Head::Other,
             }
-            match tokio::time::timeout(HEADER_TIMEOUT, self.client.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match self
+                .client_deadline
+                .within(HEADER_TIMEOUT, self.client.read_buf(&mut self.buf))
+                .await
+            {
+                Some(Ok(n)) if n > 0 => {}
                 // A partial head and then the end, an error or the timeout: nginx closes too
                 // (with a 400 it logs for a partial head, which no client reads).
                 _ => return Head::Closed,
@@ -305,10 +324,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn read_body(&mut self, len: usize, timeout: Duration) -> Result<bytes::Bytes, u16> {
         while self.buf.len() < len {
             self.buf.reserve(len - self.buf.len());
-            match tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Err(400),
-                Err(_) => return Err(408),
+            match self
+                .client_deadline
+                .within(timeout, self.client.read_buf(&mut self.buf))
+                .await
+            {
+                Some(Ok(n)) if n > 0 => {}
+                Some(_) => return Err(400),
+                None => return Err(408),
             }
         }
         Ok(self.buf.split_to(len).freeze())
@@ -432,7 +455,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             tracing::error!("{what}, upstream: \"http://{addr}\"");
             Err(TryFailed::Upstream(condition))
         };
-        match within(proxy.send_timeout, upstream.stream.write_all(&self.out)).await {
+        match self
+            .upstream_deadline
+            .within(proxy.send_timeout, upstream.stream.write_all(&self.out))
+            .await
+        {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 return failed(
@@ -457,7 +484,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // work for it stops (ngx_http_upstream_check_broken_connection).
         let mut watch_client = true;
         loop {
-            match parse_response(&self.upstream_buf) {
+            match parse_response(&self.upstream_buf, &mut self.response_headers) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) if self.upstream_buf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(None) => {
@@ -478,10 +505,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             tokio::select! {
                 biased;
-                read = tokio::time::timeout(proxy.read_timeout, upstream.stream.read_buf(&mut self.upstream_buf)) => {
+                read = self.upstream_deadline.within(proxy.read_timeout, upstream.stream.read_buf(&mut self.upstream_buf)) => {
                     match read {
-                        Ok(Ok(n)) if n > 0 => {}
-                        Ok(Ok(_)) => {
+                        Some(Ok(n)) if n > 0 => {}
+                        Some(Ok(_)) => {
                             return failed(
                                 NextUpstream::Error,
                                 "upstream prematurely closed connection while reading response \
@@ -489,7 +516,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                     .into(),
                             )
                         }
-                        Ok(Err(e)) => {
+                        Some(Err(e)) => {
                             return failed(
                                 NextUpstream::Error,
                                 format!(
@@ -498,7 +525,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                 ),
                             )
                         }
-                        Err(_) => {
+                        None => {
                             return failed(
                                 NextUpstream::Timeout,
                                 "upstream timed out (110: Connection timed out) while reading \
@@ -534,9 +561,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let pool = &proxy.pool;
         let client_http11 = request.version == http::Version::HTTP_11;
         let head_only = request.method == http::Method::HEAD;
+        // Taken for the while, so that `self` can be borrowed meanwhile; given back below.
+        let headers = std::mem::take(&mut self.response_headers);
         let buf = &self.upstream_buf;
         let header = |name: &str| {
-            head.headers
+            headers
                 .iter()
                 .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
                 .map(|(_, v)| &buf[v.clone()])
@@ -569,11 +598,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
 
         let logs = has_access_log(ctx);
-        let mut sent = ResponseHeader::build(
-            head.status,
-            Some(if logs { head.headers.len() + 4 } else { 0 }),
-        )
-        .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("502 is a status"));
+        let mut sent =
+            ResponseHeader::build(head.status, Some(if logs { headers.len() + 4 } else { 0 }))
+                .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("502 is a status"));
         let out = &mut self.out;
         out.clear();
         {
@@ -620,7 +647,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             out,
         );
         let mut lower = [0u8; 64];
-        for (name, value) in &head.headers {
+        for (name, value) in &headers {
             let name = &buf[name.clone()];
             if NOT_PASSED
                 .iter()
@@ -653,6 +680,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if logs {
             ctx.upstream.response = Some(sent.clone());
         }
+
+        self.response_headers = headers;
 
         // The body: what came with the head first, then the rest as it arrives.
         self.upstream_buf.advance(head.len);
@@ -723,11 +752,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let Some(conn) = upstream.as_mut() else {
                 break;
             };
-            match tokio::time::timeout(read_timeout, conn.stream.read_buf(&mut self.upstream_buf))
+            match self
+                .upstream_deadline
+                .within(read_timeout, conn.stream.read_buf(&mut self.upstream_buf))
                 .await
             {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(Ok(_)) if framing == Framing::UntilClose => {
+                Some(Ok(n)) if n > 0 => {}
+                Some(Ok(_)) if framing == Framing::UntilClose => {
                     complete = true;
                     if rechunk {
                         self.out.extend_from_slice(b"0\r\n\r\n");
@@ -776,11 +807,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Sends what `out` holds to the client within `limit`, and empties it. False when the
     /// client is gone or too slow.
     async fn send_out(&mut self, limit: Duration) -> bool {
-        let sent = within(limit, async {
-            self.client.write_all(&self.out).await?;
-            self.client.flush().await
-        })
-        .await;
+        let client = &mut self.client;
+        let out = &self.out;
+        let sent = self
+            .client_deadline
+            .within(limit, async {
+                client.write_all(out).await?;
+                client.flush().await
+            })
+            .await;
         self.out.clear();
         matches!(sent, Some(Ok(())))
     }
@@ -894,10 +929,19 @@ fn request_header(parsed: &httparse::Request<'_, '_>) -> Option<RequestHeader> {
 }
 
 /// A response head, if the buffer holds a whole one; an error for one that is not HTTP.
-fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+/// Its headers' name and value ranges go to `ranges`.
+fn parse_response(
+    buf: &[u8],
+    ranges: &mut Vec<(Range<usize>, Range<usize>)>,
+) -> Result<Option<ResponseHead>, ()> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut headers,
+    );
+    let len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
@@ -908,16 +952,17 @@ fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         start..start + s.len()
     };
     let reason = parsed.reason.map_or(0..0, |r| range(r.as_bytes()));
-    let headers = parsed
-        .headers
-        .iter()
-        .map(|h| (range(h.name.as_bytes()), range(h.value)))
-        .collect();
+    ranges.clear();
+    ranges.extend(
+        parsed
+            .headers
+            .iter()
+            .map(|h| (range(h.name.as_bytes()), range(h.value))),
+    );
     Ok(Some(ResponseHead {
         status: parsed.code.ok_or(())?,
         version: parsed.version.ok_or(())?,
         reason,
-        headers,
         len,
     }))
 }
@@ -936,17 +981,34 @@ fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
     }
 }
 
-/// Runs `io` within `limit` (`None`: it took longer), arming the timer only when `io` does not
-/// finish at its first poll: most writes do, and a timer per write is a measurable share of
-/// a request's CPU.
-async fn within<T>(
-    limit: Duration,
-    io: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Option<std::io::Result<T>> {
-    let mut io = std::pin::pin!(io);
-    match futures::poll!(io.as_mut()) {
-        std::task::Poll::Ready(done) => Some(done),
-        std::task::Poll::Pending => tokio::time::timeout(limit, io).await.ok(),
+/// The time limit of one wait after another on a connection (nginx's read and send timeouts
+/// count from each read or write), on one timer kept for the connection's life.
+///
+/// A `tokio::time::timeout` per read inserts a timer in the runtime's wheel and removes it
+/// again, about once per request for each side; moving a timer that is already registered to a
+/// later deadline only stores the new deadline (tokio re-files it when the old one comes), and
+/// the deadlines of successive waits on one side mostly only move later. A wait that finishes
+/// at its first poll (most writes do) arms nothing.
+struct Deadline(Pin<Box<tokio::time::Sleep>>);
+
+impl Deadline {
+    fn new() -> Deadline {
+        // Never polled before its first `reset`: the deadline here does not matter.
+        Deadline(Box::pin(tokio::time::sleep(Duration::ZERO)))
+    }
+
+    /// Runs `io` within `limit` from now; `None` when it took longer.
+    async fn within<T>(&mut self, limit: Duration, io: impl Future<Output = T>) -> Option<T> {
+        let mut io = pin!(io);
+        if let Poll::Ready(done) = futures::poll!(io.as_mut()) {
+            return Some(done);
+        }
+        self.0.as_mut().reset(tokio::time::Instant::now() + limit);
+        tokio::select! {
+            biased;
+            done = io => Some(done),
+            () = self.0.as_mut() => None,
+        }
     }
 }
 
