@@ -5,12 +5,12 @@
 //! Other parts count their own events through [`metrics()`]: the HA side calls
 //! [`ha_transition`] when the node changes state.
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::runtime::Runtime;
@@ -198,6 +198,18 @@ impl Metrics {
         }
     }
 
+    /// The handles of one upstream pool's series, resolved once: looking a series up by its
+    /// labels hashes them and takes a lock, three times per request.
+    pub fn for_pool(&self, upstream: &str) -> PoolMetrics {
+        PoolMetrics {
+            upstream: upstream.to_string(),
+            request_duration: self.request_duration.with_label_values(&[upstream]),
+            upstream_response: self.upstream_response.with_label_values(&[upstream]),
+            retries: self.retries.with_label_values(&[upstream]),
+            by_status: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
     /// Counts a finished request.
     pub fn observe_request(
         &self,
@@ -207,9 +219,7 @@ impl Metrics {
         upstream_times: &[std::time::Duration],
         tries: usize,
     ) {
-        let buf = itoa_status(status);
-        let status = std::str::from_utf8(&buf[..]).unwrap_or("000");
-        self.requests.with_label_values(&[status, upstream]).inc();
+        self.observe_status(status, upstream);
         self.request_duration
             .with_label_values(&[upstream])
             .observe(seconds);
@@ -224,6 +234,12 @@ impl Metrics {
                 .with_label_values(&[upstream])
                 .inc_by((tries - 1) as u64);
         }
+    }
+
+    fn observe_status(&self, status: u16, upstream: &str) {
+        let buf = itoa_status(status);
+        let status = std::str::from_utf8(&buf[..]).unwrap_or("000");
+        self.requests.with_label_values(&[status, upstream]).inc();
     }
 
     /// The text exposition of every metric, backend gauges read from `runtime` now.
@@ -266,6 +282,47 @@ impl Metrics {
 }
 
 /// A status as three ASCII digits without allocating.
+/// One upstream pool's request series (see [`Metrics::for_pool`]).
+pub struct PoolMetrics {
+    upstream: String,
+    request_duration: Histogram,
+    upstream_response: Histogram,
+    retries: IntCounter,
+    /// `appliance_http_requests_total` by status 100-599, each made at its first request, so
+    /// that only statuses seen are exported.
+    by_status: [OnceLock<IntCounter>; 500],
+}
+
+impl PoolMetrics {
+    /// Counts a finished request, as [`Metrics::observe_request`] does.
+    pub fn observe(
+        &self,
+        status: u16,
+        seconds: f64,
+        upstream_times: &[std::time::Duration],
+        tries: usize,
+    ) {
+        let m = metrics();
+        match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(counter) => counter
+                .get_or_init(|| {
+                    let buf = itoa_status(status);
+                    let status = std::str::from_utf8(&buf[..]).unwrap_or("000");
+                    m.requests.with_label_values(&[status, &self.upstream])
+                })
+                .inc(),
+            None => m.observe_status(status, &self.upstream),
+        }
+        self.request_duration.observe(seconds);
+        for t in upstream_times {
+            self.upstream_response.observe(t.as_secs_f64());
+        }
+        if tries > 1 {
+            self.retries.inc_by((tries - 1) as u64);
+        }
+    }
+}
+
 fn itoa_status(status: u16) -> [u8; 3] {
     let s = status.min(999);
     [

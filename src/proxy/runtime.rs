@@ -265,6 +265,8 @@ pub struct UpstreamPool {
     pub inflight: Inflight,
     /// Idle connections of the fast path (Pingora's requests use Pingora's pool).
     pub idle: super::keepalive::KeepaliveCache,
+    /// Its request metrics.
+    pub metrics: super::metrics::PoolMetrics,
 }
 
 /// nginx's default request headers for proxying (ngx_http_proxy_headers), in its order.
@@ -372,6 +374,7 @@ pub(crate) fn build_pool(
         drain_timeout: upstream.drain_timeout.map(|d| d.get()),
         inflight: Inflight::default(),
         idle: super::keepalive::KeepaliveCache::new(upstream.keepalive),
+        metrics: super::metrics::metrics().for_pool(&upstream.name),
     })
 }
 

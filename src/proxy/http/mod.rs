@@ -322,14 +322,13 @@ impl RequestCtx {
             (None, None) => &self.runtime.access_log,
         };
         super::logging::write_access(logs, &vars);
-        let upstream = self.proxy().map_or("-", |p| p.pool.name.as_str());
-        super::metrics::metrics().observe_request(
-            vars.status,
-            upstream,
-            elapsed,
-            &self.upstream.response_times,
-            self.upstream.addrs.len(),
-        );
+        let (times, tries) = (&self.upstream.response_times, self.upstream.addrs.len());
+        match self.proxy() {
+            Some(p) => p.pool.metrics.observe(vars.status, elapsed, times, tries),
+            None => {
+                super::metrics::metrics().observe_request(vars.status, "-", elapsed, times, tries)
+            }
+        }
     }
 
     fn proxy(&self) -> Option<&ProxyConf> {
