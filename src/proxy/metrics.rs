@@ -206,7 +206,7 @@ impl Metrics {
             request_duration: self.request_duration.with_label_values(&[upstream]),
             upstream_response: self.upstream_response.with_label_values(&[upstream]),
             retries: self.retries.with_label_values(&[upstream]),
-            by_status: std::array::from_fn(|_| OnceLock::new()),
+            by_status: OnceLock::new(),
         }
     }
 
@@ -289,8 +289,9 @@ pub struct PoolMetrics {
     upstream_response: Histogram,
     retries: IntCounter,
     /// `appliance_http_requests_total` by status 100-599, each made at its first request, so
-    /// that only statuses seen are exported.
-    by_status: [OnceLock<IntCounter>; 500],
+    /// that only statuses seen are exported; the table itself (8 KB) is made at the pool's first
+    /// request, so that a config of many upstreams pays only for those in use.
+    by_status: OnceLock<Box<[OnceLock<IntCounter>; 500]>>,
 }
 
 impl PoolMetrics {
@@ -303,7 +304,10 @@ impl PoolMetrics {
         tries: usize,
     ) {
         let m = metrics();
-        match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+        let by_status = self
+            .by_status
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        match by_status.get(usize::from(status).wrapping_sub(100)) {
             Some(counter) => counter
                 .get_or_init(|| {
                     let buf = itoa_status(status);
