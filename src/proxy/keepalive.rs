@@ -87,7 +87,7 @@ impl KeepaliveCache {
 
     /// Keeps a connection that has just carried a request, unless it has carried
     /// `max_requests`; the least recently used one makes room when the cache is full.
-    pub fn put(&self, peer: PeerId, upstream: Upstream, max_requests: u32) {
+    pub fn put(&self, peer: PeerId, upstream: Upstream, max_requests: u32, now: Instant) {
         let requests = upstream.requests + 1;
         if self.capacity == 0 || requests >= max_requests {
             return;
@@ -99,7 +99,7 @@ impl KeepaliveCache {
         idle.push_back(Idle {
             peer,
             stream: upstream.stream,
-            since: Instant::now(),
+            since: now,
             requests,
         });
     }
@@ -150,9 +150,9 @@ mod tests {
         let (b1, _s2) = pair(&listener).await;
         let (a2, _s3) = pair(&listener).await;
         let a2_port = a2.local_addr().unwrap().port();
-        cache.put(PeerId(0), fresh(a1), 100);
-        cache.put(PeerId(1), fresh(b1), 100);
-        cache.put(PeerId(0), fresh(a2), 100);
+        cache.put(PeerId(0), fresh(a1), 100, Instant::now());
+        cache.put(PeerId(1), fresh(b1), 100, Instant::now());
+        cache.put(PeerId(0), fresh(a2), 100, Instant::now());
         let taken = cache
             .take(PeerId(0), Duration::from_secs(60), Instant::now())
             .unwrap();
@@ -171,8 +171,8 @@ mod tests {
         let (old, _s1) = pair(&listener).await;
         let (new, _s2) = pair(&listener).await;
         let new_port = new.local_addr().unwrap().port();
-        cache.put(PeerId(0), fresh(old), 100);
-        cache.put(PeerId(0), fresh(new), 100);
+        cache.put(PeerId(0), fresh(old), 100, Instant::now());
+        cache.put(PeerId(0), fresh(new), 100, Instant::now());
         let taken = cache
             .take(PeerId(0), Duration::from_secs(60), Instant::now())
             .unwrap();
@@ -196,20 +196,21 @@ mod tests {
                 reused: true,
             },
             2,
+            Instant::now(),
         );
         assert!(cache
             .take(PeerId(0), Duration::from_secs(60), Instant::now())
             .is_none());
         // Idle longer than keepalive_timeout.
         let (idle, _s2) = pair(&listener).await;
-        cache.put(PeerId(0), fresh(idle), 100);
+        cache.put(PeerId(0), fresh(idle), 100, Instant::now());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(cache
             .take(PeerId(0), Duration::from_millis(10), Instant::now())
             .is_none());
         // Closed by the server while idle.
         let (closed, server) = pair(&listener).await;
-        cache.put(PeerId(0), fresh(closed), 100);
+        cache.put(PeerId(0), fresh(closed), 100, Instant::now());
         drop(server);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(cache
@@ -218,7 +219,7 @@ mod tests {
         // Without `keepalive`, nothing is kept.
         let none = KeepaliveCache::new(None);
         let (c, _s3) = pair(&listener).await;
-        none.put(PeerId(0), fresh(c), 100);
+        none.put(PeerId(0), fresh(c), 100, Instant::now());
         assert!(none
             .take(PeerId(0), Duration::from_secs(60), Instant::now())
             .is_none());

@@ -71,37 +71,40 @@ pub struct UpstreamVars {
     pub try_started: Option<Instant>,
 }
 
+/// The clock readings come from the caller, `now`: the fast path reads the clock once per
+/// wake-up, as nginx reads it once per event-loop turn (ngx_time_update), so that a request
+/// costs two readings, not ten.
 impl UpstreamVars {
-    /// A try starts (ending the previous one, if still open); returns when.
-    pub fn begin_try(&mut self) -> Instant {
-        self.end_try();
-        let now = Instant::now();
+    /// A try starts at `now` (ending the previous one, if still open).
+    pub fn begin_try(&mut self, now: Instant) {
+        self.end_try(now);
         self.try_started = Some(now);
         self.try_body_bytes = 0;
-        now
     }
 
     /// The connection to the upstream server is up: `$upstream_connect_time`.
-    pub fn connected(&mut self) {
+    pub fn connected(&mut self, now: Instant) {
         if let Some(t) = self.try_started {
-            self.connect_times.push(Some(t.elapsed()));
+            self.connect_times
+                .push(Some(now.saturating_duration_since(t)));
         }
     }
 
     /// The response header arrived: `$upstream_header_time`.
-    pub fn header_received(&mut self) {
+    pub fn header_received(&mut self, now: Instant) {
         if let Some(t) = self.try_started {
-            self.header_times.push(Some(t.elapsed()));
+            self.header_times
+                .push(Some(now.saturating_duration_since(t)));
         }
     }
 
     /// The try is over: `$upstream_response_time`. A try that never connected or never got
     /// a header shows `-` there, as nginx's lists do.
-    pub fn end_try(&mut self) {
+    pub fn end_try(&mut self, now: Instant) {
         let Some(t) = self.try_started.take() else {
             return;
         };
-        let elapsed = t.elapsed();
+        let elapsed = now.saturating_duration_since(t);
         let tries = self.response_times.len() + 1;
         for list in [&mut self.connect_times, &mut self.header_times] {
             list.resize(tries.max(list.len()), None);

@@ -29,13 +29,12 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, Ssl};
-use pingora::proxy::ProxyHttp;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -134,6 +133,7 @@ where
         requests: 0,
         between_requests: false,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
+        now: Instant::now(),
     };
     let mut fresh = Some(fresh);
     loop {
@@ -142,7 +142,7 @@ where
             Head::Closed => return Served::Closed,
             Head::Other => return conn.into_pingora(),
         };
-        let mut ctx = proxy.new_ctx();
+        let mut ctx = proxy.ctx_begun(conn.now);
         drop(fresh.take());
         match conn.serve_request(&mut ctx, request, head_len).await {
             Step::Next => {}
@@ -176,6 +176,10 @@ struct Connection<S> {
     between_requests: bool,
     /// How long to wait for the next request: the last location's `keepalive_timeout`.
     keepalive_timeout: Duration,
+    /// The time, as of the last wake-up: read when a wait ends, not at each use, as nginx
+    /// reads it once per event-loop turn (ngx_time_update). Request times, timeouts, the
+    /// balancer's and the keep-alive pool's clocks all read this.
+    now: Instant,
 }
 
 // Returned once per request, where a box would be an allocation per request.
@@ -232,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             let mut stop = shutdown.clone();
             tokio::select! {
-                read = self.client_deadline.within(self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
+                read = self.client_deadline.within(&mut self.now, self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
                     if !matches!(read, Some(Ok(n)) if n > 0) {
                         return Head::Closed;
                     }
@@ -257,7 +261,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             match self
                 .client_deadline
-                .within(HEADER_TIMEOUT, self.client.read_buf(&mut self.buf))
+                .within(
+                    &mut self.now,
+                    HEADER_TIMEOUT,
+                    self.client.read_buf(&mut self.buf),
+                )
                 .await
             {
                 Some(Ok(n)) if n > 0 => {}
@@ -299,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let body = match self.read_body(body_len, client.body_timeout).await {
             Ok(body) => body,
             Err(status) => {
-                ctx.log_exchange(self.exchange(&request, None, 0), status);
+                ctx.log_exchange(self.exchange(&request, None, 0), status, self.now);
                 return Step::Close;
             }
         };
@@ -326,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.buf.reserve(len - self.buf.len());
             match self
                 .client_deadline
-                .within(timeout, self.client.read_buf(&mut self.buf))
+                .within(&mut self.now, timeout, self.client.read_buf(&mut self.buf))
                 .await
             {
                 Some(Ok(n)) if n > 0 => {}
@@ -352,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let method = &request.method;
         loop {
             let exchange = self.exchange(request, None, 0);
-            let Some(peer) = ctx.choose_peer(exchange, proxy) else {
+            let Some(peer) = ctx.choose_peer(exchange, proxy, self.now) else {
                 return self.give_up(ctx, request, location, keepalive).await;
             };
             let Some(PeerAddr::Inet(addr)) = pool.balancer.peer(peer).map(|p| p.addr.clone())
@@ -360,16 +368,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return self.give_up(ctx, request, location, keepalive).await;
             };
             ctx.upstream.addrs.push(PeerAddr::Inet(addr));
-            let now = ctx.upstream.begin_try();
-            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, now) {
+            ctx.upstream.begin_try(self.now);
+            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, self.now) {
                 Some(upstream) => upstream,
                 None => match connect(addr, proxy.connect_timeout).await {
-                    Ok(stream) => Upstream {
-                        stream,
-                        requests: 0,
-                        reused: false,
-                    },
+                    Ok(stream) => {
+                        self.now = Instant::now();
+                        Upstream {
+                            stream,
+                            requests: 0,
+                            reused: false,
+                        }
+                    }
                     Err(timed_out) => {
+                        self.now = Instant::now();
                         if ctx.connect_failed(timed_out, method) {
                             continue;
                         }
@@ -377,7 +389,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
             };
-            ctx.upstream.connected();
+            ctx.upstream.connected(self.now);
             pool.inflight.register(
                 ctx.token,
                 peer,
@@ -393,15 +405,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(failed) => {
                     if pool.inflight.release(ctx.token) {
                         // A drain timeout cut it: the server was removed; nothing is retried.
-                        ctx.release(Outcome::Success);
+                        ctx.release_at(Outcome::Success, self.now);
                         ctx.give_up_status = 502;
                         return self.give_up(ctx, request, location, keepalive).await;
                     }
                     match failed {
                         TryFailed::ClientGone => {
-                            ctx.release(Outcome::Success);
-                            ctx.upstream.end_try();
-                            ctx.log_exchange(self.exchange(request, None, 0), 499);
+                            ctx.release_at(Outcome::Success, self.now);
+                            ctx.upstream.end_try(self.now);
+                            ctx.log_exchange(self.exchange(request, None, 0), 499, self.now);
                             return false;
                         }
                         TryFailed::Upstream(condition) => {
@@ -413,7 +425,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 }
             };
-            if ctx.retry_on_status(head.status, method) {
+            if ctx.retry_on_status(head.status, method, self.now) {
                 pool.inflight.release(ctx.token);
                 continue;
             }
@@ -457,7 +469,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         match self
             .upstream_deadline
-            .within(proxy.send_timeout, upstream.stream.write_all(&self.out))
+            .within(
+                &mut self.now,
+                proxy.send_timeout,
+                upstream.stream.write_all(&self.out),
+            )
             .await
         {
             Some(Ok(())) => {}
@@ -505,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             tokio::select! {
                 biased;
-                read = self.upstream_deadline.within(proxy.read_timeout, upstream.stream.read_buf(&mut self.upstream_buf)) => {
+                read = self.upstream_deadline.within(&mut self.now, proxy.read_timeout, upstream.stream.read_buf(&mut self.upstream_buf)) => {
                     match read {
                         Some(Ok(n)) if n > 0 => {}
                         Some(Ok(_)) => {
@@ -536,6 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 }
                 read = self.client.read_buf(&mut self.buf), if watch_client => {
+                    self.now = Instant::now();
                     match read {
                         Ok(n) if n > 0 => watch_client = self.buf.len() < MAX_REQUEST_HEAD,
                         _ => return Err(TryFailed::ClientGone),
@@ -739,7 +756,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     && !upstream_close
                     && self.upstream_buf.is_empty();
                 if let (true, Some(_), Some(conn)) = (reusable, pool.keepalive, upstream.take()) {
-                    pool.idle.put(peer, conn, pool.keepalive_requests);
+                    pool.idle.put(peer, conn, pool.keepalive_requests, self.now);
                 }
             }
             if !self.out.is_empty() || first {
@@ -754,7 +771,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             match self
                 .upstream_deadline
-                .within(read_timeout, conn.stream.read_buf(&mut self.upstream_buf))
+                .within(
+                    &mut self.now,
+                    read_timeout,
+                    conn.stream.read_buf(&mut self.upstream_buf),
+                )
                 .await
             {
                 Some(Ok(n)) if n > 0 => {}
@@ -773,11 +794,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
         ctx.upstream.try_body_bytes += body_sent;
-        ctx.upstream.end_try();
+        ctx.upstream.end_try(self.now);
         // The response has begun: whatever happens now, nginx frees the server as not failed.
-        ctx.release(Outcome::Success);
+        ctx.release_at(Outcome::Success, self.now);
         let unanswered = if client_ok { 0 } else { 499 };
-        ctx.log_exchange(self.exchange(request, Some(&sent), body_sent), unanswered);
+        ctx.log_exchange(
+            self.exchange(request, Some(&sent), body_sent),
+            unanswered,
+            self.now,
+        );
         client_ok && upstream_ok && complete && keepalive
     }
 
@@ -790,7 +815,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         location: &LocationConf,
         keepalive: bool,
     ) -> bool {
-        ctx.upstream.end_try();
+        ctx.upstream.end_try(self.now);
         let status = ctx.give_up_status;
         let head_only = request.method == http::Method::HEAD;
         self.out = respond::page(status, keepalive, head_only);
@@ -800,6 +825,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         ctx.log_exchange(
             self.exchange(request, sent.as_ref(), if head_only { 0 } else { body }),
             if ok { 0 } else { 499 },
+            self.now,
         );
         ok && keepalive
     }
@@ -811,7 +837,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let out = &self.out;
         let sent = self
             .client_deadline
-            .within(limit, async {
+            .within(&mut self.now, limit, async {
                 client.write_all(out).await?;
                 client.flush().await
             })
@@ -997,18 +1023,28 @@ impl Deadline {
         Deadline(Box::pin(tokio::time::sleep(Duration::ZERO)))
     }
 
-    /// Runs `io` within `limit` from now; `None` when it took longer.
-    async fn within<T>(&mut self, limit: Duration, io: impl Future<Output = T>) -> Option<T> {
+    /// Runs `io` within `limit` from `now`; `None` when it took longer. `now` is the
+    /// connection's clock (see [`Connection::now`]), read again when `io` had to wait.
+    async fn within<T>(
+        &mut self,
+        now: &mut Instant,
+        limit: Duration,
+        io: impl Future<Output = T>,
+    ) -> Option<T> {
         let mut io = pin!(io);
         if let Poll::Ready(done) = futures::poll!(io.as_mut()) {
             return Some(done);
         }
-        self.0.as_mut().reset(tokio::time::Instant::now() + limit);
-        tokio::select! {
+        self.0
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(*now + limit));
+        let done = tokio::select! {
             biased;
             done = io => Some(done),
             () = self.0.as_mut() => None,
-        }
+        };
+        *now = Instant::now();
+        done
     }
 }
 

@@ -131,6 +131,38 @@ impl HttpProxy {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
         HttpProxy { runtime }
     }
+
+    /// A request's context; the request began at `begun`.
+    fn ctx_begun(&self, begun: Instant) -> RequestCtx {
+        RequestCtx {
+            runtime: self.runtime.load_full(),
+            server: None,
+            location: None,
+            uri: NormalizedUri {
+                path: Vec::new(),
+                args: None,
+                quoted: false,
+            },
+            captures: Vec::new(),
+            prefix_len: None,
+            host: None,
+            tls: false,
+            attempt: None,
+            hash_key: Vec::new(),
+            started: None,
+            peer_released: false,
+            give_up_status: 502,
+            upstream: UpstreamVars::default(),
+            request_id: std::sync::OnceLock::new(),
+            affinity: None,
+            token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
+            same_peer_again: false,
+            buffered_body: None,
+            conn: ConnectionInfo::default(),
+            begun,
+            _in_flight: super::metrics::InFlight::enter(),
+        }
+    }
 }
 
 fn local_addr(session: &Session) -> Option<std::net::SocketAddr> {
@@ -297,20 +329,20 @@ impl RequestCtx {
     }
 
     /// Writes the access logs and counts the request (nginx's log phase).
-    fn log_request(&self, session: &Session, e: Option<&Error>) {
+    fn log_request(&self, session: &Session, e: Option<&Error>, now: Instant) {
         // No response went out: the client left (nginx's 499) or the request failed.
         let unanswered = match e.map(|e| e.esource()) {
             Some(pingora::ErrorSource::Downstream) => 499,
             Some(_) => 500,
             None => 0,
         };
-        self.log_exchange(Exchange::of(session), unanswered);
+        self.log_exchange(Exchange::of(session), unanswered, now);
     }
 
-    /// Writes the access logs and counts the request; `unanswered` is the status logged when
-    /// no response went out.
-    fn log_exchange(&self, x: Exchange<'_>, unanswered: u16) {
-        let elapsed = self.begun.elapsed().as_secs_f64();
+    /// Writes the access logs and counts the request, which ended at `now`; `unanswered` is the
+    /// status logged when no response went out.
+    fn log_exchange(&self, x: Exchange<'_>, unanswered: u16, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.begun).as_secs_f64();
         let mut vars = self.vars_of(x, self.proxy());
         vars.request_time = elapsed;
         if vars.status == 0 {
@@ -337,6 +369,11 @@ impl RequestCtx {
 
     /// Gives the held peer back to the balancer, once.
     fn release(&mut self, outcome: Outcome) {
+        self.release_at(outcome, Instant::now());
+    }
+
+    /// [`Self::release`], with the clock read already (`now`).
+    fn release_at(&mut self, outcome: Outcome, now: Instant) {
         if self.peer_released {
             return;
         }
@@ -345,7 +382,7 @@ impl RequestCtx {
             self.location.as_ref().and_then(|l| l.proxy.as_ref()),
         ) {
             if attempt.held().is_some() {
-                proxy.pool.balancer.finish(attempt, outcome, Instant::now());
+                proxy.pool.balancer.finish(attempt, outcome, now);
             }
         }
         self.peer_released = true;
@@ -355,11 +392,10 @@ impl RequestCtx {
     /// sticky cookie); then the sticky server if the balancer may use it, else the balancer's
     /// choice, or the same server again after a worn-out pooled connection. `None`: no live
     /// upstreams (logged; the request gets a 502).
-    fn choose_peer(&mut self, x: Exchange<'_>, proxy: &ProxyConf) -> Option<PeerId> {
+    fn choose_peer(&mut self, x: Exchange<'_>, proxy: &ProxyConf, now: Instant) -> Option<PeerId> {
         let pool = &proxy.pool;
         let client_ip: Option<IpAddr> = x.client.map(|a| a.ip());
         let request = x.request;
-        let now = Instant::now();
         if self.attempt.is_none() {
             let mut attempt = pool.balancer.begin();
             attempt.limit_tries(proxy.next_upstream_tries);
@@ -437,10 +473,11 @@ impl RequestCtx {
     }
 
     /// The server answered with `status`: true when `proxy_next_upstream` lists it and another
-    /// try remains (ngx_http_upstream_test_next), the server then given back.
-    fn retry_on_status(&mut self, status: u16, method: &http::Method) -> bool {
+    /// try remains (ngx_http_upstream_test_next), the server then given back. `now`: when the
+    /// response header arrived.
+    fn retry_on_status(&mut self, status: u16, method: &http::Method, now: Instant) -> bool {
         self.upstream.statuses.push(status);
-        self.upstream.header_received();
+        self.upstream.header_received(now);
         let condition = match status {
             500 => NextUpstream::Http500,
             502 => NextUpstream::Http502,
@@ -459,7 +496,7 @@ impl RequestCtx {
         } else {
             Outcome::Failed
         };
-        self.release(outcome);
+        self.release_at(outcome, now);
         self.give_up_status = status;
         true
     }
@@ -503,34 +540,7 @@ impl ProxyHttp for HttpProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            runtime: self.runtime.load_full(),
-            server: None,
-            location: None,
-            uri: NormalizedUri {
-                path: Vec::new(),
-                args: None,
-                quoted: false,
-            },
-            captures: Vec::new(),
-            prefix_len: None,
-            host: None,
-            tls: false,
-            attempt: None,
-            hash_key: Vec::new(),
-            started: None,
-            peer_released: false,
-            give_up_status: 502,
-            upstream: UpstreamVars::default(),
-            request_id: std::sync::OnceLock::new(),
-            affinity: None,
-            token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
-            same_peer_again: false,
-            buffered_body: None,
-            conn: ConnectionInfo::default(),
-            begun: Instant::now(),
-            _in_flight: super::metrics::InFlight::enter(),
-        }
+        self.ctx_begun(Instant::now())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -618,7 +628,7 @@ impl ProxyHttp for HttpProxy {
         };
         let pool = &proxy.pool;
         let exchange = Exchange::of(session);
-        let Some(peer_id) = ctx.choose_peer(exchange, proxy) else {
+        let Some(peer_id) = ctx.choose_peer(exchange, proxy, Instant::now()) else {
             let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
             e.set_retry(false);
             return Err(e);
@@ -642,7 +652,7 @@ impl ProxyHttp for HttpProxy {
             String::new()
         };
         ctx.upstream.addrs.push(info.addr.clone());
-        ctx.upstream.begin_try();
+        ctx.upstream.begin_try(Instant::now());
         let mut peer = match &info.addr {
             PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
             PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
@@ -696,7 +706,7 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = response.status.as_u16();
-        if ctx.retry_on_status(status, &session.req_header().method) {
+        if ctx.retry_on_status(status, &session.req_header().method, Instant::now()) {
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream status listed in proxy_next_upstream",
@@ -886,7 +896,7 @@ impl ProxyHttp for HttpProxy {
                 return Err(e);
             }
         }
-        ctx.upstream.connected();
+        ctx.upstream.connected(Instant::now());
         let held = ctx.attempt.as_ref().and_then(|a| a.held());
         if let (Some(proxy), Some(peer)) = (ctx.proxy(), held) {
             if let Some(info) = proxy.pool.balancer.peer(peer) {
@@ -906,9 +916,10 @@ impl ProxyHttp for HttpProxy {
         if let Some(proxy) = ctx.proxy() {
             proxy.pool.inflight.release(ctx.token);
         }
-        ctx.release(Outcome::Success);
-        ctx.upstream.end_try();
-        ctx.log_request(session, e);
+        let now = Instant::now();
+        ctx.release_at(Outcome::Success, now);
+        ctx.upstream.end_try(now);
+        ctx.log_request(session, e, now);
     }
 }
 
