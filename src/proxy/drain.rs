@@ -21,7 +21,7 @@
 //! only while it still has that local address and the server's address, so a number the kernel
 //! has meanwhile given to another connection is left alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +40,9 @@ pub struct Inflight {
 
 #[derive(Debug, Default)]
 struct State {
-    requests: HashMap<u64, Conn>,
+    /// By request token: an insert and a removal per proxied request, so a fast hash; the
+    /// tokens are the process's own counter, never a client's.
+    requests: foldhash::HashMap<u64, Conn>,
     /// Peers whose drain timeout has expired: a request connecting to one now is cut at once.
     expired: HashSet<PeerId>,
 }

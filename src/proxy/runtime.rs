@@ -4,7 +4,7 @@
 //! keep the one they started with. Settings are merged here, with nginx's inheritance rules
 //! (http → server → location → nested location), so a request never walks the hierarchy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,8 +182,10 @@ pub struct ProxyConf {
     pub next_upstream_timeout: Option<Duration>,
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
-    /// Lowercase names of upstream response headers not passed to the client.
-    pub hide_headers: HashSet<String>,
+    /// Lowercase names of upstream response headers not passed to the client. Looked up for
+    /// every response header, with a fast hash: the names come from the config, so a client
+    /// cannot fill it with colliding keys.
+    pub hide_headers: foldhash::HashSet<String>,
     pub redirect: Vec<RedirectRule>,
     pub ssl_verify: bool,
     pub ssl_name: Option<Template>,
@@ -612,7 +614,7 @@ fn proxy_conf(
             value,
         });
     }
-    let mut hide_headers: HashSet<String> =
+    let mut hide_headers: foldhash::HashSet<String> =
         DEFAULT_HIDE_HEADERS.iter().map(|s| s.to_string()).collect();
     for h in p.hide_header.iter().flatten() {
         hide_headers.insert(h.to_ascii_lowercase());
