@@ -500,7 +500,7 @@ fn proxy_pass_uri_rewriting() {
 }
 
 /// The headers people set, and what nginx does with the client's own: hop-by-hop ones
-/// dropped, underscores ignored, duplicates and case kept, HTTP/1.0 and missing Host.
+/// dropped, underscores ignored, duplicates, order and case kept, HTTP/1.0 and missing Host.
 #[test]
 fn request_headers() {
     Scenario::new("proxy_set_header and client headers")
@@ -546,6 +546,21 @@ fn request_headers() {
                 .header("Upgrade", "websocket")
                 .header("Proxy-Connection", "keep-alive")
                 .header("Accept", "*/*"),
+        )
+        // A repeated name with another header between: passed in the order sent, and joined
+        // in that order for $proxy_add_x_forwarded_for.
+        .send(
+            get("/default/interleaved")
+                .header("X-Dup", "1")
+                .header("Accept", "*/*")
+                .header("x-dup", "2")
+                .header("X-Custom", "after"),
+        )
+        .send(
+            get("/set/interleaved")
+                .header("X-Forwarded-For", "10.0.0.1")
+                .header("X-Custom", "between")
+                .header("x-forwarded-for", "10.0.0.2"),
         )
         .send(
             post("/default/post", "a=1&b=2")

@@ -612,7 +612,7 @@ mod tests {
         static REQUEST_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         REQUEST_ID.get_or_init(|| "abc".to_string());
         RequestVars {
-            request: req,
+            request: req.into(),
             client: Some(("10.0.0.9".parse().unwrap(), 5555)),
             local: Some(("10.0.0.1".parse().unwrap(), 80)),
             tls: false,

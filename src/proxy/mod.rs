@@ -6,6 +6,7 @@
 //! touching the listening sockets, and requests in flight finish on the one they started with.
 
 pub mod balance;
+pub mod client_request;
 pub mod drain;
 pub mod edge;
 pub mod health;

@@ -38,10 +38,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::balance::{PeerId, Pool};
+use super::client_request::ClientRequest;
 use crate::config;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -131,16 +131,17 @@ impl Sticky {
     }
 
     /// Reads the request's cookies: a balancer cookie that verifies names a peer.
-    pub fn read(&self, headers: &HeaderMap, now: SystemTime) -> Affinity {
+    pub fn read<'r>(&self, request: impl Into<ClientRequest<'r>>, now: SystemTime) -> Affinity {
+        let request = request.into();
         let app_value = match &self.mode {
-            Mode::AppCookie { app } => request_cookies(headers, app).next(),
+            Mode::AppCookie { app } => request_cookies(request, app).next(),
             Mode::LbCookie { .. } => None,
         };
         let bound = app_value.as_deref().unwrap_or("");
         let peer = match (&self.mode, &app_value) {
             // Without the application's cookie there is no session to follow.
             (Mode::AppCookie { .. }, None) => None,
-            _ => request_cookies(headers, self.cookie_name())
+            _ => request_cookies(request, self.cookie_name())
                 .find_map(|token| self.verify(&token, bound, now)),
         };
         Affinity { peer, app_value }
@@ -328,11 +329,13 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The values of every cookie called `name` in the request's `Cookie` headers, in order.
-fn request_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|h| h.as_bytes().split(|b| *b == b';'))
+fn request_cookies<'a>(
+    request: ClientRequest<'a>,
+    name: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    request
+        .header_values("cookie")
+        .flat_map(|h| h.split(|b| *b == b';'))
         .filter_map(move |pair| {
             let pair = std::str::from_utf8(pair).ok()?.trim();
             let (n, v) = pair.split_once('=')?;
@@ -394,7 +397,7 @@ mod tests {
     use super::*;
     use crate::config::{Upstream, UpstreamServer};
     use crate::proxy::balance::ResolvedServer;
-    use http::HeaderValue;
+    use pingora::http::RequestHeader;
 
     fn upstream(sticky: &str) -> Upstream {
         let mut up: Upstream =
@@ -410,9 +413,10 @@ mod tests {
         Sticky::new(up, &pool, secret).unwrap()
     }
 
-    fn headers(cookie: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.append(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+    /// A request with that `Cookie` header.
+    fn headers(cookie: &str) -> RequestHeader {
+        let mut h = RequestHeader::build("GET", b"/", None).unwrap();
+        h.append_header("Cookie", cookie).unwrap();
         h
     }
 

@@ -9,9 +9,10 @@
 //! - then the client's headers in their order and case, minus every name set above.
 
 use http::Version;
-use pingora::http::{IntoCaseHeaderName, RequestHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
+use super::client_request::ClientRequest;
 use super::runtime::{ProxyConf, ProxyHeaderValue};
 use super::uri::{escape_uri, NormalizedUri};
 use super::vars::{eval, RequestVars};
@@ -33,7 +34,7 @@ pub fn build(
     matched: &Matched<'_>,
     vars: &RequestVars<'_>,
 ) -> Result<RequestHeader> {
-    let target = request_target(proxy, client, matched);
+    let target = request_target(proxy, client.into(), matched);
     let mut req = RequestHeader::build(
         client.method.clone(),
         &target,
@@ -43,7 +44,7 @@ pub fn build(
         HttpVersion::Http10 => Version::HTTP_10,
         HttpVersion::Http11 => Version::HTTP_11,
     });
-    emit_headers(proxy, client, matched, vars, &mut req)?;
+    emit_headers(proxy, client.into(), matched, vars, &mut req)?;
     Ok(req)
 }
 
@@ -51,17 +52,14 @@ pub fn build(
 /// headers, the empty line.
 pub fn write(
     proxy: &ProxyConf,
-    client: &RequestHeader,
+    client: ClientRequest<'_>,
     matched: &Matched<'_>,
     vars: &RequestVars<'_>,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(client.method.as_str().as_bytes());
+    out.extend_from_slice(client.method().as_bytes());
     out.push(b' ');
-    match &proxy.uri {
-        None => out.extend_from_slice(client.raw_path()),
-        Some(_) => out.extend_from_slice(&request_target(proxy, client, matched)),
-    }
+    write_target(proxy, client, matched, out);
     out.extend_from_slice(match proxy.http_version {
         HttpVersion::Http10 => b" HTTP/1.0\r\n".as_slice(),
         HttpVersion::Http11 => b" HTTP/1.1\r\n".as_slice(),
@@ -75,14 +73,8 @@ pub fn write(
 /// Where the request's headers go: Pingora's header, or the wire.
 trait HeaderSink {
     fn configured(&mut self, name: &str, value: &[u8]) -> Result<()>;
-    /// A client header: its name as sent, and (for Pingora's header) that name as Pingora
-    /// keeps it.
-    fn passed<N: IntoCaseHeaderName>(
-        &mut self,
-        name: &[u8],
-        case_name: impl FnOnce() -> N,
-        value: &http::HeaderValue,
-    ) -> Result<()>;
+    /// A client header, with its name as sent.
+    fn passed(&mut self, name: &[u8], value: &[u8]) -> Result<()>;
 }
 
 impl HeaderSink for RequestHeader {
@@ -90,13 +82,9 @@ impl HeaderSink for RequestHeader {
         self.append_header(name.to_string(), value).map(|_| ())
     }
 
-    fn passed<N: IntoCaseHeaderName>(
-        &mut self,
-        _name: &[u8],
-        case_name: impl FnOnce() -> N,
-        value: &http::HeaderValue,
-    ) -> Result<()> {
-        self.append_header(case_name(), value.clone()).map(|_| ())
+    fn passed(&mut self, name: &[u8], value: &[u8]) -> Result<()> {
+        self.append_header(bytes::Bytes::copy_from_slice(name), value)
+            .map(|_| ())
     }
 }
 
@@ -117,13 +105,8 @@ impl HeaderSink for Wire<'_> {
         Ok(())
     }
 
-    fn passed<N: IntoCaseHeaderName>(
-        &mut self,
-        name: &[u8],
-        _case_name: impl FnOnce() -> N,
-        value: &http::HeaderValue,
-    ) -> Result<()> {
-        self.line(name, value.as_bytes());
+    fn passed(&mut self, name: &[u8], value: &[u8]) -> Result<()> {
+        self.line(name, value);
         Ok(())
     }
 }
@@ -131,7 +114,7 @@ impl HeaderSink for Wire<'_> {
 /// The headers, in nginx's order, into `sink`.
 fn emit_headers(
     proxy: &ProxyConf,
-    client: &RequestHeader,
+    client: ClientRequest<'_>,
     matched: &Matched<'_>,
     vars: &RequestVars<'_>,
     req: &mut impl HeaderSink,
@@ -147,17 +130,16 @@ fn emit_headers(
                     // nginx sends no body, and so no length.
                 } else if let Some(len) = matched.buffered_body {
                     value.extend_from_slice(len.to_string().as_bytes());
-                } else if let Some(len) = client.headers.get(http::header::CONTENT_LENGTH) {
-                    value.extend_from_slice(len.as_bytes());
+                } else if let Some(len) = client.header("content-length") {
+                    value.extend_from_slice(len);
                 }
             }
             // nginx buffers a chunked body and sends its length; the appliance streams it, so it
             // passes it on chunked, which an HTTP/1.1 upstream accepts.
             ProxyHeaderValue::Chunked => {
                 let chunked = client
-                    .headers
-                    .get(http::header::TRANSFER_ENCODING)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+                    .header("transfer-encoding")
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
                 if chunked && proxy.pass_request_body && proxy.http_version == HttpVersion::Http11 {
                     value.extend_from_slice(b"chunked");
                 }
@@ -169,50 +151,58 @@ fn emit_headers(
         req.configured(&header.name, &value)?;
     }
     if proxy.pass_request_headers {
-        for (name, v) in client.case_header_iter() {
-            let name_bytes = name.as_slice();
+        let mut result = Ok(());
+        client.for_each_header(|name, v| {
             // nginx ignores header lines whose names have anything but letters, digits and
             // dashes (ignore_invalid_headers on, underscores_in_headers off): never passed.
-            if !name_bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            if result.is_err()
+                || !name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                || proxy
+                    .header_names
+                    .iter()
+                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
             {
-                continue;
+                return;
             }
-            if proxy
-                .header_names
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name_bytes))
-            {
-                continue;
-            }
-            req.passed(name_bytes, || name.clone(), v)?;
-        }
+            result = req.passed(name, v);
+        });
+        result?;
     }
     Ok(())
 }
 
 /// The URI of the request line.
-fn request_target(proxy: &ProxyConf, client: &RequestHeader, matched: &Matched<'_>) -> Vec<u8> {
+fn request_target(proxy: &ProxyConf, client: ClientRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
+    let mut target = Vec::with_capacity(client.raw_path().len() + 16);
+    write_target(proxy, client, matched, &mut target);
+    target
+}
+
+/// [`request_target`], appended to `out`.
+fn write_target(
+    proxy: &ProxyConf,
+    client: ClientRequest<'_>,
+    matched: &Matched<'_>,
+    out: &mut Vec<u8>,
+) {
     let Some(base) = &proxy.uri else {
         // No URI part: the client's URI as it sent it.
-        return client.raw_path().to_vec();
+        out.extend_from_slice(client.raw_path());
+        return;
     };
     let uri = matched.uri;
     let rest = match matched.prefix_len {
         Some(n) if n <= uri.path.len() => &uri.path[n..],
         _ => &uri.path[..],
     };
-    let mut target = Vec::with_capacity(base.len() + rest.len() + 16);
-    target.extend_from_slice(base);
+    out.extend_from_slice(base);
     if uri.quoted {
-        escape_uri(rest, &mut target);
+        escape_uri(rest, out);
     } else {
-        target.extend_from_slice(rest);
+        out.extend_from_slice(rest);
     }
     if let Some(args) = uri.args.as_deref().filter(|a| !a.is_empty()) {
-        target.push(b'?');
-        target.extend_from_slice(args);
+        out.push(b'?');
+        out.extend_from_slice(args);
     }
-    target
 }

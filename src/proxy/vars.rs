@@ -7,16 +7,17 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 
 use super::balance::PeerAddr;
+use super::client_request::ClientRequest;
 use super::proxy_protocol::ProxyInfo;
 
 use crate::config::template::{Segment, Template, Variable};
 
 /// Everything a template may refer to, gathered for one request.
 pub struct RequestVars<'a> {
-    pub request: &'a RequestHeader,
+    pub request: ClientRequest<'a>,
     pub client: Option<(IpAddr, u16)>,
     pub local: Option<(IpAddr, u16)>,
     pub tls: bool,
@@ -139,15 +140,15 @@ pub fn eval_to_vec(template: &Template, vars: &RequestVars<'_>) -> Vec<u8> {
 
 impl RequestVars<'_> {
     fn header_first(&self, name: &str) -> Option<&[u8]> {
-        self.request.headers.get(name).map(|v| v.as_bytes())
+        self.request.header(name)
     }
 
     fn header_joined(&self, name: &str, separator: &[u8], out: &mut Vec<u8>) {
-        for (i, v) in self.request.headers.get_all(name).iter().enumerate() {
+        for (i, v) in self.request.header_values(name).enumerate() {
             if i > 0 {
                 out.extend_from_slice(separator);
             }
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v);
         }
     }
 
@@ -195,11 +196,9 @@ impl RequestVars<'_> {
                     out.push(b'?');
                 }
             }
-            Variable::RequestMethod => {
-                out.extend_from_slice(self.request.method.as_str().as_bytes())
-            }
+            Variable::RequestMethod => out.extend_from_slice(self.request.method().as_bytes()),
             Variable::Request => {
-                out.extend_from_slice(self.request.method.as_str().as_bytes());
+                out.extend_from_slice(self.request.method().as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(self.request.raw_path());
                 out.push(b' ');
@@ -322,14 +321,16 @@ impl RequestVars<'_> {
                     let _ = write!(out, "{}", a.port());
                 }
             }
-            Variable::RequestHeader(name) => {
-                let name = name.replace('_', "-");
-                match name.as_str() {
-                    "cookie" => self.header_joined("cookie", b"; ", out),
-                    "x-forwarded-for" => self.header_joined("x-forwarded-for", b", ", out),
-                    _ => out.extend_from_slice(self.header_first(&name).unwrap_or_default()),
-                }
-            }
+            Variable::RequestHeader(name) => match name.as_str() {
+                "cookie" => self.header_joined("cookie", b"; ", out),
+                "x_forwarded_for" => self.header_joined("x-forwarded-for", b", ", out),
+                _ => out.extend_from_slice(
+                    self.request
+                        .variable_header_values(name)
+                        .next()
+                        .unwrap_or_default(),
+                ),
+            },
             Variable::ResponseHeader(name) => {
                 if let Some(v) = self
                     .response
@@ -387,8 +388,8 @@ fn write_time(time: &Option<Duration>, out: &mut Vec<u8>) {
     }
 }
 
-fn protocol(request: &RequestHeader) -> &'static str {
-    match request.version {
+fn protocol(request: ClientRequest<'_>) -> &'static str {
+    match request.version() {
         http::Version::HTTP_09 => "HTTP/0.9",
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2.0",
@@ -399,9 +400,9 @@ fn protocol(request: &RequestHeader) -> &'static str {
 
 /// A cookie's value from the `Cookie` headers (names compare case-insensitively, as nginx's
 /// ngx_http_parse_multi_header_lines does).
-pub fn cookie<'r>(request: &'r RequestHeader, name: &[u8]) -> Option<&'r [u8]> {
-    for header in request.headers.get_all("cookie") {
-        for pair in header.as_bytes().split(|b| *b == b';') {
+pub fn cookie<'r>(request: ClientRequest<'r>, name: &[u8]) -> Option<&'r [u8]> {
+    for header in request.header_values("cookie") {
+        for pair in header.split(|b| *b == b';') {
             let pair = trim(pair);
             if let Some(eq) = pair.iter().position(|b| *b == b'=') {
                 if pair[..eq].eq_ignore_ascii_case(name) {
@@ -488,15 +489,17 @@ fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     #[test]
     fn cookies_and_args() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.append_header("Cookie", "a=1; SID=xyz").unwrap();
         req.append_header("Cookie", "b=2").unwrap();
-        assert_eq!(cookie(&req, b"sid"), Some(&b"xyz"[..]));
-        assert_eq!(cookie(&req, b"b"), Some(&b"2"[..]));
-        assert_eq!(cookie(&req, b"c"), None);
+        let req = ClientRequest::from(&req);
+        assert_eq!(cookie(req, b"sid"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(req, b"b"), Some(&b"2"[..]));
+        assert_eq!(cookie(req, b"c"), None);
         assert_eq!(arg(b"x=1&K=v&k=w", b"k"), Some(&b"v"[..]));
         assert_eq!(arg(b"flag&x=1", b"flag"), Some(&b""[..]));
     }
@@ -507,7 +510,7 @@ mod tests {
         req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
         req.append_header("X-Forwarded-For", "2.2.2.2").unwrap();
         let vars = RequestVars {
-            request: &req,
+            request: (&req).into(),
             client: Some(("10.0.0.9".parse().unwrap(), 5555)),
             local: Some(("10.0.0.1".parse().unwrap(), 80)),
             tls: false,

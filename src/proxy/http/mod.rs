@@ -33,6 +33,7 @@ use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
 
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
+use super::client_request::ClientRequest;
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::respond;
@@ -226,7 +227,7 @@ enum Route {
 
 /// Picks the server and location for a request, as nginx does, filling `ctx` (`tls`, `uri`,
 /// `host`, `server`, `location`, captures). Shared by Pingora's phases and the fast path.
-fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: &RequestHeader) -> Route {
+fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientRequest<'_>) -> Route {
     let runtime = ctx.runtime.clone();
     let Some(addr) = find_addr_conf(&runtime, local) else {
         return Route::Reject(500);
@@ -236,12 +237,10 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: &RequestHea
         Ok(uri) => ctx.uri = uri,
         Err(_) => return Route::Reject(400),
     }
-    let host_header = request.uri.host().map(str::as_bytes).or_else(|| {
-        request
-            .headers
-            .get(http::header::HOST)
-            .map(|h| h.as_bytes())
-    });
+    let host_header = request
+        .target_host()
+        .map(str::as_bytes)
+        .or_else(|| request.header("host"));
     if let Some(raw) = host_header {
         match validate_host(raw) {
             Some(host) => ctx.host = Some(host),
@@ -276,20 +275,24 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: &RequestHea
 /// What a request's variables and log line need from the exchange: from Pingora's session,
 /// or from the fast path's own.
 struct Exchange<'a> {
-    request: &'a RequestHeader,
+    request: ClientRequest<'a>,
     client: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
     response: Option<&'a ResponseHeader>,
+    /// The status sent (0: none yet), also when `response` is not kept.
+    status: u16,
     body_bytes_sent: u64,
 }
 
 impl<'a> Exchange<'a> {
     fn of(session: &'a Session) -> Exchange<'a> {
+        let response = session.response_written();
         Exchange {
-            request: session.req_header(),
+            request: session.req_header().into(),
             client: client_addr(session),
             local: local_addr(session),
-            response: session.response_written(),
+            response,
+            status: response.map_or(0, |r| r.status.as_u16()),
             body_bytes_sent: session.body_bytes_sent() as u64,
         }
     }
@@ -316,7 +319,7 @@ impl RequestCtx {
             request_id: &self.request_id,
             upstream: Some(&self.upstream),
             response: x.response,
-            status: x.response.map_or(0, |r| r.status.as_u16()),
+            status: x.status,
             body_bytes_sent: x.body_bytes_sent,
             request_time: 0.0,
             connection: 0,
@@ -405,7 +408,7 @@ impl RequestCtx {
             }
             self.started = Some(now);
             if let Some(sticky) = &pool.sticky {
-                self.affinity = Some(sticky.read(&request.headers, SystemTime::now()));
+                self.affinity = Some(sticky.read(request, SystemTime::now()));
             }
         }
         let key = SelectKey::new(client_ip, &self.hash_key);
@@ -434,7 +437,7 @@ impl RequestCtx {
     }
 
     /// A connection to the server failed (fail_to_connect): whether to try the next one.
-    fn connect_failed(&mut self, timed_out: bool, method: &http::Method) -> bool {
+    fn connect_failed(&mut self, timed_out: bool, method: &str) -> bool {
         let condition = if timed_out {
             NextUpstream::Timeout
         } else {
@@ -449,12 +452,7 @@ impl RequestCtx {
     /// The server failed after the connection was made, before a response started
     /// (ngx_http_upstream_next): whether to try the next one. `reused`: the connection came
     /// from the keep-alive pool.
-    fn upstream_failed(
-        &mut self,
-        condition: NextUpstream,
-        reused: bool,
-        method: &http::Method,
-    ) -> bool {
+    fn upstream_failed(&mut self, condition: NextUpstream, reused: bool, method: &str) -> bool {
         self.give_up_status = if condition == NextUpstream::Timeout {
             504
         } else {
@@ -475,7 +473,7 @@ impl RequestCtx {
     /// The server answered with `status`: true when `proxy_next_upstream` lists it and another
     /// try remains (ngx_http_upstream_test_next), the server then given back. `now`: when the
     /// response header arrived.
-    fn retry_on_status(&mut self, status: u16, method: &http::Method, now: Instant) -> bool {
+    fn retry_on_status(&mut self, status: u16, method: &str, now: Instant) -> bool {
         self.upstream.statuses.push(status);
         self.upstream.header_received(now);
         let condition = match status {
@@ -508,7 +506,7 @@ impl RequestCtx {
         &self,
         condition: NextUpstream,
         sent: bool,
-        method: &http::Method,
+        method: &str,
         tries_needed: u32,
     ) -> bool {
         let Some(proxy) = self.proxy() else {
@@ -517,7 +515,7 @@ impl RequestCtx {
         if !proxy.next_upstream.contains(condition) {
             return false;
         }
-        let non_idempotent = matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
+        let non_idempotent = matches!(method, "POST" | "LOCK" | "PATCH");
         if sent && non_idempotent && !proxy.next_upstream.contains(NextUpstream::NonIdempotent) {
             return false;
         }
@@ -545,7 +543,7 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.conn = ConnectionInfo::of(session);
-        let location = match route(ctx, session.server_addr(), session.req_header()) {
+        let location = match route(ctx, session.server_addr(), session.req_header().into()) {
             Route::Reject(status) => {
                 respond::send(session, status, None, None, false).await?;
                 return Ok(true);
@@ -706,7 +704,7 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = response.status.as_u16();
-        if ctx.retry_on_status(status, &session.req_header().method, Instant::now()) {
+        if ctx.retry_on_status(status, session.req_header().method.as_str(), Instant::now()) {
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream status listed in proxy_next_upstream",
@@ -788,7 +786,7 @@ impl ProxyHttp for HttpProxy {
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
         );
-        let retry = ctx.connect_failed(timed_out, &session.req_header().method);
+        let retry = ctx.connect_failed(timed_out, session.req_header().method.as_str());
         e.set_retry(retry);
         e
     }
@@ -841,7 +839,11 @@ impl ProxyHttp for HttpProxy {
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error => NextUpstream::InvalidHeader,
             _ => NextUpstream::Error,
         };
-        let retry = ctx.upstream_failed(condition, client_reused, &session.req_header().method);
+        let retry = ctx.upstream_failed(
+            condition,
+            client_reused,
+            session.req_header().method.as_str(),
+        );
         e.set_retry(retry);
         e
     }
