@@ -24,28 +24,35 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
+use thread_local::ThreadLocal;
 
 use super::balance::{PeerAddr, PeerId};
 use super::runtime::{Runtime, UpstreamPool};
 
 /// A pool's requests with an upstream connection open, for draining.
+///
+/// Every proxied request registers and releases itself, so the table is kept per worker
+/// thread: a request stays on its thread, and each thread takes only its own lock, where one
+/// table made both worker threads take the same lock twice per request. The rare readers (a
+/// reload counting what is in flight, a drain timeout cutting) walk every thread's part.
 #[derive(Debug, Default)]
 pub struct Inflight {
-    state: Mutex<State>,
+    shards: ThreadLocal<Mutex<Requests>>,
+    /// Peers whose drain timeout has expired: a request connecting to one now is cut at once.
+    expired: Mutex<HashSet<PeerId>>,
+    /// Whether `expired` has any peer: read by every registration, so that it takes no lock
+    /// but its own shard's until a drain timeout has expired.
+    any_expired: AtomicBool,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// By request token: an insert and a removal per proxied request, so a fast hash; the
-    /// tokens are the process's own counter, never a client's.
-    requests: foldhash::HashMap<u64, Conn>,
-    /// Peers whose drain timeout has expired: a request connecting to one now is cut at once.
-    expired: HashSet<PeerId>,
-}
+/// By request token: an insert and a removal per proxied request, so a fast hash; the tokens
+/// are the process's own counter, never a client's.
+type Requests = foldhash::HashMap<u64, Conn>;
 
 #[derive(Debug)]
 struct Conn {
@@ -70,58 +77,79 @@ impl Inflight {
         fd: RawFd,
         remember_local: bool,
     ) {
-        let mut conn = Conn {
+        let conn = Conn {
             peer,
             addr: addr.clone(),
             fd,
             local: if remember_local { local_addr(fd) } else { None },
             cut: false,
         };
-        let mut st = self.lock();
-        if st.expired.contains(&peer) {
-            conn.cut = shut_down(&conn);
+        let shard = self.shards.get_or_default();
+        lock(shard).insert(request, conn);
+        // Registered before the flag is read, and `cut` sets the flag before it walks the
+        // shards: a registration either is seen by that walk or sees the flag here.
+        if self.any_expired.load(Ordering::SeqCst) && lock(&self.expired).contains(&peer) {
+            if let Some(conn) = lock(shard).get_mut(&request) {
+                conn.cut = shut_down(conn);
+            }
         }
-        st.requests.insert(request, conn);
     }
 
     /// The request is over. Returns whether its connection was cut by a drain timeout.
     pub fn release(&self, request: u64) -> bool {
-        self.lock().requests.remove(&request).is_some_and(|c| c.cut)
+        if let Some(conn) = self
+            .shards
+            .get()
+            .and_then(|shard| lock(shard).remove(&request))
+        {
+            return conn.cut;
+        }
+        // Released by another thread than the one it registered on.
+        self.shards
+            .iter()
+            .find_map(|shard| lock(shard).remove(&request))
+            .is_some_and(|c| c.cut)
     }
 
     /// Whether the request's connection was cut by a drain timeout.
     pub fn was_cut(&self, request: u64) -> bool {
-        self.lock().requests.get(&request).is_some_and(|c| c.cut)
+        self.shards
+            .iter()
+            .any(|shard| lock(shard).get(&request).is_some_and(|c| c.cut))
     }
 
     /// Requests connected to `peer` now.
     pub fn count(&self, peer: PeerId) -> usize {
-        self.lock()
-            .requests
-            .values()
-            .filter(|c| c.peer == peer)
-            .count()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).values().filter(|c| c.peer == peer).count())
+            .sum()
     }
 
     /// The drain timeout of `peer` expired: shuts its connections down, and those opened from
     /// now on. Returns how many were cut.
     pub fn cut(&self, peer: PeerId) -> usize {
-        let mut st = self.lock();
-        st.expired.insert(peer);
-        st.requests
-            .values_mut()
-            .filter(|c| c.peer == peer && !c.cut)
-            .map(|c| {
-                c.cut = shut_down(c);
-                usize::from(c.cut)
+        lock(&self.expired).insert(peer);
+        self.any_expired.store(true, Ordering::SeqCst);
+        self.shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .values_mut()
+                    .filter(|c| c.peer == peer && !c.cut)
+                    .map(|c| {
+                        c.cut = shut_down(c);
+                        usize::from(c.cut)
+                    })
+                    .sum::<usize>()
             })
             .sum()
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while the lock is held; a poisoned one still holds sound data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while the lock is held; a poisoned one still holds sound data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Hands the running state over from `old` to `new` at a reload (see the module docs).
@@ -295,8 +323,8 @@ mod tests {
         }
         // Its drain timeout (the new config's) is running: connecting after it cuts at once.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(old_pool.inflight.lock().expired.contains(&PeerId(1)));
-        assert!(!old_pool.inflight.lock().expired.contains(&PeerId(0)));
+        assert!(lock(&old_pool.inflight.expired).contains(&PeerId(1)));
+        assert!(!lock(&old_pool.inflight.expired).contains(&PeerId(0)));
     }
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
@@ -342,5 +370,32 @@ mod tests {
         assert!(inflight.release(4));
         assert_eq!((&c).read(&mut buf).unwrap(), 0);
         assert!(!inflight.release(4), "released once");
+    }
+
+    #[test]
+    fn each_thread_keeps_its_requests_and_every_reader_sees_them_all() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = TcpStream::connect(addr).unwrap();
+        let b = TcpStream::connect(addr).unwrap();
+        let inflight = Inflight::default();
+        let peer = PeerId(0);
+        inflight.register(1, peer, &PeerAddr::Inet(addr), a.as_raw_fd(), false);
+        std::thread::scope(|s| {
+            s.spawn(|| inflight.register(2, peer, &PeerAddr::Inet(addr), b.as_raw_fd(), false));
+        });
+        assert_eq!(inflight.count(peer), 2);
+        // Released on another thread than its own, as a request that moved would be.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(!inflight.release(1)));
+        });
+        assert_eq!(inflight.count(peer), 1);
+        assert_eq!(
+            inflight.cut(peer),
+            1,
+            "the other thread's request is cut too"
+        );
+        assert!(inflight.release(2));
+        assert_eq!(inflight.count(peer), 0);
     }
 }
