@@ -22,7 +22,7 @@ impl<'a> ClientRequest<'a> {
     pub fn method(self) -> &'a str {
         match self {
             ClientRequest::Pingora(r) => r.method.as_str(),
-            ClientRequest::Parsed(p) => p.method(),
+            ClientRequest::Parsed(p) => &p.method,
         }
     }
 
@@ -183,10 +183,27 @@ fn same_name(sent: &[u8], lower: &[u8], dash: u8) -> bool {
 #[derive(Default)]
 pub struct ParsedHead {
     bytes: Vec<u8>,
-    method: Range<usize>,
+    method: String,
     target: Range<usize>,
     version: http::Version,
     headers: Vec<(Range<usize>, Range<usize>)>,
+    /// What the fast path asks of every request, noted in the one pass over the headers (as
+    /// nginx's header handlers note them while parsing).
+    pub facts: HeadFacts,
+}
+
+/// The headers that decide how a request is read and whether its connection stays: indexes
+/// into [`ParsedHead`]'s headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HeadFacts {
+    pub host: Option<u16>,
+    pub connection: Option<u16>,
+    pub content_length: Option<u16>,
+    /// More than one `Content-Length`.
+    pub content_lengths: u16,
+    /// `Transfer-Encoding`, `Upgrade` or `Expect`: a body or a protocol this path leaves to
+    /// Pingora.
+    pub framing_or_upgrade: bool,
 }
 
 /// What [`ParsedHead::parse`] found at the start of a buffer.
@@ -233,23 +250,44 @@ impl ParsedHead {
             1 => http::Version::HTTP_11,
             _ => return Parsed::Other,
         };
-        self.method = range(method.as_bytes());
+        self.method.clear();
+        self.method.push_str(method);
         self.target = range(target.as_bytes());
         self.headers.clear();
-        self.headers.extend(
-            parsed
-                .headers
-                .iter()
-                .map(|h| (range(h.name.as_bytes()), range(h.value))),
-        );
+        let mut facts = HeadFacts::default();
+        for (i, h) in parsed.headers.iter().enumerate() {
+            let name = h.name.as_bytes();
+            // At most MAX_HEADERS, which fits.
+            let index = Some(i as u16);
+            let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+            match name.len() {
+                4 if is(b"host") => facts.host = facts.host.or(index),
+                10 if is(b"connection") => facts.connection = facts.connection.or(index),
+                14 if is(b"content-length") => {
+                    facts.content_length = facts.content_length.or(index);
+                    facts.content_lengths += 1;
+                }
+                17 if is(b"transfer-encoding") => facts.framing_or_upgrade = true,
+                7 if is(b"upgrade") => facts.framing_or_upgrade = true,
+                6 if is(b"expect") => facts.framing_or_upgrade = true,
+                _ => {}
+            }
+            self.headers.push((range(name), range(h.value)));
+        }
+        self.facts = facts;
         self.bytes.clear();
         self.bytes.extend_from_slice(&buf[..len]);
         Parsed::Complete(len)
     }
 
     pub fn method(&self) -> &str {
-        // httparse accepts only token characters in a method: ASCII.
-        std::str::from_utf8(&self.bytes[self.method.clone()]).unwrap_or("")
+        &self.method
+    }
+
+    /// The value of a header the [`HeadFacts`] point at.
+    pub fn value(&self, index: Option<u16>) -> Option<&[u8]> {
+        let (_, value) = self.headers.get(usize::from(index?))?;
+        Some(&self.bytes[value.clone()])
     }
 
     pub fn raw_path(&self) -> &[u8] {
@@ -321,6 +359,17 @@ mod tests {
         ] {
             r.append_header(n.to_string(), v).unwrap();
         }
+        assert_eq!(
+            p.facts,
+            HeadFacts {
+                host: Some(0),
+                connection: None,
+                content_length: Some(4),
+                content_lengths: 1,
+                framing_or_upgrade: false,
+            }
+        );
+        assert_eq!(p.value(p.facts.host), Some(&b"Example.com"[..]));
         let (a, b) = (ClientRequest::Parsed(&p), ClientRequest::Pingora(&r));
         assert_eq!(a.method(), b.method());
         assert_eq!(a.raw_path(), b.raw_path());
@@ -405,5 +454,17 @@ mod tests {
         assert_eq!(r.header("a"), None);
         assert_eq!(r.header("c"), Some(&b"3"[..]));
         assert_eq!(r.header_count(), 1);
+        assert_eq!(p.facts, HeadFacts::default());
+        p.parse(b"PUT /x HTTP/1.1\r\nCONNECTION: close\r\ncontent-length: 1\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(
+            p.facts,
+            HeadFacts {
+                host: None,
+                connection: Some(0),
+                content_length: Some(1),
+                content_lengths: 2,
+                framing_or_upgrade: true,
+            }
+        );
     }
 }

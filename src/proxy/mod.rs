@@ -11,6 +11,7 @@ pub mod drain;
 pub mod edge;
 pub mod health;
 pub mod http;
+pub mod idle_stop;
 pub mod keepalive;
 pub mod locations;
 pub mod logging;

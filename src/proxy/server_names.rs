@@ -108,6 +108,28 @@ impl ServerNames {
 /// ngx_http_validate_host: strips the port and a trailing dot and lowercases; `None` for a host
 /// nginx answers with 400 (empty, `..`, a path separator, controls or spaces).
 pub fn validate_host(raw: &[u8]) -> Option<String> {
+    let mut host = String::new();
+    validate_host_into(raw, &mut host).then_some(host)
+}
+
+/// [`validate_host`], into `host` (cleared first), whose buffer is reused; false for a Host
+/// nginx refuses.
+pub fn validate_host_into(raw: &[u8], host: &mut String) -> bool {
+    host.clear();
+    let Some(len) = valid_host_len(raw) else {
+        return false;
+    };
+    let raw = &raw[..len];
+    match std::str::from_utf8(raw) {
+        Ok(text) => host.push_str(text),
+        Err(_) => host.push_str(&String::from_utf8_lossy(raw)),
+    }
+    host.make_ascii_lowercase();
+    true
+}
+
+/// The length of the host part of a Host value nginx accepts (ngx_http_validate_host).
+fn valid_host_len(raw: &[u8]) -> Option<usize> {
     let mut dot_pos: Option<usize> = None;
     let mut host_len = raw.len();
     #[derive(PartialEq)]
@@ -146,7 +168,7 @@ pub fn validate_host(raw: &[u8]) -> Option<String> {
     if host_len == 0 {
         return None;
     }
-    Some(String::from_utf8_lossy(&raw[..host_len]).to_ascii_lowercase())
+    Some(host_len)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! other decoded characters (`%2F`, `%2E`) act like the character itself.
 
 /// A request target split and normalized the nginx way.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NormalizedUri {
     /// `$uri`: decoded and normalized, always starting with `/`.
     pub path: Vec<u8>,
@@ -28,6 +28,22 @@ pub enum InvalidUri {
 /// Normalizes the path-and-query of a request target (origin form, `/...`). An absolute form
 /// (`http://host/path`) is reduced to its path first.
 pub fn normalize(target: &[u8], merge_slashes: bool) -> Result<NormalizedUri, InvalidUri> {
+    let mut uri = NormalizedUri {
+        path: Vec::new(),
+        args: None,
+        quoted: false,
+    };
+    normalize_into(target, merge_slashes, &mut uri)?;
+    Ok(uri)
+}
+
+/// [`normalize`], into `uri`, whose buffers are reused (a connection's requests normalize
+/// into the same ones). On an error `uri` holds nothing of use.
+pub fn normalize_into(
+    target: &[u8],
+    merge_slashes: bool,
+    uri: &mut NormalizedUri,
+) -> Result<(), InvalidUri> {
     let target = origin_form(target);
     #[derive(Clone, Copy, PartialEq)]
     enum State {
@@ -38,7 +54,9 @@ pub fn normalize(target: &[u8], merge_slashes: bool) -> Result<NormalizedUri, In
         Quoted,
         QuotedSecond,
     }
-    let mut out: Vec<u8> = Vec::with_capacity(target.len() + 1);
+    let mut out = std::mem::take(&mut uri.path);
+    out.clear();
+    out.reserve(target.len() + 1);
     let mut quoted = false;
     if target.first() != Some(&b'/') {
         out.push(b'/');
@@ -208,16 +226,18 @@ pub fn normalize(target: &[u8], merge_slashes: bool) -> Result<NormalizedUri, In
         State::DotDot if args_at.is_none() => pop_segment(&mut out)?,
         _ => {}
     }
-    let args = args_at.map(|start| {
+    let args = uri.args.take();
+    uri.args = args_at.map(|start| {
         let rest = &target[start..];
         let end = rest.iter().position(|b| *b == b'#').unwrap_or(rest.len());
-        rest[..end].to_vec()
+        let mut args = args.unwrap_or_default();
+        args.clear();
+        args.extend_from_slice(&rest[..end]);
+        args
     });
-    Ok(NormalizedUri {
-        path: out,
-        args,
-        quoted,
-    })
+    uri.path = out;
+    uri.quoted = quoted;
+    Ok(())
 }
 
 /// The path-and-query of an absolute-form target; other forms unchanged.

@@ -28,6 +28,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -39,10 +40,13 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{route, ConnectionInfo, Exchange, HttpProxy, RequestCtx, Route};
+use super::{
+    route, same_or_clone, ConnectionInfo, Exchange, HttpProxy, Previous, RequestCtx, Route,
+};
 use crate::config::{NextUpstream, Scheme};
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
-use crate::proxy::client_request::{ClientRequest, Parsed, ParsedHead};
+use crate::proxy::client_request::{Parsed, ParsedHead};
+use crate::proxy::idle_stop::{self, IdleStop};
 use crate::proxy::keepalive::Upstream;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf};
@@ -61,6 +65,8 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 const MAX_BODY: usize = 16 * 1024;
 /// nginx's `client_header_timeout` default, for the rest of a head that has begun.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's NGX_TIMER_LAZY_DELAY: a timer is not moved for less than this (see [`Deadline`]).
+const TIMER_LAZY_DELAY: Duration = Duration::from_millis(300);
 /// nginx's `keepalive_timeout` default, until a request has named its location.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
@@ -110,6 +116,7 @@ where
     S: AsyncRead + AsyncWrite + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
 {
     crate::proxy::timer_tick::ensure_ticking();
+    let stop = idle_stop::this_thread(shutdown);
     let conn_info = ConnectionInfo {
         proxy_protocol: crate::proxy::proxy_protocol::of_connection(
             client.get_proxy_digest().as_ref(),
@@ -127,6 +134,8 @@ where
         conn_info,
         buf: BytesMut::with_capacity(4096),
         head: ParsedHead::default(),
+        previous: Previous::default(),
+        location: None,
         upstream_buf: BytesMut::with_capacity(4096),
         response_headers: Vec::with_capacity(16),
         out: Vec::with_capacity(4096),
@@ -139,19 +148,19 @@ where
     };
     let mut fresh = Some(fresh);
     loop {
-        let head_len = match conn.next_head(shutdown).await {
+        let head_len = match conn.next_head(stop).await {
             Head::Request(len) => len,
             Head::Closed => return Served::Closed,
             Head::Other => return conn.into_pingora(),
         };
-        let mut ctx = proxy.ctx_begun(conn.now);
+        let mut ctx = proxy.ctx_after(std::mem::take(&mut conn.previous), conn.now);
         drop(fresh.take());
         // Taken for the request, so that `conn` can be borrowed meanwhile; given back after.
         let request = std::mem::take(&mut conn.head);
         let step = conn.serve_request(&mut ctx, &request, head_len).await;
         conn.head = request;
         match step {
-            Step::Next => {}
+            Step::Next => conn.previous = ctx.into_previous(),
             Step::Close => return Served::Closed,
             Step::ToPingora => return conn.into_pingora(),
         }
@@ -169,6 +178,11 @@ struct Connection<S> {
     buf: BytesMut,
     /// The last request head parsed, kept so that its space is reused.
     head: ParsedHead,
+    /// What the last request left to the next (see [`Previous`]).
+    previous: Previous,
+    /// The location of the last request, for the next one to take over when it is the same
+    /// (see [`same_or_clone`]).
+    location: Option<Arc<LocationConf>>,
     upstream_buf: BytesMut,
     /// Where the upstream's response headers are, in `upstream_buf`: kept from one response to
     /// the next, so that parsing one allocates nothing.
@@ -238,19 +252,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Reads the next request head. Between requests, waits for `keepalive_timeout`, or until
     /// a graceful stop begins (which closes an idle connection, as nginx does).
-    async fn next_head(&mut self, shutdown: &ShutdownWatch) -> Head {
+    async fn next_head(&mut self, stop: IdleStop) -> Head {
         if self.buf.is_empty() && self.between_requests {
-            if *shutdown.borrow() {
+            if stop.stopping() {
                 return Head::Closed;
             }
-            let mut stop = shutdown.clone();
             tokio::select! {
+                biased;
                 read = self.client_deadline.within(&mut self.now, self.keepalive_timeout, self.client.read_buf(&mut self.buf)) => {
                     if !matches!(read, Some(Ok(n)) if n > 0) {
                         return Head::Closed;
                     }
                 }
-                _ = stop.changed() => return Head::Closed,
+                () = stop.stopped() => return Head::Closed,
             }
         }
         loop {
@@ -282,14 +296,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         request: &ParsedHead,
         head_len: usize,
     ) -> Step {
-        let Some(body_len) = body_length(request.into()) else {
+        let Some(body_len) = body_length(request) else {
             return Step::ToPingora;
         };
         ctx.conn = self.conn_info.clone();
-        let Route::Location(location) = route(ctx, self.local.as_ref(), request.into()) else {
+        let Route::Location = route(ctx, self.local.as_ref(), request.into()) else {
             return Step::ToPingora;
         };
-        let Some(proxy) = suits(&location) else {
+        let Some(location) = ctx.location.as_ref() else {
+            return Step::ToPingora;
+        };
+        let location = same_or_clone(&mut self.location, location);
+        let step = self
+            .serve_location(ctx, request, (head_len, body_len), &location)
+            .await;
+        self.location = Some(location);
+        step
+    }
+
+    /// Serves a request (its head `head_len` bytes, its body `body_len`) that `location` took.
+    async fn serve_location(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+        (head_len, body_len): (usize, usize),
+        location: &LocationConf,
+    ) -> Step {
+        let Some(proxy) = suits(location) else {
             return Step::ToPingora;
         };
         let client = &location.client;
@@ -311,12 +344,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Step::Close;
             }
         };
-        let keepalive = client_keepalive(request.into())
+        let keepalive = client_keepalive(request)
             && !crate::proxy::draining()
             && !client.keepalive_timeout.is_zero()
             && self.requests < client.keepalive_requests;
         let keep = self
-            .proxy(ctx, request, &body, &location, proxy, keepalive)
+            .proxy(ctx, request, &body, location, proxy, keepalive)
             .await;
         if keep {
             Step::Next
@@ -894,37 +927,31 @@ fn suits(location: &LocationConf) -> Option<&ProxyConf> {
 
 /// The length of the body of an HTTP/1.0 or 1.1 request this path takes: none, or one
 /// `Content-Length` of at most [`MAX_BODY`], and no protocol change. `None` for the others.
-fn body_length(request: ClientRequest<'_>) -> Option<usize> {
-    let version = request.version();
-    let simple = (version == http::Version::HTTP_11 || version == http::Version::HTTP_10)
-        && request.method() != "CONNECT"
-        && request.header("transfer-encoding").is_none()
-        && request.header("upgrade").is_none()
-        && request.header("expect").is_none();
-    if !simple {
+fn body_length(request: &ParsedHead) -> Option<usize> {
+    let facts = &request.facts;
+    if facts.framing_or_upgrade || request.method() == "CONNECT" {
         return None;
     }
-    let mut lengths = request.header_values("content-length");
-    let Some(digits) = lengths.next() else {
+    let Some(digits) = request.value(facts.content_length) else {
         return Some(0);
     };
-    if lengths.next().is_some() {
+    if facts.content_lengths > 1
+        || digits.is_empty()
+        || digits.len() > 6
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
-    if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits)
-        .ok()?
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n <= MAX_BODY)
+    let length = digits
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    (length <= MAX_BODY).then_some(length)
 }
 
 /// Whether the client asks to keep its connection: HTTP/1.1 unless `Connection: close`,
 /// HTTP/1.0 only with `Connection: keep-alive` (ngx_http_process_connection).
-fn client_keepalive(request: ClientRequest<'_>) -> bool {
-    let connection = request.header("connection");
+fn client_keepalive(request: &ParsedHead) -> bool {
+    let connection = request.value(request.facts.connection);
     if request.version() == http::Version::HTTP_11 {
         !connection.is_some_and(|v| contains_token(v, b"close"))
     } else {
@@ -1020,9 +1047,21 @@ impl Deadline {
         if let Poll::Ready(done) = futures::poll!(io.as_mut()) {
             return Some(done);
         }
-        self.0
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(*now + limit));
+        let deadline = *now + limit;
+        // As nginx's ngx_event_add_timer: a timer within NGX_TIMER_LAZY_DELAY (300 ms) of the
+        // new deadline is kept as it is, which spares most re-arms between the waits of one
+        // connection; one that has passed is always re-armed.
+        let armed = self.0.deadline().into_std();
+        let close = if armed > deadline {
+            armed - deadline < TIMER_LAZY_DELAY
+        } else {
+            deadline - armed < TIMER_LAZY_DELAY
+        };
+        if !close || armed <= *now {
+            self.0
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+        }
         let done = tokio::select! {
             biased;
             done = io => Some(done),
@@ -1209,7 +1248,7 @@ mod tests {
     fn keepalive_follows_the_version_and_connection_header() {
         let keepalive = |version: &str, connection: Option<&str>| {
             let connection = connection.map_or(String::new(), |c| format!("Connection: {c}\r\n"));
-            client_keepalive((&head(&format!("GET / {version}\r\n{connection}\r\n"))).into())
+            client_keepalive(&head(&format!("GET / {version}\r\n{connection}\r\n")))
         };
         assert!(keepalive("HTTP/1.1", None));
         assert!(!keepalive("HTTP/1.1", Some("Close")));
@@ -1225,7 +1264,7 @@ mod tests {
                 text.push_str(&format!("{name}: {value}\r\n"));
             }
             text.push_str("\r\n");
-            body_length((&head(&text)).into())
+            body_length(&head(&text))
         };
         assert_eq!(with("GET", &[]), Some(0));
         assert_eq!(with("GET", &[("Content-Length", "0")]), Some(0));

@@ -38,11 +38,11 @@ use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::respond;
 use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
-use super::server_names::validate_host;
+use super::server_names::validate_host_into;
 use super::sticky::Affinity;
 use super::tls::ServerName;
 use super::upstream_request::{self, Matched};
-use super::uri::{normalize, NormalizedUri};
+use super::uri::{normalize_into, NormalizedUri};
 use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
 use crate::config::{HttpVersion, NextUpstream, Return, Scheme};
 
@@ -86,6 +86,8 @@ pub struct RequestCtx {
     conn: ConnectionInfo,
     /// When the request began, for `$request_time`.
     begun: Instant,
+    /// What the previous request on the connection left, for `route` to take over.
+    previous: Previous,
     _in_flight: super::metrics::InFlight,
 }
 
@@ -126,7 +128,28 @@ impl ConnectionInfo {
 /// request its own connection key, so nothing it opens is ever picked up again.
 static NEXT_PRIVATE_GROUP: AtomicU64 = AtomicU64::new(1 << 63);
 
-static NEXT_REQUEST_TOKEN: AtomicU64 = AtomicU64::new(1);
+/// Request tokens are handed to each thread in blocks, so that taking one is not an atomic
+/// operation on a counter every worker thread shares.
+static NEXT_TOKEN_BLOCK: AtomicU64 = AtomicU64::new(1);
+const TOKEN_BLOCK: u64 = 1 << 16;
+
+/// A token no other request of the process has.
+fn next_request_token() -> u64 {
+    thread_local! {
+        static NEXT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    NEXT.with(|next| {
+        let (mut token, end) = next.get();
+        let end = if token == end {
+            token = NEXT_TOKEN_BLOCK.fetch_add(TOKEN_BLOCK, Ordering::Relaxed);
+            token + TOKEN_BLOCK
+        } else {
+            end
+        };
+        next.set((token + 1, end));
+        token
+    })
+}
 
 impl HttpProxy {
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
@@ -135,15 +158,22 @@ impl HttpProxy {
 
     /// A request's context; the request began at `begun`.
     fn ctx_begun(&self, begun: Instant) -> RequestCtx {
+        self.ctx_after(Previous::default(), begun)
+    }
+
+    /// The context of a request that follows another on its connection, taking over what that
+    /// one left ([`RequestCtx::into_previous`]).
+    fn ctx_after(&self, mut previous: Previous, begun: Instant) -> RequestCtx {
+        let current = self.runtime.load();
+        let runtime = match previous.runtime.take() {
+            Some(same) if Arc::ptr_eq(&same, &current) => same,
+            _ => arc_swap::Guard::into_inner(current),
+        };
         RequestCtx {
-            runtime: self.runtime.load_full(),
+            runtime,
             server: None,
             location: None,
-            uri: NormalizedUri {
-                path: Vec::new(),
-                args: None,
-                quoted: false,
-            },
+            uri: NormalizedUri::default(),
             captures: Vec::new(),
             prefix_len: None,
             host: None,
@@ -156,12 +186,39 @@ impl HttpProxy {
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
             affinity: None,
-            token: NEXT_REQUEST_TOKEN.fetch_add(1, Ordering::Relaxed),
+            token: next_request_token(),
             same_peer_again: false,
             buffered_body: None,
             conn: ConnectionInfo::default(),
             begun,
+            previous,
             _in_flight: super::metrics::InFlight::enter(),
+        }
+    }
+}
+
+/// What a request leaves to the next one on the same connection: its buffers, and the
+/// runtime, server and location it used. The next request, most often served by the same
+/// ones, takes them over without touching their reference counts, which every worker thread
+/// shares.
+#[derive(Default)]
+pub(super) struct Previous {
+    runtime: Option<Arc<Runtime>>,
+    server: Option<Arc<ServerConf>>,
+    location: Option<Arc<LocationConf>>,
+    uri: Option<NormalizedUri>,
+    host: String,
+}
+
+impl RequestCtx {
+    /// What this request leaves to the next one on its connection.
+    pub(super) fn into_previous(self) -> Previous {
+        Previous {
+            runtime: Some(self.runtime),
+            server: self.server,
+            location: self.location,
+            uri: Some(self.uri),
+            host: self.host.unwrap_or_default(),
         }
     }
 }
@@ -221,36 +278,40 @@ enum Route {
     /// A prefix location matched but for its trailing slash: a 301 to it
     /// (`ctx.location` is set).
     AddSlash,
-    /// The location that serves it (also in `ctx.location`).
-    Location(Arc<LocationConf>),
+    /// A location serves it: `ctx.location`.
+    Location,
 }
 
 /// Picks the server and location for a request, as nginx does, filling `ctx` (`tls`, `uri`,
 /// `host`, `server`, `location`, captures). Shared by Pingora's phases and the fast path.
 fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientRequest<'_>) -> Route {
-    let runtime = ctx.runtime.clone();
-    let Some(addr) = find_addr_conf(&runtime, local) else {
+    // Fields of `ctx` are borrowed one by one below: the config is read from `ctx.runtime`
+    // while the others are written.
+    let Some(addr) = find_addr_conf(&ctx.runtime, local) else {
         return Route::Reject(500);
     };
     ctx.tls = addr.ssl;
-    match normalize(request.raw_path(), true) {
-        Ok(uri) => ctx.uri = uri,
-        Err(_) => return Route::Reject(400),
+    // Into the previous request's buffers.
+    let mut uri = ctx.previous.uri.take().unwrap_or_default();
+    if normalize_into(request.raw_path(), true, &mut uri).is_err() {
+        return Route::Reject(400);
     }
+    ctx.uri = uri;
     let host_header = request
         .target_host()
         .map(str::as_bytes)
         .or_else(|| request.header("host"));
     if let Some(raw) = host_header {
-        match validate_host(raw) {
-            Some(host) => ctx.host = Some(host),
-            None => return Route::Reject(400),
+        let mut host = std::mem::take(&mut ctx.previous.host);
+        if !validate_host_into(raw, &mut host) {
+            return Route::Reject(400);
         }
+        ctx.host = Some(host);
     }
-    let server = addr.servers[addr.names.find(ctx.host.as_deref())].clone();
-    ctx.server = Some(server.clone());
+    let server = &addr.servers[addr.names.find(ctx.host.as_deref())];
+    ctx.server = Some(same_or_clone(&mut ctx.previous.server, server));
     if server.return_.is_some() {
-        return Route::ServerReturn(server);
+        return Route::ServerReturn(server.clone());
     }
     let location = match server.locations.find(&ctx.uri.path) {
         Found::Location {
@@ -260,16 +321,25 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientReque
         } => {
             ctx.captures = captures;
             ctx.prefix_len = prefix_len;
-            value.clone()
+            value
         }
         Found::AddSlash(value) => {
             ctx.location = Some(value.clone());
             return Route::AddSlash;
         }
-        Found::None => server.fallback.clone(),
+        Found::None => &server.fallback,
     };
-    ctx.location = Some(location.clone());
-    Route::Location(location)
+    ctx.location = Some(same_or_clone(&mut ctx.previous.location, location));
+    Route::Location
+}
+
+/// `current`, as the `previous` request's when it is the same one (taken over, with no
+/// change to the reference count that every worker thread shares), else a new reference.
+pub(super) fn same_or_clone<T>(previous: &mut Option<Arc<T>>, current: &Arc<T>) -> Arc<T> {
+    match previous.take() {
+        Some(same) if Arc::ptr_eq(&same, current) => same,
+        _ => current.clone(),
+    }
 }
 
 /// What a request's variables and log line need from the exchange: from Pingora's session,
@@ -564,7 +634,10 @@ impl ProxyHttp for HttpProxy {
                 respond::send(session, 301, Some(&target), None, true).await?;
                 return Ok(true);
             }
-            Route::Location(location) => location,
+            Route::Location => match ctx.location.clone() {
+                Some(location) => location,
+                None => return Error::e_explain(ErrorType::InternalError, "no location chosen"),
+            },
         };
         // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
         // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
