@@ -5,9 +5,8 @@
 //!
 //! The kernel offers no call for either, so the frames are written whole and sent on an
 //! `AF_PACKET` socket bound to the interface. `libc` is the only dependency for that: the
-//! socket, `sockaddr_ll`, `sendto` and `recvfrom` are four calls, kept in [`PacketSocket`], the
-//! one of the two places in the crate with `unsafe` (the other duplicates a descriptor, in
-//! `proxy::rehome`).
+//! socket, `sockaddr_ll`, `sendto` and `recvfrom` are four calls, kept with their `unsafe`
+//! in [`PacketSocket`].
 
 use std::io;
 use std::mem;

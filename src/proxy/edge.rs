@@ -12,23 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::SslStream;
-use pingora::protocols::{Peek, Ssl, Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Peek, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
 use super::http::{self, HttpProxy, Served};
+use super::plain::PlainStream;
+use super::proxy_protocol;
 use super::replay::Replay;
 use super::runtime::Runtime;
 use super::tls::{self, PickKeys};
-use super::{listen_match, proxy_protocol};
 use crate::compile::diag::Diagnostic;
-use crate::config::ListenAddress;
 
 /// How long a front balancer may take to send its PROXY header (nginx reads it within
 /// `client_header_timeout`, 60s by default).
@@ -51,10 +50,11 @@ pub fn awaiting_first_byte() -> usize {
 }
 
 /// Counts a connection in [`awaiting_first_byte`] while it lives.
-struct Fresh;
+pub struct Fresh;
 
 impl Fresh {
-    fn new() -> Fresh {
+    /// A connection just accepted.
+    pub fn arrived() -> Fresh {
         AWAITING_FIRST_BYTE.fetch_add(1, Ordering::SeqCst);
         Fresh
     }
@@ -66,10 +66,13 @@ impl Drop for Fresh {
     }
 }
 
-/// Waits until the client has sent its first byte (left in the stream), the timeout passes, or
-/// a stop began and the short grace after it passed. False when no byte came.
-async fn first_byte(stream: &mut L4Stream, shutdown: &ShutdownWatch) -> bool {
-    let mut byte = [0u8; 1];
+/// Waits until the client has sent its first byte (`peek`, which leaves it in the stream),
+/// the timeout passes, or a stop began and the short grace after it passed. False when no byte
+/// came.
+async fn first_byte(
+    peek: impl std::future::Future<Output = std::io::Result<bool>>,
+    shutdown: &ShutdownWatch,
+) -> bool {
     let mut shutdown = shutdown.clone();
     let stopping = async {
         if !*shutdown.borrow() {
@@ -78,7 +81,7 @@ async fn first_byte(stream: &mut L4Stream, shutdown: &ShutdownWatch) -> bool {
         tokio::time::sleep(FIRST_BYTE_AFTER_STOP).await;
     };
     tokio::select! {
-        peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.try_peek(&mut byte)) => {
+        peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, peek) => {
             matches!(peeked, Ok(Ok(true)))
         }
         _ = stopping => false,
@@ -92,14 +95,11 @@ pub struct HttpEdge {
     /// The same data plane, for the requests the fast path takes ([`http::serve_fast`]).
     fast: HttpProxy,
     sockets: Vec<SocketEdge>,
-    /// Worker threads, each with its own runtime ([`rehome`](super::rehome)).
-    workers: usize,
 }
 
 /// One listening socket's connection setup, fixed when the server starts (a reload keeps the
 /// sockets; certificates are read from the current runtime at each handshake).
 struct SocketEdge {
-    bind: ListenAddress,
     acceptor: Option<SslAcceptor>,
     http2: bool,
     proxy_protocol: bool,
@@ -111,7 +111,6 @@ impl HttpEdge {
     pub fn new(
         runtime: Arc<ArcSwap<Runtime>>,
         proxy: pingora::proxy::HttpProxy<HttpProxy>,
-        workers: usize,
     ) -> Result<HttpEdge, Diagnostic> {
         let current = runtime.load();
         let mut sockets = Vec::new();
@@ -149,7 +148,6 @@ impl HttpEdge {
                 None
             };
             sockets.push(SocketEdge {
-                bind: socket.bind.clone(),
                 acceptor,
                 http2: socket.http2,
                 proxy_protocol: socket.proxy_protocol,
@@ -161,7 +159,6 @@ impl HttpEdge {
             runtime,
             proxy: Arc::new(proxy),
             sockets,
-            workers,
         })
     }
 
@@ -176,10 +173,12 @@ impl HttpEdge {
     /// the connection cannot come back.
     /// `fresh` counts the connection as awaited by a graceful stop until its first request is
     /// counted in flight.
-    async fn serve_http1(&self, stream: L4Stream, fresh: Fresh, shutdown: &ShutdownWatch) {
-        if let Served::ToPingora(mut stream, read) =
+    async fn serve_http1<S: IntoL4>(&self, stream: S, fresh: Fresh, shutdown: &ShutdownWatch) {
+        if let Served::ToPingora(stream, read) =
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
+            let mut stream = stream.into_l4();
+            // In front of what the stream kept itself: it was read after that.
             stream.rewind(&read);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
@@ -219,52 +218,154 @@ impl HttpEdge {
     }
 }
 
-#[async_trait]
-impl ServerApp for HttpEdge {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let local = stream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().cloned());
-        let Some(index) = local
-            .as_ref()
-            .and_then(|l| listen_match(self.sockets.iter().map(|s| &s.bind), l))
-        else {
-            tracing::error!("a connection arrived on {local:?}, which no listener has");
-            return None;
-        };
-        let socket = &self.sockets[index];
-        let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
-            tracing::error!("an accepted connection is not a plain socket");
-            return None;
-        };
-        let fresh = Fresh::new();
-        let mut l4 = super::rehome::for_worker(*l4, local.as_ref(), self.workers)?;
-        if !first_byte(&mut l4, shutdown).await {
-            return None;
+/// A connection as an accept loop hands it over: not yet registered with any event loop.
+pub enum Accepted {
+    Tcp(std::net::TcpStream, std::net::SocketAddr),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// A cleartext connection the fast path serves, and what it becomes when Pingora takes it over.
+trait IntoL4:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + GetSocketDigest
+    + pingora::protocols::GetProxyDigest
+    + Ssl
+    + Unpin
+    + Send
+    + Sized
+{
+    fn into_l4(self) -> L4Stream;
+    /// Puts bytes read ahead back in front of the stream.
+    fn put_back(&mut self, bytes: &[u8]);
+    /// Keeps what the connection's PROXY header said.
+    fn keep_proxy_info(&mut self, info: proxy_protocol::ProxyInfo);
+}
+
+impl IntoL4 for PlainStream {
+    fn into_l4(self) -> L4Stream {
+        PlainStream::into_l4(self)
+    }
+
+    fn put_back(&mut self, bytes: &[u8]) {
+        self.rewind(bytes);
+    }
+
+    fn keep_proxy_info(&mut self, info: proxy_protocol::ProxyInfo) {
+        self.set_proxy_info(info);
+    }
+}
+
+impl IntoL4 for L4Stream {
+    fn into_l4(self) -> L4Stream {
+        self
+    }
+
+    fn put_back(&mut self, bytes: &[u8]) {
+        self.rewind(bytes);
+    }
+
+    fn keep_proxy_info(&mut self, info: proxy_protocol::ProxyInfo) {
+        proxy_protocol::attach(self, info);
+    }
+}
+
+impl HttpEdge {
+    /// Serves a connection accepted on listening socket `index`, on the calling thread's event
+    /// loop: its first byte, its PROXY header (`listen ... proxy_protocol`), then HTTP/1.x
+    /// (the fast path, then Pingora), TLS or HTTP/2.
+    pub async fn serve(
+        self: Arc<Self>,
+        conn: Accepted,
+        index: usize,
+        fresh: Fresh,
+        shutdown: ShutdownWatch,
+    ) {
+        if index >= self.sockets.len() {
+            return;
         }
+        match conn {
+            Accepted::Tcp(tcp, peer) => {
+                let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::error!("{e} while registering an accepted connection");
+                        return;
+                    }
+                };
+                let plain = PlainStream::new(tcp, peer);
+                if !first_byte(plain.has_data(), &shutdown).await {
+                    return;
+                }
+                self.serve_stream(plain, index, fresh, &shutdown).await;
+            }
+            Accepted::Unix(unix) => {
+                let unix = match tokio::net::UnixStream::from_std(unix) {
+                    Ok(unix) => unix,
+                    Err(e) => {
+                        tracing::error!("{e} while registering an accepted connection");
+                        return;
+                    }
+                };
+                let mut l4 = L4Stream::from(unix);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&l4);
+                l4.set_socket_digest(pingora::protocols::SocketDigest::from_raw_fd(fd));
+                let mut byte = [0u8; 1];
+                if !first_byte(l4.try_peek(&mut byte), &shutdown).await {
+                    return;
+                }
+                self.serve_stream(l4, index, fresh, &shutdown).await;
+            }
+        }
+    }
+
+    /// A connection whose first byte has come: its PROXY header, then HTTP/1.x, TLS or h2c.
+    async fn serve_stream<S: IntoL4>(
+        &self,
+        mut stream: S,
+        index: usize,
+        fresh: Fresh,
+        shutdown: &ShutdownWatch,
+    ) {
+        let socket = &self.sockets[index];
         if socket.proxy_protocol {
-            match proxy_protocol::read_header(&mut l4, PROXY_HEADER_TIMEOUT).await {
-                Ok(info) => proxy_protocol::attach(&mut l4, info),
+            match proxy_protocol::read_header_from(&mut stream, PROXY_HEADER_TIMEOUT).await {
+                Ok((info, rest)) => {
+                    stream.put_back(&rest);
+                    stream.keep_proxy_info(info);
+                }
                 Err(e) => {
                     tracing::error!("{e} while reading PROXY protocol header");
-                    return None;
+                    return;
                 }
             }
         }
+        if socket.acceptor.is_none() && !socket.http2 {
+            self.serve_http1(stream, fresh, shutdown).await;
+        } else {
+            self.serve_tls_or_h2c(stream.into_l4(), index, fresh, shutdown)
+                .await;
+        }
+    }
+
+    /// A connection of a `listen ... ssl` or `listen ... http2` socket: TLS, then HTTP/2 or
+    /// HTTP/1.x as ALPN says; cleartext HTTP/2 (h2c) by the client's preface.
+    async fn serve_tls_or_h2c(
+        &self,
+        l4: L4Stream,
+        index: usize,
+        fresh: Fresh,
+        shutdown: &ShutdownWatch,
+    ) {
+        let socket = &self.sockets[index];
         let Some(acceptor) = &socket.acceptor else {
-            if socket.http2 {
-                // The request's first bytes are in the stream: Pingora reads them before it
-                // looks at a stop, so the connection is served.
-                drop(fresh);
-                return self.proxy.process_new(Box::new(l4), shutdown).await;
-            }
-            self.serve_http1(l4, fresh, shutdown).await;
-            return None;
+            // The request's first bytes are in the stream: Pingora reads them before it looks
+            // at a stop, so the connection is served.
+            drop(fresh);
+            self.serve_pingora(Box::new(l4), shutdown).await;
+            return;
         };
+        let local = l4.get_socket_digest().and_then(|d| d.local_addr().cloned());
         let runtime = self.runtime.load_full();
         let inet = local.as_ref().and_then(PingoraAddr::as_inet).copied();
         let pick: PickKeys = Box::new(move |name| {
@@ -279,20 +380,24 @@ impl ServerApp for HttpEdge {
         match tls::accept(acceptor, l4, pick).await {
             Ok(tls_stream) if tls_stream.selected_alpn_proto() == Some(ALPN::H2) => {
                 drop(fresh);
-                self.proxy.process_new(Box::new(tls_stream), shutdown).await
+                self.serve_pingora(Box::new(tls_stream), shutdown).await;
             }
-            Ok(tls_stream) => {
-                self.serve_https1(tls_stream, fresh, shutdown).await;
-                None
-            }
-            Err(e) => {
-                tracing::info!("{e} while SSL handshaking");
-                None
-            }
+            Ok(tls_stream) => self.serve_https1(tls_stream, fresh, shutdown).await,
+            Err(e) => tracing::info!("{e} while SSL handshaking"),
         }
     }
 
-    async fn cleanup(&self) {
+    /// Hands a connection to Pingora's own HTTP service (HTTP/2, h2c), again while it gives
+    /// the connection back for reuse, as Pingora's listening service does.
+    async fn serve_pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut next = self.proxy.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.proxy.process_new(stream, shutdown).await;
+        }
+    }
+
+    /// Ends the keep-alive waits of Pingora's sessions: a graceful stop began.
+    pub async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
     }
 }

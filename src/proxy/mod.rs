@@ -16,6 +16,7 @@ pub mod keepalive;
 pub mod locations;
 pub mod logging;
 pub mod metrics;
+pub mod plain;
 pub mod proxy_protocol;
 pub mod rehome;
 pub mod replay;
@@ -30,6 +31,7 @@ pub mod tls;
 pub mod upstream_request;
 pub mod uri;
 pub mod vars;
+pub mod workers;
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -188,15 +190,19 @@ pub fn build_server(
         proxy.server_options = Some(options);
     }
     // TLS and PROXY headers are handled per connection by the edge, which knows the socket a
-    // connection came in on; the listeners themselves are plain.
-    let mut service = Service::new(
-        "http".to_string(),
-        edge::HttpEdge::new(runtime.clone(), proxy, workers)?,
-    );
-    for socket in &runtime.load().sockets {
-        add_listener(&mut service, &socket.bind);
-    }
-    listening.push(server.add_service(service));
+    // connection came in on; the listeners themselves are plain, and accepted on worker
+    // threads of the data plane's own (see `workers`).
+    let binds = runtime
+        .load()
+        .sockets
+        .iter()
+        .map(|s| s.bind.clone())
+        .collect();
+    listening.push(server.add_service(workers::HttpWorkers::new(
+        edge::HttpEdge::new(runtime.clone(), proxy)?,
+        binds,
+        workers,
+    )));
     let streams = stream::StreamEdge::binds(&runtime.load());
     if !streams.is_empty() {
         let mut service = Service::new(

@@ -19,7 +19,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::GetProxyDigest;
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::ProxyProtocol;
 
@@ -39,13 +39,24 @@ pub struct ProxyInfo {
 /// in the stream for whoever reads next. The error says what was wrong, for the log; the caller
 /// closes the connection, as nginx does with a "broken header".
 pub async fn read_header(stream: &mut L4Stream, timeout: Duration) -> Result<ProxyInfo, String> {
+    let (info, rest) = read_header_from(stream, timeout).await?;
+    stream.rewind(&rest);
+    Ok(info)
+}
+
+/// [`read_header`] off any stream: the header, and the bytes read after it, which the caller
+/// puts back.
+pub async fn read_header_from<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<(ProxyInfo, Vec<u8>), String> {
     match tokio::time::timeout(timeout, read(stream)).await {
         Ok(result) => result,
         Err(_) => Err("no PROXY protocol header in time".into()),
     }
 }
 
-async fn read(stream: &mut L4Stream) -> Result<ProxyInfo, String> {
+async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(ProxyInfo, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -71,10 +82,7 @@ async fn read(stream: &mut L4Stream) -> Result<ProxyInfo, String> {
             HeaderResult::V1(Err(e)) => return Err(format!("broken PROXY protocol header: {e}")),
             HeaderResult::V2(Err(e)) => return Err(format!("broken PROXY protocol header: {e}")),
         };
-        if used < buf.len() {
-            stream.rewind(&buf[used..]);
-        }
-        return Ok(info);
+        return Ok((info, buf.split_off(used)));
     }
 }
 
@@ -127,12 +135,22 @@ fn from_v2(header: &v2::Header<'_>) -> ProxyInfo {
 /// slot that survives from the accepted socket through TLS to every HTTP request on it. The
 /// response header it requires is a placeholder.
 pub fn attach(stream: &mut L4Stream, info: ProxyInfo) {
+    if let Some(digest) = digest(info) {
+        stream.set_proxy_digest(digest);
+    }
+}
+
+/// The digest [`attach`] keeps for `info`.
+pub fn digest(info: ProxyInfo) -> Option<ProxyDigest> {
     match ResponseHeader::build(200, None) {
-        Ok(placeholder) => stream.set_proxy_digest(ProxyDigest::new(
+        Ok(placeholder) => Some(ProxyDigest::new(
             Box::new(placeholder),
             Some(Box::new(info)),
         )),
-        Err(e) => tracing::error!("cannot keep the PROXY protocol addresses: {e}"),
+        Err(e) => {
+            tracing::error!("cannot keep the PROXY protocol addresses: {e}");
+            None
+        }
     }
 }
 

@@ -1,0 +1,308 @@
+//! The HTTP listeners' accept loops and the worker threads that serve their connections, as
+//! nginx's worker processes serve theirs: each worker thread runs its own single-threaded event
+//! loop, and a connection lives on one of them from its first byte to its close.
+//!
+//! Why not Pingora's listening service: it accepts on one runtime and hands each connection to
+//! a worker picked at random, with the socket already registered with the accepting thread's
+//! epoll, so the connection had to be registered again on the thread serving it (a `dup`, two
+//! `epoll_ctl` and a `close` per connection), and it wraps each socket in its buffered stream,
+//! whose per-request costs the fast path does without ([`PlainStream`](super::plain)). Here the
+//! accept loops hand a socket not yet registered anywhere to the worker with the fewest
+//! connections, which registers it with its own event loop once.
+//!
+//! The sockets are the process's own (bound by `process::sockets`, kept in Pingora's fd table
+//! for upgrades); the accept loops use duplicates of them and stop when a graceful stop begins,
+//! while the connections they handed out go on until they finish or the process exits.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::runtime::Handle;
+
+use super::edge::{Accepted, Fresh, HttpEdge};
+use crate::config::ListenAddress;
+
+/// The HTTP data plane's listening service: see the module docs.
+pub struct HttpWorkers {
+    edge: Arc<HttpEdge>,
+    /// The listening sockets, in the edge's order, by their fd-table names.
+    binds: Vec<ListenAddress>,
+    workers: usize,
+}
+
+impl HttpWorkers {
+    pub fn new(edge: HttpEdge, binds: Vec<ListenAddress>, workers: usize) -> HttpWorkers {
+        HttpWorkers {
+            edge: Arc::new(edge),
+            binds,
+            workers: workers.max(1),
+        }
+    }
+}
+
+/// A worker thread: its event loop, and how many connections it serves now.
+struct Worker {
+    handle: Handle,
+    connections: Arc<AtomicUsize>,
+}
+
+/// Counts a connection on its worker while it lives.
+struct OnWorker(Arc<AtomicUsize>);
+
+impl Drop for OnWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts `count` worker threads, each with its own single-threaded runtime, alive until the
+/// process exits.
+fn start_workers(count: usize) -> io::Result<Vec<Worker>> {
+    (0..count)
+        .map(|index| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("http-worker-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                })?;
+            let handle = rx
+                .recv()
+                .map_err(|_| io::Error::other("a worker thread ended at its start"))??;
+            Ok(Worker {
+                handle,
+                connections: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .collect()
+}
+
+const READABLE: Interest = Interest::READABLE;
+
+/// One listening socket, as an accept loop polls it.
+enum Listener {
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>),
+}
+
+impl Listener {
+    /// A duplicate of the listening socket `fd`, for this runtime's epoll.
+    fn of(bind: &ListenAddress, fd: std::os::fd::RawFd) -> io::Result<Listener> {
+        // SAFETY: `fd` is a listening socket in Pingora's fd table, open for the life of the
+        // process; it is only borrowed to duplicate it.
+        let duplicate: OwnedFd = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        Ok(match bind {
+            ListenAddress::Tcp(_) => {
+                let listener = std::net::TcpListener::from(duplicate);
+                listener.set_nonblocking(true)?;
+                // SAFETY: the listener owns its descriptor until it is dropped with the AsyncFd.
+                Listener::Tcp(unsafe { AsyncFd::register_with_interest(listener, READABLE) }?)
+            }
+            ListenAddress::Unix(_) => {
+                let listener = std::os::unix::net::UnixListener::from(duplicate);
+                listener.set_nonblocking(true)?;
+                // SAFETY: as above.
+                Listener::Unix(unsafe { AsyncFd::register_with_interest(listener, READABLE) }?)
+            }
+        })
+    }
+
+    /// The next connection, not registered with any event loop yet.
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(fd) => loop {
+                let mut ready = fd.readable().await?;
+                match ready.try_io(|l| accept4(l.get_ref().as_raw_fd())) {
+                    Ok(result) => {
+                        let (socket, peer) = result?;
+                        let _ = socket.set_nodelay(true);
+                        return Ok(Accepted::Tcp(socket, peer));
+                    }
+                    Err(_would_block) => continue,
+                }
+            },
+            Listener::Unix(fd) => loop {
+                let mut ready = fd.readable().await?;
+                match ready.try_io(|l| l.get_ref().accept()) {
+                    Ok(result) => {
+                        let (socket, _) = result?;
+                        socket.set_nonblocking(true)?;
+                        return Ok(Accepted::Unix(socket));
+                    }
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
+}
+
+/// accept4 with the new socket non-blocking and close-on-exec in the one system call.
+fn accept4(
+    listener: std::os::fd::RawFd,
+) -> io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage socket2 provides
+    // and sets `len`; the descriptor it returns is new and owned by nobody else.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(
+                listener,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })?
+    };
+    // SAFETY: see above: `fd` is a new descriptor that this function alone owns.
+    let socket = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accept4 gave no IP address"))?;
+    Ok((socket, peer))
+}
+
+/// Accepts on `listener` until a graceful stop begins, handing each connection to the worker
+/// with the fewest.
+async fn accept_loop(
+    listener: Listener,
+    index: usize,
+    edge: Arc<HttpEdge>,
+    workers: Arc<Vec<Worker>>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let conn = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::error!("accept() failed ({e})");
+                // EMFILE and ENFILE do not clear by themselves: give other connections time to
+                // close, as nginx disables accepting for a while.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                continue;
+            }
+        };
+        // Counted for the graceful stop from now on (see `edge::awaiting_first_byte`).
+        let fresh = Fresh::arrived();
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
+            .expect("there is at least one worker");
+        worker.connections.fetch_add(1, Ordering::Relaxed);
+        let on_worker = OnWorker(worker.connections.clone());
+        let (edge, shutdown) = (edge.clone(), shutdown.clone());
+        worker.handle.spawn(async move {
+            edge.serve(conn, index, fresh, shutdown).await;
+            drop(on_worker);
+        });
+    }
+}
+
+#[async_trait]
+impl ServiceWithDependents for HttpWorkers {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+        ready: ServiceReadyNotifier,
+    ) {
+        let workers = match start_workers(self.workers) {
+            Ok(workers) => Arc::new(workers),
+            Err(e) => {
+                tracing::error!("cannot start the HTTP worker threads: {e}");
+                return;
+            }
+        };
+        let table: Vec<Option<std::os::fd::RawFd>> = {
+            let fds = fds.as_ref().map(|f| f.lock());
+            self.binds
+                .iter()
+                .map(|b| fds.as_ref()?.get(&crate::process::sockets::key(b)).copied())
+                .collect()
+        };
+        // The accept loops run on the first worker, as nginx's accept on a worker: with one
+        // worker, a connection never changes threads.
+        let first = &workers[0].handle;
+        for (index, (bind, fd)) in self.binds.iter().zip(table).enumerate() {
+            let Some(fd) = fd else {
+                tracing::error!("the listening socket {} is not in the fd table", bind);
+                continue;
+            };
+            let (edge, workers, shutdown, bind) = (
+                self.edge.clone(),
+                workers.clone(),
+                shutdown.clone(),
+                bind.clone(),
+            );
+            first.spawn(async move {
+                match Listener::of(&bind, fd) {
+                    Ok(listener) => accept_loop(listener, index, edge, workers, shutdown).await,
+                    Err(e) => tracing::error!("cannot listen on {bind}: {e}"),
+                }
+            });
+        }
+        ready.notify_ready();
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        // As Pingora's services do once their accept loops end: HTTP/1 keep-alive waits in
+        // Pingora's sessions end now.
+        self.edge.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        // Only this function runs there; the connections run on the worker threads.
+        Some(1)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(
+            self.binds
+                .iter()
+                .map(crate::process::sockets::key)
+                .collect(),
+        )
+    }
+}
