@@ -9,6 +9,7 @@ pub mod balance;
 pub mod client_request;
 pub mod drain;
 pub mod edge;
+pub mod header_names;
 pub mod health;
 pub mod http;
 pub mod idle_stop;

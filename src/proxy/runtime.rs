@@ -19,6 +19,7 @@ use crate::config::{
 
 use super::balance::{Pool, ResolvedServer};
 use super::drain::Inflight;
+use super::header_names::HeaderNames;
 use super::locations::{LocationTree, Spec};
 use super::logging::{AccessLogs, Formats};
 use super::server_names::ServerNames;
@@ -182,10 +183,9 @@ pub struct ProxyConf {
     pub next_upstream_timeout: Option<Duration>,
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
-    /// Lowercase names of upstream response headers not passed to the client. Looked up for
-    /// every response header, with a fast hash: the names come from the config, so a client
-    /// cannot fill it with colliding keys.
-    pub hide_headers: foldhash::HashSet<String>,
+    /// Upstream response headers not passed to the client: looked up for every response
+    /// header.
+    pub hide_headers: HeaderNames,
     pub redirect: Vec<RedirectRule>,
     pub ssl_verify: bool,
     pub ssl_name: Option<Template>,
@@ -614,14 +614,24 @@ fn proxy_conf(
             value,
         });
     }
-    let mut hide_headers: foldhash::HashSet<String> =
-        DEFAULT_HIDE_HEADERS.iter().map(|s| s.to_string()).collect();
-    for h in p.hide_header.iter().flatten() {
-        hide_headers.insert(h.to_ascii_lowercase());
-    }
-    for h in p.pass_header.iter().flatten() {
-        hide_headers.remove(&h.to_ascii_lowercase());
-    }
+    let passed: Vec<String> = p
+        .pass_header
+        .iter()
+        .flatten()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let hide_headers = HeaderNames::new(
+        DEFAULT_HIDE_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(
+                p.hide_header
+                    .iter()
+                    .flatten()
+                    .map(|h| h.to_ascii_lowercase()),
+            )
+            .filter(|h| !passed.contains(h)),
+    );
     let seconds = |d: Option<config::Duration>, default: u64| {
         d.map_or(Duration::from_secs(default), |d| d.get())
     };

@@ -71,15 +71,16 @@ const TIMER_LAZY_DELAY: Duration = Duration::from_millis(300);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// The upstream headers nginx's header filter writes first, in its order (after `Server` and
-/// `Date`), with their lowercase names.
-const FIRST_HEADERS: [(&str, &str); 4] = [
-    ("Content-Type", "content-type"),
-    ("Content-Length", "content-length"),
-    ("Last-Modified", "last-modified"),
-    ("Location", "location"),
+/// `Date`), with their places in [`NOT_PASSED`].
+const FIRST_HEADERS: [(&str, usize); 4] = [
+    ("Content-Type", CONTENT_TYPE),
+    ("Content-Length", CONTENT_LENGTH),
+    ("Last-Modified", LAST_MODIFIED),
+    ("Location", LOCATION),
 ];
 
-/// Upstream headers not passed in the rest of the response: written above, or hop-by-hop.
+/// Upstream headers not passed in the rest of the response: written before it, or hop-by-hop.
+/// A response's headers are matched against these once, as it is parsed.
 const NOT_PASSED: [&str; 9] = [
     "server",
     "date",
@@ -91,6 +92,19 @@ const NOT_PASSED: [&str; 9] = [
     "connection",
     "keep-alive",
 ];
+const SERVER: usize = 0;
+const DATE: usize = 1;
+const CONTENT_TYPE: usize = 2;
+const CONTENT_LENGTH: usize = 3;
+const LAST_MODIFIED: usize = 4;
+const LOCATION: usize = 5;
+const TRANSFER_ENCODING: usize = 6;
+const CONNECTION: usize = 7;
+const KEEP_ALIVE: usize = 8;
+
+/// An upstream response header: where its name and value are in the upstream buffer, and which
+/// of [`NOT_PASSED`] it is, if one.
+type ResponseHeaderAt = (Range<usize>, Range<usize>, Option<u8>);
 
 /// How a connection left the fast path.
 // Moved once per connection; a box would cost more than the move.
@@ -186,7 +200,7 @@ struct Connection<S> {
     upstream_buf: BytesMut,
     /// Where the upstream's response headers are, in `upstream_buf`: kept from one response to
     /// the next, so that parsing one allocates nothing.
-    response_headers: Vec<(Range<usize>, Range<usize>)>,
+    response_headers: Vec<ResponseHeaderAt>,
     out: Vec<u8>,
     /// The time limits of waits on the client, and on the upstream server (see [`Deadline`]).
     client_deadline: Deadline,
@@ -618,14 +632,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // Taken for the while, so that `self` can be borrowed meanwhile; given back below.
         let headers = std::mem::take(&mut self.response_headers);
         let buf = &self.upstream_buf;
-        let header = |name: &str| {
+        // The first header that is `NOT_PASSED[known]`.
+        let header = |known: usize| {
             headers
                 .iter()
-                .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-                .map(|(_, v)| &buf[v.clone()])
+                .find(|(_, _, k)| *k == Some(known as u8))
+                .map(|(_, v, _)| &buf[v.clone()])
         };
-        let chunked = header("transfer-encoding").is_some_and(|v| contains_token(v, b"chunked"));
-        let length = header("content-length");
+        let chunked = header(TRANSFER_ENCODING).is_some_and(|v| contains_token(v, b"chunked"));
+        let length = header(CONTENT_LENGTH);
         let framing = if head_only || head.status < 200 || head.status == 204 || head.status == 304
         {
             Framing::None
@@ -643,7 +658,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Framing::UntilClose
         };
         let upstream_close =
-            head.version == 0 || header("connection").is_some_and(|v| contains_token(v, b"close"));
+            head.version == 0 || header(CONNECTION).is_some_and(|v| contains_token(v, b"close"));
         // To the client: the length when the server gave one, else chunked to HTTP/1.1, else
         // the body up to the close.
         let rechunk = matches!(framing, Framing::Chunked | Framing::UntilClose) && client_http11;
@@ -679,20 +694,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         // nginx's header filter order: Server, Date, Content-Type, Content-Length,
         // Last-Modified, Location, Transfer-Encoding, Connection, then the rest.
-        let passed = |name: &str| !hide.contains(name);
-        match header("server").filter(|_| passed("server")) {
+        let passed = |known: usize| !hide.contains(NOT_PASSED[known]);
+        match header(SERVER).filter(|_| passed(SERVER)) {
             Some(v) => own("Server", v, out),
             None => own("Server", respond::SERVER.as_bytes(), out),
         }
-        match header("date").filter(|_| passed("date")) {
+        match header(DATE).filter(|_| passed(DATE)) {
             Some(v) => own("Date", v, out),
             None => respond::with_http_date(|date| own("Date", date.as_bytes(), out)),
         }
-        for (name, lower) in FIRST_HEADERS {
-            if lower == "content-length" && chunked {
+        for (name, known) in FIRST_HEADERS {
+            if known == CONTENT_LENGTH && chunked {
                 continue;
             }
-            if let Some(v) = header(lower).filter(|_| passed(lower)) {
+            if let Some(v) = header(known).filter(|_| passed(known)) {
                 own(name, v, out);
             }
         }
@@ -704,25 +719,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
-        let mut lower = [0u8; 64];
-        for (name, value) in &headers {
+        for (name, value, known) in &headers {
             let name = &buf[name.clone()];
-            if NOT_PASSED
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-            {
-                continue;
-            }
-            // proxy_hide_header names are kept lowercase (lowercased here on the stack).
-            let hidden = if name.len() <= lower.len() {
-                let lower = &mut lower[..name.len()];
-                lower.copy_from_slice(name);
-                lower.make_ascii_lowercase();
-                std::str::from_utf8(lower).is_ok_and(|l| hide.contains(l))
-            } else {
-                hide.contains(&String::from_utf8_lossy(name).to_ascii_lowercase())
-            };
-            if hidden {
+            if known.is_some() || hide.contains_any_case(name) {
                 continue;
             }
             out.extend_from_slice(name);
@@ -970,7 +969,7 @@ fn contains_token(value: &[u8], token: &[u8]) -> bool {
 /// Its headers' name and value ranges go to `ranges`.
 fn parse_response(
     buf: &[u8],
-    ranges: &mut Vec<(Range<usize>, Range<usize>)>,
+    ranges: &mut Vec<ResponseHeaderAt>,
 ) -> Result<Option<ResponseHead>, ()> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -991,18 +990,47 @@ fn parse_response(
     };
     let reason = parsed.reason.map_or(0..0, |r| range(r.as_bytes()));
     ranges.clear();
-    ranges.extend(
-        parsed
-            .headers
-            .iter()
-            .map(|h| (range(h.name.as_bytes()), range(h.value))),
-    );
+    ranges.extend(parsed.headers.iter().map(|h| {
+        let name = h.name.as_bytes();
+        (range(name), range(h.value), not_passed(name))
+    }));
     Ok(Some(ResponseHead {
         status: parsed.code.ok_or(())?,
         version: parsed.version.ok_or(())?,
         reason,
         len,
     }))
+}
+
+/// Which of [`NOT_PASSED`] a response header is, if one: told by its length first, as most
+/// names have none of those lengths.
+fn not_passed(name: &[u8]) -> Option<u8> {
+    let candidates: &[usize] = match name.len() {
+        4 => &[DATE],
+        6 => &[SERVER],
+        8 => &[LOCATION],
+        10 => &[CONNECTION, KEEP_ALIVE],
+        12 => &[CONTENT_TYPE],
+        13 => &[LAST_MODIFIED],
+        14 => &[CONTENT_LENGTH],
+        17 => &[TRANSFER_ENCODING],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .find(|&&k| token_is(name, NOT_PASSED[k]))
+        .map(|&k| k as u8)
+}
+
+/// Whether a header name (an HTTP token, as httparse accepts them) is `lower`, a name of
+/// lowercase letters and dashes, in any case. Setting bit 0x20 lowercases a letter and leaves
+/// `-`; the only other byte it would turn into a letter or `-` is CR, which no token holds.
+fn token_is(name: &[u8], lower: &str) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower.as_bytes())
+            .all(|(n, l)| n | 0x20 == *l)
 }
 
 /// Body bytes to the client, as a chunk when the response is re-chunked.
@@ -1242,6 +1270,23 @@ mod tests {
         let mut head = ParsedHead::default();
         assert!(matches!(head.parse(text.as_bytes()), Parsed::Complete(_)));
         head
+    }
+
+    #[test]
+    fn every_header_written_first_or_dropped_is_known_by_any_case() {
+        for (k, name) in NOT_PASSED.iter().enumerate() {
+            assert_eq!(not_passed(name.as_bytes()), Some(k as u8), "{name}");
+            assert_eq!(not_passed(name.to_uppercase().as_bytes()), Some(k as u8));
+        }
+        for other in [
+            "x-date",
+            "servers",
+            "etag",
+            "content-encoding",
+            "connectiox",
+        ] {
+            assert_eq!(not_passed(other.as_bytes()), None, "{other}");
+        }
     }
 
     #[test]
