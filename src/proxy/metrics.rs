@@ -1,41 +1,26 @@
-//! Prometheus metrics: one registry for the process, counted on the request path with the
-//! `prometheus` crate's lock-free counters and histograms, and backend state read from the
-//! pools at scrape time (so a gauge is never stale).
+//! Prometheus metrics: one registry for the process. The request path counts into series
+//! kept per worker thread ([`request_metrics`](super::request_metrics)) and into a per-thread
+//! in-flight count; backend state is read from the pools at scrape time (so a gauge is never
+//! stale).
 //!
 //! Other parts count their own events through [`metrics()`]: the HA side calls
 //! [`ha_transition`] when the node changes state.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use thread_local::ThreadLocal;
 
+use super::request_metrics::{self, RequestCollector};
 use super::runtime::Runtime;
 
-/// Request latencies, in seconds: from a millisecond to a minute.
-const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+pub use super::request_metrics::PoolMetrics;
 
 pub struct Metrics {
     registry: Registry,
-    /// `appliance_http_requests_total{status, upstream}`; `upstream` is `-` for requests the
-    /// appliance answered itself.
-    pub requests: IntCounterVec,
-    /// `appliance_http_request_duration_seconds{upstream}`: first byte read to last byte
-    /// written (nginx's `$request_time`).
-    pub request_duration: HistogramVec,
-    /// `appliance_upstream_response_duration_seconds{upstream}`: per try, as
-    /// `$upstream_response_time`.
-    pub upstream_response: HistogramVec,
-    /// `appliance_upstream_retries_total{upstream}`: tries after the first.
-    pub retries: IntCounterVec,
     /// `appliance_reloads_total{result}`: `ok`, `failed`, or `upgrade` (a reload that changed
     /// the listeners and started a new process).
     pub reloads: IntCounterVec,
@@ -51,6 +36,10 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The series of the requests the appliance answers itself (`upstream="-"`), looked up once.
+static ANSWERED: LazyLock<std::sync::Arc<PoolMetrics>> =
+    LazyLock::new(|| request_metrics::for_upstream("-"));
 
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
@@ -116,18 +105,6 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
-        labels,
-    )
-    .expect("metric names, labels and buckets are constants and valid");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("each metric is registered once");
-    h
-}
-
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
@@ -145,32 +122,12 @@ impl Metrics {
         .expect("the metric name is a valid constant");
         r.register(Box::new(in_flight.clone()))
             .expect("each metric is registered once");
+        r.register(Box::new(
+            RequestCollector::new().expect("the request metrics' names and labels are valid"),
+        ))
+        .expect("each metric is registered once");
         Metrics {
             in_flight,
-            requests: counter(
-                &r,
-                "appliance_http_requests_total",
-                "HTTP requests served, by status and upstream pool.",
-                &["status", "upstream"],
-            ),
-            request_duration: histogram(
-                &r,
-                "appliance_http_request_duration_seconds",
-                "Time from reading the request to sending the last byte of the response.",
-                &["upstream"],
-            ),
-            upstream_response: histogram(
-                &r,
-                "appliance_upstream_response_duration_seconds",
-                "Time an upstream server took to answer, per try.",
-                &["upstream"],
-            ),
-            retries: counter(
-                &r,
-                "appliance_upstream_retries_total",
-                "Requests passed to another upstream server after a failed try.",
-                &["upstream"],
-            ),
             reloads: counter(
                 &r,
                 "appliance_reloads_total",
@@ -212,19 +169,12 @@ impl Metrics {
         }
     }
 
-    /// The handles of one upstream pool's series, resolved once: looking a series up by its
-    /// labels hashes them and takes a lock, three times per request.
-    pub fn for_pool(&self, upstream: &str) -> PoolMetrics {
-        PoolMetrics {
-            upstream: upstream.to_string(),
-            request_duration: self.request_duration.with_label_values(&[upstream]),
-            upstream_response: self.upstream_response.with_label_values(&[upstream]),
-            retries: self.retries.with_label_values(&[upstream]),
-            by_status: OnceLock::new(),
-        }
+    /// The series of one upstream pool (shared by every pool of that name, across reloads).
+    pub fn for_pool(&self, upstream: &str) -> std::sync::Arc<PoolMetrics> {
+        request_metrics::for_upstream(upstream)
     }
 
-    /// Counts a finished request.
+    /// Counts a finished request of `upstream` (`-`: answered by the appliance itself).
     pub fn observe_request(
         &self,
         status: u16,
@@ -233,27 +183,11 @@ impl Metrics {
         upstream_times: &[std::time::Duration],
         tries: usize,
     ) {
-        self.observe_status(status, upstream);
-        self.request_duration
-            .with_label_values(&[upstream])
-            .observe(seconds);
-        if !upstream_times.is_empty() {
-            let h = self.upstream_response.with_label_values(&[upstream]);
-            for t in upstream_times {
-                h.observe(t.as_secs_f64());
-            }
+        if upstream == "-" {
+            ANSWERED.observe(status, seconds, upstream_times, tries);
+        } else {
+            request_metrics::for_upstream(upstream).observe(status, seconds, upstream_times, tries);
         }
-        if tries > 1 {
-            self.retries
-                .with_label_values(&[upstream])
-                .inc_by((tries - 1) as u64);
-        }
-    }
-
-    fn observe_status(&self, status: u16, upstream: &str) {
-        let buf = itoa_status(status);
-        let status = std::str::from_utf8(&buf[..]).unwrap_or("000");
-        self.requests.with_label_values(&[status, upstream]).inc();
     }
 
     /// The text exposition of every metric, backend gauges read from `runtime` now.
@@ -294,61 +228,6 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// A status as three ASCII digits without allocating.
-/// One upstream pool's request series (see [`Metrics::for_pool`]).
-pub struct PoolMetrics {
-    upstream: String,
-    request_duration: Histogram,
-    upstream_response: Histogram,
-    retries: IntCounter,
-    /// `appliance_http_requests_total` by status 100-599, each made at its first request, so
-    /// that only statuses seen are exported; the table itself (8 KB) is made at the pool's first
-    /// request, so that a config of many upstreams pays only for those in use.
-    by_status: OnceLock<Box<[OnceLock<IntCounter>; 500]>>,
-}
-
-impl PoolMetrics {
-    /// Counts a finished request, as [`Metrics::observe_request`] does.
-    pub fn observe(
-        &self,
-        status: u16,
-        seconds: f64,
-        upstream_times: &[std::time::Duration],
-        tries: usize,
-    ) {
-        let m = metrics();
-        let by_status = self
-            .by_status
-            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
-        match by_status.get(usize::from(status).wrapping_sub(100)) {
-            Some(counter) => counter
-                .get_or_init(|| {
-                    let buf = itoa_status(status);
-                    let status = std::str::from_utf8(&buf[..]).unwrap_or("000");
-                    m.requests.with_label_values(&[status, &self.upstream])
-                })
-                .inc(),
-            None => m.observe_status(status, &self.upstream),
-        }
-        self.request_duration.observe(seconds);
-        for t in upstream_times {
-            self.upstream_response.observe(t.as_secs_f64());
-        }
-        if tries > 1 {
-            self.retries.inc_by((tries - 1) as u64);
-        }
-    }
-}
-
-fn itoa_status(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod plain;
 pub mod proxy_protocol;
 pub mod rehome;
 pub mod replay;
+pub mod request_metrics;
 pub mod respond;
 pub mod runtime;
 pub mod server_names;

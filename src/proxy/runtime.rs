@@ -268,7 +268,7 @@ pub struct UpstreamPool {
     /// Idle connections of the fast path (Pingora's requests use Pingora's pool).
     pub idle: super::keepalive::KeepaliveCache,
     /// Its request metrics.
-    pub metrics: super::metrics::PoolMetrics,
+    pub metrics: Arc<super::metrics::PoolMetrics>,
 }
 
 /// nginx's default request headers for proxying (ngx_http_proxy_headers), in its order.
