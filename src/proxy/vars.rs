@@ -67,7 +67,8 @@ pub struct UpstreamVars {
     pub response_lengths: Tries<u64>,
     /// Body bytes of the try under way.
     pub try_body_bytes: u64,
-    pub response: Option<ResponseHeader>,
+    /// Boxed: most requests keep none, and the context is moved whole per request.
+    pub response: Option<Box<ResponseHeader>>,
     /// When the try under way started.
     pub try_started: Option<Instant>,
 }

@@ -46,7 +46,7 @@ use super::{
 use crate::config::{NextUpstream, Scheme};
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
-use crate::proxy::idle_stop::{self, IdleStop};
+use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf};
@@ -130,7 +130,7 @@ where
     S: AsyncRead + AsyncWrite + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
 {
     crate::proxy::timer_tick::ensure_ticking();
-    let stop = idle_stop::this_thread(shutdown);
+    let mut stop = IdleStop::new(shutdown);
     let conn_info = ConnectionInfo {
         proxy_protocol: crate::proxy::proxy_protocol::of_connection(
             client.get_proxy_digest().as_ref(),
@@ -162,7 +162,7 @@ where
     };
     let mut fresh = Some(fresh);
     loop {
-        let head_len = match conn.next_head(stop).await {
+        let head_len = match conn.next_head(&mut stop).await {
             Head::Request(len) => len,
             Head::Closed => return Served::Closed,
             Head::Other => return conn.into_pingora(),
@@ -266,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Reads the next request head. Between requests, waits for `keepalive_timeout`, or until
     /// a graceful stop begins (which closes an idle connection, as nginx does).
-    async fn next_head(&mut self, stop: IdleStop) -> Head {
+    async fn next_head(&mut self, stop: &mut IdleStop) -> Head {
         if self.buf.is_empty() && self.between_requests {
             if stop.stopping() {
                 return Head::Closed;
@@ -735,7 +735,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         out.extend_from_slice(b"\r\n");
         if let Some(sent) = &sent {
-            ctx.upstream.response = Some(sent.clone());
+            ctx.upstream.response = Some(Box::new(sent.clone()));
         }
 
         self.response_headers = headers;

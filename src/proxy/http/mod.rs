@@ -799,7 +799,7 @@ impl ProxyHttp for HttpProxy {
         }
         response.insert_header("Server", respond::SERVER)?;
         response.insert_header("Date", respond::http_date())?;
-        ctx.upstream.response = Some(response.clone());
+        ctx.upstream.response = Some(Box::new(response.clone()));
         Ok(())
     }
 
