@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, SocketDigest, Ssl};
@@ -92,10 +92,7 @@ impl AsyncRead for PlainStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.front.is_empty() {
-            let n = self.front.len().min(buf.remaining());
-            buf.put_slice(&self.front[..n]);
-            self.front.advance(n);
+        if super::replay::read_front(&mut self.front, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.tcp).poll_read(cx, buf)

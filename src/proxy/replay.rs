@@ -32,6 +32,18 @@ impl<S> Replay<S> {
     }
 }
 
+/// Moves what it can of `front` (bytes put back) into `buf`; false when `front` is empty, and
+/// the stream itself is to be read.
+pub(super) fn read_front(front: &mut BytesMut, buf: &mut ReadBuf<'_>) -> bool {
+    if front.is_empty() {
+        return false;
+    }
+    let n = front.len().min(buf.remaining());
+    buf.put_slice(&front[..n]);
+    front.advance(n);
+    true
+}
+
 impl<S> fmt::Debug for Replay<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay")
@@ -46,10 +58,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.front.is_empty() {
-            let n = self.front.len().min(buf.remaining());
-            buf.put_slice(&self.front[..n]);
-            self.front.advance(n);
+        if read_front(&mut self.front, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
