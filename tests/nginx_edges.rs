@@ -5,7 +5,8 @@
 //! line with the same message.
 //!
 //! Every config here avoids directives whose own handlers check more than the parse step does
-//! (those are the lowering's), so any difference is the parse step's.
+//! (those are the lowering's), so any difference is the parse step's; but for
+//! `worker_placement_cases`, which try the lowering's checks of two such directives.
 
 mod support;
 
@@ -276,6 +277,60 @@ fn random_cases(count: usize) -> Vec<Case> {
             case(format!("random {i}"), text)
         })
         .collect()
+}
+
+/// `worker_priority` and `worker_cpu_affinity`, whose handlers are nginx's own
+/// (`ngx_set_priority`, `ngx_set_cpu_affinity`) and whose checks are the lowering's.
+fn worker_placement_cases() -> Vec<Case> {
+    let wide_mask = "1".repeat(1025);
+    [
+        ("priority", "worker_priority 5;\n"),
+        ("negative priority", "worker_priority -5;\n"),
+        ("priority with a plus", "worker_priority +5;\n"),
+        (
+            "priority past the kernel's range",
+            "worker_priority 99999999999;\n",
+        ),
+        ("priority not a number", "worker_priority x;\n"),
+        ("priority a sign alone", "worker_priority -;\n"),
+        ("priority twice", "worker_priority 5;\nworker_priority 6;\n"),
+        (
+            "priority twice after 0",
+            "worker_priority 0;\nworker_priority 6;\n",
+        ),
+        ("affinity auto", "worker_cpu_affinity auto;\n"),
+        (
+            "affinity auto with a mask",
+            "worker_cpu_affinity auto 0101;\n",
+        ),
+        (
+            "affinity auto with two masks",
+            "worker_cpu_affinity auto 01 10;\n",
+        ),
+        ("affinity masks", "worker_cpu_affinity 01 10;\n"),
+        (
+            "affinity mask with spaces",
+            "worker_cpu_affinity \"0 1\";\n",
+        ),
+        ("affinity empty mask", "worker_cpu_affinity 0000;\n"),
+        ("affinity bad character", "worker_cpu_affinity 0x1;\n"),
+        (
+            "affinity twice",
+            "worker_cpu_affinity auto;\nworker_cpu_affinity 01;\n",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, text)| case(name, format!("events {{}}\n{text}")))
+    .chain([case(
+        "affinity mask past 1024 CPUs",
+        format!("events {{}}\nworker_cpu_affinity {wide_mask};\n"),
+    )])
+    .collect()
+}
+
+#[test]
+fn worker_placement_directives_match_nginx() {
+    compare(worker_placement_cases());
 }
 
 #[test]

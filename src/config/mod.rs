@@ -65,6 +65,13 @@ pub struct Global {
     /// Connections each worker may hold (nginx `worker_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_connections: Option<u32>,
+    /// The CPUs each worker thread may run on (nginx `worker_cpu_affinity`); unset means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_cpu_affinity: Option<CpuAffinity>,
+    /// The nice value of the worker threads, -20 (first served) to 19 (nginx
+    /// `worker_priority`); unset leaves the one the process started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<PathBuf>,
     /// nginx's `daemon`: fork into the background once serving (a `Type=forking` unit). Unset
@@ -83,6 +90,30 @@ impl Global {
     fn is_default(&self) -> bool {
         *self == Global::default()
     }
+
+    /// What the worker threads are started with: a change to any of it takes new threads, as
+    /// a change to nginx's takes new worker processes.
+    pub fn worker_settings(&self) -> (Option<usize>, &Option<CpuAffinity>, Option<i32>) {
+        (
+            self.worker_threads,
+            &self.worker_cpu_affinity,
+            self.worker_priority,
+        )
+    }
+}
+
+/// Which CPUs each worker thread may run on; CPUs are numbered from 0 as Linux numbers them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CpuAffinity {
+    /// `"auto"`: each worker on one CPU of its own, in order, over the CPUs online (nginx
+    /// `worker_cpu_affinity auto`); with more workers than CPUs they go round again.
+    Auto,
+    /// `{ auto_from = [0, 2] }`: as `auto`, over these CPUs only (`auto 0101`).
+    AutoFrom(Vec<usize>),
+    /// `{ per_worker = [[0], [1], [2, 3]] }`: the CPUs of each worker in turn; workers past the
+    /// end of the list take its last entry (`worker_cpu_affinity 0001 0010 1100`).
+    PerWorker(Vec<Vec<usize>>),
 }
 
 /// The `http {}` block: defaults every server inherits, the pools and the virtual servers.

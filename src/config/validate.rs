@@ -34,6 +34,36 @@ pub fn validate(model: &Appliance) -> Check {
             return Err(Diagnostic::error("worker_threads must be at least 1"));
         }
     }
+    if let Some(affinity) = &model.global.worker_cpu_affinity {
+        cpu_affinity(affinity)?;
+    }
+    Ok(())
+}
+
+/// The CPU numbers a `cpu_set_t` can hold, as nginx bounds `worker_cpu_affinity`.
+pub const CPU_SETSIZE: usize = 1024;
+
+fn cpu_affinity(affinity: &CpuAffinity) -> Check {
+    let sets: Vec<&[usize]> = match affinity {
+        CpuAffinity::Auto => Vec::new(),
+        CpuAffinity::AutoFrom(cpus) => vec![cpus],
+        CpuAffinity::PerWorker(sets) if sets.is_empty() => {
+            return Err(Diagnostic::error(
+                "worker_cpu_affinity.per_worker needs the CPUs of one worker at least",
+            ))
+        }
+        CpuAffinity::PerWorker(sets) => sets.iter().map(Vec::as_slice).collect(),
+    };
+    if let Some(cpu) = sets
+        .iter()
+        .flat_map(|s| s.iter())
+        .find(|c| **c >= CPU_SETSIZE)
+    {
+        return Err(Diagnostic::error(format!(
+            "worker_cpu_affinity names CPU {cpu}; CPUs are numbered 0 to {}",
+            CPU_SETSIZE - 1
+        )));
+    }
     Ok(())
 }
 

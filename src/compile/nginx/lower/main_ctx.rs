@@ -3,7 +3,8 @@
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
-use crate::config::{ErrorLog, LogLevel};
+use crate::config::validate::CPU_SETSIZE;
+use crate::config::{CpuAffinity, ErrorLog, LogLevel};
 
 impl Lowering<'_> {
     pub(super) fn main(&mut self, statements: &[Statement]) -> Result<()> {
@@ -39,6 +40,14 @@ impl Lowering<'_> {
                          loop and upstream keepalive cache",
                     )?;
                 }
+                "worker_priority" => {
+                    self.worker_priority(stmt)?;
+                    self.mapped(stmt);
+                }
+                "worker_cpu_affinity" => {
+                    self.worker_cpu_affinity(stmt)?;
+                    self.mapped(stmt);
+                }
                 "pid" => {
                     let v = self.arg(stmt, 0)?;
                     if v != "off" {
@@ -57,6 +66,82 @@ impl Lowering<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `worker_priority [+|-]N`, read as `ngx_set_priority` reads it. Its duplicate check is
+    /// nginx's: a second one is refused only after a non-zero first.
+    fn worker_priority(&mut self, stmt: &Statement) -> Result<()> {
+        if self.model.global.worker_priority.is_some_and(|p| p != 0) {
+            return Err(self.error(stmt, "\"worker_priority\" directive is duplicate"));
+        }
+        let v = self.arg(stmt, 0)?;
+        let (negative, digits) = match v.as_bytes().first() {
+            Some(b'-') => (true, &v[1..]),
+            Some(b'+') => (false, &v[1..]),
+            _ => (false, v),
+        };
+        // ngx_atoi: digits only, up to the largest ngx_int_t.
+        let n = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<i64>().ok())
+            .flatten()
+            .ok_or_else(|| self.error(stmt, "\"worker_priority\" directive invalid number"))?;
+        let n = if negative { -n } else { n };
+        // The kernel takes nice values from -20 to 19 and clamps the rest to them.
+        self.model.global.worker_priority = Some(n.clamp(-20, 19) as i32);
+        Ok(())
+    }
+
+    /// `worker_cpu_affinity mask...` or `auto [mask]`, read as `ngx_set_cpu_affinity` reads it:
+    /// a mask is binary digits with CPU 0 rightmost, spaces skipped.
+    fn worker_cpu_affinity(&mut self, stmt: &Statement) -> Result<()> {
+        if self.model.global.worker_cpu_affinity.is_some() {
+            return Err(self.error(stmt, "\"worker_cpu_affinity\" directive is duplicate"));
+        }
+        let words: Vec<&str> = stmt.args.iter().map(|w| w.value.as_str()).collect();
+        let auto = words.first() == Some(&"auto");
+        if auto && words.len() > 2 {
+            return Err(self.error(
+                stmt,
+                "invalid number of arguments in \"worker_cpu_affinity\" directive",
+            ));
+        }
+        let mut masks = words[usize::from(auto)..]
+            .iter()
+            .map(|mask| self.cpu_mask(stmt, mask))
+            .collect::<Result<Vec<_>>>()?;
+        self.model.global.worker_cpu_affinity = Some(match (auto, masks.pop()) {
+            (true, None) => CpuAffinity::Auto,
+            (true, Some(cpus)) => CpuAffinity::AutoFrom(cpus),
+            (false, last) => {
+                masks.extend(last);
+                CpuAffinity::PerWorker(masks)
+            }
+        });
+        Ok(())
+    }
+
+    /// The CPUs of one `worker_cpu_affinity` mask, in increasing order.
+    fn cpu_mask(&self, stmt: &Statement, mask: &str) -> Result<Vec<usize>> {
+        if mask.len() > CPU_SETSIZE {
+            return Err(self.error(
+                stmt,
+                format!("\"worker_cpu_affinity\" supports up to {CPU_SETSIZE} CPUs only"),
+            ));
+        }
+        let mut cpus = Vec::new();
+        for (cpu, ch) in mask.chars().rev().filter(|c| *c != ' ').enumerate() {
+            match ch {
+                '0' => {}
+                '1' => cpus.push(cpu),
+                other => {
+                    return Err(self.error(
+                        stmt,
+                        format!("invalid character \"{other}\" in \"worker_cpu_affinity\""),
+                    ))
+                }
+            }
+        }
+        Ok(cpus)
     }
 
     fn events(&mut self, stmt: &Statement) -> Result<()> {

@@ -41,6 +41,8 @@ pub const SUPPORTED: &[Entry] = &[
         "main",
         "worker processes become threads of one process",
     ),
+    full("worker_priority", "main"),
+    full("worker_cpu_affinity", "main"),
     full("pid", "main"),
     full("daemon", "main"),
     part(
@@ -148,8 +150,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "master_process",
     "worker_rlimit_nofile",
     "worker_rlimit_core",
-    "worker_priority",
-    "worker_cpu_affinity",
     "worker_shutdown_timeout",
     "working_directory",
     "lock_file",
