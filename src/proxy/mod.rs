@@ -17,6 +17,7 @@ pub mod keepalive;
 pub mod locations;
 pub mod logging;
 pub mod metrics;
+pub mod placement;
 pub mod plain;
 pub mod proxy_protocol;
 pub mod rehome;
@@ -179,6 +180,7 @@ pub fn build_server(
     let workers = conf.threads;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let admin = model.admin.clone();
+    let placement = Arc::new(placement::Placement::new(&model.global));
     let plane = DataPlane::new(loaded, runtime);
 
     let hand_over = server.add_service(HandOver::new(sockets, plane.listen_fds.clone()));
@@ -204,12 +206,13 @@ pub fn build_server(
         edge::HttpEdge::new(runtime.clone(), proxy)?,
         binds,
         workers,
+        placement.clone(),
     )));
     let streams = stream::StreamEdge::binds(&runtime.load());
     if !streams.is_empty() {
         let mut service = Service::new(
             "stream".to_string(),
-            stream::StreamEdge::new(runtime.clone(), workers)?,
+            stream::StreamEdge::new(runtime.clone(), workers, placement)?,
         );
         for (bind, _reuseport) in &streams {
             add_listener(&mut service, bind);

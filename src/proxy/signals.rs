@@ -6,7 +6,8 @@
 //!   in flight finish on the old one. If they changed, an in-process swap cannot serve them, so
 //!   the binary is started again on the same sockets (the ones it keeps are handed over, new
 //!   ones bound fresh) and this process stops gracefully once the new one serves: no socket
-//!   that stays configured is ever closed.
+//!   that stays configured is ever closed. So it is when the worker threads' settings change
+//!   (how many, their CPUs, their priority), as the threads live as long as the process.
 //! - QUIT: graceful stop (in-flight requests finish); TERM and INT: fast stop.
 //! - USR1: reopen the log files.
 //! - USR2: binary upgrade: start the binary at the same path on the same sockets and move the
@@ -109,16 +110,30 @@ impl NginxSignals {
                 "reload: the [ha] section changed; the HA monitor keeps its settings until a restart"
             );
         }
-        if before == after && fixed_at_accept(&current_runtime) == fixed_at_accept(&runtime) {
+        let same_workers =
+            current.model.global.worker_settings() == loaded.model.global.worker_settings();
+        if before == after
+            && same_workers
+            && fixed_at_accept(&current_runtime) == fixed_at_accept(&runtime)
+        {
             self.plane.apply(loaded, runtime);
             tracing::info!("reconfigured: new requests use the new configuration");
             return Ok(Reloaded::InProcess);
         }
-        tracing::info!(
-            "the listening sockets change ({} -> {}): starting a new process on them",
-            before.join(" "),
-            after.join(" ")
-        );
+        if same_workers {
+            tracing::info!(
+                "the listening sockets change ({} -> {}): starting a new process on them",
+                before.join(" "),
+                after.join(" ")
+            );
+        } else {
+            // nginx starts new worker processes on every reload; here the worker threads last
+            // as long as the process, so new ones take a new process.
+            tracing::info!(
+                "the worker settings change (worker_processes, worker_cpu_affinity or \
+                 worker_priority): starting a new process with them"
+            );
+        }
         let successor = self
             .start_successor()
             .await

@@ -25,6 +25,7 @@ use pingora::tls::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::balance::{Outcome, PeerAddr, SelectKey};
+use super::placement::Placement;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::tls::{self, PickKeys, ServerKeys};
 use super::{listen_match, proxy_protocol};
@@ -137,10 +138,16 @@ pub struct StreamEdge {
     listeners: Vec<Listener>,
     /// Worker threads, each with its own runtime ([`rehome`](super::rehome)).
     workers: usize,
+    /// Where those threads run: Pingora starts them, so each is placed on its first connection.
+    placement: Arc<Placement>,
 }
 
 impl StreamEdge {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, workers: usize) -> Result<StreamEdge, Diagnostic> {
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        workers: usize,
+        placement: Arc<Placement>,
+    ) -> Result<StreamEdge, Diagnostic> {
         let mut listeners = Vec::new();
         for (index, server) in runtime.load().streams.iter().enumerate() {
             for l in &server.listen {
@@ -161,6 +168,7 @@ impl StreamEdge {
             runtime,
             listeners,
             workers,
+            placement,
         })
     }
 
@@ -188,6 +196,7 @@ impl ServerApp for StreamEdge {
         stream: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.placement.place_this_thread_once();
         let digest = stream.get_socket_digest();
         let local = digest.as_ref().and_then(|d| d.local_addr().cloned());
         let peer = digest.as_ref().and_then(|d| d.peer_addr().cloned());

@@ -27,6 +27,7 @@ use tokio::io::Interest;
 use tokio::runtime::Handle;
 
 use super::edge::{Accepted, Fresh, HttpEdge};
+use super::placement::Placement;
 use crate::config::ListenAddress;
 
 /// The HTTP data plane's listening service: see the module docs.
@@ -35,14 +36,21 @@ pub struct HttpWorkers {
     /// The listening sockets, in the edge's order, by their fd-table names.
     binds: Vec<ListenAddress>,
     workers: usize,
+    placement: Arc<Placement>,
 }
 
 impl HttpWorkers {
-    pub fn new(edge: HttpEdge, binds: Vec<ListenAddress>, workers: usize) -> HttpWorkers {
+    pub fn new(
+        edge: HttpEdge,
+        binds: Vec<ListenAddress>,
+        workers: usize,
+        placement: Arc<Placement>,
+    ) -> HttpWorkers {
         HttpWorkers {
             edge: Arc::new(edge),
             binds,
             workers: workers.max(1),
+            placement,
         }
     }
 }
@@ -62,15 +70,17 @@ impl Drop for OnWorker {
     }
 }
 
-/// Starts `count` worker threads, each with its own single-threaded runtime, alive until the
-/// process exits.
-fn start_workers(count: usize) -> io::Result<Vec<Worker>> {
+/// Starts `count` worker threads, each with its own single-threaded runtime and placed on its
+/// CPUs, alive until the process exits.
+fn start_workers(count: usize, placement: &Arc<Placement>) -> io::Result<Vec<Worker>> {
     (0..count)
         .map(|index| {
             let (tx, rx) = std::sync::mpsc::channel();
+            let placement = placement.clone();
             std::thread::Builder::new()
                 .name(format!("http-worker-{index}"))
                 .spawn(move || {
+                    placement.place_this_thread(index);
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -242,7 +252,7 @@ impl ServiceWithDependents for HttpWorkers {
         _listeners_per_fd: usize,
         ready: ServiceReadyNotifier,
     ) {
-        let workers = match start_workers(self.workers) {
+        let workers = match start_workers(self.workers, &self.placement) {
             Ok(workers) => Arc::new(workers),
             Err(e) => {
                 tracing::error!("cannot start the HTTP worker threads: {e}");
