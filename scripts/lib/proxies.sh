@@ -107,11 +107,13 @@ backend_conf() {
 # proxy_conf FILE WORKERS LISTEN_PORT KEEPALIVE BACKEND_PORT...: the nginx.conf that nginx and
 # the appliance both run. KEEPALIVE > 0 pools that many idle upstream connections (HTTP/1.1,
 # empty Connection header); 0 keeps nginx's defaults (HTTP/1.0, a connection per request).
+# With PIN_WORKERS=1, each worker is pinned to a CPU of its own (worker_cpu_affinity auto).
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
   {
     echo "worker_processes $workers;"
+    [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "worker_cpu_affinity auto;"
     echo "events { worker_connections 4096; }"
     echo "http {"
     echo "    access_log off;"
@@ -138,13 +140,15 @@ proxy_conf() {
 }
 
 # haproxy_conf FILE THREADS LISTEN_PORT BACKEND_PORT...: the same proxy for HAProxy, reusing
-# idle server connections for any request (the closest to nginx's keepalive pool).
+# idle server connections for any request (the closest to nginx's keepalive pool). With
+# PIN_WORKERS=1, thread N runs on CPU N-1 only, as nginx's `worker_cpu_affinity auto` does.
 haproxy_conf() {
   local file="$1" threads="$2" listen="$3" port i=0
   shift 3
   {
     echo "global"
     echo "    nbthread $threads"
+    [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "    cpu-map auto:1/1-$threads 0-$((threads - 1))"
     echo "    maxconn 4096"
     echo "defaults"
     echo "    mode http"
