@@ -38,6 +38,10 @@ pub struct Diagnostic {
     /// Byte range of the offending text in the origin's file, for the snippet.
     pub span: Option<Range<usize>>,
     pub help: Option<String>,
+    /// The setting at fault as a TOML path (`global.worker_threads`, `http.log_format[1]`), for
+    /// settings that carry no origin of their own: loading an appliance.toml turns it into the
+    /// line and column where the setting is written.
+    pub key: Option<Box<str>>,
 }
 
 impl Diagnostic {
@@ -48,6 +52,7 @@ impl Diagnostic {
             origin: None,
             span: None,
             help: None,
+            key: None,
         }
     }
 
@@ -65,6 +70,12 @@ impl Diagnostic {
 
     pub fn at_opt(mut self, origin: Option<&Origin>) -> Self {
         self.origin = origin.cloned();
+        self
+    }
+
+    /// Names the setting at fault (see [`Diagnostic::key`]).
+    pub fn about(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into().into_boxed_str());
         self
     }
 

@@ -140,7 +140,12 @@ pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> 
         InputKind::Nginx => nginx::compile(path, options)?,
         InputKind::Elb => elb::compile(path, &String::from_utf8_lossy(&text), options)?,
     };
-    if let Err(d) = config::validate(&compiled.model) {
+    if let Err(mut d) = config::validate(&compiled.model) {
+        if compiled.kind == InputKind::Toml {
+            if let Some(text) = compiled.sources.get(&name) {
+                d = config::place_in_toml(d, text, &name);
+            }
+        }
         return Err(Failed {
             diagnostic: Box::new(d),
             sources: compiled.sources,

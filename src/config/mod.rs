@@ -30,6 +30,7 @@ pub use http::{
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use origin::Origin;
 pub use stream::StreamServer;
+pub(crate) use toml_origins::place as place_in_toml;
 pub use units::{Duration, Size};
 pub use upstream::{
     Balance, HealthCheck, HealthProtocol, HealthTarget, ProxyProtocol, StatusRange, Sticky,

@@ -5,11 +5,55 @@
 //! already carry one (written by `migrate`, pointing at the nginx.conf or ELB script they came
 //! from) keep it.
 
+use std::ops::Range;
+
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::origin::Origin;
 use super::{line_col, Appliance, Location};
+use crate::compile::diag::Diagnostic;
+
+/// Points a diagnostic that names its setting (see [`Diagnostic::key`]) at the place in `text`
+/// where that setting is written, rather than at the table that holds it. One whose origin is
+/// another file (an item `migrate` wrote, pointing at its nginx.conf line) keeps it.
+pub(crate) fn place(mut d: Diagnostic, text: &str, file: &str) -> Diagnostic {
+    if d.origin.as_ref().is_some_and(|o| o.file.as_ref() != file) {
+        return d;
+    }
+    if let Some(span) = d.key.as_deref().and_then(|key| locate(text, key)) {
+        let (line, column) = line_col(text, span.start);
+        d.origin = Some(Origin::new(file, line, column));
+        d.span = Some(span.start..span.end.max(span.start + 1));
+    }
+    d
+}
+
+/// The byte range of the value at `key` (`global.worker_threads`, `http.log_format[1].name`) in
+/// `text`, when it is written there.
+pub(crate) fn locate(text: &str, key: &str) -> Option<Range<usize>> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found: Option<&Spanned<DeValue<'_>>> = None;
+    for step in key.split('.') {
+        if let Some(v) = found {
+            table = as_table(v)?;
+        }
+        let (name, index) = match step.split_once('[') {
+            Some((name, rest)) => (name, Some(rest.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (step, None),
+        };
+        let (_, value) = entry(table, name)?;
+        found = Some(match index {
+            None => value,
+            Some(i) => match value.get_ref() {
+                DeValue::Array(a) => a.get(i)?,
+                _ => return None,
+            },
+        });
+    }
+    found.map(Spanned::span)
+}
 
 pub(super) fn fill(model: &mut Appliance, text: &str, file: &str) {
     let Ok(doc) = DeTable::parse(text) else {

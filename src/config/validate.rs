@@ -31,11 +31,12 @@ pub fn validate(model: &Appliance) -> Check {
     }
     if let Some(t) = model.global.worker_threads {
         if t == 0 {
-            return Err(Diagnostic::error("worker_threads must be at least 1"));
+            return Err(Diagnostic::error("worker_threads must be at least 1")
+                .about("global.worker_threads"));
         }
     }
     if let Some(affinity) = &model.global.worker_cpu_affinity {
-        cpu_affinity(affinity)?;
+        cpu_affinity(affinity).map_err(|e| e.about("global.worker_cpu_affinity"))?;
     }
     Ok(())
 }
@@ -69,11 +70,15 @@ fn cpu_affinity(affinity: &CpuAffinity) -> Check {
 
 fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnostic> {
     let mut names = HashSet::new();
-    for pool in pools {
+    let section = if stream { "stream" } else { "http" };
+    for (i, pool) in pools.iter().enumerate() {
         let at = pool.origin.as_ref();
+        let key = format!("{section}.upstream[{i}]");
         if !names.insert(pool.name.as_str()) {
             return Err(
-                Diagnostic::error(format!("duplicate upstream \"{}\"", pool.name)).at_opt(at),
+                Diagnostic::error(format!("duplicate upstream \"{}\"", pool.name))
+                    .at_opt(at)
+                    .about(format!("{key}.name")),
             );
         }
         if pool.servers.is_empty() {
@@ -88,10 +93,15 @@ fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnost
                 return Err(Diagnostic::error(
                     "ip_hash is not available in stream upstreams; use \"hash $remote_addr\"",
                 )
-                .at_opt(at));
+                .at_opt(at)
+                .about(format!("{key}.balance")));
             }
             Balance::Hash { key, .. } => {
-                Template::parse(key).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+                Template::parse(key).map_err(|e| {
+                    Diagnostic::error(e.to_string())
+                        .at_opt(at)
+                        .about(format!("{section}.upstream[{i}].balance"))
+                })?;
             }
             _ => {}
         }
@@ -99,36 +109,50 @@ fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnost
             pool.balance,
             Balance::IpHash | Balance::Hash { .. } | Balance::Random { .. }
         );
-        for server in &pool.servers {
+        for (j, server) in pool.servers.iter().enumerate() {
             let at = server.origin.as_ref().or(at);
-            server_address(&server.address, 80).map_err(|e| Diagnostic::error(e).at_opt(at))?;
+            let key = format!("{key}.server[{j}]");
+            server_address(&server.address, 80).map_err(|e| {
+                Diagnostic::error(e)
+                    .at_opt(at)
+                    .about(format!("{key}.address"))
+            })?;
             if server.weight == 0 {
-                return Err(Diagnostic::error("invalid parameter \"weight=0\"").at_opt(at));
+                return Err(Diagnostic::error("invalid parameter \"weight=0\"")
+                    .at_opt(at)
+                    .about(format!("{key}.weight")));
             }
             if server.backup && no_backup {
                 return Err(Diagnostic::error(format!(
                     "balancing method \"{}\" does not support the \"backup\" parameter",
                     pool.balance
                 ))
-                .at_opt(at));
+                .at_opt(at)
+                .about(format!("{key}.backup")));
             }
         }
         if pool.keepalive == Some(0) {
             return Err(
-                Diagnostic::error("invalid value \"0\" in \"keepalive\" directive").at_opt(at),
+                Diagnostic::error("invalid value \"0\" in \"keepalive\" directive")
+                    .at_opt(at)
+                    .about(format!("{key}.keepalive")),
             );
         }
         if let Some(check) = &pool.health_check {
-            health_check(check).map_err(|e| e.at_opt(check.origin.as_ref().or(at)))?;
+            health_check(check).map_err(|e| {
+                e.at_opt(check.origin.as_ref().or(at))
+                    .about(format!("{key}.health_check"))
+            })?;
         }
         if let Some(sticky) = &pool.sticky {
             if stream {
                 return Err(Diagnostic::error(
                     "sticky sessions need HTTP; a stream upstream cannot have them",
                 )
-                .at_opt(at));
+                .at_opt(at)
+                .about(format!("{key}.sticky")));
             }
-            sticky_policy(sticky).map_err(|e| e.at_opt(at))?;
+            sticky_policy(sticky).map_err(|e| e.at_opt(at).about(format!("{key}.sticky")))?;
         }
         if let Some(d) = pool.drain_timeout {
             let s = d.get().as_secs_f64();
@@ -136,7 +160,8 @@ fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnost
                 return Err(Diagnostic::error(format!(
                     "drain_timeout {d} is out of range: connection draining lasts 1s to 3600s"
                 ))
-                .at_opt(at));
+                .at_opt(at)
+                .about(format!("{key}.drain_timeout")));
             }
         }
     }
@@ -278,39 +303,53 @@ fn cookie_name(name: &str) -> Check {
 
 fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
     let h = &model.http;
-    proxy_settings(&h.proxy, None)?;
-    headers(&h.add_header, None)?;
+    proxy_settings(&h.proxy, None, "http.proxy")?;
+    headers(&h.add_header, None, "http.add_header")?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
-    for f in &h.log_format {
-        Template::parse(&f.template).map_err(|e| Diagnostic::error(e.to_string()))?;
+    for (i, f) in h.log_format.iter().enumerate() {
+        Template::parse(&f.template).map_err(|e| {
+            Diagnostic::error(e.to_string()).about(format!("http.log_format[{i}].template"))
+        })?;
     }
-    access_logs(&h.access_log, &formats, None)?;
-    for server in &h.servers {
+    access_logs(&h.access_log, &formats, None, "http.access_log")?;
+    for (i, server) in h.servers.iter().enumerate() {
         let at = server.origin.as_ref();
+        let key = format!("http.server[{i}]");
         if server.listen.is_empty() {
-            return Err(Diagnostic::error("a server needs at least one listen address").at_opt(at));
+            return Err(
+                Diagnostic::error("a server needs at least one listen address")
+                    .at_opt(at)
+                    .about(&key),
+            );
         }
-        for l in &server.listen {
+        for (j, l) in server.listen.iter().enumerate() {
             if l.ssl && certificates_of(&server.tls, &h.tls).is_none() {
                 return Err(Diagnostic::error(format!(
                     "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive ({})",
                     l.address
                 ))
-                .at_opt(at));
+                .at_opt(at)
+                .about(format!("{key}.listen[{j}]")));
             }
         }
-        for name in &server.server_name {
+        for (j, name) in server.server_name.iter().enumerate() {
             if let Some(re) = name.strip_prefix('~') {
-                regex(re, false).map_err(|e| e.at_opt(at))?;
+                regex(re, false)
+                    .map_err(|e| e.at_opt(at).about(format!("{key}.server_name[{j}]")))?;
             }
         }
-        proxy_settings(&server.proxy, at)?;
-        headers(&server.add_header, at)?;
-        access_logs(&server.access_log, &formats, at)?;
+        proxy_settings(&server.proxy, at, &format!("{key}.proxy"))?;
+        headers(&server.add_header, at, &format!("{key}.add_header"))?;
+        access_logs(
+            &server.access_log,
+            &formats,
+            at,
+            &format!("{key}.access_log"),
+        )?;
         if let Some(r) = &server.return_ {
-            return_directive(r).map_err(|e| e.at_opt(at))?;
+            return_directive(r).map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
-        locations(&server.locations, pools, &formats, at)?;
+        locations(&server.locations, pools, &formats, at, &key)?;
     }
     Ok(())
 }
@@ -329,39 +368,44 @@ fn locations(
     pools: &HashSet<&str>,
     formats: &HashSet<&str>,
     parent: Option<&Origin>,
+    parent_key: &str,
 ) -> Check {
-    for loc in list {
+    for (i, loc) in list.iter().enumerate() {
         let at = loc.origin.as_ref().or(parent);
+        let key = format!("{parent_key}.location[{i}]");
         match loc.kind {
             LocationKind::Regex => regex(&loc.path, false).map(|_| ()),
             LocationKind::RegexCaseless => regex(&loc.path, true).map(|_| ()),
             _ if loc.path.is_empty() => Err(Diagnostic::error("a location needs a path")),
             _ => Ok(()),
         }
-        .map_err(|e| e.at_opt(at))?;
+        .map_err(|e| e.at_opt(at).about(format!("{key}.path")))?;
         if loc.kind == LocationKind::Exact && !loc.locations.is_empty() {
             return Err(Diagnostic::error(format!(
                 "location \"{}\" cannot be inside the exact location \"{}\"",
                 loc.locations[0].path, loc.path
             ))
-            .at_opt(at));
+            .at_opt(at)
+            .about(format!("{key}.location[0]")));
         }
         if let Some(pass) = &loc.proxy.pass {
-            proxy_pass(pass, pools).map_err(|e| e.at_opt(at))?;
+            let pass_key = || format!("{key}.proxy.pass");
+            proxy_pass(pass, pools).map_err(|e| e.at_opt(at).about(pass_key()))?;
             if pass.uri.is_some() && loc.kind.is_regex() {
                 return Err(Diagnostic::error(
                     "\"proxy_pass\" cannot have URI part in location given by regular expression",
                 )
-                .at_opt(at));
+                .at_opt(at)
+                .about(pass_key()));
             }
         }
-        proxy_settings(&loc.proxy, at)?;
-        headers(&loc.add_header, at)?;
-        access_logs(&loc.access_log, formats, at)?;
+        proxy_settings(&loc.proxy, at, &format!("{key}.proxy"))?;
+        headers(&loc.add_header, at, &format!("{key}.add_header"))?;
+        access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
-            return_directive(r).map_err(|e| e.at_opt(at))?;
+            return_directive(r).map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
-        locations(&loc.locations, pools, formats, at)?;
+        locations(&loc.locations, pools, formats, at, &key)?;
     }
     Ok(())
 }
@@ -392,11 +436,13 @@ fn proxy_pass(pass: &ProxyPass, pools: &HashSet<&str>) -> Check {
         .map_err(Diagnostic::error)
 }
 
-fn proxy_settings(p: &Proxy, at: Option<&Origin>) -> Check {
+/// The `proxy` settings written at `key` (`http.proxy`, `http.server[0].proxy`).
+fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str) -> Check {
     if let Some(headers) = &p.set_header {
+        let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.set_header"));
         for (name, value) in headers {
-            header_name(name).map_err(|e| e.at_opt(at))?;
-            Template::parse(value).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+            header_name(name).map_err(place)?;
+            Template::parse(value).map_err(|e| place(Diagnostic::error(e.to_string())))?;
         }
     }
     if let Some(conds) = &p.next_upstream {
@@ -404,7 +450,8 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>) -> Check {
             return Err(Diagnostic::error(
                 "invalid value \"off\" in \"proxy_next_upstream\": \"off\" cannot be combined",
             )
-            .at_opt(at));
+            .at_opt(at)
+            .about(format!("{key}.next_upstream")));
         }
     }
     for (name, t) in [
@@ -413,7 +460,11 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>) -> Check {
         ("read_timeout", p.read_timeout),
     ] {
         if t.is_some_and(|t| t.get().is_zero()) {
-            return Err(Diagnostic::error(format!("proxy {name} must be above zero")).at_opt(at));
+            return Err(
+                Diagnostic::error(format!("proxy {name} must be above zero"))
+                    .at_opt(at)
+                    .about(format!("{key}.{name}")),
+            );
         }
     }
     Ok(())
@@ -428,10 +479,12 @@ fn header_name(name: &str) -> Check {
     Ok(())
 }
 
-fn headers(list: &Option<Vec<AddHeader>>, at: Option<&Origin>) -> Check {
-    for h in list.iter().flatten() {
-        header_name(&h.name).map_err(|e| e.at_opt(at))?;
-        Template::parse(&h.value).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+/// The `add_header` list written at `key`.
+fn headers(list: &Option<Vec<AddHeader>>, at: Option<&Origin>, key: &str) -> Check {
+    for (i, h) in list.iter().flatten().enumerate() {
+        let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}[{i}]"));
+        header_name(&h.name).map_err(place)?;
+        Template::parse(&h.value).map_err(|e| place(Diagnostic::error(e.to_string())))?;
     }
     Ok(())
 }
@@ -440,11 +493,14 @@ fn access_logs(
     logs: &Option<Vec<AccessLog>>,
     formats: &HashSet<&str>,
     at: Option<&Origin>,
+    key: &str,
 ) -> Check {
-    for log in logs.iter().flatten() {
+    for (i, log) in logs.iter().flatten().enumerate() {
         if let Some(f) = &log.format {
             if !matches!(f.as_str(), "combined" | "json") && !formats.contains(f.as_str()) {
-                return Err(Diagnostic::error(format!("unknown log format \"{f}\"")).at_opt(at));
+                return Err(Diagnostic::error(format!("unknown log format \"{f}\""))
+                    .at_opt(at)
+                    .about(format!("{key}[{i}].format")));
             }
         }
     }
@@ -471,20 +527,25 @@ fn return_directive(r: &Return) -> Check {
 }
 
 fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
-    for server in &s.servers {
+    for (i, server) in s.servers.iter().enumerate() {
         let at = server.origin.as_ref();
+        let key = format!("stream.server[{i}]");
         if server.listen.is_empty() {
             return Err(
-                Diagnostic::error("a stream server needs at least one listen address").at_opt(at),
+                Diagnostic::error("a stream server needs at least one listen address")
+                    .at_opt(at)
+                    .about(&key),
             );
         }
-        for l in &server.listen {
+        for (j, l) in server.listen.iter().enumerate() {
+            let listen_key = || format!("{key}.listen[{j}]");
             if l.http2 || l.default_server {
                 return Err(Diagnostic::error(format!(
                     "listen {}: http2 and default_server are HTTP parameters",
                     l.address
                 ))
-                .at_opt(at));
+                .at_opt(at)
+                .about(listen_key()));
             }
             if l.ssl
                 && server
@@ -497,20 +558,21 @@ fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
                     "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive ({})",
                     l.address
                 ))
-                .at_opt(at));
+                .at_opt(at)
+                .about(listen_key()));
             }
         }
         if !pools.contains(server.pass.as_str()) {
+            let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.pass"));
             match server_address(&server.pass, 0) {
                 Ok((_, 0)) if !server.pass.starts_with("unix:") => {
-                    return Err(Diagnostic::error(format!(
+                    return Err(place(Diagnostic::error(format!(
                         "no port in upstream \"{}\"",
                         server.pass
-                    ))
-                    .at_opt(at))
+                    ))))
                 }
                 Ok(_) => {}
-                Err(e) => return Err(Diagnostic::error(e).at_opt(at)),
+                Err(e) => return Err(place(Diagnostic::error(e))),
             }
         }
     }
@@ -551,93 +613,126 @@ fn listeners_do_not_clash(model: &Appliance) -> Check {
 
 fn ha_section(ha: &Ha) -> Check {
     let at = ha.origin.as_ref();
-    let fail = |m: String| Err(Diagnostic::error(m).at_opt(at));
+    // Each problem points at the setting it is about, when an appliance.toml is read.
+    let fail =
+        |field: &str, m: String| Err(Diagnostic::error(m).at_opt(at).about(format!("ha.{field}")));
     if ha.priority == 0 {
-        return fail("ha priority must be 1 to 255".into());
+        return fail("priority", "ha priority must be 1 to 255".into());
     }
     if ha.heartbeat_interval.get() < std::time::Duration::from_millis(10) {
-        return fail(format!(
-            "ha heartbeat_interval {} is too short: 10ms at least",
-            ha.heartbeat_interval
-        ));
+        return fail(
+            "heartbeat_interval",
+            format!(
+                "ha heartbeat_interval {} is too short: 10ms at least",
+                ha.heartbeat_interval
+            ),
+        );
     }
     if ha.failure_threshold == 0 {
-        return fail("ha failure_threshold must be at least 1".into());
+        return fail(
+            "failure_threshold",
+            "ha failure_threshold must be at least 1".into(),
+        );
     }
     match ha.mode {
         HaMode::Local if ha.interface.is_none() => {
-            return fail("ha mode \"local\" needs the interface the VIP goes on".into())
+            return fail("mode", "ha mode \"local\" needs the interface the VIP goes on".into())
         }
         HaMode::Ec2 if ha.interface.is_some() => {
-            return fail("ha mode \"ec2\" finds its interface through the instance metadata; remove \"interface\"".into())
+            return fail("interface", "ha mode \"ec2\" finds its interface through the instance metadata; remove \"interface\"".into())
         }
         _ => {}
     }
     if let Some(p) = ha.vip_prefix {
         let max = if ha.vip.is_ipv4() { 32 } else { 128 };
         if p > max {
-            return fail(format!("ha vip_prefix /{p} is too long for {}", ha.vip));
+            return fail(
+                "vip_prefix",
+                format!("ha vip_prefix /{p} is too long for {}", ha.vip),
+            );
         }
     }
     if ha.vip.is_unspecified() || ha.vip.is_multicast() {
-        return fail(format!("ha vip {} cannot be assigned to a host", ha.vip));
+        return fail(
+            "vip",
+            format!("ha vip {} cannot be assigned to a host", ha.vip),
+        );
     }
     if ha.peer.port() == 0 || ha.peer.ip().is_unspecified() {
-        return fail(format!(
-            "ha peer {} must name the other node's address and heartbeat port",
-            ha.peer
-        ));
+        return fail(
+            "peer",
+            format!(
+                "ha peer {} must name the other node's address and heartbeat port",
+                ha.peer
+            ),
+        );
     }
     if let Some(bind) = ha.bind {
         if bind.is_ipv4() != ha.peer.is_ipv4() {
-            return fail(format!(
-                "ha bind {bind} and peer {} are of different address families",
-                ha.peer
-            ));
+            return fail(
+                "bind",
+                format!(
+                    "ha bind {bind} and peer {} are of different address families",
+                    ha.peer
+                ),
+            );
         }
     }
     if let Some(id) = &ha.node_id {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return fail(format!(
-                "ha node_id \"{id}\" must be 1 to 64 printable characters without spaces"
-            ));
+            return fail(
+                "node_id",
+                format!("ha node_id \"{id}\" must be 1 to 64 printable characters without spaces"),
+            );
         }
     }
     if ha.secret.as_deref() == Some("") {
-        return fail("ha secret is empty: remove it or set one".into());
+        return fail("secret", "ha secret is empty: remove it or set one".into());
     }
     if ha.ownership_check_interval.get() < ha.heartbeat_interval.get() {
-        return fail(format!(
-            "ha ownership_check_interval {} is shorter than heartbeat_interval {}",
-            ha.ownership_check_interval, ha.heartbeat_interval
-        ));
+        return fail(
+            "ownership_check_interval",
+            format!(
+                "ha ownership_check_interval {} is shorter than heartbeat_interval {}",
+                ha.ownership_check_interval, ha.heartbeat_interval
+            ),
+        );
     }
     match ha.mode {
         HaMode::Ec2 => {
             if !ha.vip.is_ipv4() {
-                return fail(format!(
-                    "ha mode \"ec2\" moves a secondary private IPv4 address; {} is IPv6",
-                    ha.vip
-                ));
+                return fail(
+                    "vip",
+                    format!(
+                        "ha mode \"ec2\" moves a secondary private IPv4 address; {} is IPv6",
+                        ha.vip
+                    ),
+                );
             }
             if let Some(id) = &ha.eip_allocation_id {
                 if !id.starts_with("eipalloc-") {
-                    return fail(format!(
-                        "ha eip_allocation_id \"{id}\" is not an allocation id (eipalloc-...)"
-                    ));
+                    return fail(
+                        "eip_allocation_id",
+                        format!(
+                            "ha eip_allocation_id \"{id}\" is not an allocation id (eipalloc-...)"
+                        ),
+                    );
                 }
             }
         }
         HaMode::Local => {
             if ha.eip_allocation_id.is_some() {
-                return fail(
+                return fail("eip_allocation_id", 
                     "ha eip_allocation_id needs mode \"ec2\": an Elastic IP moves through the EC2 API"
                         .into(),
                 );
             }
             if let Some(name) = &ha.interface {
                 if name.is_empty() || name.len() > 15 || name.contains('/') {
-                    return fail(format!("ha interface \"{name}\" is not an interface name"));
+                    return fail(
+                        "interface",
+                        format!("ha interface \"{name}\" is not an interface name"),
+                    );
                 }
             }
         }
@@ -655,7 +750,8 @@ fn admin_section(admin: &Admin) -> Check {
             "the admin listener on {} is reachable from other hosts: set a token",
             admin.listen
         ))
-        .at_opt(admin.origin.as_ref()));
+        .at_opt(admin.origin.as_ref())
+        .about("admin.listen"));
     }
     Ok(())
 }

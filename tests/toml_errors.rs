@@ -1,0 +1,172 @@
+//! A mistake in an appliance.toml is reported at the line and column where it is written, as
+//! `nginx -t` reports a directive's: the setting itself when the check knows which one it is,
+//! else the table that holds the item. These go through `compile_file`, which `appliance
+//! check`, `run` and a reload all read configs with.
+
+use std::path::PathBuf;
+
+use appliance::compile::{compile_file, Options};
+
+/// A pool and a server that pass validation; each case adds its mistake after them.
+const VALID: &str = r#"[[http.upstream]]
+name = "b"
+[[http.upstream.server]]
+address = "127.0.0.1:9"
+
+[[http.server]]
+listen = [{ address = "127.0.0.1:8080" }]
+[[http.server.location]]
+path = "/"
+proxy = { pass = "http://b" }
+"#;
+
+/// The message and the `file:line:column` the first error of `text` is reported with.
+fn first_error(name: &str, text: &str) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("toml-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path: PathBuf = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let failed = match compile_file(&path, &Options::default()) {
+        Ok(_) => panic!("{name}: accepted:\n{text}"),
+        Err(f) => f.diagnostic,
+    };
+    let origin = failed
+        .origin
+        .as_ref()
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| panic!("{name}: \"{}\" names no place", failed.message));
+    let file = path.to_string_lossy().to_string();
+    let place = origin
+        .strip_prefix(&format!("{file}:"))
+        .unwrap_or_else(|| panic!("{name}: {origin} is not in {file}"))
+        .to_string();
+    (failed.message, place)
+}
+
+/// The 1-based "line:column" of a byte offset.
+fn line_column(text: &str, offset: usize) -> String {
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{line}:{column}")
+}
+
+#[test]
+fn each_mistake_is_reported_where_it_is_written() {
+    // (name, the text added to VALID, the text the error must point at, a word of the message)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "worker_threads",
+            "[global]\nworker_threads = 0\n",
+            "0\n",
+            "worker_threads",
+        ),
+        (
+            "cpu_affinity",
+            "[global]\nworker_cpu_affinity = { per_worker = [[0], [4096]] }\n",
+            "{ per_worker",
+            "CPU 4096",
+        ),
+        (
+            "http_proxy_timeout",
+            "[http.proxy]\nconnect_timeout = \"5s\"\nread_timeout = \"0s\"\n",
+            "\"0s\"",
+            "read_timeout",
+        ),
+        (
+            "dotted_key",
+            "[http]\nproxy.next_upstream = [\"error\", \"off\"]\n",
+            "[\"error\"",
+            "\"off\" cannot be combined",
+        ),
+        (
+            "log_format",
+            "[[http.log_format]]\nname = \"a\"\ntemplate = \"$host\"\n\
+             [[http.log_format]]\nname = \"b\"\ntemplate = \"${host\"\n",
+            "\"${host\"",
+            "",
+        ),
+        (
+            "access_log_format",
+            "[[http.access_log]]\npath = \"/dev/null\"\nformat = \"nosuch\"\n",
+            "\"nosuch\"",
+            "unknown log format",
+        ),
+        (
+            "server_weight",
+            "[[http.upstream]]\nname = \"c\"\n[[http.upstream.server]]\naddress = \"127.0.0.1:10\"\n\
+             [[http.upstream.server]]\naddress = \"127.0.0.1:11\"\nweight = 0\n",
+            "0\n",
+            "weight=0",
+        ),
+        (
+            "second_server_set_header",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8081\" }]\n\
+             proxy = { set_header = { \"Bad:Name\" = \"x\" } }\n",
+            "{ \"Bad:Name\"",
+            "not a valid header name",
+        ),
+        (
+            "nested_location",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8082\" }]\n\
+             [[http.server.location]]\npath = \"/a\"\n\
+             [[http.server.location.location]]\npath = \"/a/b\"\n\
+             [[http.server.location.location]]\nkind = \"regex\"\npath = \"^/a/c\"\n\
+             proxy = { pass = \"http://b/x/\" }\n",
+            "\"http://b/x/\"",
+            "URI part",
+        ),
+        (
+            "ha_priority",
+            "[ha]\nmode = \"local\"\ninterface = \"lo\"\nvip = \"127.0.0.9\"\n\
+             peer = \"127.0.0.1:7001\"\npriority = 0\n",
+            "0\n",
+            "priority",
+        ),
+        (
+            "stream_pass",
+            "[[stream.server]]\nlisten = [{ address = \"127.0.0.1:9000\" }]\npass = \"10.0.0.1\"\n",
+            "\"10.0.0.1\"",
+            "no port",
+        ),
+        // A problem with the item as a whole: its table's header.
+        (
+            "server_without_listen",
+            "[[http.server]]\nserver_name = [\"x\"]\n",
+            "[[http.server]]\nserver_name",
+            "listen address",
+        ),
+    ];
+    for (name, added, at, says) in cases {
+        let text = format!("{VALID}\n{added}");
+        let (message, place) = first_error(name, &text);
+        let offset = VALID.len() + 1 + added.find(at).expect("the case names its own text");
+        let expected = line_column(&text, offset);
+        assert_eq!(place, expected, "{name}: {message}");
+        assert!(message.contains(says), "{name}: {message}");
+    }
+}
+
+#[test]
+fn an_item_migrated_from_nginx_conf_keeps_its_nginx_line() {
+    // As `migrate` writes them: each item names the nginx.conf line it came from.
+    let text = "[[http.upstream]]\nname = \"b\"\norigin = \"/etc/nginx/nginx.conf:12\"\n\
+                [[http.upstream.server]]\naddress = \"127.0.0.1:9\"\nweight = 0\n\
+                origin = \"/etc/nginx/nginx.conf:13\"\n";
+    let (message, place) = {
+        let dir = std::env::temp_dir().join(format!("toml-errors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("migrated.toml");
+        std::fs::write(&path, text).unwrap();
+        let Err(failed) = compile_file(&path, &Options::default()) else {
+            panic!("weight 0 is accepted");
+        };
+        let d = failed.diagnostic;
+        (d.message.clone(), d.origin.map(|o| o.to_string()))
+    };
+    assert!(message.contains("weight=0"), "{message}");
+    assert_eq!(
+        place.as_deref(),
+        Some("/etc/nginx/nginx.conf:13"),
+        "{message}"
+    );
+}
