@@ -245,72 +245,26 @@ fn compile_with_globals(
     let mut compiled = compile::compile_file(conf, options).map_err(|f| *f.diagnostic)?;
     if compiled.kind != InputKind::Nginx {
         if let Some(g) = globals {
-            apply_globals(&mut compiled.model.global, g)?;
+            apply_globals(&mut compiled.model.global, g, options)?;
             crate::config::validate(&compiled.model)?;
         }
     }
     Ok(compiled)
 }
 
-/// The main-context directives `-g` may set on a config that is not an nginx.conf.
-pub fn apply_globals(global: &mut crate::config::Global, text: &str) -> Result<(), Diagnostic> {
-    for statement in text.split(';') {
-        let words: Vec<&str> = statement.split_whitespace().collect();
-        let Some((name, values)) = words.split_first() else {
-            continue;
-        };
-        let bad = || {
-            Diagnostic::error(format!(
-                "invalid number of arguments in \"{name}\" directive in command line"
-            ))
-        };
-        let flag = |v: &str| {
-            match v {
-            "on" => Ok(true),
-            "off" => Ok(false),
-            _ => Err(Diagnostic::error(format!(
-                "invalid value \"{v}\" in \"{name}\" directive, it must be \"on\" or \"off\" in command line"
-            ))),
-        }
-        };
-        match (*name, values) {
-            ("daemon", [v]) => global.daemon = Some(flag(v)?),
-            ("master_process", [v]) => {
-                flag(v)?;
-            }
-            ("pid", [v]) => global.pid = Some(PathBuf::from(v)),
-            ("error_log", [path, level @ ..]) if level.len() <= 1 => {
-                let level = match level.first() {
-                    Some(l) => LogLevel::from_nginx(l).ok_or_else(|| {
-                        Diagnostic::error(format!("invalid log level \"{l}\" in command line"))
-                    })?,
-                    None => LogLevel::Error,
-                };
-                global.error_log = Some(ErrorLog {
-                    path: PathBuf::from(path),
-                    level,
-                });
-            }
-            ("worker_processes", [v]) => {
-                if *v != "auto" {
-                    global.worker_threads =
-                        Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            Diagnostic::error(format!(
-                                "invalid value \"{v}\" in \"worker_processes\" in command line"
-                            ))
-                        })?);
-                }
-            }
-            ("daemon" | "master_process" | "pid" | "error_log" | "worker_processes", _) => {
-                return Err(bad())
-            }
-            _ => {
-                return Err(Diagnostic::error(format!(
-                    "unknown directive \"{name}\" in command line"
-                )))
-            }
-        }
+/// `-g` on a config that is not an nginx.conf: its directives are read by the nginx front end,
+/// as they would be in front of an nginx.conf, and the settings they make replace the config's.
+pub fn apply_globals(
+    global: &mut crate::config::Global,
+    text: &str,
+    options: &Options,
+) -> Result<(), Diagnostic> {
+    let parsed = crate::compile::nginx::parse::parse_command_line(text, options);
+    if let Some(e) = parsed.error {
+        return Err(e);
     }
+    let (model, _report) = crate::compile::nginx::lower::lower(&parsed.tree, options)?;
+    global.overlay(model.global);
     Ok(())
 }
 
@@ -464,11 +418,35 @@ mod tests {
 
     #[test]
     fn globals_apply_to_a_toml_config() {
-        let mut g = crate::config::Global::default();
-        apply_globals(&mut g, "daemon off; master_process on; pid /tmp/x.pid;").unwrap();
+        let options = Options::default();
+        let mut g = crate::config::Global {
+            worker_threads: Some(4),
+            sticky_secret: Some("kept".into()),
+            ..Default::default()
+        };
+        apply_globals(
+            &mut g,
+            "daemon off; master_process on; pid /tmp/x.pid; worker_priority -5; \
+             worker_cpu_affinity auto 0110; worker_processes 2;",
+            &options,
+        )
+        .unwrap();
         assert_eq!(g.daemon, Some(false));
         assert_eq!(g.pid, Some(PathBuf::from("/tmp/x.pid")));
-        let e = apply_globals(&mut g, "foo bar;").unwrap_err();
+        assert_eq!(g.worker_priority, Some(-5));
+        assert_eq!(
+            g.worker_cpu_affinity,
+            Some(crate::config::CpuAffinity::AutoFrom(vec![1, 2]))
+        );
+        assert_eq!(g.worker_threads, Some(2));
+        assert_eq!(g.sticky_secret.as_deref(), Some("kept"), "untouched by -g");
+        let e = apply_globals(&mut g, "foo bar;", &options).unwrap_err();
         assert_eq!(e.message, "unknown directive \"foo\" in command line");
+        let e = apply_globals(&mut g, "worker_priority x;", &options).unwrap_err();
+        assert!(e.message.contains("worker_priority"), "{}", e.message);
+        assert_eq!(
+            e.origin.map(|o| o.file.to_string()).as_deref(),
+            Some("command line")
+        );
     }
 }

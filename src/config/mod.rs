@@ -92,6 +92,34 @@ impl Global {
         *self == Global::default()
     }
 
+    /// Takes every setting `other` makes (nginx's `-g` over an appliance.toml).
+    pub fn overlay(&mut self, other: Global) {
+        // Spelled out field by field, so that a new setting cannot be forgotten here.
+        let Global {
+            worker_threads,
+            worker_connections,
+            worker_cpu_affinity,
+            worker_priority,
+            pid,
+            daemon,
+            error_log,
+            sticky_secret,
+        } = other;
+        fn set<T>(into: &mut Option<T>, from: Option<T>) {
+            if from.is_some() {
+                *into = from;
+            }
+        }
+        set(&mut self.worker_threads, worker_threads);
+        set(&mut self.worker_connections, worker_connections);
+        set(&mut self.worker_cpu_affinity, worker_cpu_affinity);
+        set(&mut self.worker_priority, worker_priority);
+        set(&mut self.pid, pid);
+        set(&mut self.daemon, daemon);
+        set(&mut self.error_log, error_log);
+        set(&mut self.sticky_secret, sticky_secret);
+    }
+
     /// What the worker threads are started with: a change to any of it takes new threads, as
     /// a change to nginx's takes new worker processes.
     pub fn worker_settings(&self) -> (Option<usize>, &Option<CpuAffinity>, Option<i32>) {

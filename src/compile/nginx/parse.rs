@@ -98,6 +98,21 @@ pub fn parse_file(path: &Path, options: &Options) -> Parsed {
     parser.finish(result)
 }
 
+/// Parses nginx's `-g` string alone, for a config that is not an nginx.conf: its main-context
+/// directives, checked as nginx checks them, with errors "in command line".
+pub fn parse_command_line(text: &str, options: &Options) -> Parsed {
+    let prefix = include::as_prefix(
+        options
+            .prefix
+            .as_deref()
+            .map_or(DEFAULT_PREFIX.as_bytes(), include::path_bytes),
+    );
+    let mut parser = Parser::new(prefix.clone(), prefix);
+    let mut statements = Vec::new();
+    let error = parser.param(text, &mut statements).err();
+    parser.finish((statements, error))
+}
+
 /// Parses a text as if it were the main file `name` (includes resolve against `name`'s
 /// directory). For tests and tools.
 pub fn parse_str(text: &str, name: &str) -> Parsed {
