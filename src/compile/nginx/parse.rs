@@ -73,12 +73,7 @@ pub struct Parsed {
 /// which case it is relative to the prefix, as in nginx. (nginx without `-p` would look under
 /// its compiled-in prefix; a migration tool reads the file the user named.)
 pub fn parse_file(path: &Path, options: &Options) -> Parsed {
-    let prefix = include::as_prefix(
-        options
-            .prefix
-            .as_deref()
-            .map_or(DEFAULT_PREFIX.as_bytes(), include::path_bytes),
-    );
+    let prefix = prefix_of(options);
     let given = include::path_bytes(path);
     let main = if options.prefix.is_some() {
         include::full_name(&prefix, given)
@@ -98,15 +93,20 @@ pub fn parse_file(path: &Path, options: &Options) -> Parsed {
     parser.finish(result)
 }
 
-/// Parses nginx's `-g` string alone, for a config that is not an nginx.conf: its main-context
-/// directives, checked as nginx checks them, with errors "in command line".
-pub fn parse_command_line(text: &str, options: &Options) -> Parsed {
-    let prefix = include::as_prefix(
+/// nginx's prefix: `-p`, else the compiled-in one.
+fn prefix_of(options: &Options) -> Vec<u8> {
+    include::as_prefix(
         options
             .prefix
             .as_deref()
             .map_or(DEFAULT_PREFIX.as_bytes(), include::path_bytes),
-    );
+    )
+}
+
+/// Parses nginx's `-g` string alone, for a config that is not an nginx.conf: its main-context
+/// directives, checked as nginx checks them, with errors "in command line".
+pub fn parse_command_line(text: &str, options: &Options) -> Parsed {
+    let prefix = prefix_of(options);
     let mut parser = Parser::new(prefix.clone(), prefix);
     let mut statements = Vec::new();
     let error = parser.param(text, &mut statements).err();
