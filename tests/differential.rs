@@ -14,7 +14,7 @@
 
 mod support;
 
-use support::backends::{Behaviour::*, Plan};
+use support::backends::{Behaviour::*, Plan, REDIRECT_HEADER};
 use support::chi_square::chi_square;
 use support::client::{get, post, Request};
 use support::scenario::*;
@@ -499,6 +499,74 @@ fn proxy_pass_uri_rewriting() {
         .run();
 }
 
+/// proxy_redirect on the Location and Refresh of a backend's 302: the default rule of each
+/// proxy_pass form (and the one a nested location inherits), `off`, text and regex rules with
+/// variables and captures, the first match winning, a rule set for the whole server, a
+/// relative result made absolute with the client's Host (or the address it reached), and
+/// URLs no rule matches passed as they came.
+#[test]
+fn proxy_redirect() {
+    let redirect = |path: &str, url: &str| get(path).header(REDIRECT_HEADER, url);
+    let chunked = |request: Request| {
+        request
+            .method("POST")
+            .header("Transfer-Encoding", "chunked")
+            .raw_body("1\r\nx\r\n0\r\n\r\n")
+    };
+    Scenario::new("proxy_redirect")
+        .backends(1)
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://u; }
+                 location /one/ { proxy_pass http://u/two/; }
+                 location /off/ { proxy_pass http://u; proxy_redirect off; }
+                 location /rules/ {
+                     proxy_pass http://u;
+                     proxy_redirect http://u/a/ http://$host:$server_port/b/;
+                     proxy_redirect ~^http://([^/]+)/c/(.*)$ /c/$1/$2;
+                     proxy_redirect default;
+                 }
+                 location /nested/ {
+                     proxy_pass http://u/inner/;
+                     location /nested/deeper/ { proxy_pass http://u/deep/; }
+                 }
+                 location ~ \.php$ { proxy_pass http://u; }
+                 location = /exact { proxy_pass http://u/e; }
+             }
+             server {
+                 listen {listen1};
+                 proxy_redirect http://u/ /from-server/;
+                 location / { proxy_pass http://u; }
+             }"#,
+        )
+        .send_all([
+            redirect("/", "http://u/x?y=1"),
+            redirect("/", "/relative"),
+            redirect("/", "http://other/x"),
+            redirect("/", "HTTP://U/case"),
+            redirect("/one/a", "http://u/two/b"),
+            redirect("/one/a", "http://u/elsewhere"),
+            redirect("/off/", "http://u/x"),
+            redirect("/rules/", "http://u/a/z"),
+            redirect("/rules/", "http://u:8080/c/q"),
+            redirect("/rules/", "http://u/zz"),
+            redirect("/nested/deeper/x", "http://u/inner/y"),
+            redirect("/nested/deeper/x", "http://u/deep/y"),
+            redirect("/x.php", "http://u/p"),
+            redirect("/exact", "http://u/e/q"),
+            redirect("/", "http://u/x").host("Front.Example:8080"),
+            redirect("/", "http://u/x").http10(),
+            redirect("/", "http://u/x").on_listener(1),
+            // A chunked body: the appliance serves these through Pingora, not its fast path.
+            chunked(redirect("/one/a", "http://u/two/b")),
+            chunked(redirect("/rules/", "http://u:8080/c/q")),
+            chunked(redirect("/", "http://other/x")),
+        ])
+        .run();
+}
+
 /// The headers people set, and what nginx does with the client's own: hop-by-hop ones
 /// dropped, underscores ignored, duplicates, order and case kept, HTTP/1.0 and missing Host.
 #[test]
@@ -614,6 +682,7 @@ fn return_directive() {
             .map(get),
         )
         .send(get("/found").host("example.com"))
+        .send(get("/found").http10())
         .send(get("/text").method("HEAD"))
         .run();
 }

@@ -328,6 +328,43 @@ fn worker_placement_cases() -> Vec<Case> {
     .collect()
 }
 
+/// `proxy_redirect`'s own checks (ngx_http_proxy_redirect), which the lowering reproduces. (An
+/// unknown variable is left out: nginx finds it after reading the file and names no line, where
+/// the appliance names the directive's.)
+fn proxy_redirect_cases() -> Vec<Case> {
+    [
+        ("default after proxy_pass", "proxy_pass http://u/two/;\nproxy_redirect default;"),
+        ("default before proxy_pass", "proxy_redirect default;\nproxy_pass http://u;"),
+        ("default without proxy_pass", "proxy_redirect default;"),
+        ("off twice", "proxy_pass http://u;\nproxy_redirect off;\nproxy_redirect off;"),
+        ("a rule then off", "proxy_pass http://u;\nproxy_redirect http://u/ /;\nproxy_redirect off;"),
+        ("off then a rule", "proxy_pass http://u;\nproxy_redirect off;\nproxy_redirect http://u/ /;"),
+        ("an unknown word", "proxy_pass http://u;\nproxy_redirect on;"),
+        ("three arguments", "proxy_pass http://u;\nproxy_redirect a b c;"),
+        ("default and pairs", "proxy_pass http://u;\nproxy_redirect default;\nproxy_redirect ~^http://([^/]+)/(.*)$ /$2;\nproxy_redirect ~*^HTTP://X/ $scheme://$host:$server_port/;"),
+        ("a pair with variables", "proxy_pass http://u;\nproxy_redirect http://$proxy_host/ $scheme://$host/;"),
+    ]
+    .into_iter()
+    .map(|(name, location)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\nupstream u {{ server 127.0.0.1:1; }}\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{location}\n}}\n}}\n}}\n"
+            ),
+        )
+    })
+    .chain([case(
+        "default at the server level",
+        "events {}\nhttp {\nserver {\nlisten 127.0.0.1:1;\nproxy_redirect default;\n}\n}\n",
+    )])
+    .collect()
+}
+
+#[test]
+fn proxy_redirect_checks_match_nginx() {
+    compare(proxy_redirect_cases());
+}
+
 #[test]
 fn worker_placement_directives_match_nginx() {
     compare(worker_placement_cases());

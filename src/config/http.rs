@@ -256,7 +256,10 @@ pub struct Proxy {
     /// Headers nginx hides by default that should be passed after all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_header: Option<Vec<String>>,
-    /// Rewriting of `Location` and `Refresh` in responses: `["default"]`, `["off"]`, or pairs.
+    /// Rewriting of `Location` and `Refresh` in responses (nginx's `proxy_redirect`): `"off"`
+    /// alone, or rules tried in order, each `"default"` (in a location with a `pass`) or
+    /// `{ from, to }` (`from` a prefix, or a regex after `~`/`~*`). Unset, a location with a
+    /// `pass` gets the default rule (see `proxy::redirect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Vec<ProxyRedirect>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -445,6 +445,10 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str) -> Check {
             Template::parse(value).map_err(|e| place(Diagnostic::error(e.to_string())))?;
         }
     }
+    if let Some(rules) = &p.redirect {
+        proxy_redirects(rules, p.pass.is_some())
+            .map_err(|e| e.at_opt(at).about(format!("{key}.redirect")))?;
+    }
     if let Some(conds) = &p.next_upstream {
         if conds.contains(&NextUpstream::Off) && conds.len() > 1 {
             return Err(Diagnostic::error(
@@ -465,6 +469,45 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str) -> Check {
                     .at_opt(at)
                     .about(format!("{key}.{name}")),
             );
+        }
+    }
+    Ok(())
+}
+
+/// A `proxy_redirect` list as written at one level: `location_pass` is whether that level has
+/// its own proxy_pass, which a `default` stands for.
+fn proxy_redirects(list: &[ProxyRedirect], location_pass: bool) -> Check {
+    for rule in list {
+        match rule {
+            ProxyRedirect::Keyword(k) if k == "off" && list.len() > 1 => {
+                return Err(Diagnostic::error(
+                    "\"proxy_redirect off\" cannot be combined with other rules",
+                ))
+            }
+            ProxyRedirect::Keyword(k) if k == "off" => {}
+            ProxyRedirect::Keyword(k) if k == "default" && !location_pass => {
+                return Err(Diagnostic::error(
+                    "\"proxy_redirect default\" needs a \"proxy_pass\" in the same location",
+                ))
+            }
+            ProxyRedirect::Keyword(k) if k == "default" => {}
+            ProxyRedirect::Keyword(k) => {
+                return Err(Diagnostic::error(format!(
+                "invalid parameter \"{k}\" in \"proxy_redirect\": \"default\", \"off\" or a pair"
+            )))
+            }
+            ProxyRedirect::Replace { from, to } => {
+                match from.strip_prefix('~') {
+                    Some(re) => match re.strip_prefix('*') {
+                        Some(re) => regex(re, true).map(|_| ())?,
+                        None => regex(re, false).map(|_| ())?,
+                    },
+                    None => Template::parse(from)
+                        .map(|_| ())
+                        .map_err(|e| Diagnostic::error(e.to_string()))?,
+                }
+                Template::parse(to).map_err(|e| Diagnostic::error(e.to_string()))?;
+            }
         }
     }
     Ok(())

@@ -612,29 +612,12 @@ mod tests {
         static REQUEST_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         REQUEST_ID.get_or_init(|| "abc".to_string());
         RequestVars {
-            request: req.into(),
-            client: Some(("10.0.0.9".parse().unwrap(), 5555)),
-            local: Some(("10.0.0.1".parse().unwrap(), 80)),
-            tls: false,
             host: Some("example.com"),
-            server_name: "srv",
             uri: b"/a",
-            args: None,
-            captures: &[],
-            proxy_host: "",
-            proxy_port: "",
-            request_id: &REQUEST_ID,
-            upstream: None,
-            response: None,
             status: 200,
             body_bytes_sent: 12,
             request_time: 0.004,
-            connection: 1,
-            connection_requests: 1,
-            ssl_protocol: None,
-            ssl_cipher: None,
-            ssl_server_name: None,
-            proxy_protocol: None,
+            ..crate::proxy::vars::sample(req.into(), &REQUEST_ID)
         }
     }
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod placement;
 pub mod plain;
 pub mod proxy_protocol;
+pub mod redirect;
 pub mod rehome;
 pub mod replay;
 pub mod request_metrics;

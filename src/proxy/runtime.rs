@@ -22,6 +22,7 @@ use super::drain::Inflight;
 use super::header_names::HeaderNames;
 use super::locations::{LocationTree, Spec};
 use super::logging::{AccessLogs, Formats};
+use super::redirect::RedirectRule;
 use super::server_names::ServerNames;
 use super::sticky::Sticky;
 
@@ -186,6 +187,7 @@ pub struct ProxyConf {
     /// Upstream response headers not passed to the client: looked up for every response
     /// header.
     pub hide_headers: HeaderNames,
+    /// `proxy_redirect`, as nginx's merge leaves it for this location.
     pub redirect: Vec<RedirectRule>,
     pub ssl_verify: bool,
     pub ssl_name: Option<Template>,
@@ -207,13 +209,6 @@ pub enum ProxyHeaderValue {
     BodyLength,
     /// nginx's `$proxy_internal_chunked`: `chunked` when the body is passed on chunked.
     Chunked,
-}
-
-/// `proxy_redirect`: a prefix (or `None` for a regex rule, not supported yet) and its
-/// replacement.
-pub struct RedirectRule {
-    pub from: String,
-    pub to: Template,
 }
 
 /// The `proxy_next_upstream` conditions as a set.
@@ -491,6 +486,12 @@ fn location_specs(
         let mut proxy = merge_proxy(&parent.proxy, &loc.proxy);
         // proxy_pass is not inherited: it belongs to the location that names it.
         proxy.pass = loc.proxy.pass.clone();
+        proxy.redirect = super::redirect::resolve(
+            proxy.redirect.as_deref(),
+            proxy.pass.as_ref(),
+            &loc.path,
+            loc.kind,
+        );
         let level = Level {
             proxy,
             client: merge_client(&parent.client, &loc.client),
@@ -672,7 +673,7 @@ fn proxy_conf(
         pass_request_headers: p.pass_request_headers.unwrap_or(true),
         pass_request_body: p.pass_request_body.unwrap_or(true),
         hide_headers,
-        redirect: Vec::new(),
+        redirect: super::redirect::compile(p.redirect.as_deref()).map_err(|e| e.at_opt(origin))?,
         ssl_verify,
         ssl_name: p.ssl_name.as_deref().map(template).transpose()?,
         ssl_server_name: p.ssl_server_name.unwrap_or(false),

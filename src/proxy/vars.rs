@@ -16,6 +16,7 @@ use super::proxy_protocol::ProxyInfo;
 use crate::config::template::{Segment, Template, Variable};
 
 /// Everything a template may refer to, gathered for one request.
+#[derive(Clone, Copy)]
 pub struct RequestVars<'a> {
     pub request: ClientRequest<'a>,
     pub client: Option<(IpAddr, u16)>,
@@ -28,8 +29,10 @@ pub struct RequestVars<'a> {
     /// `$uri` and `$args`.
     pub uri: &'a [u8],
     pub args: Option<&'a [u8]>,
-    /// The regex location's captures, as byte ranges of `uri`.
+    /// The regex location's captures, as byte ranges of `uri`, or of `captured` when set.
     pub captures: &'a [Option<std::ops::Range<usize>>],
+    /// The text other captures than the location's index (a `proxy_redirect` regex's URL).
+    pub captured: Option<&'a [u8]>,
     pub proxy_host: &'a str,
     pub proxy_port: &'a str,
     /// `$request_id`: made on first use, then the same for the whole request.
@@ -139,7 +142,24 @@ pub fn eval_to_vec(template: &Template, vars: &RequestVars<'_>) -> Vec<u8> {
     out
 }
 
-impl RequestVars<'_> {
+impl<'a> RequestVars<'a> {
+    /// The same variables, with `$1`..`$9` taken from `ranges` of `text` instead of the
+    /// location's.
+    pub fn with_captures<'b>(
+        &self,
+        text: &'b [u8],
+        ranges: &'b [Option<std::ops::Range<usize>>],
+    ) -> RequestVars<'b>
+    where
+        'a: 'b,
+    {
+        RequestVars {
+            captures: ranges,
+            captured: Some(text),
+            ..*self
+        }
+    }
+
     fn header_first(&self, name: &str) -> Option<&[u8]> {
         self.request.header(name)
     }
@@ -362,7 +382,7 @@ impl RequestVars<'_> {
             }
             Variable::Capture(n) => {
                 if let Some(Some(range)) = self.captures.get(*n as usize) {
-                    if let Some(bytes) = self.uri.get(range.clone()) {
+                    if let Some(bytes) = self.captured.unwrap_or(self.uri).get(range.clone()) {
                         out.extend_from_slice(bytes);
                     }
                 }
@@ -487,6 +507,41 @@ fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+/// Variables for unit tests: a client 10.0.0.9:5555 on 10.0.0.1:80, server `srv`, `$uri` `/`,
+/// nothing else known; tests change what they look at.
+#[cfg(test)]
+pub fn sample<'a>(
+    request: ClientRequest<'a>,
+    request_id: &'a std::sync::OnceLock<String>,
+) -> RequestVars<'a> {
+    RequestVars {
+        request,
+        client: Some(("10.0.0.9".parse().unwrap(), 5555)),
+        local: Some(("10.0.0.1".parse().unwrap(), 80)),
+        tls: false,
+        host: None,
+        server_name: "srv",
+        uri: b"/",
+        args: None,
+        captures: &[],
+        captured: None,
+        proxy_host: "",
+        proxy_port: "",
+        request_id,
+        upstream: None,
+        response: None,
+        status: 0,
+        body_bytes_sent: 0,
+        request_time: 0.0,
+        connection: 1,
+        connection_requests: 1,
+        ssl_protocol: None,
+        ssl_cipher: None,
+        ssl_server_name: None,
+        proxy_protocol: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,30 +565,11 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.append_header("X-Forwarded-For", "1.1.1.1").unwrap();
         req.append_header("X-Forwarded-For", "2.2.2.2").unwrap();
+        let request_id = std::sync::OnceLock::new();
         let vars = RequestVars {
-            request: (&req).into(),
-            client: Some(("10.0.0.9".parse().unwrap(), 5555)),
-            local: Some(("10.0.0.1".parse().unwrap(), 80)),
-            tls: false,
-            host: None,
-            server_name: "srv",
-            uri: b"/",
-            args: None,
-            captures: &[],
             proxy_host: "backend",
             proxy_port: "80",
-            request_id: &std::sync::OnceLock::new(),
-            upstream: None,
-            response: None,
-            status: 0,
-            body_bytes_sent: 0,
-            request_time: 0.0,
-            connection: 1,
-            connection_requests: 1,
-            ssl_protocol: None,
-            ssl_cipher: None,
-            ssl_server_name: None,
-            proxy_protocol: None,
+            ..sample((&req).into(), &request_id)
         };
         let t = Template::parse("$proxy_add_x_forwarded_for|$host|$server_port|$scheme").unwrap();
         assert_eq!(

@@ -22,6 +22,10 @@ pub const SEQ_HEADER: &str = "X-Harness-Seq";
 /// Every backend response names the backend here (and in its body).
 pub const BACKEND_HEADER: &str = "X-Backend";
 
+/// A request with this header is answered 302 with its value as `Location` and in `Refresh`
+/// (`0; url=...`): what `proxy_redirect` rewrites.
+pub const REDIRECT_HEADER: &str = "X-Harness-Redirect";
+
 /// Longest any held or hanging request is kept before the backend gives up on it by itself.
 const MAX_HOLD: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -461,11 +465,16 @@ impl Connection {
             format!("backend {index} says {status}\n")
         };
         let keepalive = head.wants_keepalive();
+        let redirect = head.header(REDIRECT_HEADER);
+        let status = if redirect.is_some() { 302 } else { status };
         let mut response = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{BACKEND_HEADER}: {index}\r\n",
             reason(status),
             body.len()
         );
+        if let Some(url) = redirect {
+            response.push_str(&format!("Location: {url}\r\nRefresh: 0; url={url}\r\n"));
+        }
         match (keepalive, head.is_http11()) {
             (false, _) => response.push_str("Connection: close\r\n"),
             (true, false) => response.push_str("Connection: keep-alive\r\n"),
@@ -593,6 +602,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        302 => "Found",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",

@@ -149,6 +149,9 @@ fn describe_outcome(
             if let Some(location) = response.header("Location") {
                 text.push_str(&format!(", Location: {location}"));
             }
+            if let Some(refresh) = response.header("Refresh") {
+                text.push_str(&format!(", Refresh: {refresh}"));
+            }
             if with_body {
                 if let Some(content_type) = response.header("Content-Type") {
                     text.push_str(&format!(", Content-Type: {content_type}"));

@@ -48,6 +48,7 @@ use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
+use crate::proxy::redirect;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf};
 use crate::proxy::upstream_request::{self, Matched};
@@ -71,40 +72,49 @@ const TIMER_LAZY_DELAY: Duration = Duration::from_millis(300);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// The upstream headers nginx's header filter writes first, in its order (after `Server` and
-/// `Date`), with their places in [`NOT_PASSED`].
-const FIRST_HEADERS: [(&str, usize); 4] = [
+/// `Date`), with their places in [`KNOWN`]. (A `Location` that `proxy_redirect` made relative
+/// follows them; any other `Location`, like `Last-Modified`, is passed where it came.)
+const FIRST_HEADERS: [(&str, usize); 2] = [
     ("Content-Type", CONTENT_TYPE),
     ("Content-Length", CONTENT_LENGTH),
-    ("Last-Modified", LAST_MODIFIED),
-    ("Location", LOCATION),
 ];
 
-/// Upstream headers not passed in the rest of the response: written before it, or hop-by-hop.
-/// A response's headers are matched against these once, as it is parsed.
-const NOT_PASSED: [&str; 9] = [
+/// Upstream headers the fast path treats apart, matched once as a response is parsed: those
+/// not passed in the rest of the response (written before it, or hop-by-hop), and those
+/// `proxy_redirect` rewrites (passed in place).
+const KNOWN: [&str; 9] = [
     "server",
     "date",
     "content-type",
     "content-length",
-    "last-modified",
-    "location",
     "transfer-encoding",
     "connection",
     "keep-alive",
+    "location",
+    "refresh",
 ];
 const SERVER: usize = 0;
 const DATE: usize = 1;
 const CONTENT_TYPE: usize = 2;
 const CONTENT_LENGTH: usize = 3;
-const LAST_MODIFIED: usize = 4;
-const LOCATION: usize = 5;
-const TRANSFER_ENCODING: usize = 6;
-const CONNECTION: usize = 7;
-const KEEP_ALIVE: usize = 8;
+const TRANSFER_ENCODING: usize = 4;
+const CONNECTION: usize = 5;
+const KEEP_ALIVE: usize = 6;
+const LOCATION: usize = 7;
+const REFRESH: usize = 8;
 
 /// An upstream response header: where its name and value are in the upstream buffer, and which
-/// of [`NOT_PASSED`] it is, if one.
+/// of [`KNOWN`] it is, if one.
 type ResponseHeaderAt = (Range<usize>, Range<usize>, Option<u8>);
+
+/// A response header `proxy_redirect` rewrote: its place among the upstream's headers, its new
+/// value, and whether it is the `Location` written with the first headers.
+struct Rewritten {
+    index: usize,
+    first: bool,
+    value: Vec<u8>,
+    location: bool,
+}
 
 /// How a connection left the fast path.
 // Moved once per connection; a box would cost more than the move.
@@ -632,7 +642,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // Taken for the while, so that `self` can be borrowed meanwhile; given back below.
         let headers = std::mem::take(&mut self.response_headers);
         let buf = &self.upstream_buf;
-        // The first header that is `NOT_PASSED[known]`.
+        // The first header that is `KNOWN[known]`.
         let header = |known: usize| {
             headers
                 .iter()
@@ -674,6 +684,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         } else {
             None
         };
+        let rewritten = self.rewrite_redirects(ctx, request, proxy, &headers);
         let out = &mut self.out;
         out.clear();
         {
@@ -692,9 +703,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let _ = sent.append_header(name, value);
             }
         };
-        // nginx's header filter order: Server, Date, Content-Type, Content-Length,
-        // Last-Modified, Location, Transfer-Encoding, Connection, then the rest.
-        let passed = |known: usize| !hide.contains(NOT_PASSED[known]);
+        // nginx's header filter order: Server, Date, Content-Type, Content-Length, a Location
+        // proxy_redirect made relative, Transfer-Encoding, Connection, then the rest.
+        let passed = |known: usize| !hide.contains(KNOWN[known]);
         match header(SERVER).filter(|_| passed(SERVER)) {
             Some(v) => own("Server", v, out),
             None => own("Server", respond::SERVER.as_bytes(), out),
@@ -711,6 +722,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 own(name, v, out);
             }
         }
+        if let Some(location) = rewritten.iter().find_map(|r| r.first.then_some(&r.value)) {
+            own("Location", location, out);
+        }
         if rechunk {
             own("Transfer-Encoding", b"chunked", out);
         }
@@ -719,18 +733,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
-        for (name, value, known) in &headers {
+        for (index, (name, value, known)) in headers.iter().enumerate() {
             let name = &buf[name.clone()];
-            if known.is_some() || hide.contains_any_case(name) {
+            let in_place = matches!(known.map(usize::from), Some(LOCATION | REFRESH));
+            if (known.is_some() && !in_place) || hide.contains_any_case(name) {
                 continue;
             }
+            let value = match rewritten.iter().find(|r| r.index == index) {
+                Some(r) if r.first => continue,
+                Some(r) => &r.value[..],
+                None => &buf[value.clone()],
+            };
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
-            out.extend_from_slice(&buf[value.clone()]);
+            out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
             if let Some(sent) = sent.as_mut() {
-                let _ =
-                    sent.append_header(bytes::Bytes::copy_from_slice(name), &buf[value.clone()]);
+                let _ = sent.append_header(bytes::Bytes::copy_from_slice(name), value);
             }
         }
         out.extend_from_slice(b"\r\n");
@@ -842,6 +861,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         exchange.status = head.status;
         ctx.log_exchange(exchange, unanswered, self.now);
         client_ok && upstream_ok && complete && keepalive
+    }
+
+    /// `proxy_redirect` on the response's `Location` and `Refresh` headers: the new values, by
+    /// header. As in nginx, the last `Location` rewritten to a relative URL is made absolute
+    /// and written with the first headers; the others stay where they came.
+    fn rewrite_redirects(
+        &self,
+        ctx: &RequestCtx,
+        request: &ParsedHead,
+        proxy: &ProxyConf,
+        headers: &[ResponseHeaderAt],
+    ) -> Vec<Rewritten> {
+        let mut rewritten = Vec::new();
+        if proxy.redirect.is_empty() {
+            return rewritten;
+        }
+        let mut vars = None;
+        for (index, (_, value, known)) in headers.iter().enumerate() {
+            let known = known.map(usize::from);
+            // A hidden header is not passed, so not rewritten either.
+            match known {
+                Some(k @ (LOCATION | REFRESH)) if !proxy.hide_headers.contains(KNOWN[k]) => {}
+                _ => continue,
+            }
+            let vars = vars
+                .get_or_insert_with(|| ctx.vars_of(self.exchange(request, None, 0), Some(proxy)));
+            let value = &self.upstream_buf[value.clone()];
+            let new = if known == Some(LOCATION) {
+                redirect::rewrite_location(&proxy.redirect, value, vars)
+            } else {
+                redirect::rewrite_refresh(&proxy.redirect, value, vars)
+            };
+            if let Some(value) = new {
+                rewritten.push(Rewritten {
+                    index,
+                    first: false,
+                    value,
+                    location: known == Some(LOCATION),
+                });
+            }
+        }
+        if let Some(last) = rewritten.iter_mut().rev().find(|r| r.location) {
+            if last.value.starts_with(b"/") {
+                last.first = true;
+                last.value =
+                    redirect::absolute(ctx.tls, ctx.host.as_deref(), self.local_inet, &last.value);
+            }
+        }
+        rewritten
     }
 
     /// Answers with the status nginx finalizes with when no server could answer (502, 504, or
@@ -992,7 +1060,7 @@ fn parse_response(
     ranges.clear();
     ranges.extend(parsed.headers.iter().map(|h| {
         let name = h.name.as_bytes();
-        (range(name), range(h.value), not_passed(name))
+        (range(name), range(h.value), known(name))
     }));
     Ok(Some(ResponseHead {
         status: parsed.code.ok_or(())?,
@@ -1002,23 +1070,23 @@ fn parse_response(
     }))
 }
 
-/// Which of [`NOT_PASSED`] a response header is, if one: told by its length first, as most
-/// names have none of those lengths.
-fn not_passed(name: &[u8]) -> Option<u8> {
+/// Which of [`KNOWN`] a response header is, if one: told by its length first, as most names
+/// have none of those lengths.
+fn known(name: &[u8]) -> Option<u8> {
     let candidates: &[usize] = match name.len() {
         4 => &[DATE],
         6 => &[SERVER],
+        7 => &[REFRESH],
         8 => &[LOCATION],
         10 => &[CONNECTION, KEEP_ALIVE],
         12 => &[CONTENT_TYPE],
-        13 => &[LAST_MODIFIED],
         14 => &[CONTENT_LENGTH],
         17 => &[TRANSFER_ENCODING],
         _ => return None,
     };
     candidates
         .iter()
-        .find(|&&k| token_is(name, NOT_PASSED[k]))
+        .find(|&&k| token_is(name, KNOWN[k]))
         .map(|&k| k as u8)
 }
 
@@ -1273,10 +1341,10 @@ mod tests {
     }
 
     #[test]
-    fn every_header_written_first_or_dropped_is_known_by_any_case() {
-        for (k, name) in NOT_PASSED.iter().enumerate() {
-            assert_eq!(not_passed(name.as_bytes()), Some(k as u8), "{name}");
-            assert_eq!(not_passed(name.to_uppercase().as_bytes()), Some(k as u8));
+    fn every_header_treated_apart_is_known_by_any_case() {
+        for (k, name) in KNOWN.iter().enumerate() {
+            assert_eq!(known(name.as_bytes()), Some(k as u8), "{name}");
+            assert_eq!(known(name.to_uppercase().as_bytes()), Some(k as u8));
         }
         for other in [
             "x-date",
@@ -1285,7 +1353,7 @@ mod tests {
             "content-encoding",
             "connectiox",
         ] {
-            assert_eq!(not_passed(other.as_bytes()), None, "{other}");
+            assert_eq!(known(other.as_bytes()), None, "{other}");
         }
     }
 

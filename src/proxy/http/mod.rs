@@ -36,6 +36,7 @@ use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::client_request::ClientRequest;
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
+use super::redirect;
 use super::respond;
 use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
 use super::server_names::validate_host_into;
@@ -384,6 +385,7 @@ impl RequestCtx {
             uri: &self.uri.path,
             args: self.uri.args.as_deref(),
             captures: &self.captures,
+            captured: None,
             proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
@@ -797,6 +799,7 @@ impl ProxyHttp for HttpProxy {
         for name in hide {
             response.remove_header(&name);
         }
+        rewrite_redirects(session, response, ctx)?;
         response.insert_header("Server", respond::SERVER)?;
         response.insert_header("Date", respond::http_date())?;
         ctx.upstream.response = Some(Box::new(response.clone()));
@@ -1097,6 +1100,62 @@ fn add_sticky_cookie(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     Ok(())
 }
 
+/// `proxy_redirect` on the `Location` and `Refresh` headers of an upstream response. Here,
+/// unlike the fast path, headers keep Pingora's order, so a rewritten header is put back in
+/// place of the old.
+fn rewrite_redirects(
+    session: &Session,
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let Some(proxy) = ctx.proxy().filter(|p| !p.redirect.is_empty()) else {
+        return Ok(());
+    };
+    let vars = ctx.vars(session, Some(proxy));
+    for (name, written) in [
+        (http::header::LOCATION, "Location"),
+        (http::header::REFRESH, "Refresh"),
+    ] {
+        let values: Vec<Vec<u8>> = response
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        let mut changed = false;
+        let values: Vec<Vec<u8>> = values
+            .into_iter()
+            .map(|value| {
+                let rewritten = if name == http::header::LOCATION {
+                    redirect::rewrite_location(&proxy.redirect, &value, &vars).map(|v| {
+                        if v.starts_with(b"/") {
+                            redirect::absolute(
+                                ctx.tls,
+                                ctx.host.as_deref(),
+                                local_addr(session),
+                                &v,
+                            )
+                        } else {
+                            v
+                        }
+                    })
+                } else {
+                    redirect::rewrite_refresh(&proxy.redirect, &value, &vars)
+                };
+                changed |= rewritten.is_some();
+                rewritten.unwrap_or(value)
+            })
+            .collect();
+        if changed {
+            response.remove_header(&name);
+            for value in values {
+                response.append_header(written, value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The host part of `$proxy_host`, for SNI.
 fn host_only(proxy_host: &str) -> &str {
     if let Some(rest) = proxy_host.strip_prefix('[') {
@@ -1119,7 +1178,8 @@ async fn answer_return(
             .map(|t| eval_to_vec(t, &ctx.vars(session, None)))
             .unwrap_or_default();
         if location.starts_with(b"/") {
-            location = absolute(ctx, session, &location);
+            location =
+                redirect::absolute(ctx.tls, ctx.host.as_deref(), local_addr(session), &location);
         }
         return respond::send(session, ret.status, Some(&location), None, true).await;
     }
@@ -1150,25 +1210,4 @@ async fn answer_return(
         }
         None => respond::send(session, ret.status, None, None, true).await,
     }
-}
-
-/// nginx turns a relative redirect into `scheme://host[:port]/path` (absolute_redirect on,
-/// server_name_in_redirect off, port_in_redirect on).
-fn absolute(ctx: &RequestCtx, session: &Session, path: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(path.len() + 32);
-    out.extend_from_slice(if ctx.tls { b"https://" } else { b"http://" });
-    let host = ctx
-        .host
-        .clone()
-        .or_else(|| ctx.server.as_ref().map(|s| s.name.clone()))
-        .unwrap_or_default();
-    out.extend_from_slice(host.as_bytes());
-    if let Some(local) = local_addr(session) {
-        let default = if ctx.tls { 443 } else { 80 };
-        if local.port() != default {
-            out.extend_from_slice(format!(":{}", local.port()).as_bytes());
-        }
-    }
-    out.extend_from_slice(path);
-    out
 }

@@ -332,18 +332,7 @@ impl Lowering<'_> {
             }
         }
         if kind.is_regex() {
-            if let Err(e) = regex::RegexBuilder::new(path)
-                .case_insensitive(kind == LocationKind::RegexCaseless)
-                .build()
-            {
-                return Err(self.error(
-                    stmt,
-                    format!(
-                        "regular expression \"{path}\" cannot be used by the appliance: {}",
-                        e.to_string().lines().last().unwrap_or("invalid")
-                    ),
-                ));
-            }
+            self.usable_regex(stmt, path, kind == LocationKind::RegexCaseless)?;
         }
         self.mapped(stmt);
         let mut loc = Location {
@@ -550,6 +539,73 @@ impl Lowering<'_> {
         Ok(true)
     }
 
+    /// Refuses a regex the appliance's engine cannot compile (PCRE syntax it lacks, or a bad
+    /// one), naming the directive.
+    fn usable_regex(&self, stmt: &Statement, pattern: &str, caseless: bool) -> Result<()> {
+        match regex::RegexBuilder::new(pattern)
+            .case_insensitive(caseless)
+            .build()
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(
+                stmt,
+                format!(
+                    "regular expression \"{pattern}\" cannot be used by the appliance: {}",
+                    e.to_string().lines().last().unwrap_or("invalid")
+                ),
+            )),
+        }
+    }
+
+    /// `proxy_redirect`, with nginx's checks: `off` alone at its level, `default` after the
+    /// level's own `proxy_pass`.
+    fn proxy_redirect(&mut self, stmt: &Statement, proxy: &mut Proxy) -> Result<bool> {
+        let duplicate = || "\"proxy_redirect\" directive is duplicate";
+        let rules = proxy.redirect.get_or_insert_with(Vec::new);
+        if rules
+            .iter()
+            .any(|r| matches!(r, ProxyRedirect::Keyword(k) if k == "off"))
+        {
+            return Err(self.error(stmt, duplicate()));
+        }
+        if stmt.args.len() == 1 {
+            let word = self.arg(stmt, 0)?;
+            match word {
+                "off" if !rules.is_empty() => return Err(self.error(stmt, duplicate())),
+                "off" => rules.push(ProxyRedirect::Keyword(word.to_string())),
+                "default" if proxy.pass.is_none() => {
+                    return Err(self.error(
+                        stmt,
+                        "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive",
+                    ))
+                }
+                "default" => rules.push(ProxyRedirect::Keyword(word.to_string())),
+                _ => return Err(self.error(stmt, format!("invalid parameter \"{word}\""))),
+            }
+            self.mapped(stmt);
+            return Ok(true);
+        }
+        let from = self.arg(stmt, 0)?.to_string();
+        let to = self.arg(stmt, 1)?.to_string();
+        if let Some(regex) = from.strip_prefix('~') {
+            let (regex, caseless) = match regex.strip_prefix('*') {
+                Some(rest) => (rest, true),
+                None => (regex, false),
+            };
+            self.usable_regex(stmt, regex, caseless)?;
+        } else if self.template(stmt, &from)?.is_none() {
+            return Ok(true);
+        }
+        let Some(to) = self.template(stmt, &to)? else {
+            return Ok(true);
+        };
+        if let Some(rules) = proxy.redirect.as_mut() {
+            rules.push(ProxyRedirect::Replace { from, to });
+        }
+        self.mapped(stmt);
+        Ok(true)
+    }
+
     fn proxy_setting(&mut self, stmt: &Statement, proxy: &mut Proxy) -> Result<bool> {
         match stmt.name.as_str() {
             "proxy_set_header" => {
@@ -609,22 +665,7 @@ impl Lowering<'_> {
                 .pass_header
                 .get_or_insert_with(Vec::new)
                 .push(self.arg(stmt, 0)?.to_string()),
-            "proxy_redirect" => {
-                let rules = proxy.redirect.get_or_insert_with(Vec::new);
-                match stmt.args.len() {
-                    1 => rules.push(ProxyRedirect::Keyword(self.arg(stmt, 0)?.to_string())),
-                    _ => rules.push(ProxyRedirect::Replace {
-                        from: self.arg(stmt, 0)?.to_string(),
-                        to: self.arg(stmt, 1)?.to_string(),
-                    }),
-                }
-                self.partial(
-                    stmt,
-                    Impact::ChangesTraffic,
-                    "Location and Refresh headers are passed unchanged",
-                )?;
-                return Ok(true);
-            }
+            "proxy_redirect" => return self.proxy_redirect(stmt, proxy),
             "proxy_buffering" => proxy.buffering = Some(self.flag(stmt)?),
             "proxy_request_buffering" => proxy.request_buffering = Some(self.flag(stmt)?),
             "proxy_intercept_errors" => {

@@ -105,7 +105,7 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "proxy_redirect",
         HSL,
-        "Location and Refresh are passed unchanged",
+        "a regex's named captures are not available to the replacement ($1..$9 are)",
     ),
     full("proxy_buffering", HSL),
     full("proxy_request_buffering", HSL),
