@@ -567,6 +567,72 @@ fn proxy_redirect() {
         .run();
 }
 
+/// allow and deny: the first rule that holds the client decides, a location with rules of its
+/// own ignores the server's, a nested location inherits, `return` answers before the rules are
+/// looked at, IPv6 rules say nothing of IPv4 clients, a CIDR block's low bits are cleared, and
+/// a denied request to a location that serves nothing is 403 rather than 404.
+#[test]
+fn allow_and_deny() {
+    let paths = [
+        "/",
+        "/admin/x",
+        "/ret",
+        "/nested/x",
+        "/nested/inner/x",
+        "/v6",
+        "/cidr",
+    ];
+    let sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut requests: Vec<Request> = sources
+        .iter()
+        .flat_map(|source| paths.iter().map(move |path| get(path).from(source)))
+        .collect();
+    requests.extend(
+        sources
+            .iter()
+            .map(|source| get("/").from(source).on_listener(1)),
+    );
+    // A chunked body: the appliance serves these through Pingora, not its fast path.
+    requests.extend(["127.0.0.1", "127.0.0.2"].iter().map(|source| {
+        post("/admin/x", "")
+            .from(source)
+            .header("Transfer-Encoding", "chunked")
+            .raw_body("1\r\nx\r\n0\r\n\r\n")
+    }));
+    Scenario::new("allow and deny")
+        .backends(1)
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 deny 127.0.0.4;
+                 location / { proxy_pass http://u; }
+                 location /admin/ {
+                     allow 127.0.0.2;
+                     deny 127.0.0.0/30;
+                     allow all;
+                     proxy_pass http://u;
+                 }
+                 location /ret { deny all; return 200 "returned
+"; }
+                 location /nested/ {
+                     deny 127.0.0.3;
+                     proxy_pass http://u;
+                     location /nested/inner/ { proxy_pass http://u; }
+                 }
+                 location /v6 { deny ::1; deny ::/0; proxy_pass http://u; }
+                 location /cidr { deny 127.0.0.3/31; proxy_pass http://u; }
+             }
+             server {
+                 listen {listen1};
+                 allow 127.0.0.1;
+                 deny all;
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
 /// The headers people set, and what nginx does with the client's own: hop-by-hop ones
 /// dropped, underscores ignored, duplicates, order and case kept, HTTP/1.0 and missing Host.
 #[test]

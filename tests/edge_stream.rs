@@ -356,3 +356,80 @@ proxy_protocol = "v2"
     assert!(got.iter().all(|b| *b == 0), "{got:?}");
     assert_eq!(v2_backend.connections.load(Ordering::SeqCst), before);
 }
+
+/// Sends `message` from `source` (a loopback address) and reads back what comes before the
+/// close: the echo, or nothing when the appliance closes the connection.
+fn exchange_from(source: &str, port: u16, message: &[u8]) -> Vec<u8> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&from.into()).expect("bind the source");
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    socket.connect(&to.into()).expect("connect");
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // A closed connection may refuse the write: what counts is what comes back.
+    let _ = s.write_all(message);
+    let mut got = vec![0u8; message.len()];
+    let n = read_up_to(&mut s, &mut got);
+    got.truncate(n);
+    got
+}
+
+fn read_up_to(s: &mut TcpStream, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match s.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
+}
+
+/// `allow` and `deny` in an nginx.conf's stream block: a server without rules of its own takes
+/// the stream's, one with rules ignores them, and a refused client's connection is closed
+/// before any backend is dialled.
+#[test]
+fn stream_access_rules_close_refused_clients() {
+    let dir = TempDir::new("edge-stream-access");
+    let backend = echo(Backend::Plain, None);
+    let (inherits, own) = (free_port(), free_port());
+    let config = write(
+        &dir,
+        "nginx.conf",
+        &format!(
+            "events {{}}\n\
+             stream {{\n\
+                 allow 127.0.0.2;\n\
+                 deny all;\n\
+                 server {{ listen 127.0.0.1:{inherits}; proxy_pass 127.0.0.1:{echo}; }}\n\
+                 server {{ listen 127.0.0.1:{own}; deny 127.0.0.2; proxy_pass 127.0.0.1:{echo}; }}\n\
+             }}\n",
+            echo = backend.port
+        ),
+    );
+    let _app = start_appliance(&config, &[inherits, own]);
+    let message = b"hello\n";
+    let served = |source: &str, port: u16| exchange_from(source, port, message) == message;
+    assert!(
+        !served("127.0.0.1", inherits),
+        "deny all from the stream block"
+    );
+    assert!(
+        served("127.0.0.2", inherits),
+        "allow 127.0.0.2 from the stream block"
+    );
+    assert!(
+        served("127.0.0.1", own),
+        "the server's own rules replace the stream's"
+    );
+    assert!(!served("127.0.0.2", own), "deny 127.0.0.2 in the server");
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    assert!(
+        log.contains("access forbidden by rule, client: 127.0.0.1"),
+        "{log}"
+    );
+}

@@ -365,6 +365,38 @@ fn proxy_redirect_checks_match_nginx() {
     compare(proxy_redirect_cases());
 }
 
+/// `allow` and `deny` as ngx_http_access_rule reads them, in a location and at http level.
+fn access_cases() -> Vec<Case> {
+    [
+        ("an address", "allow 10.0.0.1;\ndeny all;"),
+        ("a block", "deny 10.0.0.0/8;"),
+        ("a block with low bits", "deny 10.1.2.3/8;"),
+        ("ipv6", "allow 2001:db8::/32;\ndeny ::1;"),
+        ("unix", "deny unix:;"),
+        ("a prefix too long", "allow 10.0.0.0/33;"),
+        ("a name", "allow example.com;"),
+        ("a short address", "deny 10.0.0;"),
+        ("no address", "deny;"),
+        ("two addresses", "deny 10.0.0.1 10.0.0.2;"),
+        ("a prefix not a number", "deny 10.0.0.0/x;"),
+    ]
+    .into_iter()
+    .map(|(name, rules)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\n{rules}\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{rules}\n}}\n}}\n}}\n"
+            ),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn access_rules_match_nginx() {
+    compare(access_cases());
+}
+
 #[test]
 fn worker_placement_directives_match_nginx() {
     compare(worker_placement_cases());

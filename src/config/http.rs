@@ -2,8 +2,8 @@
 //!
 //! Settings follow nginx's inheritance: what is set in `[http]` is the default for every server,
 //! a server's for its locations, a location's for the locations nested in it. A list setting
-//! (`set_header`, `add_header`, `hide_header`) is inherited only when the inner level sets none
-//! of it, exactly as nginx merges arrays.
+//! (`set_header`, `add_header`, `hide_header`, `access`) is inherited only when the inner level
+//! sets none of it, exactly as nginx merges arrays.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,6 +35,8 @@ pub struct VirtualServer {
     pub client: Client,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_header: Option<Vec<AddHeader>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AccessRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
@@ -147,6 +149,8 @@ pub struct Location {
     /// Response headers added by the appliance (nginx `add_header`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_header: Option<Vec<AddHeader>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AccessRule>>,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
@@ -454,6 +458,60 @@ impl NextUpstream {
             NextUpstream::Http429 => Some(429),
             _ => None,
         }
+    }
+}
+
+/// One `allow` or `deny` of nginx's access module, as `{ allow = "10.0.0.0/8" }` or
+/// `{ deny = "all" }`: the first rule whose addresses hold the client decides; a client no rule
+/// holds is allowed. Denied requests get 403.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessRule {
+    Allow(String),
+    Deny(String),
+}
+
+/// The clients an [`AccessRule`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessScope {
+    All,
+    /// Clients on a Unix-domain socket (`unix:`).
+    Unix,
+    /// An address or a CIDR block, its low bits cleared as nginx clears them.
+    Net(ipnet::IpNet),
+}
+
+impl AccessRule {
+    pub fn deny(&self) -> bool {
+        matches!(self, AccessRule::Deny(_))
+    }
+
+    pub fn addresses(&self) -> &str {
+        match self {
+            AccessRule::Allow(a) | AccessRule::Deny(a) => a,
+        }
+    }
+
+    /// The clients the rule is about, as ngx_http_access_rule reads them; with `true` when a
+    /// CIDR block had low bits set (nginx warns that they "are meaningless").
+    pub fn scope(&self) -> Result<(AccessScope, bool), String> {
+        let text = self.addresses();
+        let invalid = || format!("invalid parameter \"{text}\"");
+        match text {
+            "all" => return Ok((AccessScope::All, false)),
+            "unix:" => return Ok((AccessScope::Unix, false)),
+            _ => {}
+        }
+        let net = match text.split_once('/') {
+            None => ipnet::IpNet::from(text.parse::<std::net::IpAddr>().map_err(|_| invalid())?),
+            Some((addr, len)) => {
+                let addr: std::net::IpAddr = addr.parse().map_err(|_| invalid())?;
+                let len: u8 = len.parse().map_err(|_| invalid())?;
+                ipnet::IpNet::new(addr, len).map_err(|_| invalid())?
+            }
+        };
+        let trunc = net.trunc();
+        Ok((AccessScope::Net(trunc), trunc != net))
     }
 }
 

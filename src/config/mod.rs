@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use admin::Admin;
 pub use ha::{Ha, HaMode};
 pub use http::{
-    AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress, Location, LocationKind,
-    NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Scheme, Tls, TlsVersion, VirtualServer,
+    AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
+    Location, LocationKind, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Scheme, Tls,
+    TlsVersion, VirtualServer,
 };
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use origin::Origin;
@@ -157,6 +158,8 @@ pub struct Http {
     pub tls: Tls,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_header: Option<Vec<AddHeader>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AccessRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

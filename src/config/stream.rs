@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::http::{Listen, Tls};
+use super::http::{AccessRule, Listen, Tls};
 use super::origin::Origin;
 use super::units::Duration;
 use super::upstream::ProxyProtocol;
@@ -38,4 +38,7 @@ pub struct StreamServer {
     /// Speak TLS to the upstream (nginx `proxy_ssl on`, ELB `instance-protocol=SSL`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upstream_tls: bool,
+    /// `allow` and `deny`: a connection from a client they refuse is closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AccessRule>>,
 }

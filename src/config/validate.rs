@@ -305,6 +305,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
     let h = &model.http;
     proxy_settings(&h.proxy, None, "http.proxy")?;
     headers(&h.add_header, None, "http.add_header")?;
+    access_rules(&h.access, None, "http.access")?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse(&f.template).map_err(|e| {
@@ -340,6 +341,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
         }
         proxy_settings(&server.proxy, at, &format!("{key}.proxy"))?;
         headers(&server.add_header, at, &format!("{key}.add_header"))?;
+        access_rules(&server.access, at, &format!("{key}.access"))?;
         access_logs(
             &server.access_log,
             &formats,
@@ -401,6 +403,7 @@ fn locations(
         }
         proxy_settings(&loc.proxy, at, &format!("{key}.proxy"))?;
         headers(&loc.add_header, at, &format!("{key}.add_header"))?;
+        access_rules(&loc.access, at, &format!("{key}.access"))?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r).map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
@@ -470,6 +473,21 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str) -> Check {
                     .about(format!("{key}.{name}")),
             );
         }
+    }
+    Ok(())
+}
+
+/// The `allow` and `deny` rules written at `key`.
+fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) -> Check {
+    for (i, rule) in list.iter().flatten().enumerate() {
+        rule.scope().map_err(|message| {
+            Diagnostic::error(format!(
+                "{message} in \"{}\"",
+                if rule.deny() { "deny" } else { "allow" }
+            ))
+            .at_opt(at)
+            .about(format!("{key}[{i}]"))
+        })?;
     }
     Ok(())
 }
@@ -573,6 +591,7 @@ fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
     for (i, server) in s.servers.iter().enumerate() {
         let at = server.origin.as_ref();
         let key = format!("stream.server[{i}]");
+        access_rules(&server.access, at, &format!("{key}.access"))?;
         if server.listen.is_empty() {
             return Err(
                 Diagnostic::error("a stream server needs at least one listen address")

@@ -5,6 +5,7 @@
 //! [`Runtime`](runtime::Runtime) sits behind an `ArcSwap`, so a reload swaps it without
 //! touching the listening sockets, and requests in flight finish on the one they started with.
 
+pub mod access;
 pub mod balance;
 pub mod client_request;
 pub mod drain;

@@ -12,11 +12,12 @@ use std::time::Duration;
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{
-    self, AddHeader, Appliance, Balance, Client, HttpVersion, ListenAddress, Location,
+    self, AccessRule, AddHeader, Appliance, Balance, Client, HttpVersion, ListenAddress, Location,
     LocationKind, NextUpstream, Origin, Proxy, Return, Scheme, Tls, Upstream, UpstreamServer,
     VirtualServer,
 };
 
+use super::access::AccessRules;
 use super::balance::{Pool, ResolvedServer};
 use super::drain::Inflight;
 use super::header_names::HeaderNames;
@@ -81,6 +82,8 @@ pub struct LocationConf {
     pub proxy: Option<ProxyConf>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
+    /// `allow` and `deny`.
+    pub access: AccessRules,
     pub content_types: ContentTypes,
     /// Where requests are logged (empty: `access_log off`, or none configured).
     pub access_log: AccessLogs,
@@ -421,6 +424,7 @@ fn build_server(
         proxy: merge_proxy(&http.proxy, &vs.proxy),
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
+        access: vs.access.clone().or_else(|| http.access.clone()),
         content_types: ContentTypes::default()
             .inherit(&http.default_type, &http.types)
             .inherit(&vs.default_type, &vs.types),
@@ -469,6 +473,7 @@ struct Level {
     proxy: Proxy,
     client: Client,
     add_header: Option<Vec<AddHeader>>,
+    access: Option<Vec<AccessRule>>,
     content_types: ContentTypes,
     /// Access logs are inherited whole, as nginx merges them.
     access_log: AccessLogs,
@@ -496,6 +501,7 @@ fn location_specs(
             proxy,
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
+            access: loc.access.clone().or_else(|| parent.access.clone()),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
             access_log: match &loc.access_log {
                 Some(list) => parent.formats.targets(Some(list), loc.origin.as_ref())?,
@@ -571,6 +577,7 @@ fn location_conf(
         proxy,
         client: client_conf(&level.client),
         add_header: header_rules(level.add_header.as_deref().unwrap_or_default(), origin)?,
+        access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),
     })

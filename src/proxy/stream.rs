@@ -24,6 +24,7 @@ use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::placement::Placement;
 use super::runtime::{self, Runtime, UpstreamPool};
@@ -53,6 +54,7 @@ pub struct StreamConf {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// `proxy_ssl on`: the connector (no verification, no SNI: nginx's stream defaults).
     pub upstream_tls: Option<SslConnector>,
+    pub access: AccessRules,
 }
 
 /// Compiles `stream {}`. Pools are per config, like the HTTP ones, so the balancer's state is
@@ -121,6 +123,7 @@ fn server(
             .filter(|d| !d.is_zero()),
         proxy_protocol: s.proxy_protocol,
         upstream_tls,
+        access: AccessRules::new(s.access.as_deref().unwrap_or_default()),
     })
 }
 
@@ -228,6 +231,15 @@ impl ServerApp for StreamEdge {
                     return None;
                 }
             }
+        }
+        // nginx's access phase comes after the PROXY header (which does not change the
+        // address without realip) and before the TLS handshake.
+        if !conf.access.allows(client.addr.map(|a| a.ip())) {
+            match client.addr {
+                Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),
+                None => tracing::error!("access forbidden by rule, client: unix:"),
+            }
+            return None;
         }
         let mut downstream: Stream = match &listener.acceptor {
             Some(acceptor) => {

@@ -308,6 +308,7 @@ impl Lowering<'_> {
                 ..Client::default()
             },
             add_header: None,
+            access: None,
             access_log: None,
             default_type: None,
             types: None,
@@ -376,6 +377,7 @@ impl Lowering<'_> {
             next_upstream_timeout: None,
             proxy_protocol,
             upstream_tls: listener.instance_protocol == Protocol::Ssl,
+            access: None,
         })
     }
 
@@ -545,6 +547,7 @@ fn location(origin: Origin, proxy: Proxy, return_: Option<Return>) -> Location {
         proxy,
         client: Client::default(),
         add_header: None,
+        access: None,
         access_log: None,
         default_type: None,
         types: None,

@@ -349,6 +349,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(proxy) = suits(location) else {
             return Step::ToPingora;
         };
+        // Pingora answers a client `deny` refuses, and logs it.
+        if !location.access.allows(self.client_inet.map(|a| a.ip())) {
+            return Step::ToPingora;
+        }
         let client = &location.client;
         // Pingora answers what nginx refuses (413) or reads and drops (the body of a location
         // with proxy_pass_request_body off).

@@ -656,6 +656,16 @@ impl ProxyHttp for HttpProxy {
             answer_return(session, ctx, ret).await?;
             return Ok(true);
         }
+        // nginx's access phase: after the rewrite phase's `return`, before the content.
+        let client = client_addr(session).map(|a| a.ip());
+        if !location.access.allows(client) {
+            match client {
+                Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
+                None => tracing::error!("access forbidden by rule, client: unix:"),
+            }
+            respond::send(session, 403, None, None, true).await?;
+            return Ok(true);
+        }
         if location.proxy.is_none() {
             // nginx would look for a file under its root; the appliance serves no files.
             respond::send(session, 404, None, None, true).await?;

@@ -7,8 +7,8 @@ use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::{
-    AccessLog, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress, Location,
-    LocationKind, LogFormat, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Tls,
+    AccessLog, AccessRule, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
+    Location, LocationKind, LogFormat, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Tls,
     TlsVersion, VirtualServer,
 };
 
@@ -17,6 +17,7 @@ pub(super) struct Level<'a> {
     pub proxy: &'a mut Proxy,
     pub client: &'a mut Client,
     pub add_header: &'a mut Option<Vec<AddHeader>>,
+    pub access: &'a mut Option<Vec<AccessRule>>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub types: &'a mut Option<IndexMap<String, String>>,
@@ -38,6 +39,7 @@ impl Lowering<'_> {
         let mut proxy = Proxy::default();
         let mut client = Client::default();
         let mut add_header = None;
+        let mut access = None;
         let mut access_log = None;
         let mut default_type = None;
         let mut types = None;
@@ -63,6 +65,7 @@ impl Lowering<'_> {
                         proxy: &mut proxy,
                         client: &mut client,
                         add_header: &mut add_header,
+                        access: &mut access,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         types: &mut types,
@@ -80,6 +83,7 @@ impl Lowering<'_> {
         http.proxy = proxy;
         http.client = client;
         http.add_header = add_header;
+        http.access = access;
         http.access_log = access_log;
         http.default_type = default_type;
         http.types = types;
@@ -96,6 +100,7 @@ impl Lowering<'_> {
             proxy: Proxy::default(),
             client: Client::default(),
             add_header: None,
+            access: None,
             access_log: None,
             default_type: None,
             types: None,
@@ -159,6 +164,7 @@ impl Lowering<'_> {
                         proxy: &mut vs.proxy,
                         client: &mut vs.client,
                         add_header: &mut vs.add_header,
+                        access: &mut vs.access,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         types: &mut vs.types,
@@ -342,6 +348,7 @@ impl Lowering<'_> {
             proxy: Proxy::default(),
             client: Client::default(),
             add_header: None,
+            access: None,
             access_log: None,
             default_type: None,
             types: None,
@@ -383,6 +390,7 @@ impl Lowering<'_> {
                         proxy: &mut loc.proxy,
                         client: &mut loc.client,
                         add_header: &mut loc.add_header,
+                        access: &mut loc.access,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         types: &mut loc.types,
@@ -510,6 +518,10 @@ impl Lowering<'_> {
                         always,
                     });
             }
+            "allow" | "deny" => {
+                let rule = self.access_rule(stmt)?;
+                level.access.get_or_insert_with(Vec::new).push(rule);
+            }
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
             "types" => {
@@ -537,6 +549,24 @@ impl Lowering<'_> {
         }
         self.mapped(stmt);
         Ok(true)
+    }
+
+    /// An `allow` or `deny` (http or stream), read as ngx_http_access_rule reads it.
+    pub(super) fn access_rule(&mut self, stmt: &Statement) -> Result<AccessRule> {
+        let address = self.arg(stmt, 0)?.to_string();
+        let rule = match stmt.name.as_str() {
+            "allow" => AccessRule::Allow(address),
+            _ => AccessRule::Deny(address),
+        };
+        match rule.scope() {
+            Err(message) => return Err(self.error(stmt, message)),
+            Ok((_, true)) => self.warn(
+                stmt,
+                format!("low address bits of {} are meaningless", rule.addresses()),
+            ),
+            Ok(_) => {}
+        }
+        Ok(rule)
     }
 
     /// Refuses a regex the appliance's engine cannot compile (PCRE syntax it lacks, or a bad

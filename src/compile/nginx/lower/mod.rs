@@ -77,6 +77,13 @@ impl<'o> Lowering<'o> {
             .with_span(stmt.span.clone())
     }
 
+    /// A warning nginx itself gives for a statement it accepts.
+    fn warn(&mut self, stmt: &Statement, message: impl Into<String>) {
+        self.report
+            .warnings
+            .push(Diagnostic::warning(message).at(stmt.nginx_origin()));
+    }
+
     fn origin(&self, stmt: &Statement) -> Option<Origin> {
         Some(stmt.origin.clone())
     }

@@ -5,7 +5,7 @@ use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
-use crate::config::{Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
+use crate::config::{AccessRule, Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
 
 /// Settings a stream server inherits from the stream block.
 #[derive(Clone, Default)]
@@ -17,6 +17,8 @@ struct StreamSettings {
     next_upstream_timeout: Option<crate::config::Duration>,
     proxy_protocol: Option<bool>,
     upstream_tls: Option<bool>,
+    /// `allow` and `deny`: a server with rules of its own does not inherit the stream's.
+    access: Option<Vec<AccessRule>>,
 }
 
 impl Lowering<'_> {
@@ -56,7 +58,10 @@ impl Lowering<'_> {
         defaults: &StreamSettings,
         stream_tls: &Tls,
     ) -> Result<Option<StreamServer>> {
-        let mut settings = defaults.clone();
+        let mut settings = StreamSettings {
+            access: None,
+            ..defaults.clone()
+        };
         let mut tls = super::http::TlsLevel::default();
         let mut listen = Vec::new();
         let mut pass = None;
@@ -115,6 +120,7 @@ impl Lowering<'_> {
                 .filter(|on| *on)
                 .map(|_| ProxyProtocol::V1),
             upstream_tls: settings.upstream_tls.unwrap_or(false),
+            access: settings.access.or_else(|| defaults.access.clone()),
         }))
     }
 
@@ -196,6 +202,10 @@ impl Lowering<'_> {
             "proxy_next_upstream_timeout" => s.next_upstream_timeout = Some(self.msec(stmt, 0)?),
             "proxy_protocol" => s.proxy_protocol = Some(self.flag(stmt)?),
             "proxy_ssl" => s.upstream_tls = Some(self.flag(stmt)?),
+            "allow" | "deny" => {
+                let rule = self.access_rule(stmt)?;
+                s.access.get_or_insert_with(Vec::new).push(rule);
+            }
             "ssl_certificate"
             | "ssl_certificate_key"
             | "ssl_protocols"

@@ -127,6 +127,8 @@ pub const SUPPORTED: &[Entry] = &[
     full("client_body_timeout", HSL),
     full("send_timeout", HSL),
     full("add_header", HSL),
+    full("allow", "http, server, location, stream"),
+    full("deny", "http, server, location, stream"),
     part(
         "access_log",
         HSL,
@@ -295,7 +297,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "limit_req" | "limit_req_zone" | "limit_conn" | "limit_conn_zone" => {
             "requests are not rate- or connection-limited"
         }
-        "allow" | "deny" => "access is not restricted by address",
         "auth_basic" | "auth_basic_user_file" | "auth_request" => "no authentication is enforced",
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
             "$remote_addr stays the connecting address"
@@ -386,7 +387,6 @@ pub fn render_markdown() -> String {
         "try_files",
         "error_page",
         "limit_req",
-        "allow",
         "auth_basic",
         "real_ip_header",
         "proxy_cache",
