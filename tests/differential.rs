@@ -633,6 +633,86 @@ fn allow_and_deny() {
         .run();
 }
 
+/// map: the WebSocket idiom, string keys matched without regard to case, `\\` escaping a
+/// key, regexes after every string key with their captures in the value, `hostnames`
+/// wildcards (the most specific wins) and a trailing dot, values made of other maps, no
+/// default, and map variables in a proxied request's headers.
+#[test]
+fn map_variables() {
+    let keys = [
+        "Alpha", "ALPHA", "~tilde", "re42", "re", "case-YES", "beta", "nothing",
+    ];
+    let hosts = [
+        "example.com",
+        "EXAMPLE.COM.",
+        "a.example.com",
+        "b.a.example.com",
+        "dot.test",
+        "x.dot.test",
+        "www.shop.org",
+        "re.test",
+        "other.org",
+    ];
+    let mut requests = vec![
+        get("/"),
+        get("/").header("Upgrade", "websocket"),
+        get("/two").header("X-Key", "beta"),
+    ];
+    requests.extend(keys.iter().map(|k| get("/").header("X-Key", k)));
+    requests.extend(hosts.iter().map(|h| get("/").host(h)));
+    requests.push(get("/up").header("X-Key", "re7"));
+    requests.push(
+        get("/up")
+            .header("Upgrade", "websocket")
+            .header("X-Key", "Beta"),
+    );
+    Scenario::new("map")
+        .backends(1)
+        .config(
+            r#"map $http_upgrade $connection_upgrade {
+                 default upgrade;
+                 ''      close;
+             }
+             map $http_x_key $by_key {
+                 default none;
+                 Alpha a;
+                 \~tilde escaped;
+                 ~^re(\d+)$ regex-$1;
+                 ~*^CASE caseless;
+                 beta b;
+             }
+             map $host $by_host {
+                 hostnames;
+                 default other;
+                 example.com exact;
+                 *.example.com star;
+                 *.a.example.com deeper;
+                 .dot.test dot;
+                 www.shop.* shop;
+                 ~^re\.test$ regex;
+             }
+             map $uri $chained {
+                 default $by_key-$by_host;
+                 /two two-$by_key;
+             }
+             map $http_x_none $no_default { a b; }
+             server {
+                 listen {listen};
+                 location / {
+                     return 200 "u=[$connection_upgrade] k=[$by_key] h=[$by_host] c=[$chained] d=[$no_default]
+";
+                 }
+                 location /up {
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Map $chained;
+                     proxy_set_header Connection $connection_upgrade;
+                 }
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
 /// The headers people set, and what nginx does with the client's own: hop-by-hop ones
 /// dropped, underscores ignored, duplicates, order and case kept, HTTP/1.0 and missing Host.
 #[test]

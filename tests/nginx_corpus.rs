@@ -44,14 +44,16 @@ const KNOWN: &[Known] = &[
     Known {
         file: "crossplane/empty-value-map/nginx.conf",
         nginx: "unknown \"arg\" variable",
-        ours: "accepted",
-        why: "variables are resolved when nginx finishes the http block; no variable table yet",
+        ours: "unknown \"arg\" variable in crossplane/empty-value-map/nginx.conf:4",
+        why: "nginx finds an unknown variable after reading the file and names no line; the \
+              appliance names the line that uses it",
     },
     Known {
         file: "go-crossplane/empty-value-map/nginx.conf",
         nginx: "unknown \"arg\" variable",
-        ours: "accepted",
-        why: "variables are resolved when nginx finishes the http block; no variable table yet",
+        ours: "unknown \"arg\" variable in go-crossplane/empty-value-map/nginx.conf:4",
+        why: "nginx finds an unknown variable after reading the file and names no line; the \
+              appliance names the line that uses it",
     },
     Known {
         file: "go-crossplane/if-expr/nginx.conf",

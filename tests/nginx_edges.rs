@@ -397,6 +397,37 @@ fn access_rules_match_nginx() {
     compare(access_cases());
 }
 
+/// `map` blocks as ngx_http_map_block and ngx_http_map read them.
+fn map_cases() -> Vec<Case> {
+    [
+        ("the websocket idiom", "map $http_upgrade $c {\ndefault upgrade;\n'' close;\n}"),
+        ("flags, regexes, wildcards", "map $host $h {\nhostnames;\nvolatile;\n*.a.test 1;\nwww.b.* 2;\n~^x 3;\n\\default 4;\n}"),
+        ("a name without $", "map $uri x {\ndefault 1;\n}"),
+        ("two defaults", "map $uri $x {\ndefault 1;\ndefault 2;\n}"),
+        ("a key twice, in two cases", "map $uri $x {\na 1;\nA 2;\n}"),
+        ("a wildcard twice", "map $host $x {\nhostnames;\n*.a.test 1;\n*.A.test 2;\n}"),
+        ("three words on a line", "map $uri $x {\na 1 2;\n}"),
+        ("a key alone", "map $uri $x {\na;\n}"),
+        ("a map of a variable nginx has", "map $uri $host {\ndefault 1;\n}"),
+        ("a value with a map variable", "map $uri $x {\ndefault $y;\n}\nmap $uri $y {\ndefault 1;\n}"),
+    ]
+    .into_iter()
+    .map(|(name, maps)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\n{maps}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"
+            ),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn map_blocks_match_nginx() {
+    compare(map_cases());
+}
+
 #[test]
 fn worker_placement_directives_match_nginx() {
     compare(worker_placement_cases());

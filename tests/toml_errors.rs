@@ -128,6 +128,40 @@ fn each_mistake_is_reported_where_it_is_written() {
             "\"10.0.0.1\"",
             "no port",
         ),
+        (
+            "access_rule",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8083\" }]\n\
+             access = [{ allow = \"10.0.0.0/8\" }, { deny = \"10.0.0.0/33\" }]\n",
+            "{ deny",
+            "invalid parameter \"10.0.0.0/33\"",
+        ),
+        (
+            "proxy_redirect",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8084\" }]\n\
+             proxy = { redirect = [\"off\", \"default\"] }\n",
+            "[\"off\"",
+            "cannot be combined",
+        ),
+        (
+            "map_name",
+            "[[http.map]]\nsource = \"$uri\"\nvariable = \"host\"\n",
+            "\"host\"",
+            "the duplicate \"host\" variable",
+        ),
+        (
+            "map_key_twice",
+            "[[http.map]]\nsource = \"$uri\"\nvariable = \"x\"\n\
+             entries = [{ key = \"a\", value = \"1\" }, { key = \"A\", value = \"2\" }]\n",
+            "\"A\", value",
+            "conflicting parameter \"a\"",
+        ),
+        (
+            "map_cycle",
+            "[[http.map]]\nsource = \"$y\"\nvariable = \"x\"\n\
+             [[http.map]]\nsource = \"$uri\"\nvariable = \"y\"\ndefault = \"$x\"\n",
+            "[[http.map]]\nsource = \"$y\"",
+            "cycle while evaluating variable \"x\"",
+        ),
         // A problem with the item as a whole: its table's header.
         (
             "server_without_listen",

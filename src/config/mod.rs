@@ -9,6 +9,7 @@ pub mod admin;
 pub mod ha;
 pub mod http;
 pub mod log;
+pub mod map;
 pub mod origin;
 pub mod stream;
 pub mod template;
@@ -29,6 +30,7 @@ pub use http::{
     TlsVersion, VirtualServer,
 };
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
+pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
 pub use stream::StreamServer;
 pub(crate) use toml_origins::place as place_in_toml;
@@ -168,6 +170,9 @@ pub struct Http {
     pub default_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<indexmap::IndexMap<String, String>>,
+    /// Variables defined by `map`.
+    #[serde(rename = "map", default, skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapVar>,
     #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::map::Defined;
+
 /// A parsed template: literal text and variables, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -94,6 +96,8 @@ pub enum Variable {
     NotComputed(String),
     /// `$1`..`$9`: a capture of the location's regular expression.
     Capture(u8),
+    /// A variable the config defines with `map`.
+    Map(String),
 }
 
 impl Variable {
@@ -295,6 +299,12 @@ impl Template {
     /// Parses with nginx's script rules: `$name` runs over letters, digits and `_`; `${name}`
     /// may be followed by any text; `$1`..`$9` are single-digit captures.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(text, Defined::NONE)
+    }
+
+    /// As [`Template::parse`], where the config's `map`s define `defined` besides nginx's
+    /// variables.
+    pub fn parse_in(text: &str, defined: Defined<'_>) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut literal = String::new();
         let bytes = text.as_bytes();
@@ -324,8 +334,13 @@ impl Template {
             }
             let var = match name.as_bytes() {
                 [d @ b'1'..=b'9'] => Variable::Capture(d - b'0'),
-                _ => Variable::from_name(name)
-                    .ok_or_else(|| TemplateError::Unknown(name.to_string()))?,
+                // A map may not redefine nginx's variables (ngx_http_add_variable refuses a
+                // duplicate), so nginx's names are looked up first.
+                _ => match Variable::from_name(name) {
+                    Some(var) => var,
+                    None if defined.contains(name) => Variable::Map(name.to_string()),
+                    None => return Err(TemplateError::Unknown(name.to_string())),
+                },
             };
             if !literal.is_empty() {
                 segments.push(Segment::Literal(std::mem::take(&mut literal)));

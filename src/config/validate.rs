@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use regex::RegexBuilder;
 
-use super::template::Template;
+use super::template::{Template, Variable};
 use super::*;
 use crate::compile::diag::Diagnostic;
 
@@ -18,9 +18,11 @@ type Check = Result<(), Diagnostic>;
 
 /// Checks a whole model.
 pub fn validate(model: &Appliance) -> Check {
-    let http_pools = upstreams(&model.http.upstreams, false)?;
-    let stream_pools = upstreams(&model.stream.upstreams, true)?;
-    http(model, &http_pools)?;
+    maps(&model.http.maps)?;
+    let defined = Defined::new(&model.http.maps);
+    let http_pools = upstreams(&model.http.upstreams, false, defined)?;
+    let stream_pools = upstreams(&model.stream.upstreams, true, Defined::NONE)?;
+    http(model, &http_pools, defined)?;
     stream(&model.stream, &stream_pools)?;
     listeners_do_not_clash(model)?;
     if let Some(ha) = &model.ha {
@@ -37,6 +39,97 @@ pub fn validate(model: &Appliance) -> Check {
     }
     if let Some(affinity) = &model.global.worker_cpu_affinity {
         cpu_affinity(affinity).map_err(|e| e.about("global.worker_cpu_affinity"))?;
+    }
+    Ok(())
+}
+
+/// The `map`s: names nginx would take, keys it would refuse, values that do not parse, and
+/// maps that (through one another) need their own value.
+fn maps(list: &[MapVar]) -> Check {
+    let defined = Defined::new(list);
+    let mut names = HashSet::new();
+    for (i, m) in list.iter().enumerate() {
+        let at = m.origin.as_ref();
+        let key = format!("http.map[{i}]");
+        let fail = |message: String, field: &str| {
+            Err(Diagnostic::error(message)
+                .at_opt(at)
+                .about(format!("{key}.{field}")))
+        };
+        let name = m.variable.as_str();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return fail(format!("invalid variable name \"${name}\""), "variable");
+        }
+        if Variable::from_name(name).is_some() || !names.insert(name) {
+            return fail(format!("the duplicate \"{name}\" variable"), "variable");
+        }
+        let parse = |text: &str, field: &str| match Template::parse_in(text, defined) {
+            Ok(_) => Ok(()),
+            Err(e) => fail(e.to_string(), field),
+        };
+        parse(&m.source, "source")?;
+        if let Some(default) = &m.default {
+            parse(default, "default")?;
+        }
+        let mut keys = HashSet::new();
+        for (j, entry) in m.entries.iter().enumerate() {
+            parse(&entry.value, &format!("entries[{j}].value"))?;
+            match entry.key(m.hostnames) {
+                MapKey::Regex { pattern, caseless } => {
+                    regex(pattern, caseless)
+                        .map_err(|e| e.at_opt(at).about(format!("{key}.entries[{j}].key")))?;
+                }
+                other => {
+                    if !keys.insert(format!("{other:?}")) {
+                        return fail(
+                            format!(
+                                "conflicting parameter \"{}\"",
+                                entry.key.to_ascii_lowercase()
+                            ),
+                            &format!("entries[{j}].key"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // A map whose value needs itself, through its source or a value: nginx finds the cycle
+    // while serving ("cycle while evaluating variable") and answers 500; here it is refused.
+    let uses = |m: &MapVar| -> Vec<String> {
+        std::iter::once(&m.source)
+            .chain(m.default.iter())
+            .chain(m.entries.iter().map(|e| &e.value))
+            .filter_map(|t| Template::parse_in(t, defined).ok())
+            .flat_map(|t| {
+                t.variables()
+                    .filter_map(|v| match v {
+                        Variable::Map(name) => Some(name.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let by_name: HashMap<&str, Vec<String>> = list
+        .iter()
+        .map(|m| (m.variable.as_str(), uses(m)))
+        .collect();
+    for (i, m) in list.iter().enumerate() {
+        let mut seen = HashSet::new();
+        let mut todo = by_name[m.variable.as_str()].clone();
+        while let Some(name) = todo.pop() {
+            if name == m.variable {
+                return Err(Diagnostic::error(format!(
+                    "cycle while evaluating variable \"{}\"",
+                    m.variable
+                ))
+                .at_opt(m.origin.as_ref())
+                .about(format!("http.map[{i}]")));
+            }
+            if seen.insert(name.clone()) {
+                todo.extend(by_name.get(name.as_str()).cloned().unwrap_or_default());
+            }
+        }
     }
     Ok(())
 }
@@ -68,7 +161,11 @@ fn cpu_affinity(affinity: &CpuAffinity) -> Check {
     Ok(())
 }
 
-fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnostic> {
+fn upstreams<'a>(
+    pools: &'a [Upstream],
+    stream: bool,
+    defined: Defined<'_>,
+) -> Result<HashSet<&'a str>, Diagnostic> {
     let mut names = HashSet::new();
     let section = if stream { "stream" } else { "http" };
     for (i, pool) in pools.iter().enumerate() {
@@ -97,7 +194,7 @@ fn upstreams(pools: &[Upstream], stream: bool) -> Result<HashSet<&str>, Diagnost
                 .about(format!("{key}.balance")));
             }
             Balance::Hash { key, .. } => {
-                Template::parse(key).map_err(|e| {
+                Template::parse_in(key, defined).map_err(|e| {
                     Diagnostic::error(e.to_string())
                         .at_opt(at)
                         .about(format!("{section}.upstream[{i}].balance"))
@@ -301,14 +398,14 @@ fn cookie_name(name: &str) -> Check {
     Ok(())
 }
 
-fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
+fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check {
     let h = &model.http;
-    proxy_settings(&h.proxy, None, "http.proxy")?;
-    headers(&h.add_header, None, "http.add_header")?;
+    proxy_settings(&h.proxy, None, "http.proxy", defined)?;
+    headers(&h.add_header, None, "http.add_header", defined)?;
     access_rules(&h.access, None, "http.access")?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
-        Template::parse(&f.template).map_err(|e| {
+        Template::parse_in(&f.template, defined).map_err(|e| {
             Diagnostic::error(e.to_string()).about(format!("http.log_format[{i}].template"))
         })?;
     }
@@ -339,8 +436,13 @@ fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
                     .map_err(|e| e.at_opt(at).about(format!("{key}.server_name[{j}]")))?;
             }
         }
-        proxy_settings(&server.proxy, at, &format!("{key}.proxy"))?;
-        headers(&server.add_header, at, &format!("{key}.add_header"))?;
+        proxy_settings(&server.proxy, at, &format!("{key}.proxy"), defined)?;
+        headers(
+            &server.add_header,
+            at,
+            &format!("{key}.add_header"),
+            defined,
+        )?;
         access_rules(&server.access, at, &format!("{key}.access"))?;
         access_logs(
             &server.access_log,
@@ -349,9 +451,10 @@ fn http(model: &Appliance, pools: &HashSet<&str>) -> Check {
             &format!("{key}.access_log"),
         )?;
         if let Some(r) = &server.return_ {
-            return_directive(r).map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
+            return_directive(r, defined)
+                .map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
-        locations(&server.locations, pools, &formats, at, &key)?;
+        locations(&server.locations, pools, &formats, at, &key, defined)?;
     }
     Ok(())
 }
@@ -371,6 +474,7 @@ fn locations(
     formats: &HashSet<&str>,
     parent: Option<&Origin>,
     parent_key: &str,
+    defined: Defined<'_>,
 ) -> Check {
     for (i, loc) in list.iter().enumerate() {
         let at = loc.origin.as_ref().or(parent);
@@ -401,14 +505,15 @@ fn locations(
                 .about(pass_key()));
             }
         }
-        proxy_settings(&loc.proxy, at, &format!("{key}.proxy"))?;
-        headers(&loc.add_header, at, &format!("{key}.add_header"))?;
+        proxy_settings(&loc.proxy, at, &format!("{key}.proxy"), defined)?;
+        headers(&loc.add_header, at, &format!("{key}.add_header"), defined)?;
         access_rules(&loc.access, at, &format!("{key}.access"))?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
-            return_directive(r).map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
+            return_directive(r, defined)
+                .map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
-        locations(&loc.locations, pools, formats, at, &key)?;
+        locations(&loc.locations, pools, formats, at, &key, defined)?;
     }
     Ok(())
 }
@@ -440,16 +545,17 @@ fn proxy_pass(pass: &ProxyPass, pools: &HashSet<&str>) -> Check {
 }
 
 /// The `proxy` settings written at `key` (`http.proxy`, `http.server[0].proxy`).
-fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str) -> Check {
+fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
     if let Some(headers) = &p.set_header {
         let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.set_header"));
         for (name, value) in headers {
             header_name(name).map_err(place)?;
-            Template::parse(value).map_err(|e| place(Diagnostic::error(e.to_string())))?;
+            Template::parse_in(value, defined)
+                .map_err(|e| place(Diagnostic::error(e.to_string())))?;
         }
     }
     if let Some(rules) = &p.redirect {
-        proxy_redirects(rules, p.pass.is_some())
+        proxy_redirects(rules, p.pass.is_some(), defined)
             .map_err(|e| e.at_opt(at).about(format!("{key}.redirect")))?;
     }
     if let Some(conds) = &p.next_upstream {
@@ -494,7 +600,7 @@ fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) 
 
 /// A `proxy_redirect` list as written at one level: `location_pass` is whether that level has
 /// its own proxy_pass, which a `default` stands for.
-fn proxy_redirects(list: &[ProxyRedirect], location_pass: bool) -> Check {
+fn proxy_redirects(list: &[ProxyRedirect], location_pass: bool, defined: Defined<'_>) -> Check {
     for rule in list {
         match rule {
             ProxyRedirect::Keyword(k) if k == "off" && list.len() > 1 => {
@@ -520,11 +626,11 @@ fn proxy_redirects(list: &[ProxyRedirect], location_pass: bool) -> Check {
                         Some(re) => regex(re, true).map(|_| ())?,
                         None => regex(re, false).map(|_| ())?,
                     },
-                    None => Template::parse(from)
+                    None => Template::parse_in(from, defined)
                         .map(|_| ())
                         .map_err(|e| Diagnostic::error(e.to_string()))?,
                 }
-                Template::parse(to).map_err(|e| Diagnostic::error(e.to_string()))?;
+                Template::parse_in(to, defined).map_err(|e| Diagnostic::error(e.to_string()))?;
             }
         }
     }
@@ -541,11 +647,17 @@ fn header_name(name: &str) -> Check {
 }
 
 /// The `add_header` list written at `key`.
-fn headers(list: &Option<Vec<AddHeader>>, at: Option<&Origin>, key: &str) -> Check {
+fn headers(
+    list: &Option<Vec<AddHeader>>,
+    at: Option<&Origin>,
+    key: &str,
+    defined: Defined<'_>,
+) -> Check {
     for (i, h) in list.iter().flatten().enumerate() {
         let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}[{i}]"));
         header_name(&h.name).map_err(place)?;
-        Template::parse(&h.value).map_err(|e| place(Diagnostic::error(e.to_string())))?;
+        Template::parse_in(&h.value, defined)
+            .map_err(|e| place(Diagnostic::error(e.to_string())))?;
     }
     Ok(())
 }
@@ -568,7 +680,7 @@ fn access_logs(
     Ok(())
 }
 
-fn return_directive(r: &Return) -> Check {
+fn return_directive(r: &Return, defined: Defined<'_>) -> Check {
     if r.status > 999 {
         return Err(Diagnostic::error(format!(
             "invalid return code \"{}\"",
@@ -582,7 +694,7 @@ fn return_directive(r: &Return) -> Check {
         )));
     }
     for text in r.location.iter().chain(r.body.iter()) {
-        Template::parse(text).map_err(|e| Diagnostic::error(e.to_string()))?;
+        Template::parse_in(text, defined).map_err(|e| Diagnostic::error(e.to_string()))?;
     }
     Ok(())
 }

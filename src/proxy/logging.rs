@@ -23,7 +23,7 @@ use super::vars::RequestVars;
 use crate::compile::describe_io_error;
 use crate::compile::diag::Diagnostic;
 use crate::config::template::{Segment, Template};
-use crate::config::{AccessLog, ErrorLog, Http, LogLevel, Origin};
+use crate::config::{AccessLog, Defined, ErrorLog, Http, LogLevel, Origin};
 
 /// nginx's predefined format.
 pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
@@ -66,8 +66,8 @@ pub struct Format {
 }
 
 impl Format {
-    pub fn new(template: &str, escape: Escape) -> Result<Format, String> {
-        let template = Template::parse(template).map_err(|e| e.to_string())?;
+    pub fn new(template: &str, escape: Escape, defined: Defined<'_>) -> Result<Format, String> {
+        let template = Template::parse_in(template, defined).map_err(|e| e.to_string())?;
         Ok(Format { template, escape })
     }
 
@@ -149,14 +149,15 @@ pub struct Formats(HashMap<String, Arc<Format>>);
 impl Formats {
     pub fn build(http: &Http) -> Result<Formats, Diagnostic> {
         let mut map = HashMap::new();
-        let builtin = |t: &str, e| Format::new(t, e).map_err(Diagnostic::error);
+        let builtin = |t: &str, e| Format::new(t, e, Defined::NONE).map_err(Diagnostic::error);
         map.insert(
             "combined".to_string(),
             Arc::new(builtin(COMBINED, Escape::Default)?),
         );
         map.insert("json".to_string(), Arc::new(builtin(JSON, Escape::Json)?));
         for f in &http.log_format {
-            let format = Format::new(&f.template, Escape::from_config(f.escape.as_deref()))
+            let escape = Escape::from_config(f.escape.as_deref());
+            let format = Format::new(&f.template, escape, Defined::new(&http.maps))
                 .map_err(Diagnostic::error)?;
             map.insert(f.name.clone(), Arc::new(format));
         }
@@ -625,7 +626,7 @@ mod tests {
     fn combined_escapes_like_nginx() {
         let mut req = RequestHeader::build("GET", b"/a?x=1", None).unwrap();
         req.append_header("User-Agent", "curl \"7\"\\é").unwrap();
-        let f = Format::new(COMBINED, Escape::Default).unwrap();
+        let f = Format::new(COMBINED, Escape::Default, Defined::NONE).unwrap();
         let line = String::from_utf8(f.line(&vars(&req))).unwrap();
         let (_, rest) = line.split_once(" - - [").unwrap();
         assert!(line.starts_with("10.0.0.9 - - ["), "{line}");
@@ -644,7 +645,7 @@ mod tests {
         assert_eq!(out, b"a\\\"b\\\\c\\n\\u0001\xc3\xa9");
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.append_header("Referer", "x\"y").unwrap();
-        let f = Format::new(JSON, Escape::Json).unwrap();
+        let f = Format::new(JSON, Escape::Json, Defined::NONE).unwrap();
         let line = f.line(&vars(&req));
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["status"], 200);

@@ -17,6 +17,7 @@ pub mod idle_stop;
 pub mod keepalive;
 pub mod locations;
 pub mod logging;
+pub mod maps;
 pub mod metrics;
 pub mod placement;
 pub mod plain;

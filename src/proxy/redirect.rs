@@ -25,7 +25,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use super::vars::{eval, RequestVars};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
-use crate::config::{LocationKind, ProxyPass, ProxyRedirect};
+use crate::config::{Defined, LocationKind, ProxyPass, ProxyRedirect};
 
 /// One `proxy_redirect` as the data plane applies it.
 pub struct RedirectRule {
@@ -81,7 +81,10 @@ pub fn resolve(
 }
 
 /// The rules of a resolved list ([`resolve`]); `off` leaves none.
-pub fn compile(list: Option<&[ProxyRedirect]>) -> Result<Vec<RedirectRule>, Diagnostic> {
+pub fn compile(
+    list: Option<&[ProxyRedirect]>,
+    defined: Defined<'_>,
+) -> Result<Vec<RedirectRule>, Diagnostic> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
@@ -92,8 +95,8 @@ pub fn compile(list: Option<&[ProxyRedirect]>) -> Result<Vec<RedirectRule>, Diag
             // A `default` with no proxy_pass to stand for: nothing (validation refuses it).
             ProxyRedirect::Keyword(_) => {}
             ProxyRedirect::Replace { from, to } => rules.push(RedirectRule {
-                pattern: pattern(from)?,
-                replacement: template(to)?,
+                pattern: pattern(from, defined)?,
+                replacement: template(to, defined)?,
             }),
         }
     }
@@ -101,13 +104,13 @@ pub fn compile(list: Option<&[ProxyRedirect]>) -> Result<Vec<RedirectRule>, Diag
 }
 
 /// What a `proxy_redirect`'s first argument means: a regex after `~` or `~*`, else text.
-fn pattern(from: &str) -> Result<Pattern, Diagnostic> {
+fn pattern(from: &str, defined: Defined<'_>) -> Result<Pattern, Diagnostic> {
     let (regex, caseless) = match from.strip_prefix('~') {
         Some(rest) => match rest.strip_prefix('*') {
             Some(rest) => (rest, true),
             None => (rest, false),
         },
-        None => return Ok(Pattern::Prefix(template(from)?)),
+        None => return Ok(Pattern::Prefix(template(from, defined)?)),
     };
     RegexBuilder::new(regex)
         .case_insensitive(caseless)
@@ -121,8 +124,8 @@ fn pattern(from: &str) -> Result<Pattern, Diagnostic> {
         })
 }
 
-fn template(text: &str) -> Result<Template, Diagnostic> {
-    Template::parse(text).map_err(|e| Diagnostic::error(e.to_string()))
+fn template(text: &str, defined: Defined<'_>) -> Result<Template, Diagnostic> {
+    Template::parse_in(text, defined).map_err(|e| Diagnostic::error(e.to_string()))
 }
 
 /// A `Location` value as the rules rewrite it, or `None` when no rule matches (the header is
@@ -244,7 +247,7 @@ mod tests {
 
     /// Rewrites `value` as a request for `Host: front.test` would see it.
     fn apply(rules: &[ProxyRedirect], value: &str, refresh: bool) -> Option<String> {
-        let rules = compile(Some(rules)).unwrap();
+        let rules = compile(Some(rules), Defined::NONE).unwrap();
         let req = RequestHeader::build("GET", b"/", None).unwrap();
         let request_id = std::sync::OnceLock::new();
         let vars = RequestVars {
@@ -361,8 +364,10 @@ mod tests {
 
     #[test]
     fn off_leaves_no_rules() {
-        assert!(compile(Some(&[keyword("off")])).unwrap().is_empty());
-        assert!(compile(None).unwrap().is_empty());
+        assert!(compile(Some(&[keyword("off")]), Defined::NONE)
+            .unwrap()
+            .is_empty());
+        assert!(compile(None, Defined::NONE).unwrap().is_empty());
     }
 
     #[test]

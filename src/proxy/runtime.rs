@@ -12,9 +12,9 @@ use std::time::Duration;
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{
-    self, AccessRule, AddHeader, Appliance, Balance, Client, HttpVersion, ListenAddress, Location,
-    LocationKind, NextUpstream, Origin, Proxy, Return, Scheme, Tls, Upstream, UpstreamServer,
-    VirtualServer,
+    self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
+    Location, LocationKind, MapVar, NextUpstream, Origin, Proxy, Return, Scheme, Tls, Upstream,
+    UpstreamServer, VirtualServer,
 };
 
 use super::access::AccessRules;
@@ -36,6 +36,8 @@ pub struct Runtime {
     pub streams: Vec<Arc<super::stream::StreamConf>>,
     /// The `http` level's access logs, for requests that reach no server.
     pub access_log: AccessLogs,
+    /// The `map` variables.
+    pub maps: super::maps::Maps,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -300,7 +302,12 @@ impl Runtime {
         let mut pools = HashMap::new();
         let mut next_id = 1u64;
         for upstream in &model.http.upstreams {
-            let pool = build_pool(upstream, next_id, model.global.sticky_secret.as_deref())?;
+            let pool = build_pool(
+                upstream,
+                next_id,
+                model.global.sticky_secret.as_deref(),
+                Defined::new(&model.http.maps),
+            )?;
             next_id += 1;
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
@@ -319,6 +326,7 @@ impl Runtime {
             pools,
             streams,
             access_log,
+            maps: super::maps::Maps::build(&http.maps)?,
         })
     }
 
@@ -343,6 +351,7 @@ pub(crate) fn build_pool(
     upstream: &Upstream,
     id: u64,
     sticky_secret: Option<&str>,
+    defined: Defined<'_>,
 ) -> Result<UpstreamPool, Diagnostic> {
     let resolved = ResolvedServer::resolve(upstream).map_err(|e| {
         Diagnostic::error(format!("upstream \"{}\": {e}", upstream.name))
@@ -350,7 +359,7 @@ pub(crate) fn build_pool(
     })?;
     let hash_key = match &upstream.balance {
         Balance::Hash { key, .. } => Some(
-            Template::parse(key)
+            Template::parse_in(key, defined)
                 .map_err(|e| Diagnostic::error(e.to_string()).at_opt(upstream.origin.as_ref()))?,
         ),
         _ => None,
@@ -409,7 +418,7 @@ pub(crate) fn implicit_pool(
         sticky: None,
         drain_timeout: None,
     };
-    build_pool(&upstream, id, None)
+    build_pool(&upstream, id, None, Defined::NONE)
 }
 
 fn build_server(
@@ -425,6 +434,7 @@ fn build_server(
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
         access: vs.access.clone().or_else(|| http.access.clone()),
+        maps: http.maps.clone().into(),
         content_types: ContentTypes::default()
             .inherit(&http.default_type, &http.types)
             .inherit(&vs.default_type, &vs.types),
@@ -461,7 +471,11 @@ fn build_server(
         name,
         tls,
         tls_keys,
-        return_: vs.return_.as_ref().map(return_conf).transpose()?,
+        return_: vs
+            .return_
+            .as_ref()
+            .map(|r| return_conf(r, Defined::new(&http.maps)))
+            .transpose()?,
         locations,
         fallback,
     })
@@ -475,6 +489,8 @@ struct Level {
     add_header: Option<Vec<AddHeader>>,
     access: Option<Vec<AccessRule>>,
     content_types: ContentTypes,
+    /// The config's maps, whose variables templates may use.
+    maps: Arc<[MapVar]>,
     /// Access logs are inherited whole, as nginx merges them.
     access_log: AccessLogs,
     formats: Arc<Formats>,
@@ -502,6 +518,7 @@ fn location_specs(
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
             access: loc.access.clone().or_else(|| parent.access.clone()),
+            maps: parent.maps.clone(),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
             access_log: match &loc.access_log {
                 Some(list) => parent.formats.targets(Some(list), loc.origin.as_ref())?,
@@ -543,6 +560,7 @@ fn location_conf(
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
 ) -> Result<LocationConf, Diagnostic> {
+    let defined = Defined::new(&level.maps);
     let proxy = match &level.proxy.pass {
         Some(pass) => {
             let pool = match pools.get(&pass.host) {
@@ -565,7 +583,7 @@ fn location_conf(
                     }
                 }
             };
-            Some(proxy_conf(&level.proxy, pass, pool, origin)?)
+            Some(proxy_conf(&level.proxy, pass, pool, origin, defined)?)
         }
         None => None,
     };
@@ -573,10 +591,14 @@ fn location_conf(
         origin: origin.cloned(),
         name,
         kind,
-        return_: ret.map(return_conf).transpose()?,
+        return_: ret.map(|r| return_conf(r, defined)).transpose()?,
         proxy,
         client: client_conf(&level.client),
-        add_header: header_rules(level.add_header.as_deref().unwrap_or_default(), origin)?,
+        add_header: header_rules(
+            level.add_header.as_deref().unwrap_or_default(),
+            origin,
+            defined,
+        )?,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),
@@ -588,9 +610,11 @@ fn proxy_conf(
     pass: &config::ProxyPass,
     pool: Arc<UpstreamPool>,
     origin: Option<&Origin>,
+    defined: Defined<'_>,
 ) -> Result<ProxyConf, Diagnostic> {
     let template = |text: &str| {
-        Template::parse(text).map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
+        Template::parse_in(text, defined)
+            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
     };
     let (proxy_host, proxy_port) = proxy_host_and_port(pass);
     // The configured headers first, in order, then nginx's defaults not overridden.
@@ -680,7 +704,8 @@ fn proxy_conf(
         pass_request_headers: p.pass_request_headers.unwrap_or(true),
         pass_request_body: p.pass_request_body.unwrap_or(true),
         hide_headers,
-        redirect: super::redirect::compile(p.redirect.as_deref()).map_err(|e| e.at_opt(origin))?,
+        redirect: super::redirect::compile(p.redirect.as_deref(), defined)
+            .map_err(|e| e.at_opt(origin))?,
         ssl_verify,
         ssl_name: p.ssl_name.as_deref().map(template).transpose()?,
         ssl_server_name: p.ssl_server_name.unwrap_or(false),
@@ -709,8 +734,9 @@ pub fn proxy_host_and_port(pass: &config::ProxyPass) -> (String, String) {
     }
 }
 
-fn return_conf(r: &Return) -> Result<ReturnConf, Diagnostic> {
-    let parse = |t: &String| Template::parse(t).map_err(|e| Diagnostic::error(e.to_string()));
+fn return_conf(r: &Return, defined: Defined<'_>) -> Result<ReturnConf, Diagnostic> {
+    let parse =
+        |t: &String| Template::parse_in(t, defined).map_err(|e| Diagnostic::error(e.to_string()));
     Ok(ReturnConf {
         status: r.status,
         location: r.location.as_ref().map(parse).transpose()?,
@@ -721,12 +747,13 @@ fn return_conf(r: &Return) -> Result<ReturnConf, Diagnostic> {
 fn header_rules(
     list: &[AddHeader],
     origin: Option<&Origin>,
+    defined: Defined<'_>,
 ) -> Result<Vec<HeaderRule>, Diagnostic> {
     list.iter()
         .map(|h| {
             Ok(HeaderRule {
                 name: h.name.clone(),
-                value: Template::parse(&h.value)
+                value: Template::parse_in(&h.value, defined)
                     .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))?,
                 always: h.always,
             })

@@ -65,7 +65,7 @@ pub fn build(
 ) -> Result<Vec<Arc<StreamConf>>, Diagnostic> {
     let mut pools = std::collections::HashMap::new();
     for upstream in &model.upstreams {
-        let pool = runtime::build_pool(upstream, *next_id, None)?;
+        let pool = runtime::build_pool(upstream, *next_id, None, config::Defined::NONE)?;
         *next_id += 1;
         pools.insert(upstream.name.clone(), Arc::new(pool));
     }

@@ -11,6 +11,7 @@ use pingora::http::ResponseHeader;
 
 use super::balance::PeerAddr;
 use super::client_request::ClientRequest;
+use super::maps::Maps;
 use super::proxy_protocol::ProxyInfo;
 
 use crate::config::template::{Segment, Template, Variable};
@@ -50,6 +51,8 @@ pub struct RequestVars<'a> {
     pub ssl_server_name: Option<&'a str>,
     /// The source and destination of the connection's PROXY protocol header, if it had one.
     pub proxy_protocol: Option<ProxyInfo>,
+    /// The config's `map` variables.
+    pub maps: &'a Maps,
 }
 
 /// One entry per try, inline for the first two: most requests make one try, and a list on the
@@ -380,6 +383,7 @@ impl<'a> RequestVars<'a> {
                     out.extend_from_slice(v);
                 }
             }
+            Variable::Map(name) => self.maps.write(name, self, out),
             Variable::Capture(n) => {
                 if let Some(Some(range)) = self.captures.get(*n as usize) {
                     if let Some(bytes) = self.captured.unwrap_or(self.uri).get(range.clone()) {
@@ -539,6 +543,10 @@ pub fn sample<'a>(
         ssl_cipher: None,
         ssl_server_name: None,
         proxy_protocol: None,
+        maps: {
+            static NONE: std::sync::OnceLock<Maps> = std::sync::OnceLock::new();
+            NONE.get_or_init(Maps::default)
+        },
     }
 }
 

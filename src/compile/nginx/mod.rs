@@ -51,7 +51,10 @@ fn first_error(parse: Diagnostic, lower: Diagnostic) -> Diagnostic {
     // nginx checks an upstream's servers when the block ends; a block the parse error cut short
     // never ended, so its "no servers" is ours alone.
     let at_block_end = lower.message.starts_with("no servers are inside upstream");
-    if parse.origin.is_none() || (lower.origin.is_some() && !at_block_end) {
+    // nginx looks variables up once the whole configuration is read, after any parse error.
+    let at_config_end =
+        lower.message.starts_with("unknown \"") && lower.message.ends_with("\" variable");
+    if parse.origin.is_none() || (lower.origin.is_some() && !at_block_end && !at_config_end) {
         lower
     } else {
         parse

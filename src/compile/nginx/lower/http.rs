@@ -6,10 +6,11 @@ use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
+use crate::config::template::Variable;
 use crate::config::{
     AccessLog, AccessRule, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
-    Location, LocationKind, LogFormat, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Tls,
-    TlsVersion, VirtualServer,
+    Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar, NextUpstream, Proxy, ProxyPass,
+    ProxyRedirect, Return, Tls, TlsVersion, VirtualServer,
 };
 
 /// The settings one level (http, server or location) may set.
@@ -59,6 +60,15 @@ impl Lowering<'_> {
                     let format = self.log_format(stmt)?;
                     self.model.http.log_format.push(format);
                     self.mapped(stmt);
+                }
+                "map" => {
+                    if let Some(map) = self.map_block(stmt)? {
+                        // A second map of a variable replaces the first, as in nginx.
+                        let maps = &mut self.model.http.maps;
+                        maps.retain(|m| m.variable != map.variable);
+                        maps.push(map);
+                        self.mapped(stmt);
+                    }
                 }
                 _ => {
                     let level = Level {
@@ -549,6 +559,82 @@ impl Lowering<'_> {
         }
         self.mapped(stmt);
         Ok(true)
+    }
+
+    /// `map source $variable { ... }`, with ngx_http_map's checks. `None` (reported) when the
+    /// source or a value uses a variable the appliance cannot compute.
+    fn map_block(&mut self, stmt: &Statement) -> Result<Option<MapVar>> {
+        let source = self.arg(stmt, 0)?.to_string();
+        let name = self.arg(stmt, 1)?.to_string();
+        let Some(variable) = name.strip_prefix('$') else {
+            return Err(self.error(stmt, format!("invalid variable name \"{name}\"")));
+        };
+        // nginx's own variables cannot be redefined (and the appliance reads `$http_*` and
+        // the other prefixed names as nginx's, so those are refused too).
+        if Variable::from_name(variable).is_some() {
+            return Err(self.error(stmt, format!("the duplicate \"{variable}\" variable")));
+        }
+        let mut map = MapVar {
+            origin: self.origin(stmt),
+            source,
+            variable: variable.to_string(),
+            hostnames: false,
+            default: None,
+            entries: Vec::new(),
+        };
+        let lines = stmt.block.as_deref().unwrap_or_default();
+        for line in lines {
+            match (line.name.as_str(), line.args.len()) {
+                ("hostnames", 0) => map.hostnames = true,
+                ("volatile", 0) => {}
+                (_, 1) => {}
+                _ => return Err(self.error(line, "invalid number of the map parameters")),
+            }
+        }
+        let mut keys = std::collections::HashSet::new();
+        for line in lines.iter().filter(|l| l.args.len() == 1) {
+            let value = line.args[0].value.clone();
+            match line.name.as_str() {
+                "default" if map.default.is_some() => {
+                    return Err(self.error(line, "duplicate default map parameter"));
+                }
+                "default" => map.default = Some(value),
+                key => {
+                    let entry = MapEntry {
+                        key: key.to_string(),
+                        value,
+                    };
+                    match entry.key(map.hostnames) {
+                        MapKey::Regex { pattern, caseless } => {
+                            self.usable_regex(line, pattern, caseless)?
+                        }
+                        other => {
+                            if !keys.insert(format!("{other:?}")) {
+                                // nginx names the key as it stored it: lowercase.
+                                return Err(self.error(
+                                    line,
+                                    format!(
+                                        "conflicting parameter \"{}\"",
+                                        key.to_ascii_lowercase()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    map.entries.push(entry);
+                }
+            }
+        }
+        let texts = std::iter::once(map.source.clone())
+            .chain(map.default.clone())
+            .chain(map.entries.iter().map(|e| e.value.clone()))
+            .collect::<Vec<_>>();
+        for text in texts {
+            if self.template(stmt, &text)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(map))
     }
 
     /// An `allow` or `deny` (http or stream), read as ngx_http_access_rule reads it.

@@ -21,7 +21,7 @@ use super::tree::{Statement, Tree};
 use crate::compile::diag::Diagnostic;
 use crate::compile::{Impact, Options, Report, Support};
 use crate::config::template::{Template, TemplateError};
-use crate::config::{Appliance, Origin};
+use crate::config::{Appliance, Defined, Origin};
 
 type Result<T> = std::result::Result<T, Diagnostic>;
 
@@ -38,9 +38,12 @@ pub(super) struct Lowering<'o> {
     options: &'o Options,
     model: Appliance,
     report: Report,
-    /// Variables that directives the appliance does not support define (`map`, `geo`, `set`,
-    /// named regex captures): using one is not an error, but what uses it is reported.
+    /// Variables that directives the appliance does not support define (`geo`, `set`, named
+    /// regex captures): using one is not an error, but what uses it is reported.
     foreign_vars: HashSet<String>,
+    /// Variables the config's `map` blocks define, wherever they are written (nginx resolves
+    /// variables once the whole file is read).
+    map_vars: HashSet<String>,
     /// Where relative paths in the config are resolved (nginx's conf prefix).
     conf_dir: PathBuf,
 }
@@ -60,11 +63,15 @@ impl<'o> Lowering<'o> {
         });
         let mut foreign_vars = HashSet::new();
         collect_foreign_vars(&tree.statements, &mut foreign_vars);
+        let mut maps = Vec::new();
+        collect_maps(&tree.statements, &mut maps);
+        let map_vars = computable_maps(&maps, &mut foreign_vars);
         Lowering {
             options,
             model: Appliance::default(),
             report: Report::default(),
             foreign_vars,
+            map_vars,
             conf_dir,
         }
     }
@@ -141,7 +148,7 @@ impl<'o> Lowering<'o> {
     /// variable only an unsupported directive defines makes the template unusable: `Ok(None)`,
     /// reported.
     fn template(&mut self, stmt: &Statement, text: &str) -> Result<Option<String>> {
-        match Template::parse(text) {
+        match Template::parse_in(text, Defined::Names(&self.map_vars)) {
             Ok(_) => Ok(Some(text.to_string())),
             Err(TemplateError::Unknown(name)) if self.foreign_vars.contains(&name) => {
                 self.partial(
@@ -175,7 +182,7 @@ impl<'o> Lowering<'o> {
 fn collect_foreign_vars(statements: &[Statement], out: &mut HashSet<String>) {
     for s in statements {
         let var_arg = match s.name.as_str() {
-            "map" | "split_clients" => s.arg(1),
+            "split_clients" => s.arg(1),
             "geo" | "geoip2" => s.args.last().map(|w| w.value.as_str()),
             "set" | "perl_set" | "js_set" | "auth_request_set" => s.arg(0),
             _ => None,
@@ -188,6 +195,57 @@ fn collect_foreign_vars(statements: &[Statement], out: &mut HashSet<String>) {
         }
         if let Some(block) = &s.block {
             collect_foreign_vars(block, out);
+        }
+    }
+}
+
+/// The `map` blocks of the http context.
+fn collect_maps<'t>(statements: &'t [Statement], out: &mut Vec<&'t Statement>) {
+    for s in statements {
+        match s.name.as_str() {
+            "http" => collect_maps(s.block.as_deref().unwrap_or_default(), out),
+            "map" => out.push(s),
+            _ => {}
+        }
+    }
+}
+
+/// The variables of the maps the appliance can evaluate. A map whose source or values use a
+/// variable only an unsupported directive defines cannot be, and its own variable joins those
+/// (so that what uses it is reported, not refused), until no more maps drop out.
+fn computable_maps(maps: &[&Statement], foreign_vars: &mut HashSet<String>) -> HashSet<String> {
+    let name = |s: &Statement| {
+        s.arg(1)
+            .and_then(|v| v.strip_prefix('$'))
+            .map(str::to_string)
+    };
+    let mut computable: HashSet<String> = maps.iter().filter_map(|s| name(s)).collect();
+    loop {
+        let dropped: Vec<String> = maps
+            .iter()
+            .filter(|s| {
+                let texts = s.arg(0).into_iter().chain(
+                    s.block
+                        .iter()
+                        .flatten()
+                        .filter_map(|line| line.args.first().map(|w| w.value.as_str())),
+                );
+                texts.into_iter().any(|text| {
+                    matches!(
+                        Template::parse_in(text, Defined::Names(&computable)),
+                        Err(TemplateError::Unknown(v)) if foreign_vars.contains(&v)
+                    )
+                })
+            })
+            .filter_map(|s| name(s))
+            .filter(|v| computable.contains(v))
+            .collect();
+        if dropped.is_empty() {
+            return computable;
+        }
+        for v in dropped {
+            computable.remove(&v);
+            foreign_vars.insert(v);
         }
     }
 }

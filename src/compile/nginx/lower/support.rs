@@ -127,6 +127,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("client_body_timeout", HSL),
     full("send_timeout", HSL),
     full("add_header", HSL),
+    full("map", "http"),
     full("allow", "http, server, location, stream"),
     full("deny", "http, server, location, stream"),
     part(
@@ -382,7 +383,7 @@ pub fn render_markdown() -> String {
         "gzip",
         "rewrite",
         "if",
-        "map",
+        "set",
         "root",
         "try_files",
         "error_page",
