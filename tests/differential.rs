@@ -713,6 +713,81 @@ fn map_variables() {
         .run();
 }
 
+/// realip: the rightmost X-Forwarded-For address from a trusted peer (with its port, if it
+/// has one), nothing from an untrusted one or an unparsable value, the server's settings
+/// applied before a location's (so a location's `real_ip_recursive` comes too late), a
+/// location's own settings (which a location `return` answers before), X-Real-IP and another
+/// header, and the address it yields in `allow`/`deny`, `$proxy_add_x_forwarded_for` and the
+/// upstream request.
+#[test]
+fn real_ip() {
+    let xff =
+        |path: &str, from: &str, value: &str| get(path).from(from).header("X-Forwarded-For", value);
+    Scenario::new("real_ip")
+        .backends(1)
+        .config(
+            r#"map $remote_port $port_given { "" none; default some; }
+             server {
+                 listen {listen};
+                 set_real_ip_from 127.0.0.2;
+                 set_real_ip_from 127.0.0.16/28;
+                 real_ip_header X-Forwarded-For;
+                 location / {
+                     return 200 "addr=[$remote_addr] port=[$port_given] xff=[$proxy_add_x_forwarded_for] connecting=[$realip_remote_addr]\n";
+                 }
+                 location /recursive/ { real_ip_recursive on; return 200 "addr=[$remote_addr]\n"; }
+                 location /deny/ { deny 10.9.9.9; proxy_pass http://{b0}; }
+                 location /up/ { proxy_pass http://{b0}; proxy_set_header X-Real $remote_addr; }
+             }
+             server {
+                 listen {listen1};
+                 location / {
+                     set_real_ip_from 127.0.0.0/8;
+                     real_ip_recursive on;
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Real $remote_addr;
+                 }
+                 location /returned {
+                     set_real_ip_from 127.0.0.0/8;
+                     return 200 "addr=[$remote_addr]\n";
+                 }
+             }
+             server {
+                 listen {listen2};
+                 set_real_ip_from 127.0.0.1;
+                 real_ip_header X-Client;
+                 return 200 "addr=[$remote_addr]\n";
+             }"#,
+        )
+        .send_all([
+            xff("/", "127.0.0.1", "1.1.1.1"),
+            xff("/", "127.0.0.2", "1.1.1.1, 2.2.2.2"),
+            xff("/", "127.0.0.2", "3.3.3.3:81"),
+            xff("/", "127.0.0.17", "[2001:db8::1]:80"),
+            xff("/", "127.0.0.2", "junk"),
+            get("/").from("127.0.0.2"),
+            xff("/", "127.0.0.2", "1.1.1.1").header("X-Forwarded-For", "8.8.8.8 ,"),
+            xff("/recursive/", "127.0.0.2", "1.1.1.1, 127.0.0.18"),
+            xff("/deny/", "127.0.0.2", "10.9.9.9"),
+            xff("/deny/", "127.0.0.2", "10.9.9.8"),
+            xff("/up/", "127.0.0.2", "4.4.4.4"),
+            get("/").header("X-Real-IP", "5.5.5.5").on_listener(1),
+            get("/")
+                .header("X-Real-IP", "5.5.5.5, 127.0.0.9")
+                .on_listener(1),
+            get("/").header("X-Real-IP", "1.1.1.1, 6.6.6.6").on_listener(1),
+            get("/returned")
+                .header("X-Real-IP", "5.5.5.5")
+                .on_listener(1),
+            get("/").header("X-Client", "7.7.7.7").on_listener(2),
+            get("/")
+                .from("127.0.0.2")
+                .header("X-Client", "7.7.7.7")
+                .on_listener(2),
+        ])
+        .run();
+}
+
 /// The headers people set, and what nginx does with the client's own: hop-by-hop ones
 /// dropped, underscores ignored, duplicates, order and case kept, HTTP/1.0 and missing Host.
 #[test]

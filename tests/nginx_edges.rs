@@ -423,6 +423,39 @@ fn map_cases() -> Vec<Case> {
     .collect()
 }
 
+/// realip's directives as ngx_http_realip_from and ngx_http_realip read them.
+fn real_ip_cases() -> Vec<Case> {
+    [
+        ("an address and a block", "set_real_ip_from 10.0.0.1;\nset_real_ip_from 10.0.0.0/8;"),
+        ("ipv6 and unix", "set_real_ip_from 2001:db8::/32;\nset_real_ip_from unix:;"),
+        ("a block with low bits", "set_real_ip_from 10.1.2.3/8;"),
+        ("a host name", "set_real_ip_from localhost;"),
+        ("all", "set_real_ip_from all;"),
+        ("a prefix too long", "set_real_ip_from 10.0.0.0/33;"),
+        ("a header", "real_ip_header X-Client;"),
+        ("two headers", "real_ip_header X-Forwarded-For;\nreal_ip_header proxy_protocol;"),
+        ("recursive twice", "real_ip_recursive on;\nreal_ip_recursive off;"),
+        ("recursive", "real_ip_recursive on;"),
+        ("recursive maybe", "real_ip_recursive maybe;"),
+        ("no header", "real_ip_header;"),
+    ]
+    .into_iter()
+    .map(|(name, lines)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\n{lines}\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{lines}\n}}\n}}\n}}\n"
+            ),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn real_ip_directives_match_nginx() {
+    compare(real_ip_cases());
+}
+
 #[test]
 fn map_blocks_match_nginx() {
     compare(map_cases());

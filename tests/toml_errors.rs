@@ -162,6 +162,12 @@ fn each_mistake_is_reported_where_it_is_written() {
             "[[http.map]]\nsource = \"$y\"",
             "cycle while evaluating variable \"x\"",
         ),
+        (
+            "real_ip_from",
+            "[http.real_ip]\nfrom = [\"10.0.0.0/8\", \"proxy.example\"]\n",
+            "\"proxy.example\"",
+            "in set_real_ip_from",
+        ),
         // A problem with the item as a whole: its table's header.
         (
             "server_without_listen",

@@ -37,6 +37,8 @@ pub struct VirtualServer {
     pub add_header: Option<Vec<AddHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessRule>>,
+    #[serde(default, skip_serializing_if = "RealIp::is_empty")]
+    pub real_ip: RealIp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
@@ -151,6 +153,8 @@ pub struct Location {
     pub add_header: Option<Vec<AddHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessRule>>,
+    #[serde(default, skip_serializing_if = "RealIp::is_empty")]
+    pub real_ip: RealIp,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
@@ -495,7 +499,14 @@ impl AccessRule {
     /// The clients the rule is about, as ngx_http_access_rule reads them; with `true` when a
     /// CIDR block had low bits set (nginx warns that they "are meaningless").
     pub fn scope(&self) -> Result<(AccessScope, bool), String> {
-        let text = self.addresses();
+        AccessScope::parse(self.addresses())
+    }
+}
+
+impl AccessScope {
+    /// `all`, `unix:`, an address or a CIDR block (ngx_ptocidr); with `true` when the block
+    /// had low bits set.
+    pub fn parse(text: &str) -> Result<(AccessScope, bool), String> {
         let invalid = || format!("invalid parameter \"{text}\"");
         match text {
             "all" => return Ok((AccessScope::All, false)),
@@ -512,6 +523,38 @@ impl AccessRule {
         };
         let trunc = net.trunc();
         Ok((AccessScope::Net(trunc), trunc != net))
+    }
+}
+
+/// nginx's realip module at one level: who is trusted to say who the client is, and where
+/// it says it. Each setting is inherited on its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealIp {
+    /// `set_real_ip_from`: addresses, CIDR blocks or `unix:` (a list, inherited whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<String>>,
+    /// `real_ip_header`: `X-Real-IP` (nginx's default), `X-Forwarded-For`, `proxy_protocol`
+    /// or another header's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// `real_ip_recursive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive: Option<bool>,
+}
+
+impl RealIp {
+    pub fn is_empty(&self) -> bool {
+        *self == RealIp::default()
+    }
+
+    /// Inner settings win setting by setting.
+    pub fn merged(&self, outer: &RealIp) -> RealIp {
+        RealIp {
+            from: self.from.clone().or_else(|| outer.from.clone()),
+            header: self.header.clone().or_else(|| outer.header.clone()),
+            recursive: self.recursive.or(outer.recursive),
+        }
     }
 }
 

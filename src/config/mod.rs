@@ -26,8 +26,8 @@ pub use admin::Admin;
 pub use ha::{Ha, HaMode};
 pub use http::{
     AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
-    Location, LocationKind, NextUpstream, Proxy, ProxyPass, ProxyRedirect, Return, Scheme, Tls,
-    TlsVersion, VirtualServer,
+    Location, LocationKind, NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Scheme,
+    Tls, TlsVersion, VirtualServer,
 };
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use map::{Defined, MapEntry, MapKey, MapVar};
@@ -162,6 +162,8 @@ pub struct Http {
     pub add_header: Option<Vec<AddHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessRule>>,
+    #[serde(default, skip_serializing_if = "RealIp::is_empty")]
+    pub real_ip: RealIp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -74,6 +74,10 @@ pub enum Variable {
     SslServerName,
     /// `$https`: `on` on a TLS connection, empty otherwise.
     Https,
+    /// `$realip_remote_addr`, `$realip_remote_port`: the connecting client, which realip may
+    /// have replaced in `$remote_addr`.
+    RealipRemoteAddr,
+    RealipRemotePort,
     /// `$proxy_protocol_addr`, `$proxy_protocol_port`: the client a PROXY protocol header named.
     ProxyProtocolAddr,
     ProxyProtocolPort,
@@ -165,6 +169,8 @@ impl Variable {
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
             "https" => Https,
+            "realip_remote_addr" => RealipRemoteAddr,
+            "realip_remote_port" => RealipRemotePort,
             "proxy_protocol_addr" => ProxyProtocolAddr,
             "proxy_protocol_port" => ProxyProtocolPort,
             "proxy_protocol_server_addr" => ProxyProtocolServerAddr,
@@ -223,8 +229,6 @@ const NOT_COMPUTED: &[&str] = &[
     "ssl_client_v_end",
     "ssl_client_v_remain",
     "gzip_ratio",
-    "realip_remote_addr",
-    "realip_remote_port",
     "secure_link",
     "secure_link_expires",
     "invalid_referer",

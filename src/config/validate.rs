@@ -403,6 +403,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     proxy_settings(&h.proxy, None, "http.proxy", defined)?;
     headers(&h.add_header, None, "http.add_header", defined)?;
     access_rules(&h.access, None, "http.access")?;
+    real_ip(&h.real_ip, None, "http.real_ip")?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -444,6 +445,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
             defined,
         )?;
         access_rules(&server.access, at, &format!("{key}.access"))?;
+        real_ip(&server.real_ip, at, &format!("{key}.real_ip"))?;
         access_logs(
             &server.access_log,
             &formats,
@@ -508,6 +510,7 @@ fn locations(
         proxy_settings(&loc.proxy, at, &format!("{key}.proxy"), defined)?;
         headers(&loc.add_header, at, &format!("{key}.add_header"), defined)?;
         access_rules(&loc.access, at, &format!("{key}.access"))?;
+        real_ip(&loc.real_ip, at, &format!("{key}.real_ip"))?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
@@ -594,6 +597,27 @@ fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) 
             .at_opt(at)
             .about(format!("{key}[{i}]"))
         })?;
+    }
+    Ok(())
+}
+
+/// The realip settings written at `key`: addresses the access rules' way (host names are
+/// resolved by the nginx front end, not here), and a header name.
+fn real_ip(r: &RealIp, at: Option<&Origin>, key: &str) -> Check {
+    for (i, text) in r.from.iter().flatten().enumerate() {
+        if text == "all" {
+            return Err(Diagnostic::error(format!("invalid parameter \"{text}\""))
+                .at_opt(at)
+                .about(format!("{key}.from[{i}]")));
+        }
+        AccessScope::parse(text).map_err(|message| {
+            Diagnostic::error(format!("{message} in set_real_ip_from"))
+                .at_opt(at)
+                .about(format!("{key}.from[{i}]"))
+        })?;
+    }
+    if let Some(header) = &r.header {
+        header_name(header).map_err(|e| e.at_opt(at).about(format!("{key}.header")))?;
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod placement;
 pub mod plain;
 pub mod proxy_protocol;
+pub mod realip;
 pub mod redirect;
 pub mod rehome;
 pub mod replay;

@@ -13,8 +13,8 @@ use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{
     self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
-    Location, LocationKind, MapVar, NextUpstream, Origin, Proxy, Return, Scheme, Tls, Upstream,
-    UpstreamServer, VirtualServer,
+    Location, LocationKind, MapVar, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls,
+    Upstream, UpstreamServer, VirtualServer,
 };
 
 use super::access::AccessRules;
@@ -23,6 +23,7 @@ use super::drain::Inflight;
 use super::header_names::HeaderNames;
 use super::locations::{LocationTree, Spec};
 use super::logging::{AccessLogs, Formats};
+use super::realip::RealIpConf;
 use super::redirect::RedirectRule;
 use super::server_names::ServerNames;
 use super::sticky::Sticky;
@@ -72,6 +73,8 @@ pub struct ServerConf {
     pub locations: LocationTree<Arc<LocationConf>>,
     /// What applies when no location matches.
     pub fallback: Arc<LocationConf>,
+    /// realip, as merged for the server: applied before a location is chosen.
+    pub real_ip: Option<RealIpConf>,
 }
 
 /// A location's effective settings after inheritance.
@@ -86,6 +89,8 @@ pub struct LocationConf {
     pub add_header: Vec<HeaderRule>,
     /// `allow` and `deny`.
     pub access: AccessRules,
+    /// realip, as merged for the location (`None` without `set_real_ip_from`).
+    pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
     /// Where requests are logged (empty: `access_log off`, or none configured).
     pub access_log: AccessLogs,
@@ -434,6 +439,7 @@ fn build_server(
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
         access: vs.access.clone().or_else(|| http.access.clone()),
+        real_ip: vs.real_ip.merged(&http.real_ip),
         maps: http.maps.clone().into(),
         content_types: ContentTypes::default()
             .inherit(&http.default_type, &http.types)
@@ -478,6 +484,7 @@ fn build_server(
             .transpose()?,
         locations,
         fallback,
+        real_ip: RealIpConf::new(&server_level.real_ip),
     })
 }
 
@@ -488,6 +495,7 @@ struct Level {
     client: Client,
     add_header: Option<Vec<AddHeader>>,
     access: Option<Vec<AccessRule>>,
+    real_ip: RealIp,
     content_types: ContentTypes,
     /// The config's maps, whose variables templates may use.
     maps: Arc<[MapVar]>,
@@ -518,6 +526,7 @@ fn location_specs(
             client: merge_client(&parent.client, &loc.client),
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
             access: loc.access.clone().or_else(|| parent.access.clone()),
+            real_ip: loc.real_ip.merged(&parent.real_ip),
             maps: parent.maps.clone(),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
             access_log: match &loc.access_log {
@@ -600,6 +609,7 @@ fn location_conf(
             defined,
         )?,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
+        real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),
     })

@@ -20,7 +20,10 @@ use crate::config::template::{Segment, Template, Variable};
 #[derive(Clone, Copy)]
 pub struct RequestVars<'a> {
     pub request: ClientRequest<'a>,
+    /// The client as nginx sees it: realip's, else the connecting one.
     pub client: Option<(IpAddr, u16)>,
+    /// The connecting client, whatever realip said.
+    pub connecting: Option<(IpAddr, u16)>,
     pub local: Option<(IpAddr, u16)>,
     pub tls: bool,
     /// The validated Host, lowercase, without port.
@@ -189,8 +192,19 @@ impl<'a> RequestVars<'a> {
                     let _ = write!(out, "{ip}");
                 }
             }
+            Variable::RealipRemoteAddr => {
+                if let Some((ip, _)) = self.connecting {
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            Variable::RealipRemotePort => {
+                if let Some((_, port)) = self.connecting {
+                    let _ = write!(out, "{port}");
+                }
+            }
             Variable::RemotePort => {
-                if let Some((_, port)) = self.client {
+                // No port: an address realip took from a header without one.
+                if let Some((_, port)) = self.client.filter(|(_, port)| *port > 0) {
                     let _ = write!(out, "{port}");
                 }
             }
@@ -521,6 +535,7 @@ pub fn sample<'a>(
     RequestVars {
         request,
         client: Some(("10.0.0.9".parse().unwrap(), 5555)),
+        connecting: Some(("10.0.0.9".parse().unwrap(), 5555)),
         local: Some(("10.0.0.1".parse().unwrap(), 80)),
         tls: false,
         host: None,

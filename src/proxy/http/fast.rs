@@ -327,6 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Route::Location = route(ctx, self.local.as_ref(), request.into()) else {
             return Step::ToPingora;
         };
+        ctx.real_ip_by_server(self.client_inet, request.into());
         let Some(location) = ctx.location.as_ref() else {
             return Step::ToPingora;
         };
@@ -350,7 +351,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return Step::ToPingora;
         };
         // Pingora answers a client `deny` refuses, and logs it.
-        if !location.access.allows(self.client_inet.map(|a| a.ip())) {
+        ctx.real_ip_by_location(self.client_inet, request.into());
+        if !location
+            .access
+            .allows(ctx.client(self.client_inet).map(|a| a.ip()))
+        {
             return Step::ToPingora;
         }
         let client = &location.client;

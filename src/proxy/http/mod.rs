@@ -85,6 +85,8 @@ pub struct RequestCtx {
     buffered_body: Option<u64>,
     /// What the connection's TLS handshake and PROXY header said.
     conn: ConnectionInfo,
+    /// The client address realip took from a trusted proxy, in place of the connecting one.
+    real_client: Option<std::net::SocketAddr>,
     /// When the request began, for `$request_time`.
     begun: Instant,
     /// What the previous request on the connection left, for `route` to take over.
@@ -191,6 +193,7 @@ impl HttpProxy {
             same_peer_again: false,
             buffered_body: None,
             conn: ConnectionInfo::default(),
+            real_client: None,
             begun,
             previous,
             _in_flight: super::metrics::InFlight::enter(),
@@ -370,6 +373,37 @@ impl<'a> Exchange<'a> {
 }
 
 impl RequestCtx {
+    /// The client as nginx sees it: the connecting address, unless realip replaced it.
+    fn client(&self, connecting: Option<std::net::SocketAddr>) -> Option<std::net::SocketAddr> {
+        self.real_client.or(connecting)
+    }
+
+    /// nginx's realip in its post-read phase, once the server is known: the server's
+    /// settings, given who connected.
+    fn real_ip_by_server(
+        &mut self,
+        peer: Option<std::net::SocketAddr>,
+        request: ClientRequest<'_>,
+    ) {
+        let conf = self.server.as_ref().and_then(|s| s.real_ip.as_ref());
+        let pp = self.conn.proxy_protocol.as_ref();
+        self.real_client = conf.and_then(|c| c.client(peer, request, pp));
+    }
+
+    /// nginx's realip in its pre-access phase (after `return`, before `allow`/`deny`): the
+    /// location's settings, when the server's changed nothing.
+    fn real_ip_by_location(
+        &mut self,
+        peer: Option<std::net::SocketAddr>,
+        request: ClientRequest<'_>,
+    ) {
+        if self.real_client.is_none() {
+            let conf = self.location.as_ref().and_then(|l| l.real_ip.as_ref());
+            let pp = self.conn.proxy_protocol.as_ref();
+            self.real_client = conf.and_then(|c| c.client(peer, request, pp));
+        }
+    }
+
     fn vars<'a>(&'a self, session: &'a Session, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         self.vars_of(Exchange::of(session), proxy)
     }
@@ -377,7 +411,8 @@ impl RequestCtx {
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
             request: x.request,
-            client: x.client.map(|a| (a.ip(), a.port())),
+            client: self.client(x.client).map(|a| (a.ip(), a.port())),
+            connecting: x.client.map(|a| (a.ip(), a.port())),
             local: x.local.map(|a| (a.ip(), a.port())),
             tls: self.tls,
             host: self.host.as_deref(),
@@ -470,7 +505,7 @@ impl RequestCtx {
     /// upstreams (logged; the request gets a 502).
     fn choose_peer(&mut self, x: Exchange<'_>, proxy: &ProxyConf, now: Instant) -> Option<PeerId> {
         let pool = &proxy.pool;
-        let client_ip: Option<IpAddr> = x.client.map(|a| a.ip());
+        let client_ip: Option<IpAddr> = self.client(x.client).map(|a| a.ip());
         let request = x.request;
         if self.attempt.is_none() {
             let mut attempt = pool.balancer.begin();
@@ -616,7 +651,9 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.conn = ConnectionInfo::of(session);
-        let location = match route(ctx, session.server_addr(), session.req_header().into()) {
+        let routed = route(ctx, session.server_addr(), session.req_header().into());
+        ctx.real_ip_by_server(client_addr(session), session.req_header().into());
+        let location = match routed {
             Route::Reject(status) => {
                 respond::send(session, status, None, None, false).await?;
                 return Ok(true);
@@ -657,8 +694,10 @@ impl ProxyHttp for HttpProxy {
             answer_return(session, ctx, ret).await?;
             return Ok(true);
         }
-        // nginx's access phase: after the rewrite phase's `return`, before the content.
-        let client = client_addr(session).map(|a| a.ip());
+        // nginx's pre-access and access phases: after the rewrite phase's `return`, before
+        // the content.
+        ctx.real_ip_by_location(client_addr(session), session.req_header().into());
+        let client = ctx.client(client_addr(session)).map(|a| a.ip());
         if !location.access.allows(client) {
             match client {
                 Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),

@@ -8,9 +8,9 @@ use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::template::Variable;
 use crate::config::{
-    AccessLog, AccessRule, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
-    Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar, NextUpstream, Proxy, ProxyPass,
-    ProxyRedirect, Return, Tls, TlsVersion, VirtualServer,
+    AccessLog, AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen,
+    ListenAddress, Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar, NextUpstream,
+    Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Tls, TlsVersion, VirtualServer,
 };
 
 /// The settings one level (http, server or location) may set.
@@ -19,6 +19,7 @@ pub(super) struct Level<'a> {
     pub client: &'a mut Client,
     pub add_header: &'a mut Option<Vec<AddHeader>>,
     pub access: &'a mut Option<Vec<AccessRule>>,
+    pub real_ip: &'a mut RealIp,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub types: &'a mut Option<IndexMap<String, String>>,
@@ -41,6 +42,7 @@ impl Lowering<'_> {
         let mut client = Client::default();
         let mut add_header = None;
         let mut access = None;
+        let mut real_ip = RealIp::default();
         let mut access_log = None;
         let mut default_type = None;
         let mut types = None;
@@ -76,6 +78,7 @@ impl Lowering<'_> {
                         client: &mut client,
                         add_header: &mut add_header,
                         access: &mut access,
+                        real_ip: &mut real_ip,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         types: &mut types,
@@ -94,6 +97,7 @@ impl Lowering<'_> {
         http.client = client;
         http.add_header = add_header;
         http.access = access;
+        http.real_ip = real_ip;
         http.access_log = access_log;
         http.default_type = default_type;
         http.types = types;
@@ -111,6 +115,7 @@ impl Lowering<'_> {
             client: Client::default(),
             add_header: None,
             access: None,
+            real_ip: RealIp::default(),
             access_log: None,
             default_type: None,
             types: None,
@@ -175,6 +180,7 @@ impl Lowering<'_> {
                         client: &mut vs.client,
                         add_header: &mut vs.add_header,
                         access: &mut vs.access,
+                        real_ip: &mut vs.real_ip,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         types: &mut vs.types,
@@ -359,6 +365,7 @@ impl Lowering<'_> {
             client: Client::default(),
             add_header: None,
             access: None,
+            real_ip: RealIp::default(),
             access_log: None,
             default_type: None,
             types: None,
@@ -401,6 +408,7 @@ impl Lowering<'_> {
                         client: &mut loc.client,
                         add_header: &mut loc.add_header,
                         access: &mut loc.access,
+                        real_ip: &mut loc.real_ip,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         types: &mut loc.types,
@@ -532,6 +540,21 @@ impl Lowering<'_> {
                 let rule = self.access_rule(stmt)?;
                 level.access.get_or_insert_with(Vec::new).push(rule);
             }
+            "set_real_ip_from" => {
+                let addresses = self.real_ip_from(stmt)?;
+                level
+                    .real_ip
+                    .from
+                    .get_or_insert_with(Vec::new)
+                    .extend(addresses);
+            }
+            "real_ip_header" => {
+                if level.real_ip.header.is_some() {
+                    return Err(self.error(stmt, "\"real_ip_header\" directive is duplicate"));
+                }
+                level.real_ip.header = Some(self.arg(stmt, 0)?.to_string());
+            }
+            "real_ip_recursive" => level.real_ip.recursive = Some(self.flag(stmt)?),
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
             "types" => {
@@ -635,6 +658,38 @@ impl Lowering<'_> {
             }
         }
         Ok(Some(map))
+    }
+
+    /// `set_real_ip_from`: an address, a CIDR block or `unix:`, else a host name, resolved now
+    /// as nginx resolves it, to the addresses it has.
+    fn real_ip_from(&mut self, stmt: &Statement) -> Result<Vec<String>> {
+        let text = self.arg(stmt, 0)?.to_string();
+        // `all` is the access module's word; here it would be a host name.
+        match AccessScope::parse(&text)
+            .ok()
+            .filter(|(scope, _)| *scope != AccessScope::All)
+        {
+            Some((_, meaningless)) => {
+                if meaningless {
+                    self.warn(stmt, format!("low address bits of {text} are meaningless"));
+                }
+                Ok(vec![text])
+            }
+            None => {
+                use std::net::ToSocketAddrs;
+                let resolved: Vec<String> = (text.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.map(|a| a.ip().to_string()).collect())
+                    .unwrap_or_default();
+                if resolved.is_empty() {
+                    return Err(self.error(
+                        stmt,
+                        format!("host not found in set_real_ip_from \"{text}\""),
+                    ));
+                }
+                Ok(resolved)
+            }
+        }
     }
 
     /// An `allow` or `deny` (http or stream), read as ngx_http_access_rule reads it.

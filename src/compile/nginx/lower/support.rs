@@ -128,6 +128,9 @@ pub const SUPPORTED: &[Entry] = &[
     full("send_timeout", HSL),
     full("add_header", HSL),
     full("map", "http"),
+    full("set_real_ip_from", HSL),
+    full("real_ip_header", HSL),
+    full("real_ip_recursive", HSL),
     full("allow", "http, server, location, stream"),
     full("deny", "http, server, location, stream"),
     part(
@@ -389,7 +392,6 @@ pub fn render_markdown() -> String {
         "error_page",
         "limit_req",
         "auth_basic",
-        "real_ip_header",
         "proxy_cache",
         "ssl_verify_client",
         "expires",
