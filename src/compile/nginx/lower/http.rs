@@ -13,6 +13,24 @@ use crate::config::{
     Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Tls, TlsVersion, VirtualServer,
 };
 
+/// nginx's message (PCRE2's) for the mistakes in a regex that both PCRE2 and the appliance's
+/// engine refuse the same way: parentheses that do not pair up.
+fn pcre_message(pattern: &str) -> Option<String> {
+    use regex_syntax::ast::{parse::Parser, ErrorKind};
+    let error = Parser::new().parse(pattern).err()?;
+    let (message, at) = match error.kind() {
+        // PCRE2 finds the missing `)` at the end of the pattern.
+        ErrorKind::GroupUnclosed => ("missing closing parenthesis", pattern.len()),
+        ErrorKind::GroupUnopened => ("unmatched closing parenthesis", error.span().start.offset),
+        _ => return None,
+    };
+    let mut text = format!("pcre2_compile() failed: {message} in \"{pattern}\"");
+    if at < pattern.len() {
+        text.push_str(&format!(" at \"{}\"", &pattern[at..]));
+    }
+    Some(text)
+}
+
 /// The settings one level (http, server or location) may set.
 pub(super) struct Level<'a> {
     pub proxy: &'a mut Proxy,
@@ -720,10 +738,12 @@ impl Lowering<'_> {
             Ok(_) => Ok(()),
             Err(e) => Err(self.error(
                 stmt,
-                format!(
-                    "regular expression \"{pattern}\" cannot be used by the appliance: {}",
-                    e.to_string().lines().last().unwrap_or("invalid")
-                ),
+                pcre_message(pattern).unwrap_or_else(|| {
+                    format!(
+                        "regular expression \"{pattern}\" cannot be used by the appliance: {}",
+                        e.to_string().lines().last().unwrap_or("invalid")
+                    )
+                }),
             )),
         }
     }
