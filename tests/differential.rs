@@ -1260,6 +1260,31 @@ fn harness_notices_different_upstream_requests() {
     );
 }
 
+/// Headers named with `compare_headers`: a different value, a missing one and an extra
+/// occurrence all show in the report; headers not named do not count.
+#[test]
+fn harness_notices_different_response_headers() {
+    let scenario = Scenario::new("harness: response headers")
+        .backends(0)
+        .compare_headers(&["X-A", "X-B"])
+        .config(
+            r#"server {
+                 listen {listen};
+                 location / { add_header X-A 1; add_header X-B 2; add_header X-C 3; return 200 "x\n"; }
+             }"#,
+        )
+        .send(get("/"));
+    let report = scenario.differences_from(
+        r#"server {
+             listen {listen};
+             location / { add_header X-A 9; add_header X-C 4; add_header X-A 1; return 200 "x\n"; }
+         }"#,
+    );
+    assert!(report.contains("X-A: 1, X-B: 2\n"), "{report}");
+    assert!(report.contains("X-A: 9, X-A: 1, X-B: -"), "{report}");
+    assert!(!report.contains("X-C"), "{report}");
+}
+
 #[test]
 fn harness_chi_square_rejects_the_wrong_shares() {
     let weights = [0.5, 1.0 / 3.0, 1.0 / 6.0];

@@ -96,6 +96,7 @@ pub struct Scenario {
     template: String,
     steps: Vec<Step>,
     nginx: NginxOptions,
+    shown_headers: Vec<String>,
 }
 
 impl Scenario {
@@ -107,6 +108,7 @@ impl Scenario {
             template: String::new(),
             steps: Vec::new(),
             nginx: NginxOptions::default(),
+            shown_headers: Vec::new(),
         }
     }
 
@@ -129,6 +131,13 @@ impl Scenario {
 
     pub fn config(mut self, template: &str) -> Scenario {
         self.template = template.into();
+        self
+    }
+
+    /// Compare these response headers too (e.g. the ones `add_header` sets), in every response:
+    /// each occurrence, in order, or their absence.
+    pub fn compare_headers(mut self, names: &[&str]) -> Scenario {
+        self.shown_headers = names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -357,6 +366,7 @@ impl Scenario {
             receptions: backends.receptions(),
             connections: backends.connection_counts(),
             started: background_seqs,
+            shown_headers: self.shown_headers.clone(),
             log_tail,
         };
         observation.with_placeholders(&ports)

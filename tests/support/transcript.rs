@@ -16,6 +16,9 @@ pub struct Observation {
     pub connections: Vec<usize>,
     /// The requests sent with `start` (numbered from 1), left out of distributions.
     pub started: Vec<usize>,
+    /// Response headers (beyond Location and Refresh) that count, by name, in every response:
+    /// each occurrence in order, or `-` when absent. Empty for most scenarios.
+    pub shown_headers: Vec<String>,
     pub log_tail: String,
 }
 
@@ -106,7 +109,11 @@ pub fn exact_items(o: &Observation, bodies: &[bool]) -> Vec<String> {
         .enumerate()
         .map(|(i, (outcome, request))| {
             let body = bodies.get(i).copied().unwrap_or(false);
-            describe_outcome(i + 1, request, outcome, true, body)
+            let mut text = describe_outcome(i + 1, request, outcome, true, body);
+            if let Outcome::Response(response) = outcome {
+                text.push_str(&shown_headers(response, &o.shown_headers));
+            }
+            text
         })
         .collect();
     items.extend(o.receptions.iter().map(|r| describe_reception(r, true)));
@@ -165,6 +172,27 @@ fn describe_outcome(
         }
     };
     format!("response to #{seq} ({}): {what}", request.describe())
+}
+
+/// The chosen headers of a response: `, Name: value` for each occurrence, `, Name: -` when it
+/// has none.
+fn shown_headers(response: &super::client::Response, names: &[String]) -> String {
+    let mut text = String::new();
+    for name in names {
+        let values: Vec<&str> = response
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if values.is_empty() {
+            text.push_str(&format!(", {name}: -"));
+        }
+        for value in values {
+            text.push_str(&format!(", {name}: {value}"));
+        }
+    }
+    text
 }
 
 fn describe_reception(r: &Reception, with_backend: bool) -> String {
