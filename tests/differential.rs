@@ -940,6 +940,621 @@ fn server_name_selection() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The rewrite module: rewrite, break, set, if, return, in the order they are written
+
+/// rewrite's flags and replacements: no flag (the statements after it still run, then the
+/// location is searched again with the new URI), `last` (search again at once, the rest
+/// skipped), `break` (stay, the rest of the rewrite statements skipped, even a `return`),
+/// `redirect` 302, `permanent` 301, a replacement starting with `http://`, `https://` or
+/// `$scheme` (a 302 without a flag); $1..$9; a location regex's captures: kept through `set`,
+/// but gone once any later regex runs (a rewrite whose regex captures nothing and matches,
+/// or a rewrite that does not match), so they are copied with `set` first; `(?i)`;
+/// server-level rewrites before the location search; a rewrite then a `return` (which sees
+/// the new `$uri`) and a `return` before a rewrite (which stops it); and `last` loops: ten
+/// re-searches are allowed, the eleventh is a 500, as is a location that rewrites to itself.
+#[test]
+fn rewrite_flags_and_replacements() {
+    Scenario::new("rewrite flags")
+        .backends(1)
+        .config(
+            r#"server {
+                 listen {listen};
+                 rewrite ^/srv-none/(.*)$ /target/srv-none-$1;
+                 rewrite ^/srv-last/(.*)$ /target/srv-last-$1 last;
+                 rewrite ^/srv-break/(.*)$ /target/srv-break-$1 break;
+                 rewrite ^/srv-redirect/(.*)$ /target/srv-redirect-$1 redirect;
+                 rewrite (?i)^/CaseLess/(.*)$ /target/caseless-$1 last;
+                 rewrite ^/CaseFul/(.*)$ /target/caseful-$1 last;
+                 location /target/ { return 200 "target uri=[$uri] args=[$args] after=[$after]\n"; }
+                 location / { return 200 "fallback uri=[$uri]\n"; }
+                 location /none/ {
+                     rewrite ^/none/(.*)$ /target/none-$1;
+                     set $after "statements after a flagless rewrite ran";
+                 }
+                 location /none-then-return/ {
+                     rewrite ^/none-then-return/(.*)$ /target/ntr-$1;
+                     return 200 "returned after the rewrite: uri=[$uri] args=[$args]\n";
+                 }
+                 location /return-first/ {
+                     return 200 "returned first: uri=[$uri]\n";
+                     rewrite ^ /target/never last;
+                 }
+                 location /last/ {
+                     rewrite ^/last/(.*)$ /target/last-$1 last;
+                     return 200 "not reached after last\n";
+                 }
+                 location /break/ {
+                     rewrite ^/break/(.*)$ /target/break-$1 break;
+                     return 200 "not reached after break\n";
+                     proxy_pass http://{b0};
+                 }
+                 location /redirect/ { rewrite ^/redirect/(.*)$ /target/$1 redirect; }
+                 location /permanent/ { rewrite ^/permanent/(.*)$ /target/$1 permanent; }
+                 location /http/ { rewrite ^/http/(.*)$ http://example.com/h/$1; return 200 "not reached\n"; }
+                 location /https/ { rewrite ^/https/(.*)$ https://example.com/s/$1; }
+                 location /scheme/ { rewrite ^/scheme/(.*)$ $scheme://$host/sc/$1; }
+                 location /abs-permanent/ { rewrite ^/abs-permanent/(.*)$ http://example.com/p/$1 permanent; }
+                 location /nine/ {
+                     rewrite ^/nine/(a)(b)(c)(d)(e)(f)(g)(h)(i)$ /target/$9$8$7$6$5$4$3$2$1-$1$9 last;
+                 }
+                 location ~ ^/loc/(\w+)/(\w+)$ { rewrite ^ /target/$2-$1 last; }
+                 location ~ ^/lost/(\w+)$ {
+                     rewrite ^/nomatch /target/x last;
+                     return 200 "after a rewrite that did not match: 1=[$1]\n";
+                 }
+                 location ~ ^/own/(\w+)$ {
+                     rewrite ^/own/(\w)(\w*)$ /target/own-$2-$1;
+                 }
+                 location ~ ^/lc/(\w+)$ { set $v "set clobbers nothing"; return 200 "1=[$1] v=[$v]\n"; }
+                 location ~ ^/keep-loc/(\w+)/(\w+)$ { set $x $2-$1; rewrite ^ /target/$x last; }
+                 location /n/ {
+                     rewrite ^/n/x(x*)$ /n/$1 last;
+                     return 200 "chain done: uri=[$uri]\n";
+                 }
+                 location /loop/ { rewrite ^/loop/(.*)$ /loop/$1 last; }
+                 location /loop-none/ { rewrite ^(.*)$ $1; }
+                 location /ping/ { rewrite ^/ping/(.*)$ /pong/$1 last; }
+                 location /pong/ { rewrite ^/pong/(.*)$ /ping/$1 last; }
+             }"#,
+        )
+        .send_all(
+            [
+                "/srv-none/a",
+                "/srv-last/a?q=1",
+                "/srv-break/a",
+                "/srv-redirect/a?q=1",
+                "/caseless/a",
+                "/CASELESS/b",
+                "/CaseFul/a",
+                "/caseful/a",
+                "/none/a?q=1",
+                "/none-then-return/a?q=1",
+                "/return-first/a",
+                "/last/a",
+                "/break/a?q=1",
+                "/redirect/a",
+                "/redirect/a?q=1",
+                "/permanent/a",
+                "/http/a?q=1",
+                "/https/a",
+                "/scheme/a",
+                "/abs-permanent/a?q=1",
+                "/nine/abcdefghi",
+                "/nine/abcdefgh",
+                "/loc/one/two",
+                "/lc/word",
+                "/keep-loc/one/two",
+                "/lost/word",
+                "/own/word",
+                "/n/xxxxxxxxx",
+                "/n/xxxxxxxxxx",
+                "/n/xxxxxxxxxxx",
+                "/loop/a",
+                "/loop-none/a",
+                "/ping/a",
+            ]
+            .map(get),
+        )
+        .send(get("/redirect/a").host("front.example:8080"))
+        .send(get("/scheme/a").host("front.example:8080"))
+        .send(get("/redirect/a").http10())
+        .run();
+}
+
+/// rewrite and the query string and escaping: a replacement without `?` keeps the client's
+/// args, one with `?x=1` puts them after its own, a trailing `?` drops them, in internal
+/// rewrites and in redirects; the regex sees the decoded, normalised URI (`%20`, `%2F`, `+`,
+/// `..`), and what that becomes in `$uri`, in the request a backend receives, and in a
+/// redirect's Location (captures re-escaped only when the client's URI was escaped).
+#[test]
+fn rewrite_args_and_escaping() {
+    Scenario::new("rewrite args and escaping")
+        .backends(1)
+        .config(
+            r#"server {
+                 listen {listen};
+                 location /target/ { return 200 "uri=[$uri] args=[$args] is_args=[$is_args] a=[$arg_a] x=[$arg_x]\n"; }
+                 location /keep/ { rewrite ^/keep/(.*)$ /target/keep-$1 last; }
+                 location /add/ { rewrite ^/add/(.*)$ /target/add-$1?x=1 last; }
+                 location /add-var/ { rewrite ^/add-var/(.*)$ /target/av?x=$1&y=$arg_a last; }
+                 location /drop/ { rewrite ^/drop/(.*)$ /target/drop-$1? last; }
+                 location /add-drop/ { rewrite ^/add-drop/(.*)$ /target/ad-$1?x=1? last; }
+                 location /r-keep/ { rewrite ^/r-keep/(.*)$ /target/$1 redirect; }
+                 location /r-add/ { rewrite ^/r-add/(.*)$ /target/$1?x=1 redirect; }
+                 location /r-drop/ { rewrite ^/r-drop/(.*)$ /target/$1? redirect; }
+                 location /r-abs/ { rewrite ^/r-abs/(.*)$ http://example.com/$1?x=$1; }
+                 location /r-text/ { rewrite ^/r-text/.*$ "/target/with%20space?and=%41" redirect; }
+                 location /match/ {
+                     rewrite "^/match/a b$" /target/space last;
+                     rewrite ^/match/a/b$ /target/slash last;
+                     rewrite ^/match/a\+b$ /target/plus last;
+                     rewrite ^/match/(.*)$ /target/other-$1 last;
+                 }
+                 location /up/ { rewrite ^/up/(.*)$ /sent/$1 break; proxy_pass http://{b0}; }
+             }"#,
+        )
+        .send_all(
+            [
+                "/keep/a?a=1",
+                "/keep/a",
+                "/keep/a?",
+                "/add/a?a=1",
+                "/add/a",
+                "/add-var/v?a=2",
+                "/drop/a?a=1",
+                "/add-drop/a?a=1",
+                "/r-keep/a?a=1&b=2",
+                "/r-keep/a",
+                "/r-add/a?a=1",
+                "/r-add/a",
+                "/r-drop/a?a=1",
+                "/r-abs/a?a=1",
+                "/r-text/x?a=1",
+                "/match/a%20b",
+                "/match/a%2Fb",
+                "/match/a+b",
+                "/match/x/../a%2fb",
+                "/match/caf%C3%A9",
+                "/keep/a%20b?a=%20",
+                "/keep/a+b",
+                "/r-keep/a%20b",
+                "/r-keep/a%20b?a=1",
+                "/r-keep/a+b",
+                "/r-keep/a%3Fb",
+                "/r-keep/a%25b",
+                "/r-keep/plain%41",
+                "/r-add/a%20b?a=1",
+                "/r-abs/a%20b",
+                "/r-abs/a%26b",
+                "/up/a%20b?a=1",
+                "/up/a%3Fb",
+                "/up/a+b",
+                "/up/caf%C3%A9",
+                "/up/x/./y/../z",
+            ]
+            .map(get),
+        )
+        .run();
+}
+
+/// What an upstream receives after a rewrite: `proxy_pass` without a URI sends the rewritten
+/// URI (and args) after `break` and after `last` into another location; with a URI part it
+/// replaces the location's prefix normally (also after `last` into that location), but after
+/// `break` it is ignored and the rewritten URI goes up as it is; `$uri`, `$request_uri`, `$args` and
+/// `$is_args` after a rewrite, in proxy_set_header and in a `return`.
+#[test]
+fn rewrite_what_the_upstream_receives() {
+    Scenario::new("rewrite and proxy_pass")
+        .backends(1)
+        .config(
+            r#"server {
+                 listen {listen};
+                 location /b/ { rewrite ^/b/(.*)$ /new/$1 break; proxy_pass http://{b0}; }
+                 location /b-args/ { rewrite ^/b-args/(.*)$ /new/$1?x=1 break; proxy_pass http://{b0}; }
+                 location /b-drop/ { rewrite ^/b-drop/(.*)$ /new/$1? break; proxy_pass http://{b0}; }
+                 location /l/ { rewrite ^/l/(.*)$ /p/$1 last; }
+                 location /p/ {
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Uri $uri;
+                     proxy_set_header X-Request-Uri $request_uri;
+                     proxy_set_header X-Args $args;
+                     proxy_set_header X-Is-Args $is_args;
+                 }
+                 location /bu/ { rewrite ^/bu/(.*)$ /new/$1 break; proxy_pass http://{b0}/prefix/; }
+                 location /same/ { rewrite ^(/same/.*)$ $1 break; proxy_pass http://{b0}/prefix/; }
+                 location /nu/ { proxy_pass http://{b0}/prefix/; }
+                 location /lu/ { rewrite ^/lu/(.*)$ /nu/$1 last; }
+                 location /flagless/ {
+                     rewrite ^/flagless/(.*)$ /p/$1?y=2;
+                 }
+                 location /ret/ {
+                     rewrite ^/ret/(.*)$ /shown/$1?y=2;
+                     return 200 "uri=[$uri] request_uri=[$request_uri] args=[$args] is_args=[$is_args] y=[$arg_y]\n";
+                 }
+                 location /ret-drop/ {
+                     rewrite ^/ret-drop/(.*)$ /shown/$1?;
+                     return 200 "uri=[$uri] args=[$args] is_args=[$is_args]\n";
+                 }
+             }"#,
+        )
+        .send_all(
+            [
+                "/b/x",
+                "/b/x?a=1",
+                "/b/a%20b?a=%20",
+                "/b-args/x?a=1",
+                "/b-args/x",
+                "/b-drop/x?a=1",
+                "/l/x?a=1",
+                "/l/a%20b",
+                "/p/direct?a=1",
+                "/bu/x?a=1",
+                "/same/x",
+                "/nu/x?a=1",
+                "/nu/a%20b",
+                "/lu/x?a=1",
+                "/flagless/x?a=1",
+                "/ret/x?a=1",
+                "/ret/x",
+                "/ret-drop/x?a=1",
+            ]
+            .into_iter()
+            // Plain, then with a chunked body, which the appliance serves through Pingora
+            // rather than its fast path: the two must build the same request.
+            .flat_map(|path| {
+                [
+                    get(path),
+                    get(path)
+                        .method("POST")
+                        .header("Transfer-Encoding", "chunked")
+                        .raw_body("1\r\nx\r\n0\r\n\r\n"),
+                ]
+            }),
+        )
+        .run();
+}
+
+/// set: text, variables, captures (a location's and a rewrite's), a variable built from
+/// itself, a server-level set read (and overwritten) in a location, values that survive a
+/// `last` re-search, a user variable never set for this request (empty), and user variables
+/// in proxy_set_header, add_header and return; `set $args`, which changes the query string a
+/// backend receives (`?&added=1` when there was none) but not `$request_uri`.
+#[test]
+fn set_variables() {
+    Scenario::new("set")
+        .backends(1)
+        .compare_headers(&["X-Added"])
+        .config(
+            r#"server {
+                 listen {listen};
+                 set $srv "server-level";
+                 set $overwritten "by the server";
+                 location /text {
+                     set $a hello;
+                     set $b "$a world";
+                     set $c $b-$uri;
+                     set $a "$a again";
+                     return 200 "a=[$a] b=[$b] c=[$c] srv=[$srv] o=[$overwritten] unset=[$only_elsewhere]\n";
+                 }
+                 location /elsewhere { set $only_elsewhere "set"; return 200 "[$only_elsewhere]\n"; }
+                 location /overwrite { set $overwritten "by the location"; return 200 "o=[$overwritten]\n"; }
+                 location ~ ^/cap/(\w+)-(\w+)$ {
+                     set $first $1;
+                     set $both "$2+$1";
+                     rewrite ^/cap/\w+-(\w+)$ /target/$1;
+                     set $after_rewrite "$1";
+                     return 200 "first=[$first] both=[$both] after_rewrite=[$after_rewrite] uri=[$uri]\n";
+                 }
+                 location /header {
+                     set $h "v-$arg_x";
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Set $h;
+                     proxy_set_header X-Srv $srv;
+                     add_header X-Added "$h/$srv";
+                 }
+                 location /persist/ {
+                     set $before "set before last";
+                     rewrite ^/persist/(.*)$ /shown/$1 last;
+                 }
+                 location /shown/ { return 200 "before=[$before] srv=[$srv]\n"; }
+                 location /setargs {
+                     set $args "${args}&added=1";
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Args $args;
+                 }
+                 location /setargs-ret {
+                     set $args "x=9";
+                     return 200 "args=[$args] x=[$arg_x] request_uri=[$request_uri]\n";
+                 }
+             }"#,
+        )
+        .send_all(
+            [
+                "/text",
+                "/text/more",
+                "/elsewhere",
+                "/overwrite",
+                "/cap/one-two",
+                "/header?x=1",
+                "/header",
+                "/persist/x",
+                "/shown/direct",
+                "/setargs?a=1",
+                "/setargs",
+                "/setargs-ret?a=1",
+            ]
+            .map(get),
+        )
+        .run();
+}
+
+/// A directory both nginx and the appliance see: `fs/file.txt`, `fs/exec.sh` (mode 755) and
+/// `fs/sub/`.
+fn if_filesystem() -> support::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::TempDir::new("rewrite-if-fs");
+    let fs = dir.path.join("fs");
+    std::fs::create_dir_all(fs.join("sub")).expect("fs/sub");
+    std::fs::write(fs.join("file.txt"), "file\n").expect("fs/file.txt");
+    std::fs::write(fs.join("exec.sh"), "#!/bin/sh\n").expect("fs/exec.sh");
+    std::fs::set_permissions(fs.join("exec.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod fs/exec.sh");
+    dir
+}
+
+/// if's conditions, in locations and at server level: a variable (false when empty or "0"),
+/// `=` and `!=` with quoted strings and variables on the right, `~` `~*` `!~` `!~*` with
+/// their captures inside the block and after it (they replace the location's; a failed match
+/// empties them), `-f` `!-f` `-d` `!-d` `-e` `!-e` `-x` `!-x` on a file, a directory, an
+/// executable and nothing, with paths made of variables, the front-controller idiom (`if
+/// (!-e $request_filename) { rewrite ... last; }`), named captures from an if's regex (set
+/// only when it matches), `!-f $request_filename` after a rewrite (and a `break` before it,
+/// which skips the if: the request is proxied with the new URI; the appliance serves no files),
+/// `break` and `return` inside an if, and
+/// statements after an if that did not return.
+#[test]
+fn if_conditions() {
+    let dir = if_filesystem();
+    let root = dir.path.display().to_string();
+    let header = |path: &str, value: &str| get(path).header("X-V", value);
+    let mut requests = vec![
+        get("/var"),
+        get("/var?v="),
+        get("/var?v=0"),
+        get("/var?v=00"),
+        get("/var?v=1"),
+        get("/var?v=false"),
+        header("/eq", "a b"),
+        header("/eq", "A B"),
+        header("/eq", "x").header("X-W", "x"),
+        header("/eq", "x"),
+        header("/eq", "y"),
+        get("/eq"),
+        get("/re/abc-42"),
+        get("/re/abc-x"),
+        header("/re-ci", "ABCdef"),
+        header("/re-ci", "xabc"),
+        get("/re-not/page.html"),
+        get("/re-not/page.htm"),
+        header("/re-not-ci", "JPEG"),
+        header("/re-not-ci", "png"),
+        get("/after/word?x=12"),
+        get("/after/word?x=none"),
+        get("/after/word"),
+        get("/quoted-re/a%20b"),
+        get("/brk/?b=1"),
+        get("/brk/"),
+        get("/srv?srv=yes"),
+        get("/srv?srv=0"),
+    ];
+    for path in [
+        "/fs/file.txt",
+        "/fs/sub",
+        "/fs/sub/",
+        "/fs/exec.sh",
+        "/fs/missing",
+    ] {
+        for test in ["f", "not-f", "d", "not-d", "e", "not-e", "x", "not-x"] {
+            requests.push(get(&format!("/test-{test}{path}")));
+        }
+    }
+    requests.extend([
+        get("/fs/file.txt"),
+        get("/fs/sub"),
+        get("/fs/nothing?a=1"),
+        get("/fs/no%20thing"),
+        header("/named", "one-two"),
+        header("/named", "nothing"),
+    ]);
+    for path in [
+        "/static/fs/file.txt",
+        "/static/fs/nothing",
+        "/static/fs/sub",
+    ] {
+        requests.push(get(path));
+        requests.push(get(&path.replace("/static/", "/static-break/")));
+    }
+    Scenario::new("if conditions")
+        .backends(1)
+        .config(
+            &r#"server {
+                 listen {listen};
+                 if ($arg_srv) { return 200 "server-level if: srv=[$arg_srv]\n"; }
+                 location /var {
+                     if ($arg_v) { return 200 "true: v=[$arg_v]\n"; }
+                     return 200 "false: v=[$arg_v]\n";
+                 }
+                 location /eq {
+                     if ($http_x_v = "a b") { return 200 "= quoted\n"; }
+                     if ($http_x_v = $http_x_w) { return 200 "= a variable\n"; }
+                     if ($http_x_v != x) { return 200 "!= x\n"; }
+                     return 200 "none held\n";
+                 }
+                 location /re/ {
+                     if ($uri ~ ^/re/(\w+)-(\d+)$) { return 200 "~: 1=[$1] 2=[$2]\n"; }
+                     return 200 "~ failed: 1=[$1]\n";
+                 }
+                 location /re-ci {
+                     if ($http_x_v ~* ^abc(.*)$) { return 200 "~*: 1=[$1]\n"; }
+                     return 200 "~* failed\n";
+                 }
+                 location /re-not/ {
+                     if ($uri !~ \.html$) { return 200 "!~ held\n"; }
+                     return 200 "!~ failed\n";
+                 }
+                 location /re-not-ci {
+                     if ($http_x_v !~* ^jpe?g$) { return 200 "!~* held\n"; }
+                     return 200 "!~* failed\n";
+                 }
+                 location ~ ^/after/(\w+)$ {
+                     if ($arg_x ~ ^(\d+)$) { set $n "n$1"; }
+                     return 200 "1 after the if=[$1] n=[$n]\n";
+                 }
+                 location /quoted-re/ {
+                     if ($uri ~ "^/quoted-re/(a b)$") { return 200 "quoted regex: 1=[$1]\n"; }
+                     return 200 "quoted regex failed\n";
+                 }
+                 location /brk/ {
+                     set $x "before";
+                     if ($arg_b) { set $x "in the if"; break; }
+                     set $x "after the if";
+                     proxy_pass http://{b0};
+                     proxy_set_header X-X $x;
+                 }
+                 location ~ ^/test-f(/.*)$ { if (-f @ROOT@$1) { return 200 "-f\n"; } return 200 "not -f\n"; }
+                 location ~ ^/test-not-f(/.*)$ { if (!-f @ROOT@$1) { return 200 "!-f\n"; } return 200 "not !-f\n"; }
+                 location ~ ^/test-d(/.*)$ { if (-d @ROOT@$1) { return 200 "-d\n"; } return 200 "not -d\n"; }
+                 location ~ ^/test-not-d(/.*)$ { if (!-d "@ROOT@$1") { return 200 "!-d\n"; } return 200 "not !-d\n"; }
+                 location ~ ^/test-e(/.*)$ { if (-e @ROOT@$1) { return 200 "-e\n"; } return 200 "not -e\n"; }
+                 location ~ ^/test-not-e(/.*)$ { if (!-e @ROOT@$1) { return 200 "!-e\n"; } return 200 "not !-e\n"; }
+                 location ~ ^/test-x(/.*)$ { if (-x @ROOT@$1) { return 200 "-x\n"; } return 200 "not -x\n"; }
+                 location ~ ^/test-not-x(/.*)$ { if (!-x @ROOT@$1) { return 200 "!-x\n"; } return 200 "not !-x\n"; }
+                 location /fs/ {
+                     root @ROOT@;
+                     if (!-e $request_filename) { rewrite ^/fs/(.*)$ /front?q=$1 last; }
+                     return 200 "exists: uri=[$uri]\n";
+                 }
+                 location = /front { return 200 "front controller: q=[$arg_q] args=[$args]\n"; }
+                 location /named {
+                     if ($http_x_v ~ ^(?<first>\w+)-(?<second>\w+)$) { set $both "$second/$first"; }
+                     return 200 "first=[$first] second=[$second] both=[$both] 1=[$1]\n";
+                 }
+                 location /static/ {
+                     root @ROOT@;
+                     rewrite ^/static(/.*)$ $1;
+                     if (!-f $request_filename) { return 200 "no such file: uri=[$uri]\n"; }
+                     return 200 "a file: uri=[$uri]\n";
+                 }
+                 location /static-break/ {
+                     root @ROOT@;
+                     rewrite ^/static-break(/.*)$ $1 break;
+                     if (!-f $request_filename) { return 200 "never: break skips the if\n"; }
+                     proxy_pass http://{b0};
+                 }
+             }"#
+            .replace("@ROOT@", &root),
+        )
+        .send_all(requests)
+        .run();
+}
+
+/// if blocks as people write them, and nginx's "if is evil": the CORS preflight answered
+/// inside a proxied location, an if that proxies to another backend, two ifs that both hold
+/// (only the last one's configuration applies, the location's add_header not at all), an if
+/// holding only `set` in a proxied location (still proxied, with the if's settings), an if
+/// whose add_header replaces the location's; and the redirect-to-https and
+/// www-to-bare-host idioms at server level.
+#[test]
+fn if_idioms() {
+    let cors = |method: &str| {
+        get("/api/x")
+            .method(method)
+            .header("Origin", "http://o.test")
+    };
+    Scenario::new("if idioms")
+        .backends(2)
+        .compare_headers(&[
+            "Access-Control-Allow-Origin",
+            "Access-Control-Max-Age",
+            "X-Loc",
+            "X-A",
+            "X-B",
+        ])
+        .config(
+            r#"server {
+                 listen {listen};
+                 location /api/ {
+                     if ($request_method = OPTIONS) {
+                         add_header Access-Control-Allow-Origin *;
+                         add_header Access-Control-Max-Age 1728000;
+                         return 204;
+                     }
+                     add_header X-Loc loc;
+                     proxy_pass http://{b0};
+                 }
+                 location /switch/ {
+                     if ($arg_to = one) { proxy_pass http://{b1}; }
+                     proxy_pass http://{b0};
+                 }
+                 location /two/ {
+                     add_header X-Loc loc;
+                     if ($arg_a) { add_header X-A a; }
+                     if ($arg_b) { add_header X-B b; }
+                     proxy_pass http://{b0};
+                 }
+                 location /only-set/ {
+                     proxy_set_header X-Which location;
+                     if ($arg_s) { set $s "set in the if"; }
+                     proxy_pass http://{b0};
+                     proxy_set_header X-S $s;
+                 }
+                 location /ret-in-if/ {
+                     add_header X-Loc loc;
+                     if ($arg_r) { return 200 "returned in the if\n"; }
+                     return 200 "returned after the if\n";
+                 }
+             }
+             server {
+                 listen {listen1};
+                 if ($http_x_forwarded_proto != "https") { return 301 https://$host$request_uri; }
+                 location / { proxy_pass http://{b0}; }
+             }
+             server {
+                 listen {listen2};
+                 server_name example.com www.example.com;
+                 if ($host = www.example.com) { return 301 http://example.com$request_uri; }
+                 location / { return 200 "host=[$host] uri=[$request_uri]\n"; }
+             }"#,
+        )
+        .send_all([
+            cors("OPTIONS"),
+            cors("GET"),
+            get("/switch/x?to=one"),
+            get("/switch/x?to=zero"),
+            get("/two/x"),
+            get("/two/x?a=1"),
+            get("/two/x?b=1"),
+            get("/two/x?a=1&b=1"),
+            get("/only-set/x"),
+            get("/only-set/x?s=1"),
+            get("/ret-in-if/x"),
+            get("/ret-in-if/x?r=1"),
+            get("/a/b?c=d").on_listener(1),
+            get("/a/b?c=d")
+                .header("X-Forwarded-Proto", "https")
+                .on_listener(1),
+            get("/a/b?c=d")
+                .header("X-Forwarded-Proto", "http")
+                .host("shop.test")
+                .on_listener(1),
+            get("/a%20b").host("www.example.com").on_listener(2),
+            get("/p?q=1").host("WWW.Example.com").on_listener(2),
+            get("/p?q=1").host("example.com").on_listener(2),
+        ])
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Failures and retries
 
 /// One server, every way of failing: 503 passed through, reset 502, silence 504, invalid header

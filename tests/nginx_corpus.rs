@@ -58,50 +58,16 @@ const KNOWN: &[Known] = &[
     Known {
         file: "go-crossplane/if-expr/nginx.conf",
         nginx: "unknown \"slow\" variable",
-        ours: "accepted",
-        why: "variables are resolved when nginx finishes the http block; no variable table yet",
+        ours: "unknown \"slow\" variable in go-crossplane/if-expr/nginx.conf:9",
+        why: "nginx finds an unknown variable after reading the file and names no line; the \
+              appliance names the line that uses it",
     },
     Known {
         file: "go-crossplane/if-expr/spaced-parens.conf",
         nginx: "unknown \"slow\" variable",
-        ours: "accepted",
-        why: "variables are resolved when nginx finishes the http block; no variable table yet",
-    },
-    Known {
-        file: "go-crossplane/if-check/nginx.conf",
-        nginx: "invalid condition \")\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/if-expr/empty-parens.conf",
-        nginx: "invalid condition \")\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/if-expr/empty-spaced-parens.conf",
-        nginx: "invalid condition \")\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/if-expr/missing-closing-paren.conf",
-        nginx: "invalid condition \"$slow\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/if-expr/missing-opening-paren.conf",
-        nginx: "invalid condition \"$slow)\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
-    },
-    Known {
-        file: "go-crossplane/if-expr/no-parens.conf",
-        nginx: "invalid condition \"$slow\"",
-        ours: "accepted",
-        why: "`if` conditions are parsed by the rewrite module's handler (lowering)",
+        ours: "unknown \"slow\" variable in go-crossplane/if-expr/spaced-parens.conf:9",
+        why: "nginx finds an unknown variable after reading the file and names no line; the \
+              appliance names the line that uses it",
     },
     Known {
         file: "go-crossplane/geo/nginx.conf",

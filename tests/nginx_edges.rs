@@ -456,6 +456,98 @@ fn real_ip_directives_match_nginx() {
     compare(real_ip_cases());
 }
 
+/// The rewrite module's directives as ngx_http_rewrite, ngx_http_rewrite_if (and its
+/// condition parser), ngx_http_rewrite_set, ngx_http_rewrite_break and
+/// ngx_http_rewrite_return read them: each case is `(name, server-level lines, location
+/// lines)`, with `$a` set at server level so that conditions may name it. (An unknown variable
+/// is left out, as for proxy_redirect: nginx names no line for it.)
+fn rewrite_cases() -> Vec<Case> {
+    [
+        // rewrite
+        ("rewrite with every flag", "rewrite ^/s/(.*)$ /t/$1;\nrewrite ^/s2 /t2 last;", "rewrite ^/a/(.*)$ /b/$1 last;\nrewrite ^/c /d break;\nrewrite ^/e /f redirect;\nrewrite ^/g /h permanent;\nrewrite ^/i http://x.test/$1;\nrewrite ^/j $scheme://$host/k?x=1?;"),
+        ("rewrite with a named capture", "", "rewrite ^/(?<rest>.*)$ /b/$rest last;"),
+        ("rewrite with a bad regex", "", "rewrite ^/(a /b;"),
+        ("rewrite with a lone paren", "", "rewrite ) /b;"),
+        ("rewrite with no arguments", "", "rewrite;"),
+        ("rewrite with one argument", "", "rewrite ^/a;"),
+        ("rewrite with four arguments", "", "rewrite ^/a /b last break;"),
+        ("rewrite with an unknown flag", "", "rewrite ^/a /b forever;"),
+        ("rewrite with a flag in capitals", "", "rewrite ^/a /b LAST;"),
+        // if
+        ("if with every operator", "if ($a) { rewrite ^ /x; }\nif ($host = www.x.test) { return 301 http://x.test$request_uri; }", "if ($a) { }\nif ($a = \"\") { }\nif ($a = 'x y') { }\nif ($a != $host) { }\nif ($uri ~ ^/(a)$) { set $b $1; }\nif ($uri ~* \"^/A\") { }\nif ($uri !~ ^/a) { }\nif ($uri !~* ^/a) { }\nif (-f /tmp/x$uri) { }\nif (!-f $request_filename) { }\nif (-d /tmp) { }\nif (!-d /tmp) { }\nif (-e /tmp) { }\nif (!-e /tmp) { }\nif (-x /bin/sh) { }\nif (!-x /bin/sh) { }\nif ($request_method = OPTIONS) { add_header A b; return 204; }\nif ($a) { proxy_pass http://127.0.0.1:2; }\nif ($a) { break; }\nproxy_pass http://127.0.0.1:1;"),
+        ("if with empty parens", "", "if () { }"),
+        ("if with a missing close paren", "", "if ($a { }"),
+        ("if with a missing open paren", "", "if $a) { }"),
+        ("if without parens", "", "if $a { }"),
+        ("if with an unknown operator", "", "if ($a == b) { }"),
+        ("if with too many words", "", "if ($a = b c) { }"),
+        ("if with a word, not a variable", "", "if (a) { }"),
+        ("if with a bad regex", "", "if ($uri ~ \"(a\") { }"),
+        ("if with -f and no path", "", "if (-f) { }"),
+        ("if with !-x and two paths", "", "if (!-x /a /b) { }"),
+        ("if with an unknown file test", "", "if (-z /tmp) { }"),
+        ("if nested in if", "", "if ($a) { if ($a) { } }"),
+        ("if without a block", "", "if ($a);"),
+        ("if in an if at server level with a location directive", "if ($a) { proxy_pass http://127.0.0.1:1; }", ""),
+        ("if with = and nothing after", "", "if ($a =) { }"),
+        ("if with ~ and nothing after", "", "if ($a ~) { }"),
+        // set
+        ("set text, variables and captures", "set $s \"server $host\";", "set $b x;\nset $c \"$b-$uri-$s\";\nset $args \"${args}&y=1\";\nset $limit_rate 1k;\nproxy_set_header X-C $c;\nadd_header X-C $c;\nproxy_pass http://127.0.0.1:1;"),
+        ("set a name without $", "", "set b 1;"),
+        ("set $uri", "", "set $uri x;"),
+        ("set $host", "", "set $host x;"),
+        ("set $request_uri", "", "set $request_uri x;"),
+        ("set $1", "", "set $1 x;"),
+        ("set with one argument", "", "set $b;"),
+        ("set with three arguments", "", "set $b x y;"),
+        ("set a bare $", "", "set $ x;"),
+        // break
+        ("break", "break;", "break;"),
+        ("break with an argument", "", "break now;"),
+        // return
+        ("return codes", "", "return 200;"),
+        ("return a code above 999", "", "return 1000;"),
+        ("return a word", "", "return abc;"),
+        ("return a negative code", "", "return -1;"),
+        ("return 301 without a URL", "", "return 301;"),
+        ("return a bare URL", "", "return https://x.test$request_uri;"),
+        ("return with three arguments", "", "return 200 a b;"),
+        ("return with no arguments", "", "return;"),
+        // the rest of the module
+        ("rewrite_log and uninitialized_variable_warn", "rewrite_log on;", "uninitialized_variable_warn off;"),
+    ]
+    .into_iter()
+    .map(|(name, server, location)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\nset $a 1;\n{server}\nlocation / {{\n{location}\n}}\n}}\n}}\n"
+            ),
+        )
+    })
+    .chain(
+        [
+            ("rewrite in http", "rewrite ^ /x;"),
+            ("if in http", "if ($host) { }"),
+            ("return in http", "return 200;"),
+            ("set in http", "set $a 1;"),
+        ]
+        .into_iter()
+        .map(|(name, line)| {
+            case(
+                name,
+                format!("events {{}}\nhttp {{\n{line}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+            )
+        }),
+    )
+    .collect()
+}
+
+#[test]
+fn rewrite_directives_match_nginx() {
+    compare(rewrite_cases());
+}
+
 #[test]
 fn map_blocks_match_nginx() {
     compare(map_cases());

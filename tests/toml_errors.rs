@@ -168,6 +168,34 @@ fn each_mistake_is_reported_where_it_is_written() {
             "\"proxy.example\"",
             "in set_real_ip_from",
         ),
+        (
+            "rewrite_regex",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8085\" }]\n\
+             script = [{ rewrite = { regex = \"^/(a\", replacement = \"/b\" } }]\n",
+            "\"^/(a\"",
+            "cannot be compiled",
+        ),
+        (
+            "set_builtin",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8086\" }]\n\
+             script = [{ set = { variable = \"uri\", value = \"x\" } }]\n",
+            "\"uri\"",
+            "the duplicate \"uri\" variable",
+        ),
+        (
+            "if_condition",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8087\" }]\n\
+             script = [{ if = { condition = [\"$host\", \"==\", \"a\"] } }]\n",
+            "[\"$host\"",
+            "unexpected \"==\" in condition",
+        ),
+        (
+            "return_and_script",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8088\" }]\n\
+             return = { status = 204 }\nscript = [{ break = true }]\n",
+            "{ status = 204 }",
+            "writes its return as a step",
+        ),
         // A problem with the item as a whole: its table's header.
         (
             "server_without_listen",

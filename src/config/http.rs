@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::log::AccessLog;
 use super::origin::Origin;
+use super::rewrite::Step;
 use super::units::{Duration, Size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,10 @@ pub struct VirtualServer {
     pub real_ip: RealIp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
+    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
     /// extension (nginx `default_type`; nginx's own default is `text/plain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +57,10 @@ pub struct VirtualServer {
     /// A `return` at server level answers before any location is chosen.
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
+    /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),
+    /// when there is more than a lone `return`; a server's run before a location is chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<Step>,
     #[serde(rename = "location", default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<Location>,
 }
@@ -158,6 +167,10 @@ pub struct Location {
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
+    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
     /// extension (nginx `default_type`; nginx's own default is `text/plain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +181,10 @@ pub struct Location {
     pub types: Option<IndexMap<String, String>>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
+    /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),
+    /// when there is more than a lone `return`; a server's run before a location is chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<Step>,
     #[serde(rename = "location", default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<Location>,
 }

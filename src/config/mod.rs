@@ -11,6 +11,7 @@ pub mod http;
 pub mod log;
 pub mod map;
 pub mod origin;
+pub mod rewrite;
 pub mod stream;
 pub mod template;
 mod toml_origins;
@@ -32,6 +33,7 @@ pub use http::{
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
+pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
 pub use stream::StreamServer;
 pub(crate) use toml_origins::place as place_in_toml;
 pub use units::{Duration, Size};
@@ -168,6 +170,10 @@ pub struct Http {
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_format: Vec<LogFormat>,
+    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
+    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -72,6 +72,10 @@ pub enum Variable {
     SslProtocol,
     SslCipher,
     SslServerName,
+    /// `$document_root`: the location's `root`.
+    DocumentRoot,
+    /// `$request_filename`: the `root` and `$uri`.
+    RequestFilename,
     /// `$https`: `on` on a TLS connection, empty otherwise.
     Https,
     /// `$realip_remote_addr`, `$realip_remote_port`: the connecting client, which realip may
@@ -100,8 +104,8 @@ pub enum Variable {
     NotComputed(String),
     /// `$1`..`$9`: a capture of the location's regular expression.
     Capture(u8),
-    /// A variable the config defines with `map`.
-    Map(String),
+    /// A variable the config defines, with `map` or `set`.
+    Declared(String),
 }
 
 impl Variable {
@@ -169,6 +173,8 @@ impl Variable {
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
             "https" => Https,
+            "document_root" => DocumentRoot,
+            "request_filename" => RequestFilename,
             "realip_remote_addr" => RealipRemoteAddr,
             "realip_remote_port" => RealipRemotePort,
             "proxy_protocol_addr" => ProxyProtocolAddr,
@@ -187,14 +193,26 @@ impl Variable {
     }
 }
 
+impl Variable {
+    /// Whether the variable is one of a family named by a prefix (`$http_`, `$arg_`...).
+    pub fn is_prefixed(&self) -> bool {
+        matches!(
+            self,
+            Variable::RequestHeader(_)
+                | Variable::ResponseHeader(_)
+                | Variable::UpstreamHeader(_)
+                | Variable::Cookie(_)
+                | Variable::Arg(_)
+        )
+    }
+}
+
 /// nginx 1.22's variables (core, upstream, proxy, ssl and the modules Debian's nginx-core
 /// builds in) that the appliance has no value for.
 const NOT_COMPUTED: &[&str] = &[
     "bytes_sent",
     "connection_time",
-    "document_root",
     "realpath_root",
-    "request_filename",
     "request_body",
     "request_body_file",
     "request_completion",
@@ -338,12 +356,13 @@ impl Template {
             }
             let var = match name.as_bytes() {
                 [d @ b'1'..=b'9'] => Variable::Capture(d - b'0'),
-                // A map may not redefine nginx's variables (ngx_http_add_variable refuses a
-                // duplicate), so nginx's names are looked up first.
+                // A map or `set` may not redefine nginx's variables (ngx_http_add_variable
+                // refuses a duplicate), so nginx's names are looked up first; but a declared
+                // `$http_x` or `$arg_x` wins over the prefixed variable, as in nginx.
                 _ => match Variable::from_name(name) {
-                    Some(var) => var,
-                    None if defined.contains(name) => Variable::Map(name.to_string()),
-                    None => return Err(TemplateError::Unknown(name.to_string())),
+                    Some(var) if !var.is_prefixed() || !defined.contains(name) => var,
+                    _ if defined.contains(name) => Variable::Declared(name.to_string()),
+                    _ => return Err(TemplateError::Unknown(name.to_string())),
                 },
             };
             if !literal.is_empty() {

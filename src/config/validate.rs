@@ -18,8 +18,9 @@ type Check = Result<(), Diagnostic>;
 
 /// Checks a whole model.
 pub fn validate(model: &Appliance) -> Check {
-    maps(&model.http.maps)?;
-    let defined = Defined::new(&model.http.maps);
+    let declared = rewrite::declared_variables(&model.http);
+    let defined = Defined::Names(&declared);
+    maps(&model.http.maps, defined)?;
     let http_pools = upstreams(&model.http.upstreams, false, defined)?;
     let stream_pools = upstreams(&model.stream.upstreams, true, Defined::NONE)?;
     http(model, &http_pools, defined)?;
@@ -45,8 +46,7 @@ pub fn validate(model: &Appliance) -> Check {
 
 /// The `map`s: names nginx would take, keys it would refuse, values that do not parse, and
 /// maps that (through one another) need their own value.
-fn maps(list: &[MapVar]) -> Check {
-    let defined = Defined::new(list);
+fn maps(list: &[MapVar], defined: Defined<'_>) -> Check {
     let mut names = HashSet::new();
     for (i, m) in list.iter().enumerate() {
         let at = m.origin.as_ref();
@@ -103,7 +103,7 @@ fn maps(list: &[MapVar]) -> Check {
             .flat_map(|t| {
                 t.variables()
                     .filter_map(|v| match v {
-                        Variable::Map(name) => Some(name.clone()),
+                        Variable::Declared(name) => Some(name.clone()),
                         _ => None,
                     })
                     .collect::<Vec<_>>()
@@ -404,6 +404,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     headers(&h.add_header, None, "http.add_header", defined)?;
     access_rules(&h.access, None, "http.access")?;
     real_ip(&h.real_ip, None, "http.real_ip")?;
+    root(&h.root, None, "http.root", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -446,6 +447,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         )?;
         access_rules(&server.access, at, &format!("{key}.access"))?;
         real_ip(&server.real_ip, at, &format!("{key}.real_ip"))?;
+        root(&server.root, at, &format!("{key}.root"), defined)?;
         access_logs(
             &server.access_log,
             &formats,
@@ -456,6 +458,13 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
             return_directive(r, defined)
                 .map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
+        let scope = ScriptScope {
+            pools,
+            formats: &formats,
+            defined,
+            in_location: false,
+        };
+        script(server, &server.script, &scope, at, &key)?;
         locations(&server.locations, pools, &formats, at, &key, defined)?;
     }
     Ok(())
@@ -511,12 +520,186 @@ fn locations(
         headers(&loc.add_header, at, &format!("{key}.add_header"), defined)?;
         access_rules(&loc.access, at, &format!("{key}.access"))?;
         real_ip(&loc.real_ip, at, &format!("{key}.real_ip"))?;
+        root(&loc.root, at, &format!("{key}.root"), defined)?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
                 .map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
         }
+        let scope = ScriptScope {
+            pools,
+            formats,
+            defined,
+            in_location: true,
+        };
+        script(loc, &loc.script, &scope, at, &key)?;
         locations(&loc.locations, pools, formats, at, &key, defined)?;
+    }
+    Ok(())
+}
+
+/// A `root`: a path, which may hold variables.
+fn root(root: &Option<String>, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
+    let Some(root) = root else {
+        return Ok(());
+    };
+    if root.is_empty() {
+        return Err(Diagnostic::error("root needs a path").at_opt(at).about(key));
+    }
+    Template::parse_in(root, defined)
+        .map(|_| ())
+        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(key))
+}
+
+/// What a level's script may refer to.
+struct ScriptScope<'a> {
+    pools: &'a HashSet<&'a str>,
+    formats: &'a HashSet<&'a str>,
+    defined: Defined<'a>,
+    /// A location's `if` blocks may change its settings; a server's may not.
+    in_location: bool,
+}
+
+/// A level with a `return` field and a script: they may not both be set, as the order
+/// between them would be unclear.
+trait HasReturn {
+    fn has_return(&self) -> bool;
+}
+
+impl HasReturn for VirtualServer {
+    fn has_return(&self) -> bool {
+        self.return_.is_some()
+    }
+}
+
+impl HasReturn for Location {
+    fn has_return(&self) -> bool {
+        self.return_.is_some()
+    }
+}
+
+/// The rewrite module's directives at `key`: regexes that compile, templates that parse,
+/// names `set` may assign, conditions nginx would read, and `if` blocks' settings.
+fn script(
+    level: &impl HasReturn,
+    steps: &[Step],
+    scope: &ScriptScope<'_>,
+    at: Option<&Origin>,
+    key: &str,
+) -> Check {
+    if level.has_return() && !steps.is_empty() {
+        return Err(Diagnostic::error(
+            "a level with a script writes its return as a step of the script",
+        )
+        .at_opt(at)
+        .about(format!("{key}.return")));
+    }
+    steps_check(steps, scope, at, &format!("{key}.script"))
+}
+
+fn steps_check(steps: &[Step], scope: &ScriptScope<'_>, at: Option<&Origin>, key: &str) -> Check {
+    let template = |text: &str, key: &str| {
+        Template::parse_in(text, scope.defined)
+            .map(|_| ())
+            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(key))
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        match step {
+            Step::Rewrite(r) => {
+                let key = format!("{key}.rewrite");
+                regex(&r.regex, false).map_err(|e| e.at_opt(at).about(format!("{key}.regex")))?;
+                if r.replacement.is_empty() {
+                    return Err(Diagnostic::error("empty replacement")
+                        .at_opt(at)
+                        .about(format!("{key}.replacement")));
+                }
+                template(&r.replacement, &format!("{key}.replacement"))?;
+            }
+            Step::Set(set) => {
+                let key = format!("{key}.set");
+                let name = set.variable.as_str();
+                if name.is_empty() || name.contains('$') {
+                    return Err(
+                        Diagnostic::error(format!("invalid variable name \"${name}\""))
+                            .at_opt(at)
+                            .about(format!("{key}.variable")),
+                    );
+                }
+                let builtin = Variable::from_name(name).is_some_and(|v| !v.is_prefixed());
+                if builtin && !rewrite::settable_builtin(name) {
+                    return Err(
+                        Diagnostic::error(format!("the duplicate \"{name}\" variable"))
+                            .at_opt(at)
+                            .about(format!("{key}.variable")),
+                    );
+                }
+                template(&set.value, &format!("{key}.value"))?;
+            }
+            Step::If(block) => {
+                let key = format!("{key}.if");
+                let condition = rewrite::Condition::parse(&block.condition).map_err(|e| {
+                    Diagnostic::error(e)
+                        .at_opt(at)
+                        .about(format!("{key}.condition"))
+                })?;
+                for text in condition.templates() {
+                    template(text, &format!("{key}.condition"))?;
+                }
+                if let rewrite::Condition::Matches {
+                    regex: pattern,
+                    caseless,
+                    ..
+                } = condition
+                {
+                    regex(pattern, caseless)
+                        .map_err(|e| e.at_opt(at).about(format!("{key}.condition")))?;
+                }
+                if block.has_settings() && !scope.in_location {
+                    return Err(Diagnostic::error(
+                        "a server's if block may hold only rewrite, set, break, return and if",
+                    )
+                    .at_opt(at)
+                    .about(&key));
+                }
+                if let Some(pass) = &block.proxy_pass {
+                    proxy_pass(pass, scope.pools)
+                        .map_err(|e| e.at_opt(at).about(format!("{key}.proxy_pass")))?;
+                    if pass.uri.is_some() {
+                        return Err(Diagnostic::error(
+                            "\"proxy_pass\" cannot have URI part inside \"if\" statement",
+                        )
+                        .at_opt(at)
+                        .about(format!("{key}.proxy_pass")));
+                    }
+                }
+                headers(
+                    &block.add_header,
+                    at,
+                    &format!("{key}.add_header"),
+                    scope.defined,
+                )?;
+                access_logs(
+                    &block.access_log,
+                    scope.formats,
+                    at,
+                    &format!("{key}.access_log"),
+                )?;
+                steps_check(&block.script, scope, at, &format!("{key}.script"))?;
+            }
+            Step::Return(r) => {
+                return_directive(r, scope.defined)
+                    .map_err(|e| e.at_opt(at).about(format!("{key}.return")))?;
+            }
+            Step::Break(true) => {}
+            Step::Break(false) => {
+                return Err(
+                    Diagnostic::error("break = false is not a step: leave it out")
+                        .at_opt(at)
+                        .about(&key),
+                );
+            }
+        }
     }
     Ok(())
 }

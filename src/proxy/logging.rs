@@ -147,7 +147,7 @@ pub type AccessLogs = Arc<[Target]>;
 pub struct Formats(HashMap<String, Arc<Format>>);
 
 impl Formats {
-    pub fn build(http: &Http) -> Result<Formats, Diagnostic> {
+    pub fn build(http: &Http, defined: Defined<'_>) -> Result<Formats, Diagnostic> {
         let mut map = HashMap::new();
         let builtin = |t: &str, e| Format::new(t, e, Defined::NONE).map_err(Diagnostic::error);
         map.insert(
@@ -157,8 +157,7 @@ impl Formats {
         map.insert("json".to_string(), Arc::new(builtin(JSON, Escape::Json)?));
         for f in &http.log_format {
             let escape = Escape::from_config(f.escape.as_deref());
-            let format = Format::new(&f.template, escape, Defined::new(&http.maps))
-                .map_err(Diagnostic::error)?;
+            let format = Format::new(&f.template, escape, defined).map_err(Diagnostic::error)?;
             map.insert(f.name.clone(), Arc::new(format));
         }
         Ok(Formats(map))

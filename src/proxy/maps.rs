@@ -31,8 +31,7 @@ struct Map {
 }
 
 impl Maps {
-    pub fn build(list: &[MapVar]) -> Result<Maps, Diagnostic> {
-        let defined = Defined::new(list);
+    pub fn build(list: &[MapVar], defined: Defined<'_>) -> Result<Maps, Diagnostic> {
         let mut maps = HashMap::new();
         for m in list {
             let at = m.origin.as_ref();

@@ -29,6 +29,7 @@ pub mod replay;
 pub mod request_metrics;
 pub mod respond;
 pub mod runtime;
+pub mod script;
 pub mod server_names;
 pub mod signals;
 pub mod sticky;

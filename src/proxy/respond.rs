@@ -60,6 +60,18 @@ pub async fn send(
     body: Option<(Bytes, &str)>,
     keepalive: bool,
 ) -> Result<()> {
+    send_with(session, status, location, body, keepalive, &[]).await
+}
+
+/// [`send`], with `added` headers (the location's `add_header`) after the `Location`.
+pub async fn send_with(
+    session: &mut Session,
+    status: u16,
+    location: Option<&[u8]>,
+    body: Option<(Bytes, &str)>,
+    keepalive: bool,
+    added: &[(String, Vec<u8>)],
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header("Server", SERVER)?;
     resp.insert_header("Date", http_date())?;
@@ -75,6 +87,9 @@ pub async fn send(
     }
     if let Some(location) = location {
         resp.insert_header("Location", location)?;
+    }
+    for (name, value) in added {
+        resp.append_header(name.clone(), value.as_slice())?;
     }
     if !keepalive {
         session.set_keepalive(None);

@@ -4,7 +4,7 @@
 //! keep the one they started with. Settings are merged here, with nginx's inheritance rules
 //! (http → server → location → nested location), so a request never walks the hierarchy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{
     self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
-    Location, LocationKind, MapVar, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls,
-    Upstream, UpstreamServer, VirtualServer,
+    Location, LocationKind, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls, Upstream,
+    UpstreamServer, VirtualServer,
 };
 
 use super::access::AccessRules;
@@ -25,6 +25,7 @@ use super::locations::{LocationTree, Spec};
 use super::logging::{AccessLogs, Formats};
 use super::realip::RealIpConf;
 use super::redirect::RedirectRule;
+use super::script::{IfLocation, Op, Script};
 use super::server_names::ServerNames;
 use super::sticky::Sticky;
 
@@ -69,7 +70,11 @@ pub struct ServerConf {
     pub tls: Tls,
     /// The certificates of `tls`, read and checked when the config was built.
     pub tls_keys: Option<Arc<super::tls::ServerKeys>>,
-    pub return_: Option<ReturnConf>,
+    /// The rewrite module's directives at server level (a lone `return` included).
+    pub script: Option<Script>,
+    /// The server or one of its locations has a script, or a regex location has named
+    /// groups: requests take the longer road through the rewrite phases.
+    pub scripted: bool,
     pub locations: LocationTree<Arc<LocationConf>>,
     /// What applies when no location matches.
     pub fallback: Arc<LocationConf>,
@@ -83,7 +88,12 @@ pub struct LocationConf {
     /// The location's name: the prefix a `proxy_pass` URI part replaces.
     pub name: String,
     pub kind: LocationKind,
-    pub return_: Option<ReturnConf>,
+    /// `root`, for `$document_root` and `$request_filename` (`None`: nginx's default).
+    pub root: Option<Template>,
+    /// A regex location's named groups, by capture index: variables when it matches.
+    pub named_groups: Vec<(usize, Arc<str>)>,
+    /// The rewrite module's directives (a lone `return` included).
+    pub script: Option<Script>,
     pub proxy: Option<ProxyConf>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
@@ -306,22 +316,28 @@ impl Runtime {
     pub fn build(model: &Appliance) -> Result<Runtime, Diagnostic> {
         let mut pools = HashMap::new();
         let mut next_id = 1u64;
+        let declared = Arc::new(config::rewrite::declared_variables(&model.http));
         for upstream in &model.http.upstreams {
             let pool = build_pool(
                 upstream,
                 next_id,
                 model.global.sticky_secret.as_deref(),
-                Defined::new(&model.http.maps),
+                Defined::Names(&declared),
             )?;
             next_id += 1;
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
         let http = &model.http;
-        let formats = Arc::new(Formats::build(http)?);
+        let formats = Arc::new(Formats::build(http, Defined::Names(&declared))?);
         let access_log = formats.targets(http.access_log.as_deref(), None)?;
         let mut servers: Vec<(Arc<ServerConf>, &VirtualServer)> = Vec::new();
         for vs in &http.servers {
-            let conf = build_server(http, vs, &formats, &access_log, &mut pools, &mut next_id)?;
+            let inherited = Inherited {
+                formats: &formats,
+                access_log: &access_log,
+                declared: &declared,
+            };
+            let conf = build_server(http, vs, inherited, &mut pools, &mut next_id)?;
             servers.push((Arc::new(conf), vs));
         }
         let sockets = group_sockets(&servers)?;
@@ -331,7 +347,7 @@ impl Runtime {
             pools,
             streams,
             access_log,
-            maps: super::maps::Maps::build(&http.maps)?,
+            maps: super::maps::Maps::build(&http.maps, Defined::Names(&declared))?,
         })
     }
 
@@ -426,21 +442,34 @@ pub(crate) fn implicit_pool(
     build_pool(&upstream, id, None, Defined::NONE)
 }
 
+/// What every server takes from the http level besides its settings.
+#[derive(Clone, Copy)]
+struct Inherited<'a> {
+    formats: &'a Arc<Formats>,
+    access_log: &'a AccessLogs,
+    declared: &'a Arc<HashSet<String>>,
+}
+
 fn build_server(
     http: &config::Http,
     vs: &VirtualServer,
-    formats: &Arc<Formats>,
-    http_access_log: &AccessLogs,
+    inherited: Inherited<'_>,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
 ) -> Result<ServerConf, Diagnostic> {
+    let Inherited {
+        formats,
+        access_log: http_access_log,
+        declared,
+    } = inherited;
     let server_level = Level {
         proxy: merge_proxy(&http.proxy, &vs.proxy),
         client: merge_client(&http.client, &vs.client),
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
         access: vs.access.clone().or_else(|| http.access.clone()),
         real_ip: vs.real_ip.merged(&http.real_ip),
-        maps: http.maps.clone().into(),
+        declared: declared.clone(),
+        root: vs.root.clone().or_else(|| http.root.clone()),
         content_types: ContentTypes::default()
             .inherit(&http.default_type, &http.types)
             .inherit(&vs.default_type, &vs.types),
@@ -458,7 +487,7 @@ fn build_server(
         None,
         String::new(),
         LocationKind::Prefix,
-        None,
+        (None, &[]),
         &server_level,
         pools,
         next_id,
@@ -477,14 +506,27 @@ fn build_server(
         name,
         tls,
         tls_keys,
-        return_: vs
-            .return_
-            .as_ref()
-            .map(|r| return_conf(r, Defined::new(&http.maps)))
-            .transpose()?,
+        script: level_script(
+            vs.return_.as_ref(),
+            &vs.script,
+            Defined::Names(declared),
+            &mut |_| Ok(None),
+        )
+        .map_err(|e| e.at_opt(vs.origin.as_ref()))?,
+        scripted: vs.return_.is_some() || !vs.script.is_empty() || scripted(&vs.locations),
         locations,
         fallback,
         real_ip: RealIpConf::new(&server_level.real_ip),
+    })
+}
+
+/// Whether any of the locations (nested ones too) has a script or named regex groups.
+fn scripted(locations: &[Location]) -> bool {
+    locations.iter().any(|l| {
+        l.return_.is_some()
+            || !l.script.is_empty()
+            || (l.kind.is_regex() && !config::rewrite::named_groups(&l.path).is_empty())
+            || scripted(&l.locations)
     })
 }
 
@@ -497,8 +539,9 @@ struct Level {
     access: Option<Vec<AccessRule>>,
     real_ip: RealIp,
     content_types: ContentTypes,
-    /// The config's maps, whose variables templates may use.
-    maps: Arc<[MapVar]>,
+    /// The variables the config defines (maps, `set`), which templates may use.
+    declared: Arc<HashSet<String>>,
+    root: Option<String>,
     /// Access logs are inherited whole, as nginx merges them.
     access_log: AccessLogs,
     formats: Arc<Formats>,
@@ -527,7 +570,8 @@ fn location_specs(
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
             access: loc.access.clone().or_else(|| parent.access.clone()),
             real_ip: loc.real_ip.merged(&parent.real_ip),
-            maps: parent.maps.clone(),
+            declared: parent.declared.clone(),
+            root: loc.root.clone().or_else(|| parent.root.clone()),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
             access_log: match &loc.access_log {
                 Some(list) => parent.formats.targets(Some(list), loc.origin.as_ref())?,
@@ -539,7 +583,7 @@ fn location_specs(
             loc.origin.as_ref(),
             loc.path.clone(),
             loc.kind,
-            loc.return_.as_ref(),
+            (loc.return_.as_ref(), &loc.script),
             &level,
             pools,
             next_id,
@@ -560,16 +604,44 @@ fn location_specs(
     Ok(specs)
 }
 
+/// A location's effective settings, and its script (`return` and steps), whose `if` blocks
+/// become locations of their own.
 fn location_conf(
     origin: Option<&Origin>,
     name: String,
     kind: LocationKind,
-    ret: Option<&Return>,
+    (ret, steps): (Option<&Return>, &[config::Step]),
     level: &Level,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
 ) -> Result<LocationConf, Diagnostic> {
-    let defined = Defined::new(&level.maps);
+    let declared = level.declared.clone();
+    let defined = Defined::Names(&declared);
+    let script = level_script(ret, steps, defined, &mut |block| {
+        // nginx's "if in location": a location that inherits everything from this one,
+        // `proxy_pass` included, with the block's own settings over it.
+        let mut inner = level.clone();
+        if let Some(pass) = &block.proxy_pass {
+            inner.proxy.pass = Some(pass.clone());
+        }
+        if let Some(list) = &block.add_header {
+            inner.add_header = Some(list.clone());
+        }
+        if let Some(list) = &block.access_log {
+            inner.access_log = level.formats.targets(Some(list), origin)?;
+        }
+        let conf = location_conf(
+            origin,
+            name.clone(),
+            kind,
+            (None, &[]),
+            &inner,
+            pools,
+            next_id,
+        )?;
+        Ok(Some(Arc::new(conf)))
+    })
+    .map_err(|e| e.at_opt(origin))?;
     let proxy = match &level.proxy.pass {
         Some(pass) => {
             let pool = match pools.get(&pass.host) {
@@ -596,11 +668,25 @@ fn location_conf(
         }
         None => None,
     };
+    let named_groups = match kind.is_regex() {
+        true => super::script::named_groups(&name, kind == LocationKind::RegexCaseless),
+        false => Vec::new(),
+    };
+    let root = level
+        .root
+        .as_deref()
+        .map(|text| {
+            Template::parse_in(text, defined)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
+        })
+        .transpose()?;
     Ok(LocationConf {
         origin: origin.cloned(),
+        root,
+        named_groups,
         name,
         kind,
-        return_: ret.map(|r| return_conf(r, defined)).transpose()?,
+        script,
         proxy,
         client: client_conf(&level.client),
         add_header: header_rules(
@@ -742,6 +828,26 @@ pub fn proxy_host_and_port(pass: &config::ProxyPass) -> (String, String) {
         }
         Err(_) => (pass.host.clone(), default.to_string()),
     }
+}
+
+/// A level's `return` or its steps, compiled (`None` when it has neither).
+fn level_script(
+    ret: Option<&Return>,
+    steps: &[config::Step],
+    defined: Defined<'_>,
+    if_location: &mut IfLocation<'_>,
+) -> Result<Option<Script>, Diagnostic> {
+    let return_conf = |r: &Return| return_conf(r, defined);
+    if let Some(r) = ret {
+        let ret = Arc::new(return_conf(r)?);
+        return Ok(Some(Script {
+            ops: vec![Op::Return(ret)],
+        }));
+    }
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    super::script::compile(steps, defined, if_location, &return_conf).map(Some)
 }
 
 fn return_conf(r: &Return, defined: Defined<'_>) -> Result<ReturnConf, Diagnostic> {

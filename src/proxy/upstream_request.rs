@@ -25,6 +25,14 @@ pub struct Matched<'a> {
     pub prefix_len: Option<usize>,
     /// The length of a chunked body read ahead, sent as Content-Length instead.
     pub buffered_body: Option<u64>,
+    /// A `rewrite` changed the URI (nginx's `r->internal`): it is sent escaped.
+    pub uri_rewritten: bool,
+    /// A `rewrite` or `set $args` changed the URI or its arguments: the client's target is
+    /// not sent as it was (nginx's `valid_unparsed_uri` off).
+    pub target_changed: bool,
+    /// After `rewrite ... break`: a URI part goes before the whole URI, not in place of the
+    /// location's prefix (nginx's `valid_location` off).
+    pub location_invalid: bool,
 }
 
 /// Builds the upstream request header, for Pingora.
@@ -185,18 +193,21 @@ fn write_target(
     matched: &Matched<'_>,
     out: &mut Vec<u8>,
 ) {
-    let Some(base) = &proxy.uri else {
-        // No URI part: the client's URI as it sent it.
-        out.extend_from_slice(client.raw_path());
-        return;
-    };
     let uri = matched.uri;
-    let rest = match matched.prefix_len {
-        Some(n) if n <= uri.path.len() => &uri.path[n..],
+    let rest = match (&proxy.uri, matched.prefix_len) {
+        (None, _) if !matched.target_changed => {
+            // No URI part: the client's URI as it sent it.
+            out.extend_from_slice(client.raw_path());
+            return;
+        }
+        (Some(_), Some(n)) if !matched.location_invalid && n <= uri.path.len() => &uri.path[n..],
         _ => &uri.path[..],
     };
-    out.extend_from_slice(base);
-    if uri.quoted {
+    // After `rewrite ... break`, nginx leaves the URI part out.
+    if let Some(base) = proxy.uri.as_ref().filter(|_| !matched.location_invalid) {
+        out.extend_from_slice(base);
+    }
+    if uri.quoted || matched.uri_rewritten {
         escape_uri(rest, out);
     } else {
         out.extend_from_slice(rest);

@@ -271,9 +271,21 @@ fn needs_escape(b: u8) -> bool {
 
 /// Appends `bytes` escaped as nginx escapes a URI part (`%XX`, uppercase hex).
 pub fn escape_uri(bytes: &[u8], out: &mut Vec<u8>) {
+    escape(bytes, out, needs_escape);
+}
+
+/// Appends `bytes` escaped as nginx escapes arguments (NGX_ESCAPE_ARGS): what
+/// [`escape_uri`] escapes, and `&`, `+` and `;`.
+pub fn escape_args(bytes: &[u8], out: &mut Vec<u8>) {
+    escape(bytes, out, |b| {
+        !(0x20..0x7f).contains(&b) || b" \"#%&+;<>?\\^`{|}".contains(&b)
+    });
+}
+
+fn escape(bytes: &[u8], out: &mut Vec<u8>, needs: impl Fn(u8) -> bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
-        if needs_escape(b) {
+        if needs(b) {
             out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         } else {
             out.push(b);
@@ -287,6 +299,13 @@ mod tests {
 
     fn path(s: &str) -> String {
         String::from_utf8(normalize(s.as_bytes(), true).unwrap().path).unwrap()
+    }
+
+    #[test]
+    fn args_are_escaped_as_nginx_escapes_them() {
+        let mut out = Vec::new();
+        escape_args(b"a b&c+d/e=f?;", &mut out);
+        assert_eq!(out, b"a%20b%26c%2Bd/e=f%3F%3B");
     }
 
     #[test]

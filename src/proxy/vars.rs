@@ -16,6 +16,9 @@ use super::proxy_protocol::ProxyInfo;
 
 use crate::config::template::{Segment, Template, Variable};
 
+/// Debian's nginx's root when none is configured: `html` under its prefix.
+pub const DEFAULT_ROOT: &str = "/usr/share/nginx/html";
+
 /// Everything a template may refer to, gathered for one request.
 #[derive(Clone, Copy)]
 pub struct RequestVars<'a> {
@@ -35,8 +38,13 @@ pub struct RequestVars<'a> {
     pub args: Option<&'a [u8]>,
     /// The regex location's captures, as byte ranges of `uri`, or of `captured` when set.
     pub captures: &'a [Option<std::ops::Range<usize>>],
-    /// The text other captures than the location's index (a `proxy_redirect` regex's URL).
+    /// The text other captures than the location's index (a `proxy_redirect` regex's URL, a
+    /// rewrite's or an `if`'s subject).
     pub captured: Option<&'a [u8]>,
+    /// The location's `root`, for `$document_root` and `$request_filename`.
+    pub root: Option<&'a Template>,
+    /// The values `set` gave the config's variables in this request.
+    pub declared: &'a [(std::sync::Arc<str>, Vec<u8>)],
     pub proxy_host: &'a str,
     pub proxy_port: &'a str,
     /// `$request_id`: made on first use, then the same for the whole request.
@@ -397,7 +405,19 @@ impl<'a> RequestVars<'a> {
                     out.extend_from_slice(v);
                 }
             }
-            Variable::Map(name) => self.maps.write(name, self, out),
+            Variable::DocumentRoot | Variable::RequestFilename => {
+                match self.root {
+                    Some(root) => eval(root, self, out),
+                    None => out.extend_from_slice(DEFAULT_ROOT.as_bytes()),
+                }
+                if *var == Variable::RequestFilename {
+                    out.extend_from_slice(self.uri);
+                }
+            }
+            Variable::Declared(name) => match self.declared.iter().find(|(n, _)| **n == **name) {
+                Some((_, value)) => out.extend_from_slice(value),
+                None => self.maps.write(name, self, out),
+            },
             Variable::Capture(n) => {
                 if let Some(Some(range)) = self.captures.get(*n as usize) {
                     if let Some(bytes) = self.captured.unwrap_or(self.uri).get(range.clone()) {
@@ -544,6 +564,8 @@ pub fn sample<'a>(
         args: None,
         captures: &[],
         captured: None,
+        root: None,
+        declared: &[],
         proxy_host: "",
         proxy_port: "",
         request_id,

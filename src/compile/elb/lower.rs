@@ -311,9 +311,11 @@ impl Lowering<'_> {
             access: None,
             real_ip: Default::default(),
             access_log: None,
+            root: None,
             default_type: None,
             types: None,
             return_: None,
+            script: Vec::new(),
             locations: Vec::new(),
         }
     }
@@ -551,9 +553,11 @@ fn location(origin: Origin, proxy: Proxy, return_: Option<Return>) -> Location {
         access: None,
         real_ip: Default::default(),
         access_log: None,
+        root: None,
         default_type: None,
         types: None,
         return_,
+        script: Vec::new(),
         locations: Vec::new(),
     }
 }

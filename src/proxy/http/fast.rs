@@ -51,7 +51,7 @@ use crate::proxy::keepalive::Upstream;
 use crate::proxy::redirect;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf};
-use crate::proxy::upstream_request::{self, Matched};
+use crate::proxy::upstream_request;
 
 /// A request head longer than this goes to Pingora, which answers it as nginx's
 /// `large_client_header_buffers` would.
@@ -324,10 +324,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return Step::ToPingora;
         };
         ctx.conn = self.conn_info.clone();
-        let Route::Location = route(ctx, self.local.as_ref(), request.into()) else {
+        let exchange = self.exchange(request, None, 0);
+        let Route::Location = route(ctx, self.local.as_ref(), exchange) else {
             return Step::ToPingora;
         };
-        ctx.real_ip_by_server(self.client_inet, request.into());
         let Some(location) = ctx.location.as_ref() else {
             return Step::ToPingora;
         };
@@ -524,11 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         addr: SocketAddr,
         upstream: &mut Upstream,
     ) -> Result<ResponseHead, TryFailed> {
-        let matched = Matched {
-            uri: &ctx.uri,
-            prefix_len: ctx.prefix_len,
-            buffered_body: None,
-        };
+        let matched = ctx.matched();
         let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
         self.out.clear();
         upstream_request::write(proxy, request.into(), &matched, &vars, &mut self.out);
@@ -988,8 +984,7 @@ fn has_access_log(ctx: &RequestCtx) -> bool {
 /// The location's proxying, when this path can do all it asks for.
 fn suits(location: &LocationConf) -> Option<&ProxyConf> {
     let proxy = location.proxy.as_ref()?;
-    let simple = location.return_.is_none()
-        && location.add_header.is_empty()
+    let simple = location.add_header.is_empty()
         && proxy.scheme == Scheme::Http
         && proxy.pool.sticky.is_none()
         && proxy

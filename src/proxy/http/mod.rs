@@ -38,13 +38,15 @@ use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::redirect;
 use super::respond;
-use super::runtime::{AddrConf, LocationConf, ProxyConf, Runtime, ServerConf};
+use super::runtime::{AddrConf, LocationConf, ProxyConf, ReturnConf, Runtime, ServerConf};
+use super::script::{self, ConditionOp, Op, RewriteOp, SetTarget};
 use super::server_names::validate_host_into;
 use super::sticky::Affinity;
 use super::tls::ServerName;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
-use super::vars::{eval, eval_to_vec, RequestVars, UpstreamVars};
+use super::vars::{eval_to_vec, RequestVars, UpstreamVars};
+use crate::config::template::Template;
 use crate::config::{HttpVersion, NextUpstream, Return, Scheme};
 
 /// The proxy service: reads the current [`Runtime`] at the start of every request.
@@ -87,6 +89,8 @@ pub struct RequestCtx {
     conn: ConnectionInfo,
     /// The client address realip took from a trusted proxy, in place of the connecting one.
     real_client: Option<std::net::SocketAddr>,
+    /// What the rewrite module did, when a script ran (boxed: most requests have none).
+    rewrite: Option<Box<Rewritten>>,
     /// When the request began, for `$request_time`.
     begun: Instant,
     /// What the previous request on the connection left, for `route` to take over.
@@ -194,6 +198,7 @@ impl HttpProxy {
             buffered_body: None,
             conn: ConnectionInfo::default(),
             real_client: None,
+            rewrite: None,
             begun,
             previous,
             _in_flight: super::metrics::InFlight::enter(),
@@ -273,12 +278,16 @@ fn find_addr_conf<'r>(runtime: &'r Runtime, local: Option<&PingoraAddr>) -> Opti
     })
 }
 
-/// Where nginx's find-config phase sends a request.
+/// Where nginx's phases up to the rewrite phase send a request.
 enum Route {
-    /// Answered at once with this status (no address configuration, a bad URI or Host).
+    /// Answered at once with this status (no address configuration, a bad URI or Host, a
+    /// rewrite cycle).
     Reject(u16),
-    /// The server's own `return`.
-    ServerReturn(Arc<ServerConf>),
+    /// A `return` of the server's or the location's script (`ctx.location` is set for a
+    /// location's).
+    Return(Arc<ReturnConf>),
+    /// A `rewrite` that redirects: the status and the `Location`.
+    Redirect(u16, Vec<u8>),
     /// A prefix location matched but for its trailing slash: a 301 to it
     /// (`ctx.location` is set).
     AddSlash,
@@ -286,9 +295,15 @@ enum Route {
     Location,
 }
 
+/// nginx's NGX_HTTP_MAX_URI_CHANGES: how many times a rewrite may send a request back to the
+/// location search.
+const MAX_URI_CHANGES: u32 = 10;
+
 /// Picks the server and location for a request, as nginx does, filling `ctx` (`tls`, `uri`,
-/// `host`, `server`, `location`, captures). Shared by Pingora's phases and the fast path.
-fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientRequest<'_>) -> Route {
+/// `host`, `server`, `location`, captures), and runs the server's and the location's rewrite
+/// scripts on the way. Shared by Pingora's phases and the fast path.
+fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, x: Exchange<'_>) -> Route {
+    let request = x.request;
     // Fields of `ctx` are borrowed one by one below: the config is read from `ctx.runtime`
     // while the others are written.
     let Some(addr) = find_addr_conf(&ctx.runtime, local) else {
@@ -314,10 +329,15 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientReque
     }
     let server = &addr.servers[addr.names.find(ctx.host.as_deref())];
     ctx.server = Some(same_or_clone(&mut ctx.previous.server, server));
-    if server.return_.is_some() {
-        return Route::ServerReturn(server.clone());
+    ctx.rewrite = None;
+    ctx.captures.clear();
+    if server.scripted {
+        // The scripts change `ctx` as they run, so the server is held apart from it (one
+        // more reference, only for servers with scripts).
+        let server = server.clone();
+        return route_scripted(ctx, &server, x);
     }
-    let location = match server.locations.find(&ctx.uri.path) {
+    let routed = match server.locations.find(&ctx.uri.path) {
         Found::Location {
             value,
             captures,
@@ -325,16 +345,319 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, request: ClientReque
         } => {
             ctx.captures = captures;
             ctx.prefix_len = prefix_len;
-            value
+            ctx.location = Some(same_or_clone(&mut ctx.previous.location, value));
+            Route::Location
         }
         Found::AddSlash(value) => {
             ctx.location = Some(value.clone());
-            return Route::AddSlash;
+            Route::AddSlash
         }
-        Found::None => &server.fallback,
+        Found::None => {
+            ctx.location = Some(same_or_clone(&mut ctx.previous.location, &server.fallback));
+            Route::Location
+        }
     };
-    ctx.location = Some(same_or_clone(&mut ctx.previous.location, location));
-    Route::Location
+    // nginx's post-read phase (realip), once the server is known.
+    ctx.real_ip_by_server(x.client, request);
+    routed
+}
+
+/// [`route`] for a server with rewrite scripts (a `return` counts) or regex locations with
+/// named groups: its script, then the location search, as many times as the locations'
+/// scripts change the URI.
+fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) -> Route {
+    // nginx's post-read phase (realip), then its server rewrite phase.
+    ctx.real_ip_by_server(x.client, x.request);
+    if let Some(script) = &server.script {
+        if let Ran::Answer(route) = ctx.run(&script.ops, x) {
+            return route;
+        }
+    }
+    let mut changes = 0;
+    loop {
+        let location = match server.locations.find(&ctx.uri.path) {
+            Found::Location {
+                value,
+                captures,
+                prefix_len,
+            } => {
+                // A regex location's captures replace a script's; a prefix leaves them.
+                if !captures.is_empty() {
+                    ctx.captures = captures;
+                    if let Some(rewrite) = ctx.rewrite.as_mut() {
+                        rewrite.captured = None;
+                    }
+                }
+                ctx.prefix_len = prefix_len;
+                value
+            }
+            Found::AddSlash(value) => {
+                ctx.location = Some(value.clone());
+                return Route::AddSlash;
+            }
+            Found::None => &server.fallback,
+        };
+        let location = same_or_clone(&mut ctx.previous.location, location);
+        if !location.named_groups.is_empty() {
+            let path = std::mem::take(&mut ctx.uri.path);
+            let ranges = std::mem::take(&mut ctx.captures);
+            ctx.set_named_groups(&location.named_groups, &path, &ranges);
+            ctx.uri.path = path;
+            ctx.captures = ranges;
+        }
+        ctx.location = Some(location.clone());
+        let Some(script) = &location.script else {
+            return Route::Location;
+        };
+        if let Some(rewrite) = ctx.rewrite.as_mut() {
+            rewrite.uri_changed = false;
+        }
+        if let Ran::Answer(route) = ctx.run(&script.ops, x) {
+            return route;
+        }
+        if !ctx.rewrite.as_ref().is_some_and(|r| r.uri_changed) {
+            return Route::Location;
+        }
+        changes += 1;
+        if changes > MAX_URI_CHANGES {
+            tracing::error!(
+                "rewrite or internal redirection cycle while processing \"{}\"",
+                String::from_utf8_lossy(&ctx.uri.path)
+            );
+            return Route::Reject(500);
+        }
+    }
+}
+
+/// How a script, or an `if` block's part of it, ended.
+enum Ran {
+    /// It ran to its end: the next directive runs.
+    End,
+    /// `break`, or a `rewrite` with `last` or `break`: the script is over.
+    Stop,
+    /// A `return`, a redirect, or an error answers the request.
+    Answer(Route),
+}
+
+/// What the rewrite module changed in a request, beyond its URI and captures.
+#[derive(Default)]
+struct Rewritten {
+    /// `set` values, by variable.
+    vars: Vec<(Arc<str>, Vec<u8>)>,
+    /// The text the captures index when a script regex matched last (else the URI).
+    captured: Option<Vec<u8>>,
+    /// A rewrite changed the URI (nginx's `r->internal`): the upstream gets it escaped, not
+    /// the client's.
+    uri_rewritten: bool,
+    /// A rewrite or `set $args` changed the target: the client's is not sent as it was.
+    target_changed: bool,
+    /// After `rewrite ... break` (or `break` after a change), nginx's `valid_location` is
+    /// off: a `proxy_pass` URI part goes before the whole URI instead of replacing the
+    /// location's prefix.
+    location_invalid: bool,
+    /// The URI changed without `break`: the locations are searched again.
+    uri_changed: bool,
+    /// A replacement had arguments: later captures are escaped as arguments (nginx's
+    /// `e->is_args`, which lasts for the script).
+    is_args: bool,
+}
+
+impl RequestCtx {
+    /// The rewrite module's state, made on first use.
+    fn rewritten(&mut self) -> &mut Rewritten {
+        self.rewrite.get_or_insert_with(Default::default)
+    }
+
+    /// Gives a variable of the config's its value for this request.
+    fn set_declared(&mut self, name: &Arc<str>, value: Vec<u8>) {
+        let vars = &mut self.rewritten().vars;
+        match vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => vars.push((name.clone(), value)),
+        }
+    }
+
+    /// A regex matched `subject` with `ranges`: its named groups become variables, as
+    /// nginx's ngx_http_regex_exec sets them (empty for a group that took no part).
+    fn set_named_groups(
+        &mut self,
+        groups: &[(usize, Arc<str>)],
+        subject: &[u8],
+        ranges: &[Option<std::ops::Range<usize>>],
+    ) {
+        for (index, name) in groups {
+            let value = ranges
+                .get(*index)
+                .cloned()
+                .flatten()
+                .and_then(|r| subject.get(r))
+                .unwrap_or_default()
+                .to_vec();
+            self.set_declared(name, value);
+        }
+    }
+
+    /// Runs a script's directives in order (ngx_http_rewrite_handler).
+    fn run(&mut self, ops: &[Op], x: Exchange<'_>) -> Ran {
+        for op in ops {
+            match op {
+                Op::Set { target, value } => {
+                    let value = eval_to_vec(value, &self.vars_of(x, None));
+                    match target {
+                        SetTarget::Declared(name) => self.set_declared(name, value),
+                        SetTarget::Args => {
+                            self.uri.args = Some(value);
+                            self.rewritten().target_changed = true;
+                        }
+                    }
+                }
+                Op::Return(ret) => return Ran::Answer(Route::Return(ret.clone())),
+                Op::Break => {
+                    if let Some(r) = self.rewrite.as_mut().filter(|r| r.uri_changed) {
+                        r.location_invalid = true;
+                        r.uri_changed = false;
+                    }
+                    return Ran::Stop;
+                }
+                Op::If {
+                    condition,
+                    body,
+                    location,
+                } => {
+                    if self.holds(condition, x) {
+                        if let Some(location) = location {
+                            self.location = Some(location.clone());
+                        }
+                        match self.run(&body.ops, x) {
+                            Ran::End => {}
+                            ended => return ended,
+                        }
+                    }
+                }
+                Op::Rewrite(rewrite) => match self.rewrite_uri(rewrite, x) {
+                    Ran::End => {}
+                    ended => return ended,
+                },
+            }
+        }
+        Ran::End
+    }
+
+    /// An `if` condition (ngx_http_script_*_code). A regex test's captures become the
+    /// request's; one that fails clears them.
+    fn holds(&mut self, condition: &ConditionOp, x: Exchange<'_>) -> bool {
+        let eval = |ctx: &Self, t: &Template| eval_to_vec(t, &ctx.vars_of(x, None));
+        match condition {
+            ConditionOp::Value(t) => script::truthy(&eval(self, t)),
+            ConditionOp::Equals {
+                value,
+                text,
+                negate,
+            } => (eval(self, value) == eval(self, text)) != *negate,
+            ConditionOp::Matches {
+                value,
+                regex,
+                named_groups,
+                negate,
+            } => {
+                let subject = eval(self, value);
+                match script::capture_ranges(regex, &subject) {
+                    Some(ranges) => {
+                        self.set_named_groups(named_groups, &subject, &ranges);
+                        self.captures = ranges;
+                        self.rewritten().captured = Some(subject);
+                        !negate
+                    }
+                    None => {
+                        self.captures.clear();
+                        *negate
+                    }
+                }
+            }
+            ConditionOp::File { path, test, negate } => {
+                script::file_test(&eval(self, path), *test) != *negate
+            }
+        }
+    }
+
+    /// `rewrite` (ngx_http_script_regex_start_code and _end_code): `Ran::End` when the regex
+    /// does not match or the script goes on.
+    fn rewrite_uri(&mut self, op: &RewriteOp, x: Exchange<'_>) -> Ran {
+        let subject = self.uri.path.clone();
+        let Some(ranges) = script::capture_ranges(&op.regex, &subject) else {
+            self.captures.clear();
+            return Ran::End;
+        };
+        self.set_named_groups(&op.named_groups, &subject, &ranges);
+        self.captures = ranges;
+        self.rewritten().captured = Some(subject);
+        // Captures are escaped where arguments go when the client's URI had escapes or a `+`.
+        let raw = x.request.raw_path();
+        let raw_path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
+        let quoted = self.uri.quoted || raw_path.contains(&b'+');
+        let old_args = self.uri.args.as_deref().filter(|a| !a.is_empty());
+        let vars = self.vars_of(x, None);
+        if let Some(status) = op.redirect {
+            let mut written = Vec::new();
+            script::write_replacement(&op.uri, &vars, quoted, &mut written);
+            let mut location = script::unescape_redirect(&written);
+            if let Some(args) = old_args.filter(|_| op.add_args) {
+                location.push(if op.has_question { b'&' } else { b'?' });
+                location.extend_from_slice(args);
+            }
+            return Ran::Answer(Route::Redirect(status, location));
+        }
+        let is_args = self.rewrite.as_ref().is_some_and(|r| r.is_args);
+        let mut uri = Vec::new();
+        script::write_replacement(&op.uri, &vars, is_args && quoted, &mut uri);
+        let args = match &op.args {
+            Some(segments) => {
+                let mut args = Vec::new();
+                script::write_replacement(segments, &vars, quoted, &mut args);
+                if let Some(old) = old_args.filter(|_| op.add_args) {
+                    args.push(b'&');
+                    args.extend_from_slice(old);
+                }
+                Some(args)
+            }
+            None if op.add_args => self.uri.args.clone(),
+            None => None,
+        };
+        let state = self.rewritten();
+        state.is_args |= op.args.is_some();
+        state.uri_rewritten = true;
+        state.target_changed = true;
+        if op.break_cycle {
+            state.location_invalid = true;
+            state.uri_changed = false;
+        } else {
+            state.uri_changed = true;
+        }
+        if uri.is_empty() {
+            tracing::error!("the rewritten URI has a zero length");
+            return Ran::Answer(Route::Reject(500));
+        }
+        self.uri.path = uri;
+        self.uri.args = args;
+        if op.stop {
+            Ran::Stop
+        } else {
+            Ran::End
+        }
+    }
+
+    /// The upstream URI's ingredients, after what the rewrite module did.
+    fn matched(&self) -> Matched<'_> {
+        let rewrite = self.rewrite.as_deref();
+        Matched {
+            uri: &self.uri,
+            prefix_len: self.prefix_len,
+            buffered_body: self.buffered_body,
+            uri_rewritten: rewrite.is_some_and(|r| r.uri_rewritten),
+            target_changed: rewrite.is_some_and(|r| r.target_changed),
+            location_invalid: rewrite.is_some_and(|r| r.location_invalid),
+        }
+    }
 }
 
 /// `current`, as the `previous` request's when it is the same one (taken over, with no
@@ -348,6 +671,7 @@ pub(super) fn same_or_clone<T>(previous: &mut Option<Arc<T>>, current: &Arc<T>) 
 
 /// What a request's variables and log line need from the exchange: from Pingora's session,
 /// or from the fast path's own.
+#[derive(Clone, Copy)]
 struct Exchange<'a> {
     request: ClientRequest<'a>,
     client: Option<std::net::SocketAddr>,
@@ -420,7 +744,9 @@ impl RequestCtx {
             uri: &self.uri.path,
             args: self.uri.args.as_deref(),
             captures: &self.captures,
-            captured: None,
+            captured: self.rewrite.as_ref().and_then(|r| r.captured.as_deref()),
+            declared: self.rewrite.as_ref().map_or(&[], |r| &r.vars),
+            root: self.location.as_ref().and_then(|l| l.root.as_ref()),
             proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
@@ -651,17 +977,29 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.conn = ConnectionInfo::of(session);
-        let routed = route(ctx, session.server_addr(), session.req_header().into());
-        ctx.real_ip_by_server(client_addr(session), session.req_header().into());
+        let routed = route(ctx, session.server_addr(), Exchange::of(session));
         let location = match routed {
             Route::Reject(status) => {
                 respond::send(session, status, None, None, false).await?;
                 return Ok(true);
             }
-            Route::ServerReturn(server) => {
-                if let Some(ret) = &server.return_ {
-                    answer_return(session, ctx, ret).await?;
+            Route::Return(ret) => {
+                keep_alive_as_location(session, ctx.location.as_deref());
+                answer_return(session, ctx, &ret).await?;
+                return Ok(true);
+            }
+            Route::Redirect(status, mut location) => {
+                keep_alive_as_location(session, ctx.location.as_deref());
+                if location.starts_with(b"/") {
+                    location = redirect::absolute(
+                        ctx.tls,
+                        ctx.host.as_deref(),
+                        local_addr(session),
+                        &location,
+                    );
                 }
+                let added = added_headers(ctx, session, status);
+                respond::send_with(session, status, Some(&location), None, true, &added).await?;
                 return Ok(true);
             }
             Route::AddSlash => {
@@ -671,7 +1009,8 @@ impl ProxyHttp for HttpProxy {
                     target.push(b'?');
                     target.extend_from_slice(args);
                 }
-                respond::send(session, 301, Some(&target), None, true).await?;
+                let added = added_headers(ctx, session, 301);
+                respond::send_with(session, 301, Some(&target), None, true, &added).await?;
                 return Ok(true);
             }
             Route::Location => match ctx.location.clone() {
@@ -679,21 +1018,7 @@ impl ProxyHttp for HttpProxy {
                 None => return Error::e_explain(ErrorType::InternalError, "no location chosen"),
             },
         };
-        // An HTTP/1.0 client without `Connection: keep-alive` has already turned keep-alive off
-        // (Pingora's respect_keepalive); the timeout must not turn it back on, or the client
-        // waits for a close that never comes (nginx closes).
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
-                // A graceful stop ends keep-alive after the current request.
-                _ if super::draining() => None,
-                0 => None,
-                secs => Some(secs),
-            });
-        }
-        if let Some(ret) = &location.return_ {
-            answer_return(session, ctx, ret).await?;
-            return Ok(true);
-        }
+        keep_alive_as_location(session, Some(&location));
         // nginx's pre-access and access phases: after the rewrite phase's `return`, before
         // the content.
         ctx.real_ip_by_location(client_addr(session), session.req_header().into());
@@ -703,12 +1028,14 @@ impl ProxyHttp for HttpProxy {
                 Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
                 None => tracing::error!("access forbidden by rule, client: unix:"),
             }
-            respond::send(session, 403, None, None, true).await?;
+            let added = added_headers(ctx, session, 403);
+            respond::send_with(session, 403, None, None, true, &added).await?;
             return Ok(true);
         }
         if location.proxy.is_none() {
             // nginx would look for a file under its root; the appliance serves no files.
-            respond::send(session, 404, None, None, true).await?;
+            let added = added_headers(ctx, session, 404);
+            respond::send_with(session, 404, None, None, true, &added).await?;
             return Ok(true);
         }
         let max = location.client.max_body_size;
@@ -812,11 +1139,7 @@ impl ProxyHttp for HttpProxy {
         let Some(proxy) = ctx.proxy() else {
             return Error::e_explain(ErrorType::InternalError, "location does not proxy");
         };
-        let matched = Matched {
-            uri: &ctx.uri,
-            prefix_len: ctx.prefix_len,
-            buffered_body: ctx.buffered_body,
-        };
+        let matched = ctx.matched();
         let vars = ctx.vars(session, Some(proxy));
         *upstream_request = upstream_request::build(proxy, session.req_header(), &matched, &vars)?;
         Ok(())
@@ -882,21 +1205,8 @@ impl ProxyHttp for HttpProxy {
         if location.add_header.is_empty() {
             return Ok(());
         }
-        let status = response.status.as_u16();
-        let ok_status = matches!(
-            status,
-            200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
-        );
-        let mut value = Vec::new();
-        for rule in &location.add_header {
-            if !ok_status && !rule.always {
-                continue;
-            }
-            value.clear();
-            eval(&rule.value, &ctx.vars(session, ctx.proxy()), &mut value);
-            if !value.is_empty() {
-                response.append_header(rule.name.clone(), value.as_slice())?;
-            }
+        for (name, value) in added_headers(ctx, session, response.status.as_u16()) {
+            response.append_header(name, value)?;
         }
         Ok(())
     }
@@ -1214,6 +1524,46 @@ fn host_only(proxy_host: &str) -> &str {
     proxy_host.rsplit_once(':').map_or(proxy_host, |(h, _)| h)
 }
 
+/// The location's `add_header` headers for a response of `status` (nginx adds them to 200,
+/// 201, 204, 206, 301, 302, 303, 304, 307 and 308, and with `always` to every status).
+fn added_headers(ctx: &RequestCtx, session: &Session, status: u16) -> Vec<(String, Vec<u8>)> {
+    let Some(location) = ctx.location.as_ref() else {
+        return Vec::new();
+    };
+    let ok_status = matches!(
+        status,
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    );
+    let mut added = Vec::new();
+    for rule in &location.add_header {
+        if !ok_status && !rule.always {
+            continue;
+        }
+        let value = eval_to_vec(&rule.value, &ctx.vars(session, ctx.proxy()));
+        if !value.is_empty() {
+            added.push((rule.name.clone(), value));
+        }
+    }
+    added
+}
+
+/// Keep-alive as the location has it. An HTTP/1.0 client without `Connection: keep-alive` has
+/// already turned keep-alive off (Pingora's respect_keepalive); the timeout must not turn it
+/// back on, or the client waits for a close that never comes (nginx closes).
+fn keep_alive_as_location(session: &mut Session, location: Option<&LocationConf>) {
+    let Some(location) = location else {
+        return;
+    };
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(match location.client.keepalive_timeout.as_secs() {
+            // A graceful stop ends keep-alive after the current request.
+            _ if super::draining() => None,
+            0 => None,
+            secs => Some(secs),
+        });
+    }
+}
+
 /// Answers a `return`: redirects get a `Location` (made absolute as nginx does for a
 /// relative one), other statuses the text as body, or nginx's page.
 async fn answer_return(
@@ -1231,7 +1581,8 @@ async fn answer_return(
             location =
                 redirect::absolute(ctx.tls, ctx.host.as_deref(), local_addr(session), &location);
         }
-        return respond::send(session, ret.status, Some(&location), None, true).await;
+        let added = added_headers(ctx, session, ret.status);
+        return respond::send_with(session, ret.status, Some(&location), None, true, &added).await;
     }
     let body = ret
         .body
@@ -1247,17 +1598,7 @@ async fn answer_return(
             .to_string(),
         (None, None) => "text/plain".to_string(),
     };
-    match body {
-        Some(body) => {
-            respond::send(
-                session,
-                ret.status,
-                None,
-                Some((Bytes::from(body), &content_type)),
-                true,
-            )
-            .await
-        }
-        None => respond::send(session, ret.status, None, None, true).await,
-    }
+    let added = added_headers(ctx, session, ret.status);
+    let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
+    respond::send_with(session, ret.status, None, body, true, &added).await
 }

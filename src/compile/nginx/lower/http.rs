@@ -2,6 +2,7 @@
 
 use indexmap::IndexMap;
 
+use super::rewrite;
 use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
@@ -40,6 +41,7 @@ pub(super) struct Level<'a> {
     pub real_ip: &'a mut RealIp,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
+    pub root: &'a mut Option<String>,
     pub types: &'a mut Option<IndexMap<String, String>>,
     /// Only http and server levels carry TLS settings.
     pub tls: Option<&'a mut TlsLevel>,
@@ -63,6 +65,7 @@ impl Lowering<'_> {
         let mut real_ip = RealIp::default();
         let mut access_log = None;
         let mut default_type = None;
+        let mut root = None;
         let mut types = None;
         let mut tls = TlsLevel::default();
         let mut servers = Vec::new();
@@ -99,6 +102,7 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
+                        root: &mut root,
                         types: &mut types,
                         tls: Some(&mut tls),
                     };
@@ -118,6 +122,7 @@ impl Lowering<'_> {
         http.real_ip = real_ip;
         http.access_log = access_log;
         http.default_type = default_type;
+        http.root = root;
         http.types = types;
         http.servers = servers;
         Ok(())
@@ -135,16 +140,22 @@ impl Lowering<'_> {
             access: None,
             real_ip: RealIp::default(),
             access_log: None,
+            root: None,
             default_type: None,
             types: None,
             return_: None,
+            script: Vec::new(),
             locations: Vec::new(),
         };
         let mut tls = TlsLevel::default();
         let mut ssl_on = false;
         let mut http2_on = false;
+        let mut steps = Vec::new();
         for stmt in block.block.iter().flatten() {
             match stmt.name.as_str() {
+                name if rewrite::is_rewrite_directive(name) => {
+                    self.rewrite_step(stmt, None, &mut steps)?;
+                }
                 "listen" => {
                     let listens = self.listen(stmt)?;
                     vs.listen.extend(listens);
@@ -178,12 +189,6 @@ impl Lowering<'_> {
                         vs.locations.push(loc);
                     }
                 }
-                "return" => {
-                    let r = self.return_directive(stmt)?;
-                    if vs.return_.is_none() {
-                        vs.return_ = r;
-                    }
-                }
                 "ssl" => {
                     ssl_on = self.flag(stmt)?;
                     self.mapped(stmt);
@@ -201,6 +206,7 @@ impl Lowering<'_> {
                         real_ip: &mut vs.real_ip,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
+                        root: &mut vs.root,
                         types: &mut vs.types,
                         tls: Some(&mut tls),
                     };
@@ -220,6 +226,7 @@ impl Lowering<'_> {
             l.http2 |= http2_on;
         }
         vs.tls = self.pair_certificates(tls)?;
+        (vs.return_, vs.script) = rewrite::into_model(steps);
         Ok(vs)
     }
 
@@ -385,13 +392,19 @@ impl Lowering<'_> {
             access: None,
             real_ip: RealIp::default(),
             access_log: None,
+            root: None,
             default_type: None,
             types: None,
             return_: None,
+            script: Vec::new(),
             locations: Vec::new(),
         };
+        let mut steps = Vec::new();
         for s in stmt.block.iter().flatten() {
             match s.name.as_str() {
+                name if rewrite::is_rewrite_directive(name) => {
+                    self.rewrite_step(s, Some(kind), &mut steps)?;
+                }
                 "location" => {
                     if let Some(inner) = self.location(s, Some(&loc))? {
                         if loc
@@ -414,12 +427,6 @@ impl Lowering<'_> {
                         loc.proxy.pass = Some(pass);
                     }
                 }
-                "return" => {
-                    let r = self.return_directive(s)?;
-                    if loc.return_.is_none() {
-                        loc.return_ = r;
-                    }
-                }
                 _ => {
                     let level = Level {
                         proxy: &mut loc.proxy,
@@ -429,6 +436,7 @@ impl Lowering<'_> {
                         real_ip: &mut loc.real_ip,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
+                        root: &mut loc.root,
                         types: &mut loc.types,
                         tls: None,
                     };
@@ -438,12 +446,17 @@ impl Lowering<'_> {
                 }
             }
         }
+        (loc.return_, loc.script) = rewrite::into_model(steps);
         Ok(Some(loc))
     }
 
     /// `proxy_pass URL`. A URL with variables needs a resolver at request time, which the
     /// appliance does not do: reported, and the location then has no pass.
-    fn proxy_pass(&mut self, stmt: &Statement, kind: LocationKind) -> Result<Option<ProxyPass>> {
+    pub(super) fn proxy_pass(
+        &mut self,
+        stmt: &Statement,
+        kind: LocationKind,
+    ) -> Result<Option<ProxyPass>> {
         let text = self.arg(stmt, 0)?;
         if text.contains('$') {
             self.unsupported(stmt)?;
@@ -465,7 +478,7 @@ impl Lowering<'_> {
     }
 
     /// `return code [text]`, `return code URL`, `return URL`.
-    fn return_directive(&mut self, stmt: &Statement) -> Result<Option<Return>> {
+    pub(super) fn return_directive(&mut self, stmt: &Statement) -> Result<Option<Return>> {
         let first = self.arg(stmt, 0)?;
         let (status, text) = match first.parse::<u16>() {
             Ok(code) if first.bytes().all(|b| b.is_ascii_digit()) => {
@@ -575,6 +588,24 @@ impl Lowering<'_> {
             "real_ip_recursive" => level.real_ip.recursive = Some(self.flag(stmt)?),
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
+            "root" => {
+                let path = self.arg(stmt, 0)?.to_string();
+                // nginx resolves a relative root against its prefix, not the config's directory.
+                *level.root = Some(if path.starts_with('/') || path.contains('$') {
+                    path
+                } else {
+                    let prefix = self.options.prefix.clone();
+                    let prefix = prefix.unwrap_or_else(|| "/usr/share/nginx".into());
+                    prefix.join(&path).display().to_string()
+                });
+                return self
+                    .partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        "the appliance serves no files: only $document_root and $request_filename use it",
+                    )
+                    .map(|_| true);
+            }
             "types" => {
                 // `types { text/html html htm; }`: each line names a type and its extensions.
                 // Several blocks at one level add up, as in nginx.
@@ -730,7 +761,12 @@ impl Lowering<'_> {
 
     /// Refuses a regex the appliance's engine cannot compile (PCRE syntax it lacks, or a bad
     /// one), naming the directive.
-    fn usable_regex(&self, stmt: &Statement, pattern: &str, caseless: bool) -> Result<()> {
+    pub(super) fn usable_regex(
+        &self,
+        stmt: &Statement,
+        pattern: &str,
+        caseless: bool,
+    ) -> Result<()> {
         match regex::RegexBuilder::new(pattern)
             .case_insensitive(caseless)
             .build()

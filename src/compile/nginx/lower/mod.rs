@@ -8,6 +8,7 @@
 
 mod http;
 mod main_ctx;
+mod rewrite;
 mod stream;
 pub mod support;
 mod upstream;
@@ -41,11 +42,14 @@ pub(super) struct Lowering<'o> {
     /// Variables that directives the appliance does not support define (`geo`, `set`, named
     /// regex captures): using one is not an error, but what uses it is reported.
     foreign_vars: HashSet<String>,
-    /// Variables the config's `map` blocks define, wherever they are written (nginx resolves
-    /// variables once the whole file is read).
+    /// Variables the config's `map` blocks and http `set`s define, wherever they are written
+    /// (nginx resolves variables once the whole file is read).
     map_vars: HashSet<String>,
     /// Where relative paths in the config are resolved (nginx's conf prefix).
     conf_dir: PathBuf,
+    /// The first use of a variable nobody defines: nginx finds it only once the whole file is
+    /// read, so any other error comes first.
+    unknown_variable: Option<Diagnostic>,
 }
 
 impl<'o> Lowering<'o> {
@@ -65,7 +69,15 @@ impl<'o> Lowering<'o> {
         collect_foreign_vars(&tree.statements, &mut foreign_vars);
         let mut maps = Vec::new();
         collect_maps(&tree.statements, &mut maps);
-        let map_vars = computable_maps(&maps, &mut foreign_vars);
+        let mut sets = Vec::new();
+        collect_http_sets(&tree.statements, false, &mut sets);
+        // The named groups of regexes the appliance matches become variables when they match.
+        let mut groups = HashSet::new();
+        collect_http_named_groups(&tree.statements, false, &mut groups);
+        for name in &groups {
+            foreign_vars.remove(name);
+        }
+        let map_vars = computable_maps(&maps, &sets, groups, &mut foreign_vars);
         Lowering {
             options,
             model: Appliance::default(),
@@ -73,6 +85,7 @@ impl<'o> Lowering<'o> {
             foreign_vars,
             map_vars,
             conf_dir,
+            unknown_variable: None,
         }
     }
 
@@ -158,6 +171,11 @@ impl<'o> Lowering<'o> {
                 )?;
                 Ok(None)
             }
+            Err(e @ TemplateError::Unknown(_)) => {
+                let error = self.error(stmt, e.to_string());
+                self.unknown_variable.get_or_insert(error);
+                Ok(None)
+            }
             Err(e) => Err(self.error(stmt, e.to_string())),
         }
     }
@@ -173,7 +191,10 @@ impl<'o> Lowering<'o> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        Ok(())
+        match self.unknown_variable.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 }
 
@@ -210,35 +231,103 @@ fn collect_maps<'t>(statements: &'t [Statement], out: &mut Vec<&'t Statement>) {
     }
 }
 
-/// The variables of the maps the appliance can evaluate. A map whose source or values use a
-/// variable only an unsupported directive defines cannot be, and its own variable joins those
-/// (so that what uses it is reported, not refused), until no more maps drop out.
-fn computable_maps(maps: &[&Statement], foreign_vars: &mut HashSet<String>) -> HashSet<String> {
-    let name = |s: &Statement| {
+/// The `set`s of the http context (its servers, locations and `if` blocks).
+fn collect_http_sets<'t>(statements: &'t [Statement], in_http: bool, out: &mut Vec<&'t Statement>) {
+    for s in statements {
+        match s.name.as_str() {
+            "http" => collect_http_sets(s.block.as_deref().unwrap_or_default(), true, out),
+            "set" if in_http => out.push(s),
+            "server" | "location" | "if" if in_http => {
+                collect_http_sets(s.block.as_deref().unwrap_or_default(), true, out)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The named groups of the regexes of http's `location`s, `rewrite`s and `if`s.
+fn collect_http_named_groups(statements: &[Statement], in_http: bool, out: &mut HashSet<String>) {
+    for s in statements {
+        let in_http = in_http || s.name == "http";
+        if in_http && matches!(s.name.as_str(), "location" | "rewrite" | "if") {
+            for w in &s.args {
+                named_captures(&w.value, out);
+            }
+        }
+        if let Some(block) = &s.block {
+            collect_http_named_groups(block, in_http, out);
+        }
+    }
+}
+
+/// The variables of the maps and `set`s the appliance can evaluate. A map whose source or
+/// values use a variable only an unsupported directive defines cannot be (nor a `set` whose
+/// value does), and its own variable joins those (so that what uses it is reported, not
+/// refused), until no more drop out. A variable some `set` can evaluate stays.
+fn computable_maps(
+    maps: &[&Statement],
+    sets: &[&Statement],
+    groups: HashSet<String>,
+    foreign_vars: &mut HashSet<String>,
+) -> HashSet<String> {
+    let map_name = |s: &Statement| {
         s.arg(1)
             .and_then(|v| v.strip_prefix('$'))
             .map(str::to_string)
     };
-    let mut computable: HashSet<String> = maps.iter().filter_map(|s| name(s)).collect();
+    let set_name = |s: &Statement| {
+        s.arg(0)
+            .and_then(|v| v.strip_prefix('$'))
+            .filter(|v| !crate::config::rewrite::settable_builtin(v))
+            .map(str::to_string)
+    };
+    let mut computable: HashSet<String> = maps
+        .iter()
+        .filter_map(|s| map_name(s))
+        .chain(sets.iter().filter_map(|s| set_name(s)))
+        .collect();
+    computable.extend(groups.iter().cloned());
+    for name in &computable {
+        foreign_vars.remove(name);
+    }
+    let definitions = maps
+        .iter()
+        .map(|s| (*s, map_name(s)))
+        .chain(sets.iter().map(|s| (*s, set_name(s))));
+    let definitions: Vec<(&Statement, Option<String>)> = definitions.collect();
     loop {
-        let dropped: Vec<String> = maps
-            .iter()
-            .filter(|s| {
-                let texts = s.arg(0).into_iter().chain(
-                    s.block
-                        .iter()
-                        .flatten()
-                        .filter_map(|line| line.args.first().map(|w| w.value.as_str())),
-                );
-                texts.into_iter().any(|text| {
-                    matches!(
-                        Template::parse_in(text, Defined::Names(&computable)),
-                        Err(TemplateError::Unknown(v)) if foreign_vars.contains(&v)
+        let uses_foreign = |s: &Statement, computable: &HashSet<String>| {
+            let texts: Vec<&str> = if s.name == "set" {
+                s.arg(1).into_iter().collect()
+            } else {
+                s.arg(0)
+                    .into_iter()
+                    .chain(
+                        s.block
+                            .iter()
+                            .flatten()
+                            .filter_map(|line| line.args.first().map(|w| w.value.as_str())),
                     )
-                })
+                    .collect()
+            };
+            texts.into_iter().any(|text| {
+                matches!(
+                    Template::parse_in(text, Defined::Names(computable)),
+                    Err(TemplateError::Unknown(v)) if foreign_vars.contains(&v)
+                )
             })
-            .filter_map(|s| name(s))
-            .filter(|v| computable.contains(v))
+        };
+        // A variable drops out when every definition of it uses a foreign variable.
+        let dropped: Vec<String> = computable
+            .iter()
+            .filter(|name| !groups.contains(*name))
+            .filter(|name| {
+                definitions
+                    .iter()
+                    .filter(|(_, n)| n.as_deref() == Some(name.as_str()))
+                    .all(|(s, _)| uses_foreign(s, &computable))
+            })
+            .cloned()
             .collect();
         if dropped.is_empty() {
             return computable;

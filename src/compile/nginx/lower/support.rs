@@ -78,10 +78,24 @@ pub const SUPPORTED: &[Entry] = &[
     full("location", "server, location"),
     part(
         "proxy_pass",
-        "location",
+        "location, if",
         "not with variables (no request-time resolver)",
     ),
-    full("return", "server, location"),
+    full("return", "server, location, if"),
+    full("rewrite", "server, location, if"),
+    full("break", "server, location, if"),
+    full("set", "server, location, if"),
+    part(
+        "if",
+        "server, location",
+        "in a location, a block may also set proxy_pass, add_header and access_log; \
+         other directives in it are reported",
+    ),
+    part(
+        "root",
+        HSL,
+        "the appliance serves no files: $document_root and $request_filename use it",
+    ),
     full("ssl", "server"),
     full("http2", "server"),
     full("proxy_set_header", HSL),
@@ -126,7 +140,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("client_header_timeout", "http, server"),
     full("client_body_timeout", HSL),
     full("send_timeout", HSL),
-    full("add_header", HSL),
+    full("add_header", "http, server, location, if"),
     full("map", "http"),
     full("set_real_ip_from", HSL),
     full("real_ip_header", HSL),
@@ -243,6 +257,7 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "server_tokens",
     "access_log",
     "uninitialized_variable_warn",
+    "rewrite_log",
     "variables_hash_bucket_size",
     "proxy_download_rate",
     "proxy_upload_rate",
@@ -293,10 +308,8 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "gzip" | "gzip_types" | "gzip_proxied" | "gzip_vary" | "gzip_comp_level"
         | "gzip_min_length" | "gzip_http_version" | "gzip_disable" | "gzip_buffers"
         | "gzip_static" | "gunzip" => "responses are not compressed",
-        "rewrite" | "rewrite_log" => "URIs are not rewritten",
-        "if" => "conditions are not evaluated; the block is left out",
-        "set" | "map" | "geo" | "split_clients" => "the variable it defines is not available",
-        "root" | "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
+        "set" | "geo" | "split_clients" => "the variable it defines is not available",
+        "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
         "error_page" => "upstream and appliance errors keep their own pages",
         "limit_req" | "limit_req_zone" | "limit_conn" | "limit_conn_zone" => {
             "requests are not rate- or connection-limited"
@@ -384,10 +397,7 @@ pub fn render_markdown() -> String {
     );
     for name in [
         "gzip",
-        "rewrite",
-        "if",
-        "set",
-        "root",
+        "alias",
         "try_files",
         "error_page",
         "limit_req",
