@@ -1875,6 +1875,36 @@ fn harness_notices_different_upstream_requests() {
     );
 }
 
+/// What a server's own script answers carries the server's settings: its add_header on a
+/// `return` and on a rewrite's redirect (`always` for an error status), as proxied responses
+/// of locations without their own do; a location's add_header replaces it.
+#[test]
+fn server_script_answers_with_server_settings() {
+    Scenario::new("server script responses")
+        .backends(1)
+        .config(
+            r#"server {
+                 listen {listen};
+                 add_header X-Srv srv;
+                 add_header X-Always always always;
+                 if ($arg_go) { return 301 https://example.com/; }
+                 if ($arg_deny) { return 403; }
+                 rewrite ^/old$ /new permanent;
+                 location / { proxy_pass http://{b0}; }
+                 location /own/ { add_header X-Own own; rewrite ^ /x redirect; }
+             }"#,
+        )
+        .compare_headers(&["X-Srv", "X-Always", "X-Own"])
+        .send_all([
+            get("/?go=1"),
+            get("/?deny=1"),
+            get("/old"),
+            get("/"),
+            get("/own/a"),
+        ])
+        .run();
+}
+
 /// Headers named with `compare_headers`: a different value, a missing one and an extra
 /// occurrence all show in the report; headers not named do not count.
 #[test]

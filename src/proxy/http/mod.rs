@@ -329,6 +329,9 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, x: Exchange<'_>) -> 
     }
     let server = &addr.servers[addr.names.find(ctx.host.as_deref())];
     ctx.server = Some(same_or_clone(&mut ctx.previous.server, server));
+    // What an earlier routing of this request (the fast path's, before it handed the
+    // request over) left.
+    ctx.location = None;
     ctx.rewrite = None;
     ctx.captures.clear();
     if server.scripted {
@@ -370,6 +373,8 @@ fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) ->
     ctx.real_ip_by_server(x.client, x.request);
     if let Some(script) = &server.script {
         if let Ran::Answer(route) = ctx.run(&script.ops, x) {
+            // nginx answers with the server's own settings (its add_header, access_log).
+            ctx.location = Some(server.fallback.clone());
             return route;
         }
     }
