@@ -108,6 +108,9 @@ backend_conf() {
 # the appliance both run. KEEPALIVE > 0 pools that many idle upstream connections (HTTP/1.1,
 # empty Connection header); 0 keeps nginx's defaults (HTTP/1.0, a connection per request).
 # With PIN_WORKERS=1, each worker is pinned to a CPU of its own (worker_cpu_affinity auto).
+# With REWRITE_RULES=1, the server and location run rewrite-module directives on every request,
+# as configs in the field do: a server-level `if` that redirects plain-HTTP traffic marked by a
+# front balancer (false for these requests) and a location `rewrite ... break` to the same URI.
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -127,7 +130,11 @@ proxy_conf() {
     echo "    }"
     echo "    server {"
     echo "        listen 127.0.0.1:$listen;"
+    if [ "${REWRITE_RULES:-0}" -ne 0 ]; then
+      echo "        if (\$http_x_forwarded_proto = \"http\") { return 301 https://\$host\$request_uri; }"
+    fi
     echo "        location / {"
+    [ "${REWRITE_RULES:-0}" -eq 0 ] || echo "            rewrite ^/(.*)\$ /\$1 break;"
     echo "            proxy_pass http://backends;"
     if [ "$keepalive" -gt 0 ]; then
       echo "            proxy_http_version 1.1;"
