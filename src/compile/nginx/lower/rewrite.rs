@@ -134,7 +134,7 @@ impl Lowering<'_> {
             self.usable_regex(stmt, regex, caseless)?;
         }
         let mut block = IfBlock {
-            condition: condition.clone(),
+            condition,
             proxy_pass: None,
             add_header: None,
             access_log: None,
