@@ -548,6 +548,105 @@ fn rewrite_directives_match_nginx() {
     compare(rewrite_cases());
 }
 
+/// The limit_req and limit_conn modules' directives as ngx_http_limit_req_zone,
+/// ngx_http_limit_req, ngx_http_limit_conn_zone and ngx_http_limit_conn read them, with the
+/// generic slots of their status, log level and dry run directives. Each case is `(name, http
+/// lines, location lines)`; the location also proxies. A zone that `limit_req` or `limit_conn`
+/// names but no `*_zone` declares is found when the shared memory is set up, so nginx names no
+/// line for it (`zero size shared memory zone`). (An unknown variable in a key is left out,
+/// as for proxy_redirect: nginx finds it after reading the file and names no line.)
+fn limit_cases() -> Vec<Case> {
+    const REQ: &str = "limit_req_zone $binary_remote_addr zone=one:1m rate=10r/s;";
+    const CONN: &str = "limit_conn_zone $binary_remote_addr zone=addr:1m;";
+    let both = format!("{REQ}\n{CONN}");
+    let zone = |params: &str| format!("limit_req_zone $binary_remote_addr {params};");
+    let conn_zone = |params: &str| format!("limit_conn_zone $binary_remote_addr {params};");
+    let located: Vec<(&str, String, String)> = vec![
+        // limit_req_zone
+        ("a zone and a limit", REQ.into(), "limit_req zone=one;".into()),
+        ("a rate without a unit", zone("zone=one:1m rate=10"), "limit_req zone=one;".into()),
+        ("a rate of 0r/s", zone("zone=one:1m rate=0r/s"), "".into()),
+        ("a rate without a number", zone("zone=one:1m rate=r/s"), "".into()),
+        ("a rate per hour", zone("zone=one:1m rate=10r/h"), "".into()),
+        ("a rate twice and no zone", "limit_req_zone $binary_remote_addr rate=1r/s rate=2r/s;".into(), "".into()),
+        ("a zone without a size", zone("zone=one rate=1r/s"), "".into()),
+        ("a zone too small", zone("zone=one:16k rate=1r/s"), "".into()),
+        ("a zone of exactly eight pages", zone("zone=one:32k rate=1r/s"), "limit_req zone=one;".into()),
+        ("a zone of a bad size", zone("zone=one:10x rate=1r/s"), "".into()),
+        ("an unknown zone parameter", zone("zone=one:1m burst=5"), "".into()),
+        ("a key of text and variables", "limit_req_zone \"$binary_remote_addr:$uri\" zone=one:1m rate=1r/s;\nlimit_req_zone all zone=two:1m rate=30r/m;".into(), "limit_req zone=one;\nlimit_req zone=two;".into()),
+        ("a zone declared twice with one key", format!("{REQ}\n{REQ}"), "".into()),
+        ("a zone declared twice with another key and size", format!("{REQ}\nlimit_req_zone $uri zone=one:2m rate=10r/s;"), "".into()),
+        ("a zone name for both modules", format!("{REQ}\nlimit_conn_zone $binary_remote_addr zone=one:1m;"), "".into()),
+        // limit_req
+        ("burst and nodelay", REQ.into(), "limit_req zone=one burst=5 nodelay;".into()),
+        ("burst and delay", REQ.into(), "limit_req zone=one burst=5 delay=3;".into()),
+        ("burst=0", REQ.into(), "limit_req zone=one burst=0;".into()),
+        ("burst=-1", REQ.into(), "limit_req zone=one burst=-1;".into()),
+        ("burst=abc", REQ.into(), "limit_req zone=one burst=abc;".into()),
+        ("delay=0", REQ.into(), "limit_req zone=one burst=5 delay=0;".into()),
+        ("an unknown limit_req parameter", REQ.into(), "limit_req zone=one bursts=5;".into()),
+        ("limit_req without a zone", REQ.into(), "limit_req burst=5 nodelay;".into()),
+        ("limit_req of one zone twice", REQ.into(), "limit_req zone=one;\nlimit_req zone=one burst=2;".into()),
+        ("limit_req of two zones", format!("{REQ}\nlimit_req_zone $uri zone=two:1m rate=1r/m;"), "limit_req zone=one burst=2;\nlimit_req zone=two;".into()),
+        ("limit_req of a zone nobody declares", REQ.into(), "limit_req zone=two;".into()),
+        ("limit_req of a limit_conn zone", CONN.into(), "limit_req zone=addr;".into()),
+        ("limit_req in if", REQ.into(), "if ($uri) {\nlimit_req zone=one;\n}".into()),
+        // limit_req_status, limit_req_log_level, limit_req_dry_run
+        ("status 400 and 599", format!("{REQ}\nlimit_req_status 400;"), "limit_req_status 599;".into()),
+        ("status 399", REQ.into(), "limit_req_status 399;".into()),
+        ("status 600", REQ.into(), "limit_req_status 600;".into()),
+        ("status abc", REQ.into(), "limit_req_status abc;".into()),
+        ("log levels", format!("{REQ}\nlimit_req_log_level info;"), "limit_req_log_level notice;".into()),
+        ("log level debug", REQ.into(), "limit_req_log_level debug;".into()),
+        ("log level crit", REQ.into(), "limit_req_log_level crit;".into()),
+        ("dry run on and off", format!("{REQ}\nlimit_req_dry_run on;"), "limit_req_dry_run off;".into()),
+        ("dry run maybe", REQ.into(), "limit_req_dry_run maybe;".into()),
+        // limit_conn_zone and limit_conn
+        ("a conn zone and a limit", CONN.into(), "limit_conn addr 10;".into()),
+        ("limit_conn without a number", CONN.into(), "limit_conn addr;".into()),
+        ("limit_conn 0", CONN.into(), "limit_conn addr 0;".into()),
+        ("limit_conn of one zone twice", CONN.into(), "limit_conn addr 1;\nlimit_conn addr 2;".into()),
+        ("a conn zone without zone=", "limit_conn_zone $binary_remote_addr;".into(), "".into()),
+        ("a conn zone without a size", conn_zone("zone=addr"), "".into()),
+        ("conn status, log level and dry run", format!("{CONN}\nlimit_conn_status 429;\nlimit_conn_log_level warn;"), "limit_conn_dry_run on;\nlimit_conn_log_level error;".into()),
+    ];
+    let placed = [
+        ("limits at every level", format!("{both}\nlimit_req zone=one;\nlimit_conn addr 5;\nserver {{\nlisten 127.0.0.1:1;\nlimit_req zone=one burst=2;\nlimit_conn addr 4;\nlocation / {{\nlimit_req zone=one burst=3 nodelay;\nlimit_conn addr 3;\nproxy_pass http://127.0.0.1:2;\n}}\n}}")),
+        ("limit_req_zone in server", format!("server {{\nlisten 127.0.0.1:1;\n{REQ}\n}}")),
+        ("limit_req before its zone", "server {\nlisten 127.0.0.1:1;\nlimit_req zone=late;\n}\nlimit_req_zone $binary_remote_addr zone=late:1m rate=1r/s;".into()),
+    ];
+    // proxy_pass comes first in the stream server: a statement nginx rejects before it makes the
+    // appliance report its own "no handler for server" instead (a matter of the stream
+    // lowering, not of these modules).
+    let stream = [
+        ("limit_req in stream", "stream {\nserver {\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\nlimit_req zone=one;\n}\n}".into()),
+        ("limit_conn in stream", format!("stream {{\n{CONN}\nserver {{\nlisten 127.0.0.1:3;\nlimit_conn addr 1;\nproxy_pass 127.0.0.1:2;\n}}\n}}")),
+    ];
+    located
+        .into_iter()
+        .map(|(name, http, location)| {
+            case(
+                name,
+                format!(
+                    "events {{}}\nhttp {{\n{http}\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{location}\nproxy_pass http://127.0.0.1:2;\n}}\n}}\n}}\n"
+                ),
+            )
+        })
+        .chain(placed.into_iter().map(|(name, http)| {
+            case(name, format!("events {{}}\nhttp {{\n{http}\n}}\n"))
+        }))
+        .chain(stream.into_iter().map(|(name, text)| {
+            case(name, format!("events {{}}\n{text}\n"))
+        }))
+        .collect()
+}
+
+#[test]
+fn limit_directives_match_nginx() {
+    compare(limit_cases());
+}
+
 #[test]
 fn map_blocks_match_nginx() {
     compare(map_cases());

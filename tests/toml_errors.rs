@@ -196,6 +196,32 @@ fn each_mistake_is_reported_where_it_is_written() {
             "{ status = 204 }",
             "writes its return as a step",
         ),
+        (
+            "limit_unknown_zone",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8089\" }]\n\
+             limits = { requests = [{ zone = \"perip\", burst = 5 }] }\n",
+            "\"perip\"",
+            "no request_zone is named \"perip\"",
+        ),
+        (
+            "limit_rate",
+            "[[http.request_zone]]\nname = \"one\"\nkey = \"$remote_addr\"\n\
+             size = \"1m\"\nrate = \"10r/h\"\n",
+            "\"10r/h\"",
+            "invalid rate \"10r/h\"",
+        ),
+        (
+            "limit_zone_key",
+            "[[http.connection_zone]]\nname = \"addr\"\nkey = \"$nope\"\nsize = \"1m\"\n",
+            "\"$nope\"",
+            "unknown \"nope\" variable",
+        ),
+        (
+            "limit_status",
+            "[http.limits]\nrequest_status = 302\n",
+            "302",
+            "between 400 and 599",
+        ),
         // A problem with the item as a whole: its table's header.
         (
             "server_without_listen",

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::limit::Limits;
 use super::log::AccessLog;
 use super::origin::Origin;
 use super::rewrite::Step;
@@ -40,6 +41,8 @@ pub struct VirtualServer {
     pub access: Option<Vec<AccessRule>>,
     #[serde(default, skip_serializing_if = "RealIp::is_empty")]
     pub real_ip: RealIp,
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
@@ -164,6 +167,8 @@ pub struct Location {
     pub access: Option<Vec<AccessRule>>,
     #[serde(default, skip_serializing_if = "RealIp::is_empty")]
     pub real_ip: RealIp,
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

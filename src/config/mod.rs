@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod ha;
 pub mod http;
+pub mod limit;
 pub mod log;
 pub mod map;
 pub mod origin;
@@ -30,6 +31,7 @@ pub use http::{
     Location, LocationKind, NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Scheme,
     Tls, TlsVersion, VirtualServer,
 };
+pub use limit::{ConnectionLimit, ConnectionZone, Limits, Rate, RequestLimit, RequestZone};
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
@@ -170,6 +172,22 @@ pub struct Http {
     pub access_log: Option<Vec<AccessLog>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_format: Vec<LogFormat>,
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// `limit_req_zone`s.
+    #[serde(
+        rename = "request_zone",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub request_zones: Vec<RequestZone>,
+    /// `limit_conn_zone`s.
+    #[serde(
+        rename = "connection_zone",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub connection_zones: Vec<ConnectionZone>,
     /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
     /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

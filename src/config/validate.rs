@@ -412,6 +412,8 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         })?;
     }
     access_logs(&h.access_log, &formats, None, "http.access_log")?;
+    let zones = limit_zones(h, defined)?;
+    limits(&h.limits, &zones, None, "http.limits")?;
     for (i, server) in h.servers.iter().enumerate() {
         let at = server.origin.as_ref();
         let key = format!("http.server[{i}]");
@@ -447,6 +449,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         )?;
         access_rules(&server.access, at, &format!("{key}.access"))?;
         real_ip(&server.real_ip, at, &format!("{key}.real_ip"))?;
+        limits(&server.limits, &zones, at, &format!("{key}.limits"))?;
         root(&server.root, at, &format!("{key}.root"), defined)?;
         access_logs(
             &server.access_log,
@@ -465,7 +468,15 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
             in_location: false,
         };
         script(server, &server.script, &scope, at, &key)?;
-        locations(&server.locations, pools, &formats, at, &key, defined)?;
+        locations(
+            &server.locations,
+            pools,
+            &formats,
+            &zones,
+            at,
+            &key,
+            defined,
+        )?;
     }
     Ok(())
 }
@@ -483,6 +494,7 @@ fn locations(
     list: &[Location],
     pools: &HashSet<&str>,
     formats: &HashSet<&str>,
+    zones: &ZoneNames<'_>,
     parent: Option<&Origin>,
     parent_key: &str,
     defined: Defined<'_>,
@@ -520,6 +532,7 @@ fn locations(
         headers(&loc.add_header, at, &format!("{key}.add_header"), defined)?;
         access_rules(&loc.access, at, &format!("{key}.access"))?;
         real_ip(&loc.real_ip, at, &format!("{key}.real_ip"))?;
+        limits(&loc.limits, zones, at, &format!("{key}.limits"))?;
         root(&loc.root, at, &format!("{key}.root"), defined)?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
@@ -533,7 +546,7 @@ fn locations(
             in_location: true,
         };
         script(loc, &loc.script, &scope, at, &key)?;
-        locations(&loc.locations, pools, formats, at, &key, defined)?;
+        locations(&loc.locations, pools, formats, zones, at, &key, defined)?;
     }
     Ok(())
 }
@@ -770,6 +783,137 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str, defined: Defined<'_
 }
 
 /// The `allow` and `deny` rules written at `key`.
+/// The names of the limit zones, by kind.
+struct ZoneNames<'a> {
+    requests: HashSet<&'a str>,
+    connections: HashSet<&'a str>,
+}
+
+/// The `limit_req_zone`s and `limit_conn_zone`s: one name, one zone (of either kind), keys
+/// that parse, sizes nginx takes.
+fn limit_zones<'a>(h: &'a Http, defined: Defined<'_>) -> Result<ZoneNames<'a>, Diagnostic> {
+    let mut seen = HashSet::new();
+    let request_zones = h
+        .request_zones
+        .iter()
+        .map(|z| (z.origin.as_ref(), &z.name, &z.key, z.size, true));
+    let connection_zones = h
+        .connection_zones
+        .iter()
+        .map(|z| (z.origin.as_ref(), &z.name, &z.key, z.size, false));
+    for (i, (at, name, key_text, size, requests)) in
+        request_zones.chain(connection_zones).enumerate()
+    {
+        let about = if requests {
+            format!("http.request_zone[{i}]")
+        } else {
+            format!("http.connection_zone[{}]", i - h.request_zones.len())
+        };
+        if !seen.insert(name) {
+            return Err(Diagnostic::error(format!(
+                "the shared memory zone \"{name}\" is declared twice"
+            ))
+            .at_opt(at)
+            .about(&about));
+        }
+        Template::parse_in(key_text, defined).map_err(|e| {
+            Diagnostic::error(e.to_string())
+                .at_opt(at)
+                .about(format!("{about}.key"))
+        })?;
+        if size.0 < 8 * 4096 {
+            return Err(
+                Diagnostic::error(format!("zone \"{name}\" is too small (at least 32k)"))
+                    .at_opt(at)
+                    .about(format!("{about}.size")),
+            );
+        }
+    }
+    Ok(ZoneNames {
+        requests: h.request_zones.iter().map(|z| z.name.as_str()).collect(),
+        connections: h.connection_zones.iter().map(|z| z.name.as_str()).collect(),
+    })
+}
+
+/// A level's limits: zones that exist, each once per list, nginx's ranges.
+fn limits(l: &Limits, zones: &ZoneNames<'_>, at: Option<&Origin>, key: &str) -> Check {
+    let fail = |message: String, field: String| {
+        Err(Diagnostic::error(message)
+            .at_opt(at)
+            .about(format!("{key}.{field}")))
+    };
+    for (i, limit) in l.requests.iter().flatten().enumerate() {
+        if !zones.requests.contains(limit.zone.as_str()) {
+            return fail(
+                format!("no request_zone is named \"{}\"", limit.zone),
+                format!("requests[{i}].zone"),
+            );
+        }
+        if l.requests
+            .iter()
+            .flatten()
+            .take(i)
+            .any(|o| o.zone == limit.zone)
+        {
+            return fail(
+                "\"limit_req\" directive is duplicate".into(),
+                format!("requests[{i}]"),
+            );
+        }
+        if limit.nodelay && limit.delay > 0 {
+            return fail(
+                "\"nodelay\" and \"delay\" cannot be set together".into(),
+                format!("requests[{i}]"),
+            );
+        }
+    }
+    for (i, limit) in l.connections.iter().flatten().enumerate() {
+        if !zones.connections.contains(limit.zone.as_str()) {
+            return fail(
+                format!("no connection_zone is named \"{}\"", limit.zone),
+                format!("connections[{i}].zone"),
+            );
+        }
+        if l.connections
+            .iter()
+            .flatten()
+            .take(i)
+            .any(|o| o.zone == limit.zone)
+        {
+            return fail(
+                "\"limit_conn\" directive is duplicate".into(),
+                format!("connections[{i}]"),
+            );
+        }
+        if !(1..=65535).contains(&limit.max) {
+            return fail(
+                format!("invalid number of connections \"{}\"", limit.max),
+                format!("connections[{i}].max"),
+            );
+        }
+    }
+    for (status, field) in [
+        (l.request_status, "request_status"),
+        (l.connection_status, "connection_status"),
+    ] {
+        if status.is_some_and(|s| !(400..=599).contains(&s)) {
+            return fail("value must be between 400 and 599".into(), field.into());
+        }
+    }
+    for (level, field) in [
+        (l.request_log_level, "request_log_level"),
+        (l.connection_log_level, "connection_log_level"),
+    ] {
+        if level.is_some_and(|l| !(LogLevel::Info..=LogLevel::Error).contains(&l)) {
+            return fail(
+                "the level must be info, notice, warn or error".into(),
+                field.into(),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) -> Check {
     for (i, rule) in list.iter().flatten().enumerate() {
         rule.scope().map_err(|message| {

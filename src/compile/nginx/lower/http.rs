@@ -9,9 +9,9 @@ use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::template::Variable;
 use crate::config::{
-    AccessLog, AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen,
-    ListenAddress, Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar, NextUpstream,
-    Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Tls, TlsVersion, VirtualServer,
+    AccessLog, AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Limits,
+    Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar,
+    NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Tls, TlsVersion, VirtualServer,
 };
 
 /// nginx's message (PCRE2's) for the mistakes in a regex that both PCRE2 and the appliance's
@@ -39,6 +39,7 @@ pub(super) struct Level<'a> {
     pub add_header: &'a mut Option<Vec<AddHeader>>,
     pub access: &'a mut Option<Vec<AccessRule>>,
     pub real_ip: &'a mut RealIp,
+    pub limits: &'a mut Limits,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
@@ -63,6 +64,7 @@ impl Lowering<'_> {
         let mut add_header = None;
         let mut access = None;
         let mut real_ip = RealIp::default();
+        let mut limits = Limits::default();
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
@@ -84,6 +86,7 @@ impl Lowering<'_> {
                     self.model.http.log_format.push(format);
                     self.mapped(stmt);
                 }
+                "limit_req_zone" | "limit_conn_zone" => self.limit_zone(stmt)?,
                 "map" => {
                     if let Some(map) = self.map_block(stmt)? {
                         // A second map of a variable replaces the first, as in nginx.
@@ -100,6 +103,7 @@ impl Lowering<'_> {
                         add_header: &mut add_header,
                         access: &mut access,
                         real_ip: &mut real_ip,
+                        limits: &mut limits,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
@@ -120,6 +124,7 @@ impl Lowering<'_> {
         http.add_header = add_header;
         http.access = access;
         http.real_ip = real_ip;
+        http.limits = limits;
         http.access_log = access_log;
         http.default_type = default_type;
         http.root = root;
@@ -139,6 +144,7 @@ impl Lowering<'_> {
             add_header: None,
             access: None,
             real_ip: RealIp::default(),
+            limits: Default::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -204,6 +210,7 @@ impl Lowering<'_> {
                         add_header: &mut vs.add_header,
                         access: &mut vs.access,
                         real_ip: &mut vs.real_ip,
+                        limits: &mut vs.limits,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
@@ -391,6 +398,7 @@ impl Lowering<'_> {
             add_header: None,
             access: None,
             real_ip: RealIp::default(),
+            limits: Default::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -434,6 +442,7 @@ impl Lowering<'_> {
                         add_header: &mut loc.add_header,
                         access: &mut loc.access,
                         real_ip: &mut loc.real_ip,
+                        limits: &mut loc.limits,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
@@ -586,6 +595,11 @@ impl Lowering<'_> {
                 level.real_ip.header = Some(self.arg(stmt, 0)?.to_string());
             }
             "real_ip_recursive" => level.real_ip.recursive = Some(self.flag(stmt)?),
+            name if name.starts_with("limit_") => {
+                if !self.limit_setting(stmt, level.limits)? {
+                    return Ok(false);
+                }
+            }
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
             "root" => {

@@ -7,6 +7,7 @@
 //! own messages; the first error in file order is returned, as nginx stops there.
 
 mod http;
+mod limit;
 mod main_ctx;
 mod rewrite;
 mod stream;
@@ -50,6 +51,10 @@ pub(super) struct Lowering<'o> {
     /// The first use of a variable nobody defines: nginx finds it only once the whole file is
     /// read, so any other error comes first.
     unknown_variable: Option<Diagnostic>,
+    /// Shared memory zones named so far (limit zones and upstream `zone`s).
+    shared_zones: Vec<limit::SharedZone>,
+    /// Limit zones (name, key) left out because their key cannot be computed.
+    unusable_zones: Vec<(String, String)>,
 }
 
 impl<'o> Lowering<'o> {
@@ -86,6 +91,8 @@ impl<'o> Lowering<'o> {
             map_vars,
             conf_dir,
             unknown_variable: None,
+            shared_zones: Vec::new(),
+            unusable_zones: Vec::new(),
         }
     }
 
@@ -193,7 +200,7 @@ impl<'o> Lowering<'o> {
     fn finish(&mut self) -> Result<()> {
         match self.unknown_variable.take() {
             Some(error) => Err(error),
-            None => Ok(()),
+            None => self.check_shared_zones(),
         }
     }
 }

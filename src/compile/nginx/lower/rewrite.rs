@@ -162,6 +162,7 @@ impl Lowering<'_> {
                     let mut proxy = Proxy::default();
                     let mut client = Client::default();
                     let (mut access, mut real_ip) = (None, RealIp::default());
+                    let mut limits = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let mut root = None;
                     let level = Level {
@@ -170,6 +171,7 @@ impl Lowering<'_> {
                         add_header: &mut block.add_header,
                         access: &mut access,
                         real_ip: &mut real_ip,
+                        limits: &mut limits,
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
                         root: &mut root,

@@ -75,6 +75,7 @@ impl Lowering<'_> {
                     self.mapped(stmt);
                 }
                 "zone" => {
+                    self.upstream_zone(stmt)?;
                     // The appliance always shares a pool's state between its threads, which is
                     // what a zone does between nginx workers.
                     self.mapped(stmt);
