@@ -1821,6 +1821,590 @@ fn next_upstream_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rate and connection limits (limit_req, limit_conn)
+//
+// Every zone here is fresh for each run (the proxy starts anew), rates are per minute unless a
+// delay is the point, and each client is its own 127.0.0.x address, so what is limited does
+// not hang on timing: a request a few milliseconds after another finds the bucket as full as
+// one sent at once.
+
+/// Requests from `source`, numbered into the path.
+fn from_client<'a>(
+    prefix: &'a str,
+    count: usize,
+    source: &'a str,
+) -> impl Iterator<Item = Request> + 'a {
+    (1..=count).map(move |i| get(&format!("{prefix}{i}")).from(source))
+}
+
+/// burst=3 nodelay at 1r/m: four requests pass at once, the fifth and sixth are refused with
+/// 503 and never reach the upstream; another client address has a bucket of its own, and the
+/// first client's stays full.
+#[test]
+fn limit_req_burst_nodelay() {
+    Scenario::new("limit_req burst=3 nodelay")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one burst=3 nodelay;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all(from_client("/a", 6, "127.0.0.1"))
+        .send_all(from_client("/b", 5, "127.0.0.2"))
+        .send(get("/a7").from("127.0.0.1"))
+        .run();
+}
+
+/// No burst: the first request passes, every other one at once is refused, per client; a zone
+/// used by two servers is one bucket per client across both.
+#[test]
+fn limit_req_without_burst() {
+    Scenario::new("limit_req without burst")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one;
+                     proxy_pass http://{b0};
+                 }
+             }
+             server {
+                 listen {listen1};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all(from_client("/a", 3, "127.0.0.1"))
+        .send_all(from_client("/b", 2, "127.0.0.2"))
+        .send(get("/a4").from("127.0.0.1").on_listener(1))
+        .send(get("/c1").from("127.0.0.3").on_listener(1))
+        .send(get("/c2").from("127.0.0.3"))
+        .run();
+}
+
+/// limit_req_status 429 replaces 503; $limit_req_status is PASSED or REJECTED, in the
+/// response (`always`, so on the 429 too) and in the request the upstream receives, and empty
+/// (no header) where no limit_req applies.
+#[test]
+fn limit_req_status_and_variable() {
+    Scenario::new("limit_req_status and $limit_req_status")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 limit_req_status 429;
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one burst=1 nodelay;
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Limit-Req $limit_req_status;
+                 }
+                 location /free/ {
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Limit-Req $limit_req_status;
+                 }
+             }",
+        )
+        .send_all(paths("/r", 3))
+        .send(get("/free/x"))
+        .send(get("/r4"))
+        .run();
+}
+
+/// limit_req_status 444 and limit_conn_status 444 are nginx's "close the connection": the
+/// refused client gets no response at all; so does `return 444`.
+#[test]
+fn limit_req_status_444() {
+    Scenario::new("limit_req_status 444 and limit_conn_status 444")
+        .backends(1)
+        .plan(0, Plan::ok().on(3, Hold))
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             limit_conn_zone $binary_remote_addr zone=addr:1m;
+             server {
+                 listen {listen};
+                 location / {
+                     limit_req zone=one;
+                     limit_req_status 444;
+                     proxy_pass http://{b0};
+                 }
+                 location /conn/ {
+                     limit_conn addr 1;
+                     limit_conn_status 444;
+                     proxy_pass http://{b0};
+                 }
+                 location /headers/ {
+                     limit_req zone=one;
+                     limit_req_status 444;
+                     add_header X-Seen yes always;
+                     proxy_pass http://{b0};
+                 }
+                 location = /gone {
+                     return 444;
+                 }
+             }",
+        )
+        .send(get("/1"))
+        .send(get("/2"))
+        .send(get("/3").from("127.0.0.2"))
+        .step(start(get("/conn/held").from("127.0.0.3")))
+        .send(get("/conn/x").from("127.0.0.3"))
+        // The same through Pingora's session (add_header), and a `return 444`.
+        .send(get("/headers/1").from("127.0.0.4"))
+        .send(get("/headers/2").from("127.0.0.4"))
+        .send(get("/gone"))
+        .run();
+}
+
+/// limit_req_dry_run on: every request goes through at once; $limit_req_status says what
+/// would have happened (DELAYED_DRY_RUN for a request within the burst without nodelay,
+/// REJECTED_DRY_RUN beyond it, where nginx would have said 503); a dry-run delay still fills
+/// the bucket; a location with limit_req_dry_run off sharing the zone refuses for real.
+#[test]
+fn limit_req_dry_run() {
+    Scenario::new("limit_req_dry_run")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=two:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 limit_req_dry_run on;
+                 location / {
+                     limit_req zone=one burst=2;
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Limit-Req $limit_req_status;
+                 }
+                 location /nodelay/ {
+                     limit_req zone=two burst=1 nodelay;
+                     proxy_pass http://{b0};
+                 }
+                 location /wet/ {
+                     limit_req zone=two burst=1 nodelay;
+                     limit_req_dry_run off;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all(paths("/r", 5))
+        .send_all(paths("/nodelay/", 3))
+        .send(get("/wet/x"))
+        .run();
+}
+
+/// Without nodelay a request within the burst waits (here about a second at 1r/s) and is then
+/// proxied as usual, with $limit_req_status DELAYED; the bucket is charged when the wait
+/// starts, not when it ends, so a third request right after the second is delayed again
+/// rather than refused; another client is not held up.
+#[test]
+fn limit_req_delayed() {
+    Scenario::new("limit_req delayed")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one burst=1;
+                     proxy_pass http://{b0};
+                     proxy_set_header X-Limit-Req $limit_req_status;
+                 }
+             }",
+        )
+        .send_all(from_client("/a", 3, "127.0.0.1"))
+        .send(get("/b1").from("127.0.0.2"))
+        .run();
+}
+
+/// delay=N: the first N requests beyond the first pass at once (PASSED, not DELAYED), the rest
+/// of the burst waits. At 1r/m with delay=2, requests 1-3 pass undelayed; at 1r/s with
+/// delay=1, requests 1-2 pass and 3-4 wait about a second each (the third is delayed unless
+/// the first three took a second, the fourth whatever the timing).
+#[test]
+fn limit_req_delay_parameter() {
+    Scenario::new("limit_req delay=")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=slow:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=fast:1m rate=1r/s;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location /slow/ {
+                     limit_req zone=slow burst=4 delay=2;
+                     proxy_pass http://{b0};
+                 }
+                 location /fast/ {
+                     limit_req zone=fast burst=3 delay=1;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all(paths("/slow/", 3))
+        .send_all(paths("/fast/", 4))
+        .run();
+}
+
+/// Two zones in one location (per client and per URI): a request must pass both; one refused
+/// by the second zone is not charged to the first (the client's fourth request still passes),
+/// and one refused by the first never reaches the second (the URI's bucket is untouched).
+#[test]
+fn limit_req_two_zones() {
+    Scenario::new("limit_req with two zones")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=addr:1m rate=1r/m;
+             limit_req_zone $uri zone=uri:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=addr burst=2 nodelay;
+                     limit_req zone=uri burst=1 nodelay;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all([
+            get("/a").from("127.0.0.1"),
+            get("/a").from("127.0.0.1"),
+            get("/a").from("127.0.0.1"),
+            get("/b").from("127.0.0.1"),
+            get("/c").from("127.0.0.1"),
+            get("/c").from("127.0.0.2"),
+            get("/c").from("127.0.0.3"),
+            get("/c").from("127.0.0.4"),
+        ])
+        .run();
+}
+
+/// A key that is empty for a request (here a map gives "" for one header value) leaves that
+/// request unlimited and $limit_req_status empty; the others share their client's bucket.
+#[test]
+fn limit_req_empty_key() {
+    Scenario::new("limit_req with an empty key")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "map $http_x_tier $limit_key {
+                 default $binary_remote_addr;
+                 premium \"\";
+             }
+             limit_req_zone $limit_key zone=one:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all([
+            get("/1"),
+            get("/2"),
+            get("/3").header("X-Tier", "premium"),
+            get("/4").header("X-Tier", "premium"),
+            get("/5").header("X-Tier", "premium"),
+            get("/6").header("X-Tier", "basic"),
+        ])
+        .run();
+}
+
+/// Inheritance: limit_req at http level applies to a server without its own, at server level
+/// to a location without its own; a location with its own limit_req replaces the inherited
+/// list (and a nested location inherits it in turn); limit_req_status and limit_req_dry_run
+/// are inherited and can be set again lower down.
+#[test]
+fn limit_req_inheritance() {
+    Scenario::new("limit_req inheritance")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=http:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=srv:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=loc:1m rate=1r/m;
+             limit_req_status 429;
+             limit_req zone=http;
+             server {
+                 listen {listen};
+                 limit_req zone=srv;
+                 add_header X-Limit $limit_req_status always;
+                 location /inherit/ { proxy_pass http://{b0}; }
+                 location /own/ {
+                     limit_req zone=loc burst=2 nodelay;
+                     proxy_pass http://{b0};
+                     location /own/nested/ { proxy_pass http://{b0}; }
+                 }
+                 location /status/ { limit_req_status 503; proxy_pass http://{b0}; }
+             }
+             server {
+                 listen {listen1};
+                 add_header X-Limit $limit_req_status always;
+                 location / { proxy_pass http://{b0}; }
+                 location /dry/ { limit_req_dry_run on; proxy_pass http://{b0}; }
+             }",
+        )
+        .send_all([
+            get("/inherit/1"),
+            get("/inherit/2"),
+            get("/own/1"),
+            get("/own/2"),
+            get("/own/nested/3"),
+            get("/own/4"),
+            get("/status/1"),
+            get("/1").on_listener(1),
+            get("/2").on_listener(1),
+            get("/dry/3").on_listener(1),
+        ])
+        .run();
+}
+
+/// Phases: limit_req runs after the rewrite phases, so a server-level `return` and a location
+/// `return` answer before it (never limited, $limit_req_status empty) and a `rewrite ... last`
+/// leaves a location before its (inherited) limits apply, the request being counted once, in
+/// the location it ends in; it runs before the access phase, so a denied client gets 403 while
+/// under the limit and 503 once over it.
+#[test]
+fn limit_req_phases() {
+    Scenario::new("limit_req and the phases")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            r#"limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=two:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 limit_req zone=one;
+                 add_header X-Limit $limit_req_status always;
+                 if ($arg_stop) { return 204; }
+                 location / { proxy_pass http://{b0}; }
+                 location /ret { return 200 "status=[$limit_req_status]\n"; }
+                 location /deny/ { deny 127.0.0.3; proxy_pass http://{b0}; }
+                 location /moved/ { rewrite ^/moved/(.*)$ /new/$1 last; }
+                 location /new/ { limit_req zone=two burst=1 nodelay; proxy_pass http://{b0}; }
+             }"#,
+        )
+        .send_all([
+            get("/ret").from("127.0.0.1"),
+            get("/ret").from("127.0.0.1"),
+            get("/x").from("127.0.0.1"),
+            get("/x").from("127.0.0.1"),
+            get("/x?stop=1").from("127.0.0.1"),
+            get("/ret").from("127.0.0.1"),
+            get("/deny/a").from("127.0.0.3"),
+            get("/deny/b").from("127.0.0.3"),
+            get("/deny/c").from("127.0.0.3"),
+            get("/moved/a").from("127.0.0.4"),
+            get("/moved/b").from("127.0.0.4"),
+            get("/new/c").from("127.0.0.4"),
+            get("/x").from("127.0.0.4"),
+        ])
+        .run();
+}
+
+/// The key is the address realip yields: behind a trusted peer each X-Forwarded-For address
+/// has its own bucket; an untrusted peer is counted by its own address whatever it sends.
+#[test]
+fn limit_req_keyed_by_real_ip() {
+    let xff = |from: &str, value: &str| get("/").from(from).header("X-Forwarded-For", value);
+    Scenario::new("limit_req keyed by the real IP")
+        .backends(1)
+        .compare_headers(&["X-Limit"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             server {
+                 listen {listen};
+                 set_real_ip_from 127.0.0.1;
+                 real_ip_header X-Forwarded-For;
+                 add_header X-Limit $limit_req_status always;
+                 location / {
+                     limit_req zone=one;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .send_all([
+            xff("127.0.0.1", "192.0.2.1"),
+            xff("127.0.0.1", "192.0.2.1"),
+            xff("127.0.0.1", "192.0.2.2"),
+            get("/").from("127.0.0.1"),
+            get("/").from("127.0.0.1"),
+            xff("127.0.0.2", "192.0.2.3"),
+            xff("127.0.0.2", "192.0.2.4"),
+        ])
+        .run();
+}
+
+/// limit_conn 1: while one request from a client is in progress another from it is refused
+/// with 503 (without reaching the upstream), in any location sharing the zone; a location
+/// without limit_conn and another client are not; once the first is answered the client
+/// may send again, and a request that failed upstream (502) is uncounted as well.
+/// $limit_conn_status is PASSED or REJECTED, empty where nothing is limited.
+#[test]
+fn limit_conn_basic() {
+    Scenario::new("limit_conn 1")
+        .backends(1)
+        .plan(0, Plan::ok().on(1, Hold).on(5, Reset))
+        .compare_headers(&["X-Conn"])
+        .config(
+            "limit_conn_zone $binary_remote_addr zone=addr:1m;
+             server {
+                 listen {listen};
+                 add_header X-Conn $limit_conn_status always;
+                 location / { limit_conn addr 1; proxy_pass http://{b0}; }
+                 location /other/ { limit_conn addr 1; proxy_pass http://{b0}; }
+                 location /free/ { proxy_pass http://{b0}; }
+             }",
+        )
+        .step(start(get("/held").from("127.0.0.1")))
+        .send(get("/second").from("127.0.0.1"))
+        .send(get("/other/x").from("127.0.0.1"))
+        .send(get("/free/x").from("127.0.0.1"))
+        .send(get("/elsewhere").from("127.0.0.2"))
+        .step(release(0))
+        .send(get("/after").from("127.0.0.1"))
+        .send(get("/reset").from("127.0.0.1"))
+        .send(get("/after-reset").from("127.0.0.1"))
+        .run();
+}
+
+/// limit_conn_status 429 replaces 503; limit_conn_dry_run on lets the extra request through
+/// with $limit_conn_status REJECTED_DRY_RUN (in the response and upstream) without counting it.
+#[test]
+fn limit_conn_status_and_dry_run() {
+    Scenario::new("limit_conn_status and limit_conn_dry_run")
+        .backends(2)
+        .plan(0, Plan::ok().on(1, Hold))
+        .compare_headers(&["X-Conn"])
+        .config(
+            "limit_conn_zone $binary_remote_addr zone=addr:1m;
+             server {
+                 listen {listen};
+                 limit_conn_status 429;
+                 add_header X-Conn $limit_conn_status always;
+                 location /a/ { limit_conn addr 1; proxy_pass http://{b0}; }
+                 location /dry/ {
+                     limit_conn addr 1;
+                     limit_conn_dry_run on;
+                     proxy_pass http://{b1};
+                     proxy_set_header X-Conn-Status $limit_conn_status;
+                 }
+             }",
+        )
+        .step(start(get("/a/held").from("127.0.0.1")))
+        .send(get("/a/x").from("127.0.0.1"))
+        .send(get("/dry/x").from("127.0.0.1"))
+        .send(get("/dry/y").from("127.0.0.2"))
+        .step(release(0))
+        .send(get("/dry/z").from("127.0.0.1"))
+        .send(get("/a/y").from("127.0.0.1"))
+        .run();
+}
+
+/// Two limit_conn zones (per client, 2, and per server name, 3) at server level: a request
+/// must fit both; one refused by the second is uncounted from the first again (so the same
+/// client fits afterwards); an empty key ($server_name of a server without a name) limits
+/// nothing.
+#[test]
+fn limit_conn_two_zones() {
+    Scenario::new("limit_conn with two zones")
+        .backends(3)
+        .plan(0, Plan::ok().on(1, Hold).on(2, Hold))
+        .plan(1, Plan::ok().on(1, Hold))
+        .plan(2, Plan::ok().on(1, Hold).on(2, Hold))
+        .compare_headers(&["X-Conn"])
+        .config(
+            "limit_conn_zone $binary_remote_addr zone=perip:1m;
+             limit_conn_zone $server_name zone=perserver:1m;
+             server {
+                 listen {listen};
+                 server_name limits.test;
+                 add_header X-Conn $limit_conn_status always;
+                 limit_conn perip 2;
+                 limit_conn perserver 3;
+                 location /a/ { proxy_pass http://{b0}; }
+                 location /b/ { proxy_pass http://{b1}; }
+             }
+             server {
+                 listen {listen1};
+                 add_header X-Conn $limit_conn_status always;
+                 limit_conn perserver 1;
+                 location / { proxy_pass http://{b2}; }
+             }",
+        )
+        .step(start(get("/a/1").from("127.0.0.1")))
+        .step(start(get("/a/2").from("127.0.0.1")))
+        .send(get("/a/3").from("127.0.0.1"))
+        .step(start(get("/b/1").from("127.0.0.2")))
+        .send(get("/b/2").from("127.0.0.2"))
+        .send(get("/a/4").from("127.0.0.3"))
+        .step(release(0))
+        .send(get("/b/3").from("127.0.0.2"))
+        .step(start(get("/x1").on_listener(1)))
+        .step(start(get("/x2").on_listener(1)))
+        .send(get("/x3").on_listener(1))
+        .run();
+}
+
+/// limit_req runs before limit_conn: a request within the rate but over the connection limit
+/// is refused by limit_conn (503) and still charged to the rate; one over the rate is refused
+/// by limit_req (its status, 429) and limit_conn never looks at it ($limit_conn_status empty).
+/// The log levels change only what is logged.
+#[test]
+fn limit_conn_after_limit_req() {
+    Scenario::new("limit_req before limit_conn")
+        .backends(1)
+        .plan(0, Plan::ok().on(1, Hold))
+        .compare_headers(&["X-Req", "X-Conn"])
+        .config(
+            "limit_req_zone $binary_remote_addr zone=rate:1m rate=1r/m;
+             limit_conn_zone $binary_remote_addr zone=addr:1m;
+             server {
+                 listen {listen};
+                 limit_req_log_level warn;
+                 limit_conn_log_level info;
+                 add_header X-Req $limit_req_status always;
+                 add_header X-Conn $limit_conn_status always;
+                 location / {
+                     limit_req zone=rate burst=2 nodelay;
+                     limit_req_status 429;
+                     limit_conn addr 1;
+                     proxy_pass http://{b0};
+                 }
+             }",
+        )
+        .step(start(get("/held").from("127.0.0.1")))
+        .send_all(from_client("/x", 3, "127.0.0.1"))
+        .step(release(0))
+        .send(get("/after").from("127.0.0.1"))
+        .send(get("/other").from("127.0.0.2"))
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The harness itself: a test that cannot fail proves nothing, so these show it notices.
 
 /// Round robin without weights instead of with them: the harness names the first request

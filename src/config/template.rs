@@ -58,6 +58,9 @@ pub enum Variable {
     Msec,
     Connection,
     ConnectionRequests,
+    /// `$limit_req_status` and `$limit_conn_status`: what the location's limits decided.
+    LimitReqStatus,
+    LimitConnStatus,
     ContentType,
     ContentLength,
     RemoteUser,
@@ -158,6 +161,8 @@ impl Variable {
             "msec" => Msec,
             "connection" => Connection,
             "connection_requests" => ConnectionRequests,
+            "limit_req_status" => LimitReqStatus,
+            "limit_conn_status" => LimitConnStatus,
             "content_type" => ContentType,
             "content_length" => ContentLength,
             "remote_user" => RemoteUser,

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod idle_stop;
 pub mod keepalive;
+pub mod limits;
 pub mod locations;
 pub mod logging;
 pub mod maps;

@@ -9,6 +9,19 @@ use pingora::proxy::Session;
 /// The `Server` header the appliance sends.
 pub const SERVER: &str = "appliance";
 
+/// nginx's 444 (NGX_HTTP_CLOSE): a `return 444` or a limit's status 444 closes the connection
+/// with no response at all.
+pub const CLOSE: u16 = 444;
+
+/// The error [`send_with`] ends a request with for [`CLOSE`]: Pingora then closes the
+/// connection without a response, and the access log says 444.
+pub const CLOSED_WITHOUT_RESPONSE: &str = "closed without a response (444)";
+
+/// Whether `e` is the error of a [`CLOSE`].
+pub fn is_close(e: &Error) -> bool {
+    matches!(e.etype(), ErrorType::Custom(c) if *c == CLOSED_WITHOUT_RESPONSE)
+}
+
 /// The reason phrase nginx prints for a status.
 pub fn reason(status: u16) -> &'static str {
     http::StatusCode::from_u16(status)
@@ -72,6 +85,9 @@ pub async fn send_with(
     keepalive: bool,
     added: &[(String, Vec<u8>)],
 ) -> Result<()> {
+    if status == CLOSE {
+        return Error::e_explain(ErrorType::Custom(CLOSED_WITHOUT_RESPONSE), "status 444");
+    }
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header("Server", SERVER)?;
     resp.insert_header("Date", http_date())?;

@@ -99,6 +99,8 @@ pub struct LocationConf {
     pub add_header: Vec<HeaderRule>,
     /// `allow` and `deny`.
     pub access: AccessRules,
+    /// `limit_req` and `limit_conn`, when the location has any.
+    pub limits: Option<Arc<super::limits::Limits>>,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -330,10 +332,15 @@ impl Runtime {
         let http = &model.http;
         let formats = Arc::new(Formats::build(http, Defined::Names(&declared))?);
         let access_log = formats.targets(http.access_log.as_deref(), None)?;
+        let zones = Arc::new(super::limits::Zones::build(
+            http,
+            Defined::Names(&declared),
+        )?);
         let mut servers: Vec<(Arc<ServerConf>, &VirtualServer)> = Vec::new();
         for vs in &http.servers {
             let inherited = Inherited {
                 formats: &formats,
+                zones: &zones,
                 access_log: &access_log,
                 declared: &declared,
             };
@@ -446,6 +453,7 @@ pub(crate) fn implicit_pool(
 #[derive(Clone, Copy)]
 struct Inherited<'a> {
     formats: &'a Arc<Formats>,
+    zones: &'a Arc<super::limits::Zones>,
     access_log: &'a AccessLogs,
     declared: &'a Arc<HashSet<String>>,
 }
@@ -459,6 +467,7 @@ fn build_server(
 ) -> Result<ServerConf, Diagnostic> {
     let Inherited {
         formats,
+        zones,
         access_log: http_access_log,
         declared,
     } = inherited;
@@ -468,6 +477,8 @@ fn build_server(
         add_header: vs.add_header.clone().or_else(|| http.add_header.clone()),
         access: vs.access.clone().or_else(|| http.access.clone()),
         real_ip: vs.real_ip.merged(&http.real_ip),
+        limits: vs.limits.merged(&http.limits),
+        zones: zones.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
         content_types: ContentTypes::default()
@@ -538,6 +549,8 @@ struct Level {
     add_header: Option<Vec<AddHeader>>,
     access: Option<Vec<AccessRule>>,
     real_ip: RealIp,
+    limits: config::Limits,
+    zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
     /// The variables the config defines (maps, `set`), which templates may use.
     declared: Arc<HashSet<String>>,
@@ -570,6 +583,8 @@ fn location_specs(
             add_header: loc.add_header.clone().or_else(|| parent.add_header.clone()),
             access: loc.access.clone().or_else(|| parent.access.clone()),
             real_ip: loc.real_ip.merged(&parent.real_ip),
+            limits: loc.limits.merged(&parent.limits),
+            zones: parent.zones.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
@@ -695,6 +710,7 @@ fn location_conf(
             defined,
         )?,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
+        limits: level.zones.limits(&level.limits),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

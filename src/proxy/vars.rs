@@ -11,6 +11,7 @@ use pingora::http::ResponseHeader;
 
 use super::balance::PeerAddr;
 use super::client_request::ClientRequest;
+use super::limits::LimitStatus;
 use super::maps::Maps;
 use super::proxy_protocol::ProxyInfo;
 
@@ -57,6 +58,8 @@ pub struct RequestVars<'a> {
     pub request_time: f64,
     pub connection: u64,
     pub connection_requests: u64,
+    /// What the location's `limit_req` and `limit_conn` decided.
+    pub limits: LimitStatus,
     pub ssl_protocol: Option<&'a str>,
     pub ssl_cipher: Option<&'a str>,
     pub ssl_server_name: Option<&'a str>,
@@ -297,6 +300,16 @@ impl<'a> RequestVars<'a> {
             }
             Variable::ConnectionRequests => {
                 let _ = write!(out, "{}", self.connection_requests);
+            }
+            Variable::LimitReqStatus => {
+                if let Some(status) = self.limits.requests {
+                    out.extend_from_slice(status.as_str().as_bytes());
+                }
+            }
+            Variable::LimitConnStatus => {
+                if let Some(status) = self.limits.connections {
+                    out.extend_from_slice(status.as_str().as_bytes());
+                }
             }
             Variable::ContentType => {
                 out.extend_from_slice(self.header_first("content-type").unwrap_or_default())
@@ -576,6 +589,7 @@ pub fn sample<'a>(
         request_time: 0.0,
         connection: 1,
         connection_requests: 1,
+        limits: LimitStatus::default(),
         ssl_protocol: None,
         ssl_cipher: None,
         ssl_server_name: None,

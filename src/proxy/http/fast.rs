@@ -11,7 +11,8 @@
 //!
 //! The decisions are the data plane's own, shared with Pingora's phases in the parent module:
 //! [`route`], [`RequestCtx::choose_peer`], `connect_failed`, `upstream_failed`,
-//! `retry_on_status`, [`upstream_request::build`], the access log and the metrics. What this
+//! `retry_on_status`, [`upstream_request::build`], `limit_req` and `limit_conn`
+//! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `add_header`,
 //! `return`, anything but a proxied location, a head it cannot parse) it leaves to Pingora:
@@ -48,6 +49,7 @@ use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
+use crate::proxy::limits::Verdict;
 use crate::proxy::redirect;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf};
@@ -381,6 +383,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && !crate::proxy::draining()
             && !client.keepalive_timeout.is_zero()
             && self.requests < client.keepalive_requests;
+        if location.limits.is_some() {
+            if let Some(keep) = self.pre_access(ctx, request, location, keepalive).await {
+                return if keep { Step::Next } else { Step::Close };
+            }
+        }
         let keep = self
             .proxy(ctx, request, &body, location, proxy, keepalive)
             .await;
@@ -917,6 +924,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         rewritten
     }
 
+    /// nginx's pre-access phase for a location with limits: waits as `limit_req` asks, or
+    /// answers as a limit refuses; then, whether the connection goes on.
+    async fn pre_access(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+        location: &LocationConf,
+        keepalive: bool,
+    ) -> Option<bool> {
+        let verdict = ctx.limit_requests(location, self.exchange(request, None, 0), self.now);
+        let waits = verdict != Verdict::Pass;
+        let refused = verdict.waited().await;
+        if waits {
+            self.now = Instant::now();
+        }
+        let status =
+            refused.or_else(|| ctx.limit_connections(location, self.exchange(request, None, 0)))?;
+        Some(self.answer(ctx, request, location, status, keepalive).await)
+    }
+
     /// Answers with the status nginx finalizes with when no server could answer (502, 504, or
     /// the listed status of the last try) and logs the request.
     async fn give_up(
@@ -928,6 +955,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) -> bool {
         ctx.upstream.end_try(self.now);
         let status = ctx.give_up_status;
+        self.answer(ctx, request, location, status, keepalive).await
+    }
+
+    /// Answers with nginx's page for `status` and logs the request.
+    async fn answer(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+        location: &LocationConf,
+        status: u16,
+        keepalive: bool,
+    ) -> bool {
+        if status == respond::CLOSE {
+            // nginx closes with no response at all, and logs 444.
+            let mut exchange = self.exchange(request, None, 0);
+            exchange.status = status;
+            ctx.log_exchange(exchange, status, self.now);
+            return false;
+        }
         let head_only = request.method() == "HEAD";
         self.out = respond::page(status, keepalive, head_only);
         let ok = self.send_out(location.client.send_timeout).await;

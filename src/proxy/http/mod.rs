@@ -34,6 +34,7 @@ use pingora::ErrorType;
 
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::client_request::ClientRequest;
+use super::limits::{Held, LimitStatus, Verdict};
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::redirect;
@@ -91,6 +92,10 @@ pub struct RequestCtx {
     real_client: Option<std::net::SocketAddr>,
     /// What the rewrite module did, when a script ran (boxed: most requests have none).
     rewrite: Option<Box<Rewritten>>,
+    /// What `limit_req` and `limit_conn` decided.
+    limits: LimitStatus,
+    /// The request's places in `limit_conn` zones, given back when the request ends.
+    held: Held,
     /// When the request began, for `$request_time`.
     begun: Instant,
     /// What the previous request on the connection left, for `route` to take over.
@@ -199,6 +204,8 @@ impl HttpProxy {
             conn: ConnectionInfo::default(),
             real_client: None,
             rewrite: None,
+            limits: LimitStatus::default(),
+            held: Held::default(),
             begun,
             previous,
             _in_flight: super::metrics::InFlight::enter(),
@@ -431,6 +438,48 @@ fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) ->
             );
             return Route::Reject(500);
         }
+    }
+}
+
+impl RequestCtx {
+    /// nginx's pre-access phase, first part: the location's `limit_req`. Runs once per
+    /// request (as nginx's `r->main->limit_req_status` guards it).
+    fn limit_requests(
+        &mut self,
+        location: &LocationConf,
+        x: Exchange<'_>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(limits) = location.limits.as_ref().filter(|l| l.has_requests()) else {
+            return Verdict::Pass;
+        };
+        if self.limits.requests.is_some() {
+            return Verdict::Pass;
+        }
+        let client = self.client(x.client).map(|a| a.ip());
+        let (status, verdict) =
+            limits.check_requests(|key| eval_to_vec(key, &self.vars_of(x, None)), now, client);
+        self.limits.requests = status;
+        verdict
+    }
+
+    /// The second part, after any wait `limit_req` asked for: the location's `limit_conn`.
+    /// The status to answer with when a zone is at its limit.
+    fn limit_connections(&mut self, location: &LocationConf, x: Exchange<'_>) -> Option<u16> {
+        let limits = location.limits.as_ref().filter(|l| l.has_connections())?;
+        if self.limits.connections.is_some() {
+            return None;
+        }
+        let client = self.client(x.client).map(|a| a.ip());
+        let mut held = std::mem::take(&mut self.held);
+        let (status, admitted) = limits.check_connections(
+            |key| eval_to_vec(key, &self.vars_of(x, None)),
+            &mut held,
+            client,
+        );
+        self.held = held;
+        self.limits.connections = status;
+        admitted.err()
     }
 }
 
@@ -762,6 +811,7 @@ impl RequestCtx {
             request_time: 0.0,
             connection: 0,
             connection_requests: 0,
+            limits: self.limits,
             ssl_protocol: self.conn.ssl_protocol.as_deref(),
             ssl_cipher: self.conn.ssl_cipher.as_deref(),
             ssl_server_name: self.conn.ssl_server_name.as_deref(),
@@ -774,6 +824,7 @@ impl RequestCtx {
     fn log_request(&self, session: &Session, e: Option<&Error>, now: Instant) {
         // No response went out: the client left (nginx's 499) or the request failed.
         let unanswered = match e.map(|e| e.esource()) {
+            _ if e.is_some_and(respond::is_close) => respond::CLOSE,
             Some(pingora::ErrorSource::Downstream) => 499,
             Some(_) => 500,
             None => 0,
@@ -1024,25 +1075,8 @@ impl ProxyHttp for HttpProxy {
             },
         };
         keep_alive_as_location(session, Some(&location));
-        // nginx's pre-access and access phases: after the rewrite phase's `return`, before
-        // the content.
-        ctx.real_ip_by_location(client_addr(session), session.req_header().into());
-        let client = ctx.client(client_addr(session)).map(|a| a.ip());
-        if !location.access.allows(client) {
-            match client {
-                Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
-                None => tracing::error!("access forbidden by rule, client: unix:"),
-            }
-            let added = added_headers(ctx, session, 403);
-            respond::send_with(session, 403, None, None, true, &added).await?;
-            return Ok(true);
-        }
-        if location.proxy.is_none() {
-            // nginx would look for a file under its root; the appliance serves no files.
-            let added = added_headers(ctx, session, 404);
-            respond::send_with(session, 404, None, None, true, &added).await?;
-            return Ok(true);
-        }
+        // nginx's find-config phase refuses a body over client_max_body_size, before the
+        // location's limits and rules.
         let max = location.client.max_body_size;
         if max > 0 {
             let length = session
@@ -1060,6 +1094,35 @@ impl ProxyHttp for HttpProxy {
                 respond::send(session, 413, None, None, false).await?;
                 return Ok(true);
             }
+        }
+        // nginx's pre-access and access phases: after the rewrite phase's `return`, before
+        // the content.
+        ctx.real_ip_by_location(client_addr(session), session.req_header().into());
+        let verdict = ctx.limit_requests(&location, Exchange::of(session), Instant::now());
+        let refused = match verdict.waited().await {
+            Some(status) => Some(status),
+            None => ctx.limit_connections(&location, Exchange::of(session)),
+        };
+        if let Some(status) = refused {
+            let added = added_headers(ctx, session, status);
+            respond::send_with(session, status, None, None, true, &added).await?;
+            return Ok(true);
+        }
+        let client = ctx.client(client_addr(session)).map(|a| a.ip());
+        if !location.access.allows(client) {
+            match client {
+                Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
+                None => tracing::error!("access forbidden by rule, client: unix:"),
+            }
+            let added = added_headers(ctx, session, 403);
+            respond::send_with(session, 403, None, None, true, &added).await?;
+            return Ok(true);
+        }
+        if location.proxy.is_none() {
+            // nginx would look for a file under its root; the appliance serves no files.
+            let added = added_headers(ctx, session, 404);
+            respond::send_with(session, 404, None, None, true, &added).await?;
+            return Ok(true);
         }
         if let Some(proxy) = location.proxy.as_ref() {
             if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
@@ -1295,6 +1358,12 @@ impl ProxyHttp for HttpProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if respond::is_close(e) {
+            return FailToProxy {
+                error_code: respond::CLOSE,
+                can_reuse_downstream: false,
+            };
+        }
         let status = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -1308,7 +1377,9 @@ impl ProxyHttp for HttpProxy {
             },
         };
         if status > 0 && session.response_written().is_none() {
-            let _ = respond::send(session, status, None, None, true).await;
+            // An error page carries the location's `add_header ... always`, as nginx's do.
+            let added = added_headers(ctx, session, status);
+            let _ = respond::send_with(session, status, None, None, true, &added).await;
         }
         FailToProxy {
             error_code: status,
