@@ -59,7 +59,7 @@ impl Zones {
             let key = key_template(&z.key, defined, z.origin.as_ref())?;
             let capacity = capacity(z.size.0, CONNECTION_STATE_BYTES).get();
             let state = shared_state(&CONNECTION_STATES, &z.name, &z.key, z.size.0, || {
-                Mutex::new(HashMap::new())
+                Mutex::new(foldhash::HashMap::default())
             });
             let zone = ConnectionZone {
                 name: z.name.clone(),
@@ -134,7 +134,7 @@ fn capacity(size: u64, per_state: u64) -> NonZeroUsize {
 type Registry<T> = Mutex<Vec<(String, String, u64, Weak<T>)>>;
 
 type RequestStates = Mutex<LruCache<Box<[u8]>, RateState>>;
-type ConnectionCounts = Mutex<HashMap<Box<[u8]>, u32>>;
+type ConnectionCounts = Mutex<foldhash::HashMap<Box<[u8]>, u32>>;
 
 static REQUEST_STATES: Registry<RequestStates> = Mutex::new(Vec::new());
 static CONNECTION_STATES: Registry<ConnectionCounts> = Mutex::new(Vec::new());
