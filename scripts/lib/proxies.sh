@@ -111,6 +111,9 @@ backend_conf() {
 # With REWRITE_RULES=1, the server and location run rewrite-module directives on every request,
 # as configs in the field do: a server-level `if` that redirects plain-HTTP traffic marked by a
 # front balancer (false for these requests) and a location `rewrite ... break` to the same URI.
+# With LIMIT_RULES=1, the location applies a per-client `limit_req` and `limit_conn` to every
+# request, at limits the load stays far below (nothing is delayed or refused): the cost of
+# keeping the counts.
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -121,6 +124,10 @@ proxy_conf() {
     echo "http {"
     echo "    access_log off;"
     echo "    keepalive_requests 1000000;"
+    if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
+      echo "    limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;"
+      echo "    limit_conn_zone \$binary_remote_addr zone=addr:10m;"
+    fi
     echo "    upstream backends {"
     for port in "$@"; do echo "        server 127.0.0.1:$port;"; done
     if [ "$keepalive" -gt 0 ]; then
@@ -135,6 +142,10 @@ proxy_conf() {
     fi
     echo "        location / {"
     [ "${REWRITE_RULES:-0}" -eq 0 ] || echo "            rewrite ^/(.*)\$ /\$1 break;"
+    if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
+      echo "            limit_req zone=perip burst=1000 nodelay;"
+      echo "            limit_conn addr 1000;"
+    fi
     echo "            proxy_pass http://backends;"
     if [ "$keepalive" -gt 0 ]; then
       echo "            proxy_http_version 1.1;"
