@@ -433,3 +433,68 @@ fn stream_access_rules_close_refused_clients() {
         "{log}"
     );
 }
+
+/// `limit_conn` in a stream server (ngx_stream_limit_conn_module): a client with as many
+/// connections open as the limit has its next one closed before any backend is dialled;
+/// another client, and a server without the limit, are not affected; once a connection ends,
+/// its place is free again.
+#[test]
+fn stream_limit_conn_closes_connections_over_the_limit() {
+    let dir = TempDir::new("edge-stream-limit-conn");
+    let backend = echo(Backend::Plain, None);
+    let (limited, free) = (free_port(), free_port());
+    let config = write(
+        &dir,
+        "nginx.conf",
+        &format!(
+            "events {{}}\n\
+             stream {{\n\
+                 limit_conn_zone $binary_remote_addr zone=addr:1m;\n\
+                 server {{ listen 127.0.0.1:{limited}; limit_conn addr 1; proxy_pass 127.0.0.1:{echo}; }}\n\
+                 server {{ listen 127.0.0.1:{free}; proxy_pass 127.0.0.1:{echo}; }}\n\
+             }}\n",
+            echo = backend.port
+        ),
+    );
+    let _app = start_appliance(&config, &[limited, free]);
+    let message = b"hello\n";
+    let served = |source: &str, port: u16| exchange_from(source, port, message) == message;
+
+    // One connection from 127.0.0.1 stays open (the echo backend waits for more).
+    let mut first = TcpStream::connect(("127.0.0.1", limited)).expect("connect");
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    first.write_all(message).expect("write");
+    let mut echoed = vec![0u8; message.len()];
+    assert_eq!(read_up_to(&mut first, &mut echoed), message.len());
+    assert_eq!(echoed, message);
+
+    assert!(
+        !served("127.0.0.1", limited),
+        "a second connection of the client"
+    );
+    assert!(
+        served("127.0.0.2", limited),
+        "another client has its own count"
+    );
+    assert!(served("127.0.0.1", free), "a server without limit_conn");
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 3);
+
+    // Once the first connection ends, the appliance gives its place back.
+    drop(first);
+    let mut again = false;
+    for _ in 0..50 {
+        if served("127.0.0.1", limited) {
+            again = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(again, "the client's place was not given back");
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    assert!(
+        log.contains("limiting connections by zone \"addr\", client: 127.0.0.1"),
+        "{log}"
+    );
+}

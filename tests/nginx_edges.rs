@@ -622,6 +622,11 @@ fn limit_cases() -> Vec<Case> {
     let stream = [
         ("limit_req in stream", "stream {\nserver {\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\nlimit_req zone=one;\n}\n}".into()),
         ("limit_conn in stream", format!("stream {{\n{CONN}\nserver {{\nlisten 127.0.0.1:3;\nlimit_conn addr 1;\nproxy_pass 127.0.0.1:2;\n}}\n}}")),
+        ("limit_conn settings at stream level", format!("stream {{\n{CONN}\nlimit_conn addr 2;\nlimit_conn_log_level warn;\nlimit_conn_dry_run on;\nserver {{\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\n}}\n}}")),
+        ("a stream zone with an http zone's name", format!("http {{\n{CONN}\n}}\nstream {{\n{CONN}\nserver {{\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\n}}\n}}")),
+        ("stream limit_conn of an http zone", format!("http {{\n{CONN}\n}}\nstream {{\nserver {{\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\nlimit_conn addr 1;\n}}\n}}")),
+        ("stream limit_conn of a zone nobody declares", "stream {\nserver {\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\nlimit_conn nowhere 1;\n}\n}".into()),
+        ("limit_conn_status in stream", format!("stream {{\n{CONN}\nserver {{\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\nlimit_conn_status 429;\n}}\n}}")),
     ];
     located
         .into_iter()

@@ -217,6 +217,13 @@ impl Http {
 pub struct Stream {
     #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
+    /// The stream's `limit_conn_zone`s (a name space shared with `[http]`'s zones).
+    #[serde(
+        rename = "connection_zone",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub connection_zones: Vec<ConnectionZone>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<StreamServer>,
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::http::{AccessRule, Listen, Tls};
+use super::limit::Limits;
 use super::origin::Origin;
 use super::units::Duration;
 use super::upstream::ProxyProtocol;
@@ -41,4 +42,8 @@ pub struct StreamServer {
     /// `allow` and `deny`: a connection from a client they refuse is closed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessRule>>,
+    /// `limit_conn` (with its log level and dry run): connections at once per key of each
+    /// `[[stream.connection_zone]]` listed; one over the limit is closed at once.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }

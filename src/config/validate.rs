@@ -25,6 +25,7 @@ pub fn validate(model: &Appliance) -> Check {
     let stream_pools = upstreams(&model.stream.upstreams, true, Defined::NONE)?;
     http(model, &http_pools, defined)?;
     stream(&model.stream, &stream_pools)?;
+    stream_limits(model)?;
     listeners_do_not_clash(model)?;
     if let Some(ha) = &model.ha {
         ha_section(ha)?;
@@ -783,6 +784,63 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str, defined: Defined<'_
 }
 
 /// The `allow` and `deny` rules written at `key`.
+/// The stream's `limit_conn`: zones of its own (their names apart from `[http]`'s, as nginx's
+/// shared memory zones are one name space), and no setting only HTTP has.
+fn stream_limits(model: &Appliance) -> Check {
+    let zones = &model.stream.connection_zones;
+    let mut seen = HashSet::new();
+    for (i, z) in zones.iter().enumerate() {
+        let about = format!("stream.connection_zone[{i}]");
+        let at = z.origin.as_ref();
+        let taken = model.http.request_zones.iter().map(|h| &h.name);
+        let taken = taken.chain(model.http.connection_zones.iter().map(|h| &h.name));
+        if !seen.insert(z.name.as_str()) || taken.into_iter().any(|n| *n == z.name) {
+            return Err(Diagnostic::error(format!(
+                "the shared memory zone \"{}\" is declared twice",
+                z.name
+            ))
+            .at_opt(at)
+            .about(&about));
+        }
+        Template::parse(&z.key).map_err(|e| {
+            Diagnostic::error(e.to_string())
+                .at_opt(at)
+                .about(format!("{about}.key"))
+        })?;
+        if z.size.0 < 8 * 4096 {
+            return Err(Diagnostic::error(format!(
+                "zone \"{}\" is too small (at least 32k)",
+                z.name
+            ))
+            .at_opt(at)
+            .about(format!("{about}.size")));
+        }
+    }
+    let names = ZoneNames {
+        requests: HashSet::new(),
+        connections: seen,
+    };
+    for (i, server) in model.stream.servers.iter().enumerate() {
+        let at = server.origin.as_ref();
+        let key = format!("stream.server[{i}].limits");
+        let l = &server.limits;
+        if l.requests.is_some()
+            || l.request_status.is_some()
+            || l.request_log_level.is_some()
+            || l.request_dry_run.is_some()
+            || l.connection_status.is_some()
+        {
+            return Err(Diagnostic::error(
+                "a stream server's limits are connections, connection_log_level and connection_dry_run",
+            )
+            .at_opt(at)
+            .about(&key));
+        }
+        limits(l, &names, at, &key)?;
+    }
+    Ok(())
+}
+
 /// The names of the limit zones, by kind.
 struct ZoneNames<'a> {
     requests: HashSet<&'a str>,

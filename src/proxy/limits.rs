@@ -39,9 +39,23 @@ pub struct Zones {
 }
 
 impl Zones {
+    /// The zones of `[http]`.
     pub fn build(http: &config::Http, defined: Defined<'_>) -> Result<Zones, Diagnostic> {
+        Zones::of(&http.request_zones, &http.connection_zones, defined)
+    }
+
+    /// The connection zones of `[stream]` (its variables are the stream's).
+    pub fn of_stream(stream: &config::Stream) -> Result<Zones, Diagnostic> {
+        Zones::of(&[], &stream.connection_zones, Defined::NONE)
+    }
+
+    fn of(
+        request_zones: &[config::RequestZone],
+        connection_zones: &[config::ConnectionZone],
+        defined: Defined<'_>,
+    ) -> Result<Zones, Diagnostic> {
         let mut zones = Zones::default();
-        for z in &http.request_zones {
+        for z in request_zones {
             let key = key_template(&z.key, defined, z.origin.as_ref())?;
             let capacity = capacity(z.size.0, REQUEST_STATE_BYTES);
             let state = shared_state(&REQUEST_STATES, &z.name, &z.key, z.size.0, || {
@@ -55,7 +69,7 @@ impl Zones {
             };
             zones.requests.insert(z.name.clone(), Arc::new(zone));
         }
-        for z in &http.connection_zones {
+        for z in connection_zones {
             let key = key_template(&z.key, defined, z.origin.as_ref())?;
             let capacity = capacity(z.size.0, CONNECTION_STATE_BYTES).get();
             let state = shared_state(&CONNECTION_STATES, &z.name, &z.key, z.size.0, || {

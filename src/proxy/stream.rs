@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
+use super::limits::{Held, Limits, Zones};
 use super::placement::Placement;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::tls::{self, PickKeys, ServerKeys};
@@ -55,6 +56,8 @@ pub struct StreamConf {
     /// `proxy_ssl on`: the connector (no verification, no SNI: nginx's stream defaults).
     pub upstream_tls: Option<SslConnector>,
     pub access: AccessRules,
+    /// `limit_conn`, when the server has any.
+    pub limits: Option<Arc<Limits>>,
 }
 
 /// Compiles `stream {}`. Pools are per config, like the HTTP ones, so the balancer's state is
@@ -69,9 +72,12 @@ pub fn build(
         *next_id += 1;
         pools.insert(upstream.name.clone(), Arc::new(pool));
     }
+    let zones = Zones::of_stream(model)?;
     let mut servers = Vec::new();
     for s in &model.servers {
-        servers.push(Arc::new(server(s, &mut pools, next_id)?));
+        let mut conf = server(s, &mut pools, next_id)?;
+        conf.limits = zones.limits(&s.limits);
+        servers.push(Arc::new(conf));
     }
     Ok(servers)
 }
@@ -124,6 +130,7 @@ fn server(
         proxy_protocol: s.proxy_protocol,
         upstream_tls,
         access: AccessRules::new(s.access.as_deref().unwrap_or_default()),
+        limits: None,
     })
 }
 
@@ -232,8 +239,17 @@ impl ServerApp for StreamEdge {
                 }
             }
         }
-        // nginx's access phase comes after the PROXY header (which does not change the
-        // address without realip) and before the TLS handshake.
+        // nginx's pre-access phase (limit_conn), then its access phase: after the PROXY
+        // header (which does not change the address without realip), before the TLS
+        // handshake. The connection counts in the zones until it ends.
+        let mut held = Held::default();
+        if let Some(limits) = &conf.limits {
+            let ip = client.addr.map(|a| a.ip());
+            let (_, admitted) = limits.check_connections(|key| eval(key, &client), &mut held, ip);
+            if admitted.is_err() {
+                return None;
+            }
+        }
         if !conf.access.allows(client.addr.map(|a| a.ip())) {
             match client.addr {
                 Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),

@@ -382,6 +382,7 @@ impl Lowering<'_> {
             proxy_protocol,
             upstream_tls: listener.instance_protocol == Protocol::Ssl,
             access: None,
+            limits: Default::default(),
         })
     }
 

@@ -17,6 +17,7 @@ pub(super) enum ZoneUse {
     Upstream,
     LimitReq,
     LimitConn,
+    StreamLimitConn,
 }
 
 /// A shared memory zone named so far: by a declaration with its size, or only by a use
@@ -32,9 +33,41 @@ pub(super) struct SharedZone {
 const MIN_ZONE_SIZE: u64 = 8 * 4096;
 
 impl Lowering<'_> {
-    /// `limit_req_zone key zone=name:size rate=rate` or `limit_conn_zone key zone=name:size`.
+    /// `limit_req_zone key zone=name:size rate=rate` or `limit_conn_zone key zone=name:size`
+    /// in http.
     pub(super) fn limit_zone(&mut self, stmt: &Statement) -> Result<()> {
-        let requests = stmt.name == "limit_req_zone";
+        let usage = if stmt.name == "limit_req_zone" {
+            ZoneUse::LimitReq
+        } else {
+            ZoneUse::LimitConn
+        };
+        self.zone_declaration(stmt, usage)
+    }
+
+    /// `limit_conn_zone key zone=name:size` in stream.
+    pub(super) fn stream_limit_zone(&mut self, stmt: &Statement) -> Result<()> {
+        self.zone_declaration(stmt, ZoneUse::StreamLimitConn)
+    }
+
+    /// A stream server's (or the stream block's) `limit_conn`, `limit_conn_log_level` or
+    /// `limit_conn_dry_run`.
+    pub(super) fn stream_limit_setting(
+        &mut self,
+        stmt: &Statement,
+        limits: &mut Limits,
+    ) -> Result<()> {
+        if stmt.name == "limit_conn" {
+            if let Some(limit) = self.limit_conn(stmt, limits, ZoneUse::StreamLimitConn)? {
+                limits.connections.get_or_insert_with(Vec::new).push(limit);
+            }
+        } else {
+            self.limit_setting(stmt, limits)?;
+        }
+        Ok(())
+    }
+
+    fn zone_declaration(&mut self, stmt: &Statement, usage: ZoneUse) -> Result<()> {
+        let requests = usage == ZoneUse::LimitReq;
         let key = self.arg(stmt, 0)?.to_string();
         let key_usable = self.template(stmt, &key)?.is_some();
         let mut zone: Option<(String, u64)> = None;
@@ -65,30 +98,12 @@ impl Lowering<'_> {
                 format!("\"{}\" must have \"zone\" parameter", stmt.name),
             ));
         };
-        let usage = if requests {
-            ZoneUse::LimitReq
-        } else {
-            ZoneUse::LimitConn
-        };
         self.shared_zone(stmt, &name, size, usage)?;
-        let http = &self.model.http;
-        let bound = match usage {
-            ZoneUse::LimitReq => http.request_zones.iter().find(|z| z.name == name),
-            _ => None,
-        }
-        .map(|z| z.key.clone())
-        .or_else(|| {
-            http.connection_zones
-                .iter()
-                .find(|z| z.name == name && usage == ZoneUse::LimitConn)
-                .map(|z| z.key.clone())
-        })
-        .or_else(|| {
-            self.unusable_zones
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, key)| key.clone())
-        });
+        let bound = self
+            .zone_keys
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, key)| key.clone());
         if let Some(bound) = bound {
             return Err(self.error(
                 stmt,
@@ -98,9 +113,10 @@ impl Lowering<'_> {
                 ),
             ));
         }
+        self.zone_keys.push((name.clone(), key.clone()));
         if !key_usable {
             // Reported by `template`; the limits that name it are reported in turn.
-            self.unusable_zones.push((name, key));
+            self.unusable_zones.push(name);
             return Ok(());
         }
         let origin = self.origin(stmt);
@@ -113,7 +129,13 @@ impl Lowering<'_> {
                 size,
                 rate,
             }),
-            _ => self.model.http.connection_zones.push(ConnectionZone {
+            ZoneUse::LimitConn => self.model.http.connection_zones.push(ConnectionZone {
+                origin,
+                name,
+                key,
+                size,
+            }),
+            _ => self.model.stream.connection_zones.push(ConnectionZone {
                 origin,
                 name,
                 key,
@@ -145,7 +167,7 @@ impl Lowering<'_> {
                 }
             }
             "limit_conn" => {
-                if let Some(limit) = self.limit_conn(stmt, limits)? {
+                if let Some(limit) = self.limit_conn(stmt, limits, ZoneUse::LimitConn)? {
                     limits.connections.get_or_insert_with(Vec::new).push(limit);
                 }
             }
@@ -207,9 +229,14 @@ impl Lowering<'_> {
     }
 
     /// `limit_conn zone number`.
-    fn limit_conn(&mut self, stmt: &Statement, limits: &Limits) -> Result<Option<ConnectionLimit>> {
+    fn limit_conn(
+        &mut self,
+        stmt: &Statement,
+        limits: &Limits,
+        usage: ZoneUse,
+    ) -> Result<Option<ConnectionLimit>> {
         let zone = self.arg(stmt, 0)?.to_string();
-        self.shared_zone(stmt, &zone, 0, ZoneUse::LimitConn)?;
+        self.shared_zone(stmt, &zone, 0, usage)?;
         if limits.connections.iter().flatten().any(|l| l.zone == zone) {
             return Err(self.error(stmt, "\"limit_conn\" directive is duplicate"));
         }
@@ -233,7 +260,7 @@ impl Lowering<'_> {
     /// A limit on a zone whose key uses a variable the appliance cannot compute is reported
     /// and left out, as the zone was.
     fn zone_unusable(&mut self, stmt: &Statement, zone: &str) -> Result<bool> {
-        if !self.unusable_zones.iter().any(|(n, _)| n == zone) {
+        if !self.unusable_zones.iter().any(|n| n == zone) {
             return Ok(false);
         }
         self.partial(

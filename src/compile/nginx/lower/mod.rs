@@ -53,8 +53,10 @@ pub(super) struct Lowering<'o> {
     unknown_variable: Option<Diagnostic>,
     /// Shared memory zones named so far (limit zones and upstream `zone`s).
     shared_zones: Vec<limit::SharedZone>,
-    /// Limit zones (name, key) left out because their key cannot be computed.
-    unusable_zones: Vec<(String, String)>,
+    /// The limit zones declared so far: name and key.
+    zone_keys: Vec<(String, String)>,
+    /// Limit zones left out because their key cannot be computed.
+    unusable_zones: Vec<String>,
 }
 
 impl<'o> Lowering<'o> {
@@ -92,6 +94,7 @@ impl<'o> Lowering<'o> {
             conf_dir,
             unknown_variable: None,
             shared_zones: Vec::new(),
+            zone_keys: Vec::new(),
             unusable_zones: Vec::new(),
         }
     }

@@ -5,7 +5,7 @@ use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
-use crate::config::{AccessRule, Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
+use crate::config::{AccessRule, Limits, Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
 
 /// Settings a stream server inherits from the stream block.
 #[derive(Clone, Default)]
@@ -19,6 +19,8 @@ struct StreamSettings {
     upstream_tls: Option<bool>,
     /// `allow` and `deny`: a server with rules of its own does not inherit the stream's.
     access: Option<Vec<AccessRule>>,
+    /// `limit_conn` and its log level and dry run, merged as in http.
+    limits: Limits,
 }
 
 impl Lowering<'_> {
@@ -36,6 +38,7 @@ impl Lowering<'_> {
                     self.mapped(stmt);
                     servers.push(stmt);
                 }
+                "limit_conn_zone" => self.stream_limit_zone(stmt)?,
                 _ => {
                     if !self.stream_setting(stmt, &mut defaults, Some(&mut tls))? {
                         self.unsupported(stmt)?;
@@ -60,6 +63,7 @@ impl Lowering<'_> {
     ) -> Result<Option<StreamServer>> {
         let mut settings = StreamSettings {
             access: None,
+            limits: Limits::default(),
             ..defaults.clone()
         };
         let mut tls = super::http::TlsLevel::default();
@@ -121,6 +125,7 @@ impl Lowering<'_> {
                 .map(|_| ProxyProtocol::V1),
             upstream_tls: settings.upstream_tls.unwrap_or(false),
             access: settings.access.or_else(|| defaults.access.clone()),
+            limits: settings.limits.merged(&defaults.limits),
         }))
     }
 
@@ -205,6 +210,9 @@ impl Lowering<'_> {
             "allow" | "deny" => {
                 let rule = self.access_rule(stmt)?;
                 s.access.get_or_insert_with(Vec::new).push(rule);
+            }
+            "limit_conn" | "limit_conn_log_level" | "limit_conn_dry_run" => {
+                self.stream_limit_setting(stmt, &mut s.limits)?;
             }
             "ssl_certificate"
             | "ssl_certificate_key"

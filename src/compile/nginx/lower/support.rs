@@ -152,15 +152,11 @@ pub const SUPPORTED: &[Entry] = &[
     full("limit_req_status", HSL),
     full("limit_req_log_level", HSL),
     full("limit_req_dry_run", HSL),
-    part(
-        "limit_conn_zone",
-        "http",
-        "in stream it is reported, not applied",
-    ),
-    part("limit_conn", HSL, "in stream it is reported, not applied"),
+    full("limit_conn_zone", "http, stream"),
+    full("limit_conn", "http, server, location, stream"),
     full("limit_conn_status", HSL),
-    full("limit_conn_log_level", HSL),
-    full("limit_conn_dry_run", HSL),
+    full("limit_conn_log_level", "http, server, location, stream"),
+    full("limit_conn_dry_run", "http, server, location, stream"),
     part(
         "access_log",
         HSL,
@@ -325,7 +321,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "set" | "geo" | "split_clients" => "the variable it defines is not available",
         "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
         "error_page" => "upstream and appliance errors keep their own pages",
-        "limit_conn" | "limit_conn_zone" => "stream connections are not limited",
         "auth_basic" | "auth_basic_user_file" | "auth_request" => "no authentication is enforced",
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
             "$remote_addr stays the connecting address"
