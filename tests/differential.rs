@@ -2407,6 +2407,62 @@ fn limit_conn_after_limit_req() {
 // ---------------------------------------------------------------------------------------------
 // The harness itself: a test that cannot fail proves nothing, so these show it notices.
 
+/// `proxy_pass` with variables (ngx_http_proxy_eval): a `map` picks the upstream (canary by
+/// header); a URI part is sent as it is, without the client's arguments (and a `?`-only one
+/// gets a `/`); an IP address in a variable is proxied to directly, with `$proxy_host` its
+/// text; `$host` naming an upstream goes there, naming anything else is nginx's 502 without a
+/// resolver; a URL without `http://` is a 500.
+#[test]
+fn proxy_pass_with_variables() {
+    Scenario::new("proxy_pass with variables")
+        .backends(2)
+        .config(
+            "upstream stable { server {b0}; }
+             upstream canary { server {b1}; }
+             map $http_x_canary $pool { default stable; \"1\" canary; }
+             server {
+                 listen {listen};
+                 location / {
+                     proxy_pass http://$pool;
+                 }
+                 location /uri/ {
+                     proxy_pass http://$pool/fixed$uri;
+                 }
+                 location /args/ {
+                     proxy_pass http://stable?$args;
+                 }
+                 location /byaddr/ {
+                     set $target {b1};
+                     proxy_pass http://$target;
+                 }
+                 location /host/ {
+                     proxy_pass http://$host;
+                 }
+                 location /bad/ {
+                     proxy_pass $http_x_target;
+                 }
+                 location /headers/ {
+                     proxy_set_header X-Proxy-Host $proxy_host;
+                     proxy_pass http://$pool;
+                 }
+             }",
+        )
+        .send(get("/a"))
+        .send(get("/a?x=1").header("X-Canary", "1"))
+        .send(get("/uri/x?y=2"))
+        .send(get("/uri/x").header("X-Canary", "1"))
+        .send(get("/args/z?a=1&b=2"))
+        .send(get("/byaddr/p?q=1"))
+        .send(get("/host/h").host("stable"))
+        .send(get("/host/h").host("canary"))
+        .send(get("/host/h").host("localhost"))
+        .send(get("/bad/x").header("X-Target", "ftp://stable"))
+        .send(get("/bad/x").header("X-Target", "HTTP://canary/over"))
+        .send(get("/bad/x"))
+        .send(get("/headers/h").header("X-Canary", "1"))
+        .run();
+}
+
 /// Round robin without weights instead of with them: the harness names the first request
 /// that went elsewhere.
 #[test]

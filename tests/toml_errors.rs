@@ -222,6 +222,14 @@ fn each_mistake_is_reported_where_it_is_written() {
             "302",
             "between 400 and 599",
         ),
+        (
+            "pass_template",
+            "[[http.server]]\nlisten = [{ address = \"127.0.0.1:8090\" }]\n\
+             [[http.server.location]]\npath = \"/\"\n\
+             proxy = { pass_template = \"http://$nowhere\" }\n",
+            "\"http://$nowhere\"",
+            "unknown \"nowhere\" variable",
+        ),
         // A problem with the item as a whole: its table's header.
         (
             "server_without_listen",

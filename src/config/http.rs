@@ -256,6 +256,11 @@ pub struct Proxy {
     /// replaces the matched location prefix. Only locations (and `if` blocks) have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass: Option<ProxyPass>,
+    /// `proxy_pass` with variables (`http://$backend`, `$target`): evaluated for each request.
+    /// A result naming an upstream (`http://name`) goes to that pool; one with an IP address,
+    /// to that address; one with a URI part is sent that URI as it is. Only locations have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_template: Option<String>,
     /// Request headers to set, in order; an empty value removes the header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_header: Option<IndexMap<String, String>>,

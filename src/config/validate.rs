@@ -518,6 +518,16 @@ fn locations(
             .at_opt(at)
             .about(format!("{key}.location[0]")));
         }
+        if let Some(text) = &loc.proxy.pass_template {
+            let about = || format!("{key}.proxy.pass_template");
+            if loc.proxy.pass.is_some() {
+                return Err(Diagnostic::error("\"proxy_pass\" directive is duplicate")
+                    .at_opt(at)
+                    .about(about()));
+            }
+            Template::parse_in(text, defined)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(about()))?;
+        }
         if let Some(pass) = &loc.proxy.pass {
             let pass_key = || format!("{key}.proxy.pass");
             proxy_pass(pass, pools).map_err(|e| e.at_opt(at).about(pass_key()))?;

@@ -9,6 +9,7 @@ pub mod access;
 pub mod balance;
 pub mod client_request;
 pub mod drain;
+pub mod dynamic_pass;
 pub mod edge;
 pub mod header_names;
 pub mod health;

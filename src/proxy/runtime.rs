@@ -95,6 +95,8 @@ pub struct LocationConf {
     /// The rewrite module's directives (a lone `return` included).
     pub script: Option<Script>,
     pub proxy: Option<ProxyConf>,
+    /// `proxy_pass` with variables: where each request goes is worked out as it comes.
+    pub dynamic_pass: Option<Arc<super::dynamic_pass::DynamicPass>>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
     /// `allow` and `deny`.
@@ -571,6 +573,7 @@ fn location_specs(
         let mut proxy = merge_proxy(&parent.proxy, &loc.proxy);
         // proxy_pass is not inherited: it belongs to the location that names it.
         proxy.pass = loc.proxy.pass.clone();
+        proxy.pass_template = loc.proxy.pass_template.clone();
         proxy.redirect = super::redirect::resolve(
             proxy.redirect.as_deref(),
             proxy.pass.as_ref(),
@@ -606,8 +609,10 @@ fn location_specs(
         // Nested locations inherit the settings but not the pass.
         let mut inherited = level.clone();
         inherited.proxy.pass = None;
+        inherited.proxy.pass_template = None;
         let children = location_specs(&loc.locations, &inherited, pools, next_id)?;
-        let auto_redirect = conf.proxy.is_some() && !loc.kind.is_regex() && loc.path.ends_with('/');
+        let proxied = conf.proxy.is_some() || conf.dynamic_pass.is_some();
+        let auto_redirect = proxied && !loc.kind.is_regex() && loc.path.ends_with('/');
         specs.push(Spec {
             kind: loc.kind,
             path: loc.path.clone(),
@@ -638,6 +643,7 @@ fn location_conf(
         let mut inner = level.clone();
         if let Some(pass) = &block.proxy_pass {
             inner.proxy.pass = Some(pass.clone());
+            inner.proxy.pass_template = None;
         }
         if let Some(list) = &block.add_header {
             inner.add_header = Some(list.clone());
@@ -683,6 +689,15 @@ fn location_conf(
         }
         None => None,
     };
+    let dynamic_pass = match (&level.proxy.pass, &level.proxy.pass_template) {
+        (None, Some(text)) => Some(Arc::new(super::dynamic_pass::DynamicPass::new(
+            text,
+            &level.proxy,
+            origin,
+            declared.clone(),
+        )?)),
+        _ => None,
+    };
     let named_groups = match kind.is_regex() {
         true => super::script::named_groups(&name, kind == LocationKind::RegexCaseless),
         false => Vec::new(),
@@ -703,6 +718,7 @@ fn location_conf(
         kind,
         script,
         proxy,
+        dynamic_pass,
         client: client_conf(&level.client),
         add_header: header_rules(
             level.add_header.as_deref().unwrap_or_default(),
@@ -717,7 +733,7 @@ fn location_conf(
     })
 }
 
-fn proxy_conf(
+pub(crate) fn proxy_conf(
     p: &Proxy,
     pass: &config::ProxyPass,
     pool: Arc<UpstreamPool>,
@@ -916,6 +932,7 @@ fn merge_proxy(outer: &Proxy, inner: &Proxy) -> Proxy {
     }
     pick!(
         pass,
+        pass_template,
         set_header,
         http_version,
         connect_timeout,

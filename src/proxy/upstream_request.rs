@@ -33,6 +33,8 @@ pub struct Matched<'a> {
     /// After `rewrite ... break`: a URI part goes before the whole URI, not in place of the
     /// location's prefix (nginx's `valid_location` off).
     pub location_invalid: bool,
+    /// The URI part of a `proxy_pass` with variables: the target, sent as it is.
+    pub pass_uri: Option<&'a [u8]>,
 }
 
 /// Builds the upstream request header, for Pingora.
@@ -193,6 +195,10 @@ fn write_target(
     matched: &Matched<'_>,
     out: &mut Vec<u8>,
 ) {
+    if let Some(target) = matched.pass_uri {
+        out.extend_from_slice(target);
+        return;
+    }
     let uri = matched.uri;
     let rest = match (&proxy.uri, matched.prefix_len) {
         (None, _) if !matched.target_changed => {

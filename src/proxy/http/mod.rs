@@ -92,6 +92,8 @@ pub struct RequestCtx {
     real_client: Option<std::net::SocketAddr>,
     /// What the rewrite module did, when a script ran (boxed: most requests have none).
     rewrite: Option<Box<Rewritten>>,
+    /// Where a `proxy_pass` with variables sent this request (boxed: most have none).
+    dynamic: Option<Box<super::dynamic_pass::Target>>,
     /// What `limit_req` and `limit_conn` decided.
     limits: LimitStatus,
     /// The request's places in `limit_conn` zones, given back when the request ends.
@@ -204,6 +206,7 @@ impl HttpProxy {
             conn: ConnectionInfo::default(),
             real_client: None,
             rewrite: None,
+            dynamic: None,
             limits: LimitStatus::default(),
             held: Held::default(),
             begun,
@@ -710,6 +713,7 @@ impl RequestCtx {
             uri_rewritten: rewrite.is_some_and(|r| r.uri_rewritten),
             target_changed: rewrite.is_some_and(|r| r.target_changed),
             location_invalid: rewrite.is_some_and(|r| r.location_invalid),
+            pass_uri: self.dynamic.as_ref().and_then(|d| d.uri.as_deref()),
         }
     }
 }
@@ -857,7 +861,10 @@ impl RequestCtx {
     }
 
     fn proxy(&self) -> Option<&ProxyConf> {
-        self.location.as_ref().and_then(|l| l.proxy.as_ref())
+        match &self.dynamic {
+            Some(target) => Some(&target.proxy),
+            None => self.location.as_ref().and_then(|l| l.proxy.as_ref()),
+        }
     }
 
     /// Gives the held peer back to the balancer, once.
@@ -870,10 +877,11 @@ impl RequestCtx {
         if self.peer_released {
             return;
         }
-        if let (Some(attempt), Some(proxy)) = (
-            self.attempt.as_mut(),
-            self.location.as_ref().and_then(|l| l.proxy.as_ref()),
-        ) {
+        let proxy = match &self.dynamic {
+            Some(target) => Some(&*target.proxy),
+            None => self.location.as_ref().and_then(|l| l.proxy.as_ref()),
+        };
+        if let (Some(attempt), Some(proxy)) = (self.attempt.as_mut(), proxy) {
             if attempt.held().is_some() {
                 proxy.pool.balancer.finish(attempt, outcome, now);
             }
@@ -1118,13 +1126,24 @@ impl ProxyHttp for HttpProxy {
             respond::send_with(session, 403, None, None, true, &added).await?;
             return Ok(true);
         }
-        if location.proxy.is_none() {
+        if let Some(pass) = &location.dynamic_pass {
+            let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
+            match pass.target(&url, &ctx.runtime.pools) {
+                Ok(target) => ctx.dynamic = Some(Box::new(target)),
+                Err(status) => {
+                    let added = added_headers(ctx, session, status);
+                    respond::send_with(session, status, None, None, true, &added).await?;
+                    return Ok(true);
+                }
+            }
+        } else if location.proxy.is_none() {
             // nginx would look for a file under its root; the appliance serves no files.
             let added = added_headers(ctx, session, 404);
             respond::send_with(session, 404, None, None, true, &added).await?;
             return Ok(true);
         }
-        if let Some(proxy) = location.proxy.as_ref() {
+        let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
+        if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
             if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
                 respond::send(session, status, None, None, false).await?;
                 return Ok(true);
@@ -1141,7 +1160,8 @@ impl ProxyHttp for HttpProxy {
         let Some(location) = ctx.location.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no location chosen");
         };
-        let Some(proxy) = location.proxy.as_ref() else {
+        let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
+        let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "location does not proxy");
         };
         let pool = &proxy.pool;

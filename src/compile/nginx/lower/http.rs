@@ -428,10 +428,12 @@ impl Lowering<'_> {
                     }
                 }
                 "proxy_pass" => {
-                    if let Some(pass) = self.proxy_pass(s, kind)? {
-                        if loc.proxy.pass.is_some() {
-                            return Err(self.error(s, "\"proxy_pass\" directive is duplicate"));
-                        }
+                    if loc.proxy.pass.is_some() || loc.proxy.pass_template.is_some() {
+                        return Err(self.error(s, "\"proxy_pass\" directive is duplicate"));
+                    }
+                    if self.arg(s, 0)?.contains('$') {
+                        loc.proxy.pass_template = self.proxy_pass_template(s)?;
+                    } else if let Some(pass) = self.proxy_pass(s, kind)? {
                         loc.proxy.pass = Some(pass);
                     }
                 }
@@ -484,6 +486,23 @@ impl Lowering<'_> {
         }
         self.mapped(stmt);
         Ok(Some(pass))
+    }
+
+    /// `proxy_pass` with variables in a location: evaluated per request (`None` when a
+    /// variable cannot be computed, reported). A value naming a host that is no upstream needs
+    /// nginx's `resolver`; the appliance resolves no names while it serves, which is reported.
+    fn proxy_pass_template(&mut self, stmt: &Statement) -> Result<Option<String>> {
+        let text = self.arg(stmt, 0)?.to_string();
+        let Some(text) = self.template(stmt, &text)? else {
+            return Ok(None);
+        };
+        self.partial(
+            stmt,
+            Impact::ChangesTraffic,
+            "a value naming an upstream or an IP address is proxied; one naming another host gets \
+             502, as nginx without a resolver (host names are not resolved while serving)",
+        )?;
+        Ok(Some(text))
     }
 
     /// `return code [text]`, `return code URL`, `return URL`.

@@ -79,7 +79,8 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "proxy_pass",
         "location, if",
-        "not with variables (no request-time resolver)",
+        "with variables: a value naming a host that is no upstream gets 502 (names are not \
+         resolved while serving); in `if`, no variables",
     ),
     full("return", "server, location, if"),
     full("rewrite", "server, location, if"),
@@ -346,7 +347,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "expires" => "Expires and Cache-Control are not added",
         "charset" | "source_charset" => "responses are not recoded",
         "location" => "named locations serve error_page and try_files, which are not supported",
-        "proxy_pass" => "proxy_pass with variables needs a request-time resolver",
+        "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",
         _ if impact == Impact::NoTrafficChange => {
             "tuning or logging the appliance does its own way"
         }

@@ -1,0 +1,200 @@
+//! `proxy_pass` with variables (`proxy_pass http://$backend;`): the URL is evaluated for each
+//! request, as ngx_http_proxy_eval does, and the request goes where it points.
+//!
+//! nginx's rules, kept here: the URL must begin with `http://` or `https://` (else a 500, and
+//! "invalid URL prefix" in the log); a host without a port that names an `upstream` goes to
+//! that pool, sharing its state with every other use of it; an IP address goes to that
+//! address; any other name would need nginx's `resolver`, and without one nginx answers 502
+//! ("no resolver defined to resolve ..."): the appliance resolves no names while it serves, so
+//! it answers the same. A URI part in the result is sent as the request target as it is (the
+//! client's arguments are not added); without one, the request's own URI is sent, as for a
+//! `proxy_pass` without a URI part.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::compile::diag::Diagnostic;
+use crate::config::template::Template;
+use crate::config::{self, Defined, Origin, ProxyPass};
+
+use super::runtime::{implicit_pool, proxy_conf, ProxyConf, UpstreamPool};
+
+/// How many proxying set-ups (one per upstream or address the URL named) a location keeps for
+/// the next requests; past it, they are made afresh.
+const KEPT: usize = 256;
+
+/// Pools made for addresses no `upstream` names get ids apart from the config's.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1 << 48);
+
+/// A location's `proxy_pass` with variables.
+pub struct DynamicPass {
+    pub url: Template,
+    /// The location's proxying settings, for each target the URL names.
+    settings: config::Proxy,
+    origin: Option<Origin>,
+    declared: Arc<std::collections::HashSet<String>>,
+    /// Set-ups made so far, by scheme and target.
+    made: Mutex<HashMap<String, Arc<ProxyConf>>>,
+}
+
+/// Where a request goes: the proxying set-up, and the URI part the URL had, sent as it is.
+pub struct Target {
+    pub proxy: Arc<ProxyConf>,
+    pub uri: Option<Vec<u8>>,
+}
+
+impl DynamicPass {
+    pub fn new(
+        text: &str,
+        settings: &config::Proxy,
+        origin: Option<&Origin>,
+        declared: Arc<std::collections::HashSet<String>>,
+    ) -> Result<DynamicPass, Diagnostic> {
+        let url = Template::parse_in(text, Defined::Names(&declared))
+            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))?;
+        let mut settings = settings.clone();
+        settings.pass = None;
+        settings.pass_template = None;
+        Ok(DynamicPass {
+            url,
+            settings,
+            origin: origin.cloned(),
+            declared,
+            made: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where the evaluated URL `url` sends the request; `pools` are the config's. `Err` with
+    /// the status nginx answers with, the reason logged.
+    pub fn target(
+        &self,
+        url: &[u8],
+        pools: &HashMap<String, Arc<UpstreamPool>>,
+    ) -> Result<Target, u16> {
+        let text = String::from_utf8_lossy(url);
+        let (scheme, rest) = match split_scheme(&text) {
+            Some(split) => split,
+            None => {
+                tracing::error!("invalid URL prefix in \"{text}\"");
+                return Err(500);
+            }
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (host, uri) = rest.split_at(end);
+        let uri = match uri {
+            "" => None,
+            u if u.starts_with('?') => Some(format!("/{u}").into_bytes()),
+            u => Some(u.as_bytes().to_vec()),
+        };
+        if host.is_empty() {
+            tracing::error!("no host in upstream \"{rest}\"");
+            return Err(500);
+        }
+        let key = format!("{scheme}://{host}");
+        if let Some(proxy) = lock(&self.made).get(&key) {
+            return Ok(Target {
+                proxy: proxy.clone(),
+                uri,
+            });
+        }
+        let pool = match pools
+            .iter()
+            .find(|(name, _)| !name.contains("://") && name.eq_ignore_ascii_case(host))
+        {
+            // An `upstream` block of that name (nginx matches one only for a host without a
+            // port).
+            Some((_, pool)) => pool.clone(),
+            None if is_address(host) => {
+                let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+                let default_port = if scheme == "https" { 443 } else { 80 };
+                match implicit_pool(host, default_port, self.origin.as_ref(), id) {
+                    Ok(pool) => Arc::new(pool),
+                    Err(e) => {
+                        tracing::error!("{} in upstream \"{rest}\"", e.message);
+                        return Err(502);
+                    }
+                }
+            }
+            None => {
+                let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+                tracing::error!("no resolver defined to resolve {name}");
+                return Err(502);
+            }
+        };
+        let pass = ProxyPass {
+            scheme: if scheme == "https" {
+                config::Scheme::Https
+            } else {
+                config::Scheme::Http
+            },
+            host: host.to_string(),
+            uri: None,
+        };
+        let proxy = proxy_conf(
+            &self.settings,
+            &pass,
+            pool,
+            self.origin.as_ref(),
+            Defined::Names(&self.declared),
+        )
+        .map_err(|e| {
+            tracing::error!("{}", e.message);
+            500u16
+        })?;
+        let proxy = Arc::new(proxy);
+        let mut made = lock(&self.made);
+        if made.len() >= KEPT {
+            made.clear();
+        }
+        made.insert(key, proxy.clone());
+        Ok(Target { proxy, uri })
+    }
+}
+
+/// `http` or `https` and the rest, nginx's way: the prefix in any case, something after it.
+fn split_scheme(url: &str) -> Option<(&'static str, &str)> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") && url.len() > 7 {
+        Some(("http", &url[7..]))
+    } else if lower.starts_with("https://") && url.len() > 8 {
+        Some(("https", &url[8..]))
+    } else {
+        None
+    }
+}
+
+/// An IP address, with or without a port (`10.0.0.1`, `10.0.0.1:8080`, `[::1]:8080`).
+fn is_address(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<IpAddr>().is_ok());
+    }
+    let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
+    ip.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_as_nginx_splits_them() {
+        assert_eq!(split_scheme("http://a/b"), Some(("http", "a/b")));
+        assert_eq!(split_scheme("HTTPS://a"), Some(("https", "a")));
+        assert_eq!(split_scheme("http://"), None);
+        assert_eq!(split_scheme("ftp://a"), None);
+        assert_eq!(split_scheme("backend"), None);
+        assert!(is_address("10.0.0.1"));
+        assert!(is_address("10.0.0.1:8080"));
+        assert!(is_address("[::1]:8080"));
+        assert!(!is_address("backend"));
+        assert!(!is_address("backend:8080"));
+    }
+}
