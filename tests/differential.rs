@@ -2407,6 +2407,59 @@ fn limit_conn_after_limit_req() {
 // ---------------------------------------------------------------------------------------------
 // The harness itself: a test that cannot fail proves nothing, so these show it notices.
 
+/// The same limits where no `add_header` applies, so that the appliance serves these
+/// locations on its fast path rather than through Pingora's session: refusals with their
+/// status (503, 429, 444), a delayed request served, a held request counted until it ends,
+/// and the upstream requests of those let through.
+#[test]
+fn limits_on_the_fast_path() {
+    Scenario::new("limit_req and limit_conn on the fast path")
+        .backends(2)
+        .plan(1, Plan::ok().on(1, Hold))
+        .config(
+            "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+             limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;
+             limit_conn_zone $binary_remote_addr zone=addr:1m;
+             server {
+                 listen {listen};
+                 location / {
+                     limit_req zone=one burst=2 nodelay;
+                     proxy_pass http://{b0};
+                 }
+                 location /teapot/ {
+                     limit_req zone=one;
+                     limit_req_status 429;
+                     proxy_pass http://{b0};
+                 }
+                 location /slow/ {
+                     limit_req zone=slow burst=1;
+                     proxy_pass http://{b0};
+                 }
+                 location /gone/ {
+                     limit_req zone=one;
+                     limit_req_status 444;
+                     proxy_pass http://{b0};
+                 }
+                 location /conn/ {
+                     limit_conn addr 1;
+                     proxy_pass http://{b1};
+                 }
+             }",
+        )
+        .send_all(from_client("/a", 4, "127.0.0.1"))
+        .send(get("/teapot/1").from("127.0.0.2"))
+        .send(get("/teapot/2").from("127.0.0.2"))
+        .send(get("/slow/1").from("127.0.0.3"))
+        .send(get("/slow/2").from("127.0.0.3"))
+        .send(get("/gone/1").from("127.0.0.4"))
+        .send(get("/gone/2").from("127.0.0.4"))
+        .step(start(get("/conn/held").from("127.0.0.5")))
+        .send(get("/conn/second").from("127.0.0.5"))
+        .step(release(1))
+        .send(get("/conn/after").from("127.0.0.5"))
+        .run();
+}
+
 /// `proxy_pass` with variables (ngx_http_proxy_eval): a `map` picks the upstream (canary by
 /// header); a URI part is sent as it is, without the client's arguments (and a `?`-only one
 /// gets a `/`); an IP address in a variable is proxied to directly, with `$proxy_host` its
