@@ -1,6 +1,6 @@
 //! nginx's limit_req and limit_conn modules: the zones (`limit_req_zone`, `limit_conn_zone`)
 //! and each level's limits, read as ngx_http_limit_req_module and ngx_http_limit_conn_module
-//! read them, with their messages. Zones are shared memory in nginx: the names checks of
+//! read them, with their messages. Zones are shared memory in nginx: the name checks of
 //! ngx_shared_memory_add (one use per name, one size) apply to them and to upstream `zone`s.
 
 use super::{Lowering, Result};
@@ -66,6 +66,8 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// A zone declaration of either module, in either context (ngx_http_limit_req_zone and
+    /// ngx_http_limit_conn_zone read their arguments alike; only limit_req's has `rate=`).
     fn zone_declaration(&mut self, stmt: &Statement, usage: ZoneUse) -> Result<()> {
         let requests = usage == ZoneUse::LimitReq;
         let key = self.arg(stmt, 0)?.to_string();
