@@ -343,6 +343,8 @@ fn proxy_redirect_cases() -> Vec<Case> {
         ("three arguments", "proxy_pass http://u;\nproxy_redirect a b c;"),
         ("default and pairs", "proxy_pass http://u;\nproxy_redirect default;\nproxy_redirect ~^http://([^/]+)/(.*)$ /$2;\nproxy_redirect ~*^HTTP://X/ $scheme://$host:$server_port/;"),
         ("a pair with variables", "proxy_pass http://u;\nproxy_redirect http://$proxy_host/ $scheme://$host/;"),
+        ("default after proxy_pass with variables", "proxy_pass http://$host;\nproxy_redirect default;"),
+        ("a pair after proxy_pass with variables", "proxy_pass http://$host;\nproxy_redirect http://u/ /;"),
     ]
     .into_iter()
     .map(|(name, location)| {

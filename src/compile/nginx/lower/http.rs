@@ -833,6 +833,12 @@ impl Lowering<'_> {
             match word {
                 "off" if !rules.is_empty() => return Err(self.error(stmt, duplicate())),
                 "off" => rules.push(ProxyRedirect::Keyword(word.to_string())),
+                "default" if proxy.pass_template.is_some() => {
+                    return Err(self.error(
+                        stmt,
+                        "\"proxy_redirect default\" cannot be used with \"proxy_pass\" directive with variables",
+                    ));
+                }
                 "default" if proxy.pass.is_none() => {
                     return Err(self.error(
                         stmt,
