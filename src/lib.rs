@@ -18,3 +18,4 @@ pub mod firstboot;
 pub mod ha;
 pub mod process;
 pub mod proxy;
+mod sync;

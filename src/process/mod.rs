@@ -10,7 +10,7 @@ pub mod services;
 pub mod sockets;
 pub mod upgrade;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora::server::{ExecutionPhase, RunArgs};
@@ -21,6 +21,7 @@ use crate::config::Appliance;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::signals::{NginxSignals, Reload};
 use crate::proxy::{build_server, logging, metrics, Loaded, RunOptions};
+use crate::sync::lock;
 use pidfile::PidFile;
 
 /// Serves `model` until a signal stops it. Errors before serving are returned (and, under
@@ -111,10 +112,6 @@ pub fn run(model: Appliance, options: &RunOptions, reload: Reload) -> Result<(),
     });
     finish(pid_file.as_ref());
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How a startup error is shown: nginx's error log line, or `appliance: [emerg] ...`.

@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
@@ -33,6 +33,7 @@ use thread_local::ThreadLocal;
 
 use super::balance::{PeerAddr, PeerId};
 use super::runtime::{Runtime, UpstreamPool};
+use crate::sync::lock;
 
 /// A pool's requests with an upstream connection open, for draining.
 ///
@@ -145,11 +146,6 @@ impl Inflight {
             })
             .sum()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while the lock is held; a poisoned one still holds sound data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Hands the running state over from `old` to `new` at a reload (see the module docs).

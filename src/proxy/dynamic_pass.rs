@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{self, Defined, Origin, ProxyPass};
+use crate::sync::lock;
 
 use super::runtime::{implicit_pool, proxy_conf, ProxyConf, UpstreamPool};
 
@@ -174,10 +175,6 @@ fn is_address(host: &str) -> bool {
     }
     let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
     ip.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

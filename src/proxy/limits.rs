@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -21,6 +21,7 @@ use lru::LruCache;
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{self, Defined, LogLevel};
+use crate::sync::lock;
 
 /// Bytes of zone a request-rate state takes in nginx (a red-black tree node and the state,
 /// in the slab allocator's 128-byte class for an IPv4 or IPv6 key).
@@ -174,12 +175,6 @@ fn shared_state<T>(
     let state = Arc::new(new());
     registry.push((name.into(), key.into(), size, Arc::downgrade(&state)));
     state
-}
-
-/// A lock whose holder cannot leave the state half-changed: a panic elsewhere does not stop
-/// the limits.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Milliseconds on a clock every thread shares (nginx's `ngx_current_msec`).

@@ -24,6 +24,7 @@ use crate::compile::describe_io_error;
 use crate::compile::diag::Diagnostic;
 use crate::config::template::{Segment, Template};
 use crate::config::{AccessLog, Defined, ErrorLog, Http, LogLevel, Origin};
+use crate::sync::lock;
 
 /// nginx's predefined format.
 pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
@@ -242,10 +243,6 @@ fn open_append(path: &Path) -> Result<File, String> {
                 describe_io_error(&e)
             )
         })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LogFile {
