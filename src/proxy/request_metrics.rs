@@ -11,9 +11,10 @@
 //! takes but a scrape, and a scrape adds the parts up: exact at every scrape, as before.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use crate::sync::lock;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use thread_local::ThreadLocal;
@@ -127,11 +128,6 @@ impl PoolMetrics {
         total.statuses.sort_unstable();
         total
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while the lock is held; a poisoned one still holds sound counts.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Exports the series to the registry's scrape.

@@ -42,6 +42,7 @@ use super::balance::{PeerAddr, PeerId, PeerInfo};
 use super::runtime::{Runtime, UpstreamPool};
 use crate::config::StatusRange;
 use crate::config::{validate::server_address, HealthCheck, HealthProtocol, HealthTarget};
+use crate::sync::lock;
 pub use verdict::Verdict;
 
 /// How often the checker looks for a reloaded runtime.
@@ -335,11 +336,6 @@ fn unique_pools(runtime: &Runtime) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         .pools
         .values()
         .filter(move |p| seen.insert(Arc::as_ptr(p)))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while these locks are held; a poisoned one still holds sound data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The checks as a Pingora background service, started with the server.
