@@ -35,6 +35,10 @@ fn case(name: impl Into<String>, text: impl Into<Vec<u8>>) -> Case {
 fn handwritten() -> Vec<Case> {
     let mut cases = vec![
         case("close brace in a bare word", "events {}\nenv a};\n"),
+        case(
+            "an upstream without servers over lines",
+            "events {}\nhttp {\nupstream u {\n\n}\n}\n",
+        ),
         case("close brace alone after words", "events {}\nenv a }\n"),
         case("hash inside a word", "events {}\nenv a#b;\n"),
         case("hash comment between words", "events {}\nenv # c\n a;\n"),

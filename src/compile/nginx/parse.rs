@@ -204,6 +204,8 @@ struct Parser {
     loaded: HashSet<Vec<u8>>,
     /// Blocks and included files open now.
     depth: usize,
+    /// The line of the last `}` read, which ends the block just parsed.
+    block_end_line: u32,
 }
 
 type Result<T> = std::result::Result<T, Diagnostic>;
@@ -223,6 +225,7 @@ impl Parser {
             modules_used: false,
             loaded: HashSet::new(),
             depth: 0,
+            block_end_line: 0,
         }
     }
 
@@ -361,7 +364,10 @@ impl Parser {
                         read.at..read.at + 1,
                     ));
                 }
-                End::BlockEnd => return Ok(()),
+                End::BlockEnd => {
+                    self.block_end_line = read.line;
+                    return Ok(());
+                }
                 End::Eof if body == Body::Block => {
                     return Err(self.error_at(
                         input,
@@ -432,6 +438,7 @@ impl Parser {
                 let result = self.body(lexer, input, Body::Block, &inner, &mut children);
                 self.depth -= 1;
                 statement.block = Some(children);
+                statement.block_end_line = self.block_end_line;
                 out.push(statement);
                 result
             }
@@ -719,6 +726,7 @@ impl Parser {
             block: None,
             origin: Origin::new(input.name.clone(), first.line, column),
             end_line: read.line,
+            block_end_line: 0,
             span: first.span.start..read.at + 1,
             included_from: self.included_from.clone(),
             context,

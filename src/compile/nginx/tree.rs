@@ -38,6 +38,9 @@ pub struct Statement {
     pub origin: Origin,
     /// The line of the `;` or `{` that ended the statement: nginx reports errors there.
     pub end_line: u32,
+    /// A block's `}` line, where nginx reports what it checks once the block is read (0 for
+    /// a statement without a block, or a block cut short).
+    pub block_end_line: u32,
     /// Bytes of the statement in its file, from the name to the terminator.
     pub span: Range<usize>,
     /// The `include` statements this one came through, outermost first (empty at top level).
@@ -146,6 +149,17 @@ impl Statement {
     /// The position nginx names in its messages about this statement.
     pub fn nginx_origin(&self) -> Origin {
         Origin::new(self.origin.file.clone(), self.end_line, 0)
+    }
+
+    /// Where nginx reports what it checks once the block is read: its `}` (its `{` for a block
+    /// cut short).
+    pub fn nginx_block_end_origin(&self) -> Origin {
+        let line = if self.block_end_line == 0 {
+            self.end_line
+        } else {
+            self.block_end_line
+        };
+        Origin::new(self.origin.file.clone(), line, 0)
     }
 
     /// The argument values.

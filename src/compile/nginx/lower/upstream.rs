@@ -88,7 +88,9 @@ impl Lowering<'_> {
             }
         }
         if pool.servers.is_empty() {
-            return Err(self.error(block, "no servers are inside upstream"));
+            return Err(self
+                .error(block, "no servers are inside upstream")
+                .at(block.nginx_block_end_origin()));
         }
         if !allows_backup && pool.servers.iter().any(|s| s.backup) {
             // nginx checks `backup` against the method known when the server line is read; a
