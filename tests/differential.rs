@@ -2683,3 +2683,123 @@ fn harness_backends_behave_as_scripted() {
     assert_eq!(send(port1, &get("/"), 6).backend(), Some(1));
     assert_eq!(backends.connection_counts(), vec![4, 1]);
 }
+
+/// `split_clients` as a canary split: each user (a query argument, then a header) lands in the
+/// pool nginx puts it in, by nginx's MurmurHash2 of the key and its cumulative shares; a share
+/// the parts leave (no `*`) gives the empty value, which picks the default of a map. The
+/// variable is also sent upstream in a header.
+#[test]
+fn split_clients_canary() {
+    Scenario::new("split_clients canary")
+        .backends(3)
+        .config(
+            "upstream stable { server {b0}; }
+             upstream canary { server {b1}; }
+             upstream beta { server {b2}; }
+             split_clients \"user-${arg_user}\" $by_user { 30% canary; 10.5% beta; * stable; }
+             split_clients $http_x_user $by_header { 50% canary; 25% beta; }
+             map $by_header $header_pool { default stable; canary canary; beta beta; }
+             server {
+                 listen {listen};
+                 location / {
+                     proxy_set_header X-Variant \"[$by_user]\";
+                     proxy_pass http://$by_user;
+                 }
+                 location /h/ {
+                     proxy_set_header X-Variant \"[$by_header]\";
+                     proxy_pass http://$header_pool;
+                 }
+             }",
+        )
+        .send_all((0..40).map(|i| get(&format!("/u?user={i}"))))
+        .send_all((0..40).map(|i| get("/h/x").header("X-User", &format!("u{i}@example.com"))))
+        .send(get("/h/none"))
+        .run();
+}
+
+/// `geo` routing and refusing by address: the client's address (a loopback address per
+/// request) in CIDR blocks (the longest wins, a later entry replaces, `delete` takes one out),
+/// `X-Forwarded-For` read only from a trusted `proxy` (recursively when asked), an address
+/// from a variable (`ranges`, nested; anything not an address looks up as 255.255.255.255),
+/// and the value used by `if`, a map and `proxy_pass`.
+#[test]
+fn geo_routing() {
+    Scenario::new("geo routing")
+        .backends(2)
+        .config(
+            "upstream inside { server {b0}; }
+             upstream outside { server {b1}; }
+             geo $zone {
+                 default       outside;
+                 127.0.0.0/24  inside;
+                 127.0.0.8/29  outside;
+                 127.0.0.12    inside;
+                 127.0.0.13    blocked;
+                 127.0.0.14    x;
+                 127.0.0.14    blocked;
+                 127.0.0.20/30 blocked;
+                 delete 127.0.0.20/30;
+                 ::1           inside;
+             }
+             geo $behind_proxy {
+                 proxy          127.0.0.5;
+                 proxy          10.0.0.0/8;
+                 proxy_recursive;
+                 default        outside;
+                 127.0.0.0/8    inside;
+                 192.168.0.0/16 inside;
+                 255.255.255.255 none;
+             }
+             geo $arg_ip $by_range {
+                 ranges;
+                 default outside;
+                 10.0.0.0-10.0.255.255 inside;
+                 10.0.1.0-10.0.1.255 outside;
+                 255.255.255.0-255.255.255.254 edge;
+             }
+             map $zone $refused { blocked 1; default 0; }
+             server {
+                 listen {listen};
+                 location / {
+                     if ($refused) { return 403; }
+                     proxy_set_header X-Zone $zone;
+                     proxy_pass http://$zone;
+                 }
+                 location /proxy/ {
+                     proxy_set_header X-Zone $behind_proxy;
+                     proxy_pass http://$behind_proxy;
+                 }
+                 location /range/ {
+                     proxy_set_header X-Zone $by_range;
+                     proxy_pass http://$by_range;
+                 }
+             }",
+        )
+        .send_all((1..=24).map(|n| get(&format!("/from/{n}")).from(&format!("127.0.0.{n}"))))
+        .send_all(
+            [
+                ("127.0.0.5", "192.168.1.1"),
+                ("127.0.0.5", "8.8.8.8"),
+                ("127.0.0.5", "8.8.8.8, 10.1.1.1"),
+                ("127.0.0.5", "192.168.1.1, 10.9.9.9, 10.1.1.1"),
+                ("127.0.0.6", "8.8.8.8"),
+                ("127.0.0.5", "not-an-address"),
+            ]
+            .map(|(from, xff)| get("/proxy/p").from(from).header("X-Forwarded-For", xff)),
+        )
+        .send_all(
+            [
+                "10.0.0.1",
+                "10.0.1.1",
+                "10.0.2.1",
+                "9.9.9.9",
+                "junk",
+                "",
+                "::ffff:10.0.0.7",
+                "2001:db8::1",
+                "255.255.255.9",
+            ]
+            .map(|ip| get(&format!("/range/r?ip={ip}"))),
+        )
+        .run();
+}

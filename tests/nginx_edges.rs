@@ -429,6 +429,73 @@ fn map_cases() -> Vec<Case> {
     .collect()
 }
 
+/// `geo` and `split_clients` blocks as ngx_http_geo_module and ngx_http_split_clients_module
+/// read them: every message they have, and lines nginx takes that look wrong.
+fn table_var_cases() -> Vec<Case> {
+    [
+        // geo
+        ("geo with networks", "geo $g {\ndefault 0;\n10.0.0.0/8 1;\n10.0.0.1 2;\n::1 3;\n2001:db8::/32 4;\n255.255.255.255 5;\n}"),
+        ("geo from a variable", "geo $arg_ip $g {\n10.0.0.0/8 1;\n}"),
+        ("geo from text", "geo arg_ip $g {\n10.0.0.0/8 1;\n}"),
+        ("geo of a name without $", "geo g {\n}"),
+        ("geo of a variable nginx has", "geo $host {\n}"),
+        ("geo with a bad network", "geo $g {\n10.0.0.0/33 1;\n}"),
+        ("geo with a host name", "geo $g {\nlocalhost 1;\n}"),
+        ("geo with low bits", "geo $g {\n10.1.2.3/8 1;\n}"),
+        ("geo with a network twice", "geo $g {\n10.0.0.0/8 1;\n10.0.0.0/8 2;\n}"),
+        ("geo with default twice", "geo $g {\ndefault 1;\ndefault 2;\n}"),
+        ("geo deleting", "geo $g {\n10.0.0.0/8 1;\ndelete 10.0.0.0/8;\ndelete 11.0.0.0/8;\n}"),
+        ("geo deleting a bad network", "geo $g {\ndelete x;\n}"),
+        ("geo with three words", "geo $g {\n10.0.0.0/8 1 2;\n}"),
+        ("geo with a lone word", "geo $g {\n10.0.0.0/8;\n}"),
+        ("geo with proxies", "geo $g {\nproxy 10.0.0.0/8;\nproxy 192.168.1.1;\nproxy_recursive;\n}"),
+        ("geo with a bad proxy", "geo $g {\nproxy all;\n}"),
+        ("geo with a proxy with low bits", "geo $g {\nproxy 10.1.0.0/8;\n}"),
+        ("geo ranges", "geo $g {\nranges;\ndefault x;\n10.0.0.0-10.0.255.255 a;\n10.0.1.0-10.0.1.255 b;\n10.0.0.0-10.0.0.9 c;\n10.0.255.0-10.0.255.255 d;\n}"),
+        ("geo ranges after an entry", "geo $g {\n10.0.0.0/8 1;\nranges;\n}"),
+        ("geo ranges after default", "geo $g {\ndefault 1;\nranges;\n}"),
+        ("geo ranges after a proxy", "geo $g {\nproxy 10.0.0.1;\nranges;\n}"),
+        ("geo ranges twice", "geo $g {\nranges;\nranges;\n}"),
+        ("geo ranges overlapping", "geo $g {\nranges;\n10.0.0.0-10.0.0.9 a;\n10.0.0.5-10.0.0.20 b;\n}"),
+        ("geo ranges over blocks", "geo $g {\nranges;\n10.0.0.0-10.2.0.0 a;\n10.1.0.0-10.1.255.255 b;\n}"),
+        ("geo ranges over blocks overlapping", "geo $g {\nranges;\n10.0.0.5-10.0.0.9 a;\n9.0.0.0-10.1.0.0 b;\n}"),
+        ("geo ranges backwards", "geo $g {\nranges;\n10.0.0.9-10.0.0.1 a;\n}"),
+        ("geo ranges with a network", "geo $g {\nranges;\n10.0.0.0/8 a;\n}"),
+        ("geo ranges to 255.255.255.255", "geo $g {\nranges;\n10.0.0.0-255.255.255.255 a;\n}"),
+        ("geo ranges twice the same", "geo $g {\nranges;\n10.0.0.0-10.0.0.9 a;\n10.0.0.0-10.0.0.9 b;\n}"),
+        ("geo ranges deleting", "geo $g {\nranges;\n10.0.0.0-10.0.0.9 a;\ndelete 10.0.0.0-10.0.0.9;\ndelete 10.0.0.0-10.0.0.8;\n}"),
+        ("geo ranges default twice", "geo $g {\nranges;\ndefault a;\ndefault b;\n}"),
+        ("geo and map of one variable", "geo $g {\ndefault 1;\n}\nmap $uri $g {\ndefault 2;\n}"),
+        ("geo of a map's variable", "map $http_x $ip {\ndefault 10.0.0.1;\n}\ngeo $ip $g {\n10.0.0.0/8 1;\n}"),
+        // split_clients
+        ("split_clients", "split_clients $remote_addr $s {\n0.5% a;\n2.25% b;\n* c;\n}"),
+        ("split_clients to 100%", "split_clients \"${remote_addr}x\" $s {\n50% a;\n50% b;\n}"),
+        ("split_clients over 100%", "split_clients $remote_addr $s {\n50% a;\n50.01% b;\n}"),
+        ("split_clients after *", "split_clients $remote_addr $s {\n* a;\n1% b;\n}"),
+        ("split_clients * twice", "split_clients $remote_addr $s {\n* a;\n* b;\n}"),
+        ("split_clients 0%", "split_clients $remote_addr $s {\n0% a;\n}"),
+        ("split_clients without %", "split_clients $remote_addr $s {\n50 a;\n}"),
+        ("split_clients three decimals", "split_clients $remote_addr $s {\n1.125% a;\n}"),
+        ("split_clients two dots", "split_clients $remote_addr $s {\n1.1.1% a;\n}"),
+        ("split_clients a lone percent", "split_clients $remote_addr $s {\n50%;\n}"),
+        ("split_clients three words", "split_clients $remote_addr $s {\n50% a b;\n}"),
+        ("split_clients empty", "split_clients $remote_addr $s {\n}"),
+        ("split_clients of a name without $", "split_clients $remote_addr s {\n}"),
+        ("split_clients of a variable nginx has", "split_clients $remote_addr $uri {\n}"),
+        ("split_clients with one argument", "split_clients $remote_addr {\n}"),
+    ]
+    .into_iter()
+    .map(|(name, blocks)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\n{blocks}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"
+            ),
+        )
+    })
+    .collect()
+}
+
 /// realip's directives as ngx_http_realip_from and ngx_http_realip read them.
 fn real_ip_cases() -> Vec<Case> {
     [
@@ -661,6 +728,11 @@ fn limit_directives_match_nginx() {
 #[test]
 fn map_blocks_match_nginx() {
     compare(map_cases());
+}
+
+#[test]
+fn geo_and_split_clients_blocks_match_nginx() {
+    compare(table_var_cases());
 }
 
 #[test]

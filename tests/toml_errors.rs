@@ -163,6 +163,48 @@ fn each_mistake_is_reported_where_it_is_written() {
             "cycle while evaluating variable \"x\"",
         ),
         (
+            "geo_network",
+            "[[http.geo]]\nvariable = \"zone\"\n\
+             entries = [{ network = \"default\", value = \"0\" }, { network = \"10.0.0.0/33\", value = \"1\" }]\n",
+            "\"10.0.0.0/33\"",
+            "invalid network \"10.0.0.0/33\"",
+        ),
+        (
+            "geo_overlapping_ranges",
+            "[[http.geo]]\nvariable = \"zone\"\nranges = true\n\
+             entries = [{ network = \"10.0.0.0-10.0.0.9\", value = \"a\" }, { network = \"10.0.0.5-10.0.0.20\", value = \"b\" }]\n",
+            "\"10.0.0.5-10.0.0.20\"",
+            "overlaps \"10.0.0.0-10.0.0.9\"",
+        ),
+        (
+            "geo_and_map_of_one_variable",
+            "[[http.map]]\nsource = \"$uri\"\nvariable = 'zone'\n\
+             [[http.geo]]\nvariable=\"zone\"\n",
+            "\"zone\"\n",
+            "the duplicate \"zone\" variable",
+        ),
+        (
+            "split_clients_percent",
+            "[[http.split_clients]]\nsource = \"$remote_addr\"\nvariable = \"v\"\n\
+             parts = [{ percent = \"50\", value = \"a\" }]\n",
+            "\"50\"",
+            "invalid percent value \"50\"",
+        ),
+        (
+            "split_clients_total",
+            "[[http.split_clients]]\nsource = \"$remote_addr\"\nvariable = \"v\"\n\
+             parts = [{ percent = \"60%\", value = \"a\" }, { percent = \"50%\", value = \"b\" }]\n",
+            "[{ percent = \"60%\"",
+            "percent total is greater than 100%",
+        ),
+        (
+            "split_clients_cycle",
+            "[[http.split_clients]]\nsource = \"$w\"\nvariable = \"v\"\n\
+             [[http.map]]\nsource = \"$v\"\nvariable = \"w\"\n",
+            "[[http.split_clients]]",
+            "cycle while evaluating variable \"v\"",
+        ),
+        (
             "real_ip_from",
             "[http.real_ip]\nfrom = [\"10.0.0.0/8\", \"proxy.example\"]\n",
             "\"proxy.example\"",

@@ -7,7 +7,14 @@ use super::diag::Sources;
 use crate::config::{Appliance, Origin};
 
 /// Keys whose arrays print as `[[...]]` tables: the items an operator looks for.
-const TABLE_ARRAYS: &[&str] = &["upstream", "server", "location", "map"];
+const TABLE_ARRAYS: &[&str] = &[
+    "upstream",
+    "server",
+    "location",
+    "map",
+    "geo",
+    "split_clients",
+];
 /// Keys whose values print as `[...]` tables rather than inline.
 const TABLES: &[&str] = &[
     "global",

@@ -6,6 +6,7 @@
 //! trust it.
 
 pub mod admin;
+pub mod geo;
 pub mod ha;
 pub mod http;
 pub mod limit;
@@ -13,6 +14,7 @@ pub mod log;
 pub mod map;
 pub mod origin;
 pub mod rewrite;
+pub mod split_clients;
 pub mod stream;
 pub mod template;
 mod toml_origins;
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
+pub use geo::{GeoEntry, GeoVar};
 pub use ha::{Ha, HaMode};
 pub use http::{
     AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
@@ -36,6 +39,7 @@ pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
 pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
+pub use split_clients::{SplitClients, SplitPart};
 pub use stream::StreamServer;
 pub(crate) use toml_origins::place as place_in_toml;
 pub use units::{Duration, Size};
@@ -199,6 +203,12 @@ pub struct Http {
     /// Variables defined by `map`.
     #[serde(rename = "map", default, skip_serializing_if = "Vec::is_empty")]
     pub maps: Vec<MapVar>,
+    /// Variables defined by `geo`: by the client's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub geo: Vec<GeoVar>,
+    /// Variables defined by `split_clients`: by a hash of a key, in set proportions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_clients: Vec<SplitClients>,
     #[serde(rename = "upstream", default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]

@@ -224,8 +224,8 @@ pub fn named_groups(pattern: &str) -> Vec<String> {
 }
 
 /// Every variable the config defines, which templates anywhere may use (nginx resolves
-/// variables once the whole config is read): the maps', what the `set`s assign, and the
-/// named groups of the regexes of locations, `rewrite`s and `if`s.
+/// variables once the whole config is read): those of `map`, `geo` and `split_clients`, what
+/// the `set`s assign, and the named groups of the regexes of locations, `rewrite`s and `if`s.
 pub fn declared_variables(http: &super::Http) -> HashSet<String> {
     fn walk(steps: &[Step], out: &mut HashSet<String>) {
         for step in steps {
@@ -255,6 +255,8 @@ pub fn declared_variables(http: &super::Http) -> HashSet<String> {
         }
     }
     let mut out: HashSet<String> = http.maps.iter().map(|m| m.variable.clone()).collect();
+    out.extend(http.geo.iter().map(|g| g.variable.clone()));
+    out.extend(http.split_clients.iter().map(|s| s.variable.clone()));
     for server in &http.servers {
         walk(&server.script, &mut out);
         locations(&server.locations, &mut out);

@@ -20,7 +20,7 @@ type Check = Result<(), Diagnostic>;
 pub fn validate(model: &Appliance) -> Check {
     let declared = rewrite::declared_variables(&model.http);
     let defined = Defined::Names(&declared);
-    maps(&model.http.maps, defined)?;
+    table_variables(&model.http, defined)?;
     let http_pools = upstreams(&model.http.upstreams, false, defined)?;
     let stream_pools = upstreams(&model.stream.upstreams, true, Defined::NONE)?;
     http(model, &http_pools, defined)?;
@@ -45,36 +45,41 @@ pub fn validate(model: &Appliance) -> Check {
     Ok(())
 }
 
-/// The `map`s: names nginx would take, keys it would refuse, values that do not parse, and
-/// maps that (through one another) need their own value.
-fn maps(list: &[MapVar], defined: Defined<'_>) -> Check {
+/// The variables of `map`, `geo` and `split_clients`: names nginx would take (or that two of
+/// them define), keys and networks it would refuse, templates that do not parse, and
+/// variables that (through one another) need their own value.
+fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
     let mut names = HashSet::new();
-    for (i, m) in list.iter().enumerate() {
-        let at = m.origin.as_ref();
-        let key = format!("http.map[{i}]");
-        let fail = |message: String, field: &str| {
+    let mut check_name = |name: &str, at: Option<&Origin>, key: &str| {
+        let fail = |message: String| {
             Err(Diagnostic::error(message)
                 .at_opt(at)
-                .about(format!("{key}.{field}")))
+                .about(format!("{key}.variable")))
         };
-        let name = m.variable.as_str();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return fail(format!("invalid variable name \"${name}\""), "variable");
+            return fail(format!("invalid variable name \"${name}\""));
         }
-        if Variable::from_name(name).is_some() || !names.insert(name) {
-            return fail(format!("the duplicate \"{name}\" variable"), "variable");
+        if Variable::from_name(name).is_some() || !names.insert(name.to_string()) {
+            return fail(format!("the duplicate \"{name}\" variable"));
         }
-        let parse = |text: &str, field: &str| match Template::parse_in(text, defined) {
+        Ok(())
+    };
+    let parse =
+        |text: &str, at: Option<&Origin>, field: String| match Template::parse_in(text, defined) {
             Ok(_) => Ok(()),
-            Err(e) => fail(e.to_string(), field),
+            Err(e) => Err(Diagnostic::error(e.to_string()).at_opt(at).about(field)),
         };
-        parse(&m.source, "source")?;
+    for (i, m) in http.maps.iter().enumerate() {
+        let at = m.origin.as_ref();
+        let key = format!("http.map[{i}]");
+        check_name(&m.variable, at, &key)?;
+        parse(&m.source, at, format!("{key}.source"))?;
         if let Some(default) = &m.default {
-            parse(default, "default")?;
+            parse(default, at, format!("{key}.default"))?;
         }
         let mut keys = HashSet::new();
         for (j, entry) in m.entries.iter().enumerate() {
-            parse(&entry.value, &format!("entries[{j}].value"))?;
+            parse(&entry.value, at, format!("{key}.entries[{j}].value"))?;
             match entry.key(m.hostnames) {
                 MapKey::Regex { pattern, caseless } => {
                     regex(pattern, caseless)
@@ -82,24 +87,60 @@ fn maps(list: &[MapVar], defined: Defined<'_>) -> Check {
                 }
                 other => {
                     if !keys.insert(format!("{other:?}")) {
-                        return fail(
-                            format!(
-                                "conflicting parameter \"{}\"",
-                                entry.key.to_ascii_lowercase()
-                            ),
-                            &format!("entries[{j}].key"),
-                        );
+                        return Err(Diagnostic::error(format!(
+                            "conflicting parameter \"{}\"",
+                            entry.key.to_ascii_lowercase()
+                        ))
+                        .at_opt(at)
+                        .about(format!("{key}.entries[{j}].key")));
                     }
                 }
             }
         }
     }
-    // A map whose value needs itself, through its source or a value: nginx finds the cycle
-    // while serving ("cycle while evaluating variable") and answers 500; here it is refused.
-    let uses = |m: &MapVar| -> Vec<String> {
-        std::iter::once(&m.source)
-            .chain(m.default.iter())
-            .chain(m.entries.iter().map(|e| &e.value))
+    for (i, g) in http.geo.iter().enumerate() {
+        let at = g.origin.as_ref();
+        let key = format!("http.geo[{i}]");
+        check_name(&g.variable, at, &key)?;
+        if let Some(source) = &g.source {
+            parse(source, at, format!("{key}.source"))?;
+        }
+        for (j, entry) in g.entries.iter().enumerate() {
+            if entry.delete && !entry.value.is_empty() {
+                return Err(
+                    Diagnostic::error("an entry that deletes a network has no value")
+                        .at_opt(at)
+                        .about(format!("{key}.entries[{j}]")),
+                );
+            }
+        }
+        if let Err((entry, message)) = g.table() {
+            let field = match entry {
+                Some(j) => format!("{key}.entries[{j}].network"),
+                None => format!("{key}.proxies"),
+            };
+            return Err(Diagnostic::error(message).at_opt(at).about(field));
+        }
+    }
+    for (i, split) in http.split_clients.iter().enumerate() {
+        let at = split.origin.as_ref();
+        let key = format!("http.split_clients[{i}]");
+        check_name(&split.variable, at, &key)?;
+        parse(&split.source, at, format!("{key}.source"))?;
+        if let Err((part, message)) = split.bounds() {
+            let field = match part {
+                Some(j) => format!("{key}.parts[{j}].percent"),
+                None => format!("{key}.parts"),
+            };
+            return Err(Diagnostic::error(message).at_opt(at).about(field));
+        }
+    }
+    // A variable whose value needs itself, through its source or a value: nginx finds the
+    // cycle while serving ("cycle while evaluating variable") and answers 500; here it is
+    // refused. (geo and split_clients values are literal text; only their sources count.)
+    let uses = |texts: Vec<&String>| -> Vec<String> {
+        texts
+            .into_iter()
             .filter_map(|t| Template::parse_in(t, defined).ok())
             .flat_map(|t| {
                 t.variables()
@@ -111,24 +152,43 @@ fn maps(list: &[MapVar], defined: Defined<'_>) -> Check {
             })
             .collect()
     };
-    let by_name: HashMap<&str, Vec<String>> = list
-        .iter()
-        .map(|m| (m.variable.as_str(), uses(m)))
-        .collect();
-    for (i, m) in list.iter().enumerate() {
+    let mut by_name: HashMap<&str, (Vec<String>, Option<&Origin>, String)> = HashMap::new();
+    for (i, m) in http.maps.iter().enumerate() {
+        let texts = std::iter::once(&m.source)
+            .chain(m.default.iter())
+            .chain(m.entries.iter().map(|e| &e.value))
+            .collect();
+        let about = format!("http.map[{i}]");
+        by_name.insert(&m.variable, (uses(texts), m.origin.as_ref(), about));
+    }
+    for (i, g) in http.geo.iter().enumerate() {
+        let about = format!("http.geo[{i}]");
+        let texts = g.source.iter().collect();
+        by_name.insert(&g.variable, (uses(texts), g.origin.as_ref(), about));
+    }
+    for (i, split) in http.split_clients.iter().enumerate() {
+        let about = format!("http.split_clients[{i}]");
+        let texts = vec![&split.source];
+        by_name.insert(&split.variable, (uses(texts), split.origin.as_ref(), about));
+    }
+    let mut order: Vec<&&str> = by_name.keys().collect();
+    order.sort();
+    for name in order {
+        let (first, at, about) = &by_name[*name];
         let mut seen = HashSet::new();
-        let mut todo = by_name[m.variable.as_str()].clone();
-        while let Some(name) = todo.pop() {
-            if name == m.variable {
+        let mut todo = first.clone();
+        while let Some(used) = todo.pop() {
+            if used == *name {
                 return Err(Diagnostic::error(format!(
-                    "cycle while evaluating variable \"{}\"",
-                    m.variable
+                    "cycle while evaluating variable \"{name}\""
                 ))
-                .at_opt(m.origin.as_ref())
-                .about(format!("http.map[{i}]")));
+                .at_opt(*at)
+                .about(about.clone()));
             }
-            if seen.insert(name.clone()) {
-                todo.extend(by_name.get(name.as_str()).cloned().unwrap_or_default());
+            if seen.insert(used.clone()) {
+                if let Some((more, _, _)) = by_name.get(used.as_str()) {
+                    todo.extend(more.iter().cloned());
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The config's `map` variables, as the data plane evaluates them (see `config::map`): the
+//! A `map` variable, as the data plane evaluates it (see `config::map`): the
 //! source is evaluated, then looked up as nginx does: string keys first (without regard to
 //! case), then with `hostnames` the longest leading and the longest trailing wildcard, then
 //! the regexes in the order written (not for an empty source), else the default.
@@ -12,11 +12,8 @@ use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
 use crate::config::{Defined, MapKey, MapVar};
 
-/// Every map of a config, by the name of the variable it defines.
-#[derive(Default)]
-pub struct Maps(HashMap<String, Map>);
-
-struct Map {
+/// One `map`, ready to evaluate.
+pub(super) struct Map {
     source: Template,
     hostnames: bool,
     /// Lowercase key to value.
@@ -30,64 +27,46 @@ struct Map {
     default: Option<Template>,
 }
 
-impl Maps {
-    pub fn build(list: &[MapVar], defined: Defined<'_>) -> Result<Maps, Diagnostic> {
-        let mut maps = HashMap::new();
-        for m in list {
-            let at = m.origin.as_ref();
-            let template = |text: &str| {
-                Template::parse_in(text, defined)
-                    .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
-            };
-            let mut map = Map {
-                source: template(&m.source)?,
-                hostnames: m.hostnames,
-                exact: HashMap::new(),
-                leading: Vec::new(),
-                trailing: Vec::new(),
-                regexes: Vec::new(),
-                values: Vec::new(),
-                default: m.default.as_deref().map(template).transpose()?,
-            };
-            for entry in &m.entries {
-                let index = map.values.len();
-                map.values.push(template(&entry.value)?);
-                match entry.key(m.hostnames) {
-                    MapKey::Exact(key) => {
-                        map.exact.entry(key.into_bytes()).or_insert(index);
-                    }
-                    MapKey::LeadingWildcard {
-                        domain,
-                        with_domain,
-                    } => map.leading.push((domain.into_bytes(), with_domain, index)),
-                    MapKey::TrailingWildcard(prefix) => {
-                        map.trailing.push((prefix.into_bytes(), index))
-                    }
-                    MapKey::Regex { pattern, caseless } => {
-                        let regex = RegexBuilder::new(pattern)
-                            .case_insensitive(caseless)
-                            .build()
-                            // Validation has compiled it already, with a fuller message.
-                            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
-                        map.regexes.push((regex, index));
-                    }
+impl Map {
+    pub(super) fn build(m: &MapVar, defined: Defined<'_>) -> Result<Map, Diagnostic> {
+        let at = m.origin.as_ref();
+        let template = |text: &str| super::tables::template(text, defined, at);
+        let mut map = Map {
+            source: template(&m.source)?,
+            hostnames: m.hostnames,
+            exact: HashMap::new(),
+            leading: Vec::new(),
+            trailing: Vec::new(),
+            regexes: Vec::new(),
+            values: Vec::new(),
+            default: m.default.as_deref().map(template).transpose()?,
+        };
+        for entry in &m.entries {
+            let index = map.values.len();
+            map.values.push(template(&entry.value)?);
+            match entry.key(m.hostnames) {
+                MapKey::Exact(key) => {
+                    map.exact.entry(key.into_bytes()).or_insert(index);
+                }
+                MapKey::LeadingWildcard {
+                    domain,
+                    with_domain,
+                } => map.leading.push((domain.into_bytes(), with_domain, index)),
+                MapKey::TrailingWildcard(prefix) => map.trailing.push((prefix.into_bytes(), index)),
+                MapKey::Regex { pattern, caseless } => {
+                    let regex = RegexBuilder::new(pattern)
+                        .case_insensitive(caseless)
+                        .build()
+                        // Validation has compiled it already, with a fuller message.
+                        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+                    map.regexes.push((regex, index));
                 }
             }
-            maps.insert(m.variable.clone(), map);
         }
-        Ok(Maps(maps))
+        Ok(map)
     }
 
-    /// Appends the value of the map variable `name` (nothing for a name no map defines).
-    pub fn write(&self, name: &str, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
-        if let Some(map) = self.0.get(name) {
-            map.write(vars, out);
-        }
-    }
-}
-
-impl Map {
-    fn write(&self, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
+    pub(super) fn write(&self, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
         let mut source = Vec::new();
         eval(&self.source, vars, &mut source);
         if self.hostnames && source.last() == Some(&b'.') {

@@ -68,6 +68,19 @@ impl RealIpConf {
         })
     }
 
+    /// `geo`'s `proxy` and `proxy_recursive`: the address in `X-Forwarded-For` when the client
+    /// is one of `proxies`, as ngx_http_geo_addr asks ngx_http_get_forwarded_addr.
+    pub fn forwarded_for(proxies: Vec<ipnet::IpNet>, recursive: bool) -> Option<RealIpConf> {
+        if proxies.is_empty() {
+            return None;
+        }
+        Some(RealIpConf {
+            from: proxies.into_iter().map(AccessScope::Net).collect(),
+            source: Source::XForwardedFor,
+            recursive,
+        })
+    }
+
     /// The client address to use instead of `peer`, the connecting one (`None` on a Unix
     /// socket), or `None` to keep it. A port of 0 means none was given.
     pub fn client(

@@ -39,7 +39,7 @@ pub struct Runtime {
     /// The `http` level's access logs, for requests that reach no server.
     pub access_log: AccessLogs,
     /// The `map` variables.
-    pub maps: super::maps::Maps,
+    pub tables: super::tables::Tables,
 }
 
 /// A socket to listen on and the address configurations reachable through it. nginx binds a
@@ -356,7 +356,7 @@ impl Runtime {
             pools,
             streams,
             access_log,
-            maps: super::maps::Maps::build(&http.maps, Defined::Names(&declared))?,
+            tables: super::tables::Tables::build(http, Defined::Names(&declared))?,
         })
     }
 
@@ -554,7 +554,8 @@ struct Level {
     limits: config::Limits,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
-    /// The variables the config defines (maps, `set`), which templates may use.
+    /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
+    /// may use.
     declared: Arc<HashSet<String>>,
     root: Option<String>,
     /// Access logs are inherited whole, as nginx merges them.

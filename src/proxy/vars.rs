@@ -12,8 +12,8 @@ use pingora::http::ResponseHeader;
 use super::balance::PeerAddr;
 use super::client_request::ClientRequest;
 use super::limits::LimitStatus;
-use super::maps::Maps;
 use super::proxy_protocol::ProxyInfo;
+use super::tables::Tables;
 
 use crate::config::template::{Segment, Template, Variable};
 
@@ -65,8 +65,8 @@ pub struct RequestVars<'a> {
     pub ssl_server_name: Option<&'a str>,
     /// The source and destination of the connection's PROXY protocol header, if it had one.
     pub proxy_protocol: Option<ProxyInfo>,
-    /// The config's `map` variables.
-    pub maps: &'a Maps,
+    /// The config's `map`, `geo` and `split_clients` variables.
+    pub tables: &'a Tables,
 }
 
 /// One entry per try, inline for the first two: most requests make one try, and a list on the
@@ -429,7 +429,7 @@ impl<'a> RequestVars<'a> {
             }
             Variable::Declared(name) => match self.declared.iter().find(|(n, _)| **n == **name) {
                 Some((_, value)) => out.extend_from_slice(value),
-                None => self.maps.write(name, self, out),
+                None => self.tables.write(name, self, out),
             },
             Variable::Capture(n) => {
                 if let Some(Some(range)) = self.captures.get(*n as usize) {
@@ -594,9 +594,9 @@ pub fn sample<'a>(
         ssl_cipher: None,
         ssl_server_name: None,
         proxy_protocol: None,
-        maps: {
-            static NONE: std::sync::OnceLock<Maps> = std::sync::OnceLock::new();
-            NONE.get_or_init(Maps::default)
+        tables: {
+            static NONE: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
+            NONE.get_or_init(Tables::default)
         },
     }
 }

@@ -820,7 +820,7 @@ impl RequestCtx {
             ssl_cipher: self.conn.ssl_cipher.as_deref(),
             ssl_server_name: self.conn.ssl_server_name.as_deref(),
             proxy_protocol: self.conn.proxy_protocol,
-            maps: &self.runtime.maps,
+            tables: &self.runtime.tables,
         }
     }
 

@@ -89,10 +89,22 @@ impl Lowering<'_> {
                 "limit_req_zone" | "limit_conn_zone" => self.limit_zone(stmt)?,
                 "map" => {
                     if let Some(map) = self.map_block(stmt)? {
-                        // A second map of a variable replaces the first, as in nginx.
-                        let maps = &mut self.model.http.maps;
-                        maps.retain(|m| m.variable != map.variable);
-                        maps.push(map);
+                        self.forget_table_var(&map.variable);
+                        self.model.http.maps.push(map);
+                        self.mapped(stmt);
+                    }
+                }
+                "geo" => {
+                    if let Some(geo) = self.geo_block(stmt)? {
+                        self.forget_table_var(&geo.variable);
+                        self.model.http.geo.push(geo);
+                        self.mapped(stmt);
+                    }
+                }
+                "split_clients" => {
+                    if let Some(split) = self.split_clients_block(stmt)? {
+                        self.forget_table_var(&split.variable);
+                        self.model.http.split_clients.push(split);
                         self.mapped(stmt);
                     }
                 }
@@ -668,6 +680,15 @@ impl Lowering<'_> {
 
     /// `map source $variable { ... }`, with ngx_http_map's checks. `None` (reported) when the
     /// source or a value uses a variable the appliance cannot compute.
+    /// A second `map`, `geo` or `split_clients` of a variable replaces the first, as in nginx
+    /// (each takes the variable over).
+    fn forget_table_var(&mut self, name: &str) {
+        let http = &mut self.model.http;
+        http.maps.retain(|m| m.variable != name);
+        http.geo.retain(|g| g.variable != name);
+        http.split_clients.retain(|s| s.variable != name);
+    }
+
     fn map_block(&mut self, stmt: &Statement) -> Result<Option<MapVar>> {
         let source = self.arg(stmt, 0)?.to_string();
         let name = self.arg(stmt, 1)?.to_string();

@@ -12,6 +12,7 @@ mod main_ctx;
 mod rewrite;
 mod stream;
 pub mod support;
+mod table_vars;
 mod upstream;
 mod url;
 mod values;
@@ -230,12 +231,12 @@ fn collect_foreign_vars(statements: &[Statement], out: &mut HashSet<String>) {
     }
 }
 
-/// The `map` blocks of the http context.
+/// The `map`, `geo` and `split_clients` blocks of the http context.
 fn collect_maps<'t>(statements: &'t [Statement], out: &mut Vec<&'t Statement>) {
     for s in statements {
         match s.name.as_str() {
             "http" => collect_maps(s.block.as_deref().unwrap_or_default(), out),
-            "map" => out.push(s),
+            "map" | "geo" | "split_clients" => out.push(s),
             _ => {}
         }
     }
@@ -270,7 +271,8 @@ fn collect_http_named_groups(statements: &[Statement], in_http: bool, out: &mut 
     }
 }
 
-/// The variables of the maps and `set`s the appliance can evaluate. A map whose source or
+/// The variables of the maps (and geos and split_clients) and `set`s the appliance can
+/// evaluate. A map whose source or
 /// values use a variable only an unsupported directive defines cannot be (nor a `set` whose
 /// value does), and its own variable joins those (so that what uses it is reported, not
 /// refused), until no more drop out. A variable some `set` can evaluate stays.
@@ -281,9 +283,11 @@ fn computable_maps(
     foreign_vars: &mut HashSet<String>,
 ) -> HashSet<String> {
     let map_name = |s: &Statement| {
-        s.arg(1)
-            .and_then(|v| v.strip_prefix('$'))
-            .map(str::to_string)
+        let name = match s.name.as_str() {
+            "geo" => s.args.last().map(|w| w.value.as_str()),
+            _ => s.arg(1),
+        };
+        name.and_then(|v| v.strip_prefix('$')).map(str::to_string)
     };
     let set_name = |s: &Statement| {
         s.arg(0)
@@ -309,6 +313,9 @@ fn computable_maps(
         let uses_foreign = |s: &Statement, computable: &HashSet<String>| {
             let texts: Vec<&str> = if s.name == "set" {
                 s.arg(1).into_iter().collect()
+            } else if s.name == "geo" || s.name == "split_clients" {
+                // Their values are literal text: only the key or address is evaluated.
+                s.arg(0).filter(|_| s.args.len() == 2).into_iter().collect()
             } else {
                 s.arg(0)
                     .into_iter()

@@ -143,6 +143,8 @@ pub const SUPPORTED: &[Entry] = &[
     full("send_timeout", HSL),
     full("add_header", "http, server, location, if"),
     full("map", "http"),
+    full("geo", "http"),
+    full("split_clients", "http"),
     full("set_real_ip_from", HSL),
     full("real_ip_header", HSL),
     full("real_ip_recursive", HSL),
@@ -319,7 +321,9 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "gzip" | "gzip_types" | "gzip_proxied" | "gzip_vary" | "gzip_comp_level"
         | "gzip_min_length" | "gzip_http_version" | "gzip_disable" | "gzip_buffers"
         | "gzip_static" | "gunzip" => "responses are not compressed",
-        "set" | "geo" | "split_clients" => "the variable it defines is not available",
+        "set" | "geo" | "split_clients" => {
+            "the variable it defines is not available (the appliance has it in http only)"
+        }
         "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
         "error_page" => "upstream and appliance errors keep their own pages",
         "auth_basic" | "auth_basic_user_file" | "auth_request" => "no authentication is enforced",
