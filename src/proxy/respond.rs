@@ -22,12 +22,23 @@ pub fn is_close(e: &Error) -> bool {
     matches!(e.etype(), ErrorType::Custom(c) if *c == CLOSED_WITHOUT_RESPONSE)
 }
 
-/// The reason phrase nginx prints for a status.
+/// The reason phrase nginx prints for a status (ngx_http_status_lines: older wordings than
+/// today's for a few).
 pub fn reason(status: u16) -> &'static str {
-    http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Unknown")
+    match status {
+        302 => "Moved Temporarily",
+        405 => "Not Allowed",
+        408 => "Request Time-out",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        416 => "Requested Range Not Satisfiable",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        _ => http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Unknown"),
+    }
 }
 
 /// nginx's built-in page for a status, or `None` for statuses it sends without a body.
@@ -35,7 +46,13 @@ pub fn error_page(status: u16) -> Option<String> {
     if status < 300 || status == 304 {
         return None;
     }
-    let title = format!("{status} {}", reason(status));
+    // The pages' titles are the status lines' but for these two (ngx_http_special_response.c).
+    let reason = match status {
+        302 => "Found",
+        401 => "Authorization Required",
+        _ => reason(status),
+    };
+    let title = format!("{status} {reason}");
     Some(format!(
         "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>{SERVER}</center>\r\n</body>\r\n</html>\r\n"
     ))
@@ -89,6 +106,7 @@ pub async fn send_with(
         return Error::e_explain(ErrorType::Custom(CLOSED_WITHOUT_RESPONSE), "status 444");
     }
     let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.set_reason_phrase(Some(reason(status)))?;
     resp.insert_header("Server", SERVER)?;
     resp.insert_header("Date", http_date())?;
     let body = match body {
