@@ -2803,3 +2803,135 @@ fn geo_routing() {
         )
         .run();
 }
+
+/// An htpasswd file with one user per kind of hash nginx reads ("secret" each time): its own
+/// `{PLAIN}`, `{SHA}`, `{SSHA}` and `$apr1$`, and libxcrypt's DES, MD5, SHA-512, bcrypt and
+/// yescrypt (made with `openssl passwd` and Python's crypt); with a comment, a user named
+/// twice (the first line counts) and a hash followed by a comment field.
+fn htpasswd() -> support::TempDir {
+    let dir = support::TempDir::new("auth-basic");
+    let lines = [
+        "# comment:{PLAIN}secret",
+        "plain:{PLAIN}secret",
+        "sha:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+        "ssha:{SSHA}D4kSuvPIF4rZzl+dW9Km/1788fBwZXBwZXI=",
+        "apr1:$apr1$saltsalt$LrttParrLPdxvgutaSXWJ0:comment",
+        "md5:$1$saltsalt$9xy1btjgzLYfb7hivXtC//",
+        "sha512:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1",
+        "des:saHW9GdxihkGQ",
+        "bcrypt:$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a",
+        "yescrypt:$y$j9T$abcdefghijklmnopqrstu.$7uryFExhLbAhrpK1WytVzeNObCUVaK3VoKccP3fJEIB",
+        "plain:{PLAIN}second",
+        "",
+    ];
+    std::fs::write(dir.path.join("htpasswd"), lines.join("\n")).expect("htpasswd");
+    dir
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// auth_basic: every kind of hash with the right and a wrong password, a user the file does
+/// not have, no or broken credentials (no `:`, an empty user, bad base64, another scheme, the
+/// scheme's name in lower case with extra spaces), `auth_basic off` inside, a realm made of a
+/// variable, a missing user file (403), `satisfy all` and `satisfy any` with `allow`/`deny`
+/// (by client address), and `$remote_user` sent upstream (also where nothing is asked for).
+#[test]
+fn auth_basic() {
+    let dir = htpasswd();
+    let file = dir.path.join("htpasswd").display().to_string();
+    let missing = dir.path.join("missing").display().to_string();
+    let config = format!(
+        "upstream app {{ server {{b0}}; }}
+         server {{
+             listen {{listen}};
+             proxy_set_header X-User $remote_user;
+             location / {{
+                 auth_basic \"Staff only\";
+                 auth_basic_user_file {file};
+                 proxy_pass http://app;
+                 location /open/ {{
+                     auth_basic off;
+                     proxy_pass http://app;
+                 }}
+             }}
+             location /realm/ {{
+                 auth_basic \"$host area\";
+                 auth_basic_user_file {file};
+                 proxy_pass http://app;
+             }}
+             location /missing/ {{
+                 auth_basic \"x\";
+                 auth_basic_user_file {missing};
+                 proxy_pass http://app;
+             }}
+             location /any/ {{
+                 satisfy any;
+                 allow 127.0.0.2;
+                 deny all;
+                 auth_basic \"any\";
+                 auth_basic_user_file {file};
+                 proxy_pass http://app;
+             }}
+             location /all/ {{
+                 deny 127.0.0.3;
+                 auth_basic \"all\";
+                 auth_basic_user_file {file};
+                 proxy_pass http://app;
+             }}
+             location /public/ {{
+                 proxy_pass http://app;
+             }}
+         }}"
+    );
+    let users = [
+        "plain", "sha", "ssha", "apr1", "md5", "sha512", "des", "bcrypt", "yescrypt",
+    ];
+    let mut requests = Vec::new();
+    for user in users {
+        requests.push(get(&format!("/u/{user}")).header("Authorization", &basic(user, "secret")));
+        requests
+            .push(get(&format!("/u/{user}/bad")).header("Authorization", &basic(user, "Secret")));
+    }
+    let credentials = basic("plain", "secret");
+    requests.extend([
+        get("/u/second").header("Authorization", &basic("plain", "second")),
+        get("/u/nobody").header("Authorization", &basic("nobody", "secret")),
+        get("/u/none"),
+        get("/u/nocolon").header(
+            "Authorization",
+            &format!("Basic {}", &basic("plain", "x")[6..10]),
+        ),
+        get("/u/emptyuser").header("Authorization", &basic("", "secret")),
+        get("/u/badb64").header("Authorization", "Basic !!!!"),
+        get("/u/bearer").header("Authorization", "Bearer abc"),
+        get("/u/lower").header("Authorization", &format!("basic    {}", &credentials[6..])),
+        get("/open/x"),
+        get("/open/x").header("Authorization", &credentials),
+        get("/realm/x").host("example.test"),
+        get("/missing/x").header("Authorization", &credentials),
+        get("/missing/x"),
+        get("/any/x").from("127.0.0.2"),
+        get("/any/x").from("127.0.0.3"),
+        get("/any/x")
+            .from("127.0.0.3")
+            .header("Authorization", &credentials),
+        get("/all/x").from("127.0.0.2"),
+        get("/all/x")
+            .from("127.0.0.2")
+            .header("Authorization", &credentials),
+        get("/all/x")
+            .from("127.0.0.3")
+            .header("Authorization", &credentials),
+        get("/public/x").header("Authorization", &credentials),
+    ]);
+    Scenario::new("auth_basic")
+        .backends(1)
+        .config(&config)
+        .compare_headers(&["WWW-Authenticate"])
+        .send_all(requests)
+        .run();
+}

@@ -496,6 +496,34 @@ fn table_var_cases() -> Vec<Case> {
     .collect()
 }
 
+/// auth_basic's directives and `satisfy`, at every level they take.
+fn auth_cases() -> Vec<Case> {
+    [
+        ("a realm and a file", "auth_basic \"x\";\nauth_basic_user_file /etc/htpasswd;"),
+        ("a realm twice", "auth_basic a;\nauth_basic b;"),
+        ("a file twice", "auth_basic_user_file a;\nauth_basic_user_file b;"),
+        ("a realm with a variable", "auth_basic \"$host\";"),
+        ("a file with a variable", "auth_basic_user_file /etc/$host;"),
+        ("a file starting with a variable", "auth_basic_user_file $host;"),
+        ("off", "auth_basic off;"),
+        ("no argument", "auth_basic;"),
+        ("satisfy any", "satisfy any;"),
+        ("satisfy twice", "satisfy any;\nsatisfy all;"),
+        ("satisfy maybe", "satisfy maybe;"),
+    ]
+    .into_iter()
+    .flat_map(|(name, lines)| {
+        [
+            format!("events {{}}\nhttp {{\n{lines}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+            format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{lines}\n}}\n}}\n}}\n"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(move |(i, text)| case(format!("{name} ({})", ["http", "location"][i]), text))
+    })
+    .collect()
+}
+
 /// realip's directives as ngx_http_realip_from and ngx_http_realip read them.
 fn real_ip_cases() -> Vec<Case> {
     [
@@ -728,6 +756,11 @@ fn limit_directives_match_nginx() {
 #[test]
 fn map_blocks_match_nginx() {
     compare(map_cases());
+}
+
+#[test]
+fn auth_directives_match_nginx() {
+    compare(auth_cases());
 }
 
 #[test]

@@ -205,6 +205,12 @@ fn each_mistake_is_reported_where_it_is_written() {
             "cycle while evaluating variable \"v\"",
         ),
         (
+            "auth_realm",
+            "[http.auth]\nbasic = \"$nowhere\"\nbasic_user_file = \"/etc/htpasswd\"\n",
+            "\"$nowhere\"",
+            "unknown \"nowhere\" variable",
+        ),
+        (
             "real_ip_from",
             "[http.real_ip]\nfrom = [\"10.0.0.0/8\", \"proxy.example\"]\n",
             "\"proxy.example\"",

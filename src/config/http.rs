@@ -13,6 +13,7 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::auth::Auth;
 use super::limit::Limits;
 use super::log::AccessLog;
 use super::origin::Origin;
@@ -43,6 +44,8 @@ pub struct VirtualServer {
     pub real_ip: RealIp,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Auth::is_empty")]
+    pub auth: Auth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
@@ -169,6 +172,8 @@ pub struct Location {
     pub real_ip: RealIp,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Auth::is_empty")]
+    pub auth: Auth,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

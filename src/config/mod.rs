@@ -6,6 +6,7 @@
 //! trust it.
 
 pub mod admin;
+pub mod auth;
 pub mod geo;
 pub mod ha;
 pub mod http;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
+pub use auth::{Auth, Satisfy};
 pub use geo::{GeoEntry, GeoVar};
 pub use ha::{Ha, HaMode};
 pub use http::{
@@ -178,6 +180,8 @@ pub struct Http {
     pub log_format: Vec<LogFormat>,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Auth::is_empty")]
+    pub auth: Auth,
     /// `limit_req_zone`s.
     #[serde(
         rename = "request_zone",

@@ -466,6 +466,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     access_rules(&h.access, None, "http.access")?;
     real_ip(&h.real_ip, None, "http.real_ip")?;
     root(&h.root, None, "http.root", defined)?;
+    auth(&h.auth, None, "http.auth", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -512,6 +513,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         real_ip(&server.real_ip, at, &format!("{key}.real_ip"))?;
         limits(&server.limits, &zones, at, &format!("{key}.limits"))?;
         root(&server.root, at, &format!("{key}.root"), defined)?;
+        auth(&server.auth, at, &format!("{key}.auth"), defined)?;
         access_logs(
             &server.access_log,
             &formats,
@@ -605,6 +607,7 @@ fn locations(
         real_ip(&loc.real_ip, at, &format!("{key}.real_ip"))?;
         limits(&loc.limits, zones, at, &format!("{key}.limits"))?;
         root(&loc.root, at, &format!("{key}.root"), defined)?;
+        auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
@@ -633,6 +636,26 @@ fn root(root: &Option<String>, at: Option<&Origin>, key: &str, defined: Defined<
     Template::parse_in(root, defined)
         .map(|_| ())
         .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(key))
+}
+
+/// A level's `auth_basic` realm and user file: templates that parse; the file not empty.
+fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
+    let check = |text: &Option<String>, field: &str| -> Check {
+        let Some(text) = text else {
+            return Ok(());
+        };
+        let about = format!("{key}.{field}");
+        if field == "basic_user_file" && text.is_empty() {
+            return Err(Diagnostic::error("basic_user_file needs a path")
+                .at_opt(at)
+                .about(about));
+        }
+        Template::parse_in(text, defined)
+            .map(|_| ())
+            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(about))
+    };
+    check(&a.basic, "basic")?;
+    check(&a.basic_user_file, "basic_user_file")
 }
 
 /// What a level's script may refer to.

@@ -25,6 +25,11 @@ impl AccessRules {
         )
     }
 
+    /// No `allow` or `deny` at all (the access module then declines).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether a client (`None`: on a Unix-domain socket) may be served.
     pub fn allows(&self, client: Option<IpAddr>) -> bool {
         if self.0.is_empty() {

@@ -6,8 +6,10 @@
 //! touching the listening sockets, and requests in flight finish on the one they started with.
 
 pub mod access;
+pub mod auth_basic;
 pub mod balance;
 pub mod client_request;
+mod crypt;
 pub mod drain;
 pub mod dynamic_pass;
 pub mod edge;

@@ -103,6 +103,8 @@ pub struct LocationConf {
     pub access: AccessRules,
     /// `limit_req` and `limit_conn`, when the location has any.
     pub limits: Option<Arc<super::limits::Limits>>,
+    /// `auth_basic` with its user file and `satisfy`, when both are set.
+    pub auth: Option<Arc<super::auth_basic::AuthConf>>,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -480,6 +482,7 @@ fn build_server(
         access: vs.access.clone().or_else(|| http.access.clone()),
         real_ip: vs.real_ip.merged(&http.real_ip),
         limits: vs.limits.merged(&http.limits),
+        auth: vs.auth.merged(&http.auth),
         zones: zones.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
@@ -552,6 +555,7 @@ struct Level {
     access: Option<Vec<AccessRule>>,
     real_ip: RealIp,
     limits: config::Limits,
+    auth: config::Auth,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
     /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
@@ -588,6 +592,7 @@ fn location_specs(
             access: loc.access.clone().or_else(|| parent.access.clone()),
             real_ip: loc.real_ip.merged(&parent.real_ip),
             limits: loc.limits.merged(&parent.limits),
+            auth: loc.auth.merged(&parent.auth),
             zones: parent.zones.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
@@ -728,6 +733,7 @@ fn location_conf(
         )?,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         limits: level.zones.limits(&level.limits),
+        auth: super::auth_basic::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

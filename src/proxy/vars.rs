@@ -317,7 +317,11 @@ impl<'a> RequestVars<'a> {
             Variable::ContentLength => {
                 out.extend_from_slice(self.header_first("content-length").unwrap_or_default())
             }
-            Variable::RemoteUser => {}
+            Variable::RemoteUser => {
+                if let Some(credentials) = super::auth_basic::Credentials::of(self.request) {
+                    out.extend_from_slice(credentials.user());
+                }
+            }
             Variable::Pid => {
                 let _ = write!(out, "{}", std::process::id());
             }

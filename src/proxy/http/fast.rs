@@ -15,7 +15,8 @@
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `add_header`,
-//! `return`, anything but a proxied location, a head it cannot parse) it leaves to Pingora:
+//! `auth_basic`, `return`, anything but a proxied location, a head it cannot parse) it leaves
+//! to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -1031,6 +1032,7 @@ fn has_access_log(ctx: &RequestCtx) -> bool {
 fn suits(location: &LocationConf) -> Option<&ProxyConf> {
     let proxy = location.proxy.as_ref()?;
     let simple = location.add_header.is_empty()
+        && location.auth.is_none()
         && proxy.scheme == Scheme::Http
         && proxy.pool.sticky.is_none()
         && proxy

@@ -32,6 +32,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
 
+use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::client_request::ClientRequest;
 use super::limits::{Held, LimitStatus, Verdict};
@@ -1117,13 +1118,31 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         }
         let client = ctx.client(client_addr(session)).map(|a| a.ip());
-        if !location.access.allows(client) {
-            match client {
-                Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
-                None => tracing::error!("access forbidden by rule, client: unix:"),
+        let step = auth_basic::access(
+            &location.access,
+            location.auth.as_deref(),
+            client,
+            &ctx.vars(session, None),
+        );
+        let access = match step {
+            auth_basic::Step::Done(access) => access,
+            auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
+                .await
+                .unwrap_or(auth_basic::Access::Failed),
+        };
+        let refused = match access {
+            auth_basic::Access::Allowed => None,
+            auth_basic::Access::Forbidden => Some((403, None)),
+            auth_basic::Access::Unauthorized(challenge) => Some((401, Some(challenge))),
+            auth_basic::Access::Failed => Some((500, None)),
+        };
+        if let Some((status, challenge)) = refused {
+            let mut added = added_headers(ctx, session, status);
+            if let Some(challenge) = challenge {
+                // Added in the access phase, before any `add_header`.
+                added.insert(0, ("WWW-Authenticate".to_string(), challenge));
             }
-            let added = added_headers(ctx, session, 403);
-            respond::send_with(session, 403, None, None, true, &added).await?;
+            respond::send_with(session, status, None, None, true, &added).await?;
             return Ok(true);
         }
         if let Some(pass) = &location.dynamic_pass {

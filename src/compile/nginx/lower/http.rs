@@ -9,9 +9,10 @@ use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::template::Variable;
 use crate::config::{
-    AccessLog, AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Limits,
+    AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, HttpVersion, Limits,
     Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar,
-    NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Tls, TlsVersion, VirtualServer,
+    NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, Tls, TlsVersion,
+    VirtualServer,
 };
 
 /// nginx's message (PCRE2's) for the mistakes in a regex that both PCRE2 and the appliance's
@@ -40,6 +41,7 @@ pub(super) struct Level<'a> {
     pub access: &'a mut Option<Vec<AccessRule>>,
     pub real_ip: &'a mut RealIp,
     pub limits: &'a mut Limits,
+    pub auth: &'a mut Auth,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
@@ -65,6 +67,7 @@ impl Lowering<'_> {
         let mut access = None;
         let mut real_ip = RealIp::default();
         let mut limits = Limits::default();
+        let mut auth = Auth::default();
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
@@ -116,6 +119,7 @@ impl Lowering<'_> {
                         access: &mut access,
                         real_ip: &mut real_ip,
                         limits: &mut limits,
+                        auth: &mut auth,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
@@ -137,6 +141,7 @@ impl Lowering<'_> {
         http.access = access;
         http.real_ip = real_ip;
         http.limits = limits;
+        http.auth = auth;
         http.access_log = access_log;
         http.default_type = default_type;
         http.root = root;
@@ -157,6 +162,7 @@ impl Lowering<'_> {
             access: None,
             real_ip: RealIp::default(),
             limits: Default::default(),
+            auth: Default::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -223,6 +229,7 @@ impl Lowering<'_> {
                         access: &mut vs.access,
                         real_ip: &mut vs.real_ip,
                         limits: &mut vs.limits,
+                        auth: &mut vs.auth,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
@@ -411,6 +418,7 @@ impl Lowering<'_> {
             access: None,
             real_ip: RealIp::default(),
             limits: Default::default(),
+            auth: Default::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -457,6 +465,7 @@ impl Lowering<'_> {
                         access: &mut loc.access,
                         real_ip: &mut loc.real_ip,
                         limits: &mut loc.limits,
+                        auth: &mut loc.auth,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
@@ -630,6 +639,44 @@ impl Lowering<'_> {
                 if !self.limit_setting(stmt, level.limits)? {
                     return Ok(false);
                 }
+            }
+            "auth_basic" => {
+                if level.auth.basic.is_some() {
+                    return Err(self.error(stmt, "\"auth_basic\" directive is duplicate"));
+                }
+                let Some(realm) = self.template(stmt, self.arg(stmt, 0)?)? else {
+                    return Ok(true);
+                };
+                level.auth.basic = Some(realm);
+            }
+            "auth_basic_user_file" => {
+                if level.auth.basic_user_file.is_some() {
+                    return Err(self.error(stmt, "\"auth_basic_user_file\" directive is duplicate"));
+                }
+                let text = self.arg(stmt, 0)?.to_string();
+                let Some(_) = self.template(stmt, &text)? else {
+                    return Ok(true);
+                };
+                // nginx makes a path absolute against the configuration's directory when it is
+                // read; one that begins with a variable only once that is evaluated.
+                let file = if text.starts_with('$') {
+                    self.partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        "a relative file named by a variable is read from the appliance's \
+                         working directory, where nginx reads it from the configuration's",
+                    )?;
+                    text
+                } else {
+                    self.path(&text).display().to_string()
+                };
+                level.auth.basic_user_file = Some(file);
+            }
+            "satisfy" => {
+                level.auth.satisfy = Some(match self.arg(stmt, 0)? {
+                    "any" => Satisfy::Any,
+                    _ => Satisfy::All,
+                });
             }
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),

@@ -149,6 +149,9 @@ pub const SUPPORTED: &[Entry] = &[
     full("real_ip_header", HSL),
     full("real_ip_recursive", HSL),
     full("allow", "http, server, location, stream"),
+    full("auth_basic", HSL),
+    full("auth_basic_user_file", HSL),
+    full("satisfy", HSL),
     full("deny", "http, server, location, stream"),
     full("limit_req_zone", "http"),
     full("limit_req", HSL),
@@ -294,7 +297,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "etag",
     "if_modified_since",
     "read_ahead",
-    "satisfy",
     "port_in_redirect",
     "server_name_in_redirect",
     "absolute_redirect",
@@ -326,7 +328,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         }
         "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
         "error_page" => "upstream and appliance errors keep their own pages",
-        "auth_basic" | "auth_basic_user_file" | "auth_request" => "no authentication is enforced",
+        "auth_request" => "no authentication is enforced",
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
             "$remote_addr stays the connecting address"
         }
@@ -412,7 +414,7 @@ pub fn render_markdown() -> String {
         "alias",
         "try_files",
         "error_page",
-        "auth_basic",
+        "auth_request",
         "proxy_cache",
         "ssl_verify_client",
         "expires",

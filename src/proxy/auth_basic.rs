@@ -1,0 +1,264 @@
+//! nginx's auth_basic module and its place in the access phase with `allow`/`deny` and
+//! `satisfy`, as ngx_http_auth_basic_handler and ngx_http_core_access_phase run them:
+//!
+//! - The credentials are `Authorization: Basic` (the word in any case, then spaces), base64 as
+//!   nginx decodes it, a user before the first `:` that is not empty; anything else is "no
+//!   user/password was provided": 401 with `WWW-Authenticate: Basic realm="..."`.
+//! - The user file is read on every request, as nginx reads it: a line `user:hash[:...]`
+//!   (a `#` or CR at its start makes it a comment) whose user is the given one exactly; the
+//!   first such line decides. A missing file is 403; one that cannot be read, 500.
+//! - The hash is checked by [`crypt`](super::crypt); a mismatch, or a user no line names, is
+//!   401 again.
+//! - A realm of `off` (as written or as evaluated) turns authentication off.
+//! - With `satisfy all` (the default) `allow`/`deny` run first and a refusal there is a 403
+//!   before any password is asked for; with `satisfy any` either letting the request in is
+//!   enough, and when neither does a 401 wins over a 403.
+
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+
+use super::access::AccessRules;
+use super::client_request::ClientRequest;
+use super::vars::{eval_to_vec, RequestVars};
+use crate::compile::diag::Diagnostic;
+use crate::config::template::Template;
+use crate::config::{Auth, Defined, Origin, Satisfy};
+
+/// A location's authentication, when both `auth_basic` and `auth_basic_user_file` apply.
+#[derive(Debug)]
+pub struct AuthConf {
+    realm: Template,
+    user_file: Template,
+    satisfy: Satisfy,
+}
+
+/// What the access phase decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// 403.
+    Forbidden,
+    /// 401, with this `WWW-Authenticate` value.
+    Unauthorized(Vec<u8>),
+    /// 500.
+    Failed,
+}
+
+impl AuthConf {
+    /// `None` unless the merged settings name both a realm and a file.
+    pub fn build(
+        auth: &Auth,
+        defined: Defined<'_>,
+        at: Option<&Origin>,
+    ) -> Result<Option<AuthConf>, Diagnostic> {
+        let (Some(realm), Some(user_file)) = (&auth.basic, &auth.basic_user_file) else {
+            return Ok(None);
+        };
+        let template = |text: &str| {
+            Template::parse_in(text, defined)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
+        };
+        Ok(Some(AuthConf {
+            realm: template(realm)?,
+            user_file: template(user_file)?,
+            satisfy: auth.satisfy.unwrap_or_default(),
+        }))
+    }
+}
+
+/// Where the access phase stands once what needs no file is decided.
+pub enum Step {
+    Done(Access),
+    /// The password is to be checked against the user file: [`PasswordCheck::run`], off the
+    /// event loop (it reads the file and may hash for milliseconds).
+    Check(PasswordCheck),
+}
+
+/// The access phase: `allow`/`deny`, then authentication, combined as `satisfy` says.
+/// `client` is the address the rules see.
+pub fn access(
+    rules: &AccessRules,
+    auth: Option<&AuthConf>,
+    client: Option<IpAddr>,
+    vars: &RequestVars<'_>,
+) -> Step {
+    let Some(auth) = auth else {
+        return Step::Done(match rules.allows(client) {
+            true => Access::Allowed,
+            false => {
+                log_forbidden(client);
+                Access::Forbidden
+            }
+        });
+    };
+    // With `satisfy any` a rule that lets the client in ends the phase, and no rules at all
+    // decline; with `all` a refusal ends it.
+    let by_rules = match (auth.satisfy, rules.is_empty()) {
+        (Satisfy::Any, true) => None,
+        _ => Some(rules.allows(client)),
+    };
+    match (auth.satisfy, by_rules) {
+        (Satisfy::All, Some(false)) => {
+            log_forbidden(client);
+            return Step::Done(Access::Forbidden);
+        }
+        (Satisfy::Any, Some(true)) => return Step::Done(Access::Allowed),
+        _ => {}
+    }
+    // Whatever the password check says stands, in either mode (nginx keeps a 401 over the
+    // rules' 403, and a missing file's 403 is a 403 too).
+    match authenticate(auth, vars) {
+        Some(step) => step,
+        // Authentication off: the rules' refusal, if any.
+        None if by_rules == Some(false) => Step::Done(Access::Forbidden),
+        None => Step::Done(Access::Allowed),
+    }
+}
+
+fn log_forbidden(client: Option<IpAddr>) {
+    match client {
+        Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
+        None => tracing::error!("access forbidden by rule, client: unix:"),
+    }
+}
+
+/// ngx_http_auth_basic_handler up to the file: `None` when it declines (realm `off`).
+fn authenticate(auth: &AuthConf, vars: &RequestVars<'_>) -> Option<Step> {
+    let realm = eval_to_vec(&auth.realm, vars);
+    if realm == b"off" {
+        return None;
+    }
+    let Some(credentials) = Credentials::of(vars.request) else {
+        tracing::info!("no user/password was provided for basic authentication");
+        return Some(Step::Done(challenge(&realm)));
+    };
+    let mut path = eval_to_vec(&auth.user_file, vars);
+    // nginx opens it as a C string: up to the first NUL.
+    if let Some(nul) = path.iter().position(|&b| b == 0) {
+        path.truncate(nul);
+    }
+    Some(Step::Check(PasswordCheck {
+        path,
+        credentials,
+        realm,
+    }))
+}
+
+fn challenge(realm: &[u8]) -> Access {
+    let mut value = b"Basic realm=\"".to_vec();
+    value.extend_from_slice(realm);
+    value.push(b'"');
+    Access::Unauthorized(value)
+}
+
+/// A password to check against the user file.
+pub struct PasswordCheck {
+    path: Vec<u8>,
+    credentials: Credentials,
+    realm: Vec<u8>,
+}
+
+impl PasswordCheck {
+    /// Reads the file and checks the password (blocking).
+    pub fn run(self) -> Access {
+        let shown = String::from_utf8_lossy(&self.path).into_owned();
+        let text = match std::fs::read(std::ffi::OsStr::from_bytes(&self.path)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::error!("open() \"{shown}\" failed ({e})");
+                return Access::Forbidden;
+            }
+            Err(e) => {
+                tracing::error!("open() \"{shown}\" failed ({e})");
+                return Access::Failed;
+            }
+        };
+        let user = String::from_utf8_lossy(self.credentials.user()).into_owned();
+        let Some(stored) = stored_hash(&text, self.credentials.user()) else {
+            tracing::error!("user \"{user}\" was not found in \"{shown}\"");
+            return challenge(&self.realm);
+        };
+        if super::crypt::matches(self.credentials.password(), stored) {
+            return Access::Allowed;
+        }
+        tracing::error!("user \"{user}\": password mismatch");
+        challenge(&self.realm)
+    }
+}
+
+/// The hash of the first line of an htpasswd file that names `user`, read as nginx reads it:
+/// lines that start with `#` or CR are skipped, the user must be followed by `:`, and the hash
+/// ends at the next LF, CR or `:`.
+fn stored_hash<'t>(text: &'t [u8], user: &[u8]) -> Option<&'t [u8]> {
+    for line in text.split(|&b| b == b'\n') {
+        if matches!(line.first(), Some(b'#' | b'\r')) {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(user).and_then(|r| r.strip_prefix(b":")) else {
+            continue;
+        };
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\r' || b == b':')
+            .unwrap_or(rest.len());
+        return Some(&rest[..end]);
+    }
+    None
+}
+
+/// The user and password of `Authorization: Basic ...` (ngx_http_auth_basic_user), which
+/// `$remote_user` also shows.
+pub struct Credentials {
+    decoded: Vec<u8>,
+    colon: usize,
+}
+
+impl Credentials {
+    pub fn of(request: ClientRequest<'_>) -> Option<Credentials> {
+        let value = request.header("authorization")?;
+        if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"Basic ") {
+            return None;
+        }
+        // Spaces are skipped, not tabs.
+        let rest = &value[6..];
+        let encoded = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
+        if encoded.is_empty() {
+            return None;
+        }
+        let decoded = super::crypt::decode_base64(encoded)?;
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        if colon == 0 {
+            return None;
+        }
+        Some(Credentials { decoded, colon })
+    }
+
+    pub fn user(&self) -> &[u8] {
+        &self.decoded[..self.colon]
+    }
+
+    pub fn password(&self) -> &[u8] {
+        &self.decoded[self.colon + 1..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_naming_the_user_decides() {
+        let file = b"# alice:nope\nbob:{PLAIN}b\nalice:{PLAIN}a:comment\nalice:{PLAIN}x\n\r\n";
+        assert_eq!(stored_hash(file, b"alice"), Some(&b"{PLAIN}a"[..]));
+        assert_eq!(stored_hash(file, b"bob"), Some(&b"{PLAIN}b"[..]));
+        assert_eq!(stored_hash(file, b"ali"), None);
+        assert_eq!(
+            stored_hash(b"carol:{PLAIN}c\r\n", b"carol"),
+            Some(&b"{PLAIN}c"[..])
+        );
+        assert_eq!(
+            stored_hash(b"dave:{PLAIN}d", b"dave"),
+            Some(&b"{PLAIN}d"[..])
+        );
+    }
+}
