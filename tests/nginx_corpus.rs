@@ -69,12 +69,6 @@ const KNOWN: &[Known] = &[
         why: "nginx finds an unknown variable after reading the file and names no line; the \
               appliance names the line that uses it",
     },
-    Known {
-        file: "go-crossplane/geo/nginx.conf",
-        nginx: "invalid range \"192.168.1.0/24\"",
-        ours: "accepted",
-        why: "geo entries are parsed by the geo module's handler (lowering)",
-    },
     // nginx fails to dlopen() a module Debian does not ship; the appliance loads no modules,
     // so `load_module` is accepted (and reported by the lowering) and the first directive of
     // the missing module is unknown.
