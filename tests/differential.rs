@@ -2935,3 +2935,70 @@ fn auth_basic() {
         .send_all(requests)
         .run();
 }
+
+/// add_header on the fast path (which now takes such locations): values read from the
+/// upstream's response (`$upstream_http_*`, `$upstream_status`), an empty value (no header),
+/// a server's headers inherited, and `always` against the statuses nginx adds the others to:
+/// an upstream's 503 passed on, a 502 when the server resets, and a 403 from `deny`.
+#[test]
+fn add_header_on_the_fast_path() {
+    Scenario::new("add_header on the fast path")
+        .backends(3)
+        .plan(1, Plan::always(Status(503)))
+        .plan(2, Plan::always(Reset))
+        .compare_headers(&[
+            "X-From",
+            "X-Status",
+            "X-Empty",
+            "X-Server-Level",
+            "X-Always",
+            "X-Only-Ok",
+        ])
+        .config(
+            "upstream ok { server {b0}; }
+             upstream busy { server {b1}; }
+             upstream gone { server {b2}; }
+             server {
+                 listen {listen};
+                 add_header X-Server-Level srv;
+                 location / {
+                     proxy_pass http://ok;
+                     add_header X-From \"backend $upstream_http_x_backend\";
+                     add_header X-Status $upstream_status always;
+                     add_header X-Empty \"$arg_missing\";
+                 }
+                 location /inherit/ {
+                     proxy_pass http://ok;
+                 }
+                 location /busy/ {
+                     proxy_pass http://busy;
+                     add_header X-Always yes always;
+                     add_header X-Only-Ok yes;
+                 }
+                 location /gone/ {
+                     proxy_pass http://gone;
+                     add_header X-Always yes always;
+                     add_header X-Only-Ok yes;
+                 }
+                 location /refused/ {
+                     deny all;
+                     proxy_pass http://ok;
+                     add_header X-Always yes always;
+                     add_header X-Only-Ok yes;
+                 }
+             }",
+        )
+        .send_all(
+            [
+                "/a",
+                "/inherit/b",
+                "/busy/c",
+                "/gone/d",
+                "/refused/e",
+                "/a?x=1",
+            ]
+            .map(get),
+        )
+        .send(get("/a").method("HEAD"))
+        .run();
+}

@@ -138,9 +138,10 @@ pub async fn send_with(
     Ok(())
 }
 
-/// The same response as [`send`] gives for a status without a location or body of its own,
-/// as bytes, for the fast path: nginx's page, `Connection` as the connection will go on.
-pub fn page(status: u16, keepalive: bool, head_only: bool) -> Vec<u8> {
+/// The same response as [`send_with`] gives for a status without a location or body of its
+/// own, as bytes, for the fast path: nginx's page, `Connection` as the connection will go on,
+/// then `added` (`add_header`'s).
+pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec<u8>)]) -> Vec<u8> {
     use std::io::Write;
     let body = error_page(status);
     let mut out = Vec::with_capacity(512);
@@ -162,10 +163,17 @@ pub fn page(status: u16, keepalive: bool, head_only: bool) -> Vec<u8> {
         None => {}
     }
     out.extend_from_slice(if keepalive {
-        b"Connection: keep-alive\r\n\r\n".as_slice()
+        b"Connection: keep-alive\r\n".as_slice()
     } else {
-        b"Connection: close\r\n\r\n".as_slice()
+        b"Connection: close\r\n".as_slice()
     });
+    for (name, value) in added {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     if let (Some(page), false) = (body, head_only) {
         out.extend_from_slice(page.as_bytes());
     }

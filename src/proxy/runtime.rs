@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compile::diag::Diagnostic;
-use crate::config::template::Template;
+use crate::config::template::{Template, Variable};
 use crate::config::{
     self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
     Location, LocationKind, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls, Upstream,
@@ -99,6 +99,9 @@ pub struct LocationConf {
     pub dynamic_pass: Option<Arc<super::dynamic_pass::DynamicPass>>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
+    /// Whether an `add_header` value reads the upstream's headers (`$upstream_http_*`): the
+    /// fast path then keeps the response it passes on.
+    pub add_header_reads_upstream: bool,
     /// `allow` and `deny`.
     pub access: AccessRules,
     /// `limit_req` and `limit_conn`, when the location has any.
@@ -716,6 +719,11 @@ fn location_conf(
                 .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
         })
         .transpose()?;
+    let add_header = header_rules(
+        level.add_header.as_deref().unwrap_or_default(),
+        origin,
+        defined,
+    )?;
     Ok(LocationConf {
         origin: origin.cloned(),
         root,
@@ -726,11 +734,12 @@ fn location_conf(
         proxy,
         dynamic_pass,
         client: client_conf(&level.client),
-        add_header: header_rules(
-            level.add_header.as_deref().unwrap_or_default(),
-            origin,
-            defined,
-        )?,
+        add_header_reads_upstream: add_header.iter().any(|rule| {
+            rule.value
+                .variables()
+                .any(|v| matches!(v, Variable::UpstreamHeader(_)))
+        }),
+        add_header,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         limits: level.zones.limits(&level.limits),
         auth: super::auth_basic::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),

@@ -14,9 +14,8 @@
 //! `retry_on_status`, [`upstream_request::build`], `limit_req` and `limit_conn`
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
-//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `add_header`,
-//! `auth_basic`, `return`, anything but a proxied location, a head it cannot parse) it leaves
-//! to Pingora:
+//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
+//! `return`, anything but a proxied location, a head it cannot parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -690,9 +689,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
-        // `$upstream_http_*`.
+        // `$upstream_http_*`, and for `add_header` values that read the upstream's headers.
         let logs = has_access_log(ctx);
-        let mut sent = if logs {
+        let mut sent = if logs || location.add_header_reads_upstream {
             ResponseHeader::build(head.status, Some(headers.len() + 4)).ok()
         } else {
             None
@@ -765,10 +764,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let _ = sent.append_header(bytes::Bytes::copy_from_slice(name), value);
             }
         }
-        out.extend_from_slice(b"\r\n");
+        // As Pingora's path has it: the upstream's response as passed on, without what
+        // `add_header` adds after it.
         if let Some(sent) = &sent {
             ctx.upstream.response = Some(Box::new(sent.clone()));
         }
+        if !location.add_header.is_empty() {
+            // nginx's headers filter: after every header of the upstream's.
+            let x = Exchange {
+                request: request.into(),
+                client: self.client_inet,
+                local: self.local_inet,
+                response: None,
+                status: 0,
+                body_bytes_sent: 0,
+            };
+            let vars = ctx.vars_of(x, Some(proxy));
+            for (name, value) in super::added_by_rules(&location.add_header, head.status, &vars) {
+                let out = &mut self.out;
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&value);
+                out.extend_from_slice(b"\r\n");
+                if let Some(sent) = sent.as_mut() {
+                    let _ = sent.append_header(name.clone(), value);
+                }
+            }
+        }
+        self.out.extend_from_slice(b"\r\n");
 
         self.response_headers = headers;
 
@@ -976,9 +999,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return false;
         }
         let head_only = request.method() == "HEAD";
-        self.out = respond::page(status, keepalive, head_only);
+        let added = match location.add_header.is_empty() {
+            true => Vec::new(),
+            false => {
+                let vars = ctx.vars_of(self.exchange(request, None, 0), ctx.proxy());
+                super::added_by_rules(&location.add_header, status, &vars)
+            }
+        };
+        self.out = respond::page(status, keepalive, head_only, &added);
         let ok = self.send_out(location.client.send_timeout).await;
-        let sent = ResponseHeader::build(status, Some(0)).ok();
+        let mut sent = ResponseHeader::build(status, Some(added.len())).ok();
+        if let Some(sent) = sent.as_mut() {
+            for (name, value) in added {
+                let _ = sent.append_header(name, value);
+            }
+        }
         let body = respond::error_page(status).map_or(0, |p| p.len() as u64);
         let mut exchange = self.exchange(request, sent.as_ref(), if head_only { 0 } else { body });
         exchange.status = status;
@@ -1031,8 +1066,7 @@ fn has_access_log(ctx: &RequestCtx) -> bool {
 /// The location's proxying, when this path can do all it asks for.
 fn suits(location: &LocationConf) -> Option<&ProxyConf> {
     let proxy = location.proxy.as_ref()?;
-    let simple = location.add_header.is_empty()
-        && location.auth.is_none()
+    let simple = location.auth.is_none()
         && proxy.scheme == Scheme::Http
         && proxy.pool.sticky.is_none()
         && proxy

@@ -40,7 +40,9 @@ use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
 use super::redirect;
 use super::respond;
-use super::runtime::{AddrConf, LocationConf, ProxyConf, ReturnConf, Runtime, ServerConf};
+use super::runtime::{
+    AddrConf, HeaderRule, LocationConf, ProxyConf, ReturnConf, Runtime, ServerConf,
+};
 use super::script::{self, ConditionOp, Op, RewriteOp, SetTarget};
 use super::server_names::validate_host_into;
 use super::sticky::Affinity;
@@ -1645,16 +1647,30 @@ fn added_headers(ctx: &RequestCtx, session: &Session, status: u16) -> Vec<(Strin
     let Some(location) = ctx.location.as_ref() else {
         return Vec::new();
     };
+    added_by_rules(
+        &location.add_header,
+        status,
+        &ctx.vars(session, ctx.proxy()),
+    )
+}
+
+/// `add_header`'s headers for a response of `status`: those marked `always`, or all of them
+/// for the statuses nginx adds them to; an empty value adds nothing.
+fn added_by_rules(
+    rules: &[HeaderRule],
+    status: u16,
+    vars: &RequestVars<'_>,
+) -> Vec<(String, Vec<u8>)> {
     let ok_status = matches!(
         status,
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     );
     let mut added = Vec::new();
-    for rule in &location.add_header {
+    for rule in rules {
         if !ok_status && !rule.always {
             continue;
         }
-        let value = eval_to_vec(&rule.value, &ctx.vars(session, ctx.proxy()));
+        let value = eval_to_vec(&rule.value, vars);
         if !value.is_empty() {
             added.push((rule.name.clone(), value));
         }
