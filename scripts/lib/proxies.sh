@@ -114,6 +114,8 @@ backend_conf() {
 # With LIMIT_RULES=1, the location applies a per-client `limit_req` and `limit_conn` to every
 # request, at limits the load stays far below (nothing is delayed or refused): the cost of
 # keeping the counts.
+# With HEADER_RULES=1, the server adds the response headers configs in the field set at that
+# level (X-Frame-Options, X-Content-Type-Options, and Strict-Transport-Security `always`).
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -137,6 +139,11 @@ proxy_conf() {
     echo "    }"
     echo "    server {"
     echo "        listen 127.0.0.1:$listen;"
+    if [ "${HEADER_RULES:-0}" -ne 0 ]; then
+      echo "        add_header X-Frame-Options SAMEORIGIN;"
+      echo "        add_header X-Content-Type-Options nosniff;"
+      echo "        add_header Strict-Transport-Security \"max-age=31536000\" always;"
+    fi
     if [ "${REWRITE_RULES:-0}" -ne 0 ]; then
       echo "        if (\$http_x_forwarded_proto = \"http\") { return 301 https://\$host\$request_uri; }"
     fi
@@ -158,7 +165,8 @@ proxy_conf() {
 }
 
 # haproxy_conf FILE THREADS LISTEN_PORT BACKEND_PORT...: the same proxy for HAProxy, reusing
-# idle server connections for any request (the closest to nginx's keepalive pool). With
+# idle server connections for any request (the closest to nginx's keepalive pool); with
+# HEADER_RULES=1, setting the same response headers. With
 # PIN_WORKERS=1, thread N runs on CPU N-1 only, as nginx's `worker_cpu_affinity auto` does.
 haproxy_conf() {
   local file="$1" threads="$2" listen="$3" port i=0
@@ -176,6 +184,11 @@ haproxy_conf() {
     echo "    http-reuse always"
     echo "frontend proxy"
     echo "    bind 127.0.0.1:$listen"
+    if [ "${HEADER_RULES:-0}" -ne 0 ]; then
+      echo "    http-response set-header X-Frame-Options SAMEORIGIN"
+      echo "    http-response set-header X-Content-Type-Options nosniff"
+      echo "    http-response set-header Strict-Transport-Security max-age=31536000"
+    fi
     echo "    default_backend backends"
     echo "backend backends"
     echo "    balance roundrobin"
