@@ -3002,3 +3002,67 @@ fn add_header_on_the_fast_path() {
         .send(get("/a").method("HEAD"))
         .run();
 }
+
+/// expires: a time (Expires that far after the response's Date, `max-age`), a negative one
+/// (`no-cache`), 0, `epoch`, `max`, `modified` without a Last-Modified, a value from a map on
+/// the query and one from a map on `$sent_http_content_type` (h5bp's idiom), `off` and a value
+/// that does not parse (nothing added), a server's setting inherited, the statuses it applies
+/// to (a passed-on 404 gets nothing) and responses the appliance makes itself (`return` of a
+/// text, of a redirect, of a 404).
+#[test]
+fn expires() {
+    Scenario::new("expires")
+        .backends(2)
+        .plan(1, Plan::always(Status(404)))
+        .compare_headers(&["Expires", "Cache-Control"])
+        .config(
+            "upstream app { server {b0}; }
+             upstream missing { server {b1}; }
+             map $arg_e $by_query { default off; hour 1h; day +1d; epoch epoch; neg -30s; bad soon; }
+             map $sent_http_content_type $by_type { default off; ~text/ 1M; }
+             server {
+                 listen {listen};
+                 expires 2h;
+                 location /inherit/ { proxy_pass http://app; }
+                 location /hour/ { expires 1h; proxy_pass http://app; }
+                 location /neg/ { expires -1; proxy_pass http://app; }
+                 location /zero/ { expires 0; proxy_pass http://app; }
+                 location /epoch/ { expires epoch; proxy_pass http://app; }
+                 location /max/ { expires max; proxy_pass http://app; }
+                 location /modified/ { expires modified 1h; proxy_pass http://app; }
+                 location /off/ { expires off; proxy_pass http://app; }
+                 location /query/ { expires $by_query; proxy_pass http://app; }
+                 location /type/ { expires $by_type; proxy_pass http://app; }
+                 location /missing/ { expires 1h; proxy_pass http://missing; }
+                 location /text/ { expires 1h; return 200 \"text\"; }
+                 location /redirect/ { expires 1h; return 302 /elsewhere; }
+                 location /gone/ { expires 1h; return 404; }
+             }",
+        )
+        .send_all(
+            [
+                "/inherit/a",
+                "/hour/a",
+                "/neg/a",
+                "/zero/a",
+                "/epoch/a",
+                "/max/a",
+                "/modified/a",
+                "/off/a",
+                "/query/a?e=hour",
+                "/query/a?e=day",
+                "/query/a?e=epoch",
+                "/query/a?e=neg",
+                "/query/a?e=bad",
+                "/query/a",
+                "/type/a",
+                "/missing/a",
+                "/text/a",
+                "/redirect/a",
+                "/gone/a",
+            ]
+            .map(get),
+        )
+        .send(get("/hour/a").method("HEAD"))
+        .run();
+}

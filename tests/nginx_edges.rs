@@ -499,12 +499,21 @@ fn table_var_cases() -> Vec<Case> {
 /// auth_basic's directives and `satisfy`, at every level they take.
 fn auth_cases() -> Vec<Case> {
     [
-        ("a realm and a file", "auth_basic \"x\";\nauth_basic_user_file /etc/htpasswd;"),
+        (
+            "a realm and a file",
+            "auth_basic \"x\";\nauth_basic_user_file /etc/htpasswd;",
+        ),
         ("a realm twice", "auth_basic a;\nauth_basic b;"),
-        ("a file twice", "auth_basic_user_file a;\nauth_basic_user_file b;"),
+        (
+            "a file twice",
+            "auth_basic_user_file a;\nauth_basic_user_file b;",
+        ),
         ("a realm with a variable", "auth_basic \"$host\";"),
         ("a file with a variable", "auth_basic_user_file /etc/$host;"),
-        ("a file starting with a variable", "auth_basic_user_file $host;"),
+        (
+            "a file starting with a variable",
+            "auth_basic_user_file $host;",
+        ),
         ("off", "auth_basic off;"),
         ("no argument", "auth_basic;"),
         ("satisfy any", "satisfy any;"),
@@ -512,15 +521,46 @@ fn auth_cases() -> Vec<Case> {
         ("satisfy maybe", "satisfy maybe;"),
     ]
     .into_iter()
-    .flat_map(|(name, lines)| {
-        [
-            format!("events {{}}\nhttp {{\n{lines}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
-            format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{lines}\n}}\n}}\n}}\n"),
-        ]
-        .into_iter()
-        .enumerate()
-        .map(move |(i, text)| case(format!("{name} ({})", ["http", "location"][i]), text))
-    })
+    .flat_map(at_http_and_location)
+    .collect()
+}
+
+/// `expires` as ngx_http_headers_expires reads it.
+fn expires_cases() -> Vec<Case> {
+    [
+        ("a time", "expires 1h;"),
+        ("modified", "expires modified 1d;"),
+        ("modified without a time", "expires modified;"),
+        ("another first word", "expires later 1d;"),
+        ("daily", "expires @15h30m;"),
+        ("daily over a day", "expires @25h;"),
+        ("daily and modified", "expires modified @1h;"),
+        ("epoch max off", "expires epoch;"),
+        ("modified epoch", "expires modified epoch;"),
+        ("negative", "expires -1;"),
+        ("plus", "expires +30d;"),
+        ("not a time", "expires soon;"),
+        ("a variable", "expires $arg_e;"),
+        ("modified and a variable", "expires modified $arg_e;"),
+        ("twice", "expires 1h;\nexpires 2h;"),
+        ("three words", "expires modified 1h 2h;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect()
+}
+
+/// A case's lines at http level and in a location.
+fn at_http_and_location((name, lines): (&str, &str)) -> Vec<Case> {
+    [
+        format!("events {{}}\nhttp {{\n{lines}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+        format!(
+            "events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\nlocation / {{\n{lines}\n}}\n}}\n}}\n"
+        ),
+    ]
+    .into_iter()
+    .zip(["http", "location"])
+    .map(|(text, level)| case(format!("{name} ({level})"), text))
     .collect()
 }
 
@@ -761,6 +801,11 @@ fn map_blocks_match_nginx() {
 #[test]
 fn auth_directives_match_nginx() {
     compare(auth_cases());
+}
+
+#[test]
+fn expires_matches_nginx() {
+    compare(expires_cases());
 }
 
 #[test]

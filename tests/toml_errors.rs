@@ -211,6 +211,12 @@ fn each_mistake_is_reported_where_it_is_written() {
             "unknown \"nowhere\" variable",
         ),
         (
+            "expires",
+            "[http]\nexpires = \"@25h\"\n",
+            "\"@25h\"",
+            "daily time value must be less than 24 hours",
+        ),
+        (
             "real_ip_from",
             "[http.real_ip]\nfrom = [\"10.0.0.0/8\", \"proxy.example\"]\n",
             "\"proxy.example\"",

@@ -46,6 +46,9 @@ pub struct VirtualServer {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    /// `expires`, as its arguments are written (see `config::expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
@@ -174,6 +177,9 @@ pub struct Location {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    /// `expires`, as its arguments are written (see `config::expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

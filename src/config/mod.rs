@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod expires;
 pub mod geo;
 pub mod ha;
 pub mod http;
@@ -182,6 +183,9 @@ pub struct Http {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    /// `expires`, as its arguments are written (see `config::expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// `limit_req_zone`s.
     #[serde(
         rename = "request_zone",

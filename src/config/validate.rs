@@ -467,6 +467,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     real_ip(&h.real_ip, None, "http.real_ip")?;
     root(&h.root, None, "http.root", defined)?;
     auth(&h.auth, None, "http.auth", defined)?;
+    expires(&h.expires, None, "http.expires", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -514,6 +515,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         limits(&server.limits, &zones, at, &format!("{key}.limits"))?;
         root(&server.root, at, &format!("{key}.root"), defined)?;
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
+        expires(&server.expires, at, &format!("{key}.expires"), defined)?;
         access_logs(
             &server.access_log,
             &formats,
@@ -608,6 +610,7 @@ fn locations(
         limits(&loc.limits, zones, at, &format!("{key}.limits"))?;
         root(&loc.root, at, &format!("{key}.root"), defined)?;
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
+        expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
@@ -656,6 +659,26 @@ fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check
     };
     check(&a.basic, "basic")?;
     check(&a.basic_user_file, "basic_user_file")
+}
+
+/// A level's `expires`: `[modified] value`, the value a template or one nginx reads.
+fn expires(text: &Option<String>, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
+    let Some(text) = text else {
+        return Ok(());
+    };
+    let fail = |message: String| Err(Diagnostic::error(message).at_opt(at).about(key));
+    let (modified, value) = match super::expires::split(text) {
+        Ok(parts) => parts,
+        Err(e) => return fail(format!("expires: {e}")),
+    };
+    match Template::parse_in(value, defined) {
+        Err(e) => fail(e.to_string()),
+        Ok(t) if t.variables().next().is_some() => Ok(()),
+        Ok(_) => match super::expires::parse(value, modified) {
+            Ok(_) => Ok(()),
+            Err(e) => fail(format!("expires: {e}")),
+        },
+    }
 }
 
 /// What a level's script may refer to.

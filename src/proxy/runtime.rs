@@ -108,6 +108,8 @@ pub struct LocationConf {
     pub limits: Option<Arc<super::limits::Limits>>,
     /// `auth_basic` with its user file and `satisfy`, when both are set.
     pub auth: Option<Arc<super::auth_basic::AuthConf>>,
+    /// `expires`, unless unset or `off`.
+    pub expires: Option<Arc<super::expires::ExpiresConf>>,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -486,6 +488,7 @@ fn build_server(
         real_ip: vs.real_ip.merged(&http.real_ip),
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
+        expires: vs.expires.clone().or_else(|| http.expires.clone()),
         zones: zones.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
@@ -559,6 +562,7 @@ struct Level {
     real_ip: RealIp,
     limits: config::Limits,
     auth: config::Auth,
+    expires: Option<String>,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
     /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
@@ -596,6 +600,7 @@ fn location_specs(
             real_ip: loc.real_ip.merged(&parent.real_ip),
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
+            expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             zones: parent.zones.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
@@ -743,6 +748,8 @@ fn location_conf(
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         limits: level.zones.limits(&level.limits),
         auth: super::auth_basic::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
+        expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
+            .map(Arc::new),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

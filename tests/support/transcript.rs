@@ -175,7 +175,9 @@ fn describe_outcome(
 }
 
 /// The chosen headers of a response: `, Name: value` for each occurrence, `, Name: -` when it
-/// has none.
+/// has none. An `Expires` within ten years of the response's `Date` is shown as its distance
+/// from it (`Date+3600s`): nginx and the appliance answer at different seconds, but both
+/// count from the time they send.
 fn shown_headers(response: &super::client::Response, names: &[String]) -> String {
     let mut text = String::new();
     for name in names {
@@ -189,10 +191,26 @@ fn shown_headers(response: &super::client::Response, names: &[String]) -> String
             text.push_str(&format!(", {name}: -"));
         }
         for value in values {
-            text.push_str(&format!(", {name}: {value}"));
+            let shown = match name.eq_ignore_ascii_case("expires") {
+                true => from_date(response, value).unwrap_or_else(|| value.to_string()),
+                false => value.to_string(),
+            };
+            text.push_str(&format!(", {name}: {shown}"));
         }
     }
     text
+}
+
+/// `value`, an HTTP date, as its distance from the response's `Date`, when both parse and it is
+/// within ten years.
+fn from_date(response: &super::client::Response, value: &str) -> Option<String> {
+    let seconds = |text: &str| -> Option<i64> {
+        let time = httpdate::parse_http_date(text).ok()?;
+        let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+        i64::try_from(since.as_secs()).ok()
+    };
+    let offset = seconds(value)? - seconds(response.header("Date")?)?;
+    (offset.abs() < 10 * 365 * 86_400).then(|| format!("Date{offset:+}s"))
 }
 
 fn describe_reception(r: &Reception, with_backend: bool) -> String {

@@ -47,6 +47,7 @@ use super::{
 use crate::config::{NextUpstream, Scheme};
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
+use crate::proxy::expires::safe_status;
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
 use crate::proxy::limits::Verdict;
@@ -691,7 +692,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // The response sent is kept whole only for a log line's `$sent_http_*` and
         // `$upstream_http_*`, and for `add_header` values that read the upstream's headers.
         let logs = has_access_log(ctx);
-        let mut sent = if logs || location.add_header_reads_upstream {
+        let reads_response = location
+            .expires
+            .as_ref()
+            .is_some_and(|e| e.reads_response());
+        let mut sent = if logs || location.add_header_reads_upstream || reads_response {
             ResponseHeader::build(head.status, Some(headers.len() + 4)).ok()
         } else {
             None
@@ -745,6 +750,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
+        // Where the upstream's Expires and Cache-Control lines went in `out`, for `expires`.
+        let expiring = location
+            .expires
+            .as_deref()
+            .filter(|_| safe_status(head.status));
+        let (mut expires_lines, mut cache_control_lines) = (Vec::new(), Vec::new());
         for (index, (name, value, known)) in headers.iter().enumerate() {
             let name = &buf[name.clone()];
             let in_place = matches!(known.map(usize::from), Some(LOCATION | REFRESH));
@@ -756,12 +767,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Some(r) => &r.value[..],
                 None => &buf[value.clone()],
             };
+            let line_start = out.len();
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
+            if expiring.is_some() {
+                if name.eq_ignore_ascii_case(b"expires") {
+                    expires_lines.push(line_start..out.len());
+                } else if name.eq_ignore_ascii_case(b"cache-control") {
+                    cache_control_lines.push(line_start..out.len());
+                }
+            }
             if let Some(sent) = sent.as_mut() {
                 let _ = sent.append_header(bytes::Bytes::copy_from_slice(name), value);
+            }
+        }
+        if let Some(conf) = expiring {
+            let last_modified = headers
+                .iter()
+                .find(|(name, _, _)| buf[name.clone()].eq_ignore_ascii_case(b"last-modified"))
+                .map(|(_, value, _)| &buf[value.clone()]);
+            let x = Exchange {
+                request: request.into(),
+                client: self.client_inet,
+                local: self.local_inet,
+                response: sent.as_ref(),
+                status: 0,
+                body_bytes_sent: 0,
+            };
+            let vars = ctx.vars_of(x, Some(proxy));
+            if let Some((expires, cache_control)) = conf.headers(head.status, &vars, last_modified)
+            {
+                set_expires(
+                    out,
+                    (&expires_lines, &cache_control_lines),
+                    (&expires, &cache_control),
+                );
+                if let Some(sent) = sent.as_mut() {
+                    let _ = sent.insert_header("Expires", expires);
+                    let _ = sent.insert_header("Cache-Control", cache_control);
+                }
             }
         }
         // As Pingora's path has it: the upstream's response as passed on, without what
@@ -999,11 +1045,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return false;
         }
         let head_only = request.method() == "HEAD";
-        let added = match location.add_header.is_empty() {
+        let added = match location.add_header.is_empty() && location.expires.is_none() {
             true => Vec::new(),
             false => {
                 let vars = ctx.vars_of(self.exchange(request, None, 0), ctx.proxy());
-                super::added_by_rules(&location.add_header, status, &vars)
+                super::headers_filter(location, status, &vars)
             }
         };
         self.out = respond::page(status, keepalive, head_only, &added);
@@ -1052,6 +1098,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             body_bytes_sent,
         }
     }
+}
+
+/// `expires` on the head written in `out`: the upstream's first `Expires` and first
+/// `Cache-Control` lines get the new values where they are (its other `Cache-Control` lines go),
+/// as nginx's headers filter sets them; a header the upstream did not send is added at the end.
+fn set_expires(
+    out: &mut Vec<u8>,
+    (expires_lines, cache_control_lines): (&[Range<usize>], &[Range<usize>]),
+    (expires, cache_control): (&str, &str),
+) {
+    let expires = format!("Expires: {expires}\r\n").into_bytes();
+    let cache_control = format!("Cache-Control: {cache_control}\r\n").into_bytes();
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut appended = Vec::new();
+    match expires_lines.first() {
+        Some(line) => edits.push((line.clone(), expires)),
+        None => appended.extend_from_slice(&expires),
+    }
+    match cache_control_lines.split_first() {
+        Some((first, others)) => {
+            edits.push((first.clone(), cache_control));
+            edits.extend(others.iter().map(|line| (line.clone(), Vec::new())));
+        }
+        None => appended.extend_from_slice(&cache_control),
+    }
+    // From the last line to the first, so that each range still points where it did.
+    edits.sort_by_key(|(line, _)| std::cmp::Reverse(line.start));
+    for (line, text) in edits {
+        out.splice(line, text);
+    }
+    out.extend_from_slice(&appended);
 }
 
 /// Whether the request is logged: the response sent is then kept whole for the log's
@@ -1424,6 +1501,33 @@ mod tests {
         let mut head = ParsedHead::default();
         assert!(matches!(head.parse(text.as_bytes()), Parsed::Complete(_)));
         head
+    }
+
+    #[test]
+    fn expires_replaces_the_upstream_s_lines_in_place() {
+        let head = "HTTP/1.1 200 OK\r\nCache-Control: private\r\nX-A: 1\r\nExpires: 0\r\n\
+                    Cache-Control: no-store\r\n";
+        let line = |text: &str| {
+            let start = head.find(text).unwrap();
+            start..start + text.len()
+        };
+        let mut out = head.as_bytes().to_vec();
+        let expires = [line("Expires: 0\r\n")];
+        let cache_control = [
+            line("Cache-Control: private\r\n"),
+            line("Cache-Control: no-store\r\n"),
+        ];
+        set_expires(&mut out, (&expires, &cache_control), ("E", "max-age=60"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nX-A: 1\r\nExpires: E\r\n"
+        );
+        let mut out = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n".to_vec();
+        set_expires(&mut out, (&[], &[]), ("E", "no-cache"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nExpires: E\r\nCache-Control: no-cache\r\n"
+        );
     }
 
     #[test]

@@ -1311,10 +1311,29 @@ impl ProxyHttp for HttpProxy {
         let Some(location) = ctx.location.clone() else {
             return Ok(());
         };
+        let status = response.status.as_u16();
+        if let Some(conf) = &location.expires {
+            // The upstream's own Expires and Cache-Control get the new values.
+            let last_modified = response
+                .headers
+                .get(http::header::LAST_MODIFIED)
+                .map(|v| v.as_bytes().to_vec());
+            let x = Exchange {
+                response: Some(&*response),
+                ..Exchange::of(session)
+            };
+            let vars = ctx.vars_of(x, ctx.proxy());
+            let headers = conf.headers(status, &vars, last_modified.as_deref());
+            if let Some((expires, cache_control)) = headers {
+                response.insert_header("Expires", expires)?;
+                response.insert_header("Cache-Control", cache_control)?;
+            }
+        }
         if location.add_header.is_empty() {
             return Ok(());
         }
-        for (name, value) in added_headers(ctx, session, response.status.as_u16()) {
+        let vars = ctx.vars(session, ctx.proxy());
+        for (name, value) in added_by_rules(&location.add_header, status, &vars) {
             response.append_header(name, value)?;
         }
         Ok(())
@@ -1647,11 +1666,27 @@ fn added_headers(ctx: &RequestCtx, session: &Session, status: u16) -> Vec<(Strin
     let Some(location) = ctx.location.as_ref() else {
         return Vec::new();
     };
-    added_by_rules(
-        &location.add_header,
-        status,
-        &ctx.vars(session, ctx.proxy()),
-    )
+    headers_filter(location, status, &ctx.vars(session, ctx.proxy()))
+}
+
+/// nginx's headers filter on a response the appliance makes itself (which has no `Expires`
+/// or `Cache-Control` of its own): `expires`' two headers, then `add_header`'s.
+fn headers_filter(
+    location: &LocationConf,
+    status: u16,
+    vars: &RequestVars<'_>,
+) -> Vec<(String, Vec<u8>)> {
+    let mut added = Vec::new();
+    if let Some((expires, cache_control)) = location
+        .expires
+        .as_ref()
+        .and_then(|e| e.headers(status, vars, None))
+    {
+        added.push(("Expires".to_string(), expires.into_bytes()));
+        added.push(("Cache-Control".to_string(), cache_control.into_bytes()));
+    }
+    added.extend(added_by_rules(&location.add_header, status, vars));
+    added
 }
 
 /// `add_header`'s headers for a response of `status`: those marked `always`, or all of them
@@ -1661,10 +1696,7 @@ fn added_by_rules(
     status: u16,
     vars: &RequestVars<'_>,
 ) -> Vec<(String, Vec<u8>)> {
-    let ok_status = matches!(
-        status,
-        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
-    );
+    let ok_status = super::expires::safe_status(status);
     let mut added = Vec::new();
     for rule in rules {
         if !ok_status && !rule.always {

@@ -7,6 +7,7 @@ use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
+use crate::config::expires;
 use crate::config::template::Variable;
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, HttpVersion, Limits,
@@ -42,6 +43,7 @@ pub(super) struct Level<'a> {
     pub real_ip: &'a mut RealIp,
     pub limits: &'a mut Limits,
     pub auth: &'a mut Auth,
+    pub expires: &'a mut Option<String>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
@@ -68,6 +70,7 @@ impl Lowering<'_> {
         let mut real_ip = RealIp::default();
         let mut limits = Limits::default();
         let mut auth = Auth::default();
+        let mut expires = None;
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
@@ -120,6 +123,7 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         limits: &mut limits,
                         auth: &mut auth,
+                        expires: &mut expires,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
@@ -142,6 +146,7 @@ impl Lowering<'_> {
         http.real_ip = real_ip;
         http.limits = limits;
         http.auth = auth;
+        http.expires = expires;
         http.access_log = access_log;
         http.default_type = default_type;
         http.root = root;
@@ -163,6 +168,7 @@ impl Lowering<'_> {
             real_ip: RealIp::default(),
             limits: Default::default(),
             auth: Default::default(),
+            expires: None,
             access_log: None,
             root: None,
             default_type: None,
@@ -230,6 +236,7 @@ impl Lowering<'_> {
                         real_ip: &mut vs.real_ip,
                         limits: &mut vs.limits,
                         auth: &mut vs.auth,
+                        expires: &mut vs.expires,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
@@ -419,6 +426,7 @@ impl Lowering<'_> {
             real_ip: RealIp::default(),
             limits: Default::default(),
             auth: Default::default(),
+            expires: None,
             access_log: None,
             root: None,
             default_type: None,
@@ -466,6 +474,7 @@ impl Lowering<'_> {
                         real_ip: &mut loc.real_ip,
                         limits: &mut loc.limits,
                         auth: &mut loc.auth,
+                        expires: &mut loc.expires,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
@@ -671,6 +680,32 @@ impl Lowering<'_> {
                     self.path(&text).display().to_string()
                 };
                 level.auth.basic_user_file = Some(file);
+            }
+            "expires" => {
+                if level.expires.is_some() {
+                    return Err(self.error(stmt, "\"expires\" directive is duplicate"));
+                }
+                // nginx's handler returns its message: "\"expires\" directive <message>".
+                let message = |e: &str| format!("\"expires\" directive {e}");
+                let (modified, value) = match (stmt.arg(0), stmt.arg(1)) {
+                    (Some("modified"), Some(value)) => (true, value.to_string()),
+                    (Some(_), Some(_)) => return Err(self.error(stmt, message("invalid value"))),
+                    _ => (false, self.arg(stmt, 0)?.to_string()),
+                };
+                // A value with variables is read on each response; nginx checks it only then.
+                if !value.contains('$') {
+                    if let Err(e) = expires::parse(&value, modified) {
+                        return Err(self.error(stmt, message(e)));
+                    }
+                }
+                if self.template(stmt, &value)?.is_none() {
+                    return Ok(true);
+                }
+                let text = match modified {
+                    true => format!("modified {value}"),
+                    false => value,
+                };
+                *level.expires = Some(text);
             }
             "satisfy" => {
                 level.auth.satisfy = Some(match self.arg(stmt, 0)? {

@@ -162,7 +162,7 @@ impl Lowering<'_> {
                     let mut proxy = Proxy::default();
                     let mut client = Client::default();
                     let (mut access, mut real_ip) = (None, RealIp::default());
-                    let (mut limits, mut auth) = Default::default();
+                    let (mut limits, mut auth, mut expires) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let mut root = None;
                     let level = Level {
@@ -173,6 +173,7 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         limits: &mut limits,
                         auth: &mut auth,
+                        expires: &mut expires,
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
                         root: &mut root,
