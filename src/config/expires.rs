@@ -98,10 +98,14 @@ pub fn headers(
             }
             (next, next - now, seconds)
         }
-        ExpiresKind::Access(seconds) => (now + seconds, seconds, seconds),
+        // Saturating: a time of many years must not overflow (nginx's time_t would).
+        ExpiresKind::Access(seconds) => (now.saturating_add(seconds), seconds, seconds),
         ExpiresKind::Modified(seconds) => match last_modified {
-            Some(modified) => (modified + seconds, modified + seconds - now, seconds),
-            None => (now + seconds, seconds, seconds),
+            Some(modified) => {
+                let expires = modified.saturating_add(seconds);
+                (expires, expires.saturating_sub(now), seconds)
+            }
+            None => (now.saturating_add(seconds), seconds, seconds),
         },
     };
     let cache_control = if seconds < 0 || max_age < 0 {
@@ -175,5 +179,9 @@ mod tests {
             Some((Ok(now + 23 * 3600), "max-age=82800".into()))
         );
         assert_eq!(headers(ExpiresKind::Off, now, None), None);
+        let far = headers(ExpiresKind::Access(i64::MAX), now, None);
+        assert_eq!(far, Some((Ok(i64::MAX), format!("max-age={}", i64::MAX))));
+        let past = headers(ExpiresKind::Modified(-i64::MAX), now, Some(-now));
+        assert_eq!(past, Some((Ok(i64::MIN), "no-cache".into())));
     }
 }
