@@ -788,19 +788,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .iter()
                 .find(|(name, _, _)| buf[name.clone()].eq_ignore_ascii_case(b"last-modified"))
                 .map(|(_, value, _)| &buf[value.clone()]);
-            let x = Exchange {
-                request: request.into(),
-                client: self.client_inet,
-                local: self.local_inet,
-                response: sent.as_ref(),
-                status: 0,
-                body_bytes_sent: 0,
-            };
-            let vars = ctx.vars_of(x, Some(proxy));
-            if let Some((expires, cache_control)) = conf.headers(head.status, &vars, last_modified)
-            {
+            let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), Some(proxy));
+            let computed = conf.headers(head.status, &vars, last_modified);
+            if let Some((expires, cache_control)) = computed {
                 set_expires(
-                    out,
+                    &mut self.out,
                     (&expires_lines, &cache_control_lines),
                     (&expires, &cache_control),
                 );
@@ -817,16 +809,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         if !location.add_header.is_empty() {
             // nginx's headers filter: after every header of the upstream's.
-            let x = Exchange {
-                request: request.into(),
-                client: self.client_inet,
-                local: self.local_inet,
-                response: None,
-                status: 0,
-                body_bytes_sent: 0,
-            };
-            let vars = ctx.vars_of(x, Some(proxy));
-            for (name, value) in super::added_by_rules(&location.add_header, head.status, &vars) {
+            let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
+            let added = super::added_by_rules(&location.add_header, head.status, &vars);
+            for (name, value) in added {
                 let out = &mut self.out;
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b": ");
