@@ -80,8 +80,8 @@ fn healthz(admin: u16) -> u16 {
 #[test]
 fn metrics_status_and_healthz_follow_the_backends() {
     let dir = Scratch::new("admin");
-    let mut a = Backend::start("A", free_port());
-    let mut b = Backend::start("B", free_port());
+    let mut a = Backend::start_anywhere("A");
+    let mut b = Backend::start_anywhere("B");
     let (port, admin) = (free_port(), free_port());
     let _app = start(
         &dir,
@@ -208,7 +208,7 @@ fn metrics_status_and_healthz_follow_the_backends() {
 #[test]
 fn an_admin_listener_reachable_from_elsewhere_wants_the_token() {
     let dir = Scratch::new("admin-token");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let (port, admin) = (free_port(), free_port());
 
     // Without a token the config is refused.

@@ -113,7 +113,7 @@ fn conf_arg(s: &Setup) -> String {
 #[test]
 fn test_flag_on_good_and_bad_configs_like_nginx() {
     let dir = Scratch::new("cli-t");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let both = [
         configs(&dir, Which::Appliance, backend.port),
         configs(&dir, Which::Debian, backend.port),
@@ -181,7 +181,7 @@ fn test_flag_on_good_and_bad_configs_like_nginx() {
 #[test]
 fn signals_through_the_pid_file_like_nginx() {
     let dir = Scratch::new("cli-s");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     for which in [Which::Appliance, Which::Debian] {
         let s = configs(&dir, which, backend.port);
         // `daemon on` (nginx's default): the command returns once the server runs.

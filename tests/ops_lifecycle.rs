@@ -79,7 +79,7 @@ impl Notifications {
 #[test]
 fn systemd_hears_ready_reloading_mainpid_and_stopping() {
     let dir = Scratch::new("notify");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let (p1, p2) = (free_port(), free_port());
     let mut notes = Notifications::bind(&dir.path("notify.sock"));
     let conf = dir.write("app.toml", &toml(&dir, &[p1], backend.port));
@@ -128,7 +128,7 @@ fn systemd_hears_ready_reloading_mainpid_and_stopping() {
 #[test]
 fn usr2_upgrades_the_binary_and_the_old_process_serves_until_quit() {
     let dir = Scratch::new("usr2");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let port = free_port();
     let pid = dir.path("app.pid");
     let oldbin = PathBuf::from(format!("{}.oldbin", pid.display()));
@@ -203,7 +203,7 @@ fn usr2_upgrades_the_binary_and_the_old_process_serves_until_quit() {
 #[test]
 fn access_logs_in_formats_off_and_several_per_location() {
     let dir = Scratch::new("logs");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let port = free_port();
     let (combined, json, custom) = (
         dir.path("combined.log"),

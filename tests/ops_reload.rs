@@ -179,8 +179,8 @@ fn ten_reloads_under_load_lose_no_request_beside_nginx() {
 #[test]
 fn a_broken_config_changes_nothing_and_is_logged_with_its_line() {
     let dir = Scratch::new("reload-broken");
-    let mut backend_a = Backend::start("A", free_port());
-    let backend_b = Backend::start("B", free_port());
+    let mut backend_a = Backend::start_anywhere("A");
+    let backend_b = Backend::start_anywhere("B");
     let port = free_port();
     let pid = dir.path("app.pid");
     let err = dir.path("error.log");
@@ -251,7 +251,7 @@ fn a_broken_config_changes_nothing_and_is_logged_with_its_line() {
 #[test]
 fn a_reload_that_moves_listeners_keeps_the_old_port_answering() {
     let dir = Scratch::new("reload-listen");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let (p1, p2) = (free_port(), free_port());
     let admin = free_port();
     let pid = dir.path("app.pid");

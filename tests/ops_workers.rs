@@ -103,7 +103,7 @@ fn through_tcp(port: u16) -> String {
 #[test]
 fn worker_threads_are_placed_as_nginx_places_its_workers() {
     let dir = Scratch::new("workers");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let placement = "worker_priority 5;\nworker_cpu_affinity auto;";
     let (n_http, n_tcp) = (free_port(), free_port());
     let n_pid = dir.path("nginx.pid");
@@ -181,7 +181,7 @@ fn worker_threads_are_placed_as_nginx_places_its_workers() {
 #[test]
 fn a_reload_that_changes_them_starts_workers_with_the_new_ones() {
     let dir = Scratch::new("workers-reload");
-    let backend = Backend::start("A", free_port());
+    let backend = Backend::start_anywhere("A");
     let (http, tcp) = (free_port(), free_port());
     let pid_file = dir.path("app.pid");
     let err = dir.path("app.err");

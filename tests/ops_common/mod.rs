@@ -320,21 +320,38 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(name: &str, port: u16) -> Backend {
+        let listener = TcpListener::bind(local(port)).expect("the backend's port");
+        Backend::serving(name, listener)
+    }
+
+    /// On a port the kernel picks as it binds: no other socket can take the port between
+    /// choosing it and listening on it, as one can after [`free_port`].
+    pub fn start_anywhere(name: &str) -> Backend {
+        let listener = TcpListener::bind(local(0)).expect("a port for the backend");
+        Backend::serving(name, listener)
+    }
+
+    fn serving(name: &str, listener: TcpListener) -> Backend {
         let mut b = Backend {
-            port,
+            port: listener.local_addr().expect("the backend's address").port(),
             name: name.to_string(),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
         };
-        b.resume();
+        b.serve(listener);
         b
     }
 
+    /// Starts again on the same port after [`Backend::stop`].
     pub fn resume(&mut self) {
         if self.thread.is_some() {
             return;
         }
         let listener = TcpListener::bind(local(self.port)).expect("the backend's port");
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
         self.stop = Arc::new(AtomicBool::new(false));
         let stop = self.stop.clone();
         let body = format!("{}\n", self.name);
