@@ -3066,3 +3066,34 @@ fn expires() {
         .send(get("/hour/a").method("HEAD"))
         .run();
 }
+
+/// add_header values from maps on `$sent_http_content_type`, as h5bp sets its security headers
+/// (`X-Frame-Options DENY` for HTML documents only): the upstream's content type decides, on
+/// the fast path and through Pingora's session (a chunked POST), and a page the proxy makes
+/// itself (text/html) matches no key here.
+#[test]
+fn add_header_by_the_response_content_type() {
+    Scenario::new("add_header by the response's content type")
+        .backends(1)
+        .compare_headers(&["X-Frame-Options", "X-Type"])
+        .config(
+            "upstream app { server {b0}; }
+             map $sent_http_content_type $x_frame_options { ~*text/plain DENY; }
+             server {
+                 listen {listen};
+                 add_header X-Frame-Options $x_frame_options always;
+                 add_header X-Type \"[$sent_http_content_type]\" always;
+                 location / { proxy_pass http://app; }
+                 location /gone/ { return 404; }
+             }",
+        )
+        .send(get("/a"))
+        .send(
+            get("/b")
+                .method("POST")
+                .header("Transfer-Encoding", "chunked")
+                .raw_body("1\r\nx\r\n0\r\n\r\n"),
+        )
+        .send(get("/gone/x"))
+        .run();
+}

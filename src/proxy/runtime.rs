@@ -99,9 +99,10 @@ pub struct LocationConf {
     pub dynamic_pass: Option<Arc<super::dynamic_pass::DynamicPass>>,
     pub client: ClientConf,
     pub add_header: Vec<HeaderRule>,
-    /// Whether an `add_header` value reads the upstream's headers (`$upstream_http_*`): the
-    /// fast path then keeps the response it passes on.
-    pub add_header_reads_upstream: bool,
+    /// Whether an `add_header` value may read the response's headers (`$upstream_http_*`,
+    /// `$sent_http_*`, or a `map` and the like, which may be on them): the fast path then
+    /// keeps the response it passes on.
+    pub add_header_reads_response: bool,
     /// `allow` and `deny`.
     pub access: AccessRules,
     /// `limit_req` and `limit_conn`, when the location has any.
@@ -739,10 +740,15 @@ fn location_conf(
         proxy,
         dynamic_pass,
         client: client_conf(&level.client),
-        add_header_reads_upstream: add_header.iter().any(|rule| {
-            rule.value
-                .variables()
-                .any(|v| matches!(v, Variable::UpstreamHeader(_)))
+        add_header_reads_response: add_header.iter().any(|rule| {
+            rule.value.variables().any(|v| {
+                matches!(
+                    v,
+                    Variable::UpstreamHeader(_)
+                        | Variable::ResponseHeader(_)
+                        | Variable::Declared(_)
+                )
+            })
         }),
         add_header,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),

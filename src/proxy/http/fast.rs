@@ -690,13 +690,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
-        // `$upstream_http_*`, and for `add_header` values that read the upstream's headers.
+        // `$upstream_http_*`, and for `add_header` and `expires` values that may read it.
         let logs = has_access_log(ctx);
         let reads_response = location
             .expires
             .as_ref()
             .is_some_and(|e| e.reads_response());
-        let mut sent = if logs || location.add_header_reads_upstream || reads_response {
+        let mut sent = if logs || location.add_header_reads_response || reads_response {
             ResponseHeader::build(head.status, Some(headers.len() + 4)).ok()
         } else {
             None
@@ -809,7 +809,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         if !location.add_header.is_empty() {
             // nginx's headers filter: after every header of the upstream's.
-            let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
+            let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), Some(proxy));
             let added = super::added_by_rules(&location.add_header, head.status, &vars);
             for (name, value) in added {
                 let out = &mut self.out;
@@ -1033,7 +1033,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let added = match location.add_header.is_empty() && location.expires.is_none() {
             true => Vec::new(),
             false => {
-                let vars = ctx.vars_of(self.exchange(request, None, 0), ctx.proxy());
+                let content_type = respond::error_page(status).map(|_| "text/html");
+                let page = super::own_response(location, status, content_type);
+                let vars = ctx.vars_of(self.exchange(request, page.as_ref(), 0), ctx.proxy());
                 super::headers_filter(location, status, &vars)
             }
         };

@@ -1332,8 +1332,13 @@ impl ProxyHttp for HttpProxy {
         if location.add_header.is_empty() {
             return Ok(());
         }
-        let vars = ctx.vars(session, ctx.proxy());
-        for (name, value) in added_by_rules(&location.add_header, status, &vars) {
+        // `$sent_http_*` reads the response as it stands (h5bp's maps on the content type).
+        let x = Exchange {
+            response: Some(&*response),
+            ..Exchange::of(session)
+        };
+        let added = added_by_rules(&location.add_header, status, &ctx.vars_of(x, ctx.proxy()));
+        for (name, value) in added {
             response.append_header(name, value)?;
         }
         Ok(())
@@ -1663,10 +1668,44 @@ fn host_only(proxy_host: &str) -> &str {
 /// The location's `add_header` headers for a response of `status` (nginx adds them to 200,
 /// 201, 204, 206, 301, 302, 303, 304, 307 and 308, and with `always` to every status).
 fn added_headers(ctx: &RequestCtx, session: &Session, status: u16) -> Vec<(String, Vec<u8>)> {
+    let content_type = respond::error_page(status).map(|_| "text/html");
+    added_headers_typed(ctx, session, status, content_type)
+}
+
+/// [`added_headers`] for a response of the given `Content-Type` (a `return` with a body).
+fn added_headers_typed(
+    ctx: &RequestCtx,
+    session: &Session,
+    status: u16,
+    content_type: Option<&str>,
+) -> Vec<(String, Vec<u8>)> {
     let Some(location) = ctx.location.as_ref() else {
         return Vec::new();
     };
-    headers_filter(location, status, &ctx.vars(session, ctx.proxy()))
+    let response = own_response(location, status, content_type);
+    let x = Exchange {
+        response: response.as_ref(),
+        ..Exchange::of(session)
+    };
+    headers_filter(location, status, &ctx.vars_of(x, ctx.proxy()))
+}
+
+/// The head of a response the appliance makes itself, as `$sent_http_*` sees it while the
+/// headers filter runs: its status and `Content-Type`. Only made when a value may read it.
+fn own_response(
+    location: &LocationConf,
+    status: u16,
+    content_type: Option<&str>,
+) -> Option<ResponseHeader> {
+    let reads = location.add_header_reads_response
+        || location
+            .expires
+            .as_ref()
+            .is_some_and(|e| e.reads_response());
+    let content_type = content_type.filter(|_| reads)?;
+    let mut response = ResponseHeader::build(status, Some(1)).ok()?;
+    response.insert_header("Content-Type", content_type).ok()?;
+    Some(response)
 }
 
 /// nginx's headers filter on a response the appliance makes itself (which has no `Expires`
@@ -1761,7 +1800,12 @@ async fn answer_return(
             .to_string(),
         (None, None) => "text/plain".to_string(),
     };
-    let added = added_headers(ctx, session, ret.status);
+    // A body of the return's own, else nginx's page (text/html) for the status.
+    let typed = match &body {
+        Some(_) => Some(content_type.as_str()),
+        None => respond::error_page(ret.status).map(|_| "text/html"),
+    };
+    let added = added_headers_typed(ctx, session, ret.status, typed);
     let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
     respond::send_with(session, ret.status, None, body, true, &added).await
 }
