@@ -54,10 +54,7 @@ impl AuthConf {
         let (Some(realm), Some(user_file)) = (&auth.basic, &auth.basic_user_file) else {
             return Ok(None);
         };
-        let template = |text: &str| {
-            Template::parse_in(text, defined)
-                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
-        };
+        let template = |text: &str| super::tables::template(text, defined, at);
         Ok(Some(AuthConf {
             realm: template(realm)?,
             user_file: template(user_file)?,

@@ -44,8 +44,7 @@ impl ExpiresConf {
         };
         let fail = |e: &str| Diagnostic::error(format!("\"expires\" directive {e}")).at_opt(at);
         let (modified, value) = expires::split(text).map_err(fail)?;
-        let template = Template::parse_in(value, defined)
-            .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?;
+        let template = super::tables::template(value, defined, at)?;
         let value = if template.variables().next().is_some() {
             Value::Template(template)
         } else {

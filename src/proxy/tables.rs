@@ -46,7 +46,8 @@ impl Tables {
     }
 }
 
-/// A table's template (a source, a map's value), its error placed at the table's origin.
+/// A template of the config (a table's source or value, a realm, an `expires` value), its
+/// error placed at the origin of the item that holds it.
 pub(super) fn template(
     text: &str,
     defined: Defined<'_>,
