@@ -3097,3 +3097,96 @@ fn add_header_by_the_response_content_type() {
         .send(get("/gone/x"))
         .run();
 }
+
+/// error_page as the seed's fallback pools use it: a dead pool's 502 answered by a named
+/// location on another pool (with the status kept, replaced by the target's, or set), an
+/// upstream 404 taken by `proxy_intercept_errors` and sent to another URI as GET (HEAD stays
+/// HEAD, a POST becomes GET), redirects, a `return` in the target, the appliance's own 403
+/// and 404 answered by pages, a timeout's 504, `internal` locations, and a second error with
+/// and without `recursive_error_pages`.
+#[test]
+fn error_page() {
+    Scenario::new("error_page")
+        .backends(4)
+        .plan(0, Plan::always(Status(404)))
+        .plan(2, Plan::always(Reset))
+        .plan(3, Plan::always(Hang))
+        .compare_headers(&["X-Page"])
+        .config(
+            "upstream app { server {b0}; }
+             upstream spare { server {b1}; }
+             upstream gone { server {b2}; }
+             server {
+                 listen {listen};
+                 location / { proxy_pass http://gone; error_page 502 504 = @spare; }
+                 location /keep/ { proxy_pass http://gone; error_page 502 @spare; }
+                 location /code/ { proxy_pass http://gone; error_page 502 =203 @spare; }
+                 location @spare { proxy_pass http://spare; add_header X-Page spare; }
+                 location /intercept/ {
+                     proxy_pass http://app;
+                     proxy_intercept_errors on;
+                     error_page 404 = /fallback/;
+                 }
+                 location /passed/ { proxy_pass http://app; error_page 404 = /fallback/; }
+                 location /fallback/ { proxy_pass http://spare; }
+                 location /redirect/ {
+                     proxy_pass http://gone;
+                     error_page 502 https://status.example.com/down;
+                 }
+                 location /moved/ {
+                     proxy_pass http://gone;
+                     error_page 502 =301 https://status.example.com/;
+                 }
+                 location /text/ { proxy_pass http://gone; error_page 502 @text; }
+                 location @text { return 200 \"maintenance\\n\"; }
+                 location /deny/ { deny all; error_page 403 = @spare; }
+                 location /args/ { deny all; error_page 403 /fallback/?from=deny; }
+                 location /hidden/ { internal; proxy_pass http://spare; }
+                 location /to-hidden/ { return 404; error_page 404 =200 /hidden/page; }
+                 location /twice/ { proxy_pass http://gone; error_page 502 @gone; }
+                 location @gone { proxy_pass http://gone; error_page 502 = @spare; }
+                 location /recursive/ {
+                     recursive_error_pages on;
+                     proxy_pass http://gone;
+                     error_page 502 @again;
+                 }
+                 location @again {
+                     recursive_error_pages on;
+                     proxy_pass http://gone;
+                     error_page 502 = @spare;
+                 }
+                 location /missing/ { proxy_pass http://gone; error_page 502 @nowhere; }
+                 location /slow/ {
+                     proxy_read_timeout 1s;
+                     proxy_pass http://{b3};
+                     error_page 504 = @spare;
+                 }
+             }",
+        )
+        .send_all(
+            [
+                "/a?x=1",
+                "/keep/a",
+                "/code/a",
+                "/intercept/a?x=1",
+                "/passed/a",
+                "/redirect/a",
+                "/moved/a",
+                "/text/a",
+                "/deny/a",
+                "/args/a",
+                "/hidden/a",
+                "/to-hidden/a",
+                "/twice/a",
+                "/recursive/a",
+                "/missing/a",
+                "/slow/a",
+            ]
+            .map(get),
+        )
+        .send(get("/intercept/head").method("HEAD"))
+        .send(post("/intercept/form", "a=1"))
+        .send(post("/deny/form", "a=2"))
+        .send(post("/a/form", "a=3"))
+        .run();
+}

@@ -550,6 +550,84 @@ fn expires_cases() -> Vec<Case> {
     .collect()
 }
 
+/// `error_page`, `recursive_error_pages`, `internal` and named locations as
+/// ngx_http_core_error_page and ngx_http_core_location check them. (An unknown variable is
+/// left out: nginx names no line for it, the appliance names the directive's.)
+fn error_page_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        ("a URI", "error_page 500 502 503 504 /50x.html;"),
+        ("a URI with args", "error_page 404 /nf?x=1;"),
+        ("a status to answer with", "error_page 404 =200 /empty;"),
+        ("the target's status", "error_page 502 = /fallback;"),
+        (
+            "a redirect",
+            "error_page 403 https://example.com/forbidden;",
+        ),
+        (
+            "a redirect with 301",
+            "error_page 403 =301 https://example.com/;",
+        ),
+        ("a variable", "error_page 404 /nf/$uri;"),
+        ("only a status and =", "error_page 404 =;"),
+        ("= first", "error_page =404 /x;"),
+        ("a word for a status", "error_page 404 =ok /x;"),
+        ("a signed status", "error_page +404 /x;"),
+        ("499", "error_page 499 /x;"),
+        ("below 300", "error_page 200 /x;"),
+        ("above 599", "error_page 600 /x;"),
+        ("a word", "error_page notfound /x;"),
+        ("one argument", "error_page /x;"),
+        ("twice", "error_page 404 /a;\nerror_page 404 /b;"),
+        ("recursive", "recursive_error_pages on;"),
+        ("recursive, a bad value", "recursive_error_pages yes;"),
+        ("=0", "error_page 404 =0 /x;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect();
+    let server = |body: &str| {
+        format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\n{body}\n}}\n}}\n")
+    };
+    for (name, body) in [
+        (
+            "a named location",
+            "location @up { return 502; }\nerror_page 502 @up;",
+        ),
+        (
+            "a named location nested",
+            "location / {\nlocation @up { return 502; }\n}",
+        ),
+        (
+            "inside a named location",
+            "location @up {\nlocation /x { return 502; }\n}",
+        ),
+        (
+            "a named location twice",
+            "location @up { return 502; }\nlocation @up { return 503; }",
+        ),
+        ("exact @", "location = @up { return 502; }"),
+        ("internal", "location /x { internal; }"),
+        ("internal twice", "location /x { internal; internal; }"),
+        ("internal in server", "internal;"),
+        ("internal with a value", "location /x { internal on; }"),
+        (
+            "proxy_pass with a URI in a named location",
+            "location @up { proxy_pass http://127.0.0.1:2/x; }",
+        ),
+        (
+            "proxy_pass in a named location",
+            "location @up { proxy_pass http://127.0.0.1:2; }",
+        ),
+        (
+            "a named location in if",
+            "location / {\nif ($arg_a) { error_page 404 @x; }\n}",
+        ),
+    ] {
+        cases.push(case(name, server(body)));
+    }
+    cases
+}
+
 /// A case's lines at http level and in a location.
 fn at_http_and_location((name, lines): (&str, &str)) -> Vec<Case> {
     [
@@ -801,6 +879,11 @@ fn map_blocks_match_nginx() {
 #[test]
 fn auth_directives_match_nginx() {
     compare(auth_cases());
+}
+
+#[test]
+fn error_page_matches_nginx() {
+    compare(error_page_cases());
 }
 
 #[test]

@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::Auth;
+use super::error_page::ErrorPage;
 use super::limit::Limits;
 use super::log::AccessLog;
 use super::origin::Origin;
@@ -64,6 +65,13 @@ pub struct VirtualServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<IndexMap<String, String>>,
     /// A `return` at server level answers before any location is chosen.
+    /// `error_page`: inherited whole, as nginx merges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<Vec<ErrorPage>>,
+    /// `recursive_error_pages`: an error in an error page's answer may use `error_page`
+    /// again (nginx's default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive_error_pages: Option<bool>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
     /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),
@@ -160,8 +168,13 @@ pub struct Location {
     pub origin: Option<Origin>,
     #[serde(default, skip_serializing_if = "LocationKind::is_prefix")]
     pub kind: LocationKind,
-    /// The URI prefix or exact URI, or the regular expression for the regex kinds.
+    /// The URI prefix or exact URI, the regular expression for the regex kinds, or the name
+    /// (`@name`) of a named location.
     pub path: String,
+    /// nginx's `internal`: only internal redirects (`error_page`) reach it; a client's request
+    /// for it gets a 404.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
     #[serde(default, skip_serializing_if = "Proxy::is_empty")]
     pub proxy: Proxy,
     #[serde(default, skip_serializing_if = "Client::is_empty")]
@@ -195,6 +208,13 @@ pub struct Location {
     /// built-in html, gif and jpg apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<IndexMap<String, String>>,
+    /// `error_page`: inherited whole, as nginx merges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<Vec<ErrorPage>>,
+    /// `recursive_error_pages`: an error in an error page's answer may use `error_page`
+    /// again (nginx's default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive_error_pages: Option<bool>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
     /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),
@@ -219,6 +239,9 @@ pub enum LocationKind {
     Regex,
     /// `~*`: a case-insensitive regular expression.
     RegexCaseless,
+    /// `@name`: no URI reaches it; `error_page` sends requests to it by name. Server level
+    /// only.
+    Named,
 }
 
 impl LocationKind {
@@ -236,6 +259,7 @@ impl LocationKind {
             LocationKind::PrefixNoRegex => "^~",
             LocationKind::Regex => "~",
             LocationKind::RegexCaseless => "~*",
+            LocationKind::Named => "",
         }
     }
 }

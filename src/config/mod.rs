@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod error_page;
 pub mod expires;
 pub mod geo;
 pub mod ha;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
 pub use auth::{Auth, Satisfy};
+pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
 pub use ha::{Ha, HaMode};
 pub use http::{
@@ -186,6 +188,11 @@ pub struct Http {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// `error_page`: inherited whole, as nginx merges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<Vec<ErrorPage>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive_error_pages: Option<bool>,
     /// `limit_req_zone`s.
     #[serde(
         rename = "request_zone",

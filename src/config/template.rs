@@ -389,6 +389,17 @@ impl Template {
             .all(|s| matches!(s, Segment::Literal(_)))
     }
 
+    /// The text of a template without variables.
+    pub fn literal_text(&self) -> Option<String> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(text) => Some(text.as_str()),
+                Segment::Var(_) => None,
+            })
+            .collect()
+    }
+
     pub fn variables(&self) -> impl Iterator<Item = &Variable> {
         self.segments.iter().filter_map(|s| match s {
             Segment::Var(v) => Some(v),

@@ -468,6 +468,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     root(&h.root, None, "http.root", defined)?;
     auth(&h.auth, None, "http.auth", defined)?;
     expires(&h.expires, None, "http.expires", defined)?;
+    error_pages(&h.error_page, None, "http.error_page", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -516,6 +517,12 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         root(&server.root, at, &format!("{key}.root"), defined)?;
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
+        error_pages(
+            &server.error_page,
+            at,
+            &format!("{key}.error_page"),
+            defined,
+        )?;
         access_logs(
             &server.access_log,
             &formats,
@@ -574,6 +581,27 @@ fn locations(
             _ => Ok(()),
         }
         .map_err(|e| e.at_opt(at).about(format!("{key}.path")))?;
+        if loc.kind == LocationKind::Named {
+            let fail = |message: String| Err(Diagnostic::error(message).at_opt(at).about(&key));
+            if !loc.path.starts_with('@') {
+                return fail(format!(
+                    "the name of named location \"{}\" must begin with \"@\"",
+                    loc.path
+                ));
+            }
+            if parent_key.contains(".location[") {
+                return fail(format!(
+                    "named location \"{}\" can be on the server level only",
+                    loc.path
+                ));
+            }
+            if let Some(inner) = loc.locations.first() {
+                return fail(format!(
+                    "location \"{}\" cannot be inside the named location \"{}\"",
+                    inner.path, loc.path
+                ));
+            }
+        }
         if loc.kind == LocationKind::Exact && !loc.locations.is_empty() {
             return Err(Diagnostic::error(format!(
                 "location \"{}\" cannot be inside the exact location \"{}\"",
@@ -595,9 +623,10 @@ fn locations(
         if let Some(pass) = &loc.proxy.pass {
             let pass_key = || format!("{key}.proxy.pass");
             proxy_pass(pass, pools).map_err(|e| e.at_opt(at).about(pass_key()))?;
-            if pass.uri.is_some() && loc.kind.is_regex() {
+            if pass.uri.is_some() && (loc.kind.is_regex() || loc.kind == LocationKind::Named) {
                 return Err(Diagnostic::error(
-                    "\"proxy_pass\" cannot have URI part in location given by regular expression",
+                    "\"proxy_pass\" cannot have URI part in location given by regular \
+                     expression, or inside named location",
                 )
                 .at_opt(at)
                 .about(pass_key()));
@@ -611,6 +640,7 @@ fn locations(
         root(&loc.root, at, &format!("{key}.root"), defined)?;
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
+        error_pages(&loc.error_page, at, &format!("{key}.error_page"), defined)?;
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
@@ -659,6 +689,45 @@ fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check
     };
     check(&a.basic, "basic")?;
     check(&a.basic_user_file, "basic_user_file")
+}
+
+/// A level's `error_page` list: statuses nginx accepts, a status to answer with that can be
+/// sent, a target that parses.
+fn error_pages(
+    list: &Option<Vec<ErrorPage>>,
+    at: Option<&Origin>,
+    key: &str,
+    defined: Defined<'_>,
+) -> Check {
+    for (i, page) in list.iter().flatten().enumerate() {
+        let fail = |message: String| {
+            Err(Diagnostic::error(message)
+                .at_opt(at)
+                .about(format!("{key}[{i}]")))
+        };
+        if page.codes.is_empty() {
+            return fail("error_page needs at least one status in codes".to_string());
+        }
+        for code in &page.codes {
+            if let Err(e) = ErrorPage::check_code(*code) {
+                return fail(e);
+            }
+        }
+        if let Some(PageStatus::Code(code)) = page.status {
+            if !(100..=999).contains(&code) {
+                return fail(format!(
+                    "status {code} is not one an HTTP response can have"
+                ));
+            }
+        }
+        if page.target.is_empty() {
+            return fail("error_page needs a target".to_string());
+        }
+        if let Err(e) = Template::parse_in(&page.target, defined) {
+            return fail(e.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// A level's `expires`: `[modified] value`, the value a template or one nginx reads.

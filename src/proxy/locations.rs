@@ -93,6 +93,8 @@ impl<T> LocationTree<T> {
                 LocationKind::Exact => tree.exact.push(node),
                 LocationKind::Prefix | LocationKind::PrefixNoRegex => tree.prefixes.push(node),
                 LocationKind::Regex | LocationKind::RegexCaseless => tree.regexes.push(node),
+                // Reached by name only: the server keeps them apart.
+                LocationKind::Named => {}
             }
         }
         // Stable: among equal names (nginx rejects duplicates) the order does not matter.

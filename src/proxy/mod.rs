@@ -13,6 +13,7 @@ mod crypt;
 pub mod drain;
 pub mod dynamic_pass;
 pub mod edge;
+pub mod error_page;
 pub mod expires;
 mod geo;
 pub mod header_names;

@@ -78,6 +78,8 @@ pub struct ServerConf {
     pub locations: LocationTree<Arc<LocationConf>>,
     /// What applies when no location matches.
     pub fallback: Arc<LocationConf>,
+    /// Named locations (`@name`), which only `error_page` reaches.
+    pub named: Vec<Arc<LocationConf>>,
     /// realip, as merged for the server: applied before a location is chosen.
     pub real_ip: Option<RealIpConf>,
 }
@@ -116,6 +118,13 @@ pub struct LocationConf {
     pub content_types: ContentTypes,
     /// Where requests are logged (empty: `access_log off`, or none configured).
     pub access_log: AccessLogs,
+    /// `error_page` and `recursive_error_pages`, when the location has any page.
+    pub error_pages: Option<Arc<super::error_page::ErrorPages>>,
+    /// `internal`: a client's own request for it is answered 404.
+    pub internal: bool,
+    /// Whether the fast path may serve the location although it has error pages: decided on
+    /// first use, as it depends on the locations the pages lead to.
+    pub error_pages_fast: std::sync::OnceLock<bool>,
 }
 
 /// `types` and `default_type`: the type of a response the appliance makes itself, by the URI's
@@ -178,6 +187,7 @@ pub struct ReturnConf {
 }
 
 /// A header set on a request or response: the name as written and its value template.
+#[derive(PartialEq)]
 pub struct HeaderRule {
     pub name: String,
     pub value: Template,
@@ -216,6 +226,9 @@ pub struct ProxyConf {
     pub next_upstream_timeout: Option<Duration>,
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
+    /// `proxy_intercept_errors`: an upstream status the location has an error page for is
+    /// answered by that page.
+    pub intercept_errors: bool,
     /// Upstream response headers not passed to the client: looked up for every response
     /// header.
     pub hide_headers: HeaderNames,
@@ -490,6 +503,8 @@ fn build_server(
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
+        error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
+        recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
         zones: zones.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
@@ -503,7 +518,15 @@ fn build_server(
         formats: formats.clone(),
     };
     let name = vs.server_name.first().cloned().unwrap_or_default();
-    let specs = location_specs(&vs.locations, &server_level, pools, next_id)?;
+    let (named, located): (Vec<&Location>, Vec<&Location>) = vs
+        .locations
+        .iter()
+        .partition(|l| l.kind == LocationKind::Named);
+    let specs = location_specs(located, &server_level, pools, next_id)?;
+    let named = location_specs(named, &server_level, pools, next_id)?
+        .into_iter()
+        .map(|spec| spec.value)
+        .collect();
     let locations =
         LocationTree::build(specs).map_err(|e| Diagnostic::error(e).at_opt(vs.origin.as_ref()))?;
     let fallback = Arc::new(location_conf(
@@ -539,6 +562,7 @@ fn build_server(
         scripted: vs.return_.is_some() || !vs.script.is_empty() || scripted(&vs.locations),
         locations,
         fallback,
+        named,
         real_ip: RealIpConf::new(&server_level.real_ip),
     })
 }
@@ -564,6 +588,8 @@ struct Level {
     limits: config::Limits,
     auth: config::Auth,
     expires: Option<String>,
+    error_page: Option<Vec<config::ErrorPage>>,
+    recursive_error_pages: Option<bool>,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
     /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
@@ -575,8 +601,8 @@ struct Level {
     formats: Arc<Formats>,
 }
 
-fn location_specs(
-    locations: &[Location],
+fn location_specs<'a>(
+    locations: impl IntoIterator<Item = &'a Location>,
     parent: &Level,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
     next_id: &mut u64,
@@ -602,6 +628,8 @@ fn location_specs(
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
+            error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
+            recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
             zones: parent.zones.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
@@ -621,6 +649,10 @@ fn location_specs(
             pools,
             next_id,
         )?;
+        let conf = LocationConf {
+            internal: loc.internal,
+            ..conf
+        };
         // Nested locations inherit the settings but not the pass.
         let mut inherited = level.clone();
         inherited.proxy.pass = None;
@@ -759,6 +791,15 @@ fn location_conf(
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),
+        error_pages: super::error_page::ErrorPages::build(
+            level.error_page.as_deref(),
+            level.recursive_error_pages.unwrap_or(false),
+            defined,
+            origin,
+        )?
+        .map(Arc::new),
+        internal: false,
+        error_pages_fast: std::sync::OnceLock::new(),
     })
 }
 
@@ -860,6 +901,7 @@ pub(crate) fn proxy_conf(
             .filter(|d| !d.is_zero()),
         pass_request_headers: p.pass_request_headers.unwrap_or(true),
         pass_request_body: p.pass_request_body.unwrap_or(true),
+        intercept_errors: p.intercept_errors.unwrap_or(false),
         hide_headers,
         redirect: super::redirect::compile(p.redirect.as_deref(), defined)
             .map_err(|e| e.at_opt(origin))?,

@@ -35,6 +35,8 @@ pub struct Matched<'a> {
     pub location_invalid: bool,
     /// The URI part of a `proxy_pass` with variables: the target, sent as it is.
     pub pass_uri: Option<&'a [u8]>,
+    /// An error page sent the request to another URI: the method is GET now.
+    pub as_get: bool,
 }
 
 /// Builds the upstream request header, for Pingora.
@@ -45,11 +47,11 @@ pub fn build(
     vars: &RequestVars<'_>,
 ) -> Result<RequestHeader> {
     let target = request_target(proxy, client.into(), matched);
-    let mut req = RequestHeader::build(
-        client.method.clone(),
-        &target,
-        Some(client.headers.len() + 4),
-    )?;
+    let method = match matched.as_get {
+        true => http::Method::GET,
+        false => client.method.clone(),
+    };
+    let mut req = RequestHeader::build(method, &target, Some(client.headers.len() + 4))?;
     req.set_version(match proxy.http_version {
         HttpVersion::Http10 => Version::HTTP_10,
         HttpVersion::Http11 => Version::HTTP_11,

@@ -15,7 +15,8 @@
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `return`, anything but a proxied location, a head it cannot parse) it leaves to Pingora:
+//! `return`, an `internal` location, `error_page`s that change an answer, anything but a
+//! proxied location, a head it cannot parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -53,7 +54,7 @@ use crate::proxy::keepalive::Upstream;
 use crate::proxy::limits::Verdict;
 use crate::proxy::redirect;
 use crate::proxy::respond;
-use crate::proxy::runtime::{LocationConf, ProxyConf};
+use crate::proxy::runtime::{LocationConf, ProxyConf, ServerConf};
 use crate::proxy::upstream_request;
 
 /// A request head longer than this goes to Pingora, which answers it as nginx's
@@ -350,7 +351,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         (head_len, body_len): (usize, usize),
         location: &LocationConf,
     ) -> Step {
-        let Some(proxy) = suits(location) else {
+        let Some(proxy) = suits(location, ctx.server.as_deref()) else {
             return Step::ToPingora;
         };
         // Pingora answers a client `deny` refuses, and logs it.
@@ -1128,9 +1129,13 @@ fn has_access_log(ctx: &RequestCtx) -> bool {
 }
 
 /// The location's proxying, when this path can do all it asks for.
-fn suits(location: &LocationConf) -> Option<&ProxyConf> {
+fn suits<'l>(location: &'l LocationConf, server: Option<&ServerConf>) -> Option<&'l ProxyConf> {
     let proxy = location.proxy.as_ref()?;
+    // Error pages that matter and `internal` need Pingora's path.
+    let pages_allow = server.is_some_and(|s| super::error_pages::fast_path_may_serve(location, s));
     let simple = location.auth.is_none()
+        && !location.internal
+        && pages_allow
         && proxy.scheme == Scheme::Http
         && proxy.pool.sticky.is_none()
         && proxy

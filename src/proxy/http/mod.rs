@@ -13,6 +13,7 @@
 //! Plain HTTP/1.x requests without a body take a shorter road to the same decisions:
 //! [`fast`].
 
+mod error_pages;
 mod fast;
 
 pub use fast::{serve as serve_fast, Served};
@@ -105,6 +106,8 @@ pub struct RequestCtx {
     begun: Instant,
     /// What the previous request on the connection left, for `route` to take over.
     previous: Previous,
+    /// Where `error_page` has taken the request, and what it set.
+    errors: error_pages::ErrorPageState,
     _in_flight: super::metrics::InFlight,
 }
 
@@ -214,6 +217,7 @@ impl HttpProxy {
             held: Held::default(),
             begun,
             previous,
+            errors: error_pages::ErrorPageState::default(),
             _in_flight: super::metrics::InFlight::enter(),
         }
     }
@@ -308,6 +312,10 @@ enum Route {
     Location,
 }
 
+/// The error of a try that an error page answered instead (`fail_to_proxy` then sends
+/// nothing more).
+const ANSWERED_BY_ERROR_PAGE: &str = "answered by error_page";
+
 /// nginx's NGX_HTTP_MAX_URI_CHANGES: how many times a rewrite may send a request back to the
 /// location search.
 const MAX_URI_CHANGES: u32 = 10;
@@ -384,6 +392,12 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, x: Exchange<'_>) -> 
 fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) -> Route {
     // nginx's post-read phase (realip), then its server rewrite phase.
     ctx.real_ip_by_server(x.client, x.request);
+    route_from_server_rewrite(ctx, server, x)
+}
+
+/// nginx's phases from the server rewrite phase on, where an internal redirect enters them:
+/// the server's script, then the location search and the location's script.
+fn route_from_server_rewrite(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) -> Route {
     if let Some(script) = &server.script {
         if let Ran::Answer(route) = ctx.run(&script.ops, x) {
             // nginx answers with the server's own settings (its add_header, access_log).
@@ -391,31 +405,26 @@ fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) ->
             return route;
         }
     }
+    route_from_location(ctx, server, x, None)
+}
+
+/// The location search and the location's script, as many times as scripts change the URI;
+/// `named`: the first location is this one (a named location's rewrite phase), not searched.
+fn route_from_location(
+    ctx: &mut RequestCtx,
+    server: &ServerConf,
+    x: Exchange<'_>,
+    mut named: Option<Arc<LocationConf>>,
+) -> Route {
     let mut changes = 0;
     loop {
-        let location = match server.locations.find(&ctx.uri.path) {
-            Found::Location {
-                value,
-                captures,
-                prefix_len,
-            } => {
-                // A regex location's captures replace a script's; a prefix leaves them.
-                if !captures.is_empty() {
-                    ctx.captures = captures;
-                    if let Some(rewrite) = ctx.rewrite.as_mut() {
-                        rewrite.captured = None;
-                    }
-                }
-                ctx.prefix_len = prefix_len;
-                value
-            }
-            Found::AddSlash(value) => {
-                ctx.location = Some(value.clone());
-                return Route::AddSlash;
-            }
-            Found::None => &server.fallback,
+        let location = match named.take() {
+            Some(location) => location,
+            None => match search_location(ctx, server) {
+                Some(location) => same_or_clone(&mut ctx.previous.location, location),
+                None => return Route::AddSlash,
+            },
         };
-        let location = same_or_clone(&mut ctx.previous.location, location);
         if !location.named_groups.is_empty() {
             let path = std::mem::take(&mut ctx.uri.path);
             let ranges = std::mem::take(&mut ctx.captures);
@@ -444,6 +453,37 @@ fn route_scripted(ctx: &mut RequestCtx, server: &ServerConf, x: Exchange<'_>) ->
             );
             return Route::Reject(500);
         }
+    }
+}
+
+/// The location for `ctx.uri` in `server` (the fallback when none matches), its captures
+/// and prefix put in `ctx`; `None` when a prefix matched but for its trailing slash
+/// (`ctx.location` is then that location, for the 301).
+fn search_location<'s>(
+    ctx: &mut RequestCtx,
+    server: &'s ServerConf,
+) -> Option<&'s Arc<LocationConf>> {
+    match server.locations.find(&ctx.uri.path) {
+        Found::Location {
+            value,
+            captures,
+            prefix_len,
+        } => {
+            // A regex location's captures replace a script's; a prefix leaves them.
+            if !captures.is_empty() {
+                ctx.captures = captures;
+                if let Some(rewrite) = ctx.rewrite.as_mut() {
+                    rewrite.captured = None;
+                }
+            }
+            ctx.prefix_len = prefix_len;
+            Some(value)
+        }
+        Found::AddSlash(value) => {
+            ctx.location = Some(value.clone());
+            None
+        }
+        Found::None => Some(&server.fallback),
     }
 }
 
@@ -717,6 +757,7 @@ impl RequestCtx {
             target_changed: rewrite.is_some_and(|r| r.target_changed),
             location_invalid: rewrite.is_some_and(|r| r.location_invalid),
             pass_uri: self.dynamic.as_ref().and_then(|d| d.uri.as_deref()),
+            as_get: self.errors.as_get,
         }
     }
 }
@@ -868,6 +909,22 @@ impl RequestCtx {
             Some(target) => Some(&target.proxy),
             None => self.location.as_ref().and_then(|l| l.proxy.as_ref()),
         }
+    }
+
+    /// Before an error page sends the request on: the pool it leaves forgets it, and the
+    /// next pool starts a new attempt (tries, hash key, stickiness) of its own.
+    fn leave_upstream(&mut self) {
+        if let Some(proxy) = self.proxy() {
+            proxy.pool.inflight.release(self.token);
+        }
+        self.release(Outcome::Success);
+        self.attempt = None;
+        self.dynamic = None;
+        self.same_peer_again = false;
+        self.give_up_status = 502;
+        self.started = None;
+        self.affinity = None;
+        self.hash_key.clear();
     }
 
     /// Gives the held peer back to the balancer, once.
@@ -1045,132 +1102,8 @@ impl ProxyHttp for HttpProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.conn = ConnectionInfo::of(session);
         let routed = route(ctx, session.server_addr(), Exchange::of(session));
-        let location = match routed {
-            Route::Reject(status) => {
-                respond::send(session, status, None, None, false).await?;
-                return Ok(true);
-            }
-            Route::Return(ret) => {
-                keep_alive_as_location(session, ctx.location.as_deref());
-                answer_return(session, ctx, &ret).await?;
-                return Ok(true);
-            }
-            Route::Redirect(status, mut location) => {
-                keep_alive_as_location(session, ctx.location.as_deref());
-                if location.starts_with(b"/") {
-                    location = redirect::absolute(
-                        ctx.tls,
-                        ctx.host.as_deref(),
-                        local_addr(session),
-                        &location,
-                    );
-                }
-                let added = added_headers(ctx, session, status);
-                respond::send_with(session, status, Some(&location), None, true, &added).await?;
-                return Ok(true);
-            }
-            Route::AddSlash => {
-                let mut target = ctx.uri.path.clone();
-                target.push(b'/');
-                if let Some(args) = ctx.uri.args.as_deref().filter(|a| !a.is_empty()) {
-                    target.push(b'?');
-                    target.extend_from_slice(args);
-                }
-                let added = added_headers(ctx, session, 301);
-                respond::send_with(session, 301, Some(&target), None, true, &added).await?;
-                return Ok(true);
-            }
-            Route::Location => match ctx.location.clone() {
-                Some(location) => location,
-                None => return Error::e_explain(ErrorType::InternalError, "no location chosen"),
-            },
-        };
-        keep_alive_as_location(session, Some(&location));
-        // nginx's find-config phase refuses a body over client_max_body_size, before the
-        // location's limits and rules.
-        let max = location.client.max_body_size;
-        if max > 0 {
-            let length = session
-                .req_header()
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| {
-                    std::str::from_utf8(v.as_bytes())
-                        .ok()?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                });
-            if length.is_some_and(|l| l > max) {
-                respond::send(session, 413, None, None, false).await?;
-                return Ok(true);
-            }
-        }
-        // nginx's pre-access and access phases: after the rewrite phase's `return`, before
-        // the content.
-        ctx.real_ip_by_location(client_addr(session), session.req_header().into());
-        let verdict = ctx.limit_requests(&location, Exchange::of(session), Instant::now());
-        let refused = match verdict.waited().await {
-            Some(status) => Some(status),
-            None => ctx.limit_connections(&location, Exchange::of(session)),
-        };
-        if let Some(status) = refused {
-            let added = added_headers(ctx, session, status);
-            respond::send_with(session, status, None, None, true, &added).await?;
-            return Ok(true);
-        }
-        let client = ctx.client(client_addr(session)).map(|a| a.ip());
-        let step = auth_basic::access(
-            &location.access,
-            location.auth.as_deref(),
-            client,
-            &ctx.vars(session, None),
-        );
-        let access = match step {
-            auth_basic::Step::Done(access) => access,
-            auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
-                .await
-                .unwrap_or(auth_basic::Access::Failed),
-        };
-        let refused = match access {
-            auth_basic::Access::Allowed => None,
-            auth_basic::Access::Forbidden => Some((403, None)),
-            auth_basic::Access::Unauthorized(challenge) => Some((401, Some(challenge))),
-            auth_basic::Access::Failed => Some((500, None)),
-        };
-        if let Some((status, challenge)) = refused {
-            let mut added = added_headers(ctx, session, status);
-            if let Some(challenge) = challenge {
-                // Added in the access phase, before any `add_header`.
-                added.insert(0, ("WWW-Authenticate".to_string(), challenge));
-            }
-            respond::send_with(session, status, None, None, true, &added).await?;
-            return Ok(true);
-        }
-        if let Some(pass) = &location.dynamic_pass {
-            let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
-            match pass.target(&url, &ctx.runtime.pools) {
-                Ok(target) => ctx.dynamic = Some(Box::new(target)),
-                Err(status) => {
-                    let added = added_headers(ctx, session, status);
-                    respond::send_with(session, status, None, None, true, &added).await?;
-                    return Ok(true);
-                }
-            }
-        } else if location.proxy.is_none() {
-            // nginx would look for a file under its root; the appliance serves no files.
-            let added = added_headers(ctx, session, 404);
-            respond::send_with(session, 404, None, None, true, &added).await?;
-            return Ok(true);
-        }
-        let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
-        if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
-            if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
-                respond::send(session, status, None, None, false).await?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let next = after_route(session, ctx, routed).await?;
+        error_pages::settle(session, ctx, next).await
     }
 
     async fn upstream_peer(
@@ -1178,65 +1111,41 @@ impl ProxyHttp for HttpProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(location) = ctx.location.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no location chosen");
-        };
-        let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
-        let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) else {
-            return Error::e_explain(ErrorType::InternalError, "location does not proxy");
-        };
-        let pool = &proxy.pool;
-        let exchange = Exchange::of(session);
-        let Some(peer_id) = ctx.choose_peer(exchange, proxy, Instant::now()) else {
-            let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
-            e.set_retry(false);
-            return Err(e);
-        };
-        let Some(info) = pool.balancer.peer(peer_id) else {
-            return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
-        };
-        let tls = proxy.scheme == Scheme::Https;
-        // nginx sends SNI only with proxy_ssl_server_name on, but verifies the certificate
-        // against proxy_ssl_name (default: the proxy_pass host) either way. Pingora verifies
-        // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
-        let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
-            match &proxy.ssl_name {
-                Some(t) => {
-                    String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
-                        .into_owned()
+        loop {
+            if let Some(jump) = ctx.errors.pending.take() {
+                // An error page chosen when the upstream failed: Pingora's retry is where it
+                // is followed.
+                let next = error_pages::follow(session, ctx, jump).await?;
+                if error_pages::settle(session, ctx, next).await? {
+                    let mut e = Error::explain(
+                        ErrorType::Custom(ANSWERED_BY_ERROR_PAGE),
+                        "the error page answered",
+                    );
+                    e.set_retry(false);
+                    return Err(e);
                 }
-                None => host_only(&proxy.proxy_host).to_string(),
             }
-        } else {
-            String::new()
-        };
-        ctx.upstream.addrs.push(info.addr.clone());
-        ctx.upstream.begin_try(Instant::now());
-        let mut peer = match &info.addr {
-            PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
-            PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
-        };
-        let options = &mut peer.options;
-        options.connection_timeout = Some(proxy.connect_timeout);
-        options.read_timeout = Some(proxy.read_timeout);
-        options.write_timeout = Some(proxy.send_timeout);
-        options.verify_cert = tls && proxy.ssl_verify;
-        options.verify_hostname = tls && proxy.ssl_verify;
-        if tls {
-            options.ca = proxy.ssl_trusted.clone();
-        }
-        options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
-        match pool.keepalive {
-            Some(_) => {
-                peer.group_key = pool.id;
-                peer.options.idle_timeout = Some(pool.keepalive_timeout);
+            let Some(location) = ctx.location.clone() else {
+                return Error::e_explain(ErrorType::InternalError, "no location chosen");
+            };
+            let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
+            let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) else {
+                return Error::e_explain(ErrorType::InternalError, "location does not proxy");
+            };
+            let exchange = Exchange::of(session);
+            if let Some(peer_id) = ctx.choose_peer(exchange, proxy, Instant::now()) {
+                return peer_of(session, ctx, proxy, peer_id);
             }
-            None => {
-                peer.group_key = NEXT_PRIVATE_GROUP.fetch_add(1, Ordering::Relaxed);
-                peer.options.idle_timeout = Some(std::time::Duration::ZERO);
+            // No live upstreams: nginx finalizes with 502, which a page may answer.
+            match error_pages::page_for(session, ctx, 502) {
+                Some(jump) => ctx.errors.pending = Some(jump),
+                None => {
+                    let mut e = Error::explain(ErrorType::HTTPStatus(502), "no live upstreams");
+                    e.set_retry(false);
+                    return Err(e);
+                }
             }
         }
-        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -1268,6 +1177,21 @@ impl ProxyHttp for HttpProxy {
             );
             e.set_retry(true);
             return Err(e);
+        }
+        let intercept = ctx.proxy().is_some_and(|p| p.intercept_errors) && status >= 300;
+        if intercept {
+            if let Some(jump) = error_pages::page_for(session, ctx, status) {
+                // ngx_http_upstream_intercept_errors: the server answered (it has not failed),
+                // and the page answers the client in its place, through Pingora's retry.
+                ctx.release(Outcome::Success);
+                ctx.errors.pending = Some(jump);
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "upstream status answered by error_page",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
         }
         let hide: Vec<http::HeaderName> = response
             .headers
@@ -1308,6 +1232,11 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         add_sticky_cookie(response, ctx)?;
+        if let Some(status) = ctx.errors.err_status {
+            // An error page led here: its status goes out, whatever the upstream said.
+            response.set_status(status)?;
+            response.set_reason_phrase(Some(respond::reason(status)))?;
+        }
         let Some(location) = ctx.location.clone() else {
             return Ok(());
         };
@@ -1356,7 +1285,7 @@ impl ProxyHttp for HttpProxy {
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
         );
         let retry = ctx.connect_failed(timed_out, session.req_header().method.as_str());
-        e.set_retry(retry);
+        e.set_retry(retry || error_page_retry(session, ctx));
         e
     }
 
@@ -1413,7 +1342,7 @@ impl ProxyHttp for HttpProxy {
             client_reused,
             session.req_header().method.as_str(),
         );
-        e.set_retry(retry);
+        e.set_retry(retry || error_page_retry(session, ctx));
         e
     }
 
@@ -1426,6 +1355,14 @@ impl ProxyHttp for HttpProxy {
         if respond::is_close(e) {
             return FailToProxy {
                 error_code: respond::CLOSE,
+                can_reuse_downstream: false,
+            };
+        }
+        if let (ErrorType::Custom(ANSWERED_BY_ERROR_PAGE), Some(sent)) =
+            (e.etype(), session.response_written())
+        {
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
                 can_reuse_downstream: false,
             };
         }
@@ -1500,6 +1437,316 @@ impl ProxyHttp for HttpProxy {
         ctx.upstream.end_try(now);
         ctx.log_request(session, e, now);
     }
+}
+
+/// The peer Pingora connects to for the server `peer_id` of `proxy`'s pool: its address, TLS
+/// and SNI, timeouts, and the connection pool it may reuse.
+fn peer_of(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    proxy: &ProxyConf,
+    peer_id: PeerId,
+) -> Result<Box<HttpPeer>> {
+    let pool = &proxy.pool;
+    let Some(info) = pool.balancer.peer(peer_id) else {
+        return Error::e_explain(ErrorType::InternalError, "balancer chose an unknown peer");
+    };
+    let tls = proxy.scheme == Scheme::Https;
+    // nginx sends SNI only with proxy_ssl_server_name on, but verifies the certificate
+    // against proxy_ssl_name (default: the proxy_pass host) either way. Pingora verifies
+    // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
+    let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
+        match &proxy.ssl_name {
+            Some(t) => String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
+                .into_owned(),
+            None => host_only(&proxy.proxy_host).to_string(),
+        }
+    } else {
+        String::new()
+    };
+    ctx.upstream.addrs.push(info.addr.clone());
+    ctx.upstream.begin_try(Instant::now());
+    let mut peer = match &info.addr {
+        PeerAddr::Inet(addr) => HttpPeer::new(*addr, tls, sni),
+        PeerAddr::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), tls, sni)?,
+    };
+    let options = &mut peer.options;
+    options.connection_timeout = Some(proxy.connect_timeout);
+    options.read_timeout = Some(proxy.read_timeout);
+    options.write_timeout = Some(proxy.send_timeout);
+    options.verify_cert = tls && proxy.ssl_verify;
+    options.verify_hostname = tls && proxy.ssl_verify;
+    if tls {
+        options.ca = proxy.ssl_trusted.clone();
+    }
+    options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+    match pool.keepalive {
+        Some(_) => {
+            peer.group_key = pool.id;
+            peer.options.idle_timeout = Some(pool.keepalive_timeout);
+        }
+        None => {
+            peer.group_key = NEXT_PRIVATE_GROUP.fetch_add(1, Ordering::Relaxed);
+            peer.options.idle_timeout = Some(std::time::Duration::ZERO);
+        }
+    }
+    Ok(Box::new(peer))
+}
+
+/// After the last try failed: whether the location has a page for the status nginx would
+/// give up with; Pingora's retry then follows it (`upstream_peer`).
+fn error_page_retry(session: &Session, ctx: &mut RequestCtx) -> bool {
+    match error_pages::page_for(session, ctx, ctx.give_up_status) {
+        Some(jump) => {
+            ctx.errors.pending = Some(jump);
+            true
+        }
+        None => false,
+    }
+}
+
+/// What a request's phases lead to: the upstream, or an answer of the appliance's own.
+enum Next {
+    Proxy,
+    Answer(Answer),
+}
+
+/// A response the appliance makes itself, before `error_page` has had its say.
+enum Answer {
+    /// nginx's special response for `status`: its page (a `Location` for redirects, a
+    /// `WWW-Authenticate` challenge for 401). `error_page` may take it over, unless `last`.
+    Special {
+        status: u16,
+        location: Option<Vec<u8>>,
+        challenge: Option<Vec<u8>>,
+        last: bool,
+    },
+    /// A `return` with a body, or of a status below 400 that is no redirect: sent as it is,
+    /// with the status an error page gave it.
+    Return(Arc<ReturnConf>),
+    /// Sent as it is, without `add_header`, before any location (a bad request line or Host).
+    Bare(u16),
+}
+
+impl Answer {
+    fn special(status: u16) -> Answer {
+        Answer::Special {
+            status,
+            location: None,
+            challenge: None,
+            last: false,
+        }
+    }
+
+    /// What `route` answered with.
+    fn of_route(session: &Session, ctx: &RequestCtx, routed: Route) -> Answer {
+        match routed {
+            Route::Reject(status) => Answer::Bare(status),
+            Route::Return(ret) => {
+                // ngx_http_script_return_code: a redirect, or an error status without text,
+                // finalizes the request with that status (a special response); the rest is
+                // sent as a response.
+                let special = Return::is_redirect_status(ret.status)
+                    || (ret.status >= 400 && ret.body.is_none());
+                if !special {
+                    return Answer::Return(ret);
+                }
+                let location = match Return::is_redirect_status(ret.status) {
+                    true => {
+                        let target = ret
+                            .location
+                            .as_ref()
+                            .map(|t| eval_to_vec(t, &ctx.vars(session, None)))
+                            .unwrap_or_default();
+                        Some(absolute_location(session, ctx, target))
+                    }
+                    false => None,
+                };
+                Answer::Special {
+                    status: ret.status,
+                    location,
+                    challenge: None,
+                    last: false,
+                }
+            }
+            Route::Redirect(status, location) => Answer::Special {
+                status,
+                location: Some(absolute_location(session, ctx, location)),
+                challenge: None,
+                last: false,
+            },
+            Route::AddSlash => {
+                let mut target = ctx.uri.path.clone();
+                target.push(b'/');
+                if let Some(args) = ctx.uri.args.as_deref().filter(|a| !a.is_empty()) {
+                    target.push(b'?');
+                    target.extend_from_slice(args);
+                }
+                Answer::Special {
+                    status: 301,
+                    location: Some(target),
+                    challenge: None,
+                    last: false,
+                }
+            }
+            // Not an answer: `after_route` takes it.
+            Route::Location => Answer::Bare(500),
+        }
+    }
+
+    /// Sends it. `err_status`: the status an error page set, for a response that is not
+    /// special.
+    async fn send(self, session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+        match self {
+            Answer::Bare(status) => respond::send(session, status, None, None, false).await,
+            Answer::Return(ret) => answer_return(session, ctx, &ret).await,
+            Answer::Special {
+                status,
+                location,
+                challenge,
+                ..
+            } => {
+                let mut added = added_headers(ctx, session, status);
+                if let Some(challenge) = challenge {
+                    // Added in the access phase, before any `add_header`.
+                    added.insert(0, ("WWW-Authenticate".to_string(), challenge));
+                }
+                // ngx_http_special_response_handler ends keep-alive after these.
+                let keepalive = !matches!(status, 400 | 413 | 414 | 500 | 501);
+                respond::send_with(
+                    session,
+                    status,
+                    location.as_deref(),
+                    None,
+                    keepalive,
+                    &added,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// A `Location` made absolute as nginx makes a relative one (`absolute_redirect`).
+fn absolute_location(session: &Session, ctx: &RequestCtx, location: Vec<u8>) -> Vec<u8> {
+    match location.starts_with(b"/") {
+        true => redirect::absolute(ctx.tls, ctx.host.as_deref(), local_addr(session), &location),
+        false => location,
+    }
+}
+
+/// Where `route` leads: an answer, or the phases of the location it chose.
+async fn after_route(session: &mut Session, ctx: &mut RequestCtx, routed: Route) -> Result<Next> {
+    if !matches!(routed, Route::Reject(_)) {
+        keep_alive_as_location(session, ctx.location.as_deref());
+    }
+    let Route::Location = routed else {
+        return Ok(Next::Answer(Answer::of_route(session, ctx, routed)));
+    };
+    let Some(location) = ctx.location.clone() else {
+        return Error::e_explain(ErrorType::InternalError, "no location chosen");
+    };
+    if location.internal && !ctx.errors.internal {
+        // ngx_http_core_find_config_phase: a client's own request for it is not found.
+        return Ok(Next::Answer(Answer::special(404)));
+    }
+    location_phases(session, ctx, &location).await
+}
+
+/// nginx's phases after the location's rewrite phase: the body size check, pre-access (realip,
+/// limits), access (allow/deny, auth_basic), then the content: the upstream, or a 404 where
+/// nginx would look for a file.
+async fn location_phases(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+) -> Result<Next> {
+    let answer = |status| Ok(Next::Answer(Answer::special(status)));
+    // nginx's find-config phase refuses a body over client_max_body_size, before the
+    // location's limits and rules.
+    let max = location.client.max_body_size;
+    if max > 0 {
+        let length = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| {
+                std::str::from_utf8(v.as_bytes())
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+        if length.is_some_and(|l| l > max) {
+            return answer(413);
+        }
+    }
+    // nginx's pre-access and access phases: after the rewrite phase's `return`, before
+    // the content.
+    ctx.real_ip_by_location(client_addr(session), session.req_header().into());
+    let verdict = ctx.limit_requests(location, Exchange::of(session), Instant::now());
+    let refused = match verdict.waited().await {
+        Some(status) => Some(status),
+        None => ctx.limit_connections(location, Exchange::of(session)),
+    };
+    if let Some(status) = refused {
+        return answer(status);
+    }
+    let client = ctx.client(client_addr(session)).map(|a| a.ip());
+    let step = auth_basic::access(
+        &location.access,
+        location.auth.as_deref(),
+        client,
+        &ctx.vars(session, None),
+    );
+    let access = match step {
+        auth_basic::Step::Done(access) => access,
+        auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
+            .await
+            .unwrap_or(auth_basic::Access::Failed),
+    };
+    match access {
+        auth_basic::Access::Allowed => {}
+        auth_basic::Access::Forbidden => return answer(403),
+        auth_basic::Access::Unauthorized(challenge) => {
+            return Ok(Next::Answer(Answer::Special {
+                status: 401,
+                location: None,
+                challenge: Some(challenge),
+                last: false,
+            }))
+        }
+        auth_basic::Access::Failed => return answer(500),
+    }
+    if let Some(pass) = &location.dynamic_pass {
+        let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
+        match pass.target(&url, &ctx.runtime.pools) {
+            Ok(target) => ctx.dynamic = Some(Box::new(target)),
+            Err(status) => return answer(status),
+        }
+    } else if location.proxy.is_none() {
+        // nginx would look for a file under its root; the appliance serves no files. An error
+        // page that leads here gets the appliance's own page for the error.
+        return Ok(Next::Answer(match ctx.errors.error_status {
+            Some(status) => Answer::Special {
+                status,
+                location: None,
+                challenge: None,
+                last: true,
+            },
+            None => Answer::special(404),
+        }));
+    }
+    let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
+    if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
+        // Once: after an error page the body is where the first try left it.
+        if !ctx.errors.internal {
+            if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
+                return Ok(Next::Answer(Answer::Bare(status)));
+            }
+        }
+    }
+    Ok(Next::Proxy)
 }
 
 /// The most a chunked body may be read ahead: Pingora's retry buffer, which sends the body
@@ -1766,26 +2013,14 @@ fn keep_alive_as_location(session: &mut Session, location: Option<&LocationConf>
     }
 }
 
-/// Answers a `return`: redirects get a `Location` (made absolute as nginx does for a
-/// relative one), other statuses the text as body, or nginx's page.
+/// Answers a `return` that is not a special response (see [`Answer::of_route`]): the text as
+/// body, or nginx's page, with the status an error page set if one led here.
 async fn answer_return(
     session: &mut Session,
     ctx: &RequestCtx,
     ret: &super::runtime::ReturnConf,
 ) -> Result<()> {
-    if Return::is_redirect_status(ret.status) {
-        let mut location = ret
-            .location
-            .as_ref()
-            .map(|t| eval_to_vec(t, &ctx.vars(session, None)))
-            .unwrap_or_default();
-        if location.starts_with(b"/") {
-            location =
-                redirect::absolute(ctx.tls, ctx.host.as_deref(), local_addr(session), &location);
-        }
-        let added = added_headers(ctx, session, ret.status);
-        return respond::send_with(session, ret.status, Some(&location), None, true, &added).await;
-    }
+    let status = ctx.errors.err_status.unwrap_or(ret.status);
     let body = ret
         .body
         .as_ref()
@@ -1803,9 +2038,9 @@ async fn answer_return(
     // A body of the return's own, else nginx's page (text/html) for the status.
     let typed = match &body {
         Some(_) => Some(content_type.as_str()),
-        None => respond::error_page(ret.status).map(|_| "text/html"),
+        None => respond::error_page(status).map(|_| "text/html"),
     };
-    let added = added_headers_typed(ctx, session, ret.status, typed);
+    let added = added_headers_typed(ctx, session, status, typed);
     let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
-    respond::send_with(session, ret.status, None, body, true, &added).await
+    respond::send_with(session, status, None, body, true, &added).await
 }

@@ -10,11 +10,19 @@ use crate::compile::Impact;
 use crate::config::expires;
 use crate::config::template::Variable;
 use crate::config::{
-    AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, HttpVersion, Limits,
-    Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry, MapKey, MapVar,
-    NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, Tls, TlsVersion,
-    VirtualServer,
+    AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
+    HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry,
+    MapKey, MapVar, NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return,
+    Satisfy, Tls, TlsVersion, VirtualServer,
 };
+
+/// A number as ngx_atoi reads one: digits only, no sign.
+fn digits(text: &str) -> std::result::Result<u16, ()> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    text.parse().map_err(|_| ())
+}
 
 /// nginx's message (PCRE2's) for the mistakes in a regex that both PCRE2 and the appliance's
 /// engine refuse the same way: parentheses that do not pair up.
@@ -44,6 +52,8 @@ pub(super) struct Level<'a> {
     pub limits: &'a mut Limits,
     pub auth: &'a mut Auth,
     pub expires: &'a mut Option<String>,
+    pub error_page: &'a mut Option<Vec<ErrorPage>>,
+    pub recursive_error_pages: &'a mut Option<bool>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
@@ -71,6 +81,7 @@ impl Lowering<'_> {
         let mut limits = Limits::default();
         let mut auth = Auth::default();
         let mut expires = None;
+        let (mut error_page, mut recursive_error_pages) = (None, None);
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
@@ -124,6 +135,8 @@ impl Lowering<'_> {
                         limits: &mut limits,
                         auth: &mut auth,
                         expires: &mut expires,
+                        error_page: &mut error_page,
+                        recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
@@ -147,6 +160,8 @@ impl Lowering<'_> {
         http.limits = limits;
         http.auth = auth;
         http.expires = expires;
+        http.error_page = error_page;
+        http.recursive_error_pages = recursive_error_pages;
         http.access_log = access_log;
         http.default_type = default_type;
         http.root = root;
@@ -173,6 +188,8 @@ impl Lowering<'_> {
             root: None,
             default_type: None,
             types: None,
+            error_page: None,
+            recursive_error_pages: None,
             return_: None,
             script: Vec::new(),
             locations: Vec::new(),
@@ -207,11 +224,13 @@ impl Lowering<'_> {
                 }
                 "location" => {
                     if let Some(loc) = self.location(stmt, None)? {
-                        if vs
-                            .locations
-                            .iter()
-                            .any(|l| l.kind == loc.kind && l.path == loc.path)
-                        {
+                        // nginx lets a name repeat; error_page takes the first.
+                        let duplicate = loc.kind != LocationKind::Named
+                            && vs
+                                .locations
+                                .iter()
+                                .any(|l| l.kind == loc.kind && l.path == loc.path);
+                        if duplicate {
                             return Err(
                                 self.error(stmt, format!("duplicate location \"{}\"", loc.path))
                             );
@@ -237,6 +256,8 @@ impl Lowering<'_> {
                         limits: &mut vs.limits,
                         auth: &mut vs.auth,
                         expires: &mut vs.expires,
+                        error_page: &mut vs.error_page,
+                        recursive_error_pages: &mut vs.recursive_error_pages,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
@@ -342,8 +363,56 @@ impl Lowering<'_> {
             .collect())
     }
 
-    /// `location [modifier] uri { ... }`. Named locations (`@name`) serve only `error_page` and
-    /// `try_files`, which the appliance does not support: they are reported and skipped.
+    /// `error_page code ... [=[response]] uri` (ngx_http_core_error_page).
+    fn error_page(&mut self, stmt: &Statement) -> Result<Option<ErrorPage>> {
+        let values: Vec<&str> = stmt.values().collect();
+        if values.len() < 2 {
+            return Err(self.error(
+                stmt,
+                "invalid number of arguments in \"error_page\" directive",
+            ));
+        }
+        let last = values.len() - 1;
+        let (status, codes) = match values[last - 1].strip_prefix('=') {
+            Some(_) if last == 1 => {
+                let message = format!("invalid value \"{}\"", values[last - 1]);
+                return Err(self.error(stmt, message));
+            }
+            Some("") => (Some(PageStatus::Target), &values[..last - 1]),
+            // nginx takes any number here; one that is no status line's is refused.
+            Some(code) => match digits(code) {
+                Ok(0) => (Some(PageStatus::Target), &values[..last - 1]),
+                Ok(code) if (100..=999).contains(&code) => {
+                    (Some(PageStatus::Code(code)), &values[..last - 1])
+                }
+                _ => {
+                    let message = format!("invalid value \"{}\"", values[last - 1]);
+                    return Err(self.error(stmt, message));
+                }
+            },
+            None => (None, &values[..last]),
+        };
+        let mut parsed = Vec::with_capacity(codes.len());
+        for code in codes {
+            let number =
+                digits(code).map_err(|_| self.error(stmt, format!("invalid value \"{code}\"")))?;
+            ErrorPage::check_code(number).map_err(|e| self.error(stmt, e))?;
+            parsed.push(number);
+        }
+        let target = values[last];
+        if self.template(stmt, target)?.is_none() {
+            return Ok(None);
+        }
+        self.mapped(stmt);
+        Ok(Some(ErrorPage {
+            codes: parsed,
+            target: target.to_string(),
+            status,
+        }))
+    }
+
+    /// `location [modifier] uri { ... }`, or `location @name { ... }`, which only `error_page`
+    /// reaches.
     fn location(
         &mut self,
         stmt: &Statement,
@@ -381,16 +450,11 @@ impl Lowering<'_> {
                 ))
             }
         };
-        if path.starts_with('@') {
-            if parent.is_some() {
-                return Err(self.error(
-                    stmt,
-                    format!("named location \"{path}\" can be on the server level only"),
-                ));
-            }
-            self.unsupported(stmt)?;
-            return Ok(None);
-        }
+        // Only a location without a modifier is named (ngx_http_core_location).
+        let kind = match kind {
+            LocationKind::Prefix if path.starts_with('@') => LocationKind::Named,
+            kind => kind,
+        };
         if let Some(parent) = parent {
             if parent.kind == LocationKind::Exact {
                 return Err(self.error(
@@ -399,6 +463,21 @@ impl Lowering<'_> {
                         "location \"{path}\" cannot be inside the exact location \"{}\"",
                         parent.path
                     ),
+                ));
+            }
+            if parent.kind == LocationKind::Named {
+                return Err(self.error(
+                    stmt,
+                    format!(
+                        "location \"{path}\" cannot be inside the named location \"{}\"",
+                        parent.path
+                    ),
+                ));
+            }
+            if kind == LocationKind::Named {
+                return Err(self.error(
+                    stmt,
+                    format!("named location \"{path}\" can be on the server level only"),
                 ));
             }
             if !kind.is_regex() && !parent.kind.is_regex() && !path.starts_with(&parent.path) {
@@ -419,6 +498,7 @@ impl Lowering<'_> {
             origin: self.origin(stmt),
             kind,
             path: path.to_string(),
+            internal: false,
             proxy: Proxy::default(),
             client: Client::default(),
             add_header: None,
@@ -431,6 +511,8 @@ impl Lowering<'_> {
             root: None,
             default_type: None,
             types: None,
+            error_page: None,
+            recursive_error_pages: None,
             return_: None,
             script: Vec::new(),
             locations: Vec::new(),
@@ -455,6 +537,13 @@ impl Lowering<'_> {
                         loc.locations.push(inner);
                     }
                 }
+                "internal" => {
+                    if loc.internal {
+                        return Err(self.error(s, "\"internal\" directive is duplicate"));
+                    }
+                    loc.internal = true;
+                    self.mapped(s);
+                }
                 "proxy_pass" => {
                     if loc.proxy.pass.is_some() || loc.proxy.pass_template.is_some() {
                         return Err(self.error(s, "\"proxy_pass\" directive is duplicate"));
@@ -475,6 +564,8 @@ impl Lowering<'_> {
                         limits: &mut loc.limits,
                         auth: &mut loc.auth,
                         expires: &mut loc.expires,
+                        error_page: &mut loc.error_page,
+                        recursive_error_pages: &mut loc.recursive_error_pages,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
@@ -504,7 +595,7 @@ impl Lowering<'_> {
             return Ok(None);
         }
         let pass: ProxyPass = text.parse().map_err(|e: String| self.error(stmt, e))?;
-        if pass.uri.is_some() && kind.is_regex() {
+        if pass.uri.is_some() && (kind.is_regex() || kind == LocationKind::Named) {
             return Err(self.error(
                 stmt,
                 "\"proxy_pass\" cannot have URI part in location given by regular expression, \
@@ -707,6 +798,12 @@ impl Lowering<'_> {
                 };
                 *level.expires = Some(text);
             }
+            "error_page" => {
+                if let Some(page) = self.error_page(stmt)? {
+                    level.error_page.get_or_insert_with(Vec::new).push(page);
+                }
+            }
+            "recursive_error_pages" => *level.recursive_error_pages = Some(self.flag(stmt)?),
             "satisfy" => {
                 level.auth.satisfy = Some(match self.arg(stmt, 0)? {
                     "any" => Satisfy::Any,
@@ -1037,15 +1134,7 @@ impl Lowering<'_> {
             "proxy_redirect" => return self.proxy_redirect(stmt, proxy),
             "proxy_buffering" => proxy.buffering = Some(self.flag(stmt)?),
             "proxy_request_buffering" => proxy.request_buffering = Some(self.flag(stmt)?),
-            "proxy_intercept_errors" => {
-                proxy.intercept_errors = Some(self.flag(stmt)?);
-                self.partial(
-                    stmt,
-                    Impact::ChangesTraffic,
-                    "error_page is not supported, so upstream errors pass through",
-                )?;
-                return Ok(true);
-            }
+            "proxy_intercept_errors" => proxy.intercept_errors = Some(self.flag(stmt)?),
             "proxy_ssl_verify" => proxy.ssl_verify = Some(self.flag(stmt)?),
             "proxy_ssl_verify_depth" => proxy.ssl_verify_depth = Some(self.number(stmt, 0)?),
             "proxy_ssl_name" => {

@@ -165,6 +165,7 @@ impl Lowering<'_> {
                     let (mut limits, mut auth, mut expires) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let mut root = None;
+                    let (mut error_page, mut recursive_error_pages) = (None, None);
                     let level = Level {
                         proxy: &mut proxy,
                         client: &mut client,
@@ -174,6 +175,8 @@ impl Lowering<'_> {
                         limits: &mut limits,
                         auth: &mut auth,
                         expires: &mut expires,
+                        error_page: &mut error_page,
+                        recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
                         root: &mut root,

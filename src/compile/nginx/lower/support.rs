@@ -124,11 +124,7 @@ pub const SUPPORTED: &[Entry] = &[
     ),
     full("proxy_buffering", HSL),
     full("proxy_request_buffering", HSL),
-    part(
-        "proxy_intercept_errors",
-        HSL,
-        "no error_page, so errors pass through",
-    ),
+    full("proxy_intercept_errors", HSL),
     full("proxy_ssl_verify", HSL),
     full("proxy_ssl_verify_depth", HSL),
     full("proxy_ssl_name", HSL),
@@ -153,6 +149,14 @@ pub const SUPPORTED: &[Entry] = &[
     full("auth_basic_user_file", HSL),
     full("satisfy", HSL),
     full("expires", HSL),
+    part(
+        "error_page",
+        HSL,
+        "a page nginx would read from a file is the appliance's own page for the error; \
+         not inside \"if\"",
+    ),
+    full("recursive_error_pages", HSL),
+    full("internal", "location"),
     full("deny", "http, server, location, stream"),
     full("limit_req_zone", "http"),
     full("limit_req", HSL),
@@ -353,7 +357,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         }
         "expires" => "Expires and Cache-Control are not added",
         "charset" | "source_charset" => "responses are not recoded",
-        "location" => "named locations serve error_page and try_files, which are not supported",
         "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",
         _ if impact == Impact::NoTrafficChange => {
             "tuning or logging the appliance does its own way"
@@ -414,7 +417,6 @@ pub fn render_markdown() -> String {
         "gzip",
         "alias",
         "try_files",
-        "error_page",
         "auth_request",
         "proxy_cache",
         "ssl_verify_client",
