@@ -627,6 +627,8 @@ fn allow_and_deny() {
                  listen {listen1};
                  allow 127.0.0.1;
                  deny all;
+                 # No file to serve, whatever nginx's prefix.
+                 root /nonexistent;
              }"#,
         )
         .send_all(requests)
@@ -3188,5 +3190,133 @@ fn error_page() {
         .send(post("/intercept/form", "a=1"))
         .send(post("/deny/form", "a=2"))
         .send(post("/a/form", "a=3"))
+        .run();
+}
+
+/// A docroot for the static-file scenarios: files with a fixed modification time, a
+/// directory with an index and one without.
+fn docroot() -> support::TempDir {
+    let dir = support::TempDir::new("docroot");
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let files = [
+        ("index.html", "<h1>home</h1>\n"),
+        ("a.css", "body { color: red; }\n"),
+        ("50x.html", "<p>we are down</p>\n"),
+        ("dir/index.html", "<h1>dir</h1>\n"),
+        ("sub/x.txt", "x\n"),
+        ("assets/app.js", "console.log(1);\n"),
+        ("big.bin", &"0123456789".repeat(10_000)),
+    ];
+    for (name, text) in files {
+        let path = dir.path.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(&path, text).expect("file");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(when).expect("mtime");
+    }
+    dir
+}
+
+/// Files as nginx's static, index and try_files modules serve them: index files, a directory
+/// without its slash (301) and without an index (403), missing files, methods, HEAD,
+/// conditional requests, ranges, `alias` with `expires` and `add_header`, try_files falling
+/// back to a URI, a named location and a code, and an error page read from a file, on the fast
+/// path and through Pingora's session.
+#[test]
+fn static_files() {
+    let dir = docroot();
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "upstream app {{ server {{b0}}; }}
+         upstream gone {{ server {{b1}}; }}
+         server {{
+             listen {{listen}};
+             root {root};
+             error_page 502 /50x.html;
+             location / {{ try_files $uri $uri/ =404; }}
+             location /app/ {{ proxy_pass http://gone; }}
+             location /intercepted/ {{
+                 proxy_pass http://gone;
+                 proxy_intercept_errors on;
+             }}
+             location = /50x.html {{ }}
+             location /static/ {{
+                 alias {root}/assets/;
+                 expires 1h;
+                 add_header X-Static yes;
+             }}
+             location /spa/ {{ try_files $uri /index.html; }}
+             location /named/ {{ try_files $uri @backend; }}
+             location @backend {{ proxy_pass http://app; }}
+             location /plain/ {{ root {root}/sub; }}
+             location /nowhere/ {{ root /nonexistent; }}
+         }}"
+    );
+    let etag = "\"6553f100-15\"";
+    let date = "Tue, 14 Nov 2023 22:13:20 GMT";
+    Scenario::new("static files")
+        .backends(2)
+        .plan(1, Plan::always(Reset))
+        .compare_headers(&[
+            "Last-Modified",
+            "ETag",
+            "Accept-Ranges",
+            "Content-Range",
+            "Expires",
+            "Cache-Control",
+            "X-Static",
+        ])
+        .config(&config)
+        .send_all(
+            [
+                "/",
+                "/index.html",
+                "/a.css",
+                "/a.css?x=1",
+                "/dir",
+                "/dir?a=b",
+                "/dir/",
+                "/sub/",
+                "/nope",
+                "/app/x",
+                "/intercepted/x",
+                "/static/app.js",
+                "/static/none.js",
+                "/spa/deep/link",
+                "/named/x?q=1",
+                "/plain/x.txt",
+                "/nowhere/x",
+                "/50x.html",
+            ]
+            .map(get),
+        )
+        .send(get("/a.css").method("HEAD"))
+        .send(post("/a.css", "a=1"))
+        .send(post("/nope", "a=1"))
+        .send(get("/a.css").method("PUT"))
+        .send(get("/a.css").header("If-Modified-Since", date))
+        .send(get("/a.css").header("If-Modified-Since", "Tue, 14 Nov 2023 22:13:21 GMT"))
+        .send(get("/a.css").header("If-None-Match", etag))
+        .send(get("/a.css").header("If-None-Match", "\"other\""))
+        .send(get("/a.css").header("If-Match", "\"other\""))
+        .send(get("/a.css").header("If-Unmodified-Since", "Mon, 13 Nov 2023 00:00:00 GMT"))
+        .send(get("/big.bin").header("Range", "bytes=0-9"))
+        .send(get("/big.bin").header("Range", "bytes=-5"))
+        .send(get("/big.bin").header("Range", "bytes=99990-"))
+        .send(get("/big.bin").header("Range", "bytes=100000-"))
+        .send(
+            get("/big.bin")
+                .header("Range", "bytes=0-1,5-6")
+                .method("HEAD"),
+        )
+        .send(
+            get("/big.bin")
+                .header("Range", "bytes=0-9")
+                .header("If-Range", "\"stale\""),
+        )
+        .send(get("/big.bin"))
         .run();
 }

@@ -628,6 +628,78 @@ fn error_page_cases() -> Vec<Case> {
     cases
 }
 
+/// `root`, `alias`, `index` and `try_files` as ngx_http_core_root, ngx_http_index_set_index
+/// and ngx_http_try_files check them.
+fn file_cases() -> Vec<Case> {
+    let server = |body: &str| {
+        format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\n{body}\n}}\n}}\n")
+    };
+    [
+        (
+            "root and alias",
+            "location /a/ { root /srv; alias /data/; }",
+        ),
+        (
+            "alias and root",
+            "location /a/ { alias /data/; root /srv; }",
+        ),
+        ("alias twice", "location /a/ { alias /data/; alias /x/; }"),
+        ("root twice", "location /a/ { root /srv; root /x; }"),
+        ("alias in a named location", "location @a { alias /data/; }"),
+        (
+            "alias in a regex location",
+            "location ~ ^/a/(.*)$ { alias /data/$1; }",
+        ),
+        ("alias in server", "alias /data/;"),
+        (
+            "root with $document_root",
+            "location /a/ { root $document_root/x; }",
+        ),
+        (
+            "alias with ${realpath_root}",
+            "location /a/ { alias ${realpath_root}/x; }",
+        ),
+        ("a relative root", "root html;"),
+        ("index", "index index.html index.htm;"),
+        ("an empty index", "index \"\";"),
+        ("an index with a variable", "index $arg_i.html;"),
+        ("an absolute index", "index /index.html;"),
+        ("try_files", "location / { try_files $uri $uri/ =404; }"),
+        (
+            "try_files with a named location",
+            "location / { try_files $uri @up; }\nlocation @up { }",
+        ),
+        (
+            "try_files with one argument",
+            "location / { try_files $uri; }",
+        ),
+        (
+            "try_files twice",
+            "location / { try_files $uri /a; try_files $uri /b; }",
+        ),
+        (
+            "try_files with a bad code",
+            "location / { try_files $uri =40x; }",
+        ),
+        (
+            "try_files with a code over 999",
+            "location / { try_files $uri =1000; }",
+        ),
+        ("try_files with =", "location / { try_files $uri =; }"),
+        ("try_files in server", "try_files $uri /index.html;"),
+        ("try_files in http", "try_files $uri /index.html;"),
+    ]
+    .into_iter()
+    .map(|(name, body)| match name {
+        "try_files in http" => case(
+            name,
+            format!("events {{}}\nhttp {{\n{body}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+        ),
+        _ => case(name, server(body)),
+    })
+    .collect()
+}
+
 /// A case's lines at http level and in a location.
 fn at_http_and_location((name, lines): (&str, &str)) -> Vec<Case> {
     [
@@ -879,6 +951,11 @@ fn map_blocks_match_nginx() {
 #[test]
 fn auth_directives_match_nginx() {
     compare(auth_cases());
+}
+
+#[test]
+fn files_match_nginx() {
+    compare(file_cases());
 }
 
 #[test]

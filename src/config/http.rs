@@ -52,8 +52,8 @@ pub struct VirtualServer {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
-    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
-    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    /// nginx's `root`: where files are served from, and what `$document_root` and
+    /// `$request_filename` say. Unset everywhere: `/usr/share/nginx/html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
@@ -65,6 +65,14 @@ pub struct VirtualServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<IndexMap<String, String>>,
     /// A `return` at server level answers before any location is chosen.
+    /// `index`: the files tried, in order, for a URI that ends in `/` (nginx's default:
+    /// `index.html`). Inherited whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<String>>,
+    /// `try_files`: files tried in order (a trailing `/` tests a directory), then the last
+    /// entry: a URI, a named location or `=code`. Not inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub try_files: Option<Vec<String>>,
     /// `error_page`: inherited whole, as nginx merges it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_page: Option<Vec<ErrorPage>>,
@@ -175,6 +183,10 @@ pub struct Location {
     /// for it gets a 404.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// `alias`: the files of the location's URIs are under this path, the location's prefix
+    /// replaced (for a regex location, the whole path, with its captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Proxy::is_empty")]
     pub proxy: Proxy,
     #[serde(default, skip_serializing_if = "Client::is_empty")]
@@ -196,8 +208,8 @@ pub struct Location {
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
-    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
-    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    /// nginx's `root`: where files are served from, and what `$document_root` and
+    /// `$request_filename` say. Unset everywhere: `/usr/share/nginx/html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
     /// The MIME type of responses the appliance makes itself when `types` has none for the URI's
@@ -208,6 +220,14 @@ pub struct Location {
     /// built-in html, gif and jpg apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<IndexMap<String, String>>,
+    /// `index`: the files tried, in order, for a URI that ends in `/` (nginx's default:
+    /// `index.html`). Inherited whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<String>>,
+    /// `try_files`: files tried in order (a trailing `/` tests a directory), then the last
+    /// entry: a URI, a named location or `=code`. Not inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub try_files: Option<Vec<String>>,
     /// `error_page`: inherited whole, as nginx merges it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_page: Option<Vec<ErrorPage>>,

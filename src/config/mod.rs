@@ -188,6 +188,9 @@ pub struct Http {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// `index`, inherited whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<String>>,
     /// `error_page`: inherited whole, as nginx merges it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_page: Option<Vec<ErrorPage>>,
@@ -207,8 +210,8 @@ pub struct Http {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub connection_zones: Vec<ConnectionZone>,
-    /// nginx's `root`. The appliance serves no files; `$document_root`, `$request_filename`
-    /// and `if (-f ...)` tests on them use it. Unset everywhere: `/usr/share/nginx/html`.
+    /// nginx's `root`: where files are served from, and what `$document_root` and
+    /// `$request_filename` say. Unset everywhere: `/usr/share/nginx/html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

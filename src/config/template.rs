@@ -389,6 +389,11 @@ impl Template {
             .all(|s| matches!(s, Segment::Literal(_)))
     }
 
+    /// Whether the template's text ends with `suffix` written out (not from a variable).
+    pub fn ends_with_literal(&self, suffix: &str) -> bool {
+        matches!(self.segments.last(), Some(Segment::Literal(text)) if text.ends_with(suffix))
+    }
+
     /// The text of a template without variables.
     pub fn literal_text(&self) -> Option<String> {
         self.segments

@@ -469,6 +469,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     auth(&h.auth, None, "http.auth", defined)?;
     expires(&h.expires, None, "http.expires", defined)?;
     error_pages(&h.error_page, None, "http.error_page", defined)?;
+    file_settings(None, &h.index, &None, None, "http", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
     for (i, f) in h.log_format.iter().enumerate() {
         Template::parse_in(&f.template, defined).map_err(|e| {
@@ -523,6 +524,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
             &format!("{key}.error_page"),
             defined,
         )?;
+        file_settings(None, &server.index, &server.try_files, at, &key, defined)?;
         access_logs(
             &server.access_log,
             &formats,
@@ -641,6 +643,21 @@ fn locations(
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
         error_pages(&loc.error_page, at, &format!("{key}.error_page"), defined)?;
+        file_settings(
+            loc.alias.as_deref(),
+            &loc.index,
+            &loc.try_files,
+            at,
+            &key,
+            defined,
+        )?;
+        if loc.alias.is_some() && (loc.kind == LocationKind::Named || loc.root.is_some()) {
+            return Err(Diagnostic::error(
+                "a location takes alias or root, and a named location no alias",
+            )
+            .at_opt(at)
+            .about(format!("{key}.alias")));
+        }
         access_logs(&loc.access_log, formats, at, &format!("{key}.access_log"))?;
         if let Some(r) = &loc.return_ {
             return_directive(r, defined)
@@ -689,6 +706,53 @@ fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check
     };
     check(&a.basic, "basic")?;
     check(&a.basic_user_file, "basic_user_file")
+}
+
+/// `alias`, `index` and `try_files`: templates that parse; no empty index; at least a file
+/// and a fallback to try, the fallback's `=code` a number nginx takes.
+fn file_settings(
+    alias: Option<&str>,
+    index: &Option<Vec<String>>,
+    try_files: &Option<Vec<String>>,
+    at: Option<&Origin>,
+    key: &str,
+    defined: Defined<'_>,
+) -> Check {
+    let fail = |field: &str, message: String| {
+        Err(Diagnostic::error(message)
+            .at_opt(at)
+            .about(format!("{key}.{field}")))
+    };
+    let parse = |field: &str, text: &str| match Template::parse_in(text, defined) {
+        Ok(_) => Ok(()),
+        Err(e) => fail(field, e.to_string()),
+    };
+    if let Some(alias) = alias {
+        parse("alias", alias)?;
+    }
+    for name in index.iter().flatten() {
+        if name.is_empty() {
+            return fail("index", "an index file needs a name".to_string());
+        }
+        parse("index", name)?;
+    }
+    if let Some(list) = try_files {
+        if list.len() < 2 {
+            return fail(
+                "try_files",
+                "try_files needs a file and what to do when none exists".to_string(),
+            );
+        }
+        for entry in list {
+            parse("try_files", entry)?;
+        }
+        if let Some(code) = list.last().and_then(|l| l.strip_prefix('=')) {
+            if code.parse::<u16>().map_or(true, |c| c > 999) {
+                return fail("try_files", format!("invalid code \"={code}\""));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A level's `error_page` list: statuses nginx accepts, a status to answer with that can be

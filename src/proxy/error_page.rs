@@ -40,11 +40,13 @@ pub enum Overwrite {
 /// Where a rule sends the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Jump {
-    /// An internal redirect: the locations are searched again for this URI, and the method
-    /// becomes GET (HEAD stays HEAD).
+    /// An internal redirect: the locations are searched again for this URI. `get`: the
+    /// method becomes GET (HEAD stays HEAD), as for an error page; `index` and `try_files`
+    /// keep it.
     Uri {
         path: Vec<u8>,
         args: Option<Vec<u8>>,
+        get: bool,
     },
     /// A named location (`@name`): the same request, method and URI kept.
     Named(Vec<u8>),
@@ -113,16 +115,18 @@ impl Rule {
 
 /// What a target's text means (ngx_http_send_error_page): `/...` a URI, split at its first
 /// `?` (ngx_http_split_args); `@...` a named location; anything else a redirect.
-fn jump_of(text: Vec<u8>, overwrite: Overwrite) -> Jump {
+pub fn jump_of(text: Vec<u8>, overwrite: Overwrite) -> Jump {
     match text.first() {
         Some(b'/') => match text.iter().position(|b| *b == b'?') {
             Some(q) => Jump::Uri {
                 path: text[..q].to_vec(),
                 args: Some(text[q + 1..].to_vec()),
+                get: true,
             },
             None => Jump::Uri {
                 path: text,
                 args: None,
+                get: true,
             },
         },
         Some(b'@') => Jump::Named(text),
@@ -176,7 +180,8 @@ mod tests {
             jump_of(b"/50x.html?from=err".to_vec(), Overwrite::Keep),
             Jump::Uri {
                 path: b"/50x.html".to_vec(),
-                args: Some(b"from=err".to_vec())
+                args: Some(b"from=err".to_vec()),
+                get: true,
             }
         );
         assert_eq!(

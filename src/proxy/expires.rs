@@ -100,7 +100,7 @@ impl ExpiresConf {
 /// ngx_http_time: an HTTP date. Times before 1970 (a large negative `expires`) are written as
 /// the epoch itself, and times past the year 9999 as its last second: nginx would print those
 /// dates, `httpdate` has none.
-fn http_time(seconds: i64) -> String {
+pub(crate) fn http_time(seconds: i64) -> String {
     const LAST: u64 = 253_402_300_799;
     let seconds = u64::try_from(seconds).unwrap_or(0).min(LAST);
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(seconds))

@@ -15,6 +15,7 @@ pub mod dynamic_pass;
 pub mod edge;
 pub mod error_page;
 pub mod expires;
+pub mod files;
 mod geo;
 pub mod header_names;
 pub mod health;

@@ -142,8 +142,25 @@ pub async fn send_with(
 /// own, as bytes, for the fast path: nginx's page, `Connection` as the connection will go on,
 /// then `added` (`add_header`'s).
 pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec<u8>)]) -> Vec<u8> {
-    use std::io::Write;
     let body = error_page(status);
+    page_with(
+        status,
+        keepalive,
+        head_only,
+        added,
+        body.as_ref().map(|b| (b.as_bytes(), "text/html")),
+    )
+}
+
+/// [`page`] with a body of its own and its type (a file an error page names).
+pub fn page_with(
+    status: u16,
+    keepalive: bool,
+    head_only: bool,
+    added: &[(String, Vec<u8>)],
+    body: Option<(&[u8], &str)>,
+) -> Vec<u8> {
+    use std::io::Write;
     let mut out = Vec::with_capacity(512);
     let _ = write!(
         out,
@@ -152,10 +169,10 @@ pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec
         http_date()
     );
     match &body {
-        Some(page) => {
+        Some((page, content_type)) => {
             let _ = write!(
                 out,
-                "Content-Type: text/html\r\nContent-Length: {}\r\n",
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                 page.len()
             );
         }
@@ -174,8 +191,8 @@ pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if let (Some(page), false) = (body, head_only) {
-        out.extend_from_slice(page.as_bytes());
+    if let (Some((page, _)), false) = (body, head_only) {
+        out.extend_from_slice(page);
     }
     out
 }

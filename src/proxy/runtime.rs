@@ -122,6 +122,13 @@ pub struct LocationConf {
     pub error_pages: Option<Arc<super::error_page::ErrorPages>>,
     /// `internal`: a client's own request for it is answered 404.
     pub internal: bool,
+    /// `alias`: where the location's files are, its prefix replaced (a regex location's: the
+    /// whole path).
+    pub alias: Option<Template>,
+    /// `index`, in order (nginx's default: `index.html`).
+    pub index: Arc<[Template]>,
+    /// `try_files`: the files, then the last entry.
+    pub try_files: Option<Arc<[Template]>>,
     /// Whether the fast path may serve the location although it has error pages: decided on
     /// first use, as it depends on the locations the pages lead to.
     pub error_pages_fast: std::sync::OnceLock<bool>,
@@ -505,6 +512,7 @@ fn build_server(
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
         recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
+        index: vs.index.clone().or_else(|| http.index.clone()),
         zones: zones.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
@@ -529,7 +537,7 @@ fn build_server(
         .collect();
     let locations =
         LocationTree::build(specs).map_err(|e| Diagnostic::error(e).at_opt(vs.origin.as_ref()))?;
-    let fallback = Arc::new(location_conf(
+    let fallback = location_conf(
         None,
         String::new(),
         LocationKind::Prefix,
@@ -537,7 +545,17 @@ fn build_server(
         &server_level,
         pools,
         next_id,
-    )?);
+    )?;
+    // A server's try_files applies where no location matches.
+    let fallback = Arc::new(LocationConf {
+        try_files: vs
+            .try_files
+            .as_deref()
+            .map(|list| templates(list, defined_of(&server_level), vs.origin.as_ref()))
+            .transpose()?
+            .map(Into::into),
+        ..fallback
+    });
     let tls = merge_tls(&http.tls, &vs.tls);
     // nginx reads the certificates of every server that has them, listening on ssl or not.
     let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
@@ -590,6 +608,7 @@ struct Level {
     expires: Option<String>,
     error_page: Option<Vec<config::ErrorPage>>,
     recursive_error_pages: Option<bool>,
+    index: Option<Vec<String>>,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
     /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
@@ -630,6 +649,7 @@ fn location_specs<'a>(
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
             recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
+            index: loc.index.clone().or_else(|| parent.index.clone()),
             zones: parent.zones.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
@@ -651,6 +671,18 @@ fn location_specs<'a>(
         )?;
         let conf = LocationConf {
             internal: loc.internal,
+            alias: loc
+                .alias
+                .as_deref()
+                .map(|text| templates(&[text.to_string()], defined_of(&level), loc.origin.as_ref()))
+                .transpose()?
+                .and_then(|mut list| list.pop()),
+            try_files: loc
+                .try_files
+                .as_deref()
+                .map(|list| templates(list, defined_of(&level), loc.origin.as_ref()))
+                .transpose()?
+                .map(Into::into),
             ..conf
         };
         // Nested locations inherit the settings but not the pass.
@@ -799,6 +831,17 @@ fn location_conf(
         )?
         .map(Arc::new),
         internal: false,
+        alias: None,
+        index: templates(
+            level
+                .index
+                .as_deref()
+                .unwrap_or(&["index.html".to_string()]),
+            defined,
+            origin,
+        )?
+        .into(),
+        try_files: None,
         error_pages_fast: std::sync::OnceLock::new(),
     })
 }
@@ -961,6 +1004,24 @@ fn return_conf(r: &Return, defined: Defined<'_>) -> Result<ReturnConf, Diagnosti
         location: r.location.as_ref().map(parse).transpose()?,
         body: r.body.as_ref().map(parse).transpose()?,
     })
+}
+
+/// Texts that may hold variables, parsed.
+fn templates(
+    list: &[String],
+    defined: Defined<'_>,
+    origin: Option<&Origin>,
+) -> Result<Vec<Template>, Diagnostic> {
+    list.iter()
+        .map(|text| {
+            Template::parse_in(text, defined)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
+        })
+        .collect()
+}
+
+fn defined_of(level: &Level) -> Defined<'_> {
+    Defined::Names(&level.declared)
 }
 
 fn header_rules(

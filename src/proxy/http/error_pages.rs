@@ -34,9 +34,6 @@ pub(super) struct ErrorPageState {
     /// nginx's `r->err_status`: the status the answer goes out with, whatever the target
     /// answers (`None`: the target's own, after `=`).
     pub err_status: Option<u16>,
-    /// The status of the error the page answered: what the appliance answers with when the
-    /// page would be read from a file.
-    pub error_status: Option<u16>,
     /// Pages followed: nginx allows as many URI changes as rewrites.
     pub jumps: u32,
     /// A page by URI turned the method into GET (HEAD stays): nginx's `r->method`.
@@ -55,6 +52,10 @@ pub(super) async fn settle(
     loop {
         let answer = match next {
             Next::Proxy => return Ok(false),
+            Next::Jump(jump) => {
+                next = follow(session, ctx, jump).await?;
+                continue;
+            }
             Next::Answer(answer) => answer,
         };
         let page = match &answer {
@@ -87,7 +88,6 @@ pub(super) fn page_for(session: &Session, ctx: &mut RequestCtx, status: u16) -> 
         ctx.errors.used = true;
     }
     let rule = pages.find(status)?;
-    ctx.errors.error_status = Some(status);
     ctx.errors.err_status = match rule.overwrite {
         Overwrite::Keep => Some(status),
         Overwrite::Target => None,
@@ -114,11 +114,11 @@ pub(super) async fn follow(
             return Ok(Next::Answer(Answer::Special {
                 status,
                 location: Some(location),
-                challenge: None,
+                header: None,
                 last: true,
             }))
         }
-        Jump::Uri { path, args } => {
+        Jump::Uri { path, args, get } => {
             ctx.uri.path = path;
             ctx.uri.args = args;
             ctx.captures.clear();
@@ -128,7 +128,7 @@ pub(super) async fn follow(
             rewrite.uri_rewritten = true;
             rewrite.target_changed = true;
             rewrite.location_invalid = false;
-            if session.req_header().method != http::Method::HEAD {
+            if get && session.req_header().method != http::Method::HEAD {
                 ctx.errors.as_get = true;
             }
             route_from_server_rewrite(ctx, &server, Exchange::of(session))
@@ -149,13 +149,12 @@ pub(super) async fn follow(
     after_route(session, ctx, routed).await
 }
 
-/// Whether the fast path, which follows no page, may serve `location` of `server`: it has no
-/// page, or only pages that change nothing the appliance sends. That is a page by URI (no
-/// variables, no `=code`) to a location nginx would read a file in, with the same headers to
-/// add and no access checks: the appliance answers there with its own page for the error,
-/// which is what it sends without the page. nginx's usual
-/// `error_page 500 502 503 504 /50x.html` with `location = /50x.html { root html; }` is one.
-/// Decided once per location.
+/// Whether the fast path, which follows no internal redirect, may serve `location` of
+/// `server`: it has no page, or only pages it can send itself ([`fast_page_file`]). That is a
+/// page by URI (no variables, no `=code`) to a location that serves files, with the same
+/// headers to add and no access checks, so that the answer is the file with the error's
+/// status. nginx's usual `error_page 500 502 503 504 /50x.html` with
+/// `location = /50x.html { root html; }` is one. Decided once per location.
 pub(super) fn fast_path_may_serve(location: &LocationConf, server: &ServerConf) -> bool {
     let Some(pages) = &location.error_pages else {
         return true;
@@ -177,8 +176,11 @@ pub(super) fn fast_path_may_serve(location: &LocationConf, server: &ServerConf) 
                 Found::None => &server.fallback,
                 Found::AddSlash(_) => return false,
             };
-            let reads_a_file =
-                target.proxy.is_none() && target.dynamic_pass.is_none() && target.script.is_none();
+            let reads_a_file = target.proxy.is_none()
+                && target.dynamic_pass.is_none()
+                && target.script.is_none()
+                && target.try_files.is_none()
+                && !path.ends_with(b"/");
             reads_a_file
                 && target.access.is_empty()
                 && target.auth.is_none()
@@ -188,6 +190,31 @@ pub(super) fn fast_path_may_serve(location: &LocationConf, server: &ServerConf) 
                 && location.expires.is_none()
         })
     })
+}
+
+/// For the fast path, answering `status` in a location [`fast_path_may_serve`] took: the file
+/// its page names and that file's type, if it has a page for the status.
+pub(super) fn fast_page_file(
+    location: &LocationConf,
+    server: &ServerConf,
+    status: u16,
+    vars: &crate::proxy::vars::RequestVars<'_>,
+) -> Option<(std::path::PathBuf, String)> {
+    let rule = location.error_pages.as_ref()?.find(status)?;
+    let uri = rule.static_uri()?;
+    let (target, prefix_len) = match server.locations.find(&uri) {
+        Found::Location { value, .. } => (value, value.name.len()),
+        _ => (&server.fallback, 0),
+    };
+    let eval = |t: &crate::config::template::Template| crate::proxy::vars::eval_to_vec(t, vars);
+    let path = crate::proxy::files::map_uri(
+        target.root.as_ref().map(eval).as_deref(),
+        target.alias.as_ref().map(eval).as_deref(),
+        target.kind.is_regex(),
+        prefix_len,
+        &uri,
+    );
+    Some((path, target.content_types.for_uri(&uri).to_string()))
 }
 
 #[cfg(test)]

@@ -1031,6 +1031,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return false;
         }
         let head_only = request.method() == "HEAD";
+        // A page read from a file (`error_page 502 /50x.html`), as Pingora's path sends it.
+        let mut file = None;
+        let mut status = status;
+        if let (Some(_), Some(server)) = (&location.error_pages, ctx.server.clone()) {
+            let vars = ctx.vars_of(self.exchange(request, None, 0), ctx.proxy());
+            let page = super::error_pages::fast_page_file(location, &server, status, &vars);
+            if let Some((path, content_type)) = page {
+                match super::files::read_whole(&path).await {
+                    Ok((bytes, found)) => file = Some((bytes, content_type, found.etag())),
+                    // nginx's page for the failed look-up (the error page is not used twice).
+                    Err(failed) => status = failed,
+                }
+            }
+        }
         let added = match location.add_header.is_empty() && location.expires.is_none() {
             true => Vec::new(),
             false => {
@@ -1040,7 +1054,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 super::headers_filter(location, status, &vars)
             }
         };
-        self.out = respond::page(status, keepalive, head_only, &added);
+        let mut added = added;
+        self.out = match &file {
+            Some((bytes, content_type, etag)) => {
+                added.insert(0, ("ETag".to_string(), etag.clone().into_bytes()));
+                let body = Some((bytes.as_slice(), content_type.as_str()));
+                respond::page_with(status, keepalive, head_only, &added, body)
+            }
+            None => respond::page(status, keepalive, head_only, &added),
+        };
         let ok = self.send_out(location.client.send_timeout).await;
         let mut sent = ResponseHeader::build(status, Some(added.len())).ok();
         if let Some(sent) = sent.as_mut() {
@@ -1048,7 +1070,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let _ = sent.append_header(name, value);
             }
         }
-        let body = respond::error_page(status).map_or(0, |p| p.len() as u64);
+        let body = match &file {
+            Some((bytes, ..)) => bytes.len() as u64,
+            None => respond::error_page(status).map_or(0, |p| p.len() as u64),
+        };
         let mut exchange = self.exchange(request, sent.as_ref(), if head_only { 0 } else { body });
         exchange.status = status;
         ctx.log_exchange(exchange, if ok { 0 } else { 499 }, self.now);

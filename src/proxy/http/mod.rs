@@ -15,6 +15,7 @@
 
 mod error_pages;
 mod fast;
+mod files;
 
 pub use fast::{serve as serve_fast, Served};
 
@@ -1389,6 +1390,11 @@ impl ProxyHttp for HttpProxy {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // An error page answered: the failure before it was logged when it happened.
+        matches!(e.etype(), ErrorType::Custom(ANSWERED_BY_ERROR_PAGE))
+    }
+
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
@@ -1509,16 +1515,19 @@ fn error_page_retry(session: &Session, ctx: &mut RequestCtx) -> bool {
 enum Next {
     Proxy,
     Answer(Answer),
+    /// An internal redirect (`index`, `try_files`).
+    Jump(super::error_page::Jump),
 }
 
 /// A response the appliance makes itself, before `error_page` has had its say.
 enum Answer {
     /// nginx's special response for `status`: its page (a `Location` for redirects, a
-    /// `WWW-Authenticate` challenge for 401). `error_page` may take it over, unless `last`.
+    /// `WWW-Authenticate` challenge for 401, a `Content-Range` for 416), `header`, added before
+    /// `add_header`'s. `error_page` may take it over, unless `last`.
     Special {
         status: u16,
         location: Option<Vec<u8>>,
-        challenge: Option<Vec<u8>>,
+        header: Option<(&'static str, Vec<u8>)>,
         last: bool,
     },
     /// A `return` with a body, or of a status below 400 that is no redirect: sent as it is,
@@ -1526,6 +1535,8 @@ enum Answer {
     Return(Arc<ReturnConf>),
     /// Sent as it is, without `add_header`, before any location (a bad request line or Host).
     Bare(u16),
+    /// A file from disk (boxed: it is the largest and the rarest).
+    File(Box<files::FileAnswer>),
 }
 
 impl Answer {
@@ -1533,7 +1544,7 @@ impl Answer {
         Answer::Special {
             status,
             location: None,
-            challenge: None,
+            header: None,
             last: false,
         }
     }
@@ -1565,14 +1576,14 @@ impl Answer {
                 Answer::Special {
                     status: ret.status,
                     location,
-                    challenge: None,
+                    header: None,
                     last: false,
                 }
             }
             Route::Redirect(status, location) => Answer::Special {
                 status,
                 location: Some(absolute_location(session, ctx, location)),
-                challenge: None,
+                header: None,
                 last: false,
             },
             Route::AddSlash => {
@@ -1585,7 +1596,7 @@ impl Answer {
                 Answer::Special {
                     status: 301,
                     location: Some(target),
-                    challenge: None,
+                    header: None,
                     last: false,
                 }
             }
@@ -1599,17 +1610,18 @@ impl Answer {
     async fn send(self, session: &mut Session, ctx: &RequestCtx) -> Result<()> {
         match self {
             Answer::Bare(status) => respond::send(session, status, None, None, false).await,
+            Answer::File(file) => files::send(session, ctx, *file).await,
             Answer::Return(ret) => answer_return(session, ctx, &ret).await,
             Answer::Special {
                 status,
                 location,
-                challenge,
+                header,
                 ..
             } => {
                 let mut added = added_headers(ctx, session, status);
-                if let Some(challenge) = challenge {
-                    // Added in the access phase, before any `add_header`.
-                    added.insert(0, ("WWW-Authenticate".to_string(), challenge));
+                if let Some((name, value)) = header {
+                    // Added in the access phase or by the range filter, before `add_header`.
+                    added.insert(0, (name.to_string(), value));
                 }
                 // ngx_http_special_response_handler ends keep-alive after these.
                 let keepalive = !matches!(status, 400 | 413 | 414 | 500 | 501);
@@ -1712,11 +1724,18 @@ async fn location_phases(
             return Ok(Next::Answer(Answer::Special {
                 status: 401,
                 location: None,
-                challenge: Some(challenge),
+                header: Some(("WWW-Authenticate", challenge)),
                 last: false,
             }))
         }
         auth_basic::Access::Failed => return answer(500),
+    }
+    // nginx's try_files phase, between access and content.
+    if let Some(entries) = location.try_files.clone() {
+        match files::try_files(session, ctx, location, &entries).await {
+            files::Tried::Found(uri) => ctx.uri.path = uri,
+            files::Tried::Then(next) => return Ok(next),
+        }
     }
     if let Some(pass) = &location.dynamic_pass {
         let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
@@ -1725,17 +1744,7 @@ async fn location_phases(
             Err(status) => return answer(status),
         }
     } else if location.proxy.is_none() {
-        // nginx would look for a file under its root; the appliance serves no files. An error
-        // page that leads here gets the appliance's own page for the error.
-        return Ok(Next::Answer(match ctx.errors.error_status {
-            Some(status) => Answer::Special {
-                status,
-                location: None,
-                challenge: None,
-                last: true,
-            },
-            None => Answer::special(404),
-        }));
+        return files::content(session, ctx, location).await;
     }
     let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
     if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {

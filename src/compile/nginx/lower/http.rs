@@ -57,6 +57,7 @@ pub(super) struct Level<'a> {
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
+    pub index: &'a mut Option<Vec<String>>,
     pub types: &'a mut Option<IndexMap<String, String>>,
     /// Only http and server levels carry TLS settings.
     pub tls: Option<&'a mut TlsLevel>,
@@ -85,6 +86,7 @@ impl Lowering<'_> {
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
+        let mut index = None;
         let mut types = None;
         let mut tls = TlsLevel::default();
         let mut servers = Vec::new();
@@ -140,6 +142,7 @@ impl Lowering<'_> {
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
+                        index: &mut index,
                         types: &mut types,
                         tls: Some(&mut tls),
                     };
@@ -164,7 +167,12 @@ impl Lowering<'_> {
         http.recursive_error_pages = recursive_error_pages;
         http.access_log = access_log;
         http.default_type = default_type;
-        http.root = root;
+        // nginx's default root is its prefix's html: with `-p`, that prefix's.
+        http.root = root.or_else(|| {
+            let prefix = self.options.prefix.as_ref()?;
+            Some(prefix.join("html").display().to_string())
+        });
+        http.index = index;
         http.types = types;
         http.servers = servers;
         Ok(())
@@ -188,6 +196,8 @@ impl Lowering<'_> {
             root: None,
             default_type: None,
             types: None,
+            index: None,
+            try_files: None,
             error_page: None,
             recursive_error_pages: None,
             return_: None,
@@ -202,6 +212,11 @@ impl Lowering<'_> {
             match stmt.name.as_str() {
                 name if rewrite::is_rewrite_directive(name) => {
                     self.rewrite_step(stmt, None, &mut steps)?;
+                }
+                "try_files" => {
+                    let mut set = vs.try_files.take();
+                    self.try_files(stmt, &mut set)?;
+                    vs.try_files = set;
                 }
                 "listen" => {
                     let listens = self.listen(stmt)?;
@@ -261,6 +276,7 @@ impl Lowering<'_> {
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
+                        index: &mut vs.index,
                         types: &mut vs.types,
                         tls: Some(&mut tls),
                     };
@@ -361,6 +377,50 @@ impl Lowering<'_> {
                 ..template.clone()
             })
             .collect())
+    }
+
+    /// The path of `root` or `alias` (ngx_http_core_root): no `$document_root` in it, and a
+    /// relative one made absolute against nginx's prefix, not the config's directory.
+    fn file_root(&mut self, stmt: &Statement) -> Result<String> {
+        let path = self.arg(stmt, 0)?.to_string();
+        for name in ["document_root", "realpath_root"] {
+            if path.contains(&format!("${name}")) || path.contains(&format!("${{{name}}}")) {
+                let message = format!(
+                    "the ${name} variable cannot be used in the \"{}\" directive",
+                    stmt.name
+                );
+                return Err(self.error(stmt, message));
+            }
+        }
+        self.template(stmt, &path)?;
+        Ok(if path.starts_with('/') || path.starts_with('$') {
+            path
+        } else {
+            let prefix = self.options.prefix.clone();
+            let prefix = prefix.unwrap_or_else(|| "/usr/share/nginx".into());
+            prefix.join(&path).display().to_string()
+        })
+    }
+
+    /// `try_files file ... uri|=code` (ngx_http_try_files).
+    fn try_files(&mut self, stmt: &Statement, set: &mut Option<Vec<String>>) -> Result<()> {
+        if set.is_some() {
+            return Err(self.error(stmt, "\"try_files\" directive is duplicate"));
+        }
+        let values: Vec<String> = stmt.values().map(str::to_string).collect();
+        for value in &values {
+            if self.template(stmt, value)?.is_none() {
+                return Ok(());
+            }
+        }
+        if let Some(code) = values.last().and_then(|v| v.strip_prefix('=')) {
+            if digits(code).map_or(true, |c| c > 999) {
+                return Err(self.error(stmt, format!("invalid code \"={code}\"")));
+            }
+        }
+        *set = Some(values);
+        self.mapped(stmt);
+        Ok(())
     }
 
     /// `error_page code ... [=[response]] uri` (ngx_http_core_error_page).
@@ -499,6 +559,7 @@ impl Lowering<'_> {
             kind,
             path: path.to_string(),
             internal: false,
+            alias: None,
             proxy: Proxy::default(),
             client: Client::default(),
             add_header: None,
@@ -511,6 +572,8 @@ impl Lowering<'_> {
             root: None,
             default_type: None,
             types: None,
+            index: None,
+            try_files: None,
             error_page: None,
             recursive_error_pages: None,
             return_: None,
@@ -536,6 +599,35 @@ impl Lowering<'_> {
                         }
                         loc.locations.push(inner);
                     }
+                }
+                "alias" | "root"
+                    if loc.alias.is_some() || (s.name == "alias" && loc.root.is_some()) =>
+                {
+                    let message = match (s.name.as_str(), loc.alias.is_some()) {
+                        ("alias", true) => "\"alias\" directive is duplicate".to_string(),
+                        (name, true) => format!(
+                            "\"{name}\" directive is duplicate, \"alias\" directive was specified earlier"
+                        ),
+                        (name, false) => format!(
+                            "\"{name}\" directive is duplicate, \"root\" directive was specified earlier"
+                        ),
+                    };
+                    return Err(self.error(s, message));
+                }
+                "alias" => {
+                    if kind == LocationKind::Named {
+                        return Err(self.error(
+                            s,
+                            "the \"alias\" directive cannot be used inside the named location",
+                        ));
+                    }
+                    loc.alias = Some(self.file_root(s)?);
+                    self.mapped(s);
+                }
+                "try_files" => {
+                    let mut set = loc.try_files.take();
+                    self.try_files(s, &mut set)?;
+                    loc.try_files = set;
                 }
                 "internal" => {
                     if loc.internal {
@@ -569,6 +661,7 @@ impl Lowering<'_> {
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
+                        index: &mut loc.index,
                         types: &mut loc.types,
                         tls: None,
                     };
@@ -813,22 +906,33 @@ impl Lowering<'_> {
             "access_log" => return self.access_log(stmt, level.access_log).map(|_| true),
             "default_type" => *level.default_type = Some(self.arg(stmt, 0)?.to_string()),
             "root" => {
-                let path = self.arg(stmt, 0)?.to_string();
-                // nginx resolves a relative root against its prefix, not the config's directory.
-                *level.root = Some(if path.starts_with('/') || path.contains('$') {
-                    path
-                } else {
-                    let prefix = self.options.prefix.clone();
-                    let prefix = prefix.unwrap_or_else(|| "/usr/share/nginx".into());
-                    prefix.join(&path).display().to_string()
-                });
-                return self
-                    .partial(
-                        stmt,
-                        Impact::ChangesTraffic,
-                        "the appliance serves no files: only $document_root and $request_filename use it",
-                    )
-                    .map(|_| true);
+                if level.root.is_some() {
+                    return Err(self.error(stmt, "\"root\" directive is duplicate"));
+                }
+                let mut path = self.file_root(stmt)?;
+                // nginx drops one trailing slash of a root (not of an alias).
+                if path.len() > 1 && path.ends_with('/') {
+                    path.pop();
+                }
+                *level.root = Some(path);
+            }
+            "index" => {
+                for value in stmt.values() {
+                    if value.is_empty() {
+                        let message = format!(
+                            "index \"{}\" in \"index\" directive is invalid",
+                            self.arg(stmt, 0)?
+                        );
+                        return Err(self.error(stmt, message));
+                    }
+                    if self.template(stmt, value)?.is_none() {
+                        return Ok(true);
+                    }
+                }
+                level
+                    .index
+                    .get_or_insert_with(Vec::new)
+                    .extend(stmt.values().map(str::to_string));
             }
             "types" => {
                 // `types { text/html html htm; }`: each line names a type and its extensions.

@@ -164,7 +164,7 @@ impl Lowering<'_> {
                     let (mut access, mut real_ip) = (None, RealIp::default());
                     let (mut limits, mut auth, mut expires) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
-                    let mut root = None;
+                    let (mut root, mut index) = (None, None);
                     let (mut error_page, mut recursive_error_pages) = (None, None);
                     let level = Level {
                         proxy: &mut proxy,
@@ -180,6 +180,7 @@ impl Lowering<'_> {
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
                         root: &mut root,
+                        index: &mut index,
                         types: &mut types,
                         tls: None,
                     };

@@ -92,11 +92,14 @@ pub const SUPPORTED: &[Entry] = &[
         "in a location, a block may also set proxy_pass, add_header and access_log; \
          other directives in it are reported",
     ),
+    full("root", HSL),
     part(
-        "root",
-        HSL,
-        "the appliance serves no files: $document_root and $request_filename use it",
+        "alias",
+        "location",
+        "$document_root and $request_filename show root's path, not the alias's",
     ),
+    full("index", HSL),
+    full("try_files", "server, location"),
     full("ssl", "server"),
     full("http2", "server"),
     full("proxy_set_header", HSL),
@@ -331,7 +334,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
         }
-        "alias" | "index" | "autoindex" | "try_files" => "the appliance serves no files",
+        "autoindex" => "directories are not listed (403, as with autoindex off)",
         "error_page" => "upstream and appliance errors keep their own pages",
         "auth_request" => "no authentication is enforced",
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
@@ -415,8 +418,7 @@ pub fn render_markdown() -> String {
     );
     for name in [
         "gzip",
-        "alias",
-        "try_files",
+        "autoindex",
         "auth_request",
         "proxy_cache",
         "ssl_verify_client",

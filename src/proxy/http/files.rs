@@ -1,0 +1,425 @@
+//! The content of a location without `proxy_pass`: nginx's try_files phase, then its index
+//! and static modules (nginx 1.22), on Pingora's path. What to answer is decided by
+//! [`crate::proxy::files`]; this module looks at the disk and sends.
+//!
+//! File I/O goes through tokio's blocking pool, so a slow disk holds no worker thread.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::super::error_page::{jump_of, Jump, Overwrite};
+use super::super::expires::http_time;
+use super::super::files::{self, Condition, Conditions, Found, Ranged};
+use super::super::respond;
+use super::super::runtime::LocationConf;
+use super::super::vars::eval_to_vec;
+use super::{absolute_location, added_by_rules, Answer, Exchange, Next, RequestCtx};
+
+/// A file about to be sent.
+pub(super) struct FileAnswer {
+    file: tokio::fs::File,
+    found: Found,
+    status: u16,
+    /// The bytes sent: the whole file, or ranges of it (206; several as multipart).
+    parts: Vec<(u64, u64)>,
+}
+
+/// What `try_files` decided.
+pub(super) enum Tried {
+    /// A file or directory was found: the request goes on with this URI.
+    Found(Vec<u8>),
+    /// The last entry: an answer (`=code`) or somewhere else.
+    Then(Next),
+}
+
+/// The directory a location's files are under, and how a URI maps into it.
+struct Root {
+    root: Option<Vec<u8>>,
+    alias: Option<Vec<u8>>,
+    whole_alias: bool,
+    prefix_len: usize,
+}
+
+impl Root {
+    fn of(ctx: &RequestCtx, session: &Session, location: &LocationConf) -> Root {
+        let vars = ctx.vars(session, None);
+        Root {
+            root: location.root.as_ref().map(|t| eval_to_vec(t, &vars)),
+            alias: location.alias.as_ref().map(|t| eval_to_vec(t, &vars)),
+            whole_alias: location.kind.is_regex(),
+            prefix_len: location.name.len(),
+        }
+    }
+
+    fn path(&self, uri: &[u8]) -> std::path::PathBuf {
+        files::map_uri(
+            self.root.as_deref(),
+            self.alias.as_deref(),
+            self.whole_alias,
+            self.prefix_len,
+            uri,
+        )
+    }
+}
+
+async fn look_up(path: std::path::PathBuf) -> std::io::Result<Found> {
+    tokio::fs::metadata(path).await.map(|m| Found::of(&m))
+}
+
+/// nginx's try_files phase (ngx_http_try_files_handler): each entry but the last names a
+/// file (a directory, with a trailing `/`) under the location's root; the first that exists
+/// becomes the URI. Else the last entry: `=code`, `@name`, or a URI to redirect to.
+pub(super) async fn try_files(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+    entries: &[crate::config::template::Template],
+) -> Tried {
+    let root = Root::of(ctx, session, location);
+    let Some((last, tried)) = entries.split_last() else {
+        return Tried::Then(Next::Proxy);
+    };
+    for entry in tried {
+        let mut name = eval_to_vec(entry, &ctx.vars(session, None));
+        // An entry written with a trailing slash tests a directory, the slash left out.
+        let test_dir = entry.ends_with_literal("/");
+        if test_dir {
+            name.pop();
+        }
+        match look_up(root.path(&name)).await {
+            // A directory found keeps the URI without its slash (nginx strips it from the
+            // entry): the static module then redirects to it.
+            Ok(found) if found.is_dir == test_dir => return Tried::Found(name),
+            _ => continue,
+        }
+    }
+    let text = eval_to_vec(last, &ctx.vars(session, None));
+    if let Some(code) = text.strip_prefix(b"=") {
+        let code = std::str::from_utf8(code)
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(500);
+        return Tried::Then(Next::Answer(Answer::special(code)));
+    }
+    Tried::Then(Next::Jump(match jump_of(text, Overwrite::Keep) {
+        Jump::Uri { path, args, .. } => Jump::Uri {
+            path,
+            args,
+            get: false,
+        },
+        other => other,
+    }))
+}
+
+/// The content phase of a location that proxies nowhere: a URI ending in `/` gets its index
+/// file (an internal redirect) or a 403; any other URI its file, a 301 to the directory, or
+/// the status the look-up failed with.
+pub(super) async fn content(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+) -> Result<Next> {
+    let method = &session.req_header().method;
+    let readable = matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::POST
+    );
+    let answer = |status| Ok(Next::Answer(Answer::special(status)));
+    let root = Root::of(ctx, session, location);
+    let uri = ctx.uri.path.clone();
+    if uri.ends_with(b"/") {
+        if readable {
+            if let Some(next) = index(session, ctx, location, &root, &uri).await {
+                return Ok(next);
+            }
+            // ngx_http_core_content_phase: "directory index of ... is forbidden".
+            return answer(403);
+        }
+        return answer(405);
+    }
+    if !readable {
+        return answer(405);
+    }
+    let path = root.path(&uri);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) => return answer(files::open_error_status(&e)),
+    };
+    let found = match file.metadata().await {
+        Ok(meta) => Found::of(&meta),
+        Err(_) => return answer(500),
+    };
+    if found.is_dir {
+        let mut target = uri;
+        target.push(b'/');
+        if let Some(args) = ctx.uri.args.as_deref().filter(|a| !a.is_empty()) {
+            target.push(b'?');
+            target.extend_from_slice(args);
+        }
+        return Ok(Next::Answer(Answer::Special {
+            status: 301,
+            location: Some(absolute_location(session, ctx, target)),
+            header: None,
+            last: false,
+        }));
+    }
+    if !found.is_file {
+        return answer(404);
+    }
+    if *method == http::Method::POST {
+        return answer(405);
+    }
+    // An error page's status goes out as it is; only a 200 is tested and ranged.
+    let status = ctx.errors.err_status.unwrap_or(200);
+    let mut parts = vec![(0, found.size)];
+    let mut sent_status = status;
+    if status == 200 {
+        let header = |name: &str| session.req_header().headers.get(name).map(|v| v.as_bytes());
+        let etag = found.etag();
+        let conditions = Conditions {
+            if_modified_since: header("if-modified-since"),
+            if_unmodified_since: header("if-unmodified-since"),
+            if_match: header("if-match"),
+            if_none_match: header("if-none-match"),
+        };
+        match files::condition(&conditions, found.mtime, &etag) {
+            Condition::PreconditionFailed => return answer(412),
+            Condition::NotModified => sent_status = 304,
+            Condition::Send => {
+                let ranged = files::range(
+                    header("range"),
+                    header("if-range"),
+                    found.size,
+                    found.mtime,
+                    &etag,
+                );
+                match ranged {
+                    Ranged::Whole => {}
+                    Ranged::Part { start, end } => {
+                        (parts, sent_status) = (vec![(start, end)], 206);
+                    }
+                    Ranged::Parts(ranges) => (parts, sent_status) = (ranges, 206),
+                    Ranged::Unsatisfiable => {
+                        return Ok(Next::Answer(Answer::Special {
+                            status: 416,
+                            location: None,
+                            header: Some((
+                                "Content-Range",
+                                format!("bytes */{}", found.size).into_bytes(),
+                            )),
+                            last: false,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Next::Answer(Answer::File(Box::new(FileAnswer {
+        file,
+        found,
+        status: sent_status,
+        parts,
+    }))))
+}
+
+/// nginx's index module: the first index file that exists under the directory, as an
+/// internal redirect; an absolute index is redirected to at once. `None`: none exists (or the
+/// method is not one the module serves).
+async fn index(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+    root: &Root,
+    uri: &[u8],
+) -> Option<Next> {
+    let args = ctx.uri.args.clone();
+    let mut dir_tested = false;
+    for index in location.index.iter() {
+        let name = eval_to_vec(index, &ctx.vars(session, None));
+        if name.starts_with(b"/") {
+            return Some(Next::Jump(Jump::Uri {
+                path: name,
+                args,
+                get: false,
+            }));
+        }
+        let mut candidate = uri.to_vec();
+        candidate.extend_from_slice(&name);
+        match look_up(root.path(&candidate)).await {
+            Ok(_) => {
+                return Some(Next::Jump(Jump::Uri {
+                    path: candidate,
+                    args,
+                    get: false,
+                }))
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ENOTDIR | libc::ENAMETOOLONG) => {
+                    return Some(Next::Answer(Answer::special(404)))
+                }
+                Some(libc::EACCES | libc::EMLINK | libc::ELOOP) => {
+                    return Some(Next::Answer(Answer::special(403)))
+                }
+                Some(libc::ENOENT) => {
+                    if !dir_tested {
+                        // ngx_http_index_test_dir: no directory is a 404, not a 403.
+                        match look_up(root.path(uri)).await {
+                            Ok(dir) if dir.is_dir => {}
+                            Ok(_) => return Some(Next::Answer(Answer::special(500))),
+                            Err(e) => {
+                                let status = files::open_error_status(&e);
+                                return Some(Next::Answer(Answer::special(status)));
+                            }
+                        }
+                        dir_tested = true;
+                    }
+                }
+                _ => return Some(Next::Answer(Answer::special(500))),
+            },
+        }
+    }
+    None
+}
+
+/// Sends a file: nginx's headers for it (`Last-Modified`, `ETag`, `Accept-Ranges` or
+/// `Content-Range`), the location's `expires` and `add_header`, then the bytes.
+pub(super) async fn send(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    answer: FileAnswer,
+) -> Result<()> {
+    let FileAnswer {
+        mut file,
+        found,
+        status,
+        parts,
+    } = answer;
+    let Some(location) = ctx.location.clone() else {
+        return respond::send(session, 500, None, None, false).await;
+    };
+    let content_type = location.content_types.for_uri(&ctx.uri.path).to_string();
+    let multipart =
+        (parts.len() > 1).then(|| files::Multipart::new(&parts, found.size, &content_type));
+    let last_modified = http_time(found.mtime);
+    let mut response = ResponseHeader::build(status, Some(10))?;
+    response.set_reason_phrase(Some(respond::reason(status)))?;
+    response.insert_header("Server", respond::SERVER)?;
+    response.insert_header("Date", respond::http_date())?;
+    if status != 304 {
+        let (content_type, length) = match &multipart {
+            Some(m) => (
+                format!("multipart/byteranges; boundary={}", m.boundary),
+                m.len(&parts),
+            ),
+            None => (content_type.clone(), parts.iter().map(|(s, e)| e - s).sum()),
+        };
+        response.insert_header("Content-Type", content_type)?;
+        response.insert_header("Content-Length", length.to_string())?;
+    }
+    // The header filter drops it from other statuses (an error page's).
+    if matches!(status, 200 | 206 | 304) {
+        response.insert_header("Last-Modified", last_modified.as_str())?;
+    }
+    response.insert_header("ETag", found.etag())?;
+    // The headers filter sees the status before the range filter makes it 206.
+    let filtered = if status == 206 { 200 } else { status };
+    let x = Exchange {
+        response: Some(&response),
+        ..Exchange::of(session)
+    };
+    let vars = ctx.vars_of(x, None);
+    let mut added = Vec::new();
+    if let Some((expires, cache_control)) = location
+        .expires
+        .as_ref()
+        .and_then(|e| e.headers(filtered, &vars, Some(last_modified.as_bytes())))
+    {
+        added.push(("Expires".to_string(), expires.into_bytes()));
+        added.push(("Cache-Control".to_string(), cache_control.into_bytes()));
+    }
+    added.extend(added_by_rules(&location.add_header, filtered, &vars));
+    for (name, value) in added {
+        response.append_header(name, value)?;
+    }
+    match (status, &parts[..]) {
+        (200, _) => response.insert_header("Accept-Ranges", "bytes")?,
+        (206, [(start, end)]) => response.insert_header(
+            "Content-Range",
+            format!("bytes {}-{}/{}", start, end - 1, found.size),
+        )?,
+        _ => {}
+    }
+    let empty = parts.iter().all(|(s, e)| s == e) && multipart.is_none();
+    let head_only = status == 304 || session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(response), head_only || empty)
+        .await?;
+    if head_only || empty {
+        return Ok(());
+    }
+    for (i, (start, end)) in parts.iter().enumerate() {
+        if let Some(m) = &multipart {
+            let head = Bytes::from(m.heads[i].clone());
+            session.write_response_body(Some(head), false).await?;
+        }
+        let last = multipart.is_none() && i + 1 == parts.len();
+        copy_range(session, &mut file, *start, *end, last).await?;
+    }
+    if let Some(m) = multipart {
+        session
+            .write_response_body(Some(Bytes::from(m.tail)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends bytes `start..end` of `file`, in chunks; `last`: they end the response.
+async fn copy_range(
+    session: &mut Session,
+    file: &mut tokio::fs::File,
+    start: u64,
+    end: u64,
+    last: bool,
+) -> Result<()> {
+    let io = |e: std::io::Error| {
+        pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(io)?;
+    let mut left = end - start;
+    while left > 0 {
+        let mut chunk = vec![0; left.min(64 * 1024) as usize];
+        let n = file.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            // The file shrank after its length was sent: the connection cannot carry on.
+            return pingora::Error::e_explain(pingora::ErrorType::FileReadError, "file shrank");
+        }
+        chunk.truncate(n);
+        left -= n as u64;
+        session
+            .write_response_body(Some(Bytes::from(chunk)), last && left == 0)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A small file read whole (an error page the fast path sends), with what nginx's headers
+/// need; else the status nginx answers the failed look-up with.
+pub(super) async fn read_whole(
+    path: &std::path::Path,
+) -> std::result::Result<(Vec<u8>, Found), u16> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| files::open_error_status(&e))?;
+    let found = Found::of(&file.metadata().await.map_err(|_| 500u16)?);
+    if !found.is_file {
+        return Err(404);
+    }
+    let mut bytes = Vec::with_capacity(found.size as usize);
+    file.read_to_end(&mut bytes).await.map_err(|_| 500u16)?;
+    Ok((bytes, found))
+}
