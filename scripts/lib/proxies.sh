@@ -116,6 +116,8 @@ backend_conf() {
 # keeping the counts.
 # With HEADER_RULES=1, the server adds the response headers configs in the field set at that
 # level (X-Frame-Options, X-Content-Type-Options, and Strict-Transport-Security `always`).
+# With ERROR_PAGES=1, the server has nginx's usual error pages: 500, 502, 503 and 504 answered
+# with /50x.html from a `root` location (never used here: nothing fails).
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -146,6 +148,10 @@ proxy_conf() {
     fi
     if [ "${REWRITE_RULES:-0}" -ne 0 ]; then
       echo "        if (\$http_x_forwarded_proto = \"http\") { return 301 https://\$host\$request_uri; }"
+    fi
+    if [ "${ERROR_PAGES:-0}" -ne 0 ]; then
+      echo "        error_page 500 502 503 504 /50x.html;"
+      echo "        location = /50x.html { root /usr/share/nginx/html; }"
     fi
     echo "        location / {"
     [ "${REWRITE_RULES:-0}" -eq 0 ] || echo "            rewrite ^/(.*)\$ /\$1 break;"
