@@ -3113,7 +3113,7 @@ fn error_page() {
         .plan(0, Plan::always(Status(404)))
         .plan(2, Plan::always(Reset))
         .plan(3, Plan::always(Hang))
-        .compare_headers(&["X-Page"])
+        .compare_headers(&["X-Page", "X-Tries"])
         .config(
             "upstream app { server {b0}; }
              upstream spare { server {b1}; }
@@ -3123,7 +3123,11 @@ fn error_page() {
                  location / { proxy_pass http://gone; error_page 502 504 = @spare; }
                  location /keep/ { proxy_pass http://gone; error_page 502 @spare; }
                  location /code/ { proxy_pass http://gone; error_page 502 =203 @spare; }
-                 location @spare { proxy_pass http://spare; add_header X-Page spare; }
+                 location @spare {
+                     proxy_pass http://spare;
+                     add_header X-Page spare;
+                     add_header X-Tries \"$upstream_addr [$upstream_status]\" always;
+                 }
                  location /intercept/ {
                      proxy_pass http://app;
                      proxy_intercept_errors on;
@@ -3247,6 +3251,7 @@ fn static_files() {
                  alias {root}/assets/;
                  expires 1h;
                  add_header X-Static yes;
+                 add_header X-File \"$document_root $request_filename\";
              }}
              location /spa/ {{ try_files $uri /index.html; }}
              location /named/ {{ try_files $uri @backend; }}
@@ -3268,6 +3273,7 @@ fn static_files() {
             "Expires",
             "Cache-Control",
             "X-Static",
+            "X-File",
         ])
         .config(&config)
         .send_all(

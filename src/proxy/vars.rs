@@ -44,6 +44,9 @@ pub struct RequestVars<'a> {
     pub captured: Option<&'a [u8]>,
     /// The location's `root`, for `$document_root` and `$request_filename`.
     pub root: Option<&'a Template>,
+    /// The location's `alias`, which takes root's place, with the length of the location's
+    /// prefix it replaces (`None`: a regex location's, the whole path).
+    pub alias: Option<(&'a Template, Option<usize>)>,
     /// The values `set` gave the config's variables in this request.
     pub declared: &'a [(std::sync::Arc<str>, Vec<u8>)],
     pub proxy_host: &'a str,
@@ -87,6 +90,8 @@ pub struct UpstreamVars {
     pub response_lengths: Tries<u64>,
     /// Body bytes of the try under way.
     pub try_body_bytes: u64,
+    /// The tries that began in another pool than the one before (after an error page).
+    pub group_starts: Tries<usize>,
     /// Boxed: most requests keep none, and the context is moved whole per request.
     pub response: Option<Box<ResponseHeader>>,
     /// When the try under way started.
@@ -160,6 +165,11 @@ pub fn eval_to_vec(template: &Template, vars: &RequestVars<'_>) -> Vec<u8> {
 }
 
 impl<'a> RequestVars<'a> {
+    /// Where the upstream variables' lists change pool.
+    fn group_breaks(&self) -> &'a [usize] {
+        self.upstream.map_or(&[], |u| &u.group_starts[..])
+    }
+
     /// The same variables, with `$1`..`$9` taken from `ranges` of `text` instead of the
     /// location's.
     pub fn with_captures<'b>(
@@ -326,32 +336,48 @@ impl<'a> RequestVars<'a> {
                 let _ = write!(out, "{}", std::process::id());
             }
             Variable::NginxVersion => out.extend_from_slice(b"1.22.1"),
-            Variable::UpstreamAddr => join(self.upstream.map(|u| &u.addrs[..]), out, |a, out| {
-                let _ = write!(out, "{a}");
-            }),
-            Variable::UpstreamStatus => {
-                join(self.upstream.map(|u| &u.statuses[..]), out, |s, out| {
+            Variable::UpstreamAddr => join(
+                self.upstream.map(|u| &u.addrs[..]),
+                self.group_breaks(),
+                out,
+                |a, out| {
+                    let _ = write!(out, "{a}");
+                },
+            ),
+            Variable::UpstreamStatus => join(
+                self.upstream.map(|u| &u.statuses[..]),
+                self.group_breaks(),
+                out,
+                |s, out| {
                     let _ = write!(out, "{s}");
-                })
-            }
+                },
+            ),
             Variable::UpstreamResponseTime => join(
                 self.upstream.map(|u| &u.response_times[..]),
+                self.group_breaks(),
                 out,
                 |d, out| write_seconds(*d, out),
             ),
             Variable::UpstreamResponseLength => join(
                 self.upstream.map(|u| &u.response_lengths[..]),
+                self.group_breaks(),
                 out,
                 |n, out| {
                     let _ = write!(out, "{n}");
                 },
             ),
-            Variable::UpstreamConnectTime => {
-                join(self.upstream.map(|u| &u.connect_times[..]), out, write_time)
-            }
-            Variable::UpstreamHeaderTime => {
-                join(self.upstream.map(|u| &u.header_times[..]), out, write_time)
-            }
+            Variable::UpstreamConnectTime => join(
+                self.upstream.map(|u| &u.connect_times[..]),
+                self.group_breaks(),
+                out,
+                write_time,
+            ),
+            Variable::UpstreamHeaderTime => join(
+                self.upstream.map(|u| &u.header_times[..]),
+                self.group_breaks(),
+                out,
+                write_time,
+            ),
             Variable::SslProtocol => {
                 out.extend_from_slice(self.ssl_protocol.unwrap_or("").as_bytes())
             }
@@ -422,15 +448,23 @@ impl<'a> RequestVars<'a> {
                     out.extend_from_slice(v);
                 }
             }
-            Variable::DocumentRoot | Variable::RequestFilename => {
-                match self.root {
-                    Some(root) => eval(root, self, out),
-                    None => out.extend_from_slice(DEFAULT_ROOT.as_bytes()),
+            Variable::DocumentRoot | Variable::RequestFilename => match (self.alias, self.root) {
+                (Some((alias, prefix_len)), _) => {
+                    eval(alias, self, out);
+                    if let (Variable::RequestFilename, Some(len)) = (var, prefix_len) {
+                        out.extend_from_slice(self.uri.get(len..).unwrap_or_default());
+                    }
                 }
-                if *var == Variable::RequestFilename {
-                    out.extend_from_slice(self.uri);
+                (None, root) => {
+                    match root {
+                        Some(root) => eval(root, self, out),
+                        None => out.extend_from_slice(DEFAULT_ROOT.as_bytes()),
+                    }
+                    if *var == Variable::RequestFilename {
+                        out.extend_from_slice(self.uri);
+                    }
                 }
-            }
+            },
             Variable::Declared(name) => match self.declared.iter().find(|(n, _)| **n == **name) {
                 Some((_, value)) => out.extend_from_slice(value),
                 None => self.tables.write(name, self, out),
@@ -447,10 +481,20 @@ impl<'a> RequestVars<'a> {
 }
 
 /// The entries of a per-try list, each written by `item`, joined with `, `.
-fn join<T>(list: Option<&[T]>, out: &mut Vec<u8>, item: impl Fn(&T, &mut Vec<u8>)) {
+/// The tries of `list`, `, ` between them and ` : ` where an error page moved the request to
+/// another pool (before the tries `breaks` indexes), as nginx joins its upstream states.
+fn join<T>(
+    list: Option<&[T]>,
+    breaks: &[usize],
+    out: &mut Vec<u8>,
+    item: impl Fn(&T, &mut Vec<u8>),
+) {
     for (i, entry) in list.unwrap_or_default().iter().enumerate() {
         if i > 0 {
-            out.extend_from_slice(b", ");
+            out.extend_from_slice(match breaks.contains(&i) {
+                true => b" : ".as_slice(),
+                false => b", ".as_slice(),
+            });
         }
         item(entry, out);
     }
@@ -582,6 +626,7 @@ pub fn sample<'a>(
         captures: &[],
         captured: None,
         root: None,
+        alias: None,
         declared: &[],
         proxy_host: "",
         proxy_port: "",

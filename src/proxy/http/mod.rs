@@ -850,6 +850,10 @@ impl RequestCtx {
             captured: self.rewrite.as_ref().and_then(|r| r.captured.as_deref()),
             declared: self.rewrite.as_ref().map_or(&[], |r| &r.vars),
             root: self.location.as_ref().and_then(|l| l.root.as_ref()),
+            alias: self.location.as_ref().and_then(|l| {
+                let prefix_len = (!l.kind.is_regex()).then_some(l.name.len());
+                Some((l.alias.as_ref()?, prefix_len))
+            }),
             proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
@@ -917,6 +921,10 @@ impl RequestCtx {
     fn leave_upstream(&mut self) {
         if let Some(proxy) = self.proxy() {
             proxy.pool.inflight.release(self.token);
+        }
+        let tries = self.upstream.addrs.len();
+        if tries > 0 && self.upstream.group_starts.last() != Some(&tries) {
+            self.upstream.group_starts.push(tries);
         }
         self.release(Outcome::Success);
         self.attempt = None;

@@ -96,7 +96,7 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "alias",
         "location",
-        "$document_root and $request_filename show root's path, not the alias's",
+        "in a regex location, try_files does not look its files up under the alias as nginx does",
     ),
     full("index", HSL),
     full("try_files", "server, location"),
