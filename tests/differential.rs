@@ -3257,6 +3257,8 @@ fn static_files() {
              location /named/ {{ try_files $uri @backend; }}
              location @backend {{ proxy_pass http://app; }}
              location /plain/ {{ root {root}/sub; }}
+             location /both/ {{ try_files /a.css @backend; proxy_pass http://app; }}
+             location /neither/ {{ try_files /none.css =404; proxy_pass http://app; }}
              location /nowhere/ {{ root /nonexistent; }}
          }}"
     );
@@ -3294,6 +3296,8 @@ fn static_files() {
                 "/spa/deep/link",
                 "/named/x?q=1",
                 "/plain/x.txt",
+                "/both/x",
+                "/neither/x",
                 "/nowhere/x",
                 "/50x.html",
             ]

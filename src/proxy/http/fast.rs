@@ -15,7 +15,7 @@
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `return`, an `internal` location, `error_page`s that change an answer, anything but a
+//! `return`, `try_files`, an `internal` location, `error_page`s that change an answer, anything but a
 //! proxied location, a head it cannot parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
@@ -1160,6 +1160,7 @@ fn suits<'l>(location: &'l LocationConf, server: Option<&ServerConf>) -> Option<
     let pages_allow = server.is_some_and(|s| super::error_pages::fast_path_may_serve(location, s));
     let simple = location.auth.is_none()
         && !location.internal
+        && location.try_files.is_none()
         && pages_allow
         && proxy.scheme == Scheme::Http
         && proxy.pool.sticky.is_none()
