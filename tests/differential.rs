@@ -3257,6 +3257,8 @@ fn static_files() {
              location /named/ {{ try_files $uri @backend; }}
              location @backend {{ proxy_pass http://app; }}
              location /plain/ {{ root {root}/sub; }}
+             location ~ ^/img/(.+)$ {{ alias {root}/assets/$1; }}
+             location ~ ^/re/(.*)$ {{ alias {root}/assets/; try_files $1 =404; }}
              location /both/ {{ try_files /a.css @backend; proxy_pass http://app; }}
              location /neither/ {{ try_files /none.css =404; proxy_pass http://app; }}
              location /nowhere/ {{ root /nonexistent; }}
@@ -3296,6 +3298,10 @@ fn static_files() {
                 "/spa/deep/link",
                 "/named/x?q=1",
                 "/plain/x.txt",
+                "/img/app.js",
+                "/img/none.js",
+                "/re/app.js",
+                "/re/none.js",
                 "/both/x",
                 "/neither/x",
                 "/nowhere/x",

@@ -29,8 +29,9 @@ pub(super) struct FileAnswer {
 
 /// What `try_files` decided.
 pub(super) enum Tried {
-    /// A file or directory was found: the request goes on with this URI.
-    Found(Vec<u8>),
+    /// A file or directory was found: the request goes on with this URI. `file`: a file, not
+    /// a directory.
+    Found { uri: Vec<u8>, file: bool },
     /// The last entry: an answer (`=code`) or somewhere else.
     Then(Next),
 }
@@ -41,6 +42,9 @@ struct Root {
     alias: Option<Vec<u8>>,
     whole_alias: bool,
     prefix_len: usize,
+    /// A regex location's alias, with the URI try_files found after it (nginx's
+    /// `add_uri_to_alias`).
+    uri_after_alias: bool,
 }
 
 impl Root {
@@ -51,6 +55,7 @@ impl Root {
             alias: location.alias.as_ref().map(|t| eval_to_vec(t, &vars)),
             whole_alias: location.kind.is_regex(),
             prefix_len: location.name.len(),
+            uri_after_alias: ctx.uri_after_alias,
         }
     }
 
@@ -58,10 +63,23 @@ impl Root {
         files::map_uri(
             self.root.as_deref(),
             self.alias.as_deref(),
-            self.whole_alias,
-            self.prefix_len,
+            self.whole_alias && !self.uri_after_alias,
+            if self.whole_alias { 0 } else { self.prefix_len },
             uri,
         )
+    }
+
+    /// The file a try_files entry names (ngx_http_try_files_handler): under root, or after
+    /// the alias, less the location's prefix when the entry starts with the request's.
+    fn entry_path(&self, name: &[u8], uri: &[u8]) -> std::path::PathBuf {
+        let rest = match (&self.alias, self.whole_alias) {
+            (Some(_), false) => {
+                let prefix = &uri[..self.prefix_len.min(uri.len())];
+                name.strip_prefix(prefix).unwrap_or(name)
+            }
+            _ => name,
+        };
+        files::map_uri(self.root.as_deref(), self.alias.as_deref(), false, 0, rest)
     }
 }
 
@@ -89,10 +107,15 @@ pub(super) async fn try_files(
         if test_dir {
             name.pop();
         }
-        match look_up(root.path(&name)).await {
+        match look_up(root.entry_path(&name, &ctx.uri.path)).await {
             // A directory found keeps the URI without its slash (nginx strips it from the
             // entry): the static module then redirects to it.
-            Ok(found) if found.is_dir == test_dir => return Tried::Found(name),
+            Ok(found) if found.is_dir == test_dir => {
+                return Tried::Found {
+                    uri: name,
+                    file: !test_dir,
+                }
+            }
             _ => continue,
         }
     }

@@ -99,6 +99,9 @@ pub struct RequestCtx {
     rewrite: Option<Box<Rewritten>>,
     /// Where a `proxy_pass` with variables sent this request (boxed: most have none).
     dynamic: Option<Box<super::dynamic_pass::Target>>,
+    /// try_files found a file in a regex location with `alias`: the file is the alias
+    /// followed by the URI (nginx's `add_uri_to_alias`).
+    uri_after_alias: bool,
     /// What `limit_req` and `limit_conn` decided.
     limits: LimitStatus,
     /// The request's places in `limit_conn` zones, given back when the request ends.
@@ -214,6 +217,7 @@ impl HttpProxy {
             real_client: None,
             rewrite: None,
             dynamic: None,
+            uri_after_alias: false,
             limits: LimitStatus::default(),
             held: Held::default(),
             begun,
@@ -1741,7 +1745,11 @@ async fn location_phases(
     // nginx's try_files phase, between access and content.
     if let Some(entries) = location.try_files.clone() {
         match files::try_files(session, ctx, location, &entries).await {
-            files::Tried::Found(uri) => ctx.uri.path = uri,
+            files::Tried::Found { uri, file } => {
+                ctx.uri.path = uri;
+                // nginx's add_uri_to_alias: a regex location's alias is followed by the URI.
+                ctx.uri_after_alias = file && location.alias.is_some() && location.kind.is_regex();
+            }
             files::Tried::Then(next) => return Ok(next),
         }
     }

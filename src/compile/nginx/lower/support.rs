@@ -93,11 +93,7 @@ pub const SUPPORTED: &[Entry] = &[
          other directives in it are reported",
     ),
     full("root", HSL),
-    part(
-        "alias",
-        "location",
-        "in a regex location, try_files does not look its files up under the alias as nginx does",
-    ),
+    full("alias", "location"),
     full("index", HSL),
     full("try_files", "server, location"),
     full("ssl", "server"),
