@@ -3100,22 +3100,8 @@ fn add_header_by_the_response_content_type() {
         .run();
 }
 
-/// error_page as the seed's fallback pools use it: a dead pool's 502 answered by a named
-/// location on another pool (with the status kept, replaced by the target's, or set), an
-/// upstream 404 taken by `proxy_intercept_errors` and sent to another URI as GET (HEAD stays
-/// HEAD, a POST becomes GET), redirects, a `return` in the target, the appliance's own 403
-/// and 404 answered by pages, a timeout's 504, `internal` locations, and a second error with
-/// and without `recursive_error_pages`.
-#[test]
-fn error_page() {
-    Scenario::new("error_page")
-        .backends(4)
-        .plan(0, Plan::always(Status(404)))
-        .plan(2, Plan::always(Reset))
-        .plan(3, Plan::always(Hang))
-        .compare_headers(&["X-Page", "X-Tries"])
-        .config(
-            "upstream app { server {b0}; }
+/// The config of [`error_page`] (`{file}`: an htpasswd file).
+const ERROR_PAGE_CONFIG: &str = "upstream app { server {b0}; }
              upstream spare { server {b1}; }
              upstream gone { server {b2}; }
              server {
@@ -3161,14 +3147,37 @@ fn error_page() {
                      proxy_pass http://gone;
                      error_page 502 = @spare;
                  }
+                 location /login/ {
+                     auth_basic \"staff\";
+                     auth_basic_user_file {file};
+                     error_page 401 /fallback/;
+                 }
                  location /missing/ { proxy_pass http://gone; error_page 502 @nowhere; }
                  location /slow/ {
                      proxy_read_timeout 1s;
                      proxy_pass http://{b3};
                      error_page 504 = @spare;
                  }
-             }",
-        )
+             }";
+
+/// error_page as the seed's fallback pools use it: a dead pool's 502 answered by a named
+/// location on another pool (with the status kept, replaced by the target's, or set), an
+/// upstream 404 taken by `proxy_intercept_errors` and sent to another URI as GET (HEAD stays
+/// HEAD, a POST becomes GET), redirects, a `return` in the target, the appliance's own 403
+/// and 404 answered by pages, a timeout's 504, `internal` locations, and a second error with
+/// and without `recursive_error_pages`.
+#[test]
+fn error_page() {
+    let users = htpasswd();
+    let file = users.path.join("htpasswd").display().to_string();
+    let config = ERROR_PAGE_CONFIG.replace("{file}", &file);
+    Scenario::new("error_page")
+        .backends(4)
+        .plan(0, Plan::always(Status(404)))
+        .plan(2, Plan::always(Reset))
+        .plan(3, Plan::always(Hang))
+        .compare_headers(&["X-Page", "X-Tries", "WWW-Authenticate"])
+        .config(&config)
         .send_all(
             [
                 "/a?x=1",
@@ -3187,6 +3196,7 @@ fn error_page() {
                 "/recursive/a",
                 "/missing/a",
                 "/slow/a",
+                "/login/a",
             ]
             .map(get),
         )

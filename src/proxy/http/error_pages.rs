@@ -40,6 +40,9 @@ pub(super) struct ErrorPageState {
     pub as_get: bool,
     /// A page chosen where Pingora's retry carries it out: `upstream_peer` follows it.
     pub pending: Option<Jump>,
+    /// Headers the answer a page replaced had set (a 401's `WWW-Authenticate`): nginx keeps
+    /// them for the page's answer.
+    pub carried: Vec<(String, Vec<u8>)>,
 }
 
 /// Follows pages from `next` until the request is to be proxied (`false`) or has been
@@ -62,12 +65,18 @@ pub(super) async fn settle(
             Answer::Special {
                 status,
                 last: false,
+                header,
                 ..
-            } => page_for(session, ctx, *status),
+            } => page_for(session, ctx, *status).map(|jump| (jump, header.clone())),
             _ => None,
         };
         match page {
-            Some(jump) => next = follow(session, ctx, jump).await?,
+            Some((jump, header)) => {
+                if let Some((name, value)) = header {
+                    ctx.errors.carried.push((name.to_string(), value));
+                }
+                next = follow(session, ctx, jump).await?
+            }
             None => {
                 answer.send(session, ctx).await?;
                 return Ok(true);

@@ -354,7 +354,7 @@ pub(super) async fn send(
         ..Exchange::of(session)
     };
     let vars = ctx.vars_of(x, None);
-    let mut added = Vec::new();
+    let mut added = ctx.errors.carried.clone();
     if let Some((expires, cache_control)) = location
         .expires
         .as_ref()

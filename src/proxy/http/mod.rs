@@ -1195,7 +1195,16 @@ impl ProxyHttp for HttpProxy {
         if intercept {
             if let Some(jump) = error_pages::page_for(session, ctx, status) {
                 // ngx_http_upstream_intercept_errors: the server answered (it has not failed),
-                // and the page answers the client in its place, through Pingora's retry.
+                // and the page answers the client in its place, through Pingora's retry; a
+                // 401's challenge goes with it.
+                if status == 401 {
+                    if let Some(challenge) = response.headers.get(http::header::WWW_AUTHENTICATE) {
+                        let challenge = challenge.as_bytes().to_vec();
+                        ctx.errors
+                            .carried
+                            .push(("WWW-Authenticate".into(), challenge));
+                    }
+                }
                 ctx.release(Outcome::Success);
                 ctx.errors.pending = Some(jump);
                 let mut e = Error::explain(
@@ -1249,6 +1258,9 @@ impl ProxyHttp for HttpProxy {
             // An error page led here: its status goes out, whatever the upstream said.
             response.set_status(status)?;
             response.set_reason_phrase(Some(respond::reason(status)))?;
+        }
+        for (name, value) in &ctx.errors.carried {
+            response.append_header(name.clone(), value.as_slice())?;
         }
         let Some(location) = ctx.location.clone() else {
             return Ok(());
@@ -1633,7 +1645,7 @@ impl Answer {
                 let mut added = added_headers(ctx, session, status);
                 if let Some((name, value)) = header {
                     // Added in the access phase or by the range filter, before `add_header`.
-                    added.insert(0, (name.to_string(), value));
+                    added.insert(ctx.errors.carried.len(), (name.to_string(), value));
                 }
                 // ngx_http_special_response_handler ends keep-alive after these.
                 let keepalive = !matches!(status, 400 | 413 | 414 | 500 | 501);
@@ -1951,15 +1963,23 @@ fn added_headers_typed(
     status: u16,
     content_type: Option<&str>,
 ) -> Vec<(String, Vec<u8>)> {
+    // What the answer an error page replaced had set goes out first (nginx keeps its
+    // headers_out across the internal redirect).
+    let mut added = ctx.errors.carried.clone();
     let Some(location) = ctx.location.as_ref() else {
-        return Vec::new();
+        return added;
     };
     let response = own_response(location, status, content_type);
     let x = Exchange {
         response: response.as_ref(),
         ..Exchange::of(session)
     };
-    headers_filter(location, status, &ctx.vars_of(x, ctx.proxy()))
+    added.extend(headers_filter(
+        location,
+        status,
+        &ctx.vars_of(x, ctx.proxy()),
+    ));
+    added
 }
 
 /// The head of a response the appliance makes itself, as `$sent_http_*` sees it while the
