@@ -3269,6 +3269,7 @@ fn static_files() {
              location /plain/ {{ root {root}/sub; }}
              location ~ ^/img/(.+)$ {{ alias {root}/assets/$1; }}
              location ~ ^/re/(.*)$ {{ alias {root}/assets/; try_files $1 =404; }}
+             location /loop/ {{ try_files /none.txt /loop/again; }}
              location /both/ {{ try_files /a.css @backend; proxy_pass http://app; }}
              location /neither/ {{ try_files /none.css =404; proxy_pass http://app; }}
              location /nowhere/ {{ root /nonexistent; }}
@@ -3312,6 +3313,7 @@ fn static_files() {
                 "/img/none.js",
                 "/re/app.js",
                 "/re/none.js",
+                "/loop/x",
                 "/both/x",
                 "/neither/x",
                 "/nowhere/x",

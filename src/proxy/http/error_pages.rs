@@ -114,6 +114,19 @@ pub(super) async fn follow(
     ctx.leave_upstream();
     ctx.errors.jumps += 1;
     ctx.errors.internal = true;
+    if ctx.errors.jumps > MAX_URI_CHANGES {
+        // ngx_http_internal_redirect: out of URI changes (`index /`, try_files in a circle).
+        tracing::error!(
+            "rewrite or internal redirection cycle while internally redirecting to \"{}\"",
+            String::from_utf8_lossy(&ctx.uri.path)
+        );
+        return Ok(Next::Answer(Answer::Special {
+            status: 500,
+            location: None,
+            header: None,
+            last: true,
+        }));
+    }
     let Some(server) = ctx.server.clone() else {
         return Ok(Next::Answer(Answer::special(500)));
     };
