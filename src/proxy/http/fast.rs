@@ -1038,7 +1038,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let vars = ctx.vars_of(self.exchange(request, None, 0), ctx.proxy());
             let page = super::error_pages::fast_page_file(location, &server, status, &vars);
             if let Some((path, content_type)) = page {
-                match super::files::read_whole(&path).await {
+                match super::files::read_whole(&path) {
                     Ok((bytes, found)) => file = Some((bytes, content_type, found.etag())),
                     // nginx's page for the failed look-up (the error page is not used twice).
                     Err(failed) => status = failed,

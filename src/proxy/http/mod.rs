@@ -1756,7 +1756,7 @@ async fn location_phases(
     }
     // nginx's try_files phase, between access and content.
     if let Some(entries) = location.try_files.clone() {
-        match files::try_files(session, ctx, location, &entries).await {
+        match files::try_files(session, ctx, location, &entries) {
             files::Tried::Found { uri, file } => {
                 ctx.uri.path = uri;
                 // nginx's add_uri_to_alias: a regex location's alias is followed by the URI.
@@ -1772,7 +1772,7 @@ async fn location_phases(
             Err(status) => return answer(status),
         }
     } else if location.proxy.is_none() {
-        return files::content(session, ctx, location).await;
+        return files::content(session, ctx, location);
     }
     let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
     if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
