@@ -118,6 +118,8 @@ backend_conf() {
 # level (X-Frame-Options, X-Content-Type-Options, and Strict-Transport-Security `always`).
 # With ERROR_PAGES=1, the server has nginx's usual error pages: 500, 502, 503 and 504 answered
 # with /50x.html from a `root` location (never used here: nothing fails).
+# With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
+# request for `/` gets DIR/index.html through `index`.
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -159,7 +161,11 @@ proxy_conf() {
       echo "            limit_req zone=perip burst=1000 nodelay;"
       echo "            limit_conn addr 1000;"
     fi
-    echo "            proxy_pass http://backends;"
+    if [ -n "${STATIC_ROOT:-}" ]; then
+      echo "            root $STATIC_ROOT;"
+    else
+      echo "            proxy_pass http://backends;"
+    fi
     if [ "$keepalive" -gt 0 ]; then
       echo "            proxy_http_version 1.1;"
       echo "            proxy_set_header Connection \"\";"
