@@ -548,12 +548,7 @@ fn build_server(
     )?;
     // A server's try_files applies where no location matches.
     let fallback = Arc::new(LocationConf {
-        try_files: vs
-            .try_files
-            .as_deref()
-            .map(|list| templates(list, defined_of(&server_level), vs.origin.as_ref()))
-            .transpose()?
-            .map(Into::into),
+        try_files: try_files_conf(vs.try_files.as_deref(), &server_level, vs.origin.as_ref())?,
         ..fallback
     });
     let tls = merge_tls(&http.tls, &vs.tls);
@@ -674,15 +669,12 @@ fn location_specs<'a>(
             alias: loc
                 .alias
                 .as_deref()
-                .map(|text| templates(&[text.to_string()], defined_of(&level), loc.origin.as_ref()))
-                .transpose()?
-                .and_then(|mut list| list.pop()),
-            try_files: loc
-                .try_files
-                .as_deref()
-                .map(|list| templates(list, defined_of(&level), loc.origin.as_ref()))
-                .transpose()?
-                .map(Into::into),
+                .map(|text| {
+                    Template::parse_in(text, defined_of(&level))
+                        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(loc.origin.as_ref()))
+                })
+                .transpose()?,
+            try_files: try_files_conf(loc.try_files.as_deref(), &level, loc.origin.as_ref())?,
             ..conf
         };
         // Nested locations inherit the settings but not the pass.
@@ -1018,6 +1010,16 @@ fn templates(
                 .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
         })
         .collect()
+}
+
+/// A level's `try_files` entries, parsed.
+fn try_files_conf(
+    list: Option<&[String]>,
+    level: &Level,
+    origin: Option<&Origin>,
+) -> Result<Option<Arc<[Template]>>, Diagnostic> {
+    list.map(|list| templates(list, defined_of(level), origin).map(Into::into))
+        .transpose()
 }
 
 fn defined_of(level: &Level) -> Defined<'_> {
