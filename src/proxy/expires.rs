@@ -63,12 +63,13 @@ impl ExpiresConf {
     }
 
     /// The `Expires` and `Cache-Control` values for a response of `status` with the given
-    /// `Last-Modified`; `None` when nothing is added.
+    /// `Last-Modified`, at `now` (the response's `Date`); `None` when nothing is added.
     pub fn headers(
         &self,
         status: u16,
         vars: &RequestVars<'_>,
         last_modified: Option<&[u8]>,
+        now: SystemTime,
     ) -> Option<(String, String)> {
         if !safe_status(status) {
             return None;
@@ -80,7 +81,7 @@ impl ExpiresConf {
                 expires::parse(std::str::from_utf8(&value).ok()?, self.modified).ok()?
             }
         };
-        let now = SystemTime::now()
+        let now = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let last_modified = last_modified

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use std::time::SystemTime;
 
 /// The `Server` header the appliance sends.
 pub const SERVER: &str = "appliance";
@@ -61,17 +62,22 @@ pub fn error_page(status: u16) -> Option<String> {
 /// The HTTP date of now (`Sat, 21 Nov 2026 10:00:00 GMT`). Formatted once a second per thread,
 /// as nginx caches its time strings: every response carries one.
 pub fn http_date() -> String {
-    with_http_date(str::to_string)
+    http_date_at(SystemTime::now())
 }
 
-/// Calls `f` with the HTTP date of now (see [`http_date`]), without copying it.
-pub fn with_http_date<T>(f: impl FnOnce(&str) -> T) -> T {
+/// The HTTP date of `now`: a response whose `Expires` is computed from the same reading (see
+/// `RequestCtx::date`) cannot have the two a second apart.
+pub fn http_date_at(now: SystemTime) -> String {
+    with_http_date_at(now, str::to_string)
+}
+
+/// Calls `f` with the HTTP date of `now` (see [`http_date`]), without copying it.
+pub fn with_http_date_at<T>(now: SystemTime, f: impl FnOnce(&str) -> T) -> T {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
     thread_local! {
         static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
-    let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -90,10 +96,20 @@ pub async fn send(
     body: Option<(Bytes, &str)>,
     keepalive: bool,
 ) -> Result<()> {
-    send_with(session, status, location, body, keepalive, &[]).await
+    send_with(
+        session,
+        status,
+        location,
+        body,
+        keepalive,
+        &[],
+        SystemTime::now(),
+    )
+    .await
 }
 
-/// [`send`], with `added` headers (the location's `add_header`) after the `Location`.
+/// [`send`], with `added` headers (the location's `add_header`) after the `Location`, dated
+/// `date` (the time their `Expires` was computed from).
 pub async fn send_with(
     session: &mut Session,
     status: u16,
@@ -101,6 +117,7 @@ pub async fn send_with(
     body: Option<(Bytes, &str)>,
     keepalive: bool,
     added: &[(String, Vec<u8>)],
+    date: SystemTime,
 ) -> Result<()> {
     if status == CLOSE {
         return Error::e_explain(ErrorType::Custom(CLOSED_WITHOUT_RESPONSE), "status 444");
@@ -108,7 +125,7 @@ pub async fn send_with(
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.set_reason_phrase(Some(reason(status)))?;
     resp.insert_header("Server", SERVER)?;
-    resp.insert_header("Date", http_date())?;
+    resp.insert_header("Date", http_date_at(date))?;
     let body = match body {
         Some(b) => Some(b),
         None => error_page(status).map(|page| (Bytes::from(page), "text/html")),
@@ -140,8 +157,14 @@ pub async fn send_with(
 
 /// The same response as [`send_with`] gives for a status without a location or body of its
 /// own, as bytes, for the fast path: nginx's page, `Connection` as the connection will go on,
-/// then `added` (`add_header`'s).
-pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec<u8>)]) -> Vec<u8> {
+/// then `added` (`add_header`'s). Dated `date`, as [`send_with`].
+pub fn page(
+    status: u16,
+    keepalive: bool,
+    head_only: bool,
+    added: &[(String, Vec<u8>)],
+    date: SystemTime,
+) -> Vec<u8> {
     let body = error_page(status);
     page_with(
         status,
@@ -149,6 +172,7 @@ pub fn page(status: u16, keepalive: bool, head_only: bool, added: &[(String, Vec
         head_only,
         added,
         body.as_ref().map(|b| (b.as_bytes(), "text/html")),
+        date,
     )
 }
 
@@ -159,6 +183,7 @@ pub fn page_with(
     head_only: bool,
     added: &[(String, Vec<u8>)],
     body: Option<(&[u8], &str)>,
+    date: SystemTime,
 ) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(512);
@@ -166,7 +191,7 @@ pub fn page_with(
         out,
         "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: {}\r\n",
         reason(status),
-        http_date()
+        http_date_at(date)
     );
     match &body {
         Some((page, content_type)) => {

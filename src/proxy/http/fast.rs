@@ -730,7 +730,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         match header(DATE).filter(|_| passed(DATE)) {
             Some(v) => own("Date", v, out),
-            None => respond::with_http_date(|date| own("Date", date.as_bytes(), out)),
+            None => {
+                respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out))
+            }
         }
         for (name, known) in FIRST_HEADERS {
             if known == CONTENT_LENGTH && chunked {
@@ -790,7 +792,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .find(|(name, _, _)| buf[name.clone()].eq_ignore_ascii_case(b"last-modified"))
                 .map(|(_, value, _)| &buf[value.clone()]);
             let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), Some(proxy));
-            let computed = conf.headers(head.status, &vars, last_modified);
+            let computed = conf.headers(head.status, &vars, last_modified, ctx.date());
             if let Some((expires, cache_control)) = computed {
                 set_expires(
                     &mut self.out,
@@ -1051,7 +1053,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let content_type = respond::error_page(status).map(|_| "text/html");
                 let page = super::own_response(location, status, content_type);
                 let vars = ctx.vars_of(self.exchange(request, page.as_ref(), 0), ctx.proxy());
-                super::headers_filter(location, status, &vars)
+                super::headers_filter(location, status, &vars, ctx.date())
             }
         };
         let mut added = added;
@@ -1059,9 +1061,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Some((bytes, content_type, etag)) => {
                 added.insert(0, ("ETag".to_string(), etag.clone().into_bytes()));
                 let body = Some((bytes.as_slice(), content_type.as_str()));
-                respond::page_with(status, keepalive, head_only, &added, body)
+                respond::page_with(status, keepalive, head_only, &added, body, ctx.date())
             }
-            None => respond::page(status, keepalive, head_only, &added),
+            None => respond::page(status, keepalive, head_only, &added, ctx.date()),
         };
         let ok = self.send_out(location.client.send_timeout).await;
         let mut sent = ResponseHeader::build(status, Some(added.len())).ok();

@@ -332,7 +332,7 @@ pub(super) async fn send(
     let mut response = ResponseHeader::build(status, Some(10))?;
     response.set_reason_phrase(Some(respond::reason(status)))?;
     response.insert_header("Server", respond::SERVER)?;
-    response.insert_header("Date", respond::http_date())?;
+    response.insert_header("Date", respond::http_date_at(ctx.date()))?;
     if status != 304 {
         let (content_type, length) = match &multipart {
             Some(m) => (
@@ -360,7 +360,7 @@ pub(super) async fn send(
     if let Some((expires, cache_control)) = location
         .expires
         .as_ref()
-        .and_then(|e| e.headers(filtered, &vars, Some(last_modified.as_bytes())))
+        .and_then(|e| e.headers(filtered, &vars, Some(last_modified.as_bytes()), ctx.date()))
     {
         added.push(("Expires".to_string(), expires.into_bytes()));
         added.push(("Cache-Control".to_string(), cache_control.into_bytes()));

@@ -81,6 +81,9 @@ pub struct RequestCtx {
     upstream: UpstreamVars,
     /// `$request_id`, made only when something asks for it.
     request_id: std::sync::OnceLock<String>,
+    /// The time the response's `Date` and `Expires` are written from, read once so that the
+    /// two agree (nginx reads both from its time cached for the event).
+    date: std::sync::OnceLock<SystemTime>,
     /// What the request's sticky cookie says, when the pool has stickiness.
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
@@ -209,6 +212,7 @@ impl HttpProxy {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
+            date: std::sync::OnceLock::new(),
             affinity: None,
             token: next_request_token(),
             same_peer_again: false,
@@ -839,6 +843,11 @@ impl RequestCtx {
         self.vars_of(Exchange::of(session), proxy)
     }
 
+    /// See the `date` field.
+    fn date(&self) -> SystemTime {
+        *self.date.get_or_init(SystemTime::now)
+    }
+
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
             request: x.request,
@@ -1229,7 +1238,7 @@ impl ProxyHttp for HttpProxy {
         }
         rewrite_redirects(session, response, ctx)?;
         response.insert_header("Server", respond::SERVER)?;
-        response.insert_header("Date", respond::http_date())?;
+        response.insert_header("Date", respond::http_date_at(ctx.date()))?;
         ctx.upstream.response = Some(Box::new(response.clone()));
         Ok(())
     }
@@ -1277,7 +1286,7 @@ impl ProxyHttp for HttpProxy {
                 ..Exchange::of(session)
             };
             let vars = ctx.vars_of(x, ctx.proxy());
-            let headers = conf.headers(status, &vars, last_modified.as_deref());
+            let headers = conf.headers(status, &vars, last_modified.as_deref(), ctx.date());
             if let Some((expires, cache_control)) = headers {
                 response.insert_header("Expires", expires)?;
                 response.insert_header("Cache-Control", cache_control)?;
@@ -1406,7 +1415,7 @@ impl ProxyHttp for HttpProxy {
         if status > 0 && session.response_written().is_none() {
             // An error page carries the location's `add_header ... always`, as nginx's do.
             let added = added_headers(ctx, session, status);
-            let _ = respond::send_with(session, status, None, None, true, &added).await;
+            let _ = respond::send_with(session, status, None, None, true, &added, ctx.date()).await;
         }
         FailToProxy {
             error_code: status,
@@ -1656,6 +1665,7 @@ impl Answer {
                     None,
                     keepalive,
                     &added,
+                    ctx.date(),
                 )
                 .await
             }
@@ -1978,6 +1988,7 @@ fn added_headers_typed(
         location,
         status,
         &ctx.vars_of(x, ctx.proxy()),
+        ctx.date(),
     ));
     added
 }
@@ -2006,12 +2017,13 @@ fn headers_filter(
     location: &LocationConf,
     status: u16,
     vars: &RequestVars<'_>,
+    date: SystemTime,
 ) -> Vec<(String, Vec<u8>)> {
     let mut added = Vec::new();
     if let Some((expires, cache_control)) = location
         .expires
         .as_ref()
-        .and_then(|e| e.headers(status, vars, None))
+        .and_then(|e| e.headers(status, vars, None, date))
     {
         added.push(("Expires".to_string(), expires.into_bytes()));
         added.push(("Cache-Control".to_string(), cache_control.into_bytes()));
@@ -2087,5 +2099,5 @@ async fn answer_return(
     };
     let added = added_headers_typed(ctx, session, status, typed);
     let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
-    respond::send_with(session, status, None, body, true, &added).await
+    respond::send_with(session, status, None, body, true, &added, ctx.date()).await
 }
