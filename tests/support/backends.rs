@@ -26,6 +26,19 @@ pub const BACKEND_HEADER: &str = "X-Backend";
 /// (`0; url=...`): what `proxy_redirect` rewrites.
 pub const REDIRECT_HEADER: &str = "X-Harness-Redirect";
 
+/// A request with this header is answered with it as its `Content-Type` (else text/plain).
+pub const TYPE_HEADER: &str = "X-Harness-Type";
+
+/// A request with this header (a number) gets a body of that many bytes: the usual text,
+/// repeated.
+pub const LENGTH_HEADER: &str = "X-Harness-Length";
+
+/// Response header lines to add, separated by `|` (`Cache-Control: no-cache|ETag: "x"`).
+pub const HEADERS_HEADER: &str = "X-Harness-Headers";
+
+/// A request with this header is answered with a chunked body (in two chunks).
+pub const CHUNKED_HEADER: &str = "X-Harness-Chunked";
+
 /// Longest any held or hanging request is kept before the backend gives up on it by itself.
 const MAX_HOLD: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -459,21 +472,39 @@ impl Connection {
 
     fn respond(&mut self, head: &Head, status: u16) -> bool {
         let index = self.state.index;
-        let body = if status == 200 {
+        let mut body = if status == 200 {
             format!("backend {index}\n")
         } else {
             format!("backend {index} says {status}\n")
         };
+        if let Some(length) = head.header(LENGTH_HEADER).and_then(|v| v.parse().ok()) {
+            body = body.repeat(length / body.len() + 1);
+            body.truncate(length);
+        }
         let keepalive = head.wants_keepalive();
         let redirect = head.header(REDIRECT_HEADER);
         let status = if redirect.is_some() { 302 } else { status };
+        let content_type = head
+            .header(TYPE_HEADER)
+            .unwrap_or_else(|| "text/plain".to_string());
+        let chunked = head.header(CHUNKED_HEADER).is_some() && head.is_http11();
+        let framing = match chunked {
+            true => "Transfer-Encoding: chunked".to_string(),
+            false => format!("Content-Length: {}", body.len()),
+        };
         let mut response = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{BACKEND_HEADER}: {index}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n{framing}\r\n{BACKEND_HEADER}: {index}\r\n",
             reason(status),
-            body.len()
         );
         if let Some(url) = redirect {
             response.push_str(&format!("Location: {url}\r\nRefresh: 0; url={url}\r\n"));
+        }
+        for line in head
+            .header(HEADERS_HEADER)
+            .iter()
+            .flat_map(|v| v.split('|'))
+        {
+            response.push_str(&format!("{}\r\n", line.trim()));
         }
         match (keepalive, head.is_http11()) {
             (false, _) => response.push_str("Connection: close\r\n"),
@@ -482,7 +513,16 @@ impl Connection {
         }
         response.push_str("\r\n");
         if head.method() != "HEAD" {
-            response.push_str(&body);
+            match chunked {
+                true => {
+                    let (first, second) = body.split_at(body.len() / 2);
+                    for part in [first, second].into_iter().filter(|p| !p.is_empty()) {
+                        response.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+                    }
+                    response.push_str("0\r\n\r\n");
+                }
+                false => response.push_str(&body),
+            }
         }
         if self.stream.write_all(response.as_bytes()).is_err() {
             return false;
