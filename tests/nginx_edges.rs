@@ -585,9 +585,6 @@ fn error_page_cases() -> Vec<Case> {
     .into_iter()
     .flat_map(at_http_and_location)
     .collect();
-    let server = |body: &str| {
-        format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\n{body}\n}}\n}}\n")
-    };
     for (name, body) in [
         (
             "a named location",
@@ -628,12 +625,60 @@ fn error_page_cases() -> Vec<Case> {
     cases
 }
 
+/// gzip's directives as their slots and ngx_http_gzip_disable check them.
+fn gzip_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        ("on", "gzip on;"),
+        ("a bad flag", "gzip yes;"),
+        ("twice", "gzip on;\ngzip off;"),
+        ("types", "gzip_types text/css application/json;"),
+        ("types with *", "gzip_types text/css *;"),
+        (
+            "types twice",
+            "gzip_types text/css;\ngzip_types application/json text/css;",
+        ),
+        ("types naming text/html", "gzip_types text/html;"),
+        ("a level", "gzip_comp_level 6;"),
+        ("level 0", "gzip_comp_level 0;"),
+        ("level 10", "gzip_comp_level 10;"),
+        ("min length", "gzip_min_length 1k;"),
+        ("min length a word", "gzip_min_length big;"),
+        ("http version 1.0", "gzip_http_version 1.0;"),
+        ("http version 2.0", "gzip_http_version 2.0;"),
+        (
+            "proxied",
+            "gzip_proxied expired no-cache no-store private auth;",
+        ),
+        ("proxied, a bad value", "gzip_proxied sometimes;"),
+        ("proxied, a value twice", "gzip_proxied any any;"),
+        ("proxied twice", "gzip_proxied any;\ngzip_proxied off;"),
+        ("vary", "gzip_vary on;"),
+        ("vary twice", "gzip_vary on;\ngzip_vary on;"),
+        ("disable", "gzip_disable msie6 \"^curl/\";"),
+        ("disable, a bad regex", "gzip_disable \"(\";"),
+        ("buffers", "gzip_buffers 16 8k;"),
+        ("buffers, one argument", "gzip_buffers 16;"),
+        ("window", "gzip_window 16k;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect();
+    for (name, body) in [
+        ("in if", "location / {\nif ($arg_a) { gzip on; }\n}"),
+        (
+            "types in if",
+            "location / {\nif ($arg_a) { gzip_types text/css; }\n}",
+        ),
+        ("server level", "gzip on;\ngzip_types application/json;"),
+    ] {
+        cases.push(case(name, server(body)));
+    }
+    cases
+}
+
 /// `root`, `alias`, `index` and `try_files` as ngx_http_core_root, ngx_http_index_set_index
 /// and ngx_http_try_files check them.
 fn file_cases() -> Vec<Case> {
-    let server = |body: &str| {
-        format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\n{body}\n}}\n}}\n")
-    };
     [
         (
             "root and alias",
@@ -701,6 +746,11 @@ fn file_cases() -> Vec<Case> {
 }
 
 /// A case's lines at http level and in a location.
+/// A config whose one server holds `body`.
+fn server(body: &str) -> String {
+    format!("events {{}}\nhttp {{\nserver {{\nlisten 127.0.0.1:1;\n{body}\n}}\n}}\n")
+}
+
 fn at_http_and_location((name, lines): (&str, &str)) -> Vec<Case> {
     [
         format!("events {{}}\nhttp {{\n{lines}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
@@ -961,6 +1011,11 @@ fn files_match_nginx() {
 #[test]
 fn error_page_matches_nginx() {
     compare(error_page_cases());
+}
+
+#[test]
+fn gzip_matches_nginx() {
+    compare(gzip_cases());
 }
 
 #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::Auth;
 use super::error_page::ErrorPage;
+use super::gzip::Gzip;
 use super::limit::Limits;
 use super::log::AccessLog;
 use super::origin::Origin;
@@ -50,6 +51,8 @@ pub struct VirtualServer {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Gzip::is_empty")]
+    pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`: where files are served from, and what `$document_root` and
@@ -205,6 +208,8 @@ pub struct Location {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Gzip::is_empty")]
+    pub gzip: Gzip,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

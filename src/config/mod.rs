@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error_page;
 pub mod expires;
 pub mod geo;
+pub mod gzip;
 pub mod ha;
 pub mod http;
 pub mod limit;
@@ -33,6 +34,7 @@ pub use admin::Admin;
 pub use auth::{Auth, Satisfy};
 pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
+pub use gzip::Gzip;
 pub use ha::{Ha, HaMode};
 pub use http::{
     AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
@@ -188,6 +190,8 @@ pub struct Http {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Gzip::is_empty")]
+    pub gzip: Gzip,
     /// `index`, inherited whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Vec<String>>,

@@ -468,6 +468,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     root(&h.root, None, "http.root", defined)?;
     auth(&h.auth, None, "http.auth", defined)?;
     expires(&h.expires, None, "http.expires", defined)?;
+    gzip(&h.gzip, None, "http.gzip")?;
     error_pages(&h.error_page, None, "http.error_page", defined)?;
     file_settings(None, &h.index, &None, None, "http", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
@@ -518,6 +519,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         root(&server.root, at, &format!("{key}.root"), defined)?;
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
+        gzip(&server.gzip, at, &format!("{key}.gzip"))?;
         error_pages(
             &server.error_page,
             at,
@@ -642,6 +644,7 @@ fn locations(
         root(&loc.root, at, &format!("{key}.root"), defined)?;
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
+        gzip(&loc.gzip, at, &format!("{key}.gzip"))?;
         error_pages(&loc.error_page, at, &format!("{key}.error_page"), defined)?;
         file_settings(
             loc.alias.as_deref(),
@@ -1237,6 +1240,13 @@ fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) 
 
 /// The realip settings written at `key`: addresses the access rules' way (host names are
 /// resolved by the nginx front end, not here), and a header name.
+fn gzip(g: &super::Gzip, at: Option<&Origin>, key: &str) -> Check {
+    match g.problem() {
+        None => Ok(()),
+        Some(problem) => Err(Diagnostic::error(problem).at_opt(at).about(key.to_string())),
+    }
+}
+
 fn real_ip(r: &RealIp, at: Option<&Origin>, key: &str) -> Check {
     for (i, text) in r.from.iter().flatten().enumerate() {
         if text == "all" {

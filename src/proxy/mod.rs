@@ -17,6 +17,7 @@ pub mod error_page;
 pub mod expires;
 pub mod files;
 mod geo;
+pub mod gzip;
 pub mod header_names;
 pub mod health;
 pub mod http;

@@ -7,6 +7,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::time::SystemTime;
 
+use super::gzip::{self, GzipConf};
+
 /// The `Server` header the appliance sends.
 pub const SERVER: &str = "appliance";
 
@@ -102,31 +104,41 @@ pub async fn send(
         location,
         body,
         keepalive,
-        &[],
-        SystemTime::now(),
+        Filters::default(),
     )
     .await
 }
 
-/// [`send`], with `added` headers (the location's `add_header`) after the `Location`, dated
-/// `date` (the time their `Expires` was computed from).
+/// What nginx's header and body filters do to a response the appliance makes itself.
+#[derive(Default)]
+pub struct Filters<'a> {
+    /// Headers after the `Location`: the location's `add_header` and `expires` ones, and
+    /// those an error page carried over.
+    pub added: &'a [(String, Vec<u8>)],
+    /// What `Date` says (the time `Expires` was computed from); now when unset.
+    pub date: Option<SystemTime>,
+    /// The location's gzip.
+    pub gzip: Option<&'a GzipConf>,
+}
+
+/// [`send`], through `filters`.
 pub async fn send_with(
     session: &mut Session,
     status: u16,
     location: Option<&[u8]>,
     body: Option<(Bytes, &str)>,
     keepalive: bool,
-    added: &[(String, Vec<u8>)],
-    date: SystemTime,
+    filters: Filters<'_>,
 ) -> Result<()> {
     if status == CLOSE {
         return Error::e_explain(ErrorType::Custom(CLOSED_WITHOUT_RESPONSE), "status 444");
     }
+    let date = filters.date.unwrap_or_else(SystemTime::now);
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.set_reason_phrase(Some(reason(status)))?;
     resp.insert_header("Server", SERVER)?;
     resp.insert_header("Date", http_date_at(date))?;
-    let body = match body {
+    let mut body = match body {
         Some(b) => Some(b),
         None => error_page(status).map(|page| (Bytes::from(page), "text/html")),
     };
@@ -139,8 +151,22 @@ pub async fn send_with(
     if let Some(location) = location {
         resp.insert_header("Location", location)?;
     }
-    for (name, value) in added {
+    for (name, value) in filters.added {
         resp.append_header(name.clone(), value.as_slice())?;
+    }
+    let mut keepalive = keepalive;
+    if let Some(gzip) = filters.gzip {
+        let request = gzip::Request::Pingora(session.req_header());
+        if gzip.filter(request, &mut resp, date)? {
+            if let Some((bytes, _)) = body.as_mut() {
+                *bytes = gzip
+                    .compressor()
+                    .whole(bytes)
+                    .map_err(|e| Error::because(ErrorType::InternalError, "gzip", e))?;
+            }
+            // An HTTP/1.0 client reads the compressed body to the close.
+            keepalive &= request.version() >= http::Version::HTTP_11;
+        }
     }
     if !keepalive {
         session.set_keepalive(None);

@@ -113,6 +113,8 @@ pub struct LocationConf {
     pub auth: Option<Arc<super::auth_basic::AuthConf>>,
     /// `expires`, unless unset or `off`.
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
+    /// gzip, when on.
+    pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -510,6 +512,7 @@ fn build_server(
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
+        gzip: vs.gzip.merged(&http.gzip),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
         recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
         index: vs.index.clone().or_else(|| http.index.clone()),
@@ -601,6 +604,7 @@ struct Level {
     limits: config::Limits,
     auth: config::Auth,
     expires: Option<String>,
+    gzip: config::Gzip,
     error_page: Option<Vec<config::ErrorPage>>,
     recursive_error_pages: Option<bool>,
     index: Option<Vec<String>>,
@@ -642,6 +646,7 @@ fn location_specs<'a>(
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
+            gzip: loc.gzip.merged(&parent.gzip),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
             recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
             index: loc.index.clone().or_else(|| parent.index.clone()),
@@ -812,6 +817,7 @@ fn location_conf(
         auth: super::auth_basic::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
+        gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

@@ -15,8 +15,9 @@
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `return`, `try_files`, an `internal` location, `error_page`s that change an answer, anything but a
-//! proxied location, a head it cannot parse) it leaves to Pingora:
+//! `return`, `try_files`, an `internal` location, `error_page`s that change an answer, a
+//! response gzip may compress or vary, anything but a proxied location, a head it cannot
+//! parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -354,6 +355,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(proxy) = suits(location, ctx.server.as_deref()) else {
             return Step::ToPingora;
         };
+        // A response gzip may compress or vary goes through Pingora's session, which has the
+        // body filter; a client that accepts no gzip (and no `gzip_vary`) stays here.
+        if (location.gzip.as_ref()).is_some_and(|g| g.may_touch(request.into())) {
+            return Step::ToPingora;
+        }
         // Pingora answers a client `deny` refuses, and logs it.
         ctx.real_ip_by_location(self.client_inet, request.into());
         if !location

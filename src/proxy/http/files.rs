@@ -15,6 +15,7 @@ use std::io::{Read, Seek};
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
+use super::super::gzip;
 use super::super::respond;
 use super::super::runtime::LocationConf;
 use super::super::vars::eval_to_vec;
@@ -213,6 +214,8 @@ pub(super) fn content(
         match files::condition(&conditions, found.mtime, &etag) {
             Condition::PreconditionFailed => return answer(412),
             Condition::NotModified => sent_status = 304,
+            // gzip comes before nginx's range filter and takes the length it would cut by.
+            Condition::Send if compressed_whole(session, ctx, location, &found) => {}
             Condition::Send => {
                 let ranged = files::range(
                     header("range"),
@@ -248,6 +251,39 @@ pub(super) fn content(
         status: sent_status,
         parts,
     }))))
+}
+
+/// Whether gzip compresses this file when it is sent whole with a 200.
+fn compressed_whole(
+    session: &Session,
+    ctx: &RequestCtx,
+    location: &LocationConf,
+    found: &Found,
+) -> bool {
+    let Some(gzip) = &location.gzip else {
+        return false;
+    };
+    let headers = whole_file_headers(ctx, location, found);
+    let request = gzip::Request::Pingora(session.req_header());
+    gzip.verdict(request, 200, &headers, ctx.date()) == gzip::Verdict::Compress
+}
+
+/// The headers gzip reads of a file's response before the range filter cuts it.
+fn whole_file_headers(ctx: &RequestCtx, location: &LocationConf, found: &Found) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let content_type = location.content_types.for_uri(&ctx.uri.path);
+    let values = [
+        (http::header::CONTENT_TYPE, content_type.to_string()),
+        (http::header::CONTENT_LENGTH, found.size.to_string()),
+        (http::header::LAST_MODIFIED, http_time(found.mtime)),
+        (http::header::ETAG, found.etag()),
+    ];
+    for (name, value) in values {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    headers
 }
 
 /// nginx's index module: the first index file that exists under the directory, as an
@@ -377,6 +413,30 @@ pub(super) async fn send(
         )?,
         _ => {}
     }
+    let mut compressor = None;
+    if let Some(gzip) = &location.gzip {
+        let request = gzip::Request::Pingora(session.req_header());
+        // gzip sees the whole file's 200 before the range filter makes it 206, but a range
+        // is cut only from a file gzip leaves whole (see `compressed_whole`).
+        let verdict = match status {
+            206 => match gzip.verdict(
+                request,
+                200,
+                &whole_file_headers(ctx, &location, &found),
+                ctx.date(),
+            ) {
+                gzip::Verdict::Compress => gzip::Verdict::VaryOnly,
+                verdict => verdict,
+            },
+            _ => gzip.verdict(request, status, &response.headers, ctx.date()),
+        };
+        if gzip.apply(verdict, request, &mut response)? {
+            compressor = Some(gzip.compressor());
+            if request.version() < http::Version::HTTP_11 {
+                session.set_keepalive(None);
+            }
+        }
+    }
     let empty = parts.iter().all(|(s, e)| s == e) && multipart.is_none();
     let head_only = status == 304 || session.req_header().method == http::Method::HEAD;
     session
@@ -384,6 +444,10 @@ pub(super) async fn send(
         .await?;
     if head_only || empty {
         return Ok(());
+    }
+    if let Some(compressor) = compressor {
+        // Only a whole file is compressed (see `compressed_whole`).
+        return copy_compressed(session, &mut file, found.size, compressor).await;
     }
     for (i, (start, end)) in parts.iter().enumerate() {
         if let Some(m) = &multipart {
@@ -399,6 +463,36 @@ pub(super) async fn send(
             .await?;
     }
     Ok(())
+}
+
+/// Sends the first `size` bytes of `file` through gzip, in chunks.
+async fn copy_compressed(
+    session: &mut Session,
+    file: &mut std::fs::File,
+    size: u64,
+    mut compressor: gzip::Compressor,
+) -> Result<()> {
+    let io = |e: std::io::Error| {
+        pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
+    };
+    let gzip_failed =
+        |e: std::io::Error| pingora::Error::because(pingora::ErrorType::InternalError, "gzip", e);
+    let mut left = size;
+    let mut chunk = vec![0; size.min(64 * 1024) as usize];
+    while left > 0 {
+        let want = left.min(chunk.len() as u64) as usize;
+        let n = file.read(&mut chunk[..want]).map_err(io)?;
+        if n == 0 {
+            return pingora::Error::e_explain(pingora::ErrorType::FileReadError, "file shrank");
+        }
+        left -= n as u64;
+        let out = compressor.push(&chunk[..n]).map_err(gzip_failed)?;
+        if !out.is_empty() {
+            session.write_response_body(Some(out), false).await?;
+        }
+    }
+    let rest = compressor.finish().map_err(gzip_failed)?;
+    session.write_response_body(Some(rest), true).await
 }
 
 /// Sends bytes `start..end` of `file`, in chunks; `last`: they end the response.

@@ -37,6 +37,7 @@ use pingora::ErrorType;
 use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::client_request::ClientRequest;
+use super::gzip;
 use super::limits::{Held, LimitStatus, Verdict};
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
@@ -84,6 +85,8 @@ pub struct RequestCtx {
     /// The time the response's `Date` and `Expires` are written from, read once so that the
     /// two agree (nginx reads both from its time cached for the event).
     date: std::sync::OnceLock<SystemTime>,
+    /// The response body goes out through gzip (boxed: most responses do not).
+    compressor: Option<Box<gzip::Compressor>>,
     /// What the request's sticky cookie says, when the pool has stickiness.
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
@@ -213,6 +216,7 @@ impl HttpProxy {
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
             date: std::sync::OnceLock::new(),
+            compressor: None,
             affinity: None,
             token: next_request_token(),
             same_peer_again: false,
@@ -848,6 +852,16 @@ impl RequestCtx {
         *self.date.get_or_init(SystemTime::now)
     }
 
+    /// The filters a response the appliance makes goes through: `added` (the headers filter's
+    /// and those carried over), the date, the location's gzip.
+    fn filters<'a>(&'a self, added: &'a [(String, Vec<u8>)]) -> respond::Filters<'a> {
+        respond::Filters {
+            added,
+            date: Some(self.date()),
+            gzip: self.location.as_ref().and_then(|l| l.gzip.as_deref()),
+        }
+    }
+
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
             request: x.request,
@@ -1292,19 +1306,54 @@ impl ProxyHttp for HttpProxy {
                 response.insert_header("Cache-Control", cache_control)?;
             }
         }
-        if location.add_header.is_empty() {
-            return Ok(());
+        if !location.add_header.is_empty() {
+            // `$sent_http_*` reads the response as it stands (h5bp's maps on the content type).
+            let x = Exchange {
+                response: Some(&*response),
+                ..Exchange::of(session)
+            };
+            let added = added_by_rules(&location.add_header, status, &ctx.vars_of(x, ctx.proxy()));
+            for (name, value) in added {
+                response.append_header(name, value)?;
+            }
         }
-        // `$sent_http_*` reads the response as it stands (h5bp's maps on the content type).
-        let x = Exchange {
-            response: Some(&*response),
-            ..Exchange::of(session)
-        };
-        let added = added_by_rules(&location.add_header, status, &ctx.vars_of(x, ctx.proxy()));
-        for (name, value) in added {
-            response.append_header(name, value)?;
+        // The gzip filter comes after the headers filter, as in nginx.
+        if let Some(gzip) = &location.gzip {
+            let request = gzip::Request::Pingora(session.req_header());
+            if gzip.filter(request, response, ctx.date())? {
+                ctx.compressor = Some(Box::new(gzip.compressor()));
+                if request.version() < http::Version::HTTP_11 {
+                    // No chunked encoding for it: the body ends with the connection.
+                    session.set_keepalive(None);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(compressor) = ctx.compressor.as_mut() else {
+            return Ok(None);
+        };
+        let failed = |e: std::io::Error| Error::because(ErrorType::InternalError, "gzip", e);
+        let mut out = match body.take() {
+            Some(data) => compressor.push(&data).map_err(failed)?,
+            None => Bytes::new(),
+        };
+        if end_of_stream {
+            if let Some(compressor) = ctx.compressor.take() {
+                let rest = compressor.finish().map_err(failed)?;
+                out = [out, rest].concat().into();
+            }
+        }
+        *body = (!out.is_empty()).then_some(out);
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -1415,7 +1464,8 @@ impl ProxyHttp for HttpProxy {
         if status > 0 && session.response_written().is_none() {
             // An error page carries the location's `add_header ... always`, as nginx's do.
             let added = added_headers(ctx, session, status);
-            let _ = respond::send_with(session, status, None, None, true, &added, ctx.date()).await;
+            let _ =
+                respond::send_with(session, status, None, None, true, ctx.filters(&added)).await;
         }
         FailToProxy {
             error_code: status,
@@ -1664,8 +1714,7 @@ impl Answer {
                     location.as_deref(),
                     None,
                     keepalive,
-                    &added,
-                    ctx.date(),
+                    ctx.filters(&added),
                 )
                 .await
             }
@@ -2099,5 +2148,5 @@ async fn answer_return(
     };
     let added = added_headers_typed(ctx, session, status, typed);
     let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
-    respond::send_with(session, status, None, body, true, &added, ctx.date()).await
+    respond::send_with(session, status, None, body, true, ctx.filters(&added)).await
 }

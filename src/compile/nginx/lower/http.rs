@@ -8,6 +8,7 @@ use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::expires;
+use crate::config::gzip::{self, Gzip};
 use crate::config::template::Variable;
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
@@ -52,6 +53,7 @@ pub(super) struct Level<'a> {
     pub limits: &'a mut Limits,
     pub auth: &'a mut Auth,
     pub expires: &'a mut Option<String>,
+    pub gzip: &'a mut Gzip,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
     pub recursive_error_pages: &'a mut Option<bool>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
@@ -82,6 +84,7 @@ impl Lowering<'_> {
         let mut limits = Limits::default();
         let mut auth = Auth::default();
         let mut expires = None;
+        let mut gzip = Gzip::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
         let mut access_log = None;
         let mut default_type = None;
@@ -137,6 +140,7 @@ impl Lowering<'_> {
                         limits: &mut limits,
                         auth: &mut auth,
                         expires: &mut expires,
+                        gzip: &mut gzip,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut access_log,
@@ -163,6 +167,7 @@ impl Lowering<'_> {
         http.limits = limits;
         http.auth = auth;
         http.expires = expires;
+        http.gzip = gzip;
         http.error_page = error_page;
         http.recursive_error_pages = recursive_error_pages;
         http.access_log = access_log;
@@ -192,6 +197,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             expires: None,
+            gzip: Gzip::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -271,6 +277,7 @@ impl Lowering<'_> {
                         limits: &mut vs.limits,
                         auth: &mut vs.auth,
                         expires: &mut vs.expires,
+                        gzip: &mut vs.gzip,
                         error_page: &mut vs.error_page,
                         recursive_error_pages: &mut vs.recursive_error_pages,
                         access_log: &mut vs.access_log,
@@ -568,6 +575,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             expires: None,
+            gzip: Gzip::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -656,6 +664,7 @@ impl Lowering<'_> {
                         limits: &mut loc.limits,
                         auth: &mut loc.auth,
                         expires: &mut loc.expires,
+                        gzip: &mut loc.gzip,
                         error_page: &mut loc.error_page,
                         recursive_error_pages: &mut loc.recursive_error_pages,
                         access_log: &mut loc.access_log,
@@ -891,6 +900,26 @@ impl Lowering<'_> {
                 };
                 *level.expires = Some(text);
             }
+            // The generic slots have checked the values (on/off, 1-9, 1.0/1.1, the bitmask).
+            "gzip" => level.gzip.enable = Some(self.flag(stmt)?),
+            "gzip_vary" => level.gzip.vary = Some(self.flag(stmt)?),
+            "gzip_comp_level" => level.gzip.comp_level = Some(self.number(stmt, 0)?),
+            "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
+            "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
+            "gzip_proxied" => {
+                let proxied = level.gzip.proxied.get_or_insert_with(Vec::new);
+                proxied.extend(stmt.values().map(str::to_string));
+            }
+            "gzip_types" => self.gzip_types(stmt, level.gzip),
+            "gzip_disable" => {
+                for value in stmt.values() {
+                    if value != "msie6" {
+                        self.usable_regex(stmt, value, true)?;
+                    }
+                }
+                let disable = level.gzip.disable.get_or_insert_with(Vec::new);
+                disable.extend(stmt.values().map(str::to_string));
+            }
             "error_page" => {
                 if let Some(page) = self.error_page(stmt)? {
                     level.error_page.get_or_insert_with(Vec::new).push(page);
@@ -1094,6 +1123,28 @@ impl Lowering<'_> {
             Ok(_) => {}
         }
         Ok(rule)
+    }
+
+    /// `gzip_types` as ngx_http_types_slot reads it: lowercased, adding up over the level's
+    /// lines, `*` for any type (the rest then ignored), and a warning for a type named twice
+    /// (text/html, always compressed, included).
+    fn gzip_types(&mut self, stmt: &Statement, gzip: &mut Gzip) {
+        let types = gzip.types.get_or_insert_with(Vec::new);
+        if types.iter().any(|t| t == "*") {
+            return;
+        }
+        for value in stmt.values() {
+            if value == "*" {
+                *types = vec!["*".to_string()];
+                return;
+            }
+            let value = value.to_ascii_lowercase();
+            if value == gzip::ALWAYS_COMPRESSED || types.contains(&value) {
+                self.warn(stmt, format!("duplicate MIME type \"{value}\""));
+                continue;
+            }
+            types.push(value);
+        }
     }
 
     /// Refuses a regex the appliance's engine cannot compile (PCRE syntax it lacks, or a bad

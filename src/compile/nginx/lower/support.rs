@@ -148,6 +148,14 @@ pub const SUPPORTED: &[Entry] = &[
     full("auth_basic_user_file", HSL),
     full("satisfy", HSL),
     full("expires", HSL),
+    part("gzip", HSL, "not inside \"if\""),
+    full("gzip_types", HSL),
+    full("gzip_min_length", HSL),
+    full("gzip_comp_level", HSL),
+    full("gzip_http_version", HSL),
+    full("gzip_proxied", HSL),
+    full("gzip_vary", HSL),
+    full("gzip_disable", HSL),
     part(
         "error_page",
         HSL,
@@ -314,6 +322,13 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "proxy_ssl_protocols",
     "proxy_ssl_ciphers",
     "proxy_ssl_conf_command",
+    // zlib's memory and nginx's buffering of what it compresses: the bytes clients get
+    // decompress to the same body.
+    "gzip_buffers",
+    "gzip_window",
+    "gzip_hash",
+    "gzip_no_buffer",
+    "postpone_gzipping",
 ];
 
 /// Whether leaving a directive out changes traffic, and a few words on what it did.
@@ -324,9 +339,9 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         Impact::ChangesTraffic
     };
     let note = match name {
-        "gzip" | "gzip_types" | "gzip_proxied" | "gzip_vary" | "gzip_comp_level"
-        | "gzip_min_length" | "gzip_http_version" | "gzip_disable" | "gzip_buffers"
-        | "gzip_static" | "gunzip" => "responses are not compressed",
+        "gzip" => "responses are not compressed (gzip inside \"if\" is not supported)",
+        "gzip_static" => "precompressed .gz files are not served",
+        "gunzip" => "compressed upstream responses are not decompressed for clients without gzip",
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
         }
@@ -413,7 +428,7 @@ pub fn render_markdown() -> String {
          | directive | what clients see without it |\n|---|---|\n",
     );
     for name in [
-        "gzip",
+        "gzip_static",
         "autoindex",
         "auth_request",
         "proxy_cache",
