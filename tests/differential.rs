@@ -3358,8 +3358,9 @@ fn static_files() {
 /// own Content-Encoding, HEAD), what a compressed one loses (Content-Length, Accept-Ranges, a
 /// strong ETag) and gains (Content-Encoding, chunked), `gzip_vary` on responses that could be
 /// compressed, Accept-Encoding's `q`, `gzip_http_version`, `gzip_proxied` for requests with
-/// Via, `gzip_disable`, and pages and files the proxy sends itself. Bodies are compared
-/// decompressed (nginx's zlib and the appliance's zlib-ng write different bytes).
+/// Via, `gzip_disable`, and pages and files the proxy sends itself, on the fast path and
+/// through Pingora's session. Bodies are compared decompressed (nginx's zlib and the
+/// appliance's zlib-ng write different bytes).
 #[test]
 fn gzip() {
     let dir = support::TempDir::new("gzip-docroot");
@@ -3404,6 +3405,14 @@ fn gzip() {
             .header(LENGTH_HEADER, length)
     };
     let via = |path: &str| gz(path).header("Via", "1.1 cache");
+    // A chunked request body takes a request off the appliance's fast path, onto Pingora's
+    // session: both compress.
+    let session = |request: Request| {
+        request
+            .method("POST")
+            .header("Transfer-Encoding", "chunked")
+            .raw_body("1\r\nx\r\n0\r\n\r\n")
+    };
     Scenario::new("gzip")
         .backends(1)
         .compare_headers(&[
@@ -3473,6 +3482,13 @@ fn gzip() {
             get("/files/page.html")
                 .header("Accept-Encoding", "gzip")
                 .method("HEAD"),
+            session(gz("/a")),
+            session(html("/a")),
+            session(gz("/a").header(CHUNKED_HEADER, "1")),
+            session(gz("/a").header(HEADERS_HEADER, "ETag: \"v1\"|Accept-Ranges: bytes")),
+            session(html("/vary/a")),
+            session(gz("/vary/a")),
+            session(typed("/a", "text/css", "49")),
         ])
         .run();
 }

@@ -85,8 +85,8 @@ find_appliance() {
   fi
 }
 
-# backend_conf FILE WORKERS BODY PORT...: an nginx answering `return 200 BODY` on each port,
-# keeping client connections open for the whole run.
+# backend_conf FILE WORKERS BODY PORT...: an nginx answering `return 200 BODY` on each port
+# (text/plain, or $BACKEND_TYPE), keeping client connections open for the whole run.
 backend_conf() {
   local file="$1" workers="$2" body="$3" port
   shift 3
@@ -98,7 +98,7 @@ backend_conf() {
     echo "    keepalive_requests 1000000;"
     echo "    server {"
     for port in "$@"; do echo "        listen 127.0.0.1:$port;"; done
-    echo "        location / { default_type text/plain; return 200 \"$body\"; }"
+    echo "        location / { default_type ${BACKEND_TYPE:-text/plain}; return 200 \"$body\"; }"
     echo "    }"
     echo "}"
   } >"$file"
@@ -118,6 +118,7 @@ backend_conf() {
 # level (X-Frame-Options, X-Content-Type-Options, and Strict-Transport-Security `always`).
 # With ERROR_PAGES=1, the server has nginx's usual error pages: 500, 502, 503 and 504 answered
 # with /50x.html from a `root` location (never used here: nothing fails).
+# With GZIP_RULES=1, the http level has `gzip on` as Debian's nginx.conf does.
 # With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
 # request for `/` gets DIR/index.html through `index`.
 proxy_conf() {
@@ -130,6 +131,7 @@ proxy_conf() {
     echo "http {"
     echo "    access_log off;"
     echo "    keepalive_requests 1000000;"
+    [ "${GZIP_RULES:-0}" -eq 0 ] || echo "    gzip on;"
     if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
       echo "    limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;"
       echo "    limit_conn_zone \$binary_remote_addr zone=addr:10m;"
@@ -178,7 +180,7 @@ proxy_conf() {
 
 # haproxy_conf FILE THREADS LISTEN_PORT BACKEND_PORT...: the same proxy for HAProxy, reusing
 # idle server connections for any request (the closest to nginx's keepalive pool); with
-# HEADER_RULES=1, setting the same response headers. With
+# HEADER_RULES=1, setting the same response headers; with GZIP_RULES=1, compressing text/html. With
 # PIN_WORKERS=1, thread N runs on CPU N-1 only, as nginx's `worker_cpu_affinity auto` does.
 haproxy_conf() {
   local file="$1" threads="$2" listen="$3" port i=0
@@ -200,6 +202,10 @@ haproxy_conf() {
       echo "    http-response set-header X-Frame-Options SAMEORIGIN"
       echo "    http-response set-header X-Content-Type-Options nosniff"
       echo "    http-response set-header Strict-Transport-Security max-age=31536000"
+    fi
+    if [ "${GZIP_RULES:-0}" -ne 0 ]; then
+      echo "    compression algo gzip"
+      echo "    compression type text/html"
     fi
     echo "    default_backend backends"
     echo "backend backends"

@@ -77,6 +77,14 @@ pub enum Verdict {
     Compress,
 }
 
+/// The response headers gzip's first checks read.
+#[derive(Clone, Copy, Default)]
+pub struct ResponseFacts<'a> {
+    pub content_type: Option<&'a [u8]>,
+    pub content_length: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+}
+
 /// The request as ngx_http_gzip_ok reads it.
 pub type Request<'a> = ClientRequest<'a>;
 
@@ -141,14 +149,18 @@ impl GzipConf {
         }))
     }
 
+    /// Whether a `Vary: Accept-Encoding` goes with a response gzip applies to.
+    pub fn vary(&self) -> bool {
+        self.vary
+    }
+
     /// A compressor at `gzip_comp_level`.
     pub fn compressor(&self) -> Compressor {
         Compressor::new(self.level)
     }
 
-    /// Whether the client could be sent gzip at all, before any response: the location that
-    /// answers it has gzip on and the request is one a response may be compressed for or
-    /// varied on. What else the fast path must leave to the session.
+    /// Whether a response to this request could be compressed or varied at all, before any
+    /// response is seen.
     pub fn may_touch(&self, request: Request<'_>) -> bool {
         self.vary || self.client_accepts(request)
     }
@@ -163,24 +175,57 @@ impl GzipConf {
         response: &HeaderMap,
         now: SystemTime,
     ) -> Verdict {
-        let encoded = response
-            .get(CONTENT_ENCODING)
-            .is_some_and(|v| !v.is_empty());
+        let first = |name| response.get(name).map(|v: &http::HeaderValue| v.as_bytes());
+        let facts = ResponseFacts {
+            content_type: first(CONTENT_TYPE),
+            content_length: first(CONTENT_LENGTH),
+            content_encoding: first(CONTENT_ENCODING),
+        };
+        self.verdict_by(request, status, facts, || {
+            self.proxied_allows(request, response, now)
+        })
+    }
+
+    /// [`GzipConf::verdict`] from the few headers it reads first; `proxied_allows` is asked
+    /// only for a response that could be compressed to a client that accepts it.
+    pub fn verdict_by(
+        &self,
+        request: Request<'_>,
+        status: u16,
+        response: ResponseFacts<'_>,
+        proxied_allows: impl FnOnce() -> bool,
+    ) -> Verdict {
+        let encoded = response.content_encoding.is_some_and(|v| !v.is_empty());
         let too_short = response
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .content_length
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
             // An empty body has nothing for a compressor to end: sent as it is.
             .is_some_and(|length| length < self.min_length || length == 0);
         if !matches!(status, 200 | 403 | 404)
             || encoded
             || too_short
-            || !self.type_matches(response)
+            || !self.type_matches(response.content_type)
         {
             return Verdict::Untouched;
         }
-        match self.client_accepts(request) && self.proxied_allows(request, response, now) {
+        match self.client_accepts(request) && proxied_allows() {
             true => Verdict::Compress,
             false => Verdict::VaryOnly,
+        }
+    }
+
+    /// `gzip_proxied`'s answer when it reads no response header: for a request without Via,
+    /// and with `off` or `any`. `None`: the answer depends on the response's Expires,
+    /// Cache-Control, Last-Modified or ETag.
+    pub fn proxied_without_response(&self, request: Request<'_>) -> Option<bool> {
+        if request.header("via").is_none() {
+            return Some(true);
+        }
+        let p = self.proxied;
+        match (p & OFF != 0, p & ANY != 0) {
+            (true, _) => Some(false),
+            (false, true) => Some(true),
+            (false, false) => None,
         }
     }
 
@@ -226,11 +271,11 @@ impl GzipConf {
     }
 
     /// ngx_http_test_content_type against `gzip_types`.
-    fn type_matches(&self, response: &HeaderMap) -> bool {
+    fn type_matches(&self, content_type: Option<&[u8]>) -> bool {
         let Some(types) = &self.types else {
             return true;
         };
-        let Some(value) = response.get(CONTENT_TYPE).map(|v| v.as_bytes()) else {
+        let Some(value) = content_type else {
             return false;
         };
         let compared = &value[..content_type_len(value)];

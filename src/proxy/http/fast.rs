@@ -15,9 +15,9 @@
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
 //! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `return`, `try_files`, an `internal` location, `error_page`s that change an answer, a
-//! response gzip may compress or vary, anything but a proxied location, a head it cannot
-//! parse) it leaves to Pingora:
+//! `return`, `try_files`, an `internal` location, `error_page`s that change an answer, gzip
+//! that reads more than the upstream's type, length and encoding, anything but a proxied
+//! location, a head it cannot parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -50,6 +50,7 @@ use crate::config::{NextUpstream, Scheme};
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::expires::safe_status;
+use crate::proxy::gzip;
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
 use crate::proxy::limits::Verdict;
@@ -355,10 +356,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(proxy) = suits(location, ctx.server.as_deref()) else {
             return Step::ToPingora;
         };
-        // A response gzip may compress or vary goes through Pingora's session, which has the
-        // body filter; a client that accepts no gzip (and no `gzip_vary`) stays here.
-        if (location.gzip.as_ref()).is_some_and(|g| g.may_touch(request.into())) {
-            return Step::ToPingora;
+        if let Some(gzip) = &location.gzip {
+            // gzip here reads only the upstream's type, length and encoding: what it decides
+            // with the response's Expires or Cache-Control (`gzip_proxied` for a request with
+            // Via), and an error page it may compress, go to Pingora's session.
+            let touched = gzip.may_touch(request.into());
+            if gzip.proxied_without_response(request.into()).is_none()
+                || (touched && location.error_pages.is_some())
+            {
+                return Step::ToPingora;
+            }
         }
         // Pingora answers a client `deny` refuses, and logs it.
         ctx.real_ip_by_location(self.client_inet, request.into());
@@ -689,12 +696,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let upstream_close =
             head.version == 0 || header(CONNECTION).is_some_and(|v| contains_token(v, b"close"));
-        // To the client: the length when the server gave one, else chunked to HTTP/1.1, else
-        // the body up to the close.
-        let rechunk = matches!(framing, Framing::Chunked | Framing::UntilClose) && client_http11;
-        if matches!(framing, Framing::Chunked | Framing::UntilClose) && !client_http11 {
+        let hide = &proxy.hide_headers;
+        let passed = |known: usize| !hide.contains(KNOWN[known]);
+        let gzip = match &location.gzip {
+            None => gzip::Verdict::Untouched,
+            Some(conf) => {
+                let content_encoding = headers
+                    .iter()
+                    .find(|(name, _, _)| {
+                        buf[name.clone()].eq_ignore_ascii_case(b"content-encoding")
+                    })
+                    .map(|(_, value, _)| &buf[value.clone()])
+                    .filter(|_| !hide.contains("content-encoding"));
+                let facts = gzip::ResponseFacts {
+                    content_type: header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
+                    content_length: length.filter(|_| !chunked),
+                    content_encoding,
+                };
+                conf.verdict_by(request.into(), head.status, facts, || {
+                    // serve_location took only requests this can answer.
+                    conf.proxied_without_response(request.into()) == Some(true)
+                })
+            }
+        };
+        let compress = gzip == gzip::Verdict::Compress;
+        let vary =
+            gzip != gzip::Verdict::Untouched && location.gzip.as_ref().is_some_and(|g| g.vary());
+        // A compressed body's length is known only at its end.
+        let unframed = matches!(framing, Framing::Chunked | Framing::UntilClose)
+            || (compress && framing != Framing::None);
+        // To the client: the length when the server gave one (and it goes out as it came),
+        // else chunked to HTTP/1.1, else the body up to the close.
+        let rechunk = unframed && client_http11;
+        if unframed && !client_http11 {
             keepalive = false;
         }
+        // A HEAD's answer says gzip but has no body to compress.
+        let mut compressor = match compress && framing != Framing::None {
+            true => location.gzip.as_ref().map(|g| g.compressor()),
+            false => None,
+        };
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
         // `$upstream_http_*`, and for `add_header` and `expires` values that may read it.
@@ -717,7 +758,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         out.extend_from_slice(&buf[head.reason.clone()]);
         out.extend_from_slice(b"\r\n");
-        let hide = &proxy.hide_headers;
         let mut own = |name: &'static str, value: &[u8], out: &mut Vec<u8>| {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
@@ -728,8 +768,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         };
         // nginx's header filter order: Server, Date, Content-Type, Content-Length, a Location
-        // proxy_redirect made relative, Transfer-Encoding, Connection, then the rest.
-        let passed = |known: usize| !hide.contains(KNOWN[known]);
+        // proxy_redirect made relative, Transfer-Encoding, Connection, gzip's Vary, then the
+        // rest.
         match header(SERVER).filter(|_| passed(SERVER)) {
             Some(v) => own("Server", v, out),
             None => own("Server", respond::SERVER.as_bytes(), out),
@@ -741,7 +781,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
         for (name, known) in FIRST_HEADERS {
-            if known == CONTENT_LENGTH && chunked {
+            if known == CONTENT_LENGTH && (chunked || compress) {
                 continue;
             }
             if let Some(v) = header(known).filter(|_| passed(known)) {
@@ -759,6 +799,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
+        if vary {
+            own("Vary", b"Accept-Encoding", out);
+        }
         // Where the upstream's Expires and Cache-Control lines went in `out`, for `expires`.
         let expiring = location
             .expires
@@ -775,6 +818,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Some(r) if r.first => continue,
                 Some(r) => &r.value[..],
                 None => &buf[value.clone()],
+            };
+            // What gzip takes from a compressed response: ranges, and a strong ETag.
+            let weak;
+            let value = match compress {
+                true if name.eq_ignore_ascii_case(b"accept-ranges") => continue,
+                true if name.eq_ignore_ascii_case(b"etag") => match gzip::weak_etag(value) {
+                    Some(w) => {
+                        weak = w;
+                        &weak[..]
+                    }
+                    None => continue,
+                },
+                _ => value,
             };
             let line_start = out.len();
             out.extend_from_slice(name);
@@ -831,6 +887,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+        if compress {
+            // gzip's filter comes after the headers filter: its header is the last.
+            self.out.extend_from_slice(b"Content-Encoding: gzip\r\n");
+            if let Some(sent) = sent.as_mut() {
+                let _ = sent.append_header("Content-Encoding", "gzip");
+            }
+        }
         self.out.extend_from_slice(b"\r\n");
 
         self.response_headers = headers;
@@ -857,7 +920,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Framing::None => {}
                 Framing::Length(_) => {
                     let take = remaining.min(self.upstream_buf.len() as u64) as usize;
-                    self.out.extend_from_slice(&self.upstream_buf[..take]);
+                    match compressor.as_mut() {
+                        None => self.out.extend_from_slice(&self.upstream_buf[..take]),
+                        Some(c) => {
+                            upstream_ok &=
+                                compress_into(c, &self.upstream_buf[..take], &mut self.out, rechunk)
+                        }
+                    }
                     self.upstream_buf.advance(take);
                     remaining -= take as u64;
                     complete = remaining == 0;
@@ -868,7 +937,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         Ok((used, done)) => {
                             self.upstream_buf.advance(used);
                             complete = done;
-                            push_body(&mut self.out, &data, rechunk);
+                            match compressor.as_mut() {
+                                None => push_body(&mut self.out, &data, rechunk),
+                                Some(c) => {
+                                    upstream_ok &= compress_into(c, &data, &mut self.out, rechunk)
+                                }
+                            }
                         }
                         Err(()) => {
                             upstream_ok = false;
@@ -877,8 +951,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 Framing::UntilClose => {
                     let data = self.upstream_buf.split();
-                    push_body(&mut self.out, &data, rechunk);
+                    match compressor.as_mut() {
+                        None => push_body(&mut self.out, &data, rechunk),
+                        Some(c) => upstream_ok &= compress_into(c, &data, &mut self.out, rechunk),
+                    }
                 }
+            }
+            if complete && upstream_ok {
+                upstream_ok = finish_compressed(compressor.take(), &mut self.out, rechunk);
             }
             body_sent += (self.out.len() - data_start) as u64;
             if complete && rechunk {
@@ -916,6 +996,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Ok(_)) if framing == Framing::UntilClose => {
                     complete = true;
+                    if !finish_compressed(compressor.take(), &mut self.out, rechunk) {
+                        upstream_ok = false;
+                        break;
+                    }
                     if rechunk {
                         self.out.extend_from_slice(b"0\r\n\r\n");
                         client_ok = self.send_out(send_timeout).await;
@@ -1301,6 +1385,41 @@ fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(data);
+    }
+}
+
+/// Compresses `data` into `out` (as a chunk when re-chunked); false if zlib failed.
+fn compress_into(
+    compressor: &mut gzip::Compressor,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    rechunk: bool,
+) -> bool {
+    match compressor.push(data) {
+        Ok(compressed) => {
+            push_body(out, &compressed, rechunk);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The end of a compressed body into `out`: what zlib kept and gzip's trailer. True without
+/// a compressor.
+fn finish_compressed(
+    compressor: Option<gzip::Compressor>,
+    out: &mut Vec<u8>,
+    rechunk: bool,
+) -> bool {
+    let Some(compressor) = compressor else {
+        return true;
+    };
+    match compressor.finish() {
+        Ok(rest) => {
+            push_body(out, &rest, rechunk);
+            true
+        }
+        Err(_) => false,
     }
 }
 
