@@ -12,12 +12,10 @@
 //! through a proxy (`Via`), when `gzip_proxied` allows it. A compressed response loses its
 //! Content-Length and Accept-Ranges, and its ETag becomes weak.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
+use flate2::{Compress, Compression, FlushCompress, Status};
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG,
     EXPIRES, LAST_MODIFIED, TRANSFER_ENCODING,
@@ -154,9 +152,9 @@ impl GzipConf {
         self.vary
     }
 
-    /// A compressor at `gzip_comp_level`.
-    pub fn compressor(&self) -> Compressor {
-        Compressor::new(self.level)
+    /// A compressor at `gzip_comp_level` for a body of `content_length` bytes, if known.
+    pub fn compressor(&self, content_length: Option<u64>) -> Compressor {
+        Compressor::new(self.level, content_length)
     }
 
     /// Whether a response to this request could be compressed or varied at all, before any
@@ -500,35 +498,102 @@ pub fn weak_etag(etag: &[u8]) -> Option<Vec<u8>> {
 
 /// A response body going out compressed: what the compressor has produced so far comes back
 /// from each [`Compressor::push`], the rest and gzip's trailer from [`Compressor::finish`].
+///
+/// Raw deflate with gzip's header and trailer written here, as nginx writes them: flate2's
+/// `GzEncoder` buffers through a 32 KB writer of its own, which cost a small response more
+/// than half as much again as the compression (7.1 against 4.5 us for 2 KB at level 1).
 pub struct Compressor {
-    encoder: GzEncoder<Vec<u8>>,
+    deflate: Compress,
+    crc: crc32fast::Hasher,
+    /// gzip's ISIZE: the input's length modulo 2^32.
+    size: u32,
+    header_sent: bool,
 }
 
+/// nginx's gzip header: no name, no time, Unix.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+
 impl Compressor {
-    pub fn new(level: u32) -> Self {
-        // nginx's gzip header names Unix as the operating system.
-        let builder = GzBuilder::new().operating_system(3);
+    /// A compressor at `level` for a body of `content_length` bytes, when known: its window
+    /// as small as nginx makes it for that length (ngx_http_gzip_filter_memory), which makes
+    /// zlib's setup cheaper.
+    pub fn new(level: u32, content_length: Option<u64>) -> Self {
+        let mut window_bits: u8 = 15;
+        if let Some(length) = content_length.filter(|l| *l > 0) {
+            // zlib's usable window is 262 bytes short of its size.
+            while window_bits > 9 && length < (1u64 << (window_bits - 1)).saturating_sub(262) {
+                window_bits -= 1;
+            }
+        }
         Compressor {
-            encoder: builder.write(Vec::new(), Compression::new(level)),
+            deflate: Compress::new_with_window_bits(Compression::new(level), false, window_bits),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            header_sent: false,
         }
     }
 
-    /// Compresses `data`; returns the compressed bytes ready to send (often none: zlib keeps
-    /// a window before it writes).
+    /// Compresses `data`; returns the compressed bytes ready to send (often none but the
+    /// header: zlib keeps a window before it writes).
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        self.encoder.write_all(data)?;
-        Ok(Bytes::from(std::mem::take(self.encoder.get_mut())))
+        self.crc.update(data);
+        self.size = self.size.wrapping_add(data.len() as u32);
+        let mut out = self.start(data.len() / 2);
+        let mut rest = data;
+        while !rest.is_empty() {
+            reserve_some(&mut out, rest.len());
+            let before = self.deflate.total_in();
+            self.deflate
+                .compress_vec(rest, &mut out, FlushCompress::None)
+                .map_err(std::io::Error::other)?;
+            let used = (self.deflate.total_in() - before) as usize;
+            rest = &rest[used..];
+        }
+        Ok(Bytes::from(out))
     }
 
     /// Everything not sent yet, and the trailer.
-    pub fn finish(self) -> std::io::Result<Bytes> {
-        self.encoder.finish().map(Bytes::from)
+    pub fn finish(mut self) -> std::io::Result<Bytes> {
+        let mut out = self.start(64);
+        loop {
+            reserve_some(&mut out, 256);
+            match self
+                .deflate
+                .compress_vec(&[], &mut out, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?
+            {
+                Status::StreamEnd => break,
+                Status::Ok | Status::BufError => {}
+            }
+        }
+        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        Ok(Bytes::from(out))
     }
 
     /// A whole body at once.
     pub fn whole(mut self, body: &[u8]) -> std::io::Result<Bytes> {
-        self.encoder.write_all(body)?;
-        self.finish()
+        let mut out = self.push(body)?.to_vec();
+        out.extend_from_slice(&self.finish()?);
+        Ok(Bytes::from(out))
+    }
+
+    /// An output buffer, the header first if it has not gone out yet.
+    fn start(&mut self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity + GZIP_HEADER.len() + 64);
+        if !self.header_sent {
+            out.extend_from_slice(&GZIP_HEADER);
+            self.header_sent = true;
+        }
+        out
+    }
+}
+
+/// Room for zlib to write into: `compress_vec` fills only the spare capacity.
+fn reserve_some(out: &mut Vec<u8>, hint: usize) {
+    let want = hint.clamp(256, 64 * 1024);
+    if out.capacity() - out.len() < want {
+        out.reserve(want);
     }
 }
 
@@ -738,19 +803,26 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        let mut compressor = Compressor::new(6);
+        let mut compressor = Compressor::new(6, None);
         let mut out = Vec::new();
         for chunk in body.chunks(7_000) {
             out.extend_from_slice(&compressor.push(chunk).unwrap());
         }
         out.extend_from_slice(&compressor.finish().unwrap());
-        assert_eq!(out[9], 3, "the operating system byte nginx writes");
+        assert_eq!(out[..10], GZIP_HEADER, "nginx's header");
         let mut decoded = Vec::new();
         flate2::read::GzDecoder::new(out.as_slice())
             .read_to_end(&mut decoded)
             .unwrap();
         assert_eq!(decoded, body);
-        let whole = Compressor::new(1).whole(b"hello").unwrap();
+        // A window sized for a shorter body still carries a longer one, only less tightly.
+        let small = Compressor::new(1, Some(100)).whole(&body).unwrap();
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(small.as_ref())
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, body);
+        let whole = Compressor::new(1, Some(5)).whole(b"hello").unwrap();
         let mut decoded = String::new();
         flate2::read::GzDecoder::new(whole.as_ref())
             .read_to_string(&mut decoded)

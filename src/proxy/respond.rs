@@ -160,7 +160,7 @@ pub async fn send_with(
         if gzip.filter(request, &mut resp, date)? {
             if let Some((bytes, _)) = body.as_mut() {
                 *bytes = gzip
-                    .compressor()
+                    .compressor(Some(bytes.len() as u64))
                     .whole(bytes)
                     .map_err(|e| Error::because(ErrorType::InternalError, "gzip", e))?;
             }

@@ -733,7 +733,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         // A HEAD's answer says gzip but has no body to compress.
         let mut compressor = match compress && framing != Framing::None {
-            true => location.gzip.as_ref().map(|g| g.compressor()),
+            true => location.gzip.as_ref().map(|g| {
+                g.compressor(match framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                })
+            }),
             false => None,
         };
 

@@ -431,7 +431,7 @@ pub(super) async fn send(
             _ => gzip.verdict(request, status, &response.headers, ctx.date()),
         };
         if gzip.apply(verdict, request, &mut response)? {
-            compressor = Some(gzip.compressor());
+            compressor = Some(gzip.compressor(Some(found.size)));
             if request.version() < http::Version::HTTP_11 {
                 session.set_keepalive(None);
             }

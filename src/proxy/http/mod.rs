@@ -1320,8 +1320,10 @@ impl ProxyHttp for HttpProxy {
         // The gzip filter comes after the headers filter, as in nginx.
         if let Some(gzip) = &location.gzip {
             let request = gzip::Request::Pingora(session.req_header());
+            let length = (response.headers.get(http::header::CONTENT_LENGTH))
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok());
             if gzip.filter(request, response, ctx.date())? {
-                ctx.compressor = Some(Box::new(gzip.compressor()));
+                ctx.compressor = Some(Box::new(gzip.compressor(length)));
                 if request.version() < http::Version::HTTP_11 {
                     // No chunked encoding for it: the body ends with the connection.
                     session.set_keepalive(None);
