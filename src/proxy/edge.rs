@@ -177,9 +177,8 @@ impl HttpEdge {
         if let Served::ToPingora(stream, read) =
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
-            let mut stream = stream.into_l4();
-            // In front of what the stream kept itself: it was read after that.
-            stream.rewind(&read);
+            // In front of what the stream kept itself (read after that), with writes gathered.
+            let stream = Replay::new(stream.into_l4(), read);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }

@@ -1,14 +1,20 @@
-//! A stream with bytes put back in front of it: what the fast path read of a TLS connection's
-//! request, handed over to Pingora (which takes any [`IO`](pingora::protocols::IO)) as if
-//! never read. Plain TCP streams have Pingora's own `rewind`; a TLS stream has no such thing,
-//! since the bytes read are already decrypted.
+//! The stream Pingora gets (it takes any [`IO`](pingora::protocols::IO)) when the fast path
+//! hands a connection over: what the fast path read of the request put back in front of it,
+//! as if never read, and writes gathered up to one segment.
 //!
-//! Everything but reading is the inner stream's: its TLS, socket and timing digests, its id.
+//! Why gather writes: Pingora's own listeners give each connection a 1460-byte write buffer,
+//! so that a response's head and a short body leave in one segment; the appliance accepts its
+//! connections itself, and without the buffer every head and every body was a `sendto` of its
+//! own (strace of a file served: two per request, where nginx makes one). Pingora flushes as
+//! its buffered streams need: after a head with no body, and at the end of a body.
+//!
+//! Everything but reading and writing is the inner stream's: its TLS, socket and timing
+//! digests, its id.
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -18,17 +24,40 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Pingora's DEFAULT_L4_WRITE_BUFFER_SIZE: one Ethernet segment's payload.
+const WRITE_BUFFER: usize = 1460;
 
 pub struct Replay<S> {
     front: BytesMut,
     inner: S,
+    /// Written, not yet passed to `inner`.
+    pending: Vec<u8>,
 }
 
 impl<S> Replay<S> {
     /// `inner`, read from after `front`.
     pub fn new(inner: S, front: BytesMut) -> Replay<S> {
-        Replay { front, inner }
+        Replay {
+            front,
+            inner,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Replay<S> {
+    /// Passes what is pending to the inner stream.
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -71,21 +100,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        if self.pending.len() + buf.len() > WRITE_BUFFER {
+            ready!(self.poll_write_pending(cx))?;
+        }
+        if buf.len() >= WRITE_BUFFER {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        self.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_write_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_write_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
-impl<S: Shutdown + Send> Shutdown for Replay<S> {
+impl<S: Shutdown + AsyncWrite + Unpin + Send> Shutdown for Replay<S> {
     async fn shutdown(&mut self) {
+        // What is still gathered goes out before the connection ends.
+        let _ = self.flush().await;
         self.inner.shutdown().await
     }
 }
@@ -135,7 +175,31 @@ impl<S: Send> Peek for Replay<S> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_are_gathered_until_flushed_or_full() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let mut replay = Replay::new(client, BytesMut::new());
+        replay.write_all(b"head\r\n\r\n").await.unwrap();
+        replay.write_all(b"body").await.unwrap();
+        let mut got = [0u8; 64];
+        let nothing =
+            tokio::time::timeout(std::time::Duration::from_millis(20), server.read(&mut got)).await;
+        assert!(nothing.is_err(), "nothing leaves before a flush");
+        replay.flush().await.unwrap();
+        let n = server.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"head\r\n\r\nbody", "one write");
+        // A write that would not fit sends what is gathered, then itself.
+        let big = vec![b'x'; 4000];
+        replay.write_all(b"small").await.unwrap();
+        replay.write_all(&big).await.unwrap();
+        replay.flush().await.unwrap();
+        let mut all = vec![0u8; 4005];
+        server.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all[..5], b"small");
+        assert!(all[5..].iter().all(|&b| b == b'x'));
+    }
 
     #[tokio::test]
     async fn the_bytes_put_back_come_first() {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
-use std::io::{Read, Seek};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
@@ -455,7 +456,7 @@ pub(super) async fn send(
             session.write_response_body(Some(head), false).await?;
         }
         let last = multipart.is_none() && i + 1 == parts.len();
-        copy_range(session, &mut file, *start, *end, last).await?;
+        copy_range(session, &file, *start, *end, last).await?;
     }
     if let Some(m) = multipart {
         session
@@ -498,7 +499,7 @@ async fn copy_compressed(
 /// Sends bytes `start..end` of `file`, in chunks; `last`: they end the response.
 async fn copy_range(
     session: &mut Session,
-    file: &mut std::fs::File,
+    file: &std::fs::File,
     start: u64,
     end: u64,
     last: bool,
@@ -506,11 +507,13 @@ async fn copy_range(
     let io = |e: std::io::Error| {
         pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
     };
-    file.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
+    // Read at offsets (pread): no seek to make before each range.
+    let mut at = start;
     let mut left = end - start;
     while left > 0 {
         let mut chunk = vec![0; left.min(64 * 1024) as usize];
-        let n = file.read(&mut chunk).map_err(io)?;
+        let n = file.read_at(&mut chunk, at).map_err(io)?;
+        at += n as u64;
         if n == 0 {
             // The file shrank after its length was sent: the connection cannot carry on.
             return pingora::Error::e_explain(pingora::ErrorType::FileReadError, "file shrank");
