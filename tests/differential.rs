@@ -3213,7 +3213,6 @@ fn error_page() {
 /// directory with an index and one without.
 fn docroot() -> support::TempDir {
     let dir = support::TempDir::new("docroot");
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
     let files = [
         ("index.html", "<h1>home</h1>\n"),
         ("a.css", "body { color: red; }\n"),
@@ -3224,16 +3223,22 @@ fn docroot() -> support::TempDir {
         ("big.bin", &"0123456789".repeat(10_000)),
     ];
     for (name, text) in files {
-        let path = dir.path.join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-        std::fs::write(&path, text).expect("file");
-        let file = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        file.set_modified(when).expect("mtime");
+        write_dated(&dir.path.join(name), text.as_bytes());
     }
     dir
+}
+
+/// Writes a file (and its directories) with the fixed mtime of the file tests, so that its
+/// Last-Modified and ETag are the same for nginx's run and the appliance's.
+fn write_dated(path: &std::path::Path, bytes: &[u8]) {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(path, bytes).expect("file");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.set_modified(when).expect("mtime");
 }
 
 /// Files as nginx's static, index and try_files modules serve them: index files, a directory
@@ -3489,6 +3494,81 @@ fn gzip() {
             session(html("/vary/a")),
             session(gz("/vary/a")),
             session(typed("/a", "text/css", "49")),
+        ])
+        .run();
+}
+
+/// gzip_static as ngx_http_gzip_static_handler serves it: a file's `.gz` beside it, sent with
+/// Content-Encoding (and without ranges) to a client that accepts gzip (`on`) or to every
+/// client (`always`), `Vary` when gzip_vary is on and the `.gz` exists, the plain file
+/// otherwise (which `gzip on` may still compress), conditional requests on the `.gz`.
+#[test]
+fn gzip_static() {
+    use std::io::Write;
+    let dir = support::TempDir::new("gzip-static");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(b"<p>from the .gz file</p>\n").expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    // nginx's ETag: the mtime and the size, in hex.
+    let gz_etag = format!("\"6553f100-{:x}\"", gz.len());
+    let plain = format!("<p>{}</p>\n", "plain file ".repeat(10));
+    let files: [(&str, &[u8]); 4] = [
+        ("page.html", plain.as_bytes()),
+        ("page.html.gz", &gz),
+        ("other.html", plain.as_bytes()),
+        ("dir.html", plain.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        write_dated(&dir.path.join(name), bytes);
+    }
+    // A `.gz` that is a directory is passed over.
+    std::fs::create_dir_all(dir.path.join("dir.html.gz")).expect("dir");
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "server {{
+             listen {{listen}};
+             location /on/ {{ alias {root}/; gzip_static on; }}
+             location /vary/ {{ alias {root}/; gzip_static on; gzip_vary on; }}
+             location /always/ {{ alias {root}/; gzip_static always; }}
+             location /both/ {{ alias {root}/; gzip_static on; gzip on; gzip_vary on; }}
+             location /off/ {{ alias {root}/; gzip_static off; }}
+             location /via/ {{ alias {root}/; gzip_static on; }}
+         }}"
+    );
+    let gz = |path: &str| get(path).header("Accept-Encoding", "gzip");
+    Scenario::new("gzip_static")
+        .backends(0)
+        .compare_headers(&[
+            "Content-Encoding",
+            "Vary",
+            "ETag",
+            "Last-Modified",
+            "Accept-Ranges",
+            "Content-Length",
+            "Content-Range",
+        ])
+        .config(&config)
+        .send_all([
+            gz("/on/page.html"),
+            get("/on/page.html"),
+            get("/on/page.html").header("Accept-Encoding", "gzip;q=0"),
+            gz("/on/other.html"),
+            gz("/on/dir.html"),
+            gz("/on/page.html").method("HEAD"),
+            gz("/on/page.html").header("Range", "bytes=0-4"),
+            get("/on/page.html").header("Range", "bytes=0-4"),
+            gz("/on/page.html").header("If-None-Match", &gz_etag),
+            gz("/on/page.html").header("If-Modified-Since", "Tue, 14 Nov 2023 22:13:20 GMT"),
+            gz("/vary/page.html"),
+            get("/vary/page.html"),
+            get("/vary/other.html"),
+            gz("/always/page.html"),
+            get("/always/page.html"),
+            gz("/both/page.html"),
+            get("/both/page.html"),
+            gz("/both/other.html"),
+            gz("/off/page.html"),
+            gz("/via/page.html").header("Via", "1.1 cache"),
         ])
         .run();
 }

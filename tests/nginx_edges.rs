@@ -659,6 +659,9 @@ fn gzip_cases() -> Vec<Case> {
         ("buffers", "gzip_buffers 16 8k;"),
         ("buffers, one argument", "gzip_buffers 16;"),
         ("window", "gzip_window 16k;"),
+        ("static", "gzip_static on;"),
+        ("static always", "gzip_static always;"),
+        ("static, a bad value", "gzip_static yes;"),
     ]
     .into_iter()
     .flat_map(at_http_and_location)

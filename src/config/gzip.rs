@@ -1,7 +1,8 @@
 //! nginx's gzip settings at one level: `gzip`, `gzip_types`, `gzip_min_length`,
 //! `gzip_comp_level` (ngx_http_gzip_filter_module) and `gzip_http_version`, `gzip_proxied`,
-//! `gzip_vary`, `gzip_disable` (which nginx keeps in its core module). Each is inherited on its
-//! own, as nginx merges them; `types`, `proxied` and `disable` are inherited whole.
+//! `gzip_vary`, `gzip_disable` (which nginx keeps in its core module), and `gzip_static`
+//! (ngx_http_gzip_static_module). Each is inherited on its own, as nginx merges them; `types`,
+//! `proxied` and `disable` are inherited whole.
 //!
 //! ```toml
 //! [http.gzip]
@@ -50,6 +51,10 @@ pub struct Gzip {
     /// (Internet Explorer 4 to 6 before SP2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable: Option<Vec<String>>,
+    /// `gzip_static`: `off` (nginx's default), `on` (a file's `.gz` beside it is sent, with
+    /// Content-Encoding, to a client that accepts gzip) or `always` (to every client).
+    #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
+    pub static_: Option<String>,
 }
 
 /// The type nginx compresses whatever `gzip_types` says.
@@ -90,6 +95,7 @@ impl Gzip {
             proxied: pick(&self.proxied, &outer.proxied),
             vary: self.vary.or(outer.vary),
             disable: pick(&self.disable, &outer.disable),
+            static_: self.static_.clone().or_else(|| outer.static_.clone()),
         }
     }
 

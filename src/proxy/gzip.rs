@@ -50,8 +50,22 @@ const PROXIED_BITS: [u16; 9] = [
     ANY,
 ];
 
+/// `gzip_static`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precompressed {
+    Off,
+    /// To a client ngx_http_gzip_ok lets have gzip.
+    On,
+    /// To every client.
+    Always,
+}
+
 #[derive(Debug)]
 pub struct GzipConf {
+    /// `gzip on`: the filter compresses. (The settings are also kept for `gzip_static`
+    /// alone, which reads the core module's.)
+    enable: bool,
+    precompressed: Precompressed,
     /// The types compressed (text/html among them); `None` for `gzip_types *`.
     types: Option<Vec<String>>,
     min_length: u64,
@@ -95,9 +109,15 @@ fn is_head(request: Request<'_>) -> bool {
 }
 
 impl GzipConf {
-    /// `None` unless `gzip on`.
+    /// `None` unless `gzip on` or `gzip_static` on or always.
     pub fn build(gzip: &Gzip, at: Option<&Origin>) -> Result<Option<Self>, Diagnostic> {
-        if gzip.enable != Some(true) {
+        let precompressed = match gzip.static_.as_deref() {
+            Some("on") => Precompressed::On,
+            Some("always") => Precompressed::Always,
+            _ => Precompressed::Off,
+        };
+        let enable = gzip.enable == Some(true);
+        if !enable && precompressed == Precompressed::Off {
             return Ok(None);
         }
         if let Some(problem) = gzip.problem() {
@@ -136,6 +156,8 @@ impl GzipConf {
             ),
         };
         Ok(Some(GzipConf {
+            enable,
+            precompressed,
             types,
             min_length: gzip.min_length.map_or(20, |s| s.0),
             level: gzip.comp_level.unwrap_or(1),
@@ -160,7 +182,25 @@ impl GzipConf {
     /// Whether a response to this request could be compressed or varied at all, before any
     /// response is seen.
     pub fn may_touch(&self, request: Request<'_>) -> bool {
-        self.vary || self.client_accepts(request)
+        self.enable && (self.vary || self.client_accepts(request))
+    }
+
+    /// Whether a file's `.gz` is to be looked for, and whether this client is to get it;
+    /// `None` for neither (ngx_http_gzip_static_handler's first checks). With `on`, a client
+    /// that may not have it still makes the `.gz` worth looking for when `gzip_vary` is on:
+    /// its existence puts `Vary` on the plain file.
+    pub fn precompressed_for(&self, request: Request<'_>) -> Option<(Precompressed, bool)> {
+        let sendable = match self.precompressed {
+            Precompressed::Off => return None,
+            Precompressed::Always => true,
+            // ngx_http_gzip_ok before any response header: for a request with Via, only
+            // `gzip_proxied off` refuses.
+            Precompressed::On => {
+                self.client_accepts(request)
+                    && (request.header("via").is_none() || self.proxied & OFF == 0)
+            }
+        };
+        (sendable || self.vary).then_some((self.precompressed, sendable))
     }
 
     /// ngx_http_gzip_header_filter's decision for a response of `status` with `response`'s
@@ -193,6 +233,9 @@ impl GzipConf {
         response: ResponseFacts<'_>,
         proxied_allows: impl FnOnce() -> bool,
     ) -> Verdict {
+        if !self.enable {
+            return Verdict::Untouched;
+        }
         let encoded = response.content_encoding.is_some_and(|v| !v.is_empty());
         let too_short = response
             .content_length
@@ -216,7 +259,7 @@ impl GzipConf {
     /// and with `off` or `any`. `None`: the answer depends on the response's Expires,
     /// Cache-Control, Last-Modified or ETag.
     pub fn proxied_without_response(&self, request: Request<'_>) -> Option<bool> {
-        if request.header("via").is_none() {
+        if !self.enable || request.header("via").is_none() {
             return Some(true);
         }
         let p = self.proxied;
@@ -783,6 +826,63 @@ mod tests {
         assert_eq!(verdict(&c, &agent(ie6_sp2), &html), Verdict::Compress);
         assert_eq!(verdict(&c, &agent("CURL/8.0"), &html), Verdict::VaryOnly);
         assert_eq!(verdict(&c, &agent("Wget/1.21"), &html), Verdict::Compress);
+    }
+
+    #[test]
+    fn gzip_static_alone_compresses_nothing_itself() {
+        let only_static = |mode: &str, vary: bool| {
+            GzipConf::build(
+                &Gzip {
+                    static_: Some(mode.into()),
+                    vary: Some(vary),
+                    ..Gzip::default()
+                },
+                None,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let accepts = request(
+            "GET",
+            http::Version::HTTP_11,
+            &[("accept-encoding", "gzip")],
+        );
+        let plain = request("GET", http::Version::HTTP_11, &[]);
+        let via = request(
+            "GET",
+            http::Version::HTTP_11,
+            &[("accept-encoding", "gzip"), ("via", "1.1 x")],
+        );
+        let (accepts, plain, via) = (
+            Request::Pingora(&accepts),
+            Request::Pingora(&plain),
+            Request::Pingora(&via),
+        );
+        let on = only_static("on", false);
+        assert_eq!(
+            on.precompressed_for(accepts),
+            Some((Precompressed::On, true))
+        );
+        assert_eq!(on.precompressed_for(plain), None);
+        assert_eq!(on.precompressed_for(via), None, "gzip_proxied off");
+        let varied = only_static("on", true);
+        assert_eq!(
+            varied.precompressed_for(plain),
+            Some((Precompressed::On, false))
+        );
+        let always = only_static("always", false);
+        assert_eq!(
+            always.precompressed_for(plain),
+            Some((Precompressed::Always, true))
+        );
+        // Without `gzip on`, the filter leaves every response as it is.
+        let html = headers(&[("content-type", "text/html")]);
+        assert_eq!(
+            on.verdict(accepts, 200, &html, SystemTime::now()),
+            Verdict::Untouched
+        );
+        assert!(!varied.may_touch(accepts));
+        assert!(GzipConf::build(&Gzip::default(), None).unwrap().is_none());
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub(super) struct FileAnswer {
     status: u16,
     /// The bytes sent: the whole file, or ranges of it (206; several as multipart).
     parts: Vec<(u64, u64)>,
+    /// A `.gz` gzip_static chose: sent with Content-Encoding, without ranges.
+    precompressed: bool,
+    /// gzip_static `on` found a `.gz`: `Vary` goes out if `gzip_vary` is on, whoever gets
+    /// which file.
+    static_vary: bool,
 }
 
 /// What `try_files` decided.
@@ -170,6 +175,21 @@ pub(super) fn content(
     if !readable {
         return answer(405);
     }
+    let mut static_vary = false;
+    if *method != http::Method::POST {
+        match precompressed(session, location, &root.path(&uri)) {
+            Precompressed::None => {}
+            Precompressed::Vary => static_vary = true,
+            Precompressed::NotAFile => return answer(404),
+            Precompressed::Send { file, found, vary } => {
+                let take = Taken {
+                    precompressed: true,
+                    static_vary: vary,
+                };
+                return answer_file(session, ctx, location, (file, found), take);
+            }
+        }
+    }
     let path = root.path(&uri);
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
@@ -199,6 +219,75 @@ pub(super) fn content(
     if *method == http::Method::POST {
         return answer(405);
     }
+    let take = Taken {
+        precompressed: false,
+        static_vary,
+    };
+    answer_file(session, ctx, location, (file, found), take)
+}
+
+/// What gzip_static decided about a file's `.gz` (ngx_http_gzip_static_handler).
+enum Precompressed {
+    /// Nothing: no `.gz`, or gzip_static off, or not for this client and no `Vary` to add.
+    None,
+    /// The plain file goes out, with `Vary`.
+    Vary,
+    /// The `.gz` exists but is neither a file nor a directory: 404.
+    NotAFile,
+    Send {
+        file: std::fs::File,
+        found: Found,
+        vary: bool,
+    },
+}
+
+fn precompressed(
+    session: &Session,
+    location: &LocationConf,
+    path: &std::path::Path,
+) -> Precompressed {
+    let request = gzip::Request::Pingora(session.req_header());
+    let Some((mode, sendable)) =
+        (location.gzip.as_ref()).and_then(|g| g.precompressed_for(request))
+    else {
+        return Precompressed::None;
+    };
+    let mut gz = path.as_os_str().to_owned();
+    gz.push(".gz");
+    // A `.gz` that cannot be opened is passed over, as nginx does (it logs the reason).
+    let Ok(file) = std::fs::File::open(&gz) else {
+        return Precompressed::None;
+    };
+    let Ok(found) = file.metadata().map(|m| Found::of(&m)) else {
+        return Precompressed::None;
+    };
+    let vary = mode == gzip::Precompressed::On;
+    match (sendable, found.is_dir, found.is_file) {
+        (false, _, _) | (true, true, _) => match vary {
+            true => Precompressed::Vary,
+            false => Precompressed::None,
+        },
+        (true, false, false) => Precompressed::NotAFile,
+        (true, false, true) => Precompressed::Send { file, found, vary },
+    }
+}
+
+/// How a file was taken (see [`FileAnswer`]).
+struct Taken {
+    precompressed: bool,
+    static_vary: bool,
+}
+
+/// The answer with a file found: nginx's not_modified filter, then (for a plain file) its
+/// range filter.
+fn answer_file(
+    session: &Session,
+    ctx: &RequestCtx,
+    location: &LocationConf,
+    (file, found): (std::fs::File, Found),
+    take: Taken,
+) -> Result<Next> {
+    let answer = |status| Ok(Next::Answer(Answer::special(status)));
     // An error page's status goes out as it is; only a 200 is tested and ranged.
     let status = ctx.errors.err_status.unwrap_or(200);
     let mut parts = vec![(0, found.size)];
@@ -215,7 +304,9 @@ pub(super) fn content(
         match files::condition(&conditions, found.mtime, &etag) {
             Condition::PreconditionFailed => return answer(412),
             Condition::NotModified => sent_status = 304,
-            // gzip comes before nginx's range filter and takes the length it would cut by.
+            // gzip_static allows no ranges; gzip comes before nginx's range filter and takes
+            // the length it would cut by.
+            Condition::Send if take.precompressed => {}
             Condition::Send if compressed_whole(session, ctx, location, &found) => {}
             Condition::Send => {
                 let ranged = files::range(
@@ -251,6 +342,8 @@ pub(super) fn content(
         found,
         status: sent_status,
         parts,
+        precompressed: take.precompressed,
+        static_vary: take.static_vary,
     }))))
 }
 
@@ -358,6 +451,8 @@ pub(super) async fn send(
         found,
         status,
         parts,
+        precompressed,
+        static_vary,
     } = answer;
     let Some(location) = ctx.location.clone() else {
         return respond::send(session, 500, None, None, false).await;
@@ -406,8 +501,12 @@ pub(super) async fn send(
     for (name, value) in added {
         response.append_header(name, value)?;
     }
+    // A 304 leaves it out, as nginx's does.
+    if precompressed && status != 304 {
+        response.append_header("Content-Encoding", "gzip")?;
+    }
     match (status, &parts[..]) {
-        (200, _) => response.insert_header("Accept-Ranges", "bytes")?,
+        (200, _) if !precompressed => response.insert_header("Accept-Ranges", "bytes")?,
         (206, [(start, end)]) => response.insert_header(
             "Content-Range",
             format!("bytes {}-{}/{}", start, end - 1, found.size),
@@ -431,6 +530,9 @@ pub(super) async fn send(
             },
             _ => gzip.verdict(request, status, &response.headers, ctx.date()),
         };
+        if static_vary && verdict == gzip::Verdict::Untouched && gzip.vary() {
+            response.append_header("Vary", "Accept-Encoding")?;
+        }
         if gzip.apply(verdict, request, &mut response)? {
             compressor = Some(gzip.compressor(Some(found.size)));
             if request.version() < http::Version::HTTP_11 {

@@ -906,6 +906,7 @@ impl Lowering<'_> {
             "gzip_comp_level" => level.gzip.comp_level = Some(self.number(stmt, 0)?),
             "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
             "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
+            "gzip_static" => level.gzip.static_ = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_proxied" => {
                 let proxied = level.gzip.proxied.get_or_insert_with(Vec::new);
                 proxied.extend(stmt.values().map(str::to_string));

@@ -156,6 +156,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("gzip_proxied", HSL),
     full("gzip_vary", HSL),
     full("gzip_disable", HSL),
+    full("gzip_static", HSL),
     part(
         "error_page",
         HSL,
@@ -340,7 +341,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
     };
     let note = match name {
         "gzip" => "responses are not compressed (gzip inside \"if\" is not supported)",
-        "gzip_static" => "precompressed .gz files are not served",
         "gunzip" => "compressed upstream responses are not decompressed for clients without gzip",
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
@@ -428,7 +428,7 @@ pub fn render_markdown() -> String {
          | directive | what clients see without it |\n|---|---|\n",
     );
     for name in [
-        "gzip_static",
+        "gunzip",
         "autoindex",
         "auth_request",
         "proxy_cache",
