@@ -3572,3 +3572,66 @@ fn gzip_static() {
         ])
         .run();
 }
+
+/// autoindex as ngx_http_autoindex_module lists a directory: HTML (names escaped, cut at 50
+/// bytes, directories first, exact and rounded sizes), XML, JSON and JSONP (with and without a
+/// callback, and a refused one), hidden files left out, an index file taking precedence, and
+/// what is not listed (POST, a missing directory).
+#[test]
+fn autoindex() {
+    let dir = support::TempDir::new("autoindex");
+    let long = format!("{}.txt", "n".repeat(60));
+    let files: [(&str, &[u8]); 7] = [
+        ("pub/a.txt", b"hello\n"),
+        ("pub/b & <c>.html", b"<p>x</p>\n"),
+        ("pub/.hidden", b"secret\n"),
+        ("pub/sub/x.txt", b"x\n"),
+        ("pub/big.bin", &[b'0'; 123_456]),
+        ("pub/withindex/index.html", b"<h1>index</h1>\n"),
+        ("pub/empty/.keep", b""),
+    ];
+    for (name, bytes) in files {
+        write_dated(&dir.path.join(name), bytes);
+    }
+    write_dated(&dir.path.join("pub").join(&long), b"long\n");
+    // Directories get the fixed mtime too, after their files are in place.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for sub in ["pub/sub", "pub/withindex", "pub/empty"] {
+        let file = std::fs::File::open(dir.path.join(sub)).expect("dir");
+        file.set_modified(when).expect("mtime");
+    }
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "server {{
+             listen {{listen}};
+             root {root};
+             location /pub/ {{ autoindex on; }}
+             location /rounded/ {{ alias {root}/pub/; autoindex on; autoindex_exact_size off; }}
+             location /xml/ {{ alias {root}/pub/; autoindex on; autoindex_format xml; }}
+             location /json/ {{ alias {root}/pub/; autoindex on; autoindex_format json; }}
+             location /jsonp/ {{ alias {root}/pub/; autoindex on; autoindex_format jsonp; }}
+             location /off/ {{ alias {root}/pub/; }}
+         }}"
+    );
+    Scenario::new("autoindex")
+        .backends(0)
+        .compare_headers(&["Content-Type", "Last-Modified", "ETag"])
+        .config(&config)
+        .send_all([
+            get("/pub/"),
+            get("/pub/sub/"),
+            get("/pub/empty/"),
+            get("/pub/withindex/"),
+            get("/pub/missing/"),
+            get("/pub/").method("HEAD"),
+            post("/pub/", "a=1"),
+            get("/rounded/"),
+            get("/xml/"),
+            get("/json/"),
+            get("/jsonp/?callback=show.list_1"),
+            get("/jsonp/"),
+            get("/jsonp/?callback=bad-name"),
+            get("/off/"),
+        ])
+        .run();
+}

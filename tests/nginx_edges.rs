@@ -625,7 +625,7 @@ fn error_page_cases() -> Vec<Case> {
     cases
 }
 
-/// gzip's directives as their slots and ngx_http_gzip_disable check them.
+/// gzip's and autoindex's directives as their slots and ngx_http_gzip_disable check them.
 fn gzip_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = [
         ("on", "gzip on;"),
@@ -662,6 +662,13 @@ fn gzip_cases() -> Vec<Case> {
         ("static", "gzip_static on;"),
         ("static always", "gzip_static always;"),
         ("static, a bad value", "gzip_static yes;"),
+        ("autoindex", "autoindex on;"),
+        ("autoindex twice", "autoindex on;\nautoindex off;"),
+        ("autoindex, a bad flag", "autoindex yes;"),
+        ("autoindex sizes", "autoindex_exact_size off;"),
+        ("autoindex format", "autoindex_format jsonp;"),
+        ("autoindex, a bad format", "autoindex_format yaml;"),
+        ("autoindex local time", "autoindex_localtime on;"),
     ]
     .into_iter()
     .flat_map(at_http_and_location)

@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::Auth;
+use super::autoindex::Autoindex;
 use super::error_page::ErrorPage;
 use super::gzip::Gzip;
 use super::limit::Limits;
@@ -53,6 +54,8 @@ pub struct VirtualServer {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
+    pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`: where files are served from, and what `$document_root` and
@@ -210,6 +213,8 @@ pub struct Location {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
+    pub autoindex: Autoindex,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

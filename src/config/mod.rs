@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autoindex;
 pub mod error_page;
 pub mod expires;
 pub mod geo;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
 pub use auth::{Auth, Satisfy};
+pub use autoindex::Autoindex;
 pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
 pub use gzip::Gzip;
@@ -192,6 +194,8 @@ pub struct Http {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
+    pub autoindex: Autoindex,
     /// `index`, inherited whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Vec<String>>,

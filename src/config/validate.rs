@@ -469,6 +469,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     auth(&h.auth, None, "http.auth", defined)?;
     expires(&h.expires, None, "http.expires", defined)?;
     gzip(&h.gzip, None, "http.gzip")?;
+    autoindex(&h.autoindex, None, "http.autoindex")?;
     error_pages(&h.error_page, None, "http.error_page", defined)?;
     file_settings(None, &h.index, &None, None, "http", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
@@ -520,6 +521,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
         gzip(&server.gzip, at, &format!("{key}.gzip"))?;
+        autoindex(&server.autoindex, at, &format!("{key}.autoindex"))?;
         error_pages(
             &server.error_page,
             at,
@@ -645,6 +647,7 @@ fn locations(
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
         gzip(&loc.gzip, at, &format!("{key}.gzip"))?;
+        autoindex(&loc.autoindex, at, &format!("{key}.autoindex"))?;
         error_pages(&loc.error_page, at, &format!("{key}.error_page"), defined)?;
         file_settings(
             loc.alias.as_deref(),
@@ -1242,6 +1245,13 @@ fn access_rules(list: &Option<Vec<AccessRule>>, at: Option<&Origin>, key: &str) 
 /// resolved by the nginx front end, not here), and a header name.
 fn gzip(g: &super::Gzip, at: Option<&Origin>, key: &str) -> Check {
     match g.problem() {
+        None => Ok(()),
+        Some(problem) => Err(Diagnostic::error(problem).at_opt(at).about(key.to_string())),
+    }
+}
+
+fn autoindex(a: &super::Autoindex, at: Option<&Origin>, key: &str) -> Check {
+    match a.problem() {
         None => Ok(()),
         Some(problem) => Err(Diagnostic::error(problem).at_opt(at).about(key.to_string())),
     }

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth_basic;
+pub mod autoindex;
 pub mod balance;
 pub mod client_request;
 mod crypt;

@@ -115,6 +115,8 @@ pub struct LocationConf {
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
     /// gzip, when on.
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
+    /// `autoindex`, when on.
+    pub autoindex: Option<super::autoindex::AutoindexConf>,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -513,6 +515,7 @@ fn build_server(
         auth: vs.auth.merged(&http.auth),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         gzip: vs.gzip.merged(&http.gzip),
+        autoindex: vs.autoindex.merged(&http.autoindex),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
         recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
         index: vs.index.clone().or_else(|| http.index.clone()),
@@ -605,6 +608,7 @@ struct Level {
     auth: config::Auth,
     expires: Option<String>,
     gzip: config::Gzip,
+    autoindex: config::Autoindex,
     error_page: Option<Vec<config::ErrorPage>>,
     recursive_error_pages: Option<bool>,
     index: Option<Vec<String>>,
@@ -647,6 +651,7 @@ fn location_specs<'a>(
             auth: loc.auth.merged(&parent.auth),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             gzip: loc.gzip.merged(&parent.gzip),
+            autoindex: loc.autoindex.merged(&parent.autoindex),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
             recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
             index: loc.index.clone().or_else(|| parent.index.clone()),
@@ -818,6 +823,7 @@ fn location_conf(
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
+        autoindex: super::autoindex::AutoindexConf::build(&level.autoindex),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

@@ -13,6 +13,7 @@ use pingora::Result;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 
+use super::super::autoindex::{self, AutoindexConf};
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
@@ -167,6 +168,10 @@ pub(super) fn content(
             if let Some(next) = index(session, ctx, location, &root, &uri) {
                 return Ok(next);
             }
+            let listed = matches!(*method, http::Method::GET | http::Method::HEAD);
+            if let (Some(conf), true) = (&location.autoindex, listed) {
+                return Ok(listing(session, conf, &root.path(&uri), &uri));
+            }
             // ngx_http_core_content_phase: "directory index of ... is forbidden".
             return answer(403);
         }
@@ -224,6 +229,37 @@ pub(super) fn content(
         static_vary,
     };
     answer_file(session, ctx, location, (file, found), take)
+}
+
+/// nginx's autoindex module: the directory's listing, or the status its failure gives.
+fn listing(session: &Session, conf: &AutoindexConf, dir: &std::path::Path, uri: &[u8]) -> Next {
+    let args = session.req_header().uri.query().map(str::as_bytes);
+    let callback = match conf.format {
+        autoindex::Format::Jsonp => match autoindex::jsonp_callback(args) {
+            autoindex::Callback::Named(name) => Some(name),
+            autoindex::Callback::None => None,
+            autoindex::Callback::Refused => return Next::Answer(Answer::special(400)),
+        },
+        _ => None,
+    };
+    let entries = match autoindex::read_entries(dir) {
+        Ok(entries) => entries,
+        Err(e) => return Next::Answer(Answer::special(files::open_error_status(&e))),
+    };
+    let format = match (conf.format, &callback) {
+        (autoindex::Format::Jsonp, None) => autoindex::Format::Json,
+        (format, _) => format,
+    };
+    let gmtoff = if conf.localtime {
+        autoindex::local_offset()
+    } else {
+        0
+    };
+    let body = autoindex::render(conf, uri, &entries, callback.as_deref(), gmtoff);
+    Next::Answer(Answer::Listing(
+        Bytes::from(body),
+        autoindex::content_type(format),
+    ))
 }
 
 /// What gzip_static decided about a file's `.gz` (ngx_http_gzip_static_handler).

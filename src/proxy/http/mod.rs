@@ -1622,6 +1622,8 @@ enum Answer {
     Bare(u16),
     /// A file from disk (boxed: it is the largest and the rarest).
     File(Box<files::FileAnswer>),
+    /// A directory listing (`autoindex`): its body and type.
+    Listing(Bytes, &'static str),
 }
 
 impl Answer {
@@ -1696,6 +1698,11 @@ impl Answer {
         match self {
             Answer::Bare(status) => respond::send(session, status, None, None, false).await,
             Answer::File(file) => files::send(session, ctx, *file).await,
+            Answer::Listing(body, content_type) => {
+                let added = added_headers_typed(ctx, session, 200, Some(content_type));
+                let body = Some((body, content_type));
+                respond::send_with(session, 200, None, body, true, ctx.filters(&added)).await
+            }
             Answer::Return(ret) => answer_return(session, ctx, &ret).await,
             Answer::Special {
                 status,

@@ -7,6 +7,7 @@ use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
+use crate::config::autoindex::Autoindex;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
 use crate::config::template::Variable;
@@ -54,6 +55,7 @@ pub(super) struct Level<'a> {
     pub auth: &'a mut Auth,
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
+    pub autoindex: &'a mut Autoindex,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
     pub recursive_error_pages: &'a mut Option<bool>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
@@ -85,6 +87,7 @@ impl Lowering<'_> {
         let mut auth = Auth::default();
         let mut expires = None;
         let mut gzip = Gzip::default();
+        let mut autoindex = Autoindex::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
         let mut access_log = None;
         let mut default_type = None;
@@ -141,6 +144,7 @@ impl Lowering<'_> {
                         auth: &mut auth,
                         expires: &mut expires,
                         gzip: &mut gzip,
+                        autoindex: &mut autoindex,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut access_log,
@@ -168,6 +172,7 @@ impl Lowering<'_> {
         http.auth = auth;
         http.expires = expires;
         http.gzip = gzip;
+        http.autoindex = autoindex;
         http.error_page = error_page;
         http.recursive_error_pages = recursive_error_pages;
         http.access_log = access_log;
@@ -198,6 +203,7 @@ impl Lowering<'_> {
             auth: Default::default(),
             expires: None,
             gzip: Gzip::default(),
+            autoindex: Autoindex::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -278,6 +284,7 @@ impl Lowering<'_> {
                         auth: &mut vs.auth,
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
+                        autoindex: &mut vs.autoindex,
                         error_page: &mut vs.error_page,
                         recursive_error_pages: &mut vs.recursive_error_pages,
                         access_log: &mut vs.access_log,
@@ -576,6 +583,7 @@ impl Lowering<'_> {
             auth: Default::default(),
             expires: None,
             gzip: Gzip::default(),
+            autoindex: Autoindex::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -665,6 +673,7 @@ impl Lowering<'_> {
                         auth: &mut loc.auth,
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
+                        autoindex: &mut loc.autoindex,
                         error_page: &mut loc.error_page,
                         recursive_error_pages: &mut loc.recursive_error_pages,
                         access_log: &mut loc.access_log,
@@ -907,6 +916,10 @@ impl Lowering<'_> {
             "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
             "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_static" => level.gzip.static_ = Some(self.arg(stmt, 0)?.to_string()),
+            "autoindex" => level.autoindex.enable = Some(self.flag(stmt)?),
+            "autoindex_exact_size" => level.autoindex.exact_size = Some(self.flag(stmt)?),
+            "autoindex_localtime" => level.autoindex.localtime = Some(self.flag(stmt)?),
+            "autoindex_format" => level.autoindex.format = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_proxied" => {
                 let proxied = level.gzip.proxied.get_or_insert_with(Vec::new);
                 proxied.extend(stmt.values().map(str::to_string));

@@ -163,7 +163,7 @@ impl Lowering<'_> {
                     let mut client = Client::default();
                     let (mut access, mut real_ip) = (None, RealIp::default());
                     let (mut limits, mut auth, mut expires) = Default::default();
-                    let mut gzip = Default::default();
+                    let (mut gzip, mut autoindex) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let (mut root, mut index) = (None, None);
                     let (mut error_page, mut recursive_error_pages) = (None, None);
@@ -177,6 +177,7 @@ impl Lowering<'_> {
                         auth: &mut auth,
                         expires: &mut expires,
                         gzip: &mut gzip,
+                        autoindex: &mut autoindex,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut block.access_log,

@@ -157,6 +157,14 @@ pub const SUPPORTED: &[Entry] = &[
     full("gzip_vary", HSL),
     full("gzip_disable", HSL),
     full("gzip_static", HSL),
+    full("autoindex", HSL),
+    full("autoindex_exact_size", HSL),
+    part(
+        "autoindex_format",
+        HSL,
+        "a listing is sent with its Content-Length, where nginx chunks it",
+    ),
+    full("autoindex_localtime", HSL),
     part(
         "error_page",
         HSL,
@@ -345,7 +353,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
         }
-        "autoindex" => "directories are not listed (403, as with autoindex off)",
         "error_page" => "upstream and appliance errors keep their own pages",
         "auth_request" => "no authentication is enforced",
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
@@ -429,7 +436,6 @@ pub fn render_markdown() -> String {
     );
     for name in [
         "gunzip",
-        "autoindex",
         "auth_request",
         "proxy_cache",
         "ssl_verify_client",
