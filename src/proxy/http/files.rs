@@ -183,10 +183,10 @@ pub(super) fn content(
     let mut static_vary = false;
     if *method != http::Method::POST {
         match precompressed(session, location, &root.path(&uri)) {
-            Precompressed::None => {}
-            Precompressed::Vary => static_vary = true,
-            Precompressed::NotAFile => return answer(404),
-            Precompressed::Send { file, found, vary } => {
+            GzipStatic::None => {}
+            GzipStatic::Vary => static_vary = true,
+            GzipStatic::NotAFile => return answer(404),
+            GzipStatic::Send { file, found, vary } => {
                 let take = Taken {
                     precompressed: true,
                     static_vary: vary,
@@ -263,7 +263,7 @@ fn listing(session: &Session, conf: &AutoindexConf, dir: &std::path::Path, uri: 
 }
 
 /// What gzip_static decided about a file's `.gz` (ngx_http_gzip_static_handler).
-enum Precompressed {
+enum GzipStatic {
     /// Nothing: no `.gz`, or gzip_static off, or not for this client and no `Vary` to add.
     None,
     /// The plain file goes out, with `Vary`.
@@ -277,34 +277,30 @@ enum Precompressed {
     },
 }
 
-fn precompressed(
-    session: &Session,
-    location: &LocationConf,
-    path: &std::path::Path,
-) -> Precompressed {
+fn precompressed(session: &Session, location: &LocationConf, path: &std::path::Path) -> GzipStatic {
     let request = gzip::Request::Pingora(session.req_header());
     let Some((mode, sendable)) =
         (location.gzip.as_ref()).and_then(|g| g.precompressed_for(request))
     else {
-        return Precompressed::None;
+        return GzipStatic::None;
     };
     let mut gz = path.as_os_str().to_owned();
     gz.push(".gz");
     // A `.gz` that cannot be opened is passed over, as nginx does (it logs the reason).
     let Ok(file) = std::fs::File::open(&gz) else {
-        return Precompressed::None;
+        return GzipStatic::None;
     };
     let Ok(found) = file.metadata().map(|m| Found::of(&m)) else {
-        return Precompressed::None;
+        return GzipStatic::None;
     };
     let vary = mode == gzip::Precompressed::On;
     match (sendable, found.is_dir, found.is_file) {
         (false, _, _) | (true, true, _) => match vary {
-            true => Precompressed::Vary,
-            false => Precompressed::None,
+            true => GzipStatic::Vary,
+            false => GzipStatic::None,
         },
-        (true, false, false) => Precompressed::NotAFile,
-        (true, false, true) => Precompressed::Send { file, found, vary },
+        (true, false, false) => GzipStatic::NotAFile,
+        (true, false, true) => GzipStatic::Send { file, found, vary },
     }
 }
 
