@@ -916,6 +916,10 @@ impl Lowering<'_> {
             "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
             "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_static" => level.gzip.static_ = Some(self.arg(stmt, 0)?.to_string()),
+            // What the appliance does is nginx's default; another value is reported.
+            "etag" if self.flag(stmt)? => {}
+            "if_modified_since" if self.arg(stmt, 0)? == "exact" => {}
+            "etag" | "if_modified_since" => return Ok(false),
             "autoindex" => level.autoindex.enable = Some(self.flag(stmt)?),
             "autoindex_exact_size" => level.autoindex.exact_size = Some(self.flag(stmt)?),
             "autoindex_localtime" => level.autoindex.localtime = Some(self.flag(stmt)?),
