@@ -131,8 +131,18 @@ fn serve(mut conn: TcpStream, index: usize, holds: &(Mutex<Holds>, Condvar)) {
 
 /// A loopback port nothing listens on: connections to it are refused.
 fn refusing_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address")
+    // Bound but not listening, for the rest of the test: connections to it are refused, and
+    // no listener chosen later (nginx's, through free_port) can land on the port, which a
+    // port bound and let go could (a run saw a "dead" server answer 404: its port had been
+    // taken again by a listener).
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket.local_addr().expect("address");
+    let addr = addr.as_socket().expect("an inet address");
+    std::mem::forget(socket);
+    addr
 }
 
 // ---------------------------------------------------------------------------------------------
