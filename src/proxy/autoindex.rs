@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use super::expires::http_time;
+use super::vars::civil;
 
 /// NGX_HTTP_AUTOINDEX_NAME_LEN: the width of the HTML name column.
 const NAME_LEN: usize = 50;
@@ -318,24 +319,6 @@ fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
             _ => out.push(b),
         }
     }
-}
-
-/// Seconds since the epoch as (year, month 1-12, day, hour, minute, second), in GMT (Howard
-/// Hinnant's days-to-civil).
-fn civil(seconds: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (hour, minute, second) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    (year, month, day, hour as u32, minute as u32, second as u32)
 }
 
 /// The server's offset from GMT now, in seconds (for `autoindex_localtime`).

@@ -579,12 +579,18 @@ pub fn time_iso8601() -> String {
     format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00")
 }
 
-/// The civil UTC date and time now (days-from-civil inverse, Howard Hinnant's algorithm).
+/// The civil UTC date and time now.
 fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    civil(secs)
+}
+
+/// Seconds since the epoch as (year, month 1-12, day, hour, minute, second) in UTC
+/// (days-from-civil inverse, Howard Hinnant's algorithm).
+pub(crate) fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
