@@ -3280,6 +3280,12 @@ fn static_files() {
              location /both/ {{ try_files /a.css @backend; proxy_pass http://app; }}
              location /neither/ {{ try_files /none.css =404; proxy_pass http://app; }}
              location /nowhere/ {{ root /nonexistent; }}
+             location /modified/ {{
+                 alias {root}/assets/;
+                 expires modified +1d;
+                 add_header X-Type $sent_http_content_type;
+             }}
+             location /denied/ {{ deny all; }}
          }}"
     );
     let etag = "\"6553f100-15\"";
@@ -3296,6 +3302,7 @@ fn static_files() {
             "Cache-Control",
             "X-Static",
             "X-File",
+            "X-Type",
         ])
         .config(&config)
         .send_all(
@@ -3325,10 +3332,15 @@ fn static_files() {
                 "/neither/x",
                 "/nowhere/x",
                 "/50x.html",
+                "/modified/app.js",
+                "/denied/x",
             ]
             .map(get),
         )
         .send(get("/a.css").method("HEAD"))
+        .send(get("/").method("HEAD"))
+        .send(get("/").header("If-None-Match", "\"6553f100-e\""))
+        .send(get("/modified/app.js").header("If-Modified-Since", date))
         .send(post("/a.css", "a=1"))
         .send(post("/nope", "a=1"))
         .send(get("/a.css").method("PUT"))

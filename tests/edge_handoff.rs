@@ -23,7 +23,7 @@ use support::proxies::{Kind, NginxOptions, Proxy};
 
 const READ_LIMIT: Duration = Duration::from_secs(5);
 
-fn config(listen: SocketAddr, backend: SocketAddr, workers: usize) -> String {
+fn config(listen: SocketAddr, backend: SocketAddr, workers: usize, root: &str) -> String {
     format!(
         "worker_processes {workers};\n\
          events {{ worker_connections 64; }}\n\
@@ -37,6 +37,7 @@ fn config(listen: SocketAddr, backend: SocketAddr, workers: usize) -> String {
                      proxy_http_version 1.1;\n\
                      proxy_set_header Connection \"\";\n\
                  }}\n\
+                 location /files/ {{ root {root}; }}\n\
              }}\n\
          }}\n"
     )
@@ -74,6 +75,22 @@ fn mixed(host: &str) -> Vec<Vec<u8>> {
              Expect: 100-continue\r\n\r\nok"
         )
         .into_bytes(),
+        get("/last"),
+    ]
+}
+
+/// Files among proxied requests: whole files and an index (the fast path's), a range
+/// (Pingora's, which then keeps the connection), and files and proxying after it.
+fn with_files(host: &str) -> Vec<Vec<u8>> {
+    let get = |path: &str| get(host, path);
+    vec![
+        get("/files/a.txt"),
+        get("/first"),
+        get("/files/"),
+        get("/files/b.txt"),
+        format!("GET /files/b.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=2-4\r\n\r\n")
+            .into_bytes(),
+        get("/files/a.txt"),
         get("/last"),
     ]
 }
@@ -150,9 +167,20 @@ impl Setup {
 fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) -> Transcript {
     let mut backends = Backends::start(1);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let docroot = support::TempDir::new("handoff-files");
+    let files = docroot.path.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for (name, text) in [
+        ("index.html", "home\n"),
+        ("a.txt", "a\n"),
+        ("b.txt", "0123456789\n"),
+    ] {
+        std::fs::write(files.join(name), text).unwrap();
+    }
+    let root = docroot.path.display().to_string();
     let _proxy = Proxy::start(
         kind,
-        &config(listen, backends.addr(0), setup.workers),
+        &config(listen, backends.addr(0), setup.workers, &root),
         &[listen],
         NginxOptions::default(),
     );
@@ -198,7 +226,10 @@ fn compare(requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) {
     println!("nginx:     {nginx:?}\nappliance: {appliance:?}");
     assert_eq!(nginx.0.len(), requests("x").len() * setup.connections);
     assert!(
-        nginx.0.iter().all(|(status, _)| *status == 200),
+        nginx
+            .0
+            .iter()
+            .all(|(status, _)| matches!(*status, 200 | 206)),
         "nginx answers every request: {nginx:?}"
     );
     assert_eq!(
@@ -220,6 +251,16 @@ fn pipelined_requests_of_both_paths_are_answered_in_order_like_nginx() {
 #[test]
 fn pipelined_bodyless_requests_are_answered_in_order_like_nginx() {
     compare(bodyless, Setup::one_connection(true));
+}
+
+#[test]
+fn files_and_proxied_requests_share_a_connection_like_nginx() {
+    compare(with_files, Setup::one_connection(false));
+}
+
+#[test]
+fn pipelined_files_and_proxied_requests_are_answered_in_order_like_nginx() {
+    compare(with_files, Setup::one_connection(true));
 }
 
 /// Eight connections on two workers: each lands on either thread (at random; all eight on

@@ -112,9 +112,7 @@ pub(super) async fn follow(
     jump: Jump,
 ) -> Result<Next> {
     ctx.leave_upstream();
-    ctx.errors.jumps += 1;
-    ctx.errors.internal = true;
-    if ctx.errors.jumps > MAX_URI_CHANGES {
+    if !ctx.errors.jump() {
         // ngx_http_internal_redirect: out of URI changes (`index /`, try_files in a circle).
         tracing::error!(
             "rewrite or internal redirection cycle while internally redirecting to \"{}\"",
@@ -141,19 +139,10 @@ pub(super) async fn follow(
             }))
         }
         Jump::Uri { path, args, get } => {
-            ctx.uri.path = path;
-            ctx.uri.args = args;
-            ctx.captures.clear();
-            ctx.prefix_len = None;
-            // nginx's `valid_unparsed_uri` off: the upstream gets this URI, escaped.
-            let rewrite = ctx.rewritten();
-            rewrite.uri_rewritten = true;
-            rewrite.target_changed = true;
-            rewrite.location_invalid = false;
             if get && session.req_header().method != http::Method::HEAD {
                 ctx.errors.as_get = true;
             }
-            route_from_server_rewrite(ctx, &server, Exchange::of(session))
+            enter_uri(ctx, &server, Exchange::of(session), (path, args))
         }
         Jump::Named(name) => {
             let found = server.named.iter().find(|l| l.name.as_bytes() == name);
@@ -169,6 +158,36 @@ pub(super) async fn follow(
         }
     };
     after_route(session, ctx, routed).await
+}
+
+impl ErrorPageState {
+    /// Counts an internal redirect (by a page, `index` or `try_files`): the request is
+    /// nginx's own from now on. False when that is more than nginx allows (a cycle).
+    pub(super) fn jump(&mut self) -> bool {
+        self.jumps += 1;
+        self.internal = true;
+        self.jumps <= MAX_URI_CHANGES
+    }
+}
+
+/// nginx's internal redirect to a URI (ngx_http_internal_redirect): the request enters the
+/// server's rewrite phase again with `path` and `args`, which the upstream then gets escaped
+/// (nginx's `valid_unparsed_uri` off).
+pub(super) fn enter_uri(
+    ctx: &mut RequestCtx,
+    server: &ServerConf,
+    x: Exchange<'_>,
+    (path, args): (Vec<u8>, Option<Vec<u8>>),
+) -> super::Route {
+    ctx.uri.path = path;
+    ctx.uri.args = args;
+    ctx.captures.clear();
+    ctx.prefix_len = None;
+    let rewrite = ctx.rewritten();
+    rewrite.uri_rewritten = true;
+    rewrite.target_changed = true;
+    rewrite.location_invalid = false;
+    route_from_server_rewrite(ctx, server, x)
 }
 
 /// Whether the fast path, which follows no internal redirect, may serve `location` of

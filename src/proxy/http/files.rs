@@ -20,14 +20,14 @@ use super::super::files::{self, Condition, Conditions, Found, Ranged};
 use super::super::gzip;
 use super::super::respond;
 use super::super::runtime::LocationConf;
-use super::super::vars::eval_to_vec;
+use super::super::vars::{eval_to_vec, RequestVars};
 use super::{absolute_location, added_by_rules, Answer, Exchange, Next, RequestCtx};
 
 /// A file about to be sent.
 pub(super) struct FileAnswer {
-    file: std::fs::File,
-    found: Found,
-    status: u16,
+    pub(super) file: std::fs::File,
+    pub(super) found: Found,
+    pub(super) status: u16,
     /// The bytes sent: the whole file, or ranges of it (206; several as multipart).
     parts: Vec<(u64, u64)>,
     /// A `.gz` gzip_static chose: sent with Content-Encoding, without ranges.
@@ -37,8 +37,42 @@ pub(super) struct FileAnswer {
     static_vary: bool,
 }
 
+impl FileAnswer {
+    /// Whether it is the file as it is on disk, whole, with a 200 or a 304: no ranges, no
+    /// `.gz` or `Vary` of gzip_static's, no error page's status.
+    pub(super) fn is_whole(&self) -> bool {
+        matches!(self.status, 200 | 304)
+            && self.parts == [(0, self.found.size)]
+            && !self.precompressed
+            && !self.static_vary
+    }
+}
+
+/// nginx's headers filter on a file's response of `status` (the status before the range
+/// filter): `expires`' two headers (`modified` counts from `last_modified`) and `add_header`'s,
+/// after those an error page carried over.
+pub(super) fn headers_filter(
+    ctx: &RequestCtx,
+    location: &LocationConf,
+    status: u16,
+    vars: &RequestVars<'_>,
+    last_modified: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut added = ctx.errors.carried.clone();
+    if let Some((expires, cache_control)) = location
+        .expires
+        .as_ref()
+        .and_then(|e| e.headers(status, vars, Some(last_modified.as_bytes()), ctx.date()))
+    {
+        added.push(("Expires".to_string(), expires.into_bytes()));
+        added.push(("Cache-Control".to_string(), cache_control.into_bytes()));
+    }
+    added.extend(added_by_rules(&location.add_header, status, vars));
+    added
+}
+
 /// What `try_files` decided.
-pub(super) enum Tried {
+enum Tried {
     /// A file or directory was found: the request goes on with this URI. `file`: a file, not
     /// a directory.
     Found { uri: Vec<u8>, file: bool },
@@ -58,8 +92,8 @@ struct Root {
 }
 
 impl Root {
-    fn of(ctx: &RequestCtx, session: &Session, location: &LocationConf) -> Root {
-        let vars = ctx.vars(session, None);
+    fn of(ctx: &RequestCtx, x: Exchange<'_>, location: &LocationConf) -> Root {
+        let vars = ctx.vars_of(x, None);
         Root {
             root: location.root.as_ref().map(|t| eval_to_vec(t, &vars)),
             alias: location.alias.as_ref().map(|t| eval_to_vec(t, &vars)),
@@ -97,21 +131,40 @@ fn look_up(path: std::path::PathBuf) -> std::io::Result<Found> {
     std::fs::metadata(path).map(|m| Found::of(&m))
 }
 
+/// nginx's try_files phase, between access and content, if the location has `try_files`:
+/// the request goes on with the URI it found (`None`), or to what its last entry says.
+pub(super) fn try_files_phase(
+    x: Exchange<'_>,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+) -> Option<Next> {
+    let entries = location.try_files.clone()?;
+    match try_files(x, ctx, location, &entries) {
+        Tried::Found { uri, file } => {
+            ctx.uri.path = uri;
+            // nginx's add_uri_to_alias: a regex location's alias is followed by the URI.
+            ctx.uri_after_alias = file && location.alias.is_some() && location.kind.is_regex();
+            None
+        }
+        Tried::Then(next) => Some(next),
+    }
+}
+
 /// nginx's try_files phase (ngx_http_try_files_handler): each entry but the last names a
 /// file (a directory, with a trailing `/`) under the location's root; the first that exists
 /// becomes the URI. Else the last entry: `=code`, `@name`, or a URI to redirect to.
-pub(super) fn try_files(
-    session: &Session,
+fn try_files(
+    x: Exchange<'_>,
     ctx: &mut RequestCtx,
     location: &LocationConf,
     entries: &[crate::config::template::Template],
 ) -> Tried {
-    let root = Root::of(ctx, session, location);
+    let root = Root::of(ctx, x, location);
     let Some((last, tried)) = entries.split_last() else {
         return Tried::Then(Next::Proxy);
     };
     for entry in tried {
-        let mut name = eval_to_vec(entry, &ctx.vars(session, None));
+        let mut name = eval_to_vec(entry, &ctx.vars_of(x, None));
         // An entry written with a trailing slash tests a directory, the slash left out.
         let test_dir = entry.ends_with_literal("/");
         if test_dir {
@@ -129,7 +182,7 @@ pub(super) fn try_files(
             _ => continue,
         }
     }
-    let text = eval_to_vec(last, &ctx.vars(session, None));
+    let text = eval_to_vec(last, &ctx.vars_of(x, None));
     if let Some(code) = text.strip_prefix(b"=") {
         let code = std::str::from_utf8(code)
             .ok()
@@ -150,27 +203,20 @@ pub(super) fn try_files(
 /// The content phase of a location that proxies nowhere: a URI ending in `/` gets its index
 /// file (an internal redirect) or a 403; any other URI its file, a 301 to the directory, or
 /// the status the look-up failed with.
-pub(super) fn content(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    location: &LocationConf,
-) -> Result<Next> {
-    let method = &session.req_header().method;
-    let readable = matches!(
-        *method,
-        http::Method::GET | http::Method::HEAD | http::Method::POST
-    );
-    let answer = |status| Ok(Next::Answer(Answer::special(status)));
-    let root = Root::of(ctx, session, location);
+pub(super) fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf) -> Next {
+    let method = x.request.method();
+    let readable = matches!(method, "GET" | "HEAD" | "POST");
+    let answer = |status| Next::Answer(Answer::special(status));
+    let root = Root::of(ctx, x, location);
     let uri = ctx.uri.path.clone();
     if uri.ends_with(b"/") {
         if readable {
-            if let Some(next) = index(session, ctx, location, &root, &uri) {
-                return Ok(next);
+            if let Some(next) = index(x, ctx, location, &root, &uri) {
+                return next;
             }
-            let listed = matches!(*method, http::Method::GET | http::Method::HEAD);
+            let listed = matches!(method, "GET" | "HEAD");
             if let (Some(conf), true) = (&location.autoindex, listed) {
-                return Ok(listing(session, conf, &root.path(&uri), &uri));
+                return listing(ctx.uri.args.as_deref(), conf, &root.path(&uri), &uri);
             }
             // ngx_http_core_content_phase: "directory index of ... is forbidden".
             return answer(403);
@@ -181,8 +227,8 @@ pub(super) fn content(
         return answer(405);
     }
     let mut static_vary = false;
-    if *method != http::Method::POST {
-        match precompressed(session, location, &root.path(&uri)) {
+    if method != "POST" {
+        match precompressed(x, location, &root.path(&uri)) {
             GzipStatic::None => {}
             GzipStatic::Vary => static_vary = true,
             GzipStatic::NotAFile => return answer(404),
@@ -191,7 +237,7 @@ pub(super) fn content(
                     precompressed: true,
                     static_vary: vary,
                 };
-                return answer_file(session, ctx, location, (file, found), take);
+                return answer_file(x, ctx, location, (file, found), take);
             }
         }
     }
@@ -211,29 +257,28 @@ pub(super) fn content(
             target.push(b'?');
             target.extend_from_slice(args);
         }
-        return Ok(Next::Answer(Answer::Special {
+        return Next::Answer(Answer::Special {
             status: 301,
-            location: Some(absolute_location(session, ctx, target)),
+            location: Some(absolute_location(x.local, ctx, target)),
             header: None,
             last: false,
-        }));
+        });
     }
     if !found.is_file {
         return answer(404);
     }
-    if *method == http::Method::POST {
+    if method == "POST" {
         return answer(405);
     }
     let take = Taken {
         precompressed: false,
         static_vary,
     };
-    answer_file(session, ctx, location, (file, found), take)
+    answer_file(x, ctx, location, (file, found), take)
 }
 
 /// nginx's autoindex module: the directory's listing, or the status its failure gives.
-fn listing(session: &Session, conf: &AutoindexConf, dir: &std::path::Path, uri: &[u8]) -> Next {
-    let args = session.req_header().uri.query().map(str::as_bytes);
+fn listing(args: Option<&[u8]>, conf: &AutoindexConf, dir: &std::path::Path, uri: &[u8]) -> Next {
     let callback = match conf.format {
         autoindex::Format::Jsonp => match autoindex::jsonp_callback(args) {
             autoindex::Callback::Named(name) => Some(name),
@@ -277,8 +322,8 @@ enum GzipStatic {
     },
 }
 
-fn precompressed(session: &Session, location: &LocationConf, path: &std::path::Path) -> GzipStatic {
-    let request = gzip::Request::Pingora(session.req_header());
+fn precompressed(x: Exchange<'_>, location: &LocationConf, path: &std::path::Path) -> GzipStatic {
+    let request = x.request;
     let Some((mode, sendable)) =
         (location.gzip.as_ref()).and_then(|g| g.precompressed_for(request))
     else {
@@ -313,19 +358,19 @@ struct Taken {
 /// The answer with a file found: nginx's not_modified filter, then (for a plain file) its
 /// range filter.
 fn answer_file(
-    session: &Session,
+    x: Exchange<'_>,
     ctx: &RequestCtx,
     location: &LocationConf,
     (file, found): (std::fs::File, Found),
     take: Taken,
-) -> Result<Next> {
-    let answer = |status| Ok(Next::Answer(Answer::special(status)));
+) -> Next {
+    let answer = |status| Next::Answer(Answer::special(status));
     // An error page's status goes out as it is; only a 200 is tested and ranged.
     let status = ctx.errors.err_status.unwrap_or(200);
     let mut parts = vec![(0, found.size)];
     let mut sent_status = status;
     if status == 200 {
-        let header = |name: &str| session.req_header().headers.get(name).map(|v| v.as_bytes());
+        let header = |name: &str| x.request.header(name);
         let etag = found.etag();
         let conditions = Conditions {
             if_modified_since: header("if-modified-since"),
@@ -339,7 +384,7 @@ fn answer_file(
             // gzip_static allows no ranges; gzip comes before nginx's range filter and takes
             // the length it would cut by.
             Condition::Send if take.precompressed => {}
-            Condition::Send if compressed_whole(session, ctx, location, &found) => {}
+            Condition::Send if compressed_whole(x, ctx, location, &found) => {}
             Condition::Send => {
                 let ranged = files::range(
                     header("range"),
@@ -355,7 +400,7 @@ fn answer_file(
                     }
                     Ranged::Parts(ranges) => (parts, sent_status) = (ranges, 206),
                     Ranged::Unsatisfiable => {
-                        return Ok(Next::Answer(Answer::Special {
+                        return Next::Answer(Answer::Special {
                             status: 416,
                             location: None,
                             header: Some((
@@ -363,25 +408,25 @@ fn answer_file(
                                 format!("bytes */{}", found.size).into_bytes(),
                             )),
                             last: false,
-                        }));
+                        });
                     }
                 }
             }
         }
     }
-    Ok(Next::Answer(Answer::File(Box::new(FileAnswer {
+    Next::Answer(Answer::File(Box::new(FileAnswer {
         file,
         found,
         status: sent_status,
         parts,
         precompressed: take.precompressed,
         static_vary: take.static_vary,
-    }))))
+    })))
 }
 
 /// Whether gzip compresses this file when it is sent whole with a 200.
 fn compressed_whole(
-    session: &Session,
+    x: Exchange<'_>,
     ctx: &RequestCtx,
     location: &LocationConf,
     found: &Found,
@@ -390,8 +435,7 @@ fn compressed_whole(
         return false;
     };
     let headers = whole_file_headers(ctx, location, found);
-    let request = gzip::Request::Pingora(session.req_header());
-    gzip.verdict(request, 200, &headers, ctx.date()) == gzip::Verdict::Compress
+    gzip.verdict(x.request, 200, &headers, ctx.date()) == gzip::Verdict::Compress
 }
 
 /// The headers gzip reads of a file's response before the range filter cuts it.
@@ -416,7 +460,7 @@ fn whole_file_headers(ctx: &RequestCtx, location: &LocationConf, found: &Found) 
 /// internal redirect; an absolute index is redirected to at once. `None`: none exists (or the
 /// method is not one the module serves).
 fn index(
-    session: &Session,
+    x: Exchange<'_>,
     ctx: &mut RequestCtx,
     location: &LocationConf,
     root: &Root,
@@ -425,7 +469,7 @@ fn index(
     let args = ctx.uri.args.clone();
     let mut dir_tested = false;
     for index in location.index.iter() {
-        let name = eval_to_vec(index, &ctx.vars(session, None));
+        let name = eval_to_vec(index, &ctx.vars_of(x, None));
         if name.starts_with(b"/") {
             return Some(Next::Jump(Jump::Uri {
                 path: name,
@@ -520,17 +564,7 @@ pub(super) async fn send(
         ..Exchange::of(session)
     };
     let vars = ctx.vars_of(x, None);
-    let mut added = ctx.errors.carried.clone();
-    if let Some((expires, cache_control)) = location
-        .expires
-        .as_ref()
-        .and_then(|e| e.headers(filtered, &vars, Some(last_modified.as_bytes()), ctx.date()))
-    {
-        added.push(("Expires".to_string(), expires.into_bytes()));
-        added.push(("Cache-Control".to_string(), cache_control.into_bytes()));
-    }
-    added.extend(added_by_rules(&location.add_header, filtered, &vars));
-    for (name, value) in added {
+    for (name, value) in headers_filter(ctx, &location, filtered, &vars, &last_modified) {
         response.append_header(name, value)?;
     }
     // A 304 leaves it out, as nginx's does.

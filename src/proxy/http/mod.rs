@@ -1656,7 +1656,7 @@ impl Answer {
                             .as_ref()
                             .map(|t| eval_to_vec(t, &ctx.vars(session, None)))
                             .unwrap_or_default();
-                        Some(absolute_location(session, ctx, target))
+                        Some(absolute_location(local_addr(session), ctx, target))
                     }
                     false => None,
                 };
@@ -1669,7 +1669,7 @@ impl Answer {
             }
             Route::Redirect(status, location) => Answer::Special {
                 status,
-                location: Some(absolute_location(session, ctx, location)),
+                location: Some(absolute_location(local_addr(session), ctx, location)),
                 header: None,
                 last: false,
             },
@@ -1732,9 +1732,13 @@ impl Answer {
 }
 
 /// A `Location` made absolute as nginx makes a relative one (`absolute_redirect`).
-fn absolute_location(session: &Session, ctx: &RequestCtx, location: Vec<u8>) -> Vec<u8> {
+fn absolute_location(
+    local: Option<std::net::SocketAddr>,
+    ctx: &RequestCtx,
+    location: Vec<u8>,
+) -> Vec<u8> {
     match location.starts_with(b"/") {
-        true => redirect::absolute(ctx.tls, ctx.host.as_deref(), local_addr(session), &location),
+        true => redirect::absolute(ctx.tls, ctx.host.as_deref(), local, &location),
         false => location,
     }
 }
@@ -1822,16 +1826,8 @@ async fn location_phases(
         }
         auth_basic::Access::Failed => return answer(500),
     }
-    // nginx's try_files phase, between access and content.
-    if let Some(entries) = location.try_files.clone() {
-        match files::try_files(session, ctx, location, &entries) {
-            files::Tried::Found { uri, file } => {
-                ctx.uri.path = uri;
-                // nginx's add_uri_to_alias: a regex location's alias is followed by the URI.
-                ctx.uri_after_alias = file && location.alias.is_some() && location.kind.is_regex();
-            }
-            files::Tried::Then(next) => return Ok(next),
-        }
+    if let Some(next) = files::try_files_phase(Exchange::of(session), ctx, location) {
+        return Ok(next);
     }
     if let Some(pass) = &location.dynamic_pass {
         let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
@@ -1840,7 +1836,7 @@ async fn location_phases(
             Err(status) => return answer(status),
         }
     } else if location.proxy.is_none() {
-        return files::content(session, ctx, location);
+        return Ok(files::content(Exchange::of(session), ctx, location));
     }
     let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
     if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {

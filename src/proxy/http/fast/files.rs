@@ -1,0 +1,234 @@
+//! Files on the fast path: a GET or HEAD that a location without `proxy_pass` answers with a
+//! file as it is on disk (a 200 of the whole file, or a 304), `index` and `try_files` followed.
+//!
+//! Why: through Pingora's session a file cost about four times nginx's user CPU per request
+//! (docs/BENCHMARKS.md, "Since: files on the fast path"), for what is a look-up, a head and one
+//! `pread`. What to answer is decided by the same code as on Pingora's path
+//! ([`super::super::files`]: try_files, index, the static module, the not-modified filter),
+//! run over the fast path's request; only the sending is this module's.
+//!
+//! Everything else goes to Pingora before a byte is consumed, where it is answered as before:
+//! a missing file, a directory, a range, a precondition, gzip or gzip_static that would change
+//! the file, a location with limits, `auth_basic` or access rules that refuse, an internal
+//! redirect into a location that proxies, or a body.
+
+use std::os::unix::fs::FileExt;
+
+use bytes::Buf;
+use pingora::http::ResponseHeader;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::super::error_pages::enter_uri;
+use super::super::files::{self as content, FileAnswer};
+use super::super::{Answer, Next, RequestCtx, Route};
+use super::{client_keepalive, has_access_log, put_header, Connection, Step};
+use crate::proxy::client_request::ParsedHead;
+use crate::proxy::error_page::Jump;
+use crate::proxy::expires::http_time;
+use crate::proxy::gzip;
+use crate::proxy::respond;
+use crate::proxy::runtime::LocationConf;
+
+/// How much of a file is read and written at a time.
+const CHUNK: u64 = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Serves a request (its head `head_len` bytes) to a location without `proxy_pass`, if
+    /// the answer is a file this path sends; else leaves it to Pingora.
+    pub(super) async fn serve_file(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+        head_len: usize,
+    ) -> Step {
+        let Some(answer) = self.find_file(ctx, request) else {
+            return Step::ToPingora;
+        };
+        let Some(location) = ctx.location.clone() else {
+            return Step::ToPingora;
+        };
+        // The request is this path's now.
+        self.buf.advance(head_len);
+        self.requests += 1;
+        self.between_requests = true;
+        let client = &location.client;
+        self.keepalive_timeout = client.keepalive_timeout;
+        let keepalive = client_keepalive(request)
+            && !crate::proxy::draining()
+            && !client.keepalive_timeout.is_zero()
+            && self.requests < client.keepalive_requests;
+        match self
+            .send_file(ctx, request, &location, answer, keepalive)
+            .await
+        {
+            true => Step::Next,
+            false => Step::Close,
+        }
+    }
+
+    /// nginx's phases from the location's pre-access phase to its content, as Pingora's path
+    /// runs them, while they lead to a file this path sends: `None` as soon as they lead
+    /// anywhere else. Changes `ctx` (the URI, the location) as internal redirects do; what
+    /// goes to Pingora is routed again from the start.
+    fn find_file(&self, ctx: &mut RequestCtx, request: &ParsedHead) -> Option<FileAnswer> {
+        if !matches!(request.method(), "GET" | "HEAD") {
+            return None;
+        }
+        let x = self.exchange(request, None, 0);
+        loop {
+            let location = ctx.location.clone()?;
+            let plain = location.proxy.is_none()
+                && location.dynamic_pass.is_none()
+                && location.auth.is_none()
+                && location.limits.is_none()
+                && (!location.internal || ctx.errors.internal);
+            if !plain {
+                return None;
+            }
+            ctx.real_ip_by_location(self.client_inet, request.into());
+            let client = ctx.client(self.client_inet).map(|a| a.ip());
+            if !location.access.allows(client) {
+                return None;
+            }
+            let next = match content::try_files_phase(x, ctx, &location) {
+                Some(next) => next,
+                None => content::content(x, ctx, &location),
+            };
+            match next {
+                Next::Answer(Answer::File(file))
+                    if file.is_whole() && gzip_leaves(ctx, &location, request, &file) =>
+                {
+                    return Some(*file)
+                }
+                Next::Jump(Jump::Uri { path, args, .. }) => {
+                    let server = ctx.server.clone()?;
+                    if !ctx.errors.jump() {
+                        return None;
+                    }
+                    let Route::Location = enter_uri(ctx, &server, x, (path, args)) else {
+                        return None;
+                    };
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends a file's response as nginx's static module and header filters make it, and logs
+    /// the request. True when the connection goes on.
+    async fn send_file(
+        &mut self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+        location: &LocationConf,
+        answer: FileAnswer,
+        keepalive: bool,
+    ) -> bool {
+        let FileAnswer {
+            file,
+            found,
+            status,
+            ..
+        } = answer;
+        let head_only = status == 304 || request.method() == "HEAD";
+        // The response is kept whole only for a log line's `$sent_http_*`, and for `add_header`
+        // and `expires` values that may read it.
+        let reads_response = location.add_header_reads_response
+            || (location.expires.as_ref()).is_some_and(|e| e.reads_response());
+        let mut sent = match has_access_log(ctx) || reads_response {
+            true => ResponseHeader::build(status, Some(10)).ok(),
+            false => None,
+        };
+        let last_modified = http_time(found.mtime);
+        let out = &mut self.out;
+        out.clear();
+        {
+            use std::io::Write;
+            let _ = write!(out, "HTTP/1.1 {status} {}\r\n", respond::reason(status));
+        }
+        let mut own = |name: &'static str, value: &[u8], out: &mut Vec<u8>| {
+            put_header(out, &mut sent, name, value)
+        };
+        // nginx's header filter order: Server, Date, Content-Type, Content-Length,
+        // Last-Modified, Connection, then the list: ETag, the headers filter's, Accept-Ranges.
+        // A 304 has no type or length (ngx_http_not_modified_header_filter).
+        own("Server", respond::SERVER.as_bytes(), out);
+        respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out));
+        if status != 304 {
+            let content_type = location.content_types.for_uri(&ctx.uri.path);
+            own("Content-Type", content_type.as_bytes(), out);
+            own("Content-Length", found.size.to_string().as_bytes(), out);
+        }
+        own("Last-Modified", last_modified.as_bytes(), out);
+        own(
+            "Connection",
+            if keepalive { b"keep-alive" } else { b"close" },
+            out,
+        );
+        own("ETag", found.etag().as_bytes(), out);
+        if !location.add_header.is_empty() || location.expires.is_some() {
+            let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), None);
+            let added = content::headers_filter(ctx, location, status, &vars, &last_modified);
+            for (name, value) in added {
+                put_header(&mut self.out, &mut sent, name, &value);
+            }
+        }
+        if status == 200 {
+            put_header(&mut self.out, &mut sent, "Accept-Ranges", b"bytes");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        let limit = location.client.send_timeout;
+        let body = if head_only { 0 } else { found.size };
+        // The head and the file's first bytes in one write: one segment for a small file.
+        let (mut at, mut whole) = (0, true);
+        loop {
+            let want = (body - at).min(CHUNK) as usize;
+            if want > 0 {
+                let start = self.out.len();
+                self.out.resize(start + want, 0);
+                let read = file.read_at(&mut self.out[start..], at);
+                let n = read.unwrap_or(0);
+                self.out.truncate(start + n);
+                at += n as u64;
+                // The file shrank (or failed) after its length went out: the connection
+                // cannot carry on, as nginx's "file was truncated" ends it.
+                whole = n > 0;
+            }
+            if !self.send_out(limit).await {
+                whole = false;
+            }
+            if !whole || at >= body {
+                break;
+            }
+        }
+        let mut exchange = self.exchange(request, sent.as_ref(), at);
+        exchange.status = status;
+        ctx.log_exchange(exchange, status, self.now);
+        whole && keepalive
+    }
+}
+
+/// Whether gzip leaves a file's response as it is: not compressed, and no `Vary` added.
+fn gzip_leaves(
+    ctx: &RequestCtx,
+    location: &LocationConf,
+    request: &ParsedHead,
+    file: &FileAnswer,
+) -> bool {
+    let Some(conf) = &location.gzip else {
+        return true;
+    };
+    let length = file.found.size.to_string();
+    let facts = gzip::ResponseFacts {
+        content_type: Some(location.content_types.for_uri(&ctx.uri.path).as_bytes()),
+        content_length: Some(length.as_bytes()),
+        content_encoding: None,
+    };
+    // A client gzip would compress for unless the response's headers say otherwise
+    // (`gzip_proxied`) counts as compressed: Pingora's path decides it.
+    match conf.verdict_by(request.into(), file.status, facts, || true) {
+        gzip::Verdict::Untouched => true,
+        gzip::Verdict::VaryOnly => !conf.vary(),
+        gzip::Verdict::Compress => false,
+    }
+}
