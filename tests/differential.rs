@@ -3280,12 +3280,14 @@ fn static_files() {
              location /both/ {{ try_files /a.css @backend; proxy_pass http://app; }}
              location /neither/ {{ try_files /none.css =404; proxy_pass http://app; }}
              location /nowhere/ {{ root /nonexistent; }}
-             location /modified/ {{
+             location /typed/ {{
                  alias {root}/assets/;
-                 expires modified +1d;
                  add_header X-Type $sent_http_content_type;
              }}
              location /denied/ {{ deny all; }}
+             location /no-etag/ {{ alias {root}/; etag off; }}
+             location /before/ {{ alias {root}/; if_modified_since before; }}
+             location /ims-off/ {{ alias {root}/; if_modified_since off; }}
          }}"
     );
     let etag = "\"6553f100-15\"";
@@ -3332,7 +3334,7 @@ fn static_files() {
                 "/neither/x",
                 "/nowhere/x",
                 "/50x.html",
-                "/modified/app.js",
+                "/typed/app.js",
                 "/denied/x",
             ]
             .map(get),
@@ -3340,7 +3342,36 @@ fn static_files() {
         .send(get("/a.css").method("HEAD"))
         .send(get("/").method("HEAD"))
         .send(get("/").header("If-None-Match", "\"6553f100-e\""))
-        .send(get("/modified/app.js").header("If-Modified-Since", date))
+        .send(get("/typed/app.js").header("If-Modified-Since", date))
+        // etag off: no ETag, and only `*` matches one.
+        .send(get("/no-etag/a.css"))
+        .send(get("/no-etag/a.css").header("If-None-Match", etag))
+        .send(get("/no-etag/a.css").header("If-None-Match", "*"))
+        .send(get("/no-etag/a.css").header("If-Match", etag))
+        .send(get("/no-etag/a.css").header("If-Match", "*"))
+        .send(get("/no-etag/a.css").header("If-Modified-Since", date))
+        .send(
+            get("/no-etag/big.bin")
+                .header("Range", "bytes=0-9")
+                .header("If-Range", "\"6553f100-186a0\""),
+        )
+        .send(
+            get("/no-etag/big.bin")
+                .header("Range", "bytes=0-9")
+                .header("If-Range", date),
+        )
+        .send(get("/no-etag/").header("If-None-Match", "*"))
+        // if_modified_since before and off.
+        .send(get("/before/a.css").header("If-Modified-Since", date))
+        .send(get("/before/a.css").header("If-Modified-Since", "Wed, 15 Nov 2023 00:00:00 GMT"))
+        .send(get("/before/a.css").header("If-Modified-Since", "Mon, 13 Nov 2023 00:00:00 GMT"))
+        .send(get("/before/a.css").header("If-Modified-Since", "yesterday"))
+        .send(get("/ims-off/a.css").header("If-Modified-Since", date))
+        .send(
+            get("/ims-off/a.css")
+                .header("If-Modified-Since", date)
+                .header("If-None-Match", etag),
+        )
         .send(post("/a.css", "a=1"))
         .send(post("/nope", "a=1"))
         .send(get("/a.css").method("PUT"))

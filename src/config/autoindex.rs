@@ -48,12 +48,7 @@ impl Autoindex {
     /// What is wrong with the settings, for the config check.
     pub fn problem(&self) -> Option<String> {
         let format = self.format.as_deref()?;
-        (!FORMATS.contains(&format)).then(|| {
-            format!(
-                "autoindex.format \"{format}\" is not one of {}",
-                FORMATS.join(", ")
-            )
-        })
+        super::not_one_of("autoindex.format", format, &FORMATS)
     }
 }
 

@@ -113,15 +113,10 @@ impl Gzip {
                 "gzip.http_version \"{v}\" is not \"1.0\" or \"1.1\""
             ));
         }
-        let proxied = self.proxied.iter().flatten();
-        if let Some(p) = proxied
-            .clone()
-            .find(|p| !PROXIED_VALUES.contains(&p.as_str()))
-        {
-            return Some(format!(
-                "gzip.proxied \"{p}\" is not one of {}",
-                PROXIED_VALUES.join(", ")
-            ));
+        for p in self.proxied.iter().flatten() {
+            if let Some(problem) = super::not_one_of("gzip.proxied", p, &PROXIED_VALUES) {
+                return Some(problem);
+            }
         }
         for pattern in self.disable.iter().flatten().filter(|p| *p != "msie6") {
             if let Err(e) = regex::Regex::new(&format!("(?i){pattern}")) {

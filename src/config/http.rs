@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::Auth;
 use super::autoindex::Autoindex;
+use super::conditional::Conditional;
 use super::error_page::ErrorPage;
 use super::gzip::Gzip;
 use super::limit::Limits;
@@ -56,6 +57,8 @@ pub struct VirtualServer {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
+    #[serde(default, skip_serializing_if = "Conditional::is_empty")]
+    pub conditional: Conditional,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
     /// nginx's `root`: where files are served from, and what `$document_root` and
@@ -215,6 +218,8 @@ pub struct Location {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
+    #[serde(default, skip_serializing_if = "Conditional::is_empty")]
+    pub conditional: Conditional,
     /// Where requests are logged; an empty list means `access_log off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,

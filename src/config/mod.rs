@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod autoindex;
+pub mod conditional;
 pub mod error_page;
 pub mod expires;
 pub mod geo;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::Admin;
 pub use auth::{Auth, Satisfy};
 pub use autoindex::Autoindex;
+pub use conditional::Conditional;
 pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
 pub use gzip::Gzip;
@@ -196,6 +198,8 @@ pub struct Http {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
+    #[serde(default, skip_serializing_if = "Conditional::is_empty")]
+    pub conditional: Conditional,
     /// `index`, inherited whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Vec<String>>,
@@ -300,6 +304,12 @@ impl Appliance {
 }
 
 /// 1-based line and column of a byte offset.
+/// The config check's complaint about `key`'s `value` when it is not among `allowed`.
+pub(crate) fn not_one_of(key: &str, value: &str, allowed: &[&str]) -> Option<String> {
+    (!allowed.contains(&value))
+        .then(|| format!("{key} \"{value}\" is not one of {}", allowed.join(", ")))
+}
+
 pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];

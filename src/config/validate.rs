@@ -470,6 +470,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     expires(&h.expires, None, "http.expires", defined)?;
     gzip(&h.gzip, None, "http.gzip")?;
     autoindex(&h.autoindex, None, "http.autoindex")?;
+    conditional(&h.conditional, None, "http.conditional")?;
     error_pages(&h.error_page, None, "http.error_page", defined)?;
     file_settings(None, &h.index, &None, None, "http", defined)?;
     let formats: HashSet<&str> = h.log_format.iter().map(|f| f.name.as_str()).collect();
@@ -522,6 +523,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
         gzip(&server.gzip, at, &format!("{key}.gzip"))?;
         autoindex(&server.autoindex, at, &format!("{key}.autoindex"))?;
+        conditional(&server.conditional, at, &format!("{key}.conditional"))?;
         error_pages(
             &server.error_page,
             at,
@@ -648,6 +650,7 @@ fn locations(
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
         gzip(&loc.gzip, at, &format!("{key}.gzip"))?;
         autoindex(&loc.autoindex, at, &format!("{key}.autoindex"))?;
+        conditional(&loc.conditional, at, &format!("{key}.conditional"))?;
         error_pages(&loc.error_page, at, &format!("{key}.error_page"), defined)?;
         file_settings(
             loc.alias.as_deref(),
@@ -1252,6 +1255,13 @@ fn gzip(g: &super::Gzip, at: Option<&Origin>, key: &str) -> Check {
 
 fn autoindex(a: &super::Autoindex, at: Option<&Origin>, key: &str) -> Check {
     match a.problem() {
+        None => Ok(()),
+        Some(problem) => Err(Diagnostic::error(problem).at_opt(at).about(key.to_string())),
+    }
+}
+
+fn conditional(c: &super::Conditional, at: Option<&Origin>, key: &str) -> Check {
+    match c.problem() {
         None => Ok(()),
         Some(problem) => Err(Diagnostic::error(problem).at_opt(at).about(key.to_string())),
     }

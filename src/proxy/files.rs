@@ -77,6 +77,53 @@ pub fn open_error_status(e: &io::Error) -> u16 {
     }
 }
 
+/// How a location answers conditional requests: nginx's `etag` and `if_modified_since`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConditionalConf {
+    /// Files carry an ETag (`etag on`, nginx's default).
+    pub etag: bool,
+    pub if_modified_since: IfModifiedSince,
+}
+
+/// How If-Modified-Since is compared with a file's time (`if_modified_since`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfModifiedSince {
+    /// Never a 304 by date.
+    Off,
+    /// A 304 for the same second only (nginx's default).
+    Exact,
+    /// A 304 when the file is not newer.
+    Before,
+}
+
+impl Default for ConditionalConf {
+    fn default() -> Self {
+        ConditionalConf {
+            etag: true,
+            if_modified_since: IfModifiedSince::Exact,
+        }
+    }
+}
+
+impl ConditionalConf {
+    /// From the config (checked already: another value is the default).
+    pub fn build(c: &crate::config::Conditional) -> ConditionalConf {
+        ConditionalConf {
+            etag: c.etag.unwrap_or(true),
+            if_modified_since: match c.if_modified_since.as_deref() {
+                Some("off") => IfModifiedSince::Off,
+                Some("before") => IfModifiedSince::Before,
+                _ => IfModifiedSince::Exact,
+            },
+        }
+    }
+
+    /// The ETag a response with this file carries, if `etag` is on.
+    pub fn etag(&self, found: &Found) -> Option<String> {
+        self.etag.then(|| found.etag())
+    }
+}
+
 /// The request's conditional headers.
 #[derive(Default)]
 pub struct Conditions<'a> {
@@ -94,8 +141,14 @@ pub enum Condition {
     PreconditionFailed,
 }
 
-/// ngx_http_not_modified_header_filter, with `if_modified_since exact` (nginx's default).
-pub fn condition(c: &Conditions<'_>, mtime: i64, etag: &str) -> Condition {
+/// ngx_http_not_modified_header_filter, for a file of `mtime` with `etag` (none with `etag
+/// off`), If-Modified-Since compared as `ims` says.
+pub fn condition(
+    c: &Conditions<'_>,
+    mtime: i64,
+    etag: Option<&str>,
+    ims: IfModifiedSince,
+) -> Condition {
     if let Some(value) = c.if_unmodified_since {
         // An unreadable date fails the test, as ngx_parse_http_time's error does.
         if parse_http_time(value).is_none_or(|t| t < mtime) {
@@ -111,7 +164,15 @@ pub fn condition(c: &Conditions<'_>, mtime: i64, etag: &str) -> Condition {
         return Condition::Send;
     }
     if let Some(value) = c.if_modified_since {
-        if parse_http_time(value) != Some(mtime) {
+        // ngx_http_test_if_modified: an unreadable date is never the file's.
+        let since = parse_http_time(value);
+        let modified = match ims {
+            IfModifiedSince::Off => true,
+            _ if since == Some(mtime) => false,
+            IfModifiedSince::Exact => true,
+            IfModifiedSince::Before => since.is_none_or(|t| t < mtime),
+        };
+        if modified {
             return Condition::Send;
         }
     }
@@ -130,11 +191,14 @@ fn parse_http_time(value: &[u8]) -> Option<i64> {
 }
 
 /// ngx_http_test_if_match: `*`, or the ETag among the list's (weak ones compared as strong
-/// when `weak`).
-fn etag_matches(list: &[u8], etag: &str, weak: bool) -> bool {
+/// when `weak`). Without an ETag only `*` matches.
+fn etag_matches(list: &[u8], etag: Option<&str>, weak: bool) -> bool {
     if list == b"*" {
         return true;
     }
+    let Some(etag) = etag else {
+        return false;
+    };
     let etag = etag.as_bytes();
     let etag = match weak && etag.starts_with(b"W/") {
         true => &etag[2..],
@@ -169,7 +233,7 @@ pub fn range(
     if_range: Option<&[u8]>,
     size: u64,
     mtime: i64,
-    etag: &str,
+    etag: Option<&str>,
 ) -> Ranged {
     let Some(range) = range else {
         return Ranged::Whole;
@@ -179,7 +243,8 @@ pub fn range(
     }
     if let Some(if_range) = if_range {
         let still = match if_range.ends_with(b"\"") && if_range.len() >= 2 {
-            true => if_range == etag.as_bytes(),
+            // Without an ETag, an entity tag never matches (the whole file goes out).
+            true => etag.is_some_and(|e| if_range == e.as_bytes()),
             false => parse_http_time(if_range) == Some(mtime),
         };
         if !still {
@@ -366,7 +431,7 @@ mod tests {
     fn conditions_as_the_not_modified_filter_reads_them() {
         let etag = "\"10-5\"";
         let date = b"Thu, 01 Jan 1970 00:00:16 GMT";
-        let when = |c: Conditions<'_>| condition(&c, 16, etag);
+        let when = |c: Conditions<'_>| condition(&c, 16, Some(etag), IfModifiedSince::Exact);
         assert_eq!(when(Conditions::default()), Condition::Send);
         let ims = |v| Conditions {
             if_modified_since: Some(v),
@@ -400,8 +465,44 @@ mod tests {
     }
 
     #[test]
+    fn if_modified_since_and_etag_settings() {
+        let earlier = b"Thu, 01 Jan 1970 00:00:15 GMT";
+        let same = b"Thu, 01 Jan 1970 00:00:16 GMT";
+        let later = b"Thu, 01 Jan 1970 00:00:17 GMT";
+        let ims = |v: &'static [u8], how| {
+            let c = Conditions {
+                if_modified_since: Some(v),
+                ..Default::default()
+            };
+            condition(&c, 16, Some("\"10-5\""), how)
+        };
+        // `before`: a 304 when the file is not newer than the date.
+        assert_eq!(ims(later, IfModifiedSince::Before), Condition::NotModified);
+        assert_eq!(ims(same, IfModifiedSince::Before), Condition::NotModified);
+        assert_eq!(ims(earlier, IfModifiedSince::Before), Condition::Send);
+        assert_eq!(ims(b"junk", IfModifiedSince::Before), Condition::Send);
+        // `off`: never by date.
+        assert_eq!(ims(same, IfModifiedSince::Off), Condition::Send);
+        // `etag off`: only `*` matches.
+        let tags = |inm: Option<&'static [u8]>, im: Option<&'static [u8]>| {
+            let c = Conditions {
+                if_none_match: inm,
+                if_match: im,
+                ..Default::default()
+            };
+            condition(&c, 16, None, IfModifiedSince::Exact)
+        };
+        assert_eq!(tags(Some(b"*"), None), Condition::NotModified);
+        assert_eq!(tags(Some(b"\"10-5\""), None), Condition::Send);
+        assert_eq!(tags(None, Some(b"*")), Condition::Send);
+        assert_eq!(tags(None, Some(b"\"10-5\"")), Condition::PreconditionFailed);
+        let if_range = range(Some(b"bytes=0-1"), Some(b"\"10-5\""), 100, 16, None);
+        assert_eq!(if_range, Ranged::Whole);
+    }
+
+    #[test]
     fn ranges_as_the_range_filter_reads_them() {
-        let r = |spec: &str| range(Some(spec.as_bytes()), None, 100, 16, "\"e\"");
+        let r = |spec: &str| range(Some(spec.as_bytes()), None, 100, 16, Some("\"e\""));
         assert_eq!(r("bytes=0-9"), Ranged::Part { start: 0, end: 10 });
         assert_eq!(
             r("bytes=90-"),
@@ -432,9 +533,9 @@ mod tests {
         assert_eq!(r("bytes=-0"), Ranged::Unsatisfiable);
         assert_eq!(r("items=0-1"), Ranged::Whole);
         assert_eq!(r("bytes=5-2"), Ranged::Unsatisfiable);
-        let stale = range(Some(b"bytes=0-1"), Some(b"\"old\""), 100, 16, "\"e\"");
+        let stale = range(Some(b"bytes=0-1"), Some(b"\"old\""), 100, 16, Some("\"e\""));
         assert_eq!(stale, Ranged::Whole);
-        let fresh = range(Some(b"bytes=0-1"), Some(b"\"e\""), 100, 16, "\"e\"");
+        let fresh = range(Some(b"bytes=0-1"), Some(b"\"e\""), 100, 16, Some("\"e\""));
         assert_eq!(fresh, Ranged::Part { start: 0, end: 2 });
     }
 }

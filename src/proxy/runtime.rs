@@ -117,6 +117,8 @@ pub struct LocationConf {
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// `autoindex`, when on.
     pub autoindex: Option<super::autoindex::AutoindexConf>,
+    /// `etag` and `if_modified_since`.
+    pub conditional: super::files::ConditionalConf,
     /// realip, as merged for the location (`None` without `set_real_ip_from`).
     pub real_ip: Option<RealIpConf>,
     pub content_types: ContentTypes,
@@ -516,6 +518,7 @@ fn build_server(
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         gzip: vs.gzip.merged(&http.gzip),
         autoindex: vs.autoindex.merged(&http.autoindex),
+        conditional: vs.conditional.merged(&http.conditional),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
         recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
         index: vs.index.clone().or_else(|| http.index.clone()),
@@ -609,6 +612,7 @@ struct Level {
     expires: Option<String>,
     gzip: config::Gzip,
     autoindex: config::Autoindex,
+    conditional: config::Conditional,
     error_page: Option<Vec<config::ErrorPage>>,
     recursive_error_pages: Option<bool>,
     index: Option<Vec<String>>,
@@ -652,6 +656,7 @@ fn location_specs<'a>(
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             gzip: loc.gzip.merged(&parent.gzip),
             autoindex: loc.autoindex.merged(&parent.autoindex),
+            conditional: loc.conditional.merged(&parent.conditional),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
             recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
             index: loc.index.clone().or_else(|| parent.index.clone()),
@@ -824,6 +829,7 @@ fn location_conf(
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         autoindex: super::autoindex::AutoindexConf::build(&level.autoindex),
+        conditional: super::files::ConditionalConf::build(&level.conditional),
         real_ip: RealIpConf::new(&level.real_ip),
         content_types: level.content_types.clone(),
         access_log: level.access_log.clone(),

@@ -217,10 +217,12 @@ pub(super) fn fast_path_may_serve(location: &LocationConf, server: &ServerConf) 
                 Found::None => &server.fallback,
                 Found::AddSlash(_) => return false,
             };
+            // The fast path sends the file with its ETag.
             let reads_a_file = target.proxy.is_none()
                 && target.dynamic_pass.is_none()
                 && target.script.is_none()
                 && target.try_files.is_none()
+                && target.conditional.etag
                 && !path.ends_with(b"/");
             reads_a_file
                 && target.access.is_empty()

@@ -371,14 +371,16 @@ fn answer_file(
     let mut sent_status = status;
     if status == 200 {
         let header = |name: &str| x.request.header(name);
-        let etag = found.etag();
+        let etag = location.conditional.etag(&found);
+        let etag = etag.as_deref();
         let conditions = Conditions {
             if_modified_since: header("if-modified-since"),
             if_unmodified_since: header("if-unmodified-since"),
             if_match: header("if-match"),
             if_none_match: header("if-none-match"),
         };
-        match files::condition(&conditions, found.mtime, &etag) {
+        let ims = location.conditional.if_modified_since;
+        match files::condition(&conditions, found.mtime, etag, ims) {
             Condition::PreconditionFailed => return answer(412),
             Condition::NotModified => sent_status = 304,
             // gzip_static allows no ranges; gzip comes before nginx's range filter and takes
@@ -391,7 +393,7 @@ fn answer_file(
                     header("if-range"),
                     found.size,
                     found.mtime,
-                    &etag,
+                    etag,
                 );
                 match ranged {
                     Ranged::Whole => {}
@@ -443,12 +445,12 @@ fn whole_file_headers(ctx: &RequestCtx, location: &LocationConf, found: &Found) 
     let mut headers = http::HeaderMap::new();
     let content_type = location.content_types.for_uri(&ctx.uri.path);
     let values = [
-        (http::header::CONTENT_TYPE, content_type.to_string()),
-        (http::header::CONTENT_LENGTH, found.size.to_string()),
-        (http::header::LAST_MODIFIED, http_time(found.mtime)),
-        (http::header::ETAG, found.etag()),
+        (http::header::CONTENT_TYPE, Some(content_type.to_string())),
+        (http::header::CONTENT_LENGTH, Some(found.size.to_string())),
+        (http::header::LAST_MODIFIED, Some(http_time(found.mtime))),
+        (http::header::ETAG, location.conditional.etag(found)),
     ];
-    for (name, value) in values {
+    for (name, value) in values.into_iter().filter_map(|(n, v)| Some((n, v?))) {
         if let Ok(value) = http::HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
@@ -556,7 +558,9 @@ pub(super) async fn send(
     if matches!(status, 200 | 206 | 304) {
         response.insert_header("Last-Modified", last_modified.as_str())?;
     }
-    response.insert_header("ETag", found.etag())?;
+    if let Some(etag) = location.conditional.etag(&found) {
+        response.insert_header("ETag", etag)?;
+    }
     // The headers filter sees the status before the range filter makes it 206.
     let filtered = if status == 206 { 200 } else { status };
     let x = Exchange {

@@ -8,6 +8,7 @@ use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::autoindex::Autoindex;
+use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
 use crate::config::template::Variable;
@@ -56,6 +57,7 @@ pub(super) struct Level<'a> {
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
     pub autoindex: &'a mut Autoindex,
+    pub conditional: &'a mut Conditional,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
     pub recursive_error_pages: &'a mut Option<bool>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
@@ -88,6 +90,7 @@ impl Lowering<'_> {
         let mut expires = None;
         let mut gzip = Gzip::default();
         let mut autoindex = Autoindex::default();
+        let mut conditional = Conditional::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
         let mut access_log = None;
         let mut default_type = None;
@@ -145,6 +148,7 @@ impl Lowering<'_> {
                         expires: &mut expires,
                         gzip: &mut gzip,
                         autoindex: &mut autoindex,
+                        conditional: &mut conditional,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut access_log,
@@ -173,6 +177,7 @@ impl Lowering<'_> {
         http.expires = expires;
         http.gzip = gzip;
         http.autoindex = autoindex;
+        http.conditional = conditional;
         http.error_page = error_page;
         http.recursive_error_pages = recursive_error_pages;
         http.access_log = access_log;
@@ -204,6 +209,7 @@ impl Lowering<'_> {
             expires: None,
             gzip: Gzip::default(),
             autoindex: Autoindex::default(),
+            conditional: Conditional::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -285,6 +291,7 @@ impl Lowering<'_> {
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
                         autoindex: &mut vs.autoindex,
+                        conditional: &mut vs.conditional,
                         error_page: &mut vs.error_page,
                         recursive_error_pages: &mut vs.recursive_error_pages,
                         access_log: &mut vs.access_log,
@@ -584,6 +591,7 @@ impl Lowering<'_> {
             expires: None,
             gzip: Gzip::default(),
             autoindex: Autoindex::default(),
+            conditional: Conditional::default(),
             access_log: None,
             root: None,
             default_type: None,
@@ -674,6 +682,7 @@ impl Lowering<'_> {
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
                         autoindex: &mut loc.autoindex,
+                        conditional: &mut loc.conditional,
                         error_page: &mut loc.error_page,
                         recursive_error_pages: &mut loc.recursive_error_pages,
                         access_log: &mut loc.access_log,
@@ -916,10 +925,10 @@ impl Lowering<'_> {
             "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
             "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_static" => level.gzip.static_ = Some(self.arg(stmt, 0)?.to_string()),
-            // What the appliance does is nginx's default; another value is reported.
-            "etag" if self.flag(stmt)? => {}
-            "if_modified_since" if self.arg(stmt, 0)? == "exact" => {}
-            "etag" | "if_modified_since" => return Ok(false),
+            "etag" => level.conditional.etag = Some(self.flag(stmt)?),
+            "if_modified_since" => {
+                level.conditional.if_modified_since = Some(self.arg(stmt, 0)?.to_string())
+            }
             "autoindex" => level.autoindex.enable = Some(self.flag(stmt)?),
             "autoindex_exact_size" => level.autoindex.exact_size = Some(self.flag(stmt)?),
             "autoindex_localtime" => level.autoindex.localtime = Some(self.flag(stmt)?),

@@ -163,7 +163,7 @@ impl Lowering<'_> {
                     let mut client = Client::default();
                     let (mut access, mut real_ip) = (None, RealIp::default());
                     let (mut limits, mut auth, mut expires) = Default::default();
-                    let (mut gzip, mut autoindex) = Default::default();
+                    let (mut gzip, mut autoindex, mut conditional) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let (mut root, mut index) = (None, None);
                     let (mut error_page, mut recursive_error_pages) = (None, None);
@@ -178,6 +178,7 @@ impl Lowering<'_> {
                         expires: &mut expires,
                         gzip: &mut gzip,
                         autoindex: &mut autoindex,
+                        conditional: &mut conditional,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut block.access_log,

@@ -165,8 +165,8 @@ pub const SUPPORTED: &[Entry] = &[
         "a listing is sent with its Content-Length, where nginx chunks it",
     ),
     full("autoindex_localtime", HSL),
-    part("etag", HSL, "only on, nginx's default"),
-    part("if_modified_since", HSL, "only exact, nginx's default"),
+    full("etag", HSL),
+    full("if_modified_since", HSL),
     part(
         "error_page",
         HSL,
@@ -377,11 +377,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "response bodies are not modified"
         }
         "expires" => "Expires and Cache-Control are not added",
-        "etag" => "files keep their ETag (only etag on, the default, is applied)",
-        "if_modified_since" => {
-            "If-Modified-Since is compared exactly (only if_modified_since exact, the default, \
-             is applied)"
-        }
         "charset" | "source_charset" => "responses are not recoded",
         "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",
         _ if impact == Impact::NoTrafficChange => {
@@ -475,16 +470,5 @@ mod tests {
     fn gzip_changes_traffic_and_sendfile_does_not() {
         assert_eq!(unsupported_note("gzip").0, Impact::ChangesTraffic);
         assert_eq!(unsupported_note("sendfile").0, Impact::NoTrafficChange);
-    }
-
-    #[test]
-    fn values_other_than_nginx_defaults_change_traffic() {
-        // `etag off` drops a header clients see; `if_modified_since off` or `before` changes
-        // which requests get a 304.
-        for name in ["etag", "if_modified_since"] {
-            let (impact, note) = unsupported_note(name);
-            assert_eq!(impact, Impact::ChangesTraffic, "{name}");
-            assert!(note.contains("the default"), "{name}: {note}");
-        }
     }
 }

@@ -150,7 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             put_header(out, &mut sent, name, value)
         };
         // nginx's header filter order: Server, Date, Content-Type, Content-Length,
-        // Last-Modified, Connection, then the list: ETag, the headers filter's, Accept-Ranges.
+        // Last-Modified, Connection, then the list: ETag (unless `etag off`), the headers
+        // filter's, Accept-Ranges.
         // A 304 has no type or length (ngx_http_not_modified_header_filter).
         own("Server", respond::SERVER.as_bytes(), out);
         respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out));
@@ -165,7 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if keepalive { b"keep-alive" } else { b"close" },
             out,
         );
-        own("ETag", found.etag().as_bytes(), out);
+        if let Some(etag) = location.conditional.etag(&found) {
+            own("ETag", etag.as_bytes(), out);
+        }
         if !location.add_header.is_empty() || location.expires.is_some() {
             let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), None);
             let added = content::headers_filter(ctx, location, status, &vars, &last_modified);
