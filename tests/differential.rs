@@ -1558,6 +1558,86 @@ fn if_idioms() {
         .run();
 }
 
+/// Settings nginx applies from an `if` block in a location when its condition holds: `expires`,
+/// `gzip` and `error_page` over the location's, on the fast path and through Pingora's session
+/// (a chunked body), for proxied responses, pages and files.
+#[test]
+fn if_settings() {
+    let dir = support::TempDir::new("if-settings");
+    std::fs::write(dir.path.join("down.html"), "<p>down</p>\n").expect("page");
+    std::fs::write(dir.path.join("a.css"), "body { color: red; }\n").expect("css");
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "upstream app {{ server {{b0}}; }}
+         upstream gone {{ server {{b1}}; }}
+         server {{
+             listen {{listen}};
+             gzip_min_length 20;
+             location / {{
+                 expires 1h;
+                 if ($arg_cache = no) {{ expires -1; }}
+                 if ($arg_cache = epoch) {{ expires epoch; }}
+                 proxy_pass http://app;
+             }}
+             location /zip/ {{
+                 if ($arg_zip) {{ gzip on; }}
+                 proxy_pass http://app;
+             }}
+             location /unzip/ {{
+                 gzip on;
+                 if ($arg_zip = no) {{ gzip off; }}
+                 proxy_pass http://app;
+             }}
+             location /fail/ {{
+                 error_page 502 /down.html;
+                 if ($arg_page = other) {{ error_page 502 =503 /down.html; }}
+                 if ($arg_page = none) {{ error_page 404 /down.html; }}
+                 proxy_pass http://gone;
+             }}
+             location = /down.html {{ root {root}; }}
+             location /files/ {{
+                 alias {root}/;
+                 if ($arg_cache) {{ expires 30d; }}
+             }}
+         }}"
+    );
+    let html = |path: &str| {
+        get(path)
+            .header(TYPE_HEADER, "text/html")
+            .header(LENGTH_HEADER, "400")
+            .header("Accept-Encoding", "gzip")
+    };
+    let session = |request: Request| {
+        request
+            .method("POST")
+            .header("Transfer-Encoding", "chunked")
+            .raw_body("1\r\nx\r\n0\r\n\r\n")
+    };
+    Scenario::new("if settings")
+        .backends(2)
+        .plan(1, Plan::always(Reset))
+        .compare_headers(&["Expires", "Cache-Control", "Content-Encoding", "Vary"])
+        .config(&config)
+        .send_all([
+            get("/x"),
+            get("/x?cache=no"),
+            get("/x?cache=epoch"),
+            session(get("/x?cache=no")),
+            html("/zip/x"),
+            html("/zip/x?zip=1"),
+            session(html("/zip/x?zip=1")),
+            html("/unzip/x"),
+            html("/unzip/x?zip=no"),
+            get("/fail/x"),
+            get("/fail/x?page=other"),
+            get("/fail/x?page=none"),
+            session(get("/fail/x?page=other")),
+            get("/files/a.css"),
+            get("/files/a.css?cache=1"),
+        ])
+        .run();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failures and retries
 
@@ -3658,10 +3738,12 @@ fn autoindex() {
     );
     Scenario::new("autoindex")
         .backends(0)
-        .compare_headers(&["Content-Type", "Last-Modified", "ETag"])
+        .compare_headers(&["Content-Type", "Last-Modified", "ETag", "Transfer-Encoding"])
         .config(&config)
         .send_all([
             get("/pub/"),
+            get("/pub/").http10(),
+            get("/json/").method("HEAD").http10(),
             get("/pub/sub/"),
             get("/pub/empty/"),
             get("/pub/withindex/"),

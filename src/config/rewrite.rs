@@ -18,6 +18,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::error_page::ErrorPage;
 use super::http::{AddHeader, Location, ProxyPass, Return};
 use super::log::AccessLog;
 
@@ -83,8 +84,9 @@ pub struct SetVar {
 }
 
 /// `if (condition) { ... }`. In a location, a block whose condition holds also becomes the
-/// location the request is served with: its own `proxy_pass`, `add_header` and `access_log`
-/// over the location's, as nginx's "if in location" does.
+/// location the request is served with: its own `proxy_pass`, `add_header`, `access_log`,
+/// `expires`, `gzip` and `error_page` over the location's, as nginx's "if in location" does.
+/// (Those are the settings nginx allows there that the appliance applies.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IfBlock {
@@ -98,6 +100,15 @@ pub struct IfBlock {
     pub add_header: Option<Vec<AddHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+    /// `expires`, as its arguments are written (see `config::expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// `gzip on|off`: the one gzip directive nginx allows in `if`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<bool>,
+    /// `error_page`: the block's pages replace the location's, as nginx merges them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<Vec<ErrorPage>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script: Vec<Step>,
 }
@@ -105,7 +116,12 @@ pub struct IfBlock {
 impl IfBlock {
     /// Whether the block changes the location's settings, not only runs directives.
     pub fn has_settings(&self) -> bool {
-        self.proxy_pass.is_some() || self.add_header.is_some() || self.access_log.is_some()
+        self.proxy_pass.is_some()
+            || self.add_header.is_some()
+            || self.access_log.is_some()
+            || self.expires.is_some()
+            || self.gzip.is_some()
+            || self.error_page.is_some()
     }
 }
 

@@ -957,6 +957,13 @@ fn steps_check(steps: &[Step], scope: &ScriptScope<'_>, at: Option<&Origin>, key
                     at,
                     &format!("{key}.access_log"),
                 )?;
+                expires(&block.expires, at, &format!("{key}.expires"), scope.defined)?;
+                error_pages(
+                    &block.error_page,
+                    at,
+                    &format!("{key}.error_page"),
+                    scope.defined,
+                )?;
                 steps_check(&block.script, scope, at, &format!("{key}.script"))?;
             }
             Step::Return(r) => {

@@ -119,6 +119,10 @@ pub struct Filters<'a> {
     pub date: Option<SystemTime>,
     /// The location's gzip.
     pub gzip: Option<&'a GzipConf>,
+    /// The body goes out without a length, as nginx sends a body it makes as it goes (an
+    /// autoindex listing): nginx's chunked filter then chunks it to an HTTP/1.1 client and
+    /// sends it to the close to an HTTP/1.0 one.
+    pub unsized_body: bool,
 }
 
 /// [`send`], through `filters`.
@@ -142,9 +146,18 @@ pub async fn send_with(
         Some(b) => Some(b),
         None => error_page(status).map(|page| (Bytes::from(page), "text/html")),
     };
+    let head_only = session.req_header().method == http::Method::HEAD;
+    let http_1_1 = session.req_header().version >= http::Version::HTTP_11;
+    let mut keepalive = keepalive;
     if let Some((bytes, content_type)) = &body {
         resp.insert_header("Content-Type", *content_type)?;
-        resp.insert_header("Content-Length", bytes.len().to_string())?;
+        match filters.unsized_body {
+            false => resp.insert_header("Content-Length", bytes.len().to_string())?,
+            // ngx_http_chunked_header_filter: a HEAD's answer is left as it is.
+            true if head_only => {}
+            true if http_1_1 => resp.insert_header("Transfer-Encoding", "chunked")?,
+            true => keepalive = false,
+        }
     } else if status != 204 && status != 304 {
         resp.insert_header("Content-Length", "0")?;
     }
@@ -154,7 +167,6 @@ pub async fn send_with(
     for (name, value) in filters.added {
         resp.append_header(name.clone(), value.as_slice())?;
     }
-    let mut keepalive = keepalive;
     if let Some(gzip) = filters.gzip {
         let request = gzip::Request::Pingora(session.req_header());
         if gzip.filter(request, &mut resp, date)? {
@@ -172,7 +184,6 @@ pub async fn send_with(
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
     let end = body.is_none() || head_only;
     session.write_response_header(Box::new(resp), end).await?;
     if let (Some((bytes, _)), false) = (body, head_only) {

@@ -548,8 +548,7 @@ fn build_server(
         LocationTree::build(specs).map_err(|e| Diagnostic::error(e).at_opt(vs.origin.as_ref()))?;
     let fallback = location_conf(
         None,
-        String::new(),
-        LocationKind::Prefix,
+        (String::new(), LocationKind::Prefix, None),
         (None, &[]),
         &server_level,
         pools,
@@ -670,10 +669,17 @@ fn location_specs<'a>(
             },
             formats: parent.formats.clone(),
         };
+        let alias = loc
+            .alias
+            .as_deref()
+            .map(|text| {
+                Template::parse_in(text, defined_of(&level))
+                    .map_err(|e| Diagnostic::error(e.to_string()).at_opt(loc.origin.as_ref()))
+            })
+            .transpose()?;
         let conf = location_conf(
             loc.origin.as_ref(),
-            loc.path.clone(),
-            loc.kind,
+            (loc.path.clone(), loc.kind, alias.as_ref()),
             (loc.return_.as_ref(), &loc.script),
             &level,
             pools,
@@ -681,14 +687,6 @@ fn location_specs<'a>(
         )?;
         let conf = LocationConf {
             internal: loc.internal,
-            alias: loc
-                .alias
-                .as_deref()
-                .map(|text| {
-                    Template::parse_in(text, defined_of(&level))
-                        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(loc.origin.as_ref()))
-                })
-                .transpose()?,
             try_files: try_files_conf(loc.try_files.as_deref(), &level, loc.origin.as_ref())?,
             ..conf
         };
@@ -710,12 +708,12 @@ fn location_specs<'a>(
     Ok(specs)
 }
 
-/// A location's effective settings, and its script (`return` and steps), whose `if` blocks
-/// become locations of their own.
+/// A location's effective settings (its name, kind and `alias` given), and its script
+/// (`return` and steps), whose `if` blocks become locations of their own. Those take the
+/// alias too, as nginx merges it into the block's configuration (`try_files` they do not).
 fn location_conf(
     origin: Option<&Origin>,
-    name: String,
-    kind: LocationKind,
+    (name, kind, alias): (String, LocationKind, Option<&Template>),
     (ret, steps): (Option<&Return>, &[config::Step]),
     level: &Level,
     pools: &mut HashMap<String, Arc<UpstreamPool>>,
@@ -737,10 +735,18 @@ fn location_conf(
         if let Some(list) = &block.access_log {
             inner.access_log = level.formats.targets(Some(list), origin)?;
         }
+        if let Some(expires) = &block.expires {
+            inner.expires = Some(expires.clone());
+        }
+        if let Some(enable) = block.gzip {
+            inner.gzip.enable = Some(enable);
+        }
+        if let Some(pages) = &block.error_page {
+            inner.error_page = Some(pages.clone());
+        }
         let conf = location_conf(
             origin,
-            name.clone(),
-            kind,
+            (name.clone(), kind, alias),
             (None, &[]),
             &inner,
             pools,
@@ -841,7 +847,7 @@ fn location_conf(
         )?
         .map(Arc::new),
         internal: false,
-        alias: None,
+        alias: alias.cloned(),
         index: templates(
             level
                 .index

@@ -204,7 +204,7 @@ fn try_files(
 /// file (an internal redirect) or a 403; any other URI its file, a 301 to the directory, or
 /// the status the look-up failed with.
 pub(super) fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf) -> Next {
-    let method = x.request.method();
+    let method = ctx.method(x.request);
     let readable = matches!(method, "GET" | "HEAD" | "POST");
     let answer = |status| Next::Answer(Answer::special(status));
     let root = Root::of(ctx, x, location);

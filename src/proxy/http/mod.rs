@@ -847,6 +847,15 @@ impl RequestCtx {
         self.vars_of(Exchange::of(session), proxy)
     }
 
+    /// The method nginx's handlers see (`r->method`): GET once an error page by URI has
+    /// turned the request into one (HEAD stays), else the client's.
+    fn method<'a>(&self, request: ClientRequest<'a>) -> &'a str {
+        match self.errors.as_get {
+            true => "GET",
+            false => request.method(),
+        }
+    }
+
     /// See the `date` field.
     fn date(&self) -> SystemTime {
         *self.date.get_or_init(SystemTime::now)
@@ -859,6 +868,7 @@ impl RequestCtx {
             added,
             date: Some(self.date()),
             gzip: self.location.as_ref().and_then(|l| l.gzip.as_deref()),
+            unsized_body: false,
         }
     }
 
@@ -1701,7 +1711,11 @@ impl Answer {
             Answer::Listing(body, content_type) => {
                 let added = added_headers_typed(ctx, session, 200, Some(content_type));
                 let body = Some((body, content_type));
-                respond::send_with(session, 200, None, body, true, ctx.filters(&added)).await
+                let filters = respond::Filters {
+                    unsized_body: true,
+                    ..ctx.filters(&added)
+                };
+                respond::send_with(session, 200, None, body, true, filters).await
             }
             Answer::Return(ret) => answer_return(session, ctx, &ret).await,
             Answer::Special {

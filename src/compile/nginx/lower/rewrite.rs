@@ -115,7 +115,8 @@ impl Lowering<'_> {
 
     /// `if (condition) { ... }`: the condition's words without the parentheses, checked as
     /// nginx checks them, and the block's directives. In a location the block may also set
-    /// `proxy_pass` (without a URI part), `add_header` and `access_log`.
+    /// `proxy_pass` (without a URI part), `add_header`, `access_log`, `expires`, `gzip` and
+    /// `error_page`.
     fn if_block(
         &mut self,
         stmt: &Statement,
@@ -138,6 +139,9 @@ impl Lowering<'_> {
             proxy_pass: None,
             add_header: None,
             access_log: None,
+            expires: None,
+            gzip: None,
+            error_page: None,
             script: Vec::new(),
         };
         for s in stmt.block.iter().flatten() {
@@ -158,15 +162,20 @@ impl Lowering<'_> {
                         block.proxy_pass = Some(pass);
                     }
                 }
-                "add_header" | "access_log" if location.is_some() => {
+                "add_header" | "access_log" | "expires" | "gzip" | "error_page"
+                    if location.is_some() =>
+                {
+                    // The directive is read as at a location's level; the block keeps what it
+                    // set of the settings above.
                     let mut proxy = Proxy::default();
                     let mut client = Client::default();
                     let (mut access, mut real_ip) = (None, RealIp::default());
-                    let (mut limits, mut auth, mut expires) = Default::default();
-                    let (mut gzip, mut autoindex, mut conditional) = Default::default();
+                    let (mut limits, mut auth) = Default::default();
+                    let mut gzip = crate::config::Gzip::default();
+                    let (mut autoindex, mut conditional) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let (mut root, mut index) = (None, None);
-                    let (mut error_page, mut recursive_error_pages) = (None, None);
+                    let mut recursive_error_pages = None;
                     let level = Level {
                         proxy: &mut proxy,
                         client: &mut client,
@@ -175,11 +184,11 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         limits: &mut limits,
                         auth: &mut auth,
-                        expires: &mut expires,
+                        expires: &mut block.expires,
                         gzip: &mut gzip,
                         autoindex: &mut autoindex,
                         conditional: &mut conditional,
-                        error_page: &mut error_page,
+                        error_page: &mut block.error_page,
                         recursive_error_pages: &mut recursive_error_pages,
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
@@ -191,6 +200,8 @@ impl Lowering<'_> {
                     if !self.setting(s, level)? {
                         self.unsupported(s)?;
                     }
+                    // `gzip` is the one gzip directive nginx allows here.
+                    block.gzip = block.gzip.or(gzip.enable);
                 }
                 _ => self.unsupported(s)?,
             }

@@ -89,8 +89,8 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "if",
         "server, location",
-        "in a location, a block may also set proxy_pass, add_header and access_log; \
-         other directives in it are reported",
+        "in a location, a block may also set proxy_pass, add_header, access_log, expires, \
+         gzip and error_page; other directives in it are reported",
     ),
     full("root", HSL),
     full("alias", "location"),
@@ -148,7 +148,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("auth_basic_user_file", HSL),
     full("satisfy", HSL),
     full("expires", HSL),
-    part("gzip", HSL, "not inside \"if\""),
+    full("gzip", HSL),
     full("gzip_types", HSL),
     full("gzip_min_length", HSL),
     full("gzip_comp_level", HSL),
@@ -159,20 +159,11 @@ pub const SUPPORTED: &[Entry] = &[
     full("gzip_static", HSL),
     full("autoindex", HSL),
     full("autoindex_exact_size", HSL),
-    part(
-        "autoindex_format",
-        HSL,
-        "a listing is sent with its Content-Length, where nginx chunks it",
-    ),
+    full("autoindex_format", HSL),
     full("autoindex_localtime", HSL),
     full("etag", HSL),
     full("if_modified_since", HSL),
-    part(
-        "error_page",
-        HSL,
-        "a page nginx would read from a file is the appliance's own page for the error; \
-         not inside \"if\"",
-    ),
+    full("error_page", HSL),
     full("recursive_error_pages", HSL),
     full("internal", "location"),
     full("deny", "http, server, location, stream"),
@@ -348,7 +339,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         Impact::ChangesTraffic
     };
     let note = match name {
-        "gzip" => "responses are not compressed (gzip inside \"if\" is not supported)",
+        "gzip" => "responses are not compressed",
         "gunzip" => "compressed upstream responses are not decompressed for clients without gzip",
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
