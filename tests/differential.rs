@@ -3738,7 +3738,13 @@ fn autoindex() {
     );
     Scenario::new("autoindex")
         .backends(0)
-        .compare_headers(&["Content-Type", "Last-Modified", "ETag", "Transfer-Encoding"])
+        .compare_headers(&[
+            "Content-Type",
+            "Last-Modified",
+            "ETag",
+            "Transfer-Encoding",
+            "Connection",
+        ])
         .config(&config)
         .send_all([
             get("/pub/"),

@@ -80,7 +80,8 @@ fn mixed(host: &str) -> Vec<Vec<u8>> {
 }
 
 /// Files among proxied requests: whole files and an index (the fast path's), a range
-/// (Pingora's, which then keeps the connection), and files and proxying after it.
+/// (Pingora's, which then keeps the connection), files and proxying after it, and a POST the
+/// static module refuses without reading its body.
 fn with_files(host: &str) -> Vec<Vec<u8>> {
     let get = |path: &str| get(host, path);
     vec![
@@ -91,6 +92,9 @@ fn with_files(host: &str) -> Vec<Vec<u8>> {
         format!("GET /files/b.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=2-4\r\n\r\n")
             .into_bytes(),
         get("/files/a.txt"),
+        // A body the answer (405) does not read: read and dropped, the connection goes on.
+        format!("POST /files/a.txt HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello")
+            .into_bytes(),
         get("/last"),
     ]
 }
@@ -219,17 +223,29 @@ fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) -> Transcri
     (answers, received)
 }
 
+/// The server's name in a page it made itself (nginx's `nginx/1.22.1`), left out.
+fn unsigned(mut transcript: Transcript) -> Transcript {
+    for (_, body) in &mut transcript.0 {
+        if let Some(start) = body.find("<hr><center>") {
+            if let Some(len) = body[start..].find("</center>") {
+                body.replace_range(start..start + len, "<hr><center>");
+            }
+        }
+    }
+    transcript
+}
+
 fn compare(requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) {
     support::nginx::require_nginx();
-    let nginx = run(Kind::Nginx, requests, setup);
-    let appliance = run(Kind::Appliance, requests, setup);
+    let nginx = unsigned(run(Kind::Nginx, requests, setup));
+    let appliance = unsigned(run(Kind::Appliance, requests, setup));
     println!("nginx:     {nginx:?}\nappliance: {appliance:?}");
     assert_eq!(nginx.0.len(), requests("x").len() * setup.connections);
     assert!(
         nginx
             .0
             .iter()
-            .all(|(status, _)| matches!(*status, 200 | 206)),
+            .all(|(status, _)| matches!(*status, 200 | 206 | 405)),
         "nginx answers every request: {nginx:?}"
     );
     assert_eq!(

@@ -20,6 +20,11 @@ pub const CLOSE: u16 = 444;
 /// connection without a response, and the access log says 444.
 pub const CLOSED_WITHOUT_RESPONSE: &str = "closed without a response (444)";
 
+/// How long a request body the appliance answers without reading is read and dropped after
+/// the response, for the connection to go on: nginx's `lingering_time` default, the most it
+/// spends discarding a body (ngx_http_discard_request_body).
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Whether `e` is the error of a [`CLOSE`].
 pub fn is_close(e: &Error) -> bool {
     matches!(e.etype(), ErrorType::Custom(c) if *c == CLOSED_WITHOUT_RESPONSE)
@@ -180,7 +185,12 @@ pub async fn send_with(
             keepalive &= request.version() >= http::Version::HTTP_11;
         }
     }
-    if !keepalive {
+    if keepalive {
+        // nginx answers first and discards the body after, keeping the connection; Pingora
+        // would close a connection whose body is unread.
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(DISCARD_TIME));
+    } else {
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;
     }
