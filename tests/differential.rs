@@ -2011,6 +2011,79 @@ fn limit_req_status_and_variable() {
         .run();
 }
 
+/// A client that closes its connection while limit_req delays its request: nginx notices
+/// (ngx_http_test_reading), logs 499 and sends nothing upstream. The appliance must not send the
+/// request either. A raw client, since the scenarios' clients wait for every answer.
+#[test]
+fn limit_req_client_gone_during_delay() {
+    use std::io::{Read, Write};
+    use support::proxies::{Kind, NginxOptions, Proxy};
+    support::nginx::require_nginx();
+    let mut seen = Vec::new();
+    for kind in [Kind::Nginx, Kind::Appliance] {
+        let mut backends = support::backends::Backends::start(1);
+        backends.reset(&[Plan::ok()]);
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .expect("address");
+        let logs = support::TempDir::new("limit-gone");
+        let log = logs.path.join("access.log");
+        let config = format!(
+            "events {{}}
+             http {{
+                 limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;
+                 log_format brief '$status $request_uri';
+                 server {{
+                     listen {listen};
+                     access_log {log} brief;
+                     location / {{
+                         limit_req zone=one burst=5;
+                         proxy_pass http://{backend};
+                     }}
+                 }}
+             }}",
+            log = log.display(),
+            backend = backends.addr(0),
+        );
+        let _proxy = Proxy::start(kind, &config, &[listen], NginxOptions::default());
+        let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        // The first passes at once and is answered.
+        let mut first = std::net::TcpStream::connect(listen).expect("connect");
+        first.write_all(request("/first").as_bytes()).expect("send");
+        let mut answer = [0u8; 512];
+        let n = first.read(&mut answer).expect("answer");
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{kind:?}: first answered"
+        );
+        // The second waits about a second; its client leaves after a fifth of one.
+        let mut gone = std::net::TcpStream::connect(listen).expect("connect");
+        gone.write_all(request("/gone").as_bytes()).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(gone);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let paths: Vec<String> = backends
+            .receptions()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.request_line).into_owned())
+            .filter_map(|line| line.split(' ').nth(1).map(str::to_string))
+            .collect();
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        seen.push((kind.name(), paths, logged));
+    }
+    for (name, paths, logged) in &seen {
+        assert_eq!(
+            paths,
+            &vec!["/first".to_string()],
+            "{name}: only the first request reaches the backend"
+        );
+        assert!(
+            logged.lines().any(|l| l == "499 /gone"),
+            "{name}: the request whose client left is logged as 499: {logged:?}"
+        );
+    }
+}
+
 /// limit_req_status 444 and limit_conn_status 444 are nginx's "close the connection": the
 /// refused client gets no response at all; so does `return 444`.
 #[test]

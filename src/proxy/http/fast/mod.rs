@@ -1088,14 +1088,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         keepalive: bool,
     ) -> Option<bool> {
         let verdict = ctx.limit_requests(location, self.exchange(request, None, 0), self.now);
-        let waits = verdict != Verdict::Pass;
-        let refused = verdict.waited().await;
-        if waits {
-            self.now = Instant::now();
-        }
+        let refused = match verdict {
+            Verdict::Pass => None,
+            Verdict::Refuse(status) => Some(status),
+            Verdict::Wait(delay) => {
+                let open = self.wait_unless_closed(delay).await;
+                self.now = Instant::now();
+                if !open {
+                    // ngx_http_test_reading: "client prematurely closed connection" while
+                    // the request waited; logged as 499, and nothing goes upstream.
+                    ctx.log_exchange(self.exchange(request, None, 0), 499, self.now);
+                    return Some(false);
+                }
+                None
+            }
+        };
         let status =
             refused.or_else(|| ctx.limit_connections(location, self.exchange(request, None, 0)))?;
         Some(self.answer(ctx, request, location, status, keepalive).await)
+    }
+
+    /// Waits `delay` (limit_req's), watching the client meanwhile as nginx does: false if it
+    /// closes its connection. What it sends meanwhile (a pipelined request) is kept.
+    async fn wait_unless_closed(&mut self, delay: Duration) -> bool {
+        let mut sleep = pin!(tokio::time::sleep(delay));
+        loop {
+            if self.buf.len() >= MAX_REQUEST_HEAD {
+                // Enough is waiting to be read next: the close would be seen then.
+                sleep.await;
+                return true;
+            }
+            tokio::select! {
+                () = &mut sleep => return true,
+                read = self.client.read_buf(&mut self.buf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// Answers with the status nginx finalizes with when no server could answer (502, 504, or
