@@ -79,9 +79,9 @@ fn mixed(host: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-/// Files among proxied requests: whole files and an index (the fast path's), a range
-/// (Pingora's, which then keeps the connection), files and proxying after it, and a POST the
-/// static module refuses without reading its body.
+/// Files among proxied requests: whole files, an index and one range (the fast path's), two
+/// ranges (Pingora's, which then keeps the connection), files and proxying after it, and a POST
+/// the static module refuses without reading its body.
 fn with_files(host: &str) -> Vec<Vec<u8>> {
     let get = |path: &str| get(host, path);
     vec![
@@ -90,6 +90,8 @@ fn with_files(host: &str) -> Vec<Vec<u8>> {
         get("/files/"),
         get("/files/b.txt"),
         format!("GET /files/b.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=2-4\r\n\r\n")
+            .into_bytes(),
+        format!("GET /files/b.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-1,4-5\r\n\r\n")
             .into_bytes(),
         get("/files/a.txt"),
         // A body the answer (405) does not read: read and dropped, the connection goes on.

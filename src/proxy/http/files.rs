@@ -38,13 +38,16 @@ pub(super) struct FileAnswer {
 }
 
 impl FileAnswer {
-    /// Whether it is the file as it is on disk, whole, with a 200 or a 304: no ranges, no
-    /// `.gz` or `Vary` of gzip_static's, no error page's status.
-    pub(super) fn is_whole(&self) -> bool {
-        matches!(self.status, 200 | 304)
-            && self.parts == [(0, self.found.size)]
-            && !self.precompressed
-            && !self.static_vary
+    /// The bytes sent (`start..end`), when they are one piece of the file as it is on disk: the
+    /// whole file with a 200 or a 304, or one range with a 206. `None` for several ranges, a
+    /// `.gz` or a `Vary` of gzip_static's, or an error page's status.
+    pub(super) fn one_part(&self) -> Option<(u64, u64)> {
+        let plain =
+            matches!(self.status, 200 | 206 | 304) && !self.precompressed && !self.static_vary;
+        match self.parts[..] {
+            [part] if plain => Some(part),
+            _ => None,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Files on the fast path: a GET or HEAD that a location without `proxy_pass` answers with a
-//! file as it is on disk (a 200 of the whole file, or a 304), `index` and `try_files` followed.
+//! file as it is on disk (a 200 of the whole file, a 206 of one range, or a 304), `index` and
+//! `try_files` followed.
 //!
 //! Why: through Pingora's session a file cost about four times nginx's user CPU per request
 //! (docs/BENCHMARKS.md, "Since: files on the fast path"), for what is a look-up, a head and one
@@ -8,7 +9,7 @@
 //! run over the fast path's request; only the sending is this module's.
 //!
 //! Everything else goes to Pingora before a byte is consumed, where it is answered as before:
-//! a missing file, a directory, a range, a precondition, gzip or gzip_static that would change
+//! a missing file, a directory, several ranges, a precondition, gzip or gzip_static that would change
 //! the file, a location with limits, `auth_basic` or access rules that refuse, an internal
 //! redirect into a location that proxies, or a body.
 
@@ -41,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         request: &ParsedHead,
         head_len: usize,
     ) -> Step {
-        let Some(answer) = self.find_file(ctx, request) else {
+        let Some((answer, part)) = self.find_file(ctx, request) else {
             return Step::ToPingora;
         };
         let Some(location) = ctx.location.clone() else {
@@ -58,7 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && !client.keepalive_timeout.is_zero()
             && self.requests < client.keepalive_requests;
         match self
-            .send_file(ctx, request, &location, answer, keepalive)
+            .send_file(ctx, request, &location, (answer, part), keepalive)
             .await
         {
             true => Step::Next,
@@ -70,7 +71,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// runs them, while they lead to a file this path sends: `None` as soon as they lead
     /// anywhere else. Changes `ctx` (the URI, the location) as internal redirects do; what
     /// goes to Pingora is routed again from the start.
-    fn find_file(&self, ctx: &mut RequestCtx, request: &ParsedHead) -> Option<FileAnswer> {
+    fn find_file(
+        &self,
+        ctx: &mut RequestCtx,
+        request: &ParsedHead,
+    ) -> Option<(FileAnswer, (u64, u64))> {
         if !matches!(request.method(), "GET" | "HEAD") {
             return None;
         }
@@ -95,10 +100,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 None => content::content(x, ctx, &location),
             };
             match next {
-                Next::Answer(Answer::File(file))
-                    if file.is_whole() && gzip_leaves(ctx, &location, request, &file) =>
-                {
-                    return Some(*file)
+                Next::Answer(Answer::File(file)) if gzip_leaves(ctx, &location, request, &file) => {
+                    let part = file.one_part()?;
+                    return Some((*file, part));
                 }
                 Next::Jump(Jump::Uri { path, args, .. }) => {
                     let server = ctx.server.clone()?;
@@ -114,14 +118,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// Sends a file's response as nginx's static module and header filters make it, and logs
-    /// the request. True when the connection goes on.
+    /// Sends a file's response (the bytes `start..end` of it) as nginx's static module and
+    /// header filters make it, and logs the request. True when the connection goes on.
     async fn send_file(
         &mut self,
         ctx: &mut RequestCtx,
         request: &ParsedHead,
         location: &LocationConf,
-        answer: FileAnswer,
+        (answer, (start, end)): (FileAnswer, (u64, u64)),
         keepalive: bool,
     ) -> bool {
         let FileAnswer {
@@ -151,14 +155,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         // nginx's header filter order: Server, Date, Content-Type, Content-Length,
         // Last-Modified, Connection, then the list: ETag (unless `etag off`), the headers
-        // filter's, Accept-Ranges.
+        // filter's, then the range filter's Accept-Ranges (a 200) or Content-Range (a 206).
         // A 304 has no type or length (ngx_http_not_modified_header_filter).
         own("Server", respond::SERVER.as_bytes(), out);
         respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out));
         if status != 304 {
             let content_type = location.content_types.for_uri(&ctx.uri.path);
             own("Content-Type", content_type.as_bytes(), out);
-            own("Content-Length", found.size.to_string().as_bytes(), out);
+            own("Content-Length", (end - start).to_string().as_bytes(), out);
         }
         own("Last-Modified", last_modified.as_bytes(), out);
         own(
@@ -171,21 +175,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         if !location.add_header.is_empty() || location.expires.is_some() {
             let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), None);
-            let added = content::headers_filter(ctx, location, status, &vars, &last_modified);
+            // The headers filter sees the 200 the range filter makes a 206 after it.
+            let filtered = if status == 206 { 200 } else { status };
+            let added = content::headers_filter(ctx, location, filtered, &vars, &last_modified);
             for (name, value) in added {
                 put_header(&mut self.out, &mut sent, name, &value);
             }
         }
-        if status == 200 {
-            put_header(&mut self.out, &mut sent, "Accept-Ranges", b"bytes");
+        match status {
+            200 => put_header(&mut self.out, &mut sent, "Accept-Ranges", b"bytes"),
+            206 => {
+                let range = format!("bytes {}-{}/{}", start, end - 1, found.size);
+                put_header(&mut self.out, &mut sent, "Content-Range", range.as_bytes());
+            }
+            _ => {}
         }
         self.out.extend_from_slice(b"\r\n");
         let limit = location.client.send_timeout;
-        let body = if head_only { 0 } else { found.size };
+        let body_end = if head_only { start } else { end };
         // The head and the file's first bytes in one write: one segment for a small file.
-        let (mut at, mut whole) = (0, true);
+        let (mut at, mut whole) = (start, true);
         loop {
-            let want = (body - at).min(CHUNK) as usize;
+            let want = (body_end - at).min(CHUNK) as usize;
             if want > 0 {
                 let start = self.out.len();
                 self.out.resize(start + want, 0);
@@ -200,11 +211,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if !self.send_out(limit).await {
                 whole = false;
             }
-            if !whole || at >= body {
+            if !whole || at >= body_end {
                 break;
             }
         }
-        let mut exchange = self.exchange(request, sent.as_ref(), at);
+        let mut exchange = self.exchange(request, sent.as_ref(), at - start);
         exchange.status = status;
         ctx.log_exchange(exchange, status, self.now);
         whole && keepalive
@@ -227,11 +238,15 @@ fn gzip_leaves(
         content_length: Some(length.as_bytes()),
         content_encoding: None,
     };
-    // A client gzip would compress for unless the response's headers say otherwise
-    // (`gzip_proxied`) counts as compressed: Pingora's path decides it.
-    match conf.verdict_by(request.into(), file.status, facts, || true) {
+    // gzip sees a range's 200 before the range filter makes it a 206; it ranges only a file
+    // it leaves whole, and then at most varies it. A client gzip would compress for unless
+    // the response's headers say otherwise (`gzip_proxied`) counts as compressed: Pingora's
+    // path decides it.
+    let ranged = file.status == 206;
+    let status = if ranged { 200 } else { file.status };
+    match conf.verdict_by(request.into(), status, facts, || true) {
         gzip::Verdict::Untouched => true,
         gzip::Verdict::VaryOnly => !conf.vary(),
-        gzip::Verdict::Compress => false,
+        gzip::Verdict::Compress => ranged && !conf.vary(),
     }
 }
