@@ -3552,6 +3552,60 @@ fn static_files() {
         .run();
 }
 
+/// Files sent with `sendfile on`, in calls of at most `sendfile_max_chunk`: a file of many
+/// chunks whole, ranges that start and end inside chunks, a suffix, HEAD, a 304, a small file
+/// (one segment with its head), an empty one, a location that turns sendfile off again and
+/// an `if` that turns it on.
+/// Each 16-byte line of the big file names its own offset, so a byte sent from the wrong place
+/// shows.
+#[test]
+fn sendfile_files() {
+    let dir = support::TempDir::new("sendfile");
+    let lines: String = (0..65_536).map(|i| format!("{:015}\n", i * 16)).collect();
+    write_dated(&dir.path.join("big.txt"), lines.as_bytes());
+    write_dated(&dir.path.join("small.txt"), b"small\n");
+    write_dated(&dir.path.join("empty.txt"), b"");
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "server {{
+             listen {{listen}};
+             root {root};
+             sendfile on;
+             sendfile_max_chunk 64k;
+             location /off/ {{ alias {root}/; sendfile off; }}
+             location /unlimited/ {{ alias {root}/; sendfile_max_chunk 0; }}
+             location /if/ {{
+                 alias {root}/;
+                 sendfile off;
+                 if ($arg_sendfile) {{ sendfile on; }}
+             }}
+         }}"
+    );
+    let date = "Tue, 14 Nov 2023 22:13:20 GMT";
+    Scenario::new("sendfile")
+        .compare_headers(&["Content-Length", "Content-Range", "ETag"])
+        .config(&config)
+        .send_all(
+            [
+                "/big.txt",
+                "/small.txt",
+                "/empty.txt",
+                "/off/big.txt",
+                "/unlimited/big.txt",
+                "/if/big.txt",
+                "/if/big.txt?sendfile=1",
+            ]
+            .map(get),
+        )
+        .send(get("/big.txt").header("Range", "bytes=65530-200009"))
+        .send(get("/big.txt").header("Range", "bytes=-100"))
+        .send(get("/big.txt").header("Range", "bytes=1048000-"))
+        .send(get("/off/big.txt").header("Range", "bytes=70000-70015"))
+        .send(get("/big.txt").method("HEAD"))
+        .send(get("/big.txt").header("If-Modified-Since", date))
+        .run();
+}
+
 // ---------------------------------------------------------------------------------------------
 // gzip
 

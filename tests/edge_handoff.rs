@@ -38,6 +38,7 @@ fn config(listen: SocketAddr, backend: SocketAddr, workers: usize, root: &str) -
                      proxy_set_header Connection \"\";\n\
                  }}\n\
                  location /files/ {{ root {root}; }}\n\
+                 location /sent/ {{ alias {root}/files/; sendfile on; sendfile_max_chunk 32k; }}\n\
              }}\n\
          }}\n"
     )
@@ -97,6 +98,24 @@ fn with_files(host: &str) -> Vec<Vec<u8>> {
         // A body the answer (405) does not read: read and dropped, the connection goes on.
         format!("POST /files/a.txt HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello")
             .into_bytes(),
+        get("/last"),
+    ]
+}
+
+/// Files sent with sendfile(2) among proxied requests and files copied through a buffer: a
+/// file larger than the socket's buffers (so that the sending waits for the client), a range
+/// and a small file, each answer in its turn.
+fn with_sendfile(host: &str) -> Vec<Vec<u8>> {
+    let get = |path: &str| get(host, path);
+    vec![
+        get("/sent/big.txt"),
+        get("/first"),
+        get("/sent/a.txt"),
+        get("/files/big.txt"),
+        format!("GET /sent/big.txt HTTP/1.1\r\nHost: {host}\r\nRange: bytes=40000-300005\r\n\r\n")
+            .into_bytes(),
+        get("/sent/"),
+        get("/sent/big.txt"),
         get("/last"),
     ]
 }
@@ -183,6 +202,8 @@ fn run(kind: Kind, requests: fn(&str) -> Vec<Vec<u8>>, setup: Setup) -> Transcri
     ] {
         std::fs::write(files.join(name), text).unwrap();
     }
+    let big: String = (0..40_000).map(|i| format!("{:09}\n", i * 10)).collect();
+    std::fs::write(files.join("big.txt"), big).unwrap();
     let root = docroot.path.display().to_string();
     let _proxy = Proxy::start(
         kind,
@@ -279,6 +300,16 @@ fn files_and_proxied_requests_share_a_connection_like_nginx() {
 #[test]
 fn pipelined_files_and_proxied_requests_are_answered_in_order_like_nginx() {
     compare(with_files, Setup::one_connection(true));
+}
+
+#[test]
+fn sendfile_files_and_proxied_requests_share_a_connection_like_nginx() {
+    compare(with_sendfile, Setup::one_connection(false));
+}
+
+#[test]
+fn pipelined_sendfile_files_and_proxied_requests_are_answered_in_order_like_nginx() {
+    compare(with_sendfile, Setup::one_connection(true));
 }
 
 /// Eight connections on two workers: each lands on either thread (at random; all eight on

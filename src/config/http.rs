@@ -685,6 +685,14 @@ pub struct Client {
     /// Timeout between two writes of the response (nginx `send_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_timeout: Option<Duration>,
+    /// Files go from the page cache to the socket with sendfile(2), not through a buffer
+    /// (nginx `sendfile`, off by default). Cleartext connections only, as in nginx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendfile: Option<bool>,
+    /// The most one sendfile(2) call sends before other connections get a turn; zero: no
+    /// limit. nginx default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendfile_max_chunk: Option<Size>,
 }
 
 impl Client {

@@ -85,7 +85,8 @@ pub struct SetVar {
 
 /// `if (condition) { ... }`. In a location, a block whose condition holds also becomes the
 /// location the request is served with: its own `proxy_pass`, `add_header`, `access_log`,
-/// `expires`, `gzip` and `error_page` over the location's, as nginx's "if in location" does.
+/// `expires`, `gzip`, `error_page` and `sendfile` over the location's, as nginx's "if in
+/// location" does.
 /// (Those are the settings nginx allows there that the appliance applies.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +110,9 @@ pub struct IfBlock {
     /// `error_page`: the block's pages replace the location's, as nginx merges them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_page: Option<Vec<ErrorPage>>,
+    /// `sendfile on|off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendfile: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script: Vec<Step>,
 }
@@ -122,6 +126,7 @@ impl IfBlock {
             || self.expires.is_some()
             || self.gzip.is_some()
             || self.error_page.is_some()
+            || self.sendfile.is_some()
     }
 }
 

@@ -26,6 +26,7 @@ use super::plain::PlainStream;
 use super::proxy_protocol;
 use super::replay::Replay;
 use super::runtime::Runtime;
+use super::sendfile::SendFile;
 use super::tls::{self, PickKeys};
 use crate::compile::diag::Diagnostic;
 
@@ -230,6 +231,7 @@ trait IntoL4:
     + GetSocketDigest
     + pingora::protocols::GetProxyDigest
     + Ssl
+    + SendFile
     + Unpin
     + Send
     + Sized
@@ -254,6 +256,13 @@ impl IntoL4 for PlainStream {
         self.set_proxy_info(info);
     }
 }
+
+// Pingora's stream buffers and wraps the socket: what is written goes through it (a Unix socket's
+// connections, where nginx's sendfile would work, are rare enough to keep the copy).
+impl SendFile for L4Stream {}
+
+/// Without kernel TLS, what is written must be encrypted first.
+impl SendFile for SslStream<L4Stream> {}
 
 impl IntoL4 for L4Stream {
     fn into_l4(self) -> L4Stream {

@@ -40,6 +40,7 @@ pub mod request_metrics;
 pub mod respond;
 pub mod runtime;
 pub mod script;
+pub mod sendfile;
 pub mod server_names;
 pub mod signals;
 mod split_clients;

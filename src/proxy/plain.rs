@@ -145,6 +145,12 @@ impl GetProxyDigest for PlainStream {
 /// Cleartext: no TLS to tell of.
 impl Ssl for PlainStream {}
 
+impl crate::proxy::sendfile::SendFile for PlainStream {
+    fn sendfile_socket(&self) -> Option<&TcpStream> {
+        Some(&self.tcp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

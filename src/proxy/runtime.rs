@@ -215,6 +215,9 @@ pub struct ClientConf {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub send_timeout: Duration,
+    pub sendfile: bool,
+    /// 0: no limit.
+    pub sendfile_max_chunk: u64,
 }
 
 pub struct ProxyConf {
@@ -744,6 +747,9 @@ fn location_conf(
         if let Some(pages) = &block.error_page {
             inner.error_page = Some(pages.clone());
         }
+        if let Some(on) = block.sendfile {
+            inner.client.sendfile = Some(on);
+        }
         let conf = location_conf(
             origin,
             (name.clone(), kind, alias),
@@ -1077,6 +1083,8 @@ fn client_conf(c: &Client) -> ClientConf {
         header_timeout: d(c.header_timeout, 60),
         body_timeout: d(c.body_timeout, 60),
         send_timeout: d(c.send_timeout, 60),
+        sendfile: c.sendfile.unwrap_or(false),
+        sendfile_max_chunk: c.sendfile_max_chunk.map_or(2 * 1024 * 1024, |s| s.0),
     }
 }
 
@@ -1123,6 +1131,8 @@ fn merge_client(outer: &Client, inner: &Client) -> Client {
         header_timeout: inner.header_timeout.or(outer.header_timeout),
         body_timeout: inner.body_timeout.or(outer.body_timeout),
         send_timeout: inner.send_timeout.or(outer.send_timeout),
+        sendfile: inner.sendfile.or(outer.sendfile),
+        sendfile_max_chunk: inner.sendfile_max_chunk.or(outer.sendfile_max_chunk),
     }
 }
 

@@ -802,6 +802,8 @@ impl Lowering<'_> {
             "client_header_timeout" => level.client.header_timeout = Some(self.msec(stmt, 0)?),
             "client_body_timeout" => level.client.body_timeout = Some(self.msec(stmt, 0)?),
             "send_timeout" => level.client.send_timeout = Some(self.msec(stmt, 0)?),
+            "sendfile" => level.client.sendfile = Some(self.flag(stmt)?),
+            "sendfile_max_chunk" => level.client.sendfile_max_chunk = Some(self.size(stmt, 0)?),
             "keepalive_requests" => level.client.keepalive_requests = Some(self.number(stmt, 0)?),
             "keepalive_timeout" => {
                 level.client.keepalive_timeout = Some(self.msec(stmt, 0)?);

@@ -142,6 +142,7 @@ impl Lowering<'_> {
             expires: None,
             gzip: None,
             error_page: None,
+            sendfile: None,
             script: Vec::new(),
         };
         for s in stmt.block.iter().flatten() {
@@ -162,7 +163,7 @@ impl Lowering<'_> {
                         block.proxy_pass = Some(pass);
                     }
                 }
-                "add_header" | "access_log" | "expires" | "gzip" | "error_page"
+                "add_header" | "access_log" | "expires" | "gzip" | "error_page" | "sendfile"
                     if location.is_some() =>
                 {
                     // The directive is read as at a location's level; the block keeps what it
@@ -202,6 +203,7 @@ impl Lowering<'_> {
                     }
                     // `gzip` is the one gzip directive nginx allows here.
                     block.gzip = block.gzip.or(gzip.enable);
+                    block.sendfile = block.sendfile.or(client.sendfile);
                 }
                 _ => self.unsupported(s)?,
             }

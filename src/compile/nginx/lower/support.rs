@@ -90,7 +90,7 @@ pub const SUPPORTED: &[Entry] = &[
         "if",
         "server, location",
         "in a location, a block may also set proxy_pass, add_header, access_log, expires, \
-         gzip and error_page; other directives in it are reported",
+         gzip, error_page and sendfile; other directives in it are reported",
     ),
     full("root", HSL),
     full("alias", "location"),
@@ -136,6 +136,8 @@ pub const SUPPORTED: &[Entry] = &[
     full("client_header_timeout", "http, server"),
     full("client_body_timeout", HSL),
     full("send_timeout", HSL),
+    full("sendfile", "http, server, location, if"),
+    full("sendfile_max_chunk", HSL),
     full("add_header", "http, server, location, if"),
     full("map", "http"),
     full("geo", "http"),
@@ -217,8 +219,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "accept_mutex_delay",
     "debug_connection",
     "worker_aio_requests",
-    "sendfile",
-    "sendfile_max_chunk",
     "tcp_nopush",
     "tcp_nodelay",
     "aio",
@@ -458,8 +458,8 @@ mod tests {
     }
 
     #[test]
-    fn gzip_changes_traffic_and_sendfile_does_not() {
+    fn gzip_changes_traffic_and_tcp_nopush_does_not() {
         assert_eq!(unsupported_note("gzip").0, Impact::ChangesTraffic);
-        assert_eq!(unsupported_note("sendfile").0, Impact::NoTrafficChange);
+        assert_eq!(unsupported_note("tcp_nopush").0, Impact::NoTrafficChange);
     }
 }

@@ -58,6 +58,14 @@ impl Lowering<'_> {
             .ok_or_else(|| self.error(stmt, format!("\"{}\" directive invalid value", stmt.name)))
     }
 
+    /// ngx_conf_set_size_slot: a size with `k` or `m`, not `g`.
+    pub(super) fn size(&self, stmt: &Statement, i: usize) -> Result<Size> {
+        let v = self.arg(stmt, i)?;
+        parse_nginx_size(v, false)
+            .map(Size)
+            .ok_or_else(|| self.error(stmt, format!("\"{}\" directive invalid value", stmt.name)))
+    }
+
     /// ngx_conf_set_num_slot: a non-negative integer.
     pub(super) fn number(&self, stmt: &Statement, i: usize) -> Result<u32> {
         let v = self.arg(stmt, i)?;

@@ -6,13 +6,16 @@
 //! (docs/BENCHMARKS.md, "Since: files on the fast path"), for what is a look-up, a head and one
 //! `pread`. What to answer is decided by the same code as on Pingora's path
 //! ([`super::super::files`]: try_files, index, the static module, the not-modified filter),
-//! run over the fast path's request; only the sending is this module's.
+//! run over the fast path's request; only the sending is this module's: read into the head's
+//! buffer, or with `sendfile on` on a cleartext connection handed to the socket by sendfile(2)
+//! ([`crate::proxy::sendfile`]).
 //!
 //! Everything else goes to Pingora before a byte is consumed, where it is answered as before:
 //! a missing file, a directory, several ranges, a precondition, gzip or gzip_static that would change
 //! the file, a location with limits, `auth_basic` or access rules that refuse, an internal
 //! redirect into a location that proxies, or a body.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use bytes::Buf;
@@ -28,12 +31,13 @@ use crate::proxy::error_page::Jump;
 use crate::proxy::expires::http_time;
 use crate::proxy::gzip;
 use crate::proxy::respond;
-use crate::proxy::runtime::LocationConf;
+use crate::proxy::runtime::{ClientConf, LocationConf};
+use crate::proxy::sendfile::{self, SendFile};
 
 /// How much of a file is read and written at a time.
 const CHUNK: u64 = 64 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
     /// Serves a request (its head `head_len` bytes) to a location without `proxy_pass`, if
     /// the answer is a file this path sends; else leaves it to Pingora.
     pub(super) async fn serve_file(
@@ -191,8 +195,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             _ => {}
         }
         self.out.extend_from_slice(b"\r\n");
-        let limit = location.client.send_timeout;
         let body_end = if head_only { start } else { end };
+        let sendfile = match location.client.sendfile && body_end > start {
+            true => {
+                self.sendfile_body(&file, (start, end), &location.client)
+                    .await
+            }
+            false => None,
+        };
+        let (body_sent, whole) = match sendfile {
+            Some(outcome) => outcome,
+            None => {
+                self.copy_body(&file, (start, body_end), &location.client)
+                    .await
+            }
+        };
+        let mut exchange = self.exchange(request, sent.as_ref(), body_sent);
+        exchange.status = status;
+        ctx.log_exchange(exchange, status, self.now);
+        whole && keepalive
+    }
+
+    /// Sends the head in `out`, then the file's bytes `start..end` read into it, 64 KB at a
+    /// time (nginx's `sendfile off`): how many of the file's bytes went, and whether all did.
+    async fn copy_body(
+        &mut self,
+        file: &File,
+        (start, body_end): (u64, u64),
+        client: &ClientConf,
+    ) -> (u64, bool) {
+        let limit = client.send_timeout;
         // The head and the file's first bytes in one write: one segment for a small file.
         let (mut at, mut whole) = (start, true);
         loop {
@@ -215,10 +247,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 break;
             }
         }
-        let mut exchange = self.exchange(request, sent.as_ref(), at - start);
-        exchange.status = status;
-        ctx.log_exchange(exchange, status, self.now);
-        whole && keepalive
+        (at - start, whole)
+    }
+
+    /// The same with sendfile(2) (nginx's `sendfile on`), when the client's stream has a
+    /// socket for it (`None` when it has not, before anything is sent). As in nginx, one call
+    /// sends at most `sendfile_max_chunk`, and a connection that sent that much lets the
+    /// others have a turn before its next.
+    async fn sendfile_body(
+        &mut self,
+        file: &File,
+        (start, end): (u64, u64),
+        client: &ClientConf,
+    ) -> Option<(u64, bool)> {
+        let tcp = self.client.sendfile_socket()?;
+        let limit = client.send_timeout;
+        let head = (self.client_deadline)
+            .within(&mut self.now, limit, sendfile::send_head(tcp, &self.out))
+            .await;
+        self.out.clear();
+        if !matches!(head, Some(Ok(()))) {
+            return Some((0, false));
+        }
+        let mut at = start;
+        while at < end {
+            let want = match client.sendfile_max_chunk {
+                0 => end - at,
+                max => (end - at).min(max),
+            };
+            let sent = (self.client_deadline)
+                .within(
+                    &mut self.now,
+                    limit,
+                    sendfile::send_some(tcp, file, at, want),
+                )
+                .await;
+            let n = match sent {
+                // Nothing sent: the file shrank after its length went out, and the
+                // connection cannot carry on (nginx's "file was truncated").
+                Some(Ok(n)) if n > 0 => n,
+                _ => return Some((at - start, false)),
+            };
+            at += n;
+            if n == want && at < end {
+                tokio::task::yield_now().await;
+            }
+        }
+        Some((at - start, true))
     }
 }
 

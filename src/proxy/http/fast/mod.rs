@@ -59,6 +59,7 @@ use crate::proxy::limits::Verdict;
 use crate::proxy::redirect;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf, ServerConf};
+use crate::proxy::sendfile::SendFile;
 use crate::proxy::upstream_request;
 
 mod files;
@@ -147,7 +148,7 @@ pub async fn serve<S>(
     shutdown: &ShutdownWatch,
 ) -> Served<S>
 where
-    S: AsyncRead + AsyncWrite + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
+    S: AsyncRead + AsyncWrite + SendFile + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
 {
     crate::proxy::timer_tick::ensure_ticking();
     let mut stop = IdleStop::new(shutdown);
@@ -279,7 +280,7 @@ enum Framing {
     UntilClose,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
     fn into_pingora(self) -> Served<S> {
         Served::ToPingora(self.client, self.buf)
     }
