@@ -2011,9 +2011,9 @@ fn limit_req_status_and_variable() {
         .run();
 }
 
-/// A client that closes its connection while limit_req delays its request: nginx notices
+/// Clients that close their connections while limit_req delays their requests: nginx notices
 /// (ngx_http_test_reading), logs 499 and sends nothing upstream. The appliance must not send the
-/// request either. A raw client, since the scenarios' clients wait for every answer.
+/// requests either, on the fast path or through Pingora's session (auth_basic). A raw client, since the scenarios' clients wait for every answer.
 #[test]
 fn limit_req_client_gone_during_delay() {
     use std::io::{Read, Write};
@@ -2028,6 +2028,8 @@ fn limit_req_client_gone_during_delay() {
             .expect("address");
         let logs = support::TempDir::new("limit-gone");
         let log = logs.path.join("access.log");
+        let passwords = logs.path.join("htpasswd");
+        std::fs::write(&passwords, "plain:{PLAIN}secret\n").expect("htpasswd");
         let config = format!(
             "events {{}}
              http {{
@@ -2040,8 +2042,15 @@ fn limit_req_client_gone_during_delay() {
                          limit_req zone=one burst=5;
                          proxy_pass http://{backend};
                      }}
+                     location /auth/ {{
+                         limit_req zone=one burst=5;
+                         auth_basic on;
+                         auth_basic_user_file {passwords};
+                         proxy_pass http://{backend};
+                     }}
                  }}
              }}",
+            passwords = passwords.display(),
             log = log.display(),
             backend = backends.addr(0),
         );
@@ -2056,12 +2065,19 @@ fn limit_req_client_gone_during_delay() {
             answer[..n].starts_with(b"HTTP/1.1 200"),
             "{kind:?}: first answered"
         );
-        // The second waits about a second; its client leaves after a fifth of one.
+        // The second waits about a second, the third two; their clients leave after a fifth
+        // of one. The third asks for a location with auth_basic, which the appliance serves
+        // through Pingora's session, where the delay is not the fast path's.
         let mut gone = std::net::TcpStream::connect(listen).expect("connect");
         gone.write_all(request("/gone").as_bytes()).expect("send");
+        let mut gone_session = std::net::TcpStream::connect(listen).expect("connect");
+        let authorized = "GET /auth/gone HTTP/1.1\r\nHost: x\r\n\
+                          Authorization: Basic cGxhaW46c2VjcmV0\r\n\r\n";
+        gone_session.write_all(authorized.as_bytes()).expect("send");
         std::thread::sleep(std::time::Duration::from_millis(200));
         drop(gone);
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(gone_session);
+        std::thread::sleep(std::time::Duration::from_millis(2500));
         let paths: Vec<String> = backends
             .receptions()
             .iter()
@@ -2077,10 +2093,12 @@ fn limit_req_client_gone_during_delay() {
             &vec!["/first".to_string()],
             "{name}: only the first request reaches the backend"
         );
-        assert!(
-            logged.lines().any(|l| l == "499 /gone"),
-            "{name}: the request whose client left is logged as 499: {logged:?}"
-        );
+        for path in ["/gone", "/auth/gone"] {
+            assert!(
+                logged.lines().any(|l| l == format!("499 {path}")),
+                "{name}: the request whose client left ({path}) is logged as 499: {logged:?}"
+            );
+        }
     }
 }
 

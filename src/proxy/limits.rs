@@ -292,20 +292,6 @@ pub enum Verdict {
     Refuse(u16),
 }
 
-impl Verdict {
-    /// Waits as the verdict says; then the status to answer with, if it refused.
-    pub async fn waited(self) -> Option<u16> {
-        match self {
-            Verdict::Pass => None,
-            Verdict::Wait(delay) => {
-                tokio::time::sleep(delay).await;
-                None
-            }
-            Verdict::Refuse(status) => Some(status),
-        }
-    }
-}
-
 /// A request in progress, counted in connection zones until it is dropped.
 #[derive(Default)]
 pub struct Held(smallvec::SmallVec<[HeldPlace; 1]>);

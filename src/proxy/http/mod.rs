@@ -1775,6 +1775,40 @@ async fn after_route(session: &mut Session, ctx: &mut RequestCtx, routed: Route)
     location_phases(session, ctx, &location).await
 }
 
+/// How often a request that limit_req delays looks at its client's connection.
+const CLIENT_WATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// limit_req's delay, watching the client as nginx does meanwhile (ngx_http_test_reading):
+/// false as soon as the client has closed its connection, and the request must not go on.
+/// Pingora reads the connection itself, and the request's body may still be waiting in it, so
+/// the close is seen in the socket's TCP state instead, which the client's FIN or reset moves
+/// out of ESTABLISHED: looked at every [`CLIENT_WATCH`] and as the delay ends. A connection
+/// without one (a Unix socket) is not watched.
+async fn delay_unless_client_gone(session: &Session, delay: std::time::Duration) -> bool {
+    const TCP_ESTABLISHED: u8 = 1;
+    let socket = session.digest().and_then(|d| d.socket_digest.clone());
+    let Some(socket) = socket.filter(|s| s.tcp_info().is_some()) else {
+        tokio::time::sleep(delay).await;
+        return true;
+    };
+    let gone = || {
+        socket
+            .tcp_info()
+            .is_some_and(|i| i.tcpi_state != TCP_ESTABLISHED)
+    };
+    let end = tokio::time::Instant::now() + delay;
+    loop {
+        if gone() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return true;
+        }
+        tokio::time::sleep_until(end.min(now + CLIENT_WATCH)).await;
+    }
+}
+
 /// nginx's phases after the location's rewrite phase: the body size check, pre-access (realip,
 /// limits), access (allow/deny, auth_basic), then the content: the upstream, or a 404 where
 /// nginx would look for a file.
@@ -1807,9 +1841,17 @@ async fn location_phases(
     // the content.
     ctx.real_ip_by_location(client_addr(session), session.req_header().into());
     let verdict = ctx.limit_requests(location, Exchange::of(session), Instant::now());
-    let refused = match verdict.waited().await {
-        Some(status) => Some(status),
-        None => ctx.limit_connections(location, Exchange::of(session)),
+    let refused = match verdict {
+        Verdict::Refuse(status) => Some(status),
+        Verdict::Wait(delay) if !delay_unless_client_gone(session, delay).await => {
+            // Nothing is answered and the request goes nowhere; the log says 499.
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "client closed the connection during limit_req's delay",
+            )
+            .map_err(|e| e.into_down());
+        }
+        _ => ctx.limit_connections(location, Exchange::of(session)),
     };
     if let Some(status) = refused {
         return answer(status);
