@@ -119,6 +119,7 @@ backend_conf() {
 # With ERROR_PAGES=1, the server has nginx's usual error pages: 500, 502, 503 and 504 answered
 # with /50x.html from a `root` location (never used here: nothing fails).
 # With GZIP_RULES=1, the http level has `gzip on` as Debian's nginx.conf does.
+# With SENDFILE=1, the http level has `sendfile on` as Debian's nginx.conf does.
 # With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
 # request for `/` gets DIR/index.html through `index`.
 proxy_conf() {
@@ -132,6 +133,7 @@ proxy_conf() {
     echo "    access_log off;"
     echo "    keepalive_requests 1000000;"
     [ "${GZIP_RULES:-0}" -eq 0 ] || echo "    gzip on;"
+    [ "${SENDFILE:-0}" -eq 0 ] || echo "    sendfile on;"
     if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
       echo "    limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;"
       echo "    limit_conn_zone \$binary_remote_addr zone=addr:10m;"
