@@ -196,12 +196,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         }
         self.out.extend_from_slice(b"\r\n");
         let body_end = if head_only { start } else { end };
-        let sendfile = match location.client.sendfile && body_end > start {
-            true => {
-                self.sendfile_body(&file, (start, end), &location.client)
-                    .await
-            }
-            false => None,
+        let sendfile = if location.client.sendfile && body_end > start {
+            self.sendfile_body(&file, (start, end), &location.client)
+                .await
+        } else {
+            None
         };
         let (body_sent, whole) = match sendfile {
             Some(outcome) => outcome,
