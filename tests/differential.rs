@@ -3625,6 +3625,113 @@ fn sendfile_files() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// charset
+
+/// nginx's charset filter: `charset` names a charset in the Content-Type of responses of
+/// `charset_types` (by default text/html, text/plain and four more) that name none: proxied
+/// ones, on the fast path and through Pingora's session, files (whole, a range, a 304), a
+/// `return`'s text, nginx's own pages and an error page read from a file. A response that names
+/// its own charset keeps it, unless `override_charset` is on and it names the same one (another
+/// would need recoding); 301 and 302 never get one; `charset off`, `charset` in `if`, a
+/// `source_charset` equal to `charset`, one spelling per charset (the first the config uses).
+/// `expires` from a `map` on `$sent_http_content_type` sees the type before the charset is
+/// added, as nginx's headers filter does.
+#[test]
+fn charset() {
+    let dir = support::TempDir::new("charset-docroot");
+    write_dated(&dir.path.join("index.html"), b"<p>hello</p>\n");
+    write_dated(&dir.path.join("style.css"), b"p { color: red }\n");
+    write_dated(&dir.path.join("data.json"), b"{}\n");
+    write_dated(&dir.path.join("50x.html"), b"<p>down</p>\n");
+    let root = dir.path.display().to_string();
+    let config = format!(
+        "upstream app {{ server {{b0}}; }}
+         upstream dead {{ server {{b1}}; }}
+         map $sent_http_content_type $expires {{ default off; text/html epoch; }}
+         charset UTF-8;
+         server {{
+             listen {{listen}};
+             root {root};
+             charset utf-8;
+             error_page 502 /50x.html;
+             location = /50x.html {{ }}
+             location / {{ proxy_pass http://app; }}
+             location /dead/ {{ proxy_pass http://dead; }}
+             location /files/ {{ alias {root}/; expires $expires; }}
+             location /css/ {{ alias {root}/; charset_types text/css; }}
+             location /any/ {{ charset_types *; proxy_pass http://app; }}
+             location /override/ {{ override_charset on; proxy_pass http://app; }}
+             location /off/ {{ charset off; proxy_pass http://app; }}
+             location /if/ {{ charset off; if ($arg_cs) {{ charset koi8-r; }} proxy_pass http://app; }}
+             location /source/ {{ source_charset utf-8; proxy_pass http://app; }}
+             location /text/ {{ return 200 \"text\\n\"; }}
+             location /html/ {{ default_type text/html; return 200 \"<p>\\n\"; }}
+             location /moved/ {{ return 301 /x; }}
+             location /found/ {{ return 302 /x; }}
+             location /temporary/ {{ return 307 /x; }}
+             location /missing/ {{ return 404; }}
+         }}"
+    );
+    let typed = |path: &str, content_type: &str| get(path).header(TYPE_HEADER, content_type);
+    // A chunked request body takes a request off the appliance's fast path, onto Pingora's
+    // session.
+    let session = |request: Request| {
+        request
+            .method("POST")
+            .header("Transfer-Encoding", "chunked")
+            .raw_body("1\r\nx\r\n0\r\n\r\n")
+    };
+    let date = "Tue, 14 Nov 2023 22:13:20 GMT";
+    Scenario::new("charset")
+        .backends(2)
+        .refusing(1)
+        .compare_headers(&["Content-Type", "Expires", "Cache-Control", "Content-Range"])
+        .config(&config)
+        .send_all([
+            get("/a"),
+            typed("/a", "text/html"),
+            typed("/a", "Text/HTML"),
+            typed("/a", "text/css"),
+            typed("/a", "application/json"),
+            typed("/a", "text/html; charset=iso-8859-1"),
+            typed("/a", "text/html; q=1"),
+            typed("/override/a", "text/html; charset=UTF-8"),
+            typed("/override/a", "text/html;charset=\"utf-8\""),
+            typed("/override/a", "text/html; charset=iso-8859-1"),
+            typed("/override/a", "application/json; charset=utf-8"),
+            typed("/any/a", "image/png"),
+            typed("/off/a", "text/html"),
+            typed("/if/a", "text/html"),
+            typed("/if/a?cs=1", "text/html"),
+            typed("/source/a", "text/html"),
+            typed("/a", "text/html").header(REDIRECT_HEADER, "/elsewhere"),
+            typed("/override/a", "text/html; charset=utf-8").header(REDIRECT_HEADER, "/b"),
+            session(typed("/a", "text/html")),
+            session(typed("/override/a", "text/html; charset=UTF-8")),
+            session(typed("/a", "text/html").header(REDIRECT_HEADER, "/elsewhere")),
+            get("/dead/a"),
+            session(get("/dead/a")),
+            get("/files/index.html"),
+            get("/files/index.html").method("HEAD"),
+            get("/files/index.html").header("Range", "bytes=0-3"),
+            get("/files/index.html").header("If-Modified-Since", date),
+            get("/files/style.css"),
+            get("/files/data.json"),
+            get("/css/style.css"),
+            get("/css/index.html"),
+            session(get("/files/index.html")),
+            get("/text/"),
+            get("/html/"),
+            get("/moved/"),
+            get("/found/"),
+            get("/temporary/"),
+            get("/missing/"),
+            get("/files/nothing-here"),
+        ])
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
 // gzip
 
 /// nginx's gzip filter: which responses are compressed (type, length, status, an upstream's

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::auth::Auth;
 use super::autoindex::Autoindex;
+use super::charset::Charset;
 use super::conditional::Conditional;
 use super::error_page::ErrorPage;
 use super::gzip::Gzip;
@@ -55,6 +56,8 @@ pub struct VirtualServer {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Charset::is_empty")]
+    pub charset: Charset,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]
@@ -216,6 +219,8 @@ pub struct Location {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Charset::is_empty")]
+    pub charset: Charset,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]

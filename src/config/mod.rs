@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod autoindex;
+pub mod charset;
 pub mod conditional;
 pub mod error_page;
 pub mod expires;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::Admin;
 pub use auth::{Auth, Satisfy};
 pub use autoindex::Autoindex;
+pub use charset::Charset;
 pub use conditional::Conditional;
 pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
@@ -196,6 +198,8 @@ pub struct Http {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
+    #[serde(default, skip_serializing_if = "Charset::is_empty")]
+    pub charset: Charset,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]

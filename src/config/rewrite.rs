@@ -18,6 +18,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::charset::Charset;
 use super::error_page::ErrorPage;
 use super::http::{AddHeader, Location, ProxyPass, Return};
 use super::log::AccessLog;
@@ -29,7 +30,7 @@ pub enum Step {
     Rewrite(Rewrite),
     /// `set $name value`.
     Set(SetVar),
-    If(IfBlock),
+    If(Box<IfBlock>),
     Return(Return),
     /// `break`: stops the script; the request stays in the location it is in.
     Break(bool),
@@ -85,8 +86,8 @@ pub struct SetVar {
 
 /// `if (condition) { ... }`. In a location, a block whose condition holds also becomes the
 /// location the request is served with: its own `proxy_pass`, `add_header`, `access_log`,
-/// `expires`, `gzip`, `error_page` and `sendfile` over the location's, as nginx's "if in
-/// location" does.
+/// `expires`, `gzip`, `error_page`, `sendfile` and charset settings over the location's, as
+/// nginx's "if in location" does.
 /// (Those are the settings nginx allows there that the appliance applies.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +114,9 @@ pub struct IfBlock {
     /// `sendfile on|off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sendfile: Option<bool>,
+    /// `charset`, `source_charset` and `override_charset` (not `charset_types`).
+    #[serde(default, skip_serializing_if = "Charset::is_empty")]
+    pub charset: Charset,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script: Vec<Step>,
 }
@@ -127,6 +131,7 @@ impl IfBlock {
             || self.gzip.is_some()
             || self.error_page.is_some()
             || self.sendfile.is_some()
+            || !self.charset.is_empty()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod access;
 pub mod auth_basic;
 pub mod autoindex;
 pub mod balance;
+pub mod charset;
 pub mod client_request;
 mod crypt;
 pub mod drain;

@@ -7,6 +7,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::time::SystemTime;
 
+use super::charset::{self, CharsetConf};
 use super::gzip::{self, GzipConf};
 
 /// The `Server` header the appliance sends.
@@ -124,6 +125,8 @@ pub struct Filters<'a> {
     pub date: Option<SystemTime>,
     /// The location's gzip.
     pub gzip: Option<&'a GzipConf>,
+    /// The location's `charset`.
+    pub charset: Option<&'a CharsetConf>,
     /// The body goes out without a length, as nginx sends a body it makes as it goes (an
     /// autoindex listing): nginx's chunked filter then chunks it to an HTTP/1.1 client and
     /// sends it to the close to an HTTP/1.0 one.
@@ -155,7 +158,8 @@ pub async fn send_with(
     let http_1_1 = session.req_header().version >= http::Version::HTTP_11;
     let mut keepalive = keepalive;
     if let Some((bytes, content_type)) = &body {
-        resp.insert_header("Content-Type", *content_type)?;
+        let content_type = charset::apply(filters.charset, status, content_type);
+        resp.insert_header("Content-Type", content_type.as_ref())?;
         match filters.unsized_body {
             false => resp.insert_header("Content-Length", bytes.len().to_string())?,
             // ngx_http_chunked_header_filter: a HEAD's answer is left as it is.
@@ -203,22 +207,25 @@ pub async fn send_with(
 }
 
 /// The same response as [`send_with`] gives for a status without a location or body of its
-/// own, as bytes, for the fast path: nginx's page, `Connection` as the connection will go on,
-/// then `added` (`add_header`'s). Dated `date`, as [`send_with`].
+/// own, as bytes, for the fast path: nginx's page (its type named in `charset`), `Connection`
+/// as the connection will go on, then `added` (`add_header`'s). Dated `date`, as
+/// [`send_with`].
 pub fn page(
     status: u16,
     keepalive: bool,
     head_only: bool,
     added: &[(String, Vec<u8>)],
+    charset: Option<&CharsetConf>,
     date: SystemTime,
 ) -> Vec<u8> {
     let body = error_page(status);
+    let content_type = charset::apply(charset, status, "text/html");
     page_with(
         status,
         keepalive,
         head_only,
         added,
-        body.as_ref().map(|b| (b.as_bytes(), "text/html")),
+        body.as_ref().map(|b| (b.as_bytes(), content_type.as_ref())),
         date,
     )
 }

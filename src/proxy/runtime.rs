@@ -115,6 +115,8 @@ pub struct LocationConf {
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
     /// gzip, when on.
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
+    /// The charset named in `Content-Type`, when `charset` is on.
+    pub charset: Option<Arc<super::charset::CharsetConf>>,
     /// `autoindex`, when on.
     pub autoindex: Option<super::autoindex::AutoindexConf>,
     /// `etag` and `if_modified_since`.
@@ -520,6 +522,7 @@ fn build_server(
         auth: vs.auth.merged(&http.auth),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         gzip: vs.gzip.merged(&http.gzip),
+        charset: vs.charset.merged(&http.charset),
         autoindex: vs.autoindex.merged(&http.autoindex),
         conditional: vs.conditional.merged(&http.conditional),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
@@ -613,6 +616,7 @@ struct Level {
     auth: config::Auth,
     expires: Option<String>,
     gzip: config::Gzip,
+    charset: config::Charset,
     autoindex: config::Autoindex,
     conditional: config::Conditional,
     error_page: Option<Vec<config::ErrorPage>>,
@@ -657,6 +661,7 @@ fn location_specs<'a>(
             auth: loc.auth.merged(&parent.auth),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             gzip: loc.gzip.merged(&parent.gzip),
+            charset: loc.charset.merged(&parent.charset),
             autoindex: loc.autoindex.merged(&parent.autoindex),
             conditional: loc.conditional.merged(&parent.conditional),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
@@ -750,6 +755,7 @@ fn location_conf(
         if let Some(on) = block.sendfile {
             inner.client.sendfile = Some(on);
         }
+        inner.charset = block.charset.merged(&level.charset);
         let conf = location_conf(
             origin,
             (name.clone(), kind, alias),
@@ -840,6 +846,7 @@ fn location_conf(
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
+        charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
         autoindex: super::autoindex::AutoindexConf::build(&level.autoindex),
         conditional: super::files::ConditionalConf::build(&level.conditional),
         real_ip: RealIpConf::new(&level.real_ip),

@@ -14,6 +14,7 @@
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::super::charset;
 use super::super::error_page::{Jump, Overwrite};
 use super::super::locations::Found;
 use super::super::respond;
@@ -257,7 +258,12 @@ pub(super) fn fast_page_file(
         prefix_len,
         &uri,
     );
-    Some((path, target.content_types.for_uri(&uri).to_string()))
+    let content_type = target.content_types.for_uri(&uri);
+    let charset = target.charset.as_deref();
+    Some((
+        path,
+        charset::apply(charset, status, content_type).into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use super::super::autoindex::{self, AutoindexConf};
+use super::super::charset;
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
@@ -539,8 +540,13 @@ pub(super) async fn send(
         return respond::send(session, 500, None, None, false).await;
     };
     let content_type = location.content_types.for_uri(&ctx.uri.path).to_string();
-    let multipart =
-        (parts.len() > 1).then(|| files::Multipart::new(&parts, found.size, &content_type));
+    // The type with the charset filter's charset, which runs after the headers filter and
+    // before the range filter (whose parts are typed with it).
+    let named = match status {
+        206 => charset::apply(location.charset.as_deref(), 200, &content_type),
+        _ => charset::apply(location.charset.as_deref(), status, &content_type),
+    };
+    let multipart = (parts.len() > 1).then(|| files::Multipart::new(&parts, found.size, &named));
     let last_modified = http_time(found.mtime);
     let mut response = ResponseHeader::build(status, Some(10))?;
     response.set_reason_phrase(Some(respond::reason(status)))?;
@@ -573,6 +579,9 @@ pub(super) async fn send(
     let vars = ctx.vars_of(x, None);
     for (name, value) in headers_filter(ctx, &location, filtered, &vars, &last_modified) {
         response.append_header(name, value)?;
+    }
+    if status != 304 && multipart.is_none() && *named != *content_type {
+        response.insert_header("Content-Type", named.as_ref())?;
     }
     // A 304 leaves it out, as nginx's does.
     if precompressed && status != 304 {

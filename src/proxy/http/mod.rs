@@ -36,6 +36,7 @@ use pingora::ErrorType;
 
 use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
+use super::charset::CharsetConf;
 use super::client_request::ClientRequest;
 use super::gzip;
 use super::limits::{Held, LimitStatus, Verdict};
@@ -856,6 +857,13 @@ impl RequestCtx {
         }
     }
 
+    /// The `charset` of the location, or of the server when the request is answered before a
+    /// location is chosen.
+    fn charset(&self) -> Option<&CharsetConf> {
+        let server = self.server.as_ref().map(|s| &s.fallback);
+        self.location.as_ref().or(server)?.charset.as_deref()
+    }
+
     /// See the `date` field.
     fn date(&self) -> SystemTime {
         *self.date.get_or_init(SystemTime::now)
@@ -868,6 +876,7 @@ impl RequestCtx {
             added,
             date: Some(self.date()),
             gzip: self.location.as_ref().and_then(|l| l.gzip.as_deref()),
+            charset: self.charset(),
             unsized_body: false,
         }
     }
@@ -1327,7 +1336,14 @@ impl ProxyHttp for HttpProxy {
                 response.append_header(name, value)?;
             }
         }
-        // The gzip filter comes after the headers filter, as in nginx.
+        // nginx's charset filter, after the headers filter.
+        if let Some(charset) = &location.charset {
+            let value = response.headers.get(http::header::CONTENT_TYPE);
+            if let Some(named) = value.and_then(|v| charset.content_type(status, v.as_bytes())) {
+                response.insert_header(http::header::CONTENT_TYPE, named)?;
+            }
+        }
+        // The gzip filter comes after the charset filter, as in nginx.
         if let Some(gzip) = &location.gzip {
             let request = gzip::Request::Pingora(session.req_header());
             let length = (response.headers.get(http::header::CONTENT_LENGTH))
@@ -1706,7 +1722,14 @@ impl Answer {
     /// special.
     async fn send(self, session: &mut Session, ctx: &RequestCtx) -> Result<()> {
         match self {
-            Answer::Bare(status) => respond::send(session, status, None, None, false).await,
+            Answer::Bare(status) => {
+                // No `add_header`, but the charset filter runs on it as on any response.
+                let filters = respond::Filters {
+                    charset: ctx.charset(),
+                    ..Default::default()
+                };
+                respond::send_with(session, status, None, None, false, filters).await
+            }
             Answer::File(file) => files::send(session, ctx, *file).await,
             Answer::Listing(body, content_type) => {
                 let added = added_headers_typed(ctx, session, 200, Some(content_type));

@@ -8,6 +8,7 @@ use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::autoindex::Autoindex;
+use crate::config::charset::{self, Charset};
 use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
@@ -56,6 +57,7 @@ pub(super) struct Level<'a> {
     pub auth: &'a mut Auth,
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
+    pub charset: &'a mut Charset,
     pub autoindex: &'a mut Autoindex,
     pub conditional: &'a mut Conditional,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
@@ -89,6 +91,7 @@ impl Lowering<'_> {
         let mut auth = Auth::default();
         let mut expires = None;
         let mut gzip = Gzip::default();
+        let mut charset = Charset::default();
         let mut autoindex = Autoindex::default();
         let mut conditional = Conditional::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
@@ -115,6 +118,13 @@ impl Lowering<'_> {
                     self.mapped(stmt);
                 }
                 "limit_req_zone" | "limit_conn_zone" => self.limit_zone(stmt)?,
+                "charset_map" => {
+                    // Its charsets are named as it spells them, though it is not applied.
+                    for name in stmt.values().take(2) {
+                        self.charset_spelling(name);
+                    }
+                    self.unsupported(stmt)?;
+                }
                 "map" => {
                     if let Some(map) = self.map_block(stmt)? {
                         self.forget_table_var(&map.variable);
@@ -147,6 +157,7 @@ impl Lowering<'_> {
                         auth: &mut auth,
                         expires: &mut expires,
                         gzip: &mut gzip,
+                        charset: &mut charset,
                         autoindex: &mut autoindex,
                         conditional: &mut conditional,
                         error_page: &mut error_page,
@@ -176,6 +187,7 @@ impl Lowering<'_> {
         http.auth = auth;
         http.expires = expires;
         http.gzip = gzip;
+        http.charset = charset;
         http.autoindex = autoindex;
         http.conditional = conditional;
         http.error_page = error_page;
@@ -208,6 +220,7 @@ impl Lowering<'_> {
             auth: Default::default(),
             expires: None,
             gzip: Gzip::default(),
+            charset: Charset::default(),
             autoindex: Autoindex::default(),
             conditional: Conditional::default(),
             access_log: None,
@@ -290,6 +303,7 @@ impl Lowering<'_> {
                         auth: &mut vs.auth,
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
+                        charset: &mut vs.charset,
                         autoindex: &mut vs.autoindex,
                         conditional: &mut vs.conditional,
                         error_page: &mut vs.error_page,
@@ -590,6 +604,7 @@ impl Lowering<'_> {
             auth: Default::default(),
             expires: None,
             gzip: Gzip::default(),
+            charset: Charset::default(),
             autoindex: Autoindex::default(),
             conditional: Conditional::default(),
             access_log: None,
@@ -681,6 +696,7 @@ impl Lowering<'_> {
                         auth: &mut loc.auth,
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
+                        charset: &mut loc.charset,
                         autoindex: &mut loc.autoindex,
                         conditional: &mut loc.conditional,
                         error_page: &mut loc.error_page,
@@ -939,7 +955,33 @@ impl Lowering<'_> {
                 let proxied = level.gzip.proxied.get_or_insert_with(Vec::new);
                 proxied.extend(stmt.values().map(str::to_string));
             }
-            "gzip_types" => self.gzip_types(stmt, level.gzip),
+            "gzip_types" => self.mime_types(stmt, &mut level.gzip.types, gzip::ALWAYS_COMPRESSED),
+            "charset" | "source_charset" => {
+                let slot = match name {
+                    "charset" => &mut level.charset.name,
+                    _ => &mut level.charset.source,
+                };
+                if slot.is_some() {
+                    return Err(self.error(stmt, format!("\"{name}\" directive is duplicate")));
+                }
+                let value = self.arg(stmt, 0)?.to_string();
+                if value.starts_with('$') {
+                    self.partial(
+                        stmt,
+                        Impact::ChangesTraffic,
+                        "a charset named by a variable is not added to Content-Type",
+                    )?;
+                    return Ok(true);
+                }
+                *slot = Some(match (name, value.as_str()) {
+                    ("charset", "off") => value,
+                    _ => self.charset_spelling(&value),
+                });
+            }
+            "override_charset" => level.charset.override_ = Some(self.flag(stmt)?),
+            "charset_types" => {
+                self.mime_types(stmt, &mut level.charset.types, charset::ALWAYS_NAMED)
+            }
             "gzip_disable" => {
                 for value in stmt.values() {
                     if value != "msie6" {
@@ -1154,11 +1196,22 @@ impl Lowering<'_> {
         Ok(rule)
     }
 
-    /// `gzip_types` as ngx_http_types_slot reads it: lowercased, adding up over the level's
-    /// lines, `*` for any type (the rest then ignored), and a warning for a type named twice
-    /// (text/html, always compressed, included).
-    fn gzip_types(&mut self, stmt: &Statement, gzip: &mut Gzip) {
-        let types = gzip.types.get_or_insert_with(Vec::new);
+    /// `name` as the config first spelled the charset (see `Lowering::charsets`).
+    fn charset_spelling(&mut self, name: &str) -> String {
+        match self.charsets.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+            Some(first) => first.clone(),
+            None => {
+                self.charsets.push(name.to_string());
+                name.to_string()
+            }
+        }
+    }
+
+    /// `gzip_types` or `charset_types` as ngx_http_types_slot reads them: lowercased, adding
+    /// up over the level's lines, `*` for any type (the rest then ignored), and a warning for a
+    /// type named twice (`always`, the type the list always has, included).
+    fn mime_types(&mut self, stmt: &Statement, types: &mut Option<Vec<String>>, always: &str) {
+        let types = types.get_or_insert_with(Vec::new);
         if types.iter().any(|t| t == "*") {
             return;
         }
@@ -1168,7 +1221,7 @@ impl Lowering<'_> {
                 return;
             }
             let value = value.to_ascii_lowercase();
-            if value == gzip::ALWAYS_COMPRESSED || types.contains(&value) {
+            if value == always || types.contains(&value) {
                 self.warn(stmt, format!("duplicate MIME type \"{value}\""));
                 continue;
             }

@@ -58,6 +58,10 @@ pub(super) struct Lowering<'o> {
     zone_keys: Vec<(String, String)>,
     /// Limit zones left out because their key cannot be computed.
     unusable_zones: Vec<String>,
+    /// Charset names as the config first spells each: nginx keeps one spelling per charset
+    /// (names compare without case), the first it reads, and writes that one wherever the
+    /// charset is named.
+    charsets: Vec<String>,
 }
 
 impl<'o> Lowering<'o> {
@@ -97,6 +101,7 @@ impl<'o> Lowering<'o> {
             shared_zones: Vec::new(),
             zone_keys: Vec::new(),
             unusable_zones: Vec::new(),
+            charsets: Vec::new(),
         }
     }
 

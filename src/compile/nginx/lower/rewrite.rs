@@ -41,7 +41,9 @@ impl Lowering<'_> {
         let step = match stmt.name.as_str() {
             "rewrite" => self.rewrite(stmt)?.map(Step::Rewrite),
             "set" => self.set(stmt)?.map(Step::Set),
-            "if" => self.if_block(stmt, location)?.map(Step::If),
+            "if" => self
+                .if_block(stmt, location)?
+                .map(|b| Step::If(Box::new(b))),
             "break" => {
                 self.mapped(stmt);
                 Some(Step::Break(true))
@@ -115,8 +117,8 @@ impl Lowering<'_> {
 
     /// `if (condition) { ... }`: the condition's words without the parentheses, checked as
     /// nginx checks them, and the block's directives. In a location the block may also set
-    /// `proxy_pass` (without a URI part), `add_header`, `access_log`, `expires`, `gzip` and
-    /// `error_page`.
+    /// `proxy_pass` (without a URI part), `add_header`, `access_log`, `expires`, `gzip`,
+    /// `error_page`, `sendfile`, `charset`, `source_charset` and `override_charset`.
     fn if_block(
         &mut self,
         stmt: &Statement,
@@ -143,6 +145,7 @@ impl Lowering<'_> {
             gzip: None,
             error_page: None,
             sendfile: None,
+            charset: Default::default(),
             script: Vec::new(),
         };
         for s in stmt.block.iter().flatten() {
@@ -164,6 +167,7 @@ impl Lowering<'_> {
                     }
                 }
                 "add_header" | "access_log" | "expires" | "gzip" | "error_page" | "sendfile"
+                | "charset" | "source_charset" | "override_charset"
                     if location.is_some() =>
                 {
                     // The directive is read as at a location's level; the block keeps what it
@@ -187,6 +191,7 @@ impl Lowering<'_> {
                         auth: &mut auth,
                         expires: &mut block.expires,
                         gzip: &mut gzip,
+                        charset: &mut block.charset,
                         autoindex: &mut autoindex,
                         conditional: &mut conditional,
                         error_page: &mut block.error_page,

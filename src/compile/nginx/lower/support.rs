@@ -90,7 +90,8 @@ pub const SUPPORTED: &[Entry] = &[
         "if",
         "server, location",
         "in a location, a block may also set proxy_pass, add_header, access_log, expires, \
-         gzip, error_page and sendfile; other directives in it are reported",
+         gzip, error_page, sendfile, charset, source_charset and override_charset; other \
+         directives in it are reported",
     ),
     full("root", HSL),
     full("alias", "location"),
@@ -158,6 +159,18 @@ pub const SUPPORTED: &[Entry] = &[
     full("gzip_proxied", HSL),
     full("gzip_vary", HSL),
     full("gzip_disable", HSL),
+    part(
+        "charset",
+        "http, server, location, if",
+        "a charset named by a variable is not added",
+    ),
+    part(
+        "source_charset",
+        "http, server, location, if",
+        "only the charset `charset` names: another needs charset_map, which is not supported",
+    ),
+    full("override_charset", "http, server, location, if"),
+    full("charset_types", HSL),
     full("gzip_static", HSL),
     full("autoindex", HSL),
     full("autoindex_exact_size", HSL),
@@ -315,7 +328,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "chunked_transfer_encoding",
     "default_type",
     "types",
-    "charset_types",
     "stub_status",
     "worker_processes",
     "proxy_ssl_session_reuse",
@@ -368,7 +380,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "response bodies are not modified"
         }
         "expires" => "Expires and Cache-Control are not added",
-        "charset" | "source_charset" => "responses are not recoded",
+        "charset_map" => "responses are not recoded from one charset to another",
         "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",
         _ if impact == Impact::NoTrafficChange => {
             "tuning or logging the appliance does its own way"

@@ -163,9 +163,17 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // A 304 has no type or length (ngx_http_not_modified_header_filter).
         own("Server", respond::SERVER.as_bytes(), out);
         respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out));
+        // The headers filter (`add_header`, `expires`) runs before the charset filter: its
+        // variables read the type without the charset.
+        let content_type = location.content_types.for_uri(&ctx.uri.path);
+        let named = location.charset.as_deref().and_then(|c| {
+            let named = c.content_type(status, content_type.as_bytes())?;
+            Some(String::from_utf8_lossy(&named).into_owned())
+        });
         if status != 304 {
-            let content_type = location.content_types.for_uri(&ctx.uri.path);
-            own("Content-Type", content_type.as_bytes(), out);
+            let value = named.as_deref().unwrap_or(content_type);
+            // Kept in `sent` without the charset until the headers filter has run.
+            put_header(out, &mut None, "Content-Type", value.as_bytes());
             own("Content-Length", (end - start).to_string().as_bytes(), out);
         }
         own("Last-Modified", last_modified.as_bytes(), out);
@@ -177,6 +185,9 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         if let Some(etag) = location.conditional.etag(&found) {
             own("ETag", etag.as_bytes(), out);
         }
+        if let (Some(sent), true) = (sent.as_mut(), status != 304) {
+            let _ = sent.append_header("Content-Type", content_type);
+        }
         if !location.add_header.is_empty() || location.expires.is_some() {
             let vars = ctx.vars_of(self.exchange(request, sent.as_ref(), 0), None);
             // The headers filter sees the 200 the range filter makes a 206 after it.
@@ -185,6 +196,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             for (name, value) in added {
                 put_header(&mut self.out, &mut sent, name, &value);
             }
+        }
+        if let (Some(sent), Some(named), true) = (sent.as_mut(), &named, status != 304) {
+            // What the log's `$sent_http_content_type` says.
+            let _ = sent.insert_header(http::header::CONTENT_TYPE, named.as_str());
         }
         match status {
             200 => put_header(&mut self.out, &mut sent, "Accept-Ranges", b"bytes"),

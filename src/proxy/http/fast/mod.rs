@@ -787,11 +787,23 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 respond::with_http_date_at(ctx.date(), |date| own("Date", date.as_bytes(), out))
             }
         }
+        // The Content-Type `charset` names a charset in, when it does; the headers filter
+        // (`add_header`, `expires`) runs before nginx's charset filter and reads the
+        // upstream's.
+        let mut named = None;
         for (name, known) in FIRST_HEADERS {
             if known == CONTENT_LENGTH && (chunked || compress) {
                 continue;
             }
             if let Some(v) = header(known).filter(|_| passed(known)) {
+                if known == CONTENT_TYPE {
+                    let charset = location.charset.as_deref();
+                    named = charset.and_then(|c| c.content_type(head.status, v));
+                    if let Some(named) = &named {
+                        own(name, named, out);
+                        continue;
+                    }
+                }
                 own(name, v, out);
             }
         }
@@ -855,6 +867,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 let _ = sent.append_header(bytes::Bytes::copy_from_slice(name), value);
             }
         }
+        let upstream_type = header(CONTENT_TYPE).filter(|_| named.is_some());
+        if let (Some(sent), Some(value)) = (sent.as_mut(), upstream_type) {
+            let _ = sent.insert_header(http::header::CONTENT_TYPE, value);
+        }
         if let Some(conf) = expiring {
             let last_modified = headers
                 .iter()
@@ -893,6 +909,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     let _ = sent.append_header(name.clone(), value);
                 }
             }
+        }
+        if let (Some(sent), Some(value)) = (sent.as_mut(), named) {
+            // What the log's `$sent_http_content_type` says.
+            let _ = sent.insert_header(http::header::CONTENT_TYPE, value);
         }
         if compress {
             // gzip's filter comes after the headers filter: its header is the last.
@@ -1191,7 +1211,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 let body = Some((bytes.as_slice(), content_type.as_str()));
                 respond::page_with(status, keepalive, head_only, &added, body, ctx.date())
             }
-            None => respond::page(status, keepalive, head_only, &added, ctx.date()),
+            None => {
+                let charset = location.charset.as_deref();
+                respond::page(status, keepalive, head_only, &added, charset, ctx.date())
+            }
         };
         let ok = self.send_out(location.client.send_timeout).await;
         let mut sent = ResponseHeader::build(status, Some(added.len())).ok();
