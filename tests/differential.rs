@@ -3732,6 +3732,67 @@ fn charset() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// resolver
+
+/// nginx's `resolver` for `proxy_pass` with variables, against a real DNS server (dnsmasq on
+/// loopback): a name it knows is proxied to its address (in any case), one it does not know
+/// gets 502, and so does any name where no `resolver` applies; an answer is kept for `valid=`
+/// and then asked again, so a record that moves to an address where nothing listens gives 502
+/// until it moves back. `ipv6=off` in one server, nginx's A and AAAA in the other.
+#[test]
+fn resolver() {
+    let dns = std::sync::Arc::new(support::dns::DnsServer::start());
+    let port = dns.port;
+    let config = format!(
+        "server {{
+             listen {{listen}};
+             resolver 127.0.0.1:{port} valid=1s ipv6=off;
+             resolver_timeout 5s;
+             location / {{ set $target app.test:{{b0port}}; proxy_pass http://$target; }}
+             location /upper/ {{ set $target APP.TEST:{{b0port}}; proxy_pass http://$target/; }}
+             location /missing/ {{ set $target nowhere.test:{{b0port}}; proxy_pass http://$target; }}
+             location /pool/ {{ set $target app; proxy_pass http://$target; }}
+         }}
+         server {{
+             listen {{listen1}};
+             location / {{ set $target app.test:{{b0port}}; proxy_pass http://$target; }}
+             location /dual/ {{
+                 resolver 127.0.0.1:{port} valid=1s;
+                 set $target app.test:{{b0port}};
+                 proxy_pass http://$target;
+             }}
+         }}
+         upstream app {{ server {{b1}}; }}"
+    );
+    let to = |ip: &'static str| {
+        let dns = dns.clone();
+        call(move || dns.set("app.test", ip))
+    };
+    Scenario::new("resolver")
+        .backends(2)
+        .config(&config)
+        .step(to("127.0.0.1"))
+        .send_all([
+            get("/a"),
+            get("/a?x=1"),
+            get("/upper/b"),
+            get("/missing/a"),
+            get("/pool/a"),
+            get("/a").on_listener(1),
+            get("/dual/a").on_listener(1),
+        ])
+        // Nothing listens there: refused, 502, once the 1 s answer has expired (nginx counts
+        // `valid=` in whole seconds of its cached clock: up to 2 s).
+        .step(to("127.0.0.2"))
+        .step(pause_ms(2500))
+        .send(get("/a"))
+        .step(to("127.0.0.1"))
+        .step(pause_ms(2500))
+        .send(get("/a"))
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
 // gzip
 
 /// nginx's gzip filter: which responses are compressed (type, length, status, an upstream's

@@ -22,6 +22,7 @@ use super::gzip::Gzip;
 use super::limit::Limits;
 use super::log::AccessLog;
 use super::origin::Origin;
+use super::resolver::Resolver;
 use super::rewrite::Step;
 use super::units::{Duration, Size};
 
@@ -58,6 +59,8 @@ pub struct VirtualServer {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]
     pub charset: Charset,
+    #[serde(default, skip_serializing_if = "Resolver::is_empty")]
+    pub resolver: Resolver,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]
@@ -221,6 +224,8 @@ pub struct Location {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]
     pub charset: Charset,
+    #[serde(default, skip_serializing_if = "Resolver::is_empty")]
+    pub resolver: Resolver,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]

@@ -20,6 +20,7 @@ pub mod limit;
 pub mod log;
 pub mod map;
 pub mod origin;
+pub mod resolver;
 pub mod rewrite;
 pub mod split_clients;
 pub mod stream;
@@ -51,6 +52,7 @@ pub use limit::{ConnectionLimit, ConnectionZone, Limits, Rate, RequestLimit, Req
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};
 pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
+pub use resolver::Resolver;
 pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
 pub use split_clients::{SplitClients, SplitPart};
 pub use stream::StreamServer;
@@ -200,6 +202,8 @@ pub struct Http {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]
     pub charset: Charset,
+    #[serde(default, skip_serializing_if = "Resolver::is_empty")]
+    pub resolver: Resolver,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]
     pub autoindex: Autoindex,
     #[serde(default, skip_serializing_if = "Conditional::is_empty")]

@@ -4,14 +4,15 @@
 //! nginx's rules, kept here: the URL must begin with `http://` or `https://` (else a 500, and
 //! "invalid URL prefix" in the log); a host without a port that names an `upstream` goes to
 //! that pool, sharing its state with every other use of it; an IP address goes to that
-//! address; any other name would need nginx's `resolver`, and without one nginx answers 502
-//! ("no resolver defined to resolve ..."): the appliance resolves no names while it serves, so
-//! it answers the same. A URI part in the result is sent as the request target as it is (the
-//! client's arguments are not added); without one, the request's own URI is sent, as for a
-//! `proxy_pass` without a URI part.
+//! address; any other name is looked up with the location's `resolver` (see `resolver.rs`) and
+//! the request goes to the addresses found, round robin; a name that cannot be resolved gets
+//! 502 ("... could not be resolved (3: Host not found)"), and so does any name without a
+//! `resolver` ("no resolver defined to resolve ..."). A URI part in the result is sent as the
+//! request target as it is (the client's arguments are not added); without one, the request's
+//! own URI is sent, as for a `proxy_pass` without a URI part.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,8 @@ use crate::config::template::Template;
 use crate::config::{self, Defined, Origin, ProxyPass};
 use crate::sync::lock;
 
-use super::runtime::{implicit_pool, proxy_conf, ProxyConf, UpstreamPool};
+use super::resolver::NameResolver;
+use super::runtime::{implicit_pool, proxy_conf, resolved_pool, ProxyConf, UpstreamPool};
 
 /// How many proxying set-ups (one per upstream or address the URL named) a location keeps for
 /// the next requests; past it, they are made afresh.
@@ -67,12 +69,13 @@ impl DynamicPass {
         })
     }
 
-    /// Where the evaluated URL `url` sends the request; `pools` are the config's. `Err` with
-    /// the status nginx answers with, the reason logged.
-    pub fn target(
+    /// Where the evaluated URL `url` sends the request; `pools` are the config's, `resolver`
+    /// the location's. `Err` with the status nginx answers with, the reason logged.
+    pub async fn target(
         &self,
         url: &[u8],
         pools: &HashMap<String, Arc<UpstreamPool>>,
+        resolver: Option<&NameResolver>,
     ) -> Result<Target, u16> {
         let text = String::from_utf8_lossy(url);
         let (scheme, rest) = match split_scheme(&text) {
@@ -93,35 +96,65 @@ impl DynamicPass {
             tracing::error!("no host in upstream \"{rest}\"");
             return Err(500);
         }
-        let key = format!("{scheme}://{host}");
+        let mut key = format!("{scheme}://{host}");
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let upstream = pools
+            .iter()
+            .find(|(name, _)| !name.contains("://") && name.eq_ignore_ascii_case(host));
+        // A name for the resolver: the set-up is made for the addresses it found.
+        let mut resolved = None;
+        if upstream.is_none() && !is_address(host) {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) => match port.parse::<u16>() {
+                    Ok(port) if port > 0 => (name, port),
+                    _ => {
+                        tracing::error!("invalid port in upstream \"{rest}\"");
+                        return Err(502);
+                    }
+                },
+                None => (host, default_port),
+            };
+            let Some(resolver) = resolver else {
+                tracing::error!("no resolver defined to resolve {name}");
+                return Err(502);
+            };
+            let addresses = match resolver.resolve(name).await {
+                Ok(ips) => ips,
+                Err(why) => {
+                    tracing::error!("{name} could not be resolved ({why})");
+                    return Err(502);
+                }
+            };
+            let addresses: Vec<SocketAddr> = addresses
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect();
+            key = format!("{key} {addresses:?}");
+            resolved = Some(addresses);
+        }
         if let Some(proxy) = lock(&self.made).get(&key) {
             return Ok(Target {
                 proxy: proxy.clone(),
                 uri,
             });
         }
-        let pool = match pools
-            .iter()
-            .find(|(name, _)| !name.contains("://") && name.eq_ignore_ascii_case(host))
-        {
+        let id = || NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let pool = match upstream {
             // An `upstream` block of that name (nginx matches one only for a host without a
             // port).
             Some((_, pool)) => pool.clone(),
-            None if is_address(host) => {
-                let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
-                let default_port = if scheme == "https" { 443 } else { 80 };
-                match implicit_pool(host, default_port, self.origin.as_ref(), id) {
+            None => {
+                let made = match &resolved {
+                    Some(addresses) => resolved_pool(host, addresses, self.origin.as_ref(), id()),
+                    None => implicit_pool(host, default_port, self.origin.as_ref(), id()),
+                };
+                match made {
                     Ok(pool) => Arc::new(pool),
                     Err(e) => {
                         tracing::error!("{} in upstream \"{rest}\"", e.message);
                         return Err(502);
                     }
                 }
-            }
-            None => {
-                let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-                tracing::error!("no resolver defined to resolve {name}");
-                return Err(502);
             }
         };
         let pass = ProxyPass {

@@ -38,6 +38,7 @@ pub mod redirect;
 pub mod rehome;
 pub mod replay;
 pub mod request_metrics;
+pub mod resolver;
 pub mod respond;
 pub mod runtime;
 pub mod script;

@@ -117,6 +117,8 @@ pub struct LocationConf {
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// The charset named in `Content-Type`, when `charset` is on.
     pub charset: Option<Arc<super::charset::CharsetConf>>,
+    /// `resolver`, when the location has one: for `proxy_pass` with variables.
+    pub resolver: Option<Arc<super::resolver::NameResolver>>,
     /// `autoindex`, when on.
     pub autoindex: Option<super::autoindex::AutoindexConf>,
     /// `etag` and `if_modified_since`.
@@ -475,11 +477,36 @@ pub(crate) fn implicit_pool(
             format!("{host}:{port}")
         }
     };
+    one_off_pool(pass_host, vec![UpstreamServer::new(address)], origin, id)
+}
+
+/// The pool nginx makes of the addresses its resolver found for `name` (`host:port` as the URL
+/// has it): every address at the port, weight 1, round robin.
+pub(crate) fn resolved_pool(
+    name: &str,
+    addresses: &[std::net::SocketAddr],
+    origin: Option<&Origin>,
+    id: u64,
+) -> Result<UpstreamPool, Diagnostic> {
+    let servers = addresses
+        .iter()
+        .map(|a| UpstreamServer::new(a.to_string()))
+        .collect();
+    one_off_pool(name, servers, origin, id)
+}
+
+/// A pool of `servers` no `upstream` block describes.
+fn one_off_pool(
+    name: &str,
+    servers: Vec<UpstreamServer>,
+    origin: Option<&Origin>,
+    id: u64,
+) -> Result<UpstreamPool, Diagnostic> {
     let upstream = Upstream {
-        name: pass_host.to_string(),
+        name: name.to_string(),
         origin: origin.cloned(),
         balance: Balance::RoundRobin,
-        servers: vec![UpstreamServer::new(address)],
+        servers,
         keepalive: None,
         keepalive_timeout: None,
         keepalive_requests: None,
@@ -523,6 +550,7 @@ fn build_server(
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         gzip: vs.gzip.merged(&http.gzip),
         charset: vs.charset.merged(&http.charset),
+        resolver: vs.resolver.merged(&http.resolver),
         autoindex: vs.autoindex.merged(&http.autoindex),
         conditional: vs.conditional.merged(&http.conditional),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
@@ -617,6 +645,7 @@ struct Level {
     expires: Option<String>,
     gzip: config::Gzip,
     charset: config::Charset,
+    resolver: config::Resolver,
     autoindex: config::Autoindex,
     conditional: config::Conditional,
     error_page: Option<Vec<config::ErrorPage>>,
@@ -662,6 +691,7 @@ fn location_specs<'a>(
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             gzip: loc.gzip.merged(&parent.gzip),
             charset: loc.charset.merged(&parent.charset),
+            resolver: loc.resolver.merged(&parent.resolver),
             autoindex: loc.autoindex.merged(&parent.autoindex),
             conditional: loc.conditional.merged(&parent.conditional),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
@@ -847,6 +877,7 @@ fn location_conf(
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
+        resolver: super::resolver::NameResolver::shared(&level.resolver, origin)?,
         autoindex: super::autoindex::AutoindexConf::build(&level.autoindex),
         conditional: super::files::ConditionalConf::build(&level.conditional),
         real_ip: RealIpConf::new(&level.real_ip),

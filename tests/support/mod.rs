@@ -151,6 +151,7 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 pub mod backends;
 pub mod chi_square;
 pub mod client;
+pub mod dns;
 pub mod proxies;
 pub mod scenario;
 pub mod transcript;

@@ -60,6 +60,18 @@ pub enum Step {
     PlanAll(Plan),
     /// Let time pass (for `fail_timeout`).
     Pause(Duration),
+    /// Change something outside the proxy and the backends (a DNS record).
+    Call(Hook),
+}
+
+/// What a `Step::Call` runs, once in each proxy's run.
+#[derive(Clone)]
+pub struct Hook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 pub fn send(request: Request) -> Step {
@@ -85,6 +97,9 @@ pub fn plan_all(plan: Plan) -> Step {
 }
 pub fn pause_ms(ms: u64) -> Step {
     Step::Pause(Duration::from_millis(ms))
+}
+pub fn call(hook: impl Fn() + Send + Sync + 'static) -> Step {
+    Step::Call(Hook(std::sync::Arc::new(hook)))
 }
 
 /// A scenario: backends and their plans, a config template, and the client's steps.
@@ -279,6 +294,10 @@ impl Scenario {
         }
         for i in (0..backends.len()).rev() {
             body = body.replace(&format!("{{b{i}}}"), &backends.addr(i).to_string());
+            body = body.replace(
+                &format!("{{b{i}port}}"),
+                &backends.addr(i).port().to_string(),
+            );
         }
         if let Some(at) = body.find("{listen").or_else(|| body.find("{b")) {
             let rest: String = body[at..].chars().take(12).collect();
@@ -345,6 +364,7 @@ impl Scenario {
                     }
                 }
                 Step::Pause(d) => std::thread::sleep(*d),
+                Step::Call(hook) => (hook.0)(),
             }
         }
         backends.release_all();

@@ -1910,7 +1910,8 @@ async fn location_phases(
     }
     if let Some(pass) = &location.dynamic_pass {
         let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
-        match pass.target(&url, &ctx.runtime.pools) {
+        let resolver = location.resolver.as_deref();
+        match pass.target(&url, &ctx.runtime.pools, resolver).await {
             Ok(target) => ctx.dynamic = Some(Box::new(target)),
             Err(status) => return answer(status),
         }

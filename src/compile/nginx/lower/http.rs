@@ -12,7 +12,9 @@ use crate::config::charset::{self, Charset};
 use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
+use crate::config::resolver::{self as dns, Resolver};
 use crate::config::template::Variable;
+use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
     HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry,
@@ -58,6 +60,7 @@ pub(super) struct Level<'a> {
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
     pub charset: &'a mut Charset,
+    pub resolver: &'a mut Resolver,
     pub autoindex: &'a mut Autoindex,
     pub conditional: &'a mut Conditional,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
@@ -92,6 +95,7 @@ impl Lowering<'_> {
         let mut expires = None;
         let mut gzip = Gzip::default();
         let mut charset = Charset::default();
+        let mut resolver = Resolver::default();
         let mut autoindex = Autoindex::default();
         let mut conditional = Conditional::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
@@ -158,6 +162,7 @@ impl Lowering<'_> {
                         expires: &mut expires,
                         gzip: &mut gzip,
                         charset: &mut charset,
+                        resolver: &mut resolver,
                         autoindex: &mut autoindex,
                         conditional: &mut conditional,
                         error_page: &mut error_page,
@@ -188,6 +193,7 @@ impl Lowering<'_> {
         http.expires = expires;
         http.gzip = gzip;
         http.charset = charset;
+        http.resolver = resolver;
         http.autoindex = autoindex;
         http.conditional = conditional;
         http.error_page = error_page;
@@ -221,6 +227,7 @@ impl Lowering<'_> {
             expires: None,
             gzip: Gzip::default(),
             charset: Charset::default(),
+            resolver: Resolver::default(),
             autoindex: Autoindex::default(),
             conditional: Conditional::default(),
             access_log: None,
@@ -304,6 +311,7 @@ impl Lowering<'_> {
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
                         charset: &mut vs.charset,
+                        resolver: &mut vs.resolver,
                         autoindex: &mut vs.autoindex,
                         conditional: &mut vs.conditional,
                         error_page: &mut vs.error_page,
@@ -605,6 +613,7 @@ impl Lowering<'_> {
             expires: None,
             gzip: Gzip::default(),
             charset: Charset::default(),
+            resolver: Resolver::default(),
             autoindex: Autoindex::default(),
             conditional: Conditional::default(),
             access_log: None,
@@ -697,6 +706,7 @@ impl Lowering<'_> {
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
                         charset: &mut loc.charset,
+                        resolver: &mut loc.resolver,
                         autoindex: &mut loc.autoindex,
                         conditional: &mut loc.conditional,
                         error_page: &mut loc.error_page,
@@ -746,19 +756,14 @@ impl Lowering<'_> {
     }
 
     /// `proxy_pass` with variables in a location: evaluated per request (`None` when a
-    /// variable cannot be computed, reported). A value naming a host that is no upstream needs
-    /// nginx's `resolver`; the appliance resolves no names while it serves, which is reported.
+    /// variable cannot be computed, reported). A value naming a host that is no upstream is
+    /// looked up with the location's `resolver`, as nginx does.
     fn proxy_pass_template(&mut self, stmt: &Statement) -> Result<Option<String>> {
         let text = self.arg(stmt, 0)?.to_string();
         let Some(text) = self.template(stmt, &text)? else {
             return Ok(None);
         };
-        self.partial(
-            stmt,
-            Impact::ChangesTraffic,
-            "a value naming an upstream or an IP address is proxied; one naming another host gets \
-             502, as nginx without a resolver (host names are not resolved while serving)",
-        )?;
+        self.mapped(stmt);
         Ok(Some(text))
     }
 
@@ -979,6 +984,32 @@ impl Lowering<'_> {
                 });
             }
             "override_charset" => level.charset.override_ = Some(self.flag(stmt)?),
+            "resolver" => {
+                if level.resolver.servers.is_some() {
+                    return Err(self.error(stmt, "\"resolver\" directive is duplicate"));
+                }
+                // ngx_resolver_create: addresses, then `valid=` and `ipv6=` among them.
+                let invalid = |v: &str| format!("invalid parameter: {v}");
+                let mut servers = Vec::new();
+                for value in stmt.values() {
+                    if let Some(time) = value.strip_prefix("valid=") {
+                        let valid = parse_nginx_time(time, TimeUnit::Seconds)
+                            .ok_or_else(|| self.error(stmt, invalid(value)))?;
+                        level.resolver.valid = Some(Duration(valid));
+                    } else if let Some(flag) = value.strip_prefix("ipv6=") {
+                        level.resolver.ipv6 = Some(match flag {
+                            "on" => true,
+                            "off" => false,
+                            _ => return Err(self.error(stmt, invalid(value))),
+                        });
+                    } else {
+                        dns::check_server(value).map_err(|e| self.error(stmt, e))?;
+                        servers.push(value.to_string());
+                    }
+                }
+                level.resolver.servers = Some(servers);
+            }
+            "resolver_timeout" => level.resolver.timeout = Some(self.msec(stmt, 0)?),
             "charset_types" => {
                 self.mime_types(stmt, &mut level.charset.types, charset::ALWAYS_NAMED)
             }

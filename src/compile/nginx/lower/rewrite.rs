@@ -192,6 +192,7 @@ impl Lowering<'_> {
                         expires: &mut block.expires,
                         gzip: &mut gzip,
                         charset: &mut block.charset,
+                        resolver: &mut Default::default(),
                         autoindex: &mut autoindex,
                         conditional: &mut conditional,
                         error_page: &mut block.error_page,

@@ -76,12 +76,7 @@ pub const SUPPORTED: &[Entry] = &[
     ),
     full("server_name", "server"),
     full("location", "server, location"),
-    part(
-        "proxy_pass",
-        "location, if",
-        "with variables: a value naming a host that is no upstream gets 502 (names are not \
-         resolved while serving); in `if`, no variables",
-    ),
+    part("proxy_pass", "location, if", "in `if`, no variables"),
     full("return", "server, location, if"),
     full("rewrite", "server, location, if"),
     full("break", "server, location, if"),
@@ -171,6 +166,10 @@ pub const SUPPORTED: &[Entry] = &[
     ),
     full("override_charset", "http, server, location, if"),
     full("charset_types", HSL),
+    // Used by proxy_pass with variables; names in `upstream` and a plain proxy_pass are looked
+    // up once, at start, by the system's resolver, as nginx 1.22 does with getaddrinfo.
+    full("resolver", HSL),
+    full("resolver_timeout", HSL),
     full("gzip_static", HSL),
     full("autoindex", HSL),
     full("autoindex_exact_size", HSL),
@@ -273,8 +272,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "lingering_close",
     "lingering_time",
     "lingering_timeout",
-    "resolver",
-    "resolver_timeout",
     "log_not_found",
     "log_subrequest",
     "error_log",
