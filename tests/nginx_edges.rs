@@ -686,6 +686,57 @@ fn gzip_cases() -> Vec<Case> {
     cases
 }
 
+/// The charset filter's directives as ngx_http_set_charset_slot, ngx_http_types_slot and the
+/// merge check ("no charset_map") read them; `resolver` and `resolver_timeout` as
+/// ngx_http_core_resolver reads them.
+fn charset_and_resolver_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        ("charset", "charset utf-8;"),
+        ("charset off", "charset off;"),
+        ("charset twice", "charset utf-8;\ncharset koi8-r;"),
+        ("charset, two values", "charset utf-8 koi8-r;"),
+        ("source equal", "charset utf-8;\nsource_charset UTF-8;"),
+        ("source other", "charset utf-8;\nsource_charset koi8-r;"),
+        ("source alone", "source_charset koi8-r;"),
+        ("override", "override_charset on;"),
+        ("override, a bad flag", "override_charset yes;"),
+        ("types", "charset_types text/css application/json;"),
+        ("types naming text/html", "charset_types text/html;"),
+        ("types with *", "charset_types *;"),
+        (
+            "resolver",
+            "resolver 127.0.0.1 [::1]:5353 valid=30s ipv6=off;",
+        ),
+        ("resolver twice", "resolver 127.0.0.1;\nresolver 127.0.0.2;"),
+        ("resolver, a bad valid", "resolver 127.0.0.1 valid=soon;"),
+        ("resolver, a bad ipv6", "resolver 127.0.0.1 ipv6=maybe;"),
+        ("resolver, a bad port", "resolver 127.0.0.1:x;"),
+        ("resolver timeout", "resolver_timeout 5s;"),
+        ("resolver timeout, a word", "resolver_timeout soon;"),
+        ("auth_request off", "auth_request off;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect();
+    for (name, body) in [
+        (
+            "charset in if",
+            "location / {\nif ($arg_a) { charset koi8-r; override_charset on; }\n}",
+        ),
+        (
+            "charset_types in if",
+            "location / {\nif ($arg_a) { charset_types text/css; }\n}",
+        ),
+        (
+            "a source other than the server's charset in a location",
+            "charset utf-8;\nlocation / { source_charset koi8-r; }",
+        ),
+    ] {
+        cases.push(case(name, server(body)));
+    }
+    cases
+}
+
 /// `root`, `alias`, `index` and `try_files` as ngx_http_core_root, ngx_http_index_set_index
 /// and ngx_http_try_files check them.
 fn file_cases() -> Vec<Case> {
@@ -1026,6 +1077,11 @@ fn error_page_matches_nginx() {
 #[test]
 fn gzip_matches_nginx() {
     compare(gzip_cases());
+}
+
+#[test]
+fn charset_and_resolver_match_nginx() {
+    compare(charset_and_resolver_cases());
 }
 
 #[test]

@@ -22,6 +22,42 @@ use crate::config::{
     Satisfy, Tls, TlsVersion, VirtualServer,
 };
 
+/// ngx_http_charset_merge_loc_conf's check at every level once the http block is read: a
+/// `source_charset` other than the `charset` it meets needs a `charset_map`, which the
+/// appliance has not (nginx names no line for it).
+fn charset_maps(http: &crate::config::Http) -> Result<()> {
+    fn check(charset: &Charset) -> Result<()> {
+        match charset.problem() {
+            Some(problem) => Err(crate::compile::diag::Diagnostic::error(problem)),
+            None => Ok(()),
+        }
+    }
+    fn steps(script: &[crate::config::Step], outer: &Charset) -> Result<()> {
+        for step in script {
+            if let crate::config::Step::If(block) = step {
+                check(&block.charset.merged(outer))?;
+            }
+        }
+        Ok(())
+    }
+    fn locations(list: &[Location], outer: &Charset) -> Result<()> {
+        for loc in list {
+            let merged = loc.charset.merged(outer);
+            check(&merged)?;
+            steps(&loc.script, &merged)?;
+            locations(&loc.locations, &merged)?;
+        }
+        Ok(())
+    }
+    check(&http.charset)?;
+    for vs in &http.servers {
+        let merged = vs.charset.merged(&http.charset);
+        check(&merged)?;
+        locations(&vs.locations, &merged)?;
+    }
+    Ok(())
+}
+
 /// A number as ngx_atoi reads one: digits only, no sign.
 fn digits(text: &str) -> std::result::Result<u16, ()> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -208,7 +244,7 @@ impl Lowering<'_> {
         http.index = index;
         http.types = types;
         http.servers = servers;
-        Ok(())
+        charset_maps(http)
     }
 
     fn server(&mut self, block: &Statement) -> Result<VirtualServer> {
