@@ -215,7 +215,13 @@ pub fn main() -> ExitCode {
             output,
             strict,
             elb,
-        } => migrate::run(&input, output.as_deref(), &elb.options(strict)),
+        } => {
+            let options = Options {
+                report_only: true,
+                ..elb.options(strict)
+            };
+            migrate::run(&input, output.as_deref(), &options)
+        }
         Command::Check {
             config,
             strict,

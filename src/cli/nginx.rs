@@ -363,6 +363,9 @@ fn serve(conf: PathBuf, options: Options, compiled: Compiled, args: &Args) -> Ex
         emit("emerg", &m);
         return ExitCode::FAILURE;
     }
+    for line in compiled.report.startup_warnings() {
+        tracing::warn!("{line}");
+    }
     let globals = args.globals.clone();
     let reload: Reload = Arc::new(move || {
         compile_with_globals(&conf, &options, globals.as_deref()).map(|c| c.model)

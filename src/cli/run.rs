@@ -23,6 +23,7 @@ pub fn run(
             return ExitCode::FAILURE;
         }
     };
+    let warnings = compiled.report.startup_warnings();
     let mut model = compiled.model;
     // `--admin` adds the admin listener to a config that has none (an nginx.conf).
     let with_admin = move |model: &mut crate::config::Appliance| {
@@ -41,6 +42,10 @@ pub fn run(
     if let Err(m) = logging::init_error_log(model.global.error_log.as_ref()) {
         eprintln!("appliance: [emerg] {m}");
         return ExitCode::FAILURE;
+    }
+    // What the config asks for that the appliance serves without, where the operator looks.
+    for line in warnings {
+        tracing::warn!("{line}");
     }
     let reload_path: PathBuf = path.to_path_buf();
     let reload_options = options.clone();

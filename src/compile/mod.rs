@@ -44,6 +44,9 @@ pub struct Options {
     pub region: Option<String>,
     /// An endpoint URL that replaces every AWS service's (`--aws-endpoint`).
     pub aws_endpoint: Option<String>,
+    /// Only the report is wanted (`migrate`): a config is compiled even when it uses an access
+    /// control the appliance does not enforce, which anything that serves it refuses.
+    pub report_only: bool,
 }
 
 /// A compiled input: the model, what the compiler has to say about it, and the texts it read
@@ -146,6 +149,12 @@ pub fn compile_file(path: &Path, options: &Options) -> Result<Compiled, Failed> 
                 d = config::place_in_toml(d, text, &name);
             }
         }
+        return Err(Failed {
+            diagnostic: Box::new(d),
+            sources: compiled.sources,
+        });
+    }
+    if let (false, Some(d)) = (options.report_only, compiled.report.access_error()) {
         return Err(Failed {
             diagnostic: Box::new(d),
             sources: compiled.sources,

@@ -8,6 +8,17 @@ use std::fmt::Write as _;
 use super::diag::Diagnostic;
 use crate::config::Origin;
 
+/// Directives that only restrict who gets a response. The appliance enforces none of them, so
+/// a config that uses one is refused rather than served open.
+pub const GUARDS_ACCESS: &[&str] = &[
+    "auth_request",
+    "ssl_verify_client",
+    "secure_link",
+    "secure_link_md5",
+    "secure_link_secret",
+    "valid_referers",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Support {
     /// Carried over in full.
@@ -76,6 +87,45 @@ impl Report {
         self.items.iter().filter(|i| i.support != Support::Mapped)
     }
 
+    /// The first directive left out that restricts who gets through (`auth_request`, client
+    /// certificates, secure links, referer checks): serving without it would let in clients
+    /// nginx refuses, so the appliance does not serve such a config.
+    pub fn opens_access(&self) -> Option<&ReportItem> {
+        self.not_mapped()
+            .find(|i| i.support == Support::Unsupported && GUARDS_ACCESS.contains(&i.name.as_str()))
+    }
+
+    /// What `opens_access` found, as the error that stops a start, a reload or `-t`.
+    pub fn access_error(&self) -> Option<Diagnostic> {
+        let item = self.opens_access()?;
+        Some(
+            Diagnostic::error(format!(
+                "\"{}\" is not supported by the appliance, and leaving it out would let through \
+                 clients nginx refuses ({})",
+                item.name, item.note
+            ))
+            .at(item.origin.clone()),
+        )
+    }
+
+    /// The lines a start logs for what it serves without: every directive left out or carried
+    /// over in part that changes traffic, as `-t` lists them.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        self.not_mapped()
+            .filter(|i| i.support != Support::Skipped && i.impact == Impact::ChangesTraffic)
+            .map(|i| {
+                let what = match i.support {
+                    Support::Partial => "is only partly supported",
+                    _ => "is not supported",
+                };
+                format!(
+                    "\"{}\" {what} by the appliance ({}) in {}:{}",
+                    i.name, i.note, i.origin.file, i.origin.line
+                )
+            })
+            .collect()
+    }
+
     /// True when something was left out that changes traffic.
     pub fn changes_traffic(&self) -> bool {
         self.not_mapped()
@@ -111,6 +161,9 @@ impl Report {
             for item in group {
                 let impact = match (support, item.impact) {
                     (Support::Skipped, _) => "",
+                    (Support::Unsupported, _) if GUARDS_ACCESS.contains(&item.name.as_str()) => {
+                        "  [opens access: the appliance will not serve this config]"
+                    }
                     (_, Impact::ChangesTraffic) => "  [changes traffic]",
                     (_, Impact::NoTrafficChange) => "  [no traffic change]",
                 };

@@ -1046,6 +1046,8 @@ impl Lowering<'_> {
                 level.resolver.servers = Some(servers);
             }
             "resolver_timeout" => level.resolver.timeout = Some(self.msec(stmt, 0)?),
+            // nginx's default: nothing to carry over.
+            "auth_request" | "ssl_verify_client" if stmt.arg(0) == Some("off") => {}
             "charset_types" => {
                 self.mime_types(stmt, &mut level.charset.types, charset::ALWAYS_NAMED)
             }

@@ -434,17 +434,22 @@ pub fn render_markdown() -> String {
          with a line in the report that says it changes traffic, for example:\n\n\
          | directive | what clients see without it |\n|---|---|\n",
     );
-    for name in [
-        "gunzip",
-        "auth_request",
-        "proxy_cache",
-        "ssl_verify_client",
-        "sub_filter",
-        "ssl_preread",
-        "mail",
-    ] {
+    for name in ["gunzip", "proxy_cache", "sub_filter", "ssl_preread", "mail"] {
         out.push_str(&format!("| `{name}` | {} |\n", unsupported_note(name).1));
     }
+    out.push_str(
+        "\nEach is also logged as a warning when the appliance starts on the config.\n\n\
+         ## Refused: access controls\n\nThese only restrict who gets a response; served \
+         without them, the appliance would let through clients nginx refuses. A config with one \
+         (other than `off`) is not served: `run`, `check`, `-t` and a reload fail with a line \
+         naming it; `migrate` compiles it and marks it in the report.\n\n",
+    );
+    let names: Vec<String> = crate::compile::report::GUARDS_ACCESS
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect();
+    out.push_str(&names.join(", "));
+    out.push('\n');
     out
 }
 
