@@ -97,6 +97,13 @@ impl DynamicPass {
             return Err(500);
         }
         let mut key = format!("{scheme}://{host}");
+        // An upstream or an address made before (a name never is under this key alone).
+        if let Some(proxy) = lock(&self.made).get(&key) {
+            return Ok(Target {
+                proxy: proxy.clone(),
+                uri,
+            });
+        }
         let default_port = if scheme == "https" { 443 } else { 80 };
         let upstream = pools
             .iter()
@@ -130,13 +137,13 @@ impl DynamicPass {
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect();
             key = format!("{key} {addresses:?}");
+            if let Some(proxy) = lock(&self.made).get(&key) {
+                return Ok(Target {
+                    proxy: proxy.clone(),
+                    uri,
+                });
+            }
             resolved = Some(addresses);
-        }
-        if let Some(proxy) = lock(&self.made).get(&key) {
-            return Ok(Target {
-                proxy: proxy.clone(),
-                uri,
-            });
         }
         let id = || NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         let pool = match upstream {
