@@ -21,6 +21,15 @@ use support::chi_square::chi_square;
 use support::client::{get, post, Request};
 use support::scenario::*;
 
+/// The request as a POST with a one-byte chunked body: that takes it off the appliance's fast
+/// path, onto Pingora's session, so a scenario covers both.
+fn on_pingora_session(request: Request) -> Request {
+    request
+        .method("POST")
+        .header("Transfer-Encoding", "chunked")
+        .raw_body("1\r\nx\r\n0\r\n\r\n")
+}
+
 fn paths(prefix: &str, count: usize) -> impl Iterator<Item = Request> + '_ {
     (1..=count).map(move |i| get(&format!("{prefix}{i}")))
 }
@@ -509,12 +518,7 @@ fn proxy_pass_uri_rewriting() {
 #[test]
 fn proxy_redirect() {
     let redirect = |path: &str, url: &str| get(path).header(REDIRECT_HEADER, url);
-    let chunked = |request: Request| {
-        request
-            .method("POST")
-            .header("Transfer-Encoding", "chunked")
-            .raw_body("1\r\nx\r\n0\r\n\r\n")
-    };
+    let chunked = on_pingora_session;
     Scenario::new("proxy_redirect")
         .backends(1)
         .config(
@@ -1607,12 +1611,7 @@ fn if_settings() {
             .header(LENGTH_HEADER, "400")
             .header("Accept-Encoding", "gzip")
     };
-    let session = |request: Request| {
-        request
-            .method("POST")
-            .header("Transfer-Encoding", "chunked")
-            .raw_body("1\r\nx\r\n0\r\n\r\n")
-    };
+    let session = on_pingora_session;
     Scenario::new("if settings")
         .backends(2)
         .plan(1, Plan::always(Reset))
@@ -3673,14 +3672,7 @@ fn charset() {
          }}"
     );
     let typed = |path: &str, content_type: &str| get(path).header(TYPE_HEADER, content_type);
-    // A chunked request body takes a request off the appliance's fast path, onto Pingora's
-    // session.
-    let session = |request: Request| {
-        request
-            .method("POST")
-            .header("Transfer-Encoding", "chunked")
-            .raw_body("1\r\nx\r\n0\r\n\r\n")
-    };
+    let session = on_pingora_session;
     let date = "Tue, 14 Nov 2023 22:13:20 GMT";
     Scenario::new("charset")
         .backends(2)
@@ -3846,14 +3838,8 @@ fn gzip() {
             .header(LENGTH_HEADER, length)
     };
     let via = |path: &str| gz(path).header("Via", "1.1 cache");
-    // A chunked request body takes a request off the appliance's fast path, onto Pingora's
-    // session: both compress.
-    let session = |request: Request| {
-        request
-            .method("POST")
-            .header("Transfer-Encoding", "chunked")
-            .raw_body("1\r\nx\r\n0\r\n\r\n")
-    };
+    // Through Pingora's session too: both compress.
+    let session = on_pingora_session;
     Scenario::new("gzip")
         .backends(1)
         .compare_headers(&[
