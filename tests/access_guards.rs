@@ -1,5 +1,5 @@
 //! Access controls the appliance does not enforce are never left out silently: a config with
-//! `auth_request` (or client certificates, secure links, referer checks) is refused by every
+//! referer checks (or client certificates, secure links) is refused by every
 //! command that would serve it, with a line naming the directive, while `migrate` still
 //! compiles it and marks it in the report; what else a served config loses is logged when the
 //! appliance starts.
@@ -17,7 +17,7 @@ fn config(dir: &TempDir, port: u16, location: &str) -> std::path::PathBuf {
     let text = format!(
         "events {{}}\nhttp {{\n    server {{\n        listen 127.0.0.1:{port};\n        \
          location / {{\n            {location}\n            return 200 \"open\\n\";\n        \
-         }}\n        location = /auth {{ internal; return 401; }}\n    }}\n}}\n"
+         }}\n    }}\n}}\n"
     );
     std::fs::write(&path, text).expect("config");
     path
@@ -37,13 +37,14 @@ fn appliance(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn auth_request_is_refused_not_served_open() {
+fn referer_checks_are_refused_not_served_open() {
     let dir = TempDir::new("access-guards");
     let port = free_port();
-    let conf = config(&dir, port, "auth_request /auth;");
+    let conf = config(&dir, port, "valid_referers none server_names;");
     let conf = conf.to_str().expect("path");
-    let refusal = "\"auth_request\" is not supported by the appliance, and leaving it out would \
-                   let through clients nginx refuses (no authentication is enforced)";
+    let refusal = "\"valid_referers\" is not supported by the appliance, and leaving it out would \
+                   let through clients nginx refuses ($invalid_referer is never set: referer \
+                   checks let every request in)";
     for args in [
         vec!["run", "-c", conf],
         vec!["check", "-c", conf],
@@ -63,14 +64,14 @@ fn auth_request_is_refused_not_served_open() {
     assert!(toml.contains("[[http.server]]"), "{toml}");
     assert!(
         report.contains(
-            "auth_request: no authentication is enforced  [opens access: the appliance will \
-             not serve this config]"
+            "valid_referers: $invalid_referer is never set: referer checks let every request in  \
+             [opens access: the appliance will not serve this config]"
         ),
         "{report}"
     );
 
-    // `auth_request off` is nginx's default: nothing is left out.
-    let conf = config(&dir, port, "auth_request off;");
+    // `auth_request` is enforced now (the differential test `auth_request`): it passes.
+    let conf = config(&dir, port, "auth_request /auth;");
     let (code, _, stderr) = appliance(&["check", "-c", conf.to_str().expect("path")]);
     assert_eq!(code, 0, "{stderr}");
 }

@@ -3012,7 +3012,8 @@ fn basic(user: &str, password: &str) -> String {
 /// not have, no or broken credentials (no `:`, an empty user, bad base64, another scheme, the
 /// scheme's name in lower case with extra spaces), `auth_basic off` inside, a realm made of a
 /// variable, a missing user file (403), `satisfy all` and `satisfy any` with `allow`/`deny`
-/// (by client address), and `$remote_user` sent upstream (also where nothing is asked for).
+/// (by client address; `any` where no rule holds), and `$remote_user` sent upstream (also
+/// where nothing is asked for).
 #[test]
 fn auth_basic() {
     let dir = htpasswd();
@@ -3047,6 +3048,13 @@ fn auth_basic() {
                  allow 127.0.0.2;
                  deny all;
                  auth_basic \"any\";
+                 auth_basic_user_file {file};
+                 proxy_pass http://app;
+             }}
+             location /anyallow/ {{
+                 satisfy any;
+                 allow 127.0.0.2;
+                 auth_basic \"anyallow\";
                  auth_basic_user_file {file};
                  proxy_pass http://app;
              }}
@@ -3093,6 +3101,9 @@ fn auth_basic() {
         get("/any/x")
             .from("127.0.0.3")
             .header("Authorization", &credentials),
+        // No rule holds for 127.0.0.3: the rules decline, which is not a yes.
+        get("/anyallow/x").from("127.0.0.3"),
+        get("/anyallow/x").from("127.0.0.2"),
         get("/all/x").from("127.0.0.2"),
         get("/all/x")
             .from("127.0.0.2")
@@ -3106,6 +3117,192 @@ fn auth_basic() {
         .backends(1)
         .config(&config)
         .compare_headers(&["WWW-Authenticate"])
+        .send_all(requests)
+        .run();
+}
+
+/// auth_request: the subrequest's request line and headers at the auth server (a URI part,
+/// none, `$request_uri`, `$request_method`, the client's Content-Length with and without
+/// `proxy_set_header Content-Length ""`, the last kept waiting for the body that never
+/// comes), what each status of the auth server means (2xx in,
+/// 401 with its challenge, 403, 500 and 302 a 500), `auth_request_set` from the subrequest's
+/// `$upstream_http_*` and `$upstream_status`, a `set` inside the subrequest seen by the request
+/// after it, a subrequest answered by `return`, by a file and by a missing file, an auth server
+/// that resets, `error_page 401` after it, `satisfy any` with `allow`/`deny` and with
+/// `auth_basic`, `auth_request off` inside, and a keep-alive pool to the auth server.
+#[test]
+fn auth_request() {
+    let dir = htpasswd();
+    let root = dir.path.display().to_string();
+    std::fs::create_dir_all(dir.path.join("files")).expect("files dir");
+    std::fs::write(dir.path.join("files/ok.txt"), "ok\n").expect("file");
+    let file = dir.path.join("htpasswd").display().to_string();
+    let config = format!(
+        "upstream app {{ server {{b0}}; }}
+         upstream auth {{ server {{b1}}; keepalive 4; }}
+         upstream broken {{ server {{b2}}; }}
+         server {{
+             listen {{listen}};
+             location / {{
+                 auth_request /auth;
+                 auth_request_set $user $upstream_http_x_user;
+                 auth_request_set $auth_status $upstream_status;
+                 proxy_set_header X-User $user;
+                 proxy_set_header X-Auth-Status $auth_status;
+                 proxy_pass http://app;
+                 location /open/ {{
+                     auth_request off;
+                     proxy_pass http://app;
+                 }}
+             }}
+             location = /auth {{
+                 internal;
+                 proxy_pass http://auth/check;
+                 proxy_http_version 1.1;
+                 proxy_set_header Connection \"\";
+                 proxy_pass_request_body off;
+                 proxy_set_header Content-Length \"\";
+                 proxy_set_header X-Original-URI $request_uri;
+                 proxy_set_header X-Original-Method $request_method;
+                 proxy_set_header X-Sub-Uri $uri;
+             }}
+             location /raw/ {{
+                 auth_request /auth-raw;
+                 proxy_pass http://app;
+             }}
+             location = /auth-raw {{
+                 internal;
+                 proxy_pass http://auth;
+             }}
+             location /page/ {{
+                 auth_request /auth;
+                 error_page 401 = /login;
+                 proxy_pass http://app;
+             }}
+             location = /login {{
+                 return 200 \"login here\\n\";
+             }}
+             location /any/ {{
+                 satisfy any;
+                 allow 127.0.0.2;
+                 deny all;
+                 auth_request /auth;
+                 proxy_pass http://app;
+             }}
+             location /both/ {{
+                 satisfy any;
+                 auth_basic \"both\";
+                 auth_basic_user_file {file};
+                 auth_request /auth;
+                 proxy_pass http://app;
+             }}
+             location /ret/ {{
+                 auth_request /ret-auth;
+                 proxy_pass http://app;
+             }}
+             location = /ret-auth {{
+                 internal;
+                 return 204;
+             }}
+             location /deny/ {{
+                 auth_request /deny-auth;
+                 proxy_pass http://app;
+             }}
+             location = /deny-auth {{
+                 internal;
+                 return 403;
+             }}
+             location /set/ {{
+                 auth_request /set-auth;
+                 proxy_set_header X-Set $from_sub;
+                 proxy_pass http://app;
+             }}
+             location = /set-auth {{
+                 internal;
+                 set $from_sub \"set for $uri\";
+                 return 200;
+             }}
+             location /file/ {{
+                 auth_request /files/ok.txt;
+                 proxy_pass http://app;
+             }}
+             location /nofile/ {{
+                 auth_request /files/none.txt;
+                 proxy_pass http://app;
+             }}
+             location /files/ {{
+                 internal;
+                 root {root};
+             }}
+             location /rawpost/ {{
+                 auth_request /auth-wait;
+                 proxy_pass http://app;
+             }}
+             location = /auth-wait {{
+                 internal;
+                 proxy_pass http://auth;
+                 proxy_read_timeout 1s;
+             }}
+             location /down/ {{
+                 auth_request /down-auth;
+                 proxy_pass http://app;
+             }}
+             location = /down-auth {{
+                 internal;
+                 proxy_pass http://broken;
+             }}
+         }}"
+    );
+    let user = "X-Harness-Headers";
+    let challenge = "WWW-Authenticate: Bearer realm=\"app\"|X-User: carol";
+    let requests = vec![
+        // Each of these makes one subrequest to the auth server (b1), in this order.
+        get("/a/1?x=1").header(user, "X-User: alice"),
+        get("/a/2").header(user, challenge),
+        get("/a/3"),
+        get("/a/4"),
+        get("/a/5"),
+        post("/a/6", "hello").header(user, "X-User: bob"),
+        get("/raw/7"),
+        post("/raw/8", ""),
+        get("/page/9").header(user, challenge),
+        get("/any/10").from("127.0.0.3"),
+        get("/both/11"),
+        get("/both/12")
+            .header("Authorization", &basic("plain", "wrong"))
+            .header(user, challenge),
+        get("/a/13").method("HEAD"),
+        // These make none, or none to b1.
+        get("/any/14").from("127.0.0.2"),
+        get("/both/15").header("Authorization", &basic("plain", "secret")),
+        get("/open/16"),
+        get("/ret/17"),
+        get("/deny/18"),
+        get("/set/19"),
+        get("/file/20"),
+        get("/nofile/21"),
+        get("/down/22"),
+        get("/files/ok.txt"),
+        // The client's Content-Length goes with the subrequest, but no body: the auth server
+        // waits for it until proxy_read_timeout, and the 504 is a 500.
+        post("/rawpost/24", "hello"),
+    ];
+    Scenario::new("auth_request")
+        .backends(3)
+        .plan(
+            1,
+            Plan::ok()
+                .on(2, Status(401))
+                .on(3, Status(403))
+                .on(4, Status(500))
+                .on(5, Status(302))
+                .on(9, Status(401))
+                .on(11, Status(401))
+                .on(12, Status(401)),
+        )
+        .plan(2, Plan::always(Reset))
+        .config(&config)
+        .compare_headers(&["WWW-Authenticate", "X-User"])
         .send_all(requests)
         .run();
 }

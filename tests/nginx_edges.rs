@@ -688,8 +688,9 @@ fn gzip_cases() -> Vec<Case> {
 
 /// The charset filter's directives as ngx_http_set_charset_slot, ngx_http_types_slot and the
 /// merge check ("no charset_map") read them; `resolver` and `resolver_timeout` as
-/// ngx_http_core_resolver reads them.
-fn charset_and_resolver_cases() -> Vec<Case> {
+/// ngx_http_core_resolver reads them; `auth_request` and `auth_request_set` as
+/// ngx_http_auth_request and ngx_http_auth_request_set do.
+fn charset_resolver_and_auth_request_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = [
         ("charset", "charset utf-8;"),
         ("charset off", "charset off;"),
@@ -718,7 +719,47 @@ fn charset_and_resolver_cases() -> Vec<Case> {
     .into_iter()
     .flat_map(at_http_and_location)
     .collect();
+    cases.extend(
+        [
+            ("auth_request", "auth_request /auth;"),
+            ("auth_request twice", "auth_request /a;\nauth_request /b;"),
+            (
+                "auth_request then off",
+                "auth_request /a;\nauth_request off;",
+            ),
+            ("auth_request, no URI", "auth_request;"),
+            ("auth_request, two URIs", "auth_request /a /b;"),
+            (
+                "auth_request_set",
+                "auth_request_set $user $upstream_http_x_user;",
+            ),
+            (
+                "auth_request_set twice, same name",
+                "auth_request_set $u $upstream_status;\nauth_request_set $u x;",
+            ),
+            ("auth_request_set, no $", "auth_request_set user x;"),
+            ("auth_request_set, a lone $", "auth_request_set $ x;"),
+            ("auth_request_set $host", "auth_request_set $host x;"),
+            ("auth_request_set $args", "auth_request_set $args x;"),
+            ("auth_request_set $http_x", "auth_request_set $http_x x;"),
+            ("auth_request_set, one argument", "auth_request_set $u;"),
+            (
+                "auth_request_set read elsewhere",
+                "auth_request_set $u x;\nadd_header X-U $u;",
+            ),
+        ]
+        .into_iter()
+        .flat_map(at_http_and_location),
+    );
     for (name, body) in [
+        (
+            "auth_request in if",
+            "location / {\nif ($arg_a) { auth_request /a; }\n}",
+        ),
+        (
+            "auth_request_set in if",
+            "location / {\nif ($arg_a) { auth_request_set $u x; }\n}",
+        ),
         (
             "charset in if",
             "location / {\nif ($arg_a) { charset koi8-r; override_charset on; }\n}",
@@ -1080,8 +1121,8 @@ fn gzip_matches_nginx() {
 }
 
 #[test]
-fn charset_and_resolver_match_nginx() {
-    compare(charset_and_resolver_cases());
+fn charset_resolver_and_auth_request_match_nginx() {
+    compare(charset_resolver_and_auth_request_cases());
 }
 
 #[test]

@@ -11,7 +11,6 @@ use crate::config::Origin;
 /// Directives that only restrict who gets a response. The appliance enforces none of them, so
 /// a config that uses one is refused rather than served open.
 pub const GUARDS_ACCESS: &[&str] = &[
-    "auth_request",
     "ssl_verify_client",
     "secure_link",
     "secure_link_md5",

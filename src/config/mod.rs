@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use admin::Admin;
-pub use auth::{Auth, Satisfy};
+pub use auth::{Auth, RequestSet, Satisfy};
 pub use autoindex::Autoindex;
 pub use charset::Charset;
 pub use conditional::Conditional;

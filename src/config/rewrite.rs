@@ -251,7 +251,8 @@ pub fn named_groups(pattern: &str) -> Vec<String> {
 
 /// Every variable the config defines, which templates anywhere may use (nginx resolves
 /// variables once the whole config is read): those of `map`, `geo` and `split_clients`, what
-/// the `set`s assign, and the named groups of the regexes of locations, `rewrite`s and `if`s.
+/// the `set`s and `auth_request_set`s assign, and the named groups of the regexes of
+/// locations, `rewrite`s and `if`s.
 pub fn declared_variables(http: &super::Http) -> HashSet<String> {
     fn walk(steps: &[Step], out: &mut HashSet<String>) {
         for step in steps {
@@ -271,20 +272,27 @@ pub fn declared_variables(http: &super::Http) -> HashSet<String> {
             }
         }
     }
+    fn auth_sets(auth: &super::Auth, out: &mut HashSet<String>) {
+        let sets = auth.request_set.iter().flatten();
+        out.extend(sets.map(|set| set.variable.clone()));
+    }
     fn locations(list: &[Location], out: &mut HashSet<String>) {
         for l in list {
             if l.kind.is_regex() {
                 out.extend(named_groups(&l.path));
             }
             walk(&l.script, out);
+            auth_sets(&l.auth, out);
             locations(&l.locations, out);
         }
     }
     let mut out: HashSet<String> = http.maps.iter().map(|m| m.variable.clone()).collect();
     out.extend(http.geo.iter().map(|g| g.variable.clone()));
     out.extend(http.split_clients.iter().map(|s| s.variable.clone()));
+    auth_sets(&http.auth, &mut out);
     for server in &http.servers {
         walk(&server.script, &mut out);
+        auth_sets(&server.auth, &mut out);
         locations(&server.locations, &mut out);
     }
     // `set $args` assigns nginx's own variable.

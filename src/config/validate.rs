@@ -697,7 +697,9 @@ fn root(root: &Option<String>, at: Option<&Origin>, key: &str, defined: Defined<
         .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(key))
 }
 
-/// A level's `auth_basic` realm and user file: templates that parse; the file not empty.
+/// A level's `auth_basic` realm and user file: templates that parse; the file not empty. Its
+/// `auth_request` URI not empty; what `auth_request_set` assigns a variable of the config's
+/// own, from a template that parses.
 fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
     let check = |text: &Option<String>, field: &str| -> Check {
         let Some(text) = text else {
@@ -714,7 +716,27 @@ fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check
             .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at).about(about))
     };
     check(&a.basic, "basic")?;
-    check(&a.basic_user_file, "basic_user_file")
+    check(&a.basic_user_file, "basic_user_file")?;
+    if a.request.as_deref() == Some("") {
+        return Err(Diagnostic::error("request needs a URI (or \"off\")")
+            .at_opt(at)
+            .about(format!("{key}.request")));
+    }
+    for (i, set) in a.request_set.iter().flatten().enumerate() {
+        let about = format!("{key}.request_set[{i}]");
+        let builtin = crate::config::template::Variable::from_name(&set.variable)
+            .is_some_and(|v| !v.is_prefixed())
+            && !crate::config::rewrite::settable_builtin(&set.variable);
+        if set.variable.is_empty() || set.variable.starts_with('$') || builtin {
+            let error = format!(
+                "\"{}\" cannot be set: name a variable of the config's own, without its $",
+                set.variable
+            );
+            return Err(Diagnostic::error(error).at_opt(at).about(about));
+        }
+        check(&Some(set.value.clone()), &format!("request_set[{i}].value"))?;
+    }
+    Ok(())
 }
 
 /// `alias`, `index` and `try_files`: templates that parse; no empty index; at least a file

@@ -32,9 +32,13 @@ impl AccessRules {
 
     /// Whether a client (`None`: on a Unix-domain socket) may be served.
     pub fn allows(&self, client: Option<IpAddr>) -> bool {
-        if self.0.is_empty() {
-            return true;
-        }
+        self.decide(client).unwrap_or(true)
+    }
+
+    /// What the first rule that holds for the client says (true: allowed), as
+    /// ngx_http_access_handler finds it; `None` when none holds and the module declines,
+    /// which `satisfy any` does not count as letting the client in.
+    pub fn decide(&self, client: Option<IpAddr>) -> Option<bool> {
         let client = client.map(|ip| ip.to_canonical());
         for (scope, deny) in &self.0 {
             let holds = match (scope, client) {
@@ -44,10 +48,10 @@ impl AccessRules {
                 _ => false,
             };
             if holds {
-                return !deny;
+                return Some(!deny);
             }
         }
-        true
+        None
     }
 }
 
@@ -94,6 +98,12 @@ mod tests {
         // IPv6 rules say nothing of IPv4 clients, and `unix:` nothing of either.
         assert!(rules(&[("deny", "::/0"), ("deny", "unix:")]).allows(ip("10.0.0.1")));
         assert!(!rules(&[("deny", "unix:")]).allows(None));
+        // Which `satisfy any` tells apart from an `allow`.
+        assert_eq!(
+            rules(&[("allow", "10.0.0.0/8")]).decide(ip("11.0.0.1")),
+            None
+        );
+        assert_eq!(rules(&[]).decide(ip("11.0.0.1")), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! nginx's auth_basic module and its place in the access phase with `allow`/`deny` and
-//! `satisfy`, as ngx_http_auth_basic_handler and ngx_http_core_access_phase run them:
+//! nginx's auth_basic module (ngx_http_auth_basic_handler), one handler of the access phase
+//! ([`access_phase`](super::access_phase)):
 //!
 //! - The credentials are `Authorization: Basic` (the word in any case, then spaces), base64 as
 //!   nginx decodes it, a user before the first `:` that is not empty; anything else is "no
@@ -9,143 +9,78 @@
 //!   first such line decides. A missing file is 403; one that cannot be read, 500.
 //! - The hash is checked by [`crypt`](super::crypt); a mismatch, or a user no line names, is
 //!   401 again.
-//! - A realm of `off` (as written or as evaluated) turns authentication off.
-//! - With `satisfy all` (the default) `allow`/`deny` run first and a refusal there is a 403
-//!   before any password is asked for; with `satisfy any` either letting the request in is
-//!   enough, and when neither does a 401 wins over a 403.
+//! - A realm of `off` (as written or as evaluated) turns authentication off: the handler
+//!   declines.
 
-use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 
-use super::access::AccessRules;
+use super::access_phase::Said;
 use super::client_request::ClientRequest;
 use super::vars::{eval_to_vec, RequestVars};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
-use crate::config::{Auth, Defined, Origin, Satisfy};
+use crate::config::{Auth, Defined, Origin};
 
-/// A location's authentication, when both `auth_basic` and `auth_basic_user_file` apply.
+/// `auth_basic` and `auth_basic_user_file`, when both apply.
 #[derive(Debug)]
-pub struct AuthConf {
+pub struct BasicConf {
     realm: Template,
     user_file: Template,
-    satisfy: Satisfy,
 }
 
-/// What the access phase decided.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Access {
-    Allowed,
-    /// 403.
-    Forbidden,
-    /// 401, with this `WWW-Authenticate` value.
-    Unauthorized(Vec<u8>),
-    /// 500.
-    Failed,
-}
-
-impl AuthConf {
+impl BasicConf {
     /// `None` unless the merged settings name both a realm and a file.
     pub fn build(
         auth: &Auth,
         defined: Defined<'_>,
         at: Option<&Origin>,
-    ) -> Result<Option<AuthConf>, Diagnostic> {
+    ) -> Result<Option<BasicConf>, Diagnostic> {
         let (Some(realm), Some(user_file)) = (&auth.basic, &auth.basic_user_file) else {
             return Ok(None);
         };
         let template = |text: &str| super::tables::template(text, defined, at);
-        Ok(Some(AuthConf {
+        Ok(Some(BasicConf {
             realm: template(realm)?,
             user_file: template(user_file)?,
-            satisfy: auth.satisfy.unwrap_or_default(),
         }))
     }
 }
 
-/// Where the access phase stands once what needs no file is decided.
+/// Where the handler stands once what needs no file is decided.
 pub enum Step {
-    Done(Access),
+    Done(Said),
     /// The password is to be checked against the user file: [`PasswordCheck::run`], off the
     /// event loop (it reads the file and may hash for milliseconds).
     Check(PasswordCheck),
 }
 
-/// The access phase: `allow`/`deny`, then authentication, combined as `satisfy` says.
-/// `client` is the address the rules see.
-pub fn access(
-    rules: &AccessRules,
-    auth: Option<&AuthConf>,
-    client: Option<IpAddr>,
-    vars: &RequestVars<'_>,
-) -> Step {
-    let Some(auth) = auth else {
-        return Step::Done(match rules.allows(client) {
-            true => Access::Allowed,
-            false => {
-                log_forbidden(client);
-                Access::Forbidden
-            }
-        });
-    };
-    // With `satisfy any` a rule that lets the client in ends the phase, and no rules at all
-    // decline; with `all` a refusal ends it.
-    let by_rules = match (auth.satisfy, rules.is_empty()) {
-        (Satisfy::Any, true) => None,
-        _ => Some(rules.allows(client)),
-    };
-    match (auth.satisfy, by_rules) {
-        (Satisfy::All, Some(false)) => {
-            log_forbidden(client);
-            return Step::Done(Access::Forbidden);
-        }
-        (Satisfy::Any, Some(true)) => return Step::Done(Access::Allowed),
-        _ => {}
-    }
-    // Whatever the password check says stands, in either mode (nginx keeps a 401 over the
-    // rules' 403, and a missing file's 403 is a 403 too).
-    match authenticate(auth, vars) {
-        Some(step) => step,
-        // Authentication off: the rules' refusal, if any.
-        None if by_rules == Some(false) => Step::Done(Access::Forbidden),
-        None => Step::Done(Access::Allowed),
-    }
-}
-
-fn log_forbidden(client: Option<IpAddr>) {
-    match client {
-        Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
-        None => tracing::error!("access forbidden by rule, client: unix:"),
-    }
-}
-
-/// ngx_http_auth_basic_handler up to the file: `None` when it declines (realm `off`).
-fn authenticate(auth: &AuthConf, vars: &RequestVars<'_>) -> Option<Step> {
+/// ngx_http_auth_basic_handler up to the file.
+pub fn authenticate(auth: &BasicConf, vars: &RequestVars<'_>) -> Step {
     let realm = eval_to_vec(&auth.realm, vars);
     if realm == b"off" {
-        return None;
+        return Step::Done(Said::Declined);
     }
     let Some(credentials) = Credentials::of(vars.request) else {
         tracing::info!("no user/password was provided for basic authentication");
-        return Some(Step::Done(challenge(&realm)));
+        return Step::Done(challenge(&realm));
     };
     let mut path = eval_to_vec(&auth.user_file, vars);
     // nginx opens it as a C string: up to the first NUL.
     if let Some(nul) = path.iter().position(|&b| b == 0) {
         path.truncate(nul);
     }
-    Some(Step::Check(PasswordCheck {
+    Step::Check(PasswordCheck {
         path,
         credentials,
         realm,
-    }))
+    })
 }
 
-fn challenge(realm: &[u8]) -> Access {
+fn challenge(realm: &[u8]) -> Said {
     let mut value = b"Basic realm=\"".to_vec();
     value.extend_from_slice(realm);
     value.push(b'"');
-    Access::Unauthorized(value)
+    Said::Unauthorized(Some(value))
 }
 
 /// A password to check against the user file.
@@ -157,17 +92,17 @@ pub struct PasswordCheck {
 
 impl PasswordCheck {
     /// Reads the file and checks the password (blocking).
-    pub fn run(self) -> Access {
+    pub fn run(self) -> Said {
         let shown = String::from_utf8_lossy(&self.path).into_owned();
         let text = match std::fs::read(std::ffi::OsStr::from_bytes(&self.path)) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::error!("open() \"{shown}\" failed ({e})");
-                return Access::Forbidden;
+                return Said::Forbidden;
             }
             Err(e) => {
                 tracing::error!("open() \"{shown}\" failed ({e})");
-                return Access::Failed;
+                return Said::Failed;
             }
         };
         let user = String::from_utf8_lossy(self.credentials.user()).into_owned();
@@ -176,7 +111,7 @@ impl PasswordCheck {
             return challenge(&self.realm);
         };
         if super::crypt::matches(self.credentials.password(), stored) {
-            return Access::Allowed;
+            return Said::Ok;
         }
         tracing::error!("user \"{user}\": password mismatch");
         challenge(&self.realm)

@@ -6,6 +6,7 @@
 //! touching the listening sockets, and requests in flight finish on the one they started with.
 
 pub mod access;
+pub mod access_phase;
 pub mod auth_basic;
 pub mod autoindex;
 pub mod balance;

@@ -109,8 +109,9 @@ pub struct LocationConf {
     pub access: AccessRules,
     /// `limit_req` and `limit_conn`, when the location has any.
     pub limits: Option<Arc<super::limits::Limits>>,
-    /// `auth_basic` with its user file and `satisfy`, when both are set.
-    pub auth: Option<Arc<super::auth_basic::AuthConf>>,
+    /// `auth_basic` (with its user file) or `auth_request`, and `satisfy`, when either
+    /// applies.
+    pub auth: Option<Arc<super::access_phase::AuthConf>>,
     /// `expires`, unless unset or `off`.
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
     /// gzip, when on.
@@ -872,7 +873,7 @@ fn location_conf(
         add_header,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         limits: level.zones.limits(&level.limits),
-        auth: super::auth_basic::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
+        auth: super::access_phase::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),

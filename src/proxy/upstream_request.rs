@@ -37,6 +37,10 @@ pub struct Matched<'a> {
     pub pass_uri: Option<&'a [u8]>,
     /// An error page sent the request to another URI: the method is GET now.
     pub as_get: bool,
+    /// `auth_request`'s subrequest (a GET): no body goes with it, yet the client's
+    /// `Content-Length` does, whatever `proxy_pass_request_body` says, as nginx builds it
+    /// from the client's headers; a chunked body is neither sent nor announced.
+    pub subrequest: bool,
 }
 
 /// Builds the upstream request header, for Pingora.
@@ -69,7 +73,10 @@ pub fn write(
     vars: &RequestVars<'_>,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(client.method().as_bytes());
+    out.extend_from_slice(match matched.as_get {
+        true => b"GET".as_slice(),
+        false => client.method().as_bytes(),
+    });
     out.push(b' ');
     write_target(proxy, client, matched, out);
     out.extend_from_slice(match proxy.http_version {
@@ -138,7 +145,11 @@ fn emit_headers(
             ProxyHeaderValue::Template(t) => eval(t, vars, &mut value),
             // The client's Content-Length, when it sent one.
             ProxyHeaderValue::BodyLength => {
-                if !proxy.pass_request_body {
+                if matched.subrequest {
+                    if let Some(len) = client.header("content-length") {
+                        value.extend_from_slice(len);
+                    }
+                } else if !proxy.pass_request_body {
                     // nginx sends no body, and so no length.
                 } else if let Some(len) = matched.buffered_body {
                     value.extend_from_slice(len.to_string().as_bytes());
@@ -152,7 +163,8 @@ fn emit_headers(
                 let chunked = client
                     .header("transfer-encoding")
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
-                if chunked && proxy.pass_request_body && proxy.http_version == HttpVersion::Http11 {
+                let streamed = proxy.pass_request_body && !matched.subrequest;
+                if chunked && streamed && proxy.http_version == HttpVersion::Http11 {
                     value.extend_from_slice(b"chunked");
                 }
             }

@@ -13,6 +13,7 @@
 //! Plain HTTP/1.x requests without a body take a shorter road to the same decisions:
 //! [`fast`].
 
+mod auth_request;
 mod error_pages;
 mod fast;
 mod files;
@@ -34,6 +35,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::ErrorType;
 
+use super::access_phase::{Access, AccessPhase, Said};
 use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::charset::CharsetConf;
@@ -55,7 +57,7 @@ use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
 use super::vars::{eval_to_vec, RequestVars, UpstreamVars};
 use crate::config::template::Template;
-use crate::config::{HttpVersion, NextUpstream, Return, Scheme};
+use crate::config::{HttpVersion, NextUpstream, Return, Satisfy, Scheme};
 
 /// The proxy service: reads the current [`Runtime`] at the start of every request.
 pub struct HttpProxy {
@@ -119,6 +121,9 @@ pub struct RequestCtx {
     previous: Previous,
     /// Where `error_page` has taken the request, and what it set.
     errors: error_pages::ErrorPageState,
+    /// This is `auth_request`'s subrequest: it sends no body, but the client's
+    /// `Content-Length`, as nginx does.
+    subrequest: bool,
     _in_flight: super::metrics::InFlight,
 }
 
@@ -200,6 +205,13 @@ impl HttpProxy {
             Some(same) if Arc::ptr_eq(&same, &current) => same,
             _ => arc_swap::Guard::into_inner(current),
         };
+        RequestCtx::new(runtime, previous, begun)
+    }
+}
+
+impl RequestCtx {
+    /// A request's context on `runtime`, with what the connection's last request left.
+    fn new(runtime: Arc<Runtime>, previous: Previous, begun: Instant) -> RequestCtx {
         RequestCtx {
             runtime,
             server: None,
@@ -232,8 +244,61 @@ impl HttpProxy {
             begun,
             previous,
             errors: error_pages::ErrorPageState::default(),
+            subrequest: false,
             _in_flight: super::metrics::InFlight::enter(),
         }
+    }
+
+    /// The context of a subrequest to `uri` (ngx_http_subrequest): the same server, Host and
+    /// connection, the request's variables, an internal GET with no arguments; its URI is
+    /// sent escaped, as a rewritten one is.
+    fn subrequest(&self, uri: &[u8]) -> RequestCtx {
+        let rewrite = Rewritten {
+            vars: self
+                .rewrite
+                .as_ref()
+                .map(|r| r.vars.clone())
+                .unwrap_or_default(),
+            uri_rewritten: true,
+            target_changed: true,
+            ..Default::default()
+        };
+        RequestCtx {
+            server: self.server.clone(),
+            uri: NormalizedUri {
+                path: uri.to_vec(),
+                args: None,
+                quoted: false,
+            },
+            host: self.host.clone(),
+            tls: self.tls,
+            request_id: self.request_id.clone(),
+            conn: self.conn.clone(),
+            real_client: self.real_client,
+            rewrite: Some(Box::new(rewrite)),
+            limits: self.limits,
+            errors: error_pages::ErrorPageState {
+                internal: true,
+                as_get: true,
+                ..Default::default()
+            },
+            subrequest: true,
+            ..RequestCtx::new(self.runtime.clone(), Previous::default(), Instant::now())
+        }
+    }
+
+    /// Takes back what a subrequest changed of what the two share: the variables `set` gave
+    /// values, and `$request_id` if the subrequest made it.
+    fn after_subrequest(&mut self, mut sub: RequestCtx) {
+        if let Some(vars) = sub.rewrite.take().map(|r| r.vars) {
+            if !vars.is_empty() {
+                self.rewritten().vars = vars;
+            }
+        }
+        if let Some(id) = sub.request_id.take() {
+            let _ = self.request_id.set(id);
+        }
+        sub.release(Outcome::Success);
     }
 }
 
@@ -772,6 +837,7 @@ impl RequestCtx {
             location_invalid: rewrite.is_some_and(|r| r.location_invalid),
             pass_uri: self.dynamic.as_ref().and_then(|d| d.uri.as_deref()),
             as_get: self.errors.as_get,
+            subrequest: self.subrequest,
         }
     }
 }
@@ -1189,7 +1255,7 @@ impl ProxyHttp for HttpProxy {
             };
             let exchange = Exchange::of(session);
             if let Some(peer_id) = ctx.choose_peer(exchange, proxy, Instant::now()) {
-                return peer_of(session, ctx, proxy, peer_id);
+                return peer_of(Exchange::of(session), ctx, proxy, peer_id);
             }
             // No live upstreams: nginx finalizes with 502, which a page may answer.
             match error_pages::page_for(session, ctx, 502) {
@@ -1559,7 +1625,7 @@ impl ProxyHttp for HttpProxy {
 /// The peer Pingora connects to for the server `peer_id` of `proxy`'s pool: its address, TLS
 /// and SNI, timeouts, and the connection pool it may reuse.
 fn peer_of(
-    session: &Session,
+    x: Exchange<'_>,
     ctx: &mut RequestCtx,
     proxy: &ProxyConf,
     peer_id: PeerId,
@@ -1574,8 +1640,9 @@ fn peer_of(
     // only the name it sends, so with proxy_ssl_verify on the name is sent as SNI too.
     let sni = if tls && (proxy.ssl_server_name || proxy.ssl_verify) {
         match &proxy.ssl_name {
-            Some(t) => String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars(session, Some(proxy))))
-                .into_owned(),
+            Some(t) => {
+                String::from_utf8_lossy(&eval_to_vec(t, &ctx.vars_of(x, Some(proxy)))).into_owned()
+            }
             None => host_only(&proxy.proxy_host).to_string(),
         }
     } else {
@@ -1879,44 +1946,27 @@ async fn location_phases(
     if let Some(status) = refused {
         return answer(status);
     }
-    let client = ctx.client(client_addr(session)).map(|a| a.ip());
-    let step = auth_basic::access(
-        &location.access,
-        location.auth.as_deref(),
-        client,
-        &ctx.vars(session, None),
-    );
-    let access = match step {
-        auth_basic::Step::Done(access) => access,
-        auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
-            .await
-            .unwrap_or(auth_basic::Access::Failed),
-    };
-    match access {
-        auth_basic::Access::Allowed => {}
-        auth_basic::Access::Forbidden => return answer(403),
-        auth_basic::Access::Unauthorized(challenge) => {
+    match access_phase(session, ctx, location).await {
+        Access::Allowed => {}
+        Access::Forbidden => return answer(403),
+        Access::Unauthorized(mut challenges) => {
+            // Every challenge goes out, in order: all but the last as if carried over.
+            let last = challenges.pop();
+            let carried = challenges
+                .into_iter()
+                .map(|c| ("WWW-Authenticate".into(), c));
+            ctx.errors.carried.extend(carried);
             return Ok(Next::Answer(Answer::Special {
                 status: 401,
                 location: None,
-                header: Some(("WWW-Authenticate", challenge)),
+                header: last.map(|c| ("WWW-Authenticate", c)),
                 last: false,
-            }))
+            }));
         }
-        auth_basic::Access::Failed => return answer(500),
+        Access::Failed => return answer(500),
     }
-    if let Some(next) = files::try_files_phase(Exchange::of(session), ctx, location) {
+    if let Some(next) = content(Exchange::of(session), ctx, location).await {
         return Ok(next);
-    }
-    if let Some(pass) = &location.dynamic_pass {
-        let url = eval_to_vec(&pass.url, &ctx.vars(session, None));
-        let resolver = location.resolver.as_deref();
-        match pass.target(&url, &ctx.runtime.pools, resolver).await {
-            Ok(target) => ctx.dynamic = Some(Box::new(target)),
-            Err(status) => return answer(status),
-        }
-    } else if location.proxy.is_none() {
-        return Ok(files::content(Exchange::of(session), ctx, location));
     }
     let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
     if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
@@ -1928,6 +1978,72 @@ async fn location_phases(
         }
     }
     Ok(Next::Proxy)
+}
+
+/// What serves the request in nginx's content phase, for a request or a subrequest: try_files,
+/// then the location's files when it does not proxy. `None`: the upstream, found now for a
+/// `proxy_pass` with variables.
+async fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf) -> Option<Next> {
+    if let Some(next) = files::try_files_phase(x, ctx, location) {
+        return Some(next);
+    }
+    if let Some(pass) = &location.dynamic_pass {
+        let url = eval_to_vec(&pass.url, &ctx.vars_of(x, None));
+        let resolver = location.resolver.as_deref();
+        match pass.target(&url, &ctx.runtime.pools, resolver).await {
+            Ok(target) => ctx.dynamic = Some(Box::new(target)),
+            Err(status) => return Some(Next::Answer(Answer::special(status))),
+        }
+    } else if location.proxy.is_none() {
+        return Some(files::content(x, ctx, location));
+    }
+    None
+}
+
+/// nginx's access phase ([`access_phase`](super::access_phase)): `allow`/`deny`, then
+/// `auth_basic`, then `auth_request`'s subrequest, as far as `satisfy` lets it go.
+async fn access_phase(session: &Session, ctx: &mut RequestCtx, location: &LocationConf) -> Access {
+    let client = ctx.client(client_addr(session)).map(|a| a.ip());
+    let auth = location.auth.as_deref();
+    let mut phase = AccessPhase::new(auth.map_or(Satisfy::All, |a| a.satisfy));
+    let by_rules = match location.access.decide(client) {
+        None => Said::Declined,
+        Some(true) => Said::Ok,
+        Some(false) => {
+            // nginx says why only when the rules alone decide.
+            if phase.satisfy() == Satisfy::All {
+                match client {
+                    Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
+                    None => tracing::error!("access forbidden by rule, client: unix:"),
+                }
+            }
+            Said::Forbidden
+        }
+    };
+    if let Some(verdict) = phase.hear(by_rules) {
+        return verdict;
+    }
+    let Some(auth) = auth else {
+        return phase.end();
+    };
+    if let Some(basic) = &auth.basic {
+        let said = match auth_basic::authenticate(basic, &ctx.vars(session, None)) {
+            auth_basic::Step::Done(said) => said,
+            auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
+                .await
+                .unwrap_or(Said::Failed),
+        };
+        if let Some(verdict) = phase.hear(said) {
+            return verdict;
+        }
+    }
+    if let Some(request) = &auth.request {
+        let said = auth_request::check(session, ctx, request).await;
+        if let Some(verdict) = phase.hear(said) {
+            return verdict;
+        }
+    }
+    phase.end()
 }
 
 /// The most a chunked body may be read ahead: Pingora's retry buffer, which sends the body

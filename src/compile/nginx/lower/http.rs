@@ -928,6 +928,21 @@ impl Lowering<'_> {
                 };
                 level.auth.basic = Some(realm);
             }
+            "auth_request" => {
+                if level.auth.request.is_some() {
+                    return Err(self.error(stmt, "\"auth_request\" directive is duplicate"));
+                }
+                level.auth.request = Some(self.arg(stmt, 0)?.to_string());
+            }
+            "auth_request_set" => {
+                if let Some(set) = self.auth_request_set(stmt)? {
+                    level
+                        .auth
+                        .request_set
+                        .get_or_insert_with(Vec::new)
+                        .push(set);
+                }
+            }
             "auth_basic_user_file" => {
                 if level.auth.basic_user_file.is_some() {
                     return Err(self.error(stmt, "\"auth_basic_user_file\" directive is duplicate"));
@@ -1047,7 +1062,7 @@ impl Lowering<'_> {
             }
             "resolver_timeout" => level.resolver.timeout = Some(self.msec(stmt, 0)?),
             // nginx's default: nothing to carry over.
-            "auth_request" | "ssl_verify_client" if stmt.arg(0) == Some("off") => {}
+            "ssl_verify_client" if stmt.arg(0) == Some("off") => {}
             "charset_types" => {
                 self.mime_types(stmt, &mut level.charset.types, charset::ALWAYS_NAMED)
             }

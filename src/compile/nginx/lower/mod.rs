@@ -247,12 +247,13 @@ fn collect_maps<'t>(statements: &'t [Statement], out: &mut Vec<&'t Statement>) {
     }
 }
 
-/// The `set`s of the http context (its servers, locations and `if` blocks).
+/// The `set`s and `auth_request_set`s of the http context (its servers, locations and `if`
+/// blocks).
 fn collect_http_sets<'t>(statements: &'t [Statement], in_http: bool, out: &mut Vec<&'t Statement>) {
     for s in statements {
         match s.name.as_str() {
             "http" => collect_http_sets(s.block.as_deref().unwrap_or_default(), true, out),
-            "set" if in_http => out.push(s),
+            "set" | "auth_request_set" if in_http => out.push(s),
             "server" | "location" | "if" if in_http => {
                 collect_http_sets(s.block.as_deref().unwrap_or_default(), true, out)
             }
@@ -316,7 +317,7 @@ fn computable_maps(
     let definitions: Vec<(&Statement, Option<String>)> = definitions.collect();
     loop {
         let uses_foreign = |s: &Statement, computable: &HashSet<String>| {
-            let texts: Vec<&str> = if s.name == "set" {
+            let texts: Vec<&str> = if matches!(s.name.as_str(), "set" | "auth_request_set") {
                 s.arg(1).into_iter().collect()
             } else if s.name == "geo" || s.name == "split_clients" {
                 // Their values are literal text: only the key or address is evaluated.

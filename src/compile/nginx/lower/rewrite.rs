@@ -84,14 +84,7 @@ impl Lowering<'_> {
 
     /// `set $variable value`.
     fn set(&mut self, stmt: &Statement) -> Result<Option<SetVar>> {
-        let target = self.arg(stmt, 0)?;
-        let Some(name) = target.strip_prefix('$') else {
-            return Err(self.error(stmt, format!("invalid variable name \"{target}\"")));
-        };
-        let name = name.to_string();
-        if name.is_empty() {
-            return Err(self.error(stmt, "invalid variable name \"$\""));
-        }
+        let name = self.changeable_variable(stmt)?;
         if name == "limit_rate" {
             self.partial(
                 stmt,
@@ -99,10 +92,6 @@ impl Lowering<'_> {
                 "responses are not rate-limited: left out",
             )?;
             return Ok(None);
-        }
-        if Variable::from_name(&name).is_some_and(|v| !v.is_prefixed()) && !settable_builtin(&name)
-        {
-            return Err(self.error(stmt, format!("the duplicate \"{name}\" variable")));
         }
         let value = self.arg(stmt, 1)?.to_string();
         if self.template(stmt, &value)?.is_none() {
@@ -113,6 +102,36 @@ impl Lowering<'_> {
             variable: name,
             value,
         }))
+    }
+
+    /// `auth_request_set $variable value`, checked as ngx_http_auth_request_set checks it: a
+    /// variable nginx cannot change is a duplicate, as for `set`.
+    pub(super) fn auth_request_set(
+        &mut self,
+        stmt: &Statement,
+    ) -> Result<Option<crate::config::RequestSet>> {
+        let variable = self.changeable_variable(stmt)?;
+        let value = self.arg(stmt, 1)?.to_string();
+        if self.template(stmt, &value)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::config::RequestSet { variable, value }))
+    }
+
+    /// The variable a `set` or `auth_request_set` assigns (its first argument), without the
+    /// `$`: nginx's ngx_http_add_variable refuses one of its own that cannot be changed.
+    fn changeable_variable(&mut self, stmt: &Statement) -> Result<String> {
+        let target = self.arg(stmt, 0)?;
+        let Some(name) = target.strip_prefix('$') else {
+            return Err(self.error(stmt, format!("invalid variable name \"{target}\"")));
+        };
+        if name.is_empty() {
+            return Err(self.error(stmt, "invalid variable name \"$\""));
+        }
+        if Variable::from_name(name).is_some_and(|v| !v.is_prefixed()) && !settable_builtin(name) {
+            return Err(self.error(stmt, format!("the duplicate \"{name}\" variable")));
+        }
+        Ok(name.to_string())
     }
 
     /// `if (condition) { ... }`: the condition's words without the parentheses, checked as

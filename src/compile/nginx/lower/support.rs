@@ -145,6 +145,13 @@ pub const SUPPORTED: &[Entry] = &[
     full("auth_basic", HSL),
     full("auth_basic_user_file", HSL),
     full("satisfy", HSL),
+    part(
+        "auth_request",
+        HSL,
+        "in the subrequest, an internal redirect (`index`, try_files' last entry, \
+         `error_page`) is not followed (a 500), and limit_req and limit_conn are not applied",
+    ),
+    full("auth_request_set", HSL),
     full("expires", HSL),
     full("gzip", HSL),
     full("gzip_types", HSL),
@@ -354,7 +361,10 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "the variable it defines is not available (the appliance has it in http only)"
         }
         "error_page" => "upstream and appliance errors keep their own pages",
-        "auth_request" => "no authentication is enforced",
+        "valid_referers" => "$invalid_referer is never set: referer checks let every request in",
+        "secure_link" | "secure_link_md5" | "secure_link_secret" => {
+            "$secure_link is never set: links are not checked"
+        }
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
             "$remote_addr stays the connecting address"
         }
