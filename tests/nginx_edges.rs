@@ -741,6 +741,10 @@ fn charset_resolver_and_auth_request_cases() -> Vec<Case> {
             ("auth_request_set, a lone $", "auth_request_set $ x;"),
             ("auth_request_set $host", "auth_request_set $host x;"),
             ("auth_request_set $args", "auth_request_set $args x;"),
+            (
+                "auth_request_set $limit_rate",
+                "auth_request_set $limit_rate 1k;",
+            ),
             ("auth_request_set $http_x", "auth_request_set $http_x x;"),
             ("auth_request_set, one argument", "auth_request_set $u;"),
             (

@@ -111,6 +111,14 @@ impl Lowering<'_> {
         stmt: &Statement,
     ) -> Result<Option<crate::config::RequestSet>> {
         let variable = self.changeable_variable(stmt)?;
+        if variable == "limit_rate" || settable_builtin(&variable) {
+            self.partial(
+                stmt,
+                crate::compile::Impact::ChangesTraffic,
+                format!("${variable} is not set from the subrequest: left out"),
+            )?;
+            return Ok(None);
+        }
         let value = self.arg(stmt, 1)?.to_string();
         if self.template(stmt, &value)?.is_none() {
             return Ok(None);
@@ -128,7 +136,9 @@ impl Lowering<'_> {
         if name.is_empty() {
             return Err(self.error(stmt, "invalid variable name \"$\""));
         }
-        if Variable::from_name(name).is_some_and(|v| !v.is_prefixed()) && !settable_builtin(name) {
+        // nginx's own changeable ones: $args and $limit_rate.
+        let changeable = settable_builtin(name) || name == "limit_rate";
+        if Variable::from_name(name).is_some_and(|v| !v.is_prefixed()) && !changeable {
             return Err(self.error(stmt, format!("the duplicate \"{name}\" variable")));
         }
         Ok(name.to_string())

@@ -151,7 +151,11 @@ pub const SUPPORTED: &[Entry] = &[
         "in the subrequest, an internal redirect (`index`, try_files' last entry, \
          `error_page`) is not followed (a 500), and limit_req and limit_conn are not applied",
     ),
-    full("auth_request_set", HSL),
+    part(
+        "auth_request_set",
+        HSL,
+        "nginx's own $args and $limit_rate are not set from the subrequest",
+    ),
     full("expires", HSL),
     full("gzip", HSL),
     full("gzip_types", HSL),
