@@ -86,7 +86,9 @@ find_appliance() {
 }
 
 # backend_conf FILE WORKERS BODY PORT...: an nginx answering `return 200 BODY` on each port
-# (text/plain, or $BACKEND_TYPE), keeping client connections open for the whole run.
+# (text/plain, or $BACKEND_TYPE), keeping client connections open for the whole run; and
+# `/auth` with a 204, as an authentication service answers auth_request's subrequests
+# (oauth2-proxy answers 202 with no body).
 backend_conf() {
   local file="$1" workers="$2" body="$3" port
   shift 3
@@ -99,6 +101,7 @@ backend_conf() {
     echo "    server {"
     for port in "$@"; do echo "        listen 127.0.0.1:$port;"; done
     echo "        location / { default_type ${BACKEND_TYPE:-text/plain}; return 200 \"$body\"; }"
+    echo "        location = /auth { return 204; }"
     echo "    }"
     echo "}"
   } >"$file"
@@ -120,6 +123,8 @@ backend_conf() {
 # with /50x.html from a `root` location (never used here: nothing fails).
 # With GZIP_RULES=1, the http level has `gzip on` as Debian's nginx.conf does.
 # With SENDFILE=1, the http level has `sendfile on` as Debian's nginx.conf does.
+# With AUTH_REQUEST=1, the location asks the backends' /auth (auth_request, the way
+# oauth2-proxy guides set it up) before every request: one subrequest per request.
 # With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
 # request for `/` gets DIR/index.html through `index`.
 proxy_conf() {
@@ -159,7 +164,21 @@ proxy_conf() {
       echo "        error_page 500 502 503 504 /50x.html;"
       echo "        location = /50x.html { root /usr/share/nginx/html; }"
     fi
+    if [ "${AUTH_REQUEST:-0}" -ne 0 ]; then
+      echo "        location = /auth {"
+      echo "            internal;"
+      echo "            proxy_pass http://backends;"
+      echo "            proxy_pass_request_body off;"
+      echo "            proxy_set_header Content-Length \"\";"
+      echo "            proxy_set_header X-Original-URI \$request_uri;"
+      if [ "$keepalive" -gt 0 ]; then
+        echo "            proxy_http_version 1.1;"
+        echo "            proxy_set_header Connection \"\";"
+      fi
+      echo "        }"
+    fi
     echo "        location / {"
+    [ "${AUTH_REQUEST:-0}" -eq 0 ] || echo "            auth_request /auth;"
     [ "${REWRITE_RULES:-0}" -eq 0 ] || echo "            rewrite ^/(.*)\$ /\$1 break;"
     if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
       echo "            limit_req zone=perip burst=1000 nodelay;"
