@@ -3286,6 +3286,15 @@ fn auth_request() {
         // The client's Content-Length goes with the subrequest, but no body: the auth server
         // waits for it until proxy_read_timeout, and the 504 is a 500.
         post("/rawpost/24", "hello"),
+        // Through Pingora's session (the others take the fast path): b1's 15th to 19th.
+        on_pingora_session(get("/a/25").header(user, "X-User: dave")),
+        on_pingora_session(get("/a/26").header(user, challenge)),
+        on_pingora_session(get("/a/27")),
+        on_pingora_session(get("/any/28").from("127.0.0.3")),
+        on_pingora_session(get("/raw/29")),
+        on_pingora_session(get("/set/30")),
+        on_pingora_session(get("/ret/31")),
+        on_pingora_session(get("/deny/32")),
     ];
     Scenario::new("auth_request")
         .backends(3)
@@ -3298,7 +3307,9 @@ fn auth_request() {
                 .on(5, Status(302))
                 .on(9, Status(401))
                 .on(11, Status(401))
-                .on(12, Status(401)),
+                .on(12, Status(401))
+                .on(16, Status(401))
+                .on(17, Status(403)),
         )
         .plan(2, Plan::always(Reset))
         .config(&config)

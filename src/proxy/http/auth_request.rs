@@ -49,6 +49,19 @@ pub(super) async fn check(session: &Session, ctx: &mut RequestCtx, conf: &AuthRe
     let x = Exchange::of(session);
     let mut sub = ctx.subrequest(&conf.uri);
     let status = run(&mut sub, x, session.req_header()).await;
+    conclude(ctx, sub, x, conf, status)
+}
+
+/// The subrequest is over with `status`: the `auth_request_set` variables get their values
+/// (evaluated in the subrequest), `ctx` takes back what the two share, and the status says
+/// what it means for the request. Shared with the fast path.
+pub(super) fn conclude(
+    ctx: &mut RequestCtx,
+    sub: RequestCtx,
+    x: Exchange<'_>,
+    conf: &AuthRequestConf,
+    status: u16,
+) -> Said {
     let values: Vec<_> = conf
         .set
         .iter()
@@ -69,6 +82,12 @@ pub(super) async fn check(session: &Session, ctx: &mut RequestCtx, conf: &AuthRe
     for (name, value) in values {
         ctx.set_declared(&name, value);
     }
+    said(status, challenge)
+}
+
+/// What the subrequest's status says (ngx_http_auth_request_handler); `challenge`: the
+/// upstream's `WWW-Authenticate`, which goes out with a 401.
+fn said(status: u16, challenge: Option<Vec<u8>>) -> Said {
     match status {
         403 => Said::Forbidden,
         401 => Said::Unauthorized(challenge),

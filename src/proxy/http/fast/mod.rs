@@ -49,6 +49,7 @@ use super::{
     route, same_or_clone, ConnectionInfo, Exchange, HttpProxy, Previous, RequestCtx, Route,
 };
 use crate::config::{NextUpstream, Scheme};
+use crate::proxy::access_phase::Access;
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::expires::safe_status;
@@ -62,7 +63,10 @@ use crate::proxy::runtime::{LocationConf, ProxyConf, ServerConf};
 use crate::proxy::sendfile::SendFile;
 use crate::proxy::upstream_request;
 
+mod auth_request;
 mod files;
+
+use auth_request::{AuthOutcome, AuthPlan};
 
 /// A request head longer than this goes to Pingora, which answers it as nginx's
 /// `large_client_header_buffers` would.
@@ -375,14 +379,12 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 return Step::ToPingora;
             }
         }
-        // Pingora answers a client `deny` refuses, and logs it.
+        // Pingora answers a client `deny` refuses (and logs it), and authentication this path
+        // does not do.
         ctx.real_ip_by_location(self.client_inet, request.into());
-        if !location
-            .access
-            .allows(ctx.client(self.client_inet).map(|a| a.ip()))
-        {
+        let Some(auth) = self.plan_auth(ctx, request, location) else {
             return Step::ToPingora;
-        }
+        };
         let client = &location.client;
         // Pingora answers what nginx refuses (413) or reads and drops (the body of a location
         // with proxy_pass_request_body off).
@@ -409,6 +411,30 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         if location.limits.is_some() {
             if let Some(keep) = self.pre_access(ctx, request, location, keepalive).await {
                 return if keep { Step::Next } else { Step::Close };
+            }
+        }
+        if let AuthPlan::Ask(planned) = auth {
+            let status = match self.ask(ctx, request, location, *planned).await {
+                AuthOutcome::Access(Access::Allowed) => None,
+                AuthOutcome::Access(Access::Forbidden) => Some(403),
+                AuthOutcome::Access(Access::Unauthorized(challenges)) => {
+                    let carried = challenges
+                        .into_iter()
+                        .map(|c| ("WWW-Authenticate".into(), c));
+                    ctx.errors.carried.extend(carried);
+                    Some(401)
+                }
+                AuthOutcome::Access(Access::Failed) => Some(500),
+                AuthOutcome::ClientGone => {
+                    ctx.log_exchange(self.exchange(request, None, 0), 499, self.now);
+                    return Step::Close;
+                }
+            };
+            if let Some(status) = status {
+                return match self.answer(ctx, request, location, status, keepalive).await {
+                    true => Step::Next,
+                    false => Step::Close,
+                };
             }
         }
         let keep = self
@@ -1205,6 +1231,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             }
         };
         let mut added = added;
+        // What the access phase set for a refusal (a 401's challenges) goes first.
+        if !ctx.errors.carried.is_empty() {
+            added.splice(0..0, ctx.errors.carried.iter().cloned());
+        }
         self.out = match &file {
             Some((bytes, content_type, etag)) => {
                 added.insert(0, ("ETag".to_string(), etag.clone().into_bytes()));
@@ -1326,19 +1356,28 @@ fn suits<'l>(location: &'l LocationConf, server: Option<&ServerConf>) -> Option<
     let proxy = location.proxy.as_ref()?;
     // Error pages that matter and `internal` need Pingora's path.
     let pages_allow = server.is_some_and(|s| super::error_pages::fast_path_may_serve(location, s));
-    let simple = location.auth.is_none()
+    // auth_basic is Pingora's; auth_request this path makes itself (see `plan_auth`).
+    let simple = location.auth.as_ref().is_none_or(|a| a.basic.is_none())
         && !location.internal
-        && location.try_files.is_none()
         && pages_allow
-        && proxy.scheme == Scheme::Http
-        && proxy.pool.sticky.is_none()
-        && proxy
-            .pool
-            .balancer
-            .peers()
-            .iter()
-            .all(|p| matches!(p.addr, PeerAddr::Inet(_)));
+        && proxies_plainly(location);
     simple.then_some(proxy)
+}
+
+/// Whether the location's `proxy_pass` is one this path makes: over plain HTTP to addresses
+/// (no Unix socket), without stickiness, and no try_files before it.
+fn proxies_plainly(location: &LocationConf) -> bool {
+    location.proxy.as_ref().is_some_and(|proxy| {
+        location.try_files.is_none()
+            && proxy.scheme == Scheme::Http
+            && proxy.pool.sticky.is_none()
+            && proxy
+                .pool
+                .balancer
+                .peers()
+                .iter()
+                .all(|p| matches!(p.addr, PeerAddr::Inet(_)))
+    })
 }
 
 /// The length of the body of an HTTP/1.0 or 1.1 request this path takes: none, or one
