@@ -85,6 +85,18 @@ pub enum Said {
     Failed,
 }
 
+impl Said {
+    /// What `allow`/`deny` say, from [`AccessRules::decide`](super::access::AccessRules::decide):
+    /// no rule that holds is a decline.
+    pub fn of_rules(decision: Option<bool>) -> Said {
+        match decision {
+            None => Said::Declined,
+            Some(true) => Said::Ok,
+            Some(false) => Said::Forbidden,
+        }
+    }
+}
+
 /// How the phase ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Access {

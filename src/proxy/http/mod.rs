@@ -1255,7 +1255,7 @@ impl ProxyHttp for HttpProxy {
             };
             let exchange = Exchange::of(session);
             if let Some(peer_id) = ctx.choose_peer(exchange, proxy, Instant::now()) {
-                return peer_of(Exchange::of(session), ctx, proxy, peer_id);
+                return peer_of(exchange, ctx, proxy, peer_id);
             }
             // No live upstreams: nginx finalizes with 502, which a page may answer.
             match error_pages::page_for(session, ctx, 502) {
@@ -2006,20 +2006,14 @@ async fn access_phase(session: &Session, ctx: &mut RequestCtx, location: &Locati
     let client = ctx.client(client_addr(session)).map(|a| a.ip());
     let auth = location.auth.as_deref();
     let mut phase = AccessPhase::new(auth.map_or(Satisfy::All, |a| a.satisfy));
-    let by_rules = match location.access.decide(client) {
-        None => Said::Declined,
-        Some(true) => Said::Ok,
-        Some(false) => {
-            // nginx says why only when the rules alone decide.
-            if phase.satisfy() == Satisfy::All {
-                match client {
-                    Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
-                    None => tracing::error!("access forbidden by rule, client: unix:"),
-                }
-            }
-            Said::Forbidden
+    let by_rules = Said::of_rules(location.access.decide(client));
+    // nginx says why only when the rules alone decide.
+    if by_rules == Said::Forbidden && phase.satisfy() == Satisfy::All {
+        match client {
+            Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
+            None => tracing::error!("access forbidden by rule, client: unix:"),
         }
-    };
+    }
     if let Some(verdict) = phase.hear(by_rules) {
         return verdict;
     }

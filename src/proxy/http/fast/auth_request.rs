@@ -64,12 +64,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         };
         let conf = auth.request.as_ref().filter(|_| auth.basic.is_none())?;
         let mut phase = AccessPhase::new(auth.satisfy);
-        let by_rules = match location.access.decide(client) {
-            None => Said::Declined,
-            Some(true) => Said::Ok,
-            Some(false) if auth.satisfy == Satisfy::All => return None,
-            Some(false) => Said::Forbidden,
-        };
+        let by_rules = Said::of_rules(location.access.decide(client));
+        if by_rules == Said::Forbidden && auth.satisfy == Satisfy::All {
+            return None;
+        }
         if let Some(verdict) = phase.hear(by_rules) {
             return (verdict == Access::Allowed).then_some(AuthPlan::None);
         }
