@@ -3318,6 +3318,71 @@ fn auth_request() {
         .run();
 }
 
+/// auth_request as oauth2-proxy's guide sets it up: the user, email and cookie the auth server
+/// names passed on (`auth_request_set`, `proxy_set_header`, `add_header Set-Cookie`), a 401
+/// sent to the sign-in page by `error_page 401 =` (with a chunked body the refusal left unread),
+/// and the `/oauth2/` pages proxied as they are; the auth server answers 202 as oauth2-proxy
+/// does.
+#[test]
+fn auth_request_oauth2_proxy_setup() {
+    let user = "X-Harness-Headers";
+    let signed_in =
+        "X-Auth-Request-User: alice|X-Auth-Request-Email: alice@example.test|Set-Cookie: _oauth2=abc";
+    Scenario::new("auth_request as oauth2-proxy sets it up")
+        .backends(2)
+        // b1's 2nd and 7th requests are the subrequests of the signed-out clients (the 3rd
+        // and 8th their sign-in pages).
+        .plan(
+            1,
+            Plan::always(Status(202))
+                .on(2, Status(401))
+                .on(7, Status(401)),
+        )
+        .config(
+            "upstream app { server {b0}; }
+             upstream oauth { server {b1}; }
+             server {
+                 listen {listen};
+                 location /oauth2/ {
+                     proxy_pass http://oauth;
+                     proxy_set_header Host $host;
+                     proxy_set_header X-Real-IP $remote_addr;
+                     proxy_set_header X-Auth-Request-Redirect $request_uri;
+                 }
+                 location = /oauth2/auth {
+                     proxy_pass http://oauth;
+                     proxy_set_header Host $host;
+                     proxy_set_header X-Real-IP $remote_addr;
+                     proxy_set_header X-Forwarded-Uri $request_uri;
+                     proxy_set_header Content-Length \"\";
+                     proxy_pass_request_body off;
+                 }
+                 location / {
+                     auth_request /oauth2/auth;
+                     error_page 401 = /oauth2/sign_in;
+                     auth_request_set $user $upstream_http_x_auth_request_user;
+                     auth_request_set $email $upstream_http_x_auth_request_email;
+                     proxy_set_header X-User $user;
+                     proxy_set_header X-Email $email;
+                     auth_request_set $auth_cookie $upstream_http_set_cookie;
+                     add_header Set-Cookie $auth_cookie;
+                     proxy_pass http://app;
+                 }
+             }",
+        )
+        .compare_headers(&["Set-Cookie", "X-Auth-Request-User"])
+        .send_all([
+            get("/").header(user, signed_in),
+            get("/private?page=2"),
+            get("/oauth2/start?rd=%2Fprivate"),
+            post("/form", "a=1").header(user, signed_in),
+            on_pingora_session(get("/p/1").header(user, signed_in)),
+            // Sent on to the sign-in page as a GET, with the body the refusal left unread.
+            on_pingora_session(get("/p/2")),
+        ])
+        .run();
+}
+
 /// add_header on the fast path (which now takes such locations): values read from the
 /// upstream's response (`$upstream_http_*`, `$upstream_status`), an empty value (no header),
 /// a server's headers inherited, and `always` against the statuses nginx adds the others to:

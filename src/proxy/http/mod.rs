@@ -1970,8 +1970,10 @@ async fn location_phases(
     }
     let dynamic = ctx.dynamic.as_ref().map(|target| target.proxy.clone());
     if let Some(proxy) = dynamic.as_deref().or(location.proxy.as_ref()) {
-        // Once: after an error page the body is where the first try left it.
-        if !ctx.errors.internal {
+        // Once, before any server has had the body: after an error page that followed a try,
+        // the body is where that try left it. One that followed a refusal (a 401 sent to a
+        // sign-in page) finds it unread.
+        if ctx.buffered_body.is_none() && ctx.upstream.addrs.is_empty() {
             if let Some(status) = buffer_chunked_body(session, ctx, proxy, max).await? {
                 return Ok(Next::Answer(Answer::Bare(status)));
             }
