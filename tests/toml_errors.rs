@@ -211,6 +211,24 @@ fn each_mistake_is_reported_where_it_is_written() {
             "unknown \"nowhere\" variable",
         ),
         (
+            "auth_request_empty",
+            "[http.auth]\nrequest = \"\"\n",
+            "\"\"\n",
+            "request needs a URI",
+        ),
+        (
+            "auth_request_set_builtin",
+            "[http.auth]\nrequest = \"/auth\"\nrequest_set = [{ variable = \"host\", value = \"x\" }]\n",
+            "{ variable",
+            "\"host\" cannot be set",
+        ),
+        (
+            "auth_request_set_value",
+            "[http.auth]\nrequest = \"/auth\"\nrequest_set = [{ variable = \"u\", value = \"$nowhere\" }]\n",
+            "\"$nowhere\"",
+            "unknown \"nowhere\" variable",
+        ),
+        (
             "expires",
             "[http]\nexpires = \"@25h\"\n",
             "\"@25h\"",
