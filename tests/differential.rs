@@ -3383,6 +3383,52 @@ fn auth_request_oauth2_proxy_setup() {
         .run();
 }
 
+/// auth_request as Authelia's guide sets it up: the user and groups passed on, and a 401 turned
+/// into a redirect to the portal by `error_page 401 =302` with a URL made of an
+/// `auth_request_set` variable.
+#[test]
+fn auth_request_authelia_setup() {
+    let user = "X-Harness-Headers";
+    let signed_in = "Remote-User: alice|Remote-Groups: admins,dev";
+    Scenario::new("auth_request as Authelia sets it up")
+        .backends(2)
+        // b1's 2nd and 4th requests are the subrequests of the signed-out clients.
+        .plan(1, Plan::ok().on(2, Status(401)).on(4, Status(401)))
+        .config(
+            "upstream app { server {b0}; }
+             upstream authelia { server {b1}; }
+             server {
+                 listen {listen};
+                 location /authelia {
+                     internal;
+                     proxy_pass http://authelia/api/verify;
+                     proxy_pass_request_body off;
+                     proxy_set_header Content-Length \"\";
+                     proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+                     proxy_set_header X-Forwarded-Method $request_method;
+                 }
+                 location / {
+                     auth_request /authelia;
+                     auth_request_set $target_url $scheme://$http_host$request_uri;
+                     auth_request_set $user $upstream_http_remote_user;
+                     auth_request_set $groups $upstream_http_remote_groups;
+                     proxy_set_header Remote-User $user;
+                     proxy_set_header Remote-Groups $groups;
+                     error_page 401 =302 https://auth.example.test/?rd=$target_url;
+                     proxy_pass http://app;
+                 }
+             }",
+        )
+        .compare_headers(&["Location", "Remote-User"])
+        .send_all([
+            get("/").host("app.example.test").header(user, signed_in),
+            get("/secret?x=1").host("app.example.test"),
+            on_pingora_session(get("/p").host("app.example.test").header(user, signed_in)),
+            on_pingora_session(get("/q?y=2").host("app.example.test")),
+        ])
+        .run();
+}
+
 /// add_header on the fast path (which now takes such locations): values read from the
 /// upstream's response (`$upstream_http_*`, `$upstream_status`), an empty value (no header),
 /// a server's headers inherited, and `always` against the statuses nginx adds the others to:
