@@ -15,11 +15,11 @@
 //! `retry_on_status`, [`upstream_request::build`], `limit_req` and `limit_conn`
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
-//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `auth_request`, `return`, `try_files` in a proxied location, an `internal` location, `error_page`s that
-//! change an answer, gzip that reads more than the upstream's type, length and encoding, a
-//! location without `proxy_pass` unless it answers with a whole file or a 304, a head it
-//! cannot parse) it leaves to Pingora:
+//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`, an
+//! `auth_request` subrequest it cannot make ([`auth_request`]), `return`, `try_files` in a
+//! proxied location, an `internal` location, `error_page`s that change an answer, gzip that
+//! reads more than the upstream's type, length and encoding, a location without `proxy_pass`
+//! unless it answers with a whole file or a 304, a head it cannot parse) it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
