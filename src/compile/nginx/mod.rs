@@ -48,9 +48,10 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Failed> {
 }
 
 fn first_error(parse: Diagnostic, lower: Diagnostic) -> Diagnostic {
-    // nginx checks an upstream's servers when the block ends; a block the parse error cut short
-    // never ended, so its "no servers" is ours alone.
-    let at_block_end = lower.message.starts_with("no servers are inside upstream");
+    // nginx checks an upstream's servers, and that a stream server has a handler, when the
+    // block ends; a block the parse error cut short never ended, so those are ours alone.
+    let at_block_end = lower.message.starts_with("no servers are inside upstream")
+        || lower.message == "no handler for server";
     // nginx looks variables up once the whole configuration is read, after any parse error.
     let at_config_end =
         lower.message.starts_with("unknown \"") && lower.message.ends_with("\" variable");
