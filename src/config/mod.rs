@@ -274,6 +274,14 @@ pub struct Stream {
     pub connection_zones: Vec<ConnectionZone>,
     #[serde(rename = "server", default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<StreamServer>,
+    /// The stream's own `map`, `geo` and `split_clients` variables, as `[http]`'s: most often
+    /// a server chosen by `$ssl_preread_server_name`.
+    #[serde(rename = "map", default, skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub geo: Vec<GeoVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_clients: Vec<SplitClients>,
 }
 
 impl Stream {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::http::{AccessRule, Listen, Tls};
 use super::limit::Limits;
 use super::origin::Origin;
-use super::units::Duration;
+use super::units::{Duration, Size};
 use super::upstream::ProxyProtocol;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -14,8 +14,22 @@ pub struct StreamServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     pub listen: Vec<Listen>,
-    /// An upstream name from `[[stream.upstream]]` or an address `host:port`.
+    /// An upstream name from `[[stream.upstream]]` or an address `host:port`; with variables
+    /// (`$by_sni`), evaluated for each connection to one of those.
     pub pass: String,
+    /// nginx's `ssl_preread on`: before choosing where to go, read the client's TLS
+    /// ClientHello for `$ssl_preread_server_name`, `$ssl_preread_alpn_protocols` and
+    /// `$ssl_preread_protocol`, and pass it on untouched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ssl_preread: bool,
+    /// How long to wait for the ClientHello (nginx `preread_timeout`, default 30s); at the
+    /// end of it the connection goes on with what was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preread_timeout: Option<Duration>,
+    /// At most this much is read waiting for it (nginx `preread_buffer_size`, default 16k); a
+    /// ClientHello that does not fit closes the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preread_buffer_size: Option<Size>,
     /// TLS termination for `ssl` listeners (ELB SSL listeners).
     #[serde(default, skip_serializing_if = "Tls::is_empty")]
     pub tls: Tls,

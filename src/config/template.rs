@@ -91,6 +91,12 @@ pub enum Variable {
     /// `$proxy_protocol_server_addr`, `$proxy_protocol_server_port`: the address it was sent to.
     ProxyProtocolServerAddr,
     ProxyProtocolServerPort,
+    /// `$ssl_preread_server_name`, `$ssl_preread_alpn_protocols` (comma-separated) and
+    /// `$ssl_preread_protocol`: what a stream server with `ssl_preread on` read in the
+    /// client's TLS ClientHello. Stream only.
+    SslPrereadServerName,
+    SslPrereadAlpnProtocols,
+    SslPrereadProtocol,
     /// `$http_<name>`: a request header; the name is lowercase with `_` for `-`.
     RequestHeader(String),
     /// `$sent_http_<name>`: a response header.
@@ -186,6 +192,9 @@ impl Variable {
             "proxy_protocol_port" => ProxyProtocolPort,
             "proxy_protocol_server_addr" => ProxyProtocolServerAddr,
             "proxy_protocol_server_port" => ProxyProtocolServerPort,
+            "ssl_preread_server_name" => SslPrereadServerName,
+            "ssl_preread_alpn_protocols" => SslPrereadAlpnProtocols,
+            "ssl_preread_protocol" => SslPrereadProtocol,
             _ if NOT_COMPUTED.contains(&name)
                 || NOT_COMPUTED_PREFIXES
                     .iter()
@@ -199,6 +208,56 @@ impl Variable {
 }
 
 impl Variable {
+    /// Whether nginx has the variable in that context, and the appliance a value for it there.
+    pub fn in_context(&self, context: Context) -> bool {
+        match context {
+            Context::Http => !self.stream_only(),
+            Context::Stream => self.in_stream(),
+        }
+    }
+
+    fn stream_only(&self) -> bool {
+        matches!(
+            self,
+            Variable::SslPrereadServerName
+                | Variable::SslPrereadAlpnProtocols
+                | Variable::SslPrereadProtocol
+        )
+    }
+
+    /// The stream context's: the connection's, the PROXY header's, TLS's and ssl_preread's,
+    /// and the clocks.
+    fn in_stream(&self) -> bool {
+        use Variable::*;
+        matches!(
+            self,
+            RemoteAddr
+                | RemotePort
+                | BinaryRemoteAddr
+                | ServerAddr
+                | ServerPort
+                | Hostname
+                | Pid
+                | NginxVersion
+                | Msec
+                | TimeLocal
+                | TimeIso8601
+                | Connection
+                | SslProtocol
+                | SslCipher
+                | SslServerName
+                | RealipRemoteAddr
+                | RealipRemotePort
+                | ProxyProtocolAddr
+                | ProxyProtocolPort
+                | ProxyProtocolServerAddr
+                | ProxyProtocolServerPort
+                | SslPrereadServerName
+                | SslPrereadAlpnProtocols
+                | SslPrereadProtocol
+        )
+    }
+
     /// Whether the variable is one of a family named by a prefix (`$http_`, `$arg_`...).
     pub fn is_prefixed(&self) -> bool {
         matches!(
@@ -210,6 +269,13 @@ impl Variable {
                 | Variable::Arg(_)
         )
     }
+}
+
+/// nginx's two sets of variables: http's and stream's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    Http,
+    Stream,
 }
 
 /// nginx 1.22's variables (core, upstream, proxy, ssl and the modules Debian's nginx-core
@@ -332,6 +398,15 @@ impl Template {
     /// As [`Template::parse`], where the config's `map`s define `defined` besides nginx's
     /// variables.
     pub fn parse_in(text: &str, defined: Defined<'_>) -> Result<Template, TemplateError> {
+        Template::parse_for(Context::Http, text, defined)
+    }
+
+    /// As [`Template::parse_in`], with the variables of `context`.
+    pub fn parse_for(
+        context: Context,
+        text: &str,
+        defined: Defined<'_>,
+    ) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut literal = String::new();
         let bytes = text.as_bytes();
@@ -364,7 +439,7 @@ impl Template {
                 // A map or `set` may not redefine nginx's variables (ngx_http_add_variable
                 // refuses a duplicate), so nginx's names are looked up first; but a declared
                 // `$http_x` or `$arg_x` wins over the prefixed variable, as in nginx.
-                _ => match Variable::from_name(name) {
+                _ => match Variable::from_name(name).filter(|v| v.in_context(context)) {
                     Some(var) if !var.is_prefixed() || !defined.contains(name) => var,
                     _ if defined.contains(name) => Variable::Declared(name.to_string()),
                     _ => return Err(TemplateError::Unknown(name.to_string())),

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use regex::RegexBuilder;
 
-use super::template::{Template, Variable};
+use super::template::{Context, Template, Variable};
 use super::*;
 use crate::compile::diag::Diagnostic;
 
@@ -20,11 +20,14 @@ type Check = Result<(), Diagnostic>;
 pub fn validate(model: &Appliance) -> Check {
     let declared = rewrite::declared_variables(&model.http);
     let defined = Defined::Names(&declared);
-    table_variables(&model.http, defined)?;
+    table_variables(&Tables::of_http(&model.http), defined)?;
+    let stream_names = stream_variables(&model.stream);
+    let stream_defined = Defined::Names(&stream_names);
+    table_variables(&Tables::of_stream(&model.stream), stream_defined)?;
     let http_pools = upstreams(&model.http.upstreams, false, defined)?;
-    let stream_pools = upstreams(&model.stream.upstreams, true, Defined::NONE)?;
+    let stream_pools = upstreams(&model.stream.upstreams, true, stream_defined)?;
     http(model, &http_pools, defined)?;
-    stream(&model.stream, &stream_pools)?;
+    stream(&model.stream, &stream_pools, stream_defined)?;
     stream_limits(model)?;
     listeners_do_not_clash(model)?;
     if let Some(ha) = &model.ha {
@@ -45,10 +48,57 @@ pub fn validate(model: &Appliance) -> Check {
     Ok(())
 }
 
+/// The `map`, `geo` and `split_clients` variables of `[http]` or of `[stream]`, each with
+/// the other's variables.
+struct Tables<'a> {
+    section: &'static str,
+    context: Context,
+    maps: &'a [MapVar],
+    geo: &'a [GeoVar],
+    split_clients: &'a [SplitClients],
+}
+
+impl<'a> Tables<'a> {
+    fn of_http(http: &'a Http) -> Self {
+        Tables {
+            section: "http",
+            context: Context::Http,
+            maps: &http.maps,
+            geo: &http.geo,
+            split_clients: &http.split_clients,
+        }
+    }
+
+    fn of_stream(stream: &'a Stream) -> Self {
+        Tables {
+            section: "stream",
+            context: Context::Stream,
+            maps: &stream.maps,
+            geo: &stream.geo,
+            split_clients: &stream.split_clients,
+        }
+    }
+}
+
+/// The names the stream's tables define.
+pub fn stream_variables(stream: &Stream) -> HashSet<String> {
+    let maps = stream.maps.iter().map(|m| &m.variable);
+    let geo = stream.geo.iter().map(|g| &g.variable);
+    let splits = stream.split_clients.iter().map(|s| &s.variable);
+    maps.chain(geo).chain(splits).cloned().collect()
+}
+
 /// The variables of `map`, `geo` and `split_clients`: names nginx would take (or that two of
 /// them define), keys and networks it would refuse, templates that do not parse, and
 /// variables that (through one another) need their own value.
-fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
+fn table_variables(tables: &Tables<'_>, defined: Defined<'_>) -> Check {
+    let Tables {
+        section,
+        context,
+        maps,
+        geo,
+        split_clients,
+    } = *tables;
     let mut names = HashSet::new();
     let mut check_name = |name: &str, at: Option<&Origin>, key: &str| {
         let fail = |message: String| {
@@ -59,19 +109,22 @@ fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return fail(format!("invalid variable name \"${name}\""));
         }
-        if Variable::from_name(name).is_some() || !names.insert(name.to_string()) {
+        if Variable::from_name(name).is_some_and(|v| v.in_context(context))
+            || !names.insert(name.to_string())
+        {
             return fail(format!("the duplicate \"{name}\" variable"));
         }
         Ok(())
     };
-    let parse =
-        |text: &str, at: Option<&Origin>, field: String| match Template::parse_in(text, defined) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Diagnostic::error(e.to_string()).at_opt(at).about(field)),
-        };
-    for (i, m) in http.maps.iter().enumerate() {
+    let parse = |text: &str, at: Option<&Origin>, field: String| match Template::parse_for(
+        context, text, defined,
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Diagnostic::error(e.to_string()).at_opt(at).about(field)),
+    };
+    for (i, m) in maps.iter().enumerate() {
         let at = m.origin.as_ref();
-        let key = format!("http.map[{i}]");
+        let key = format!("{section}.map[{i}]");
         check_name(&m.variable, at, &key)?;
         parse(&m.source, at, format!("{key}.source"))?;
         if let Some(default) = &m.default {
@@ -98,9 +151,9 @@ fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
             }
         }
     }
-    for (i, g) in http.geo.iter().enumerate() {
+    for (i, g) in geo.iter().enumerate() {
         let at = g.origin.as_ref();
-        let key = format!("http.geo[{i}]");
+        let key = format!("{section}.geo[{i}]");
         check_name(&g.variable, at, &key)?;
         if let Some(source) = &g.source {
             parse(source, at, format!("{key}.source"))?;
@@ -122,9 +175,9 @@ fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
             return Err(Diagnostic::error(message).at_opt(at).about(field));
         }
     }
-    for (i, split) in http.split_clients.iter().enumerate() {
+    for (i, split) in split_clients.iter().enumerate() {
         let at = split.origin.as_ref();
-        let key = format!("http.split_clients[{i}]");
+        let key = format!("{section}.split_clients[{i}]");
         check_name(&split.variable, at, &key)?;
         parse(&split.source, at, format!("{key}.source"))?;
         if let Err((part, message)) = split.bounds() {
@@ -141,7 +194,7 @@ fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
     let uses = |texts: Vec<&String>| -> Vec<String> {
         texts
             .into_iter()
-            .filter_map(|t| Template::parse_in(t, defined).ok())
+            .filter_map(|t| Template::parse_for(context, t, defined).ok())
             .flat_map(|t| {
                 t.variables()
                     .filter_map(|v| match v {
@@ -153,21 +206,21 @@ fn table_variables(http: &Http, defined: Defined<'_>) -> Check {
             .collect()
     };
     let mut by_name: HashMap<&str, (Vec<String>, Option<&Origin>, String)> = HashMap::new();
-    for (i, m) in http.maps.iter().enumerate() {
+    for (i, m) in maps.iter().enumerate() {
         let texts = std::iter::once(&m.source)
             .chain(m.default.iter())
             .chain(m.entries.iter().map(|e| &e.value))
             .collect();
-        let about = format!("http.map[{i}]");
+        let about = format!("{section}.map[{i}]");
         by_name.insert(&m.variable, (uses(texts), m.origin.as_ref(), about));
     }
-    for (i, g) in http.geo.iter().enumerate() {
-        let about = format!("http.geo[{i}]");
+    for (i, g) in geo.iter().enumerate() {
+        let about = format!("{section}.geo[{i}]");
         let texts = g.source.iter().collect();
         by_name.insert(&g.variable, (uses(texts), g.origin.as_ref(), about));
     }
-    for (i, split) in http.split_clients.iter().enumerate() {
-        let about = format!("http.split_clients[{i}]");
+    for (i, split) in split_clients.iter().enumerate() {
+        let about = format!("{section}.split_clients[{i}]");
         let texts = vec![&split.source];
         by_name.insert(&split.variable, (uses(texts), split.origin.as_ref(), about));
     }
@@ -255,7 +308,12 @@ fn upstreams<'a>(
                 .about(format!("{key}.balance")));
             }
             Balance::Hash { key, .. } => {
-                Template::parse_in(key, defined).map_err(|e| {
+                let context = if stream {
+                    Context::Stream
+                } else {
+                    Context::Http
+                };
+                Template::parse_for(context, key, defined).map_err(|e| {
                     Diagnostic::error(e.to_string())
                         .at_opt(at)
                         .about(format!("{section}.upstream[{i}].balance"))
@@ -1416,7 +1474,7 @@ fn return_directive(r: &Return, defined: Defined<'_>) -> Check {
     Ok(())
 }
 
-fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
+fn stream(s: &Stream, pools: &HashSet<&str>, defined: Defined<'_>) -> Check {
     for (i, server) in s.servers.iter().enumerate() {
         let at = server.origin.as_ref();
         let key = format!("stream.server[{i}]");
@@ -1453,8 +1511,12 @@ fn stream(s: &Stream, pools: &HashSet<&str>) -> Check {
                 .about(listen_key()));
             }
         }
-        if !pools.contains(server.pass.as_str()) {
-            let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.pass"));
+        let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.pass"));
+        if server.pass.contains('$') {
+            // Where it points is known per connection; the variables must be the stream's.
+            Template::parse_for(Context::Stream, &server.pass, defined)
+                .map_err(|e| place(Diagnostic::error(e.to_string())))?;
+        } else if !pools.contains(server.pass.as_str()) {
             match server_address(&server.pass, 0) {
                 Ok((_, 0)) if !server.pass.starts_with("unix:") => {
                     return Err(place(Diagnostic::error(format!(

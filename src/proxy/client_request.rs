@@ -19,6 +19,13 @@ pub enum ClientRequest<'a> {
 }
 
 impl<'a> ClientRequest<'a> {
+    /// No request at all: a stream connection's variables are evaluated without one.
+    pub fn none() -> ClientRequest<'static> {
+        static EMPTY: std::sync::LazyLock<ParsedHead> =
+            std::sync::LazyLock::new(ParsedHead::default);
+        ClientRequest::Parsed(&EMPTY)
+    }
+
     pub fn method(self) -> &'a str {
         match self {
             ClientRequest::Pingora(r) => r.method.as_str(),

@@ -8,7 +8,7 @@ use super::realip::RealIpConf;
 use super::vars::{eval, RequestVars};
 use crate::compile::diag::Diagnostic;
 use crate::config::geo::GeoTable;
-use crate::config::template::Template;
+use crate::config::template::{Context, Template};
 use crate::config::{Defined, GeoVar};
 
 pub(super) struct Geo {
@@ -18,10 +18,14 @@ pub(super) struct Geo {
 }
 
 impl Geo {
-    pub(super) fn build(geo: &GeoVar, defined: Defined<'_>) -> Result<Geo, Diagnostic> {
+    pub(super) fn build(
+        geo: &GeoVar,
+        context: Context,
+        defined: Defined<'_>,
+    ) -> Result<Geo, Diagnostic> {
         let at = geo.origin.as_ref();
         let source = match &geo.source {
-            Some(text) => Some(super::tables::template(text, defined, at)?),
+            Some(text) => Some(super::tables::template_in(context, text, defined, at)?),
             None => None,
         };
         let (table, _warnings) = geo

@@ -9,7 +9,7 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use super::vars::{eval, RequestVars};
 use crate::compile::diag::Diagnostic;
-use crate::config::template::Template;
+use crate::config::template::{Context, Template};
 use crate::config::{Defined, MapKey, MapVar};
 
 /// One `map`, ready to evaluate.
@@ -28,9 +28,13 @@ pub(super) struct Map {
 }
 
 impl Map {
-    pub(super) fn build(m: &MapVar, defined: Defined<'_>) -> Result<Map, Diagnostic> {
+    pub(super) fn build(
+        m: &MapVar,
+        context: Context,
+        defined: Defined<'_>,
+    ) -> Result<Map, Diagnostic> {
         let at = m.origin.as_ref();
-        let template = |text: &str| super::tables::template(text, defined, at);
+        let template = |text: &str| super::tables::template_in(context, text, defined, at);
         let mut map = Map {
             source: template(&m.source)?,
             hostnames: m.hostnames,

@@ -47,6 +47,7 @@ pub mod sendfile;
 pub mod server_names;
 pub mod signals;
 mod split_clients;
+pub mod ssl_preread;
 pub mod sticky;
 pub mod stream;
 pub mod tables;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compile::diag::Diagnostic;
-use crate::config::template::{Template, Variable};
+use crate::config::template::{Context, Template, Variable};
 use crate::config::{
     self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
     Location, LocationKind, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls, Upstream,
@@ -368,7 +368,7 @@ impl Runtime {
                 upstream,
                 next_id,
                 model.global.sticky_secret.as_deref(),
-                Defined::Names(&declared),
+                (Context::Http, Defined::Names(&declared)),
             )?;
             next_id += 1;
             pools.insert(upstream.name.clone(), Arc::new(pool));
@@ -423,7 +423,7 @@ pub(crate) fn build_pool(
     upstream: &Upstream,
     id: u64,
     sticky_secret: Option<&str>,
-    defined: Defined<'_>,
+    (context, defined): (Context, Defined<'_>),
 ) -> Result<UpstreamPool, Diagnostic> {
     let resolved = ResolvedServer::resolve(upstream).map_err(|e| {
         Diagnostic::error(format!("upstream \"{}\": {e}", upstream.name))
@@ -431,7 +431,7 @@ pub(crate) fn build_pool(
     })?;
     let hash_key = match &upstream.balance {
         Balance::Hash { key, .. } => Some(
-            Template::parse_in(key, defined)
+            Template::parse_for(context, key, defined)
                 .map_err(|e| Diagnostic::error(e.to_string()).at_opt(upstream.origin.as_ref()))?,
         ),
         _ => None,
@@ -515,7 +515,7 @@ fn one_off_pool(
         sticky: None,
         drain_timeout: None,
     };
-    build_pool(&upstream, id, None, Defined::NONE)
+    build_pool(&upstream, id, None, (Context::Http, Defined::NONE))
 }
 
 /// What every server takes from the http level besides its settings.

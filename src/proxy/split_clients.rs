@@ -4,7 +4,7 @@
 
 use super::vars::{eval, RequestVars};
 use crate::compile::diag::Diagnostic;
-use crate::config::template::Template;
+use crate::config::template::{Context, Template};
 use crate::config::{Defined, SplitClients};
 
 pub(super) struct Split {
@@ -14,9 +14,13 @@ pub(super) struct Split {
 }
 
 impl Split {
-    pub(super) fn build(split: &SplitClients, defined: Defined<'_>) -> Result<Split, Diagnostic> {
+    pub(super) fn build(
+        split: &SplitClients,
+        context: Context,
+        defined: Defined<'_>,
+    ) -> Result<Split, Diagnostic> {
         let at = split.origin.as_ref();
-        let source = super::tables::template(&split.source, defined, at)?;
+        let source = super::tables::template_in(context, &split.source, defined, at)?;
         let bounds = split
             .bounds()
             .map_err(|(_, message)| Diagnostic::error(message).at_opt(at))?;

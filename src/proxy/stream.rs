@@ -9,9 +9,11 @@
 //! Bytes then flow both ways until either side closes or nothing moves for `proxy_timeout`;
 //! like nginx 1.22 without `proxy_half_close`, the first close ends the session.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -29,16 +31,22 @@ use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::limits::{Held, Limits, Zones};
 use super::placement::Placement;
 use super::runtime::{self, Runtime, UpstreamPool};
+use super::ssl_preread::{self, Preread, Scan};
+use super::tables::Tables;
 use super::tls::{self, PickKeys, ServerKeys};
+use super::vars::{eval_to_vec, RequestVars};
 use super::{listen_match, proxy_protocol};
 use crate::compile::diag::Diagnostic;
-use crate::config::template::{Segment, Template, Variable};
-use crate::config::{self, Listen, ListenAddress, ProxyProtocol, StreamServer};
+use crate::config::template::{Context, Template};
+use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamServer};
 
 /// nginx's `proxy_protocol_timeout` default.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx's `proxy_buffer_size` default for stream.
 const BUFFER: usize = 16 * 1024;
+/// nginx's `preread_timeout` and `preread_buffer_size` defaults.
+const PREREAD_TIMEOUT: Duration = Duration::from_secs(30);
+const PREREAD_BUFFER: usize = 16 * 1024;
 
 /// A stream server as the data plane uses it.
 pub struct StreamConf {
@@ -46,7 +54,11 @@ pub struct StreamConf {
     pub listen: Vec<Listen>,
     pub tls: config::Tls,
     pub tls_keys: Option<Arc<ServerKeys>>,
-    pub pool: Arc<UpstreamPool>,
+    pub pass: Pass,
+    /// `ssl_preread on`: how long to wait for the ClientHello, and how much to read at most.
+    pub preread: Option<(Duration, usize)>,
+    /// The stream's `map`, `geo` and `split_clients` variables.
+    pub tables: Arc<Tables>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub next_upstream: bool,
@@ -60,43 +72,65 @@ pub struct StreamConf {
     pub limits: Option<Arc<Limits>>,
 }
 
+/// Where a stream server's connections go.
+pub enum Pass {
+    /// An upstream, or an address, named in the config.
+    Fixed(Arc<UpstreamPool>),
+    /// `proxy_pass $name;`: evaluated for each connection, to an upstream of the stream (by
+    /// its name) or an address, as ngx_stream_proxy_eval does.
+    Variable { target: Template, pools: Arc<Pools> },
+}
+
+/// The stream's pools by name: its upstreams, and the addresses servers name directly.
+type Pools = HashMap<String, Arc<UpstreamPool>>;
+
 /// Compiles `stream {}`. Pools are per config, like the HTTP ones, so the balancer's state is
 /// shared by every connection of a server.
 pub fn build(
     model: &config::Stream,
     next_id: &mut u64,
 ) -> Result<Vec<Arc<StreamConf>>, Diagnostic> {
-    let mut pools = std::collections::HashMap::new();
+    let declared = config::validate::stream_variables(model);
+    let scope = (Context::Stream, Defined::Names(&declared));
+    let mut pools = HashMap::new();
     for upstream in &model.upstreams {
-        let pool = runtime::build_pool(upstream, *next_id, None, config::Defined::NONE)?;
+        let pool = runtime::build_pool(upstream, *next_id, None, scope)?;
         *next_id += 1;
         pools.insert(upstream.name.clone(), Arc::new(pool));
     }
+    for s in model.servers.iter().filter(|s| !s.pass.contains('$')) {
+        if !pools.contains_key(&s.pass) {
+            let at = s.origin.as_ref();
+            let pool = Arc::new(runtime::implicit_pool(&s.pass, 0, at, *next_id)?);
+            *next_id += 1;
+            pools.insert(s.pass.clone(), pool);
+        }
+    }
+    let pools = Arc::new(pools);
+    let tables = Arc::new(Tables::of_stream(model, scope.1)?);
     let zones = Zones::of_stream(model)?;
     let mut servers = Vec::new();
     for s in &model.servers {
-        let mut conf = server(s, &mut pools, next_id)?;
+        let pass = match s.pass.contains('$') {
+            true => Pass::Variable {
+                target: Template::parse_for(Context::Stream, &s.pass, scope.1)
+                    .map_err(|e| Diagnostic::error(e.to_string()).at_opt(s.origin.as_ref()))?,
+                pools: pools.clone(),
+            },
+            // Every name a server passes to is in the pools: added just above.
+            false => Pass::Fixed(pools.get(&s.pass).cloned().ok_or_else(|| {
+                Diagnostic::error(format!("no upstream \"{}\"", s.pass)).at_opt(s.origin.as_ref())
+            })?),
+        };
+        let mut conf = server(s, pass, tables.clone())?;
         conf.limits = zones.limits(&s.limits);
         servers.push(Arc::new(conf));
     }
     Ok(servers)
 }
 
-fn server(
-    s: &StreamServer,
-    pools: &mut std::collections::HashMap<String, Arc<UpstreamPool>>,
-    next_id: &mut u64,
-) -> Result<StreamConf, Diagnostic> {
+fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamConf, Diagnostic> {
     let at = s.origin.as_ref();
-    let pool = match pools.get(&s.pass) {
-        Some(p) => p.clone(),
-        None => {
-            let p = Arc::new(runtime::implicit_pool(&s.pass, 0, at, *next_id)?);
-            *next_id += 1;
-            pools.insert(s.pass.clone(), p.clone());
-            p
-        }
-    };
     let tls_keys = match s.tls.certificates.as_deref() {
         Some(c) if !c.is_empty() => Some(Arc::new(ServerKeys::load(c, at)?)),
         _ => None,
@@ -118,7 +152,14 @@ fn server(
         listen: s.listen.clone(),
         tls: s.tls.clone(),
         tls_keys,
-        pool,
+        pass,
+        preread: s.ssl_preread.then(|| {
+            let size = s
+                .preread_buffer_size
+                .map_or(PREREAD_BUFFER, |b| b.0 as usize);
+            (d(s.preread_timeout, PREREAD_TIMEOUT.as_secs()), size)
+        }),
+        tables,
         connect_timeout: d(s.connect_timeout, 60),
         timeout: d(s.timeout, 600),
         next_upstream: s.next_upstream.unwrap_or(true),
@@ -192,11 +233,36 @@ impl StreamEdge {
     }
 }
 
-/// What a stream session knows about its client, for the PROXY header and `hash` keys.
+/// What a stream session knows about its client: for the PROXY header, and for variables
+/// (`hash` and `limit_conn` keys, maps, `proxy_pass $name`).
 struct Client {
     addr: Option<SocketAddr>,
     local: Option<SocketAddr>,
     proxy: Option<proxy_protocol::ProxyInfo>,
+    /// The TLS handshake's protocol, cipher and server name, on an `ssl` listener.
+    tls: Option<(String, String, Option<String>)>,
+    preread: Option<Preread>,
+}
+
+impl Client {
+    /// The session's variables, evaluated as a request's are, with no request.
+    fn vars<'a>(&'a self, tables: &'a Tables) -> RequestVars<'a> {
+        static NO_REQUEST_ID: OnceLock<String> = OnceLock::new();
+        let pair = |a: Option<SocketAddr>| a.map(|a| (a.ip(), a.port()));
+        let tls = self.tls.as_ref();
+        RequestVars {
+            client: pair(self.addr),
+            connecting: pair(self.addr),
+            local: pair(self.local),
+            tls: tls.is_some(),
+            ssl_protocol: tls.map(|t| t.0.as_str()),
+            ssl_cipher: tls.map(|t| t.1.as_str()),
+            ssl_server_name: tls.and_then(|t| t.2.as_deref()),
+            proxy_protocol: self.proxy,
+            preread: self.preread.as_ref(),
+            ..RequestVars::empty(tables, &NO_REQUEST_ID)
+        }
+    }
 }
 
 #[async_trait]
@@ -229,6 +295,8 @@ impl ServerApp for StreamEdge {
             addr: peer.as_ref().and_then(PingoraAddr::as_inet).copied(),
             local: local.as_ref().and_then(PingoraAddr::as_inet).copied(),
             proxy: None,
+            tls: None,
+            preread: None,
         };
         if listener.proxy_protocol {
             match proxy_protocol::read_header(&mut l4, PROXY_HEADER_TIMEOUT).await {
@@ -245,7 +313,9 @@ impl ServerApp for StreamEdge {
         let mut held = Held::default();
         if let Some(limits) = &conf.limits {
             let ip = client.addr.map(|a| a.ip());
-            let (_, admitted) = limits.check_connections(|key| eval(key, &client), &mut held, ip);
+            let vars = client.vars(&conf.tables);
+            let (_, admitted) =
+                limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, ip);
             if admitted.is_err() {
                 return None;
             }
@@ -262,7 +332,13 @@ impl ServerApp for StreamEdge {
                 let keys = conf.tls_keys.clone();
                 let pick: PickKeys = Box::new(move |_| keys.clone());
                 match tls::accept(acceptor, l4, pick).await {
-                    Ok(s) => Box::new(s),
+                    Ok(s) => {
+                        client.tls = s.ssl_digest().map(|d| {
+                            let name = d.extension.get::<tls::ServerName>().map(|n| n.0.clone());
+                            (d.version.to_string(), d.cipher.to_string(), name)
+                        });
+                        Box::new(s)
+                    }
                     Err(e) => {
                         tracing::info!("{e} while SSL handshaking");
                         return None;
@@ -271,13 +347,118 @@ impl ServerApp for StreamEdge {
             }
             None => Box::new(l4),
         };
-        let (mut upstream, mut attempt) = connect(&conf, &client).await?;
+        // nginx's preread phase: what the client sends first is kept, and sent on first.
+        let mut early = Vec::new();
+        if let Some((timeout, size)) = conf.preread {
+            let (found, read) = preread(&mut downstream, timeout, size).await?;
+            client.preread = found;
+            early = read;
+        }
+        let pool = match &conf.pass {
+            Pass::Fixed(pool) => pool.clone(),
+            Pass::Variable { target, pools } => {
+                let value = eval_to_vec(target, &client.vars(&conf.tables));
+                destination(&String::from_utf8_lossy(&value), pools, &conf)?
+            }
+        };
+        let (mut upstream, mut attempt) = connect(&conf, &pool, &client).await?;
+        if !early.is_empty() {
+            let sent = tokio::time::timeout(conf.timeout, upstream.write_all(&early)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                pool.balancer
+                    .finish(&mut attempt, Outcome::Success, Instant::now());
+                return None;
+            }
+        }
         pump(&mut downstream, &mut upstream, conf.timeout).await;
-        conf.pool
-            .balancer
+        pool.balancer
             .finish(&mut attempt, Outcome::Success, Instant::now());
         None
     }
+}
+
+/// Reads what the client sends first until `ssl_preread` has its ClientHello, the client
+/// stops sending or `timeout` passes (nginx goes on in each case), and returns what was
+/// found and the bytes read. `None` closes the connection: an error, or a ClientHello larger
+/// than the buffer ("preread buffer full", as nginx logs it).
+async fn preread(
+    client: &mut Stream,
+    timeout: Duration,
+    size: usize,
+) -> Option<(Option<Preread>, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(size.min(PREREAD_BUFFER));
+    let mut chunk = vec![0u8; size.min(PREREAD_BUFFER)];
+    loop {
+        let so_far = match ssl_preread::scan(&buf) {
+            Scan::Done(found) => return Some((Some(found), buf)),
+            Scan::NotTls => return Some((None, buf)),
+            Scan::Partial(found) => found,
+        };
+        let room = size - buf.len();
+        if room == 0 {
+            tracing::error!("preread buffer full");
+            return None;
+        }
+        let want = room.min(chunk.len());
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            // The client closed, failed or kept silent: the variables are what was read.
+            _ => return Some((Some(so_far), buf)),
+        }
+    }
+}
+
+/// The pool `proxy_pass $name` names for this connection: an upstream of the stream, an
+/// address, or (logged as nginx logs it) nothing, and the connection is closed.
+fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Arc<UpstreamPool>> {
+    let at = conf.origin.as_ref();
+    let fresh = |text: &str| match runtime::implicit_pool(text, 0, at, next_dynamic_pool_id()) {
+        Ok(pool) => Some(Arc::new(pool)),
+        Err(e) => {
+            tracing::error!("{} in upstream \"{value}\"", e.message);
+            None
+        }
+    };
+    if value.starts_with("unix:") {
+        return fresh(value);
+    }
+    let (host, port) = match config::validate::server_address(value, 0) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    let literal = host.parse::<IpAddr>().is_ok();
+    if !literal {
+        // An upstream block matches a name without a port; a server's `proxy_pass host:port`
+        // made a pool of that name and port.
+        let name = if port == 0 { host.as_str() } else { value };
+        let known = pools
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name) && (port != 0 || !key.contains(':')));
+        if let Some((_, pool)) = known {
+            return Some(pool.clone());
+        }
+    }
+    if port == 0 {
+        tracing::error!("no port in upstream \"{value}\"");
+        return None;
+    }
+    if !literal {
+        // The appliance has no resolver in stream, and nginx none unless one is configured.
+        tracing::error!("no resolver defined to resolve {host}");
+        return None;
+    }
+    // An address: a pool of its own for this connection, as nginx's resolved peer is.
+    fresh(value)
+}
+
+/// Pools made for one connection get ids apart from the config's.
+fn next_dynamic_pool_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1 << 49);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A byte stream to a backend: TCP or a Unix socket, maybe inside TLS.
@@ -288,13 +469,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 /// `None` when no backend could be reached; the failure is logged as nginx logs it.
 async fn connect(
     conf: &StreamConf,
+    pool: &UpstreamPool,
     client: &Client,
 ) -> Option<(Box<dyn Duplex>, super::balance::Attempt)> {
-    let pool = &conf.pool;
     let hash_key = pool
         .hash_key
         .as_ref()
-        .map(|t| eval(t, client))
+        .map(|t| eval_to_vec(t, &client.vars(&conf.tables)))
         .unwrap_or_default();
     let key = SelectKey::new(client.addr.map(|a| a.ip()), &hash_key);
     let mut attempt = pool.balancer.begin();
@@ -405,56 +586,4 @@ async fn forward<W: AsyncWrite + Unpin>(
         to.flush().await
     };
     matches!(tokio::time::timeout(idle, write).await, Ok(Ok(())))
-}
-
-/// Evaluates a stream `hash` key: the connection variables nginx's stream module has; others
-/// are empty.
-fn eval(template: &Template, client: &Client) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    let ip = |a: Option<SocketAddr>| a.map(|a| a.ip());
-    for segment in &template.segments {
-        match segment {
-            Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
-            Segment::Var(v) => match v {
-                Variable::RemoteAddr => {
-                    if let Some(a) = ip(client.addr) {
-                        let _ = write!(out, "{a}");
-                    }
-                }
-                Variable::RemotePort => {
-                    if let Some(a) = client.addr {
-                        let _ = write!(out, "{}", a.port());
-                    }
-                }
-                Variable::BinaryRemoteAddr => match ip(client.addr) {
-                    Some(IpAddr::V4(a)) => out.extend_from_slice(&a.octets()),
-                    Some(IpAddr::V6(a)) => out.extend_from_slice(&a.octets()),
-                    None => {}
-                },
-                Variable::ServerAddr => {
-                    if let Some(a) = ip(client.local) {
-                        let _ = write!(out, "{a}");
-                    }
-                }
-                Variable::ServerPort => {
-                    if let Some(a) = client.local {
-                        let _ = write!(out, "{}", a.port());
-                    }
-                }
-                Variable::ProxyProtocolAddr => {
-                    if let Some(a) = client.proxy.and_then(|p| p.source) {
-                        let _ = write!(out, "{}", a.ip());
-                    }
-                }
-                Variable::ProxyProtocolPort => {
-                    if let Some(a) = client.proxy.and_then(|p| p.source) {
-                        let _ = write!(out, "{}", a.port());
-                    }
-                }
-                _ => {}
-            },
-        }
-    }
-    out
 }

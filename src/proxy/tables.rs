@@ -8,8 +8,8 @@ use super::maps::Map;
 use super::split_clients::Split;
 use super::vars::RequestVars;
 use crate::compile::diag::Diagnostic;
-use crate::config::template::Template;
-use crate::config::{Defined, Http, Origin};
+use crate::config::template::{Context, Template};
+use crate::config::{Defined, GeoVar, Http, MapVar, Origin, SplitClients, Stream};
 
 #[derive(Default)]
 pub struct Tables(HashMap<String, Table>);
@@ -22,15 +22,35 @@ enum Table {
 
 impl Tables {
     pub fn build(http: &Http, defined: Defined<'_>) -> Result<Tables, Diagnostic> {
+        let (maps, geo, splits) = (&http.maps, &http.geo, &http.split_clients);
+        Tables::of(Context::Http, maps, geo, splits, defined)
+    }
+
+    /// The stream's own, evaluated for a connection.
+    pub fn of_stream(stream: &Stream, defined: Defined<'_>) -> Result<Tables, Diagnostic> {
+        let (maps, geo, splits) = (&stream.maps, &stream.geo, &stream.split_clients);
+        Tables::of(Context::Stream, maps, geo, splits, defined)
+    }
+
+    fn of(
+        context: Context,
+        maps: &[MapVar],
+        geo: &[GeoVar],
+        splits: &[SplitClients],
+        defined: Defined<'_>,
+    ) -> Result<Tables, Diagnostic> {
         let mut tables = HashMap::new();
-        for m in &http.maps {
-            tables.insert(m.variable.clone(), Table::Map(Map::build(m, defined)?));
+        for m in maps {
+            let map = Map::build(m, context, defined)?;
+            tables.insert(m.variable.clone(), Table::Map(map));
         }
-        for g in &http.geo {
-            tables.insert(g.variable.clone(), Table::Geo(Geo::build(g, defined)?));
+        for g in geo {
+            let geo = Geo::build(g, context, defined)?;
+            tables.insert(g.variable.clone(), Table::Geo(geo));
         }
-        for s in &http.split_clients {
-            tables.insert(s.variable.clone(), Table::Split(Split::build(s, defined)?));
+        for s in splits {
+            let split = Split::build(s, context, defined)?;
+            tables.insert(s.variable.clone(), Table::Split(split));
         }
         Ok(Tables(tables))
     }
@@ -53,5 +73,16 @@ pub(super) fn template(
     defined: Defined<'_>,
     at: Option<&Origin>,
 ) -> Result<Template, Diagnostic> {
-    Template::parse_in(text, defined).map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
+    template_in(Context::Http, text, defined, at)
+}
+
+/// As [`template`], with the variables of `context`.
+pub(super) fn template_in(
+    context: Context,
+    text: &str,
+    defined: Defined<'_>,
+    at: Option<&Origin>,
+) -> Result<Template, Diagnostic> {
+    Template::parse_for(context, text, defined)
+        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
 }

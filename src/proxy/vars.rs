@@ -13,6 +13,7 @@ use super::balance::PeerAddr;
 use super::client_request::ClientRequest;
 use super::limits::LimitStatus;
 use super::proxy_protocol::ProxyInfo;
+use super::ssl_preread::Preread;
 use super::tables::Tables;
 
 use crate::config::template::{Segment, Template, Variable};
@@ -70,6 +71,8 @@ pub struct RequestVars<'a> {
     pub proxy_protocol: Option<ProxyInfo>,
     /// The config's `map`, `geo` and `split_clients` variables.
     pub tables: &'a Tables,
+    /// What a stream server's `ssl_preread` read (stream connections only).
+    pub preread: Option<&'a Preread>,
 }
 
 /// One entry per try, inline for the first two: most requests make one try, and a list on the
@@ -385,6 +388,15 @@ impl<'a> RequestVars<'a> {
             Variable::SslServerName => {
                 out.extend_from_slice(self.ssl_server_name.unwrap_or("").as_bytes())
             }
+            Variable::SslPrereadServerName => {
+                out.extend_from_slice(self.preread.map_or(&[][..], |p| &p.server_name))
+            }
+            Variable::SslPrereadAlpnProtocols => {
+                out.extend_from_slice(self.preread.map_or(&[][..], |p| &p.alpn_protocols))
+            }
+            Variable::SslPrereadProtocol => {
+                out.extend_from_slice(self.preread.map_or("", |p| p.protocol()).as_bytes())
+            }
             Variable::Https => {
                 if self.tls {
                     out.extend_from_slice(b"on");
@@ -612,6 +624,46 @@ pub(crate) fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+impl<'a> RequestVars<'a> {
+    /// Variables with nothing known: no request, client, server or upstream. A stream
+    /// connection's start from here (it has no request), and tests'.
+    pub fn empty(tables: &'a Tables, request_id: &'a std::sync::OnceLock<String>) -> Self {
+        RequestVars {
+            request: ClientRequest::none(),
+            client: None,
+            connecting: None,
+            local: None,
+            tls: false,
+            host: None,
+            server_name: "",
+            uri: b"",
+            args: None,
+            captures: &[],
+            captured: None,
+            root: None,
+            alias: None,
+            declared: &[],
+            proxy_host: "",
+            proxy_port: "",
+            request_id,
+            upstream: None,
+            response: None,
+            status: 0,
+            body_bytes_sent: 0,
+            request_time: 0.0,
+            connection: 0,
+            connection_requests: 0,
+            limits: LimitStatus::default(),
+            ssl_protocol: None,
+            ssl_cipher: None,
+            ssl_server_name: None,
+            proxy_protocol: None,
+            tables,
+            preread: None,
+        }
+    }
+}
+
 /// Variables for unit tests: a client 10.0.0.9:5555 on 10.0.0.1:80, server `srv`, `$uri` `/`,
 /// nothing else known; tests change what they look at.
 #[cfg(test)]
@@ -619,40 +671,17 @@ pub fn sample<'a>(
     request: ClientRequest<'a>,
     request_id: &'a std::sync::OnceLock<String>,
 ) -> RequestVars<'a> {
+    static NONE: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
     RequestVars {
         request,
         client: Some(("10.0.0.9".parse().unwrap(), 5555)),
         connecting: Some(("10.0.0.9".parse().unwrap(), 5555)),
         local: Some(("10.0.0.1".parse().unwrap(), 80)),
-        tls: false,
-        host: None,
         server_name: "srv",
         uri: b"/",
-        args: None,
-        captures: &[],
-        captured: None,
-        root: None,
-        alias: None,
-        declared: &[],
-        proxy_host: "",
-        proxy_port: "",
-        request_id,
-        upstream: None,
-        response: None,
-        status: 0,
-        body_bytes_sent: 0,
-        request_time: 0.0,
         connection: 1,
         connection_requests: 1,
-        limits: LimitStatus::default(),
-        ssl_protocol: None,
-        ssl_cipher: None,
-        ssl_server_name: None,
-        proxy_protocol: None,
-        tables: {
-            static NONE: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
-            NONE.get_or_init(Tables::default)
-        },
+        ..RequestVars::empty(NONE.get_or_init(Tables::default), request_id)
     }
 }
 

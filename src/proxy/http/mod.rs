@@ -982,6 +982,7 @@ impl RequestCtx {
             ssl_server_name: self.conn.ssl_server_name.as_deref(),
             proxy_protocol: self.conn.proxy_protocol,
             tables: &self.runtime.tables,
+            preread: None,
         }
     }
 

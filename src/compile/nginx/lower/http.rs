@@ -13,7 +13,6 @@ use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
 use crate::config::resolver::{self as dns, Resolver};
-use crate::config::template::Variable;
 use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
@@ -1156,21 +1155,13 @@ impl Lowering<'_> {
         http.split_clients.retain(|s| s.variable != name);
     }
 
-    fn map_block(&mut self, stmt: &Statement) -> Result<Option<MapVar>> {
+    pub(super) fn map_block(&mut self, stmt: &Statement) -> Result<Option<MapVar>> {
         let source = self.arg(stmt, 0)?.to_string();
-        let name = self.arg(stmt, 1)?.to_string();
-        let Some(variable) = name.strip_prefix('$') else {
-            return Err(self.error(stmt, format!("invalid variable name \"{name}\"")));
-        };
-        // nginx's own variables cannot be redefined (and the appliance reads `$http_*` and
-        // the other prefixed names as nginx's, so those are refused too).
-        if Variable::from_name(variable).is_some() {
-            return Err(self.error(stmt, format!("the duplicate \"{variable}\" variable")));
-        }
+        let variable = self.defined_name(stmt, self.arg(stmt, 1)?)?;
         let mut map = MapVar {
             origin: self.origin(stmt),
             source,
-            variable: variable.to_string(),
+            variable,
             hostnames: false,
             default: None,
             entries: Vec::new(),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use super::tree::{Statement, Tree};
 use crate::compile::diag::Diagnostic;
 use crate::compile::{Impact, Options, Report, Support};
-use crate::config::template::{Template, TemplateError};
+use crate::config::template::{Context, Template, TemplateError};
 use crate::config::{Appliance, Defined, Origin};
 
 type Result<T> = std::result::Result<T, Diagnostic>;
@@ -47,6 +47,10 @@ pub(super) struct Lowering<'o> {
     /// Variables the config's `map` blocks and http `set`s define, wherever they are written
     /// (nginx resolves variables once the whole file is read).
     map_vars: HashSet<String>,
+    /// Inside `stream {}`: nginx's stream variables are others than http's, and the names its
+    /// own `map`, `geo` and `split_clients` blocks define are `stream_vars`.
+    in_stream: bool,
+    stream_vars: HashSet<String>,
     /// Where relative paths in the config are resolved (nginx's conf prefix).
     conf_dir: PathBuf,
     /// The first use of a variable nobody defines: nginx finds it only once the whole file is
@@ -96,6 +100,8 @@ impl<'o> Lowering<'o> {
             report: Report::default(),
             foreign_vars,
             map_vars,
+            in_stream: false,
+            stream_vars: HashSet::new(),
             conf_dir,
             unknown_variable: None,
             shared_zones: Vec::new(),
@@ -177,7 +183,8 @@ impl<'o> Lowering<'o> {
     /// variable only an unsupported directive defines makes the template unusable: `Ok(None)`,
     /// reported.
     fn template(&mut self, stmt: &Statement, text: &str) -> Result<Option<String>> {
-        match Template::parse_in(text, Defined::Names(&self.map_vars)) {
+        let (context, declared) = self.variables();
+        match Template::parse_for(context, text, Defined::Names(declared)) {
             Ok(_) => Ok(Some(text.to_string())),
             Err(TemplateError::Unknown(name)) if self.foreign_vars.contains(&name) => {
                 self.partial(
@@ -193,6 +200,14 @@ impl<'o> Lowering<'o> {
                 Ok(None)
             }
             Err(e) => Err(self.error(stmt, e.to_string())),
+        }
+    }
+
+    /// The variables of the context being lowered: nginx's, and the config's names.
+    fn variables(&self) -> (Context, &HashSet<String>) {
+        match self.in_stream {
+            true => (Context::Stream, &self.stream_vars),
+            false => (Context::Http, &self.map_vars),
         }
     }
 

@@ -21,18 +21,60 @@ struct StreamSettings {
     access: Option<Vec<AccessRule>>,
     /// `limit_conn` and its log level and dry run, merged as in http.
     limits: Limits,
+    ssl_preread: Option<bool>,
+    preread_timeout: Option<crate::config::Duration>,
+    preread_buffer_size: Option<crate::config::Size>,
 }
 
 impl Lowering<'_> {
     pub(super) fn stream(&mut self, block: &Statement) -> Result<()> {
+        self.in_stream = true;
+        let lowered = self.stream_block(block);
+        self.in_stream = false;
+        lowered
+    }
+
+    fn stream_block(&mut self, block: &Statement) -> Result<()> {
+        let statements = block.block.as_deref().unwrap_or_default();
+        // nginx resolves variables once the whole file is read: a server may use a map
+        // written after it.
+        self.stream_vars = statements
+            .iter()
+            .filter_map(|s| match s.name.as_str() {
+                "map" => s.arg(1),
+                "geo" => s.args.last().map(|w| w.value.as_str()),
+                "split_clients" => s.arg(1),
+                _ => None,
+            })
+            .filter_map(|v| v.strip_prefix('$'))
+            .map(str::to_string)
+            .collect();
         let mut defaults = StreamSettings::default();
         let mut tls = super::http::TlsLevel::default();
         let mut servers = Vec::new();
-        for stmt in block.block.iter().flatten() {
+        for stmt in statements {
             match stmt.name.as_str() {
                 "upstream" => {
                     let pool = self.upstream(stmt, true)?;
                     self.model.stream.upstreams.push(pool);
+                }
+                "map" => {
+                    if let Some(map) = self.map_block(stmt)? {
+                        self.model.stream.maps.push(map);
+                        self.mapped(stmt);
+                    }
+                }
+                "geo" => {
+                    if let Some(geo) = self.geo_block(stmt)? {
+                        self.model.stream.geo.push(geo);
+                        self.mapped(stmt);
+                    }
+                }
+                "split_clients" => {
+                    if let Some(split) = self.split_clients_block(stmt)? {
+                        self.model.stream.split_clients.push(split);
+                        self.mapped(stmt);
+                    }
                 }
                 "server" => {
                     self.mapped(stmt);
@@ -69,21 +111,26 @@ impl Lowering<'_> {
         let mut tls = super::http::TlsLevel::default();
         let mut listen = Vec::new();
         let mut pass = None;
+        let mut unusable = false;
         for stmt in block.block.iter().flatten() {
             match stmt.name.as_str() {
                 "listen" => {
                     listen.extend(self.stream_listen(stmt)?);
                 }
                 "proxy_pass" => {
-                    let target = self.arg(stmt, 0)?;
+                    let target = self.arg(stmt, 0)?.to_string();
                     if target.contains('$') {
-                        self.unsupported(stmt)?;
-                        continue;
-                    }
-                    if let Err(e) = url::parse(target, false, 0) {
+                        // Evaluated per connection. One that cannot be (an unknown variable,
+                        // or one only an unsupported directive defines) leaves the server out,
+                        // with the error or the report line `template` has made.
+                        if self.template(stmt, &target)?.is_none() {
+                            unusable = true;
+                            continue;
+                        }
+                    } else if let Err(e) = url::parse(&target, false, 0) {
                         return Err(self.error(stmt, format!("{e} in \"{target}\"")));
                     }
-                    pass = Some(target.to_string());
+                    pass = Some(target);
                     self.mapped(stmt);
                 }
                 _ => {
@@ -92,6 +139,9 @@ impl Lowering<'_> {
                     }
                 }
             }
+        }
+        if unusable {
+            return Ok(None);
         }
         let Some(pass) = pass else {
             // nginx needs a content handler: proxy_pass, return or js; without one it rejects
@@ -113,6 +163,9 @@ impl Lowering<'_> {
             origin: self.origin(block),
             listen,
             pass,
+            ssl_preread: settings.ssl_preread.unwrap_or(false),
+            preread_timeout: settings.preread_timeout,
+            preread_buffer_size: settings.preread_buffer_size,
             tls: server_tls,
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
@@ -207,6 +260,9 @@ impl Lowering<'_> {
             "proxy_next_upstream_timeout" => s.next_upstream_timeout = Some(self.msec(stmt, 0)?),
             "proxy_protocol" => s.proxy_protocol = Some(self.flag(stmt)?),
             "proxy_ssl" => s.upstream_tls = Some(self.flag(stmt)?),
+            "ssl_preread" => s.ssl_preread = Some(self.flag(stmt)?),
+            "preread_timeout" => s.preread_timeout = Some(self.msec(stmt, 0)?),
+            "preread_buffer_size" => s.preread_buffer_size = Some(self.size(stmt, 0)?),
             "allow" | "deny" => {
                 let rule = self.access_rule(stmt)?;
                 s.access.get_or_insert_with(Vec::new).push(rule);

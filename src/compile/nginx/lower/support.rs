@@ -76,7 +76,11 @@ pub const SUPPORTED: &[Entry] = &[
     ),
     full("server_name", "server"),
     full("location", "server, location"),
-    part("proxy_pass", "location, if", "in `if`, no variables"),
+    part(
+        "proxy_pass",
+        "location, if, stream",
+        "in `if`, no variables",
+    ),
     full("return", "server, location, if"),
     full("rewrite", "server, location, if"),
     full("break", "server, location, if"),
@@ -128,6 +132,9 @@ pub const SUPPORTED: &[Entry] = &[
     full("proxy_timeout", "stream"),
     full("proxy_protocol", "stream"),
     full("proxy_ssl", "stream"),
+    full("ssl_preread", "stream"),
+    full("preread_timeout", "stream"),
+    full("preread_buffer_size", "stream"),
     full("client_max_body_size", HSL),
     full("client_header_timeout", "http, server"),
     full("client_body_timeout", HSL),
@@ -135,9 +142,9 @@ pub const SUPPORTED: &[Entry] = &[
     full("sendfile", "http, server, location, if"),
     full("sendfile_max_chunk", HSL),
     full("add_header", "http, server, location, if"),
-    full("map", "http"),
-    full("geo", "http"),
-    full("split_clients", "http"),
+    full("map", "http, stream"),
+    full("geo", "http, stream"),
+    full("split_clients", "http, stream"),
     full("set_real_ip_from", HSL),
     full("real_ip_header", HSL),
     full("real_ip_recursive", HSL),
@@ -312,8 +319,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "variables_hash_bucket_size",
     "proxy_download_rate",
     "proxy_upload_rate",
-    "preread_buffer_size",
-    "preread_timeout",
     "proxy_buffer_size",
     "tcp_nodelay",
     "http2_max_concurrent_streams",
@@ -386,7 +391,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "client certificates are not requested"
         }
         "mail" => "mail proxying is not supported",
-        "ssl_preread" => "SNI-based stream routing is not supported",
         "sub_filter" | "sub_filter_once" | "sub_filter_types" | "addition_types" => {
             "response bodies are not modified"
         }
@@ -448,7 +452,7 @@ pub fn render_markdown() -> String {
          with a line in the report that says it changes traffic, for example:\n\n\
          | directive | what clients see without it |\n|---|---|\n",
     );
-    for name in ["gunzip", "proxy_cache", "sub_filter", "ssl_preread", "mail"] {
+    for name in ["gunzip", "proxy_cache", "sub_filter", "mail"] {
         out.push_str(&format!("| `{name}` | {} |\n", unsupported_note(name).1));
     }
     out.push_str(

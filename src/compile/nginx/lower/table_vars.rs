@@ -10,13 +10,14 @@ use crate::config::{GeoEntry, GeoVar, SplitClients, SplitPart};
 
 impl Lowering<'_> {
     /// The name a block defines (`$name`), refused where nginx refuses it.
-    fn defined_name(&self, stmt: &Statement, text: &str) -> Result<String> {
+    pub(super) fn defined_name(&self, stmt: &Statement, text: &str) -> Result<String> {
         let Some(name) = text.strip_prefix('$') else {
             return Err(self.error(stmt, format!("invalid variable name \"{text}\"")));
         };
         // nginx's own variables cannot be redefined (and the appliance reads `$http_*` and
         // the other prefixed names as nginx's, so those are refused too).
-        if Variable::from_name(name).is_some() {
+        let (context, _) = self.variables();
+        if Variable::from_name(name).is_some_and(|v| v.in_context(context)) {
             return Err(self.error(stmt, format!("the duplicate \"{name}\" variable")));
         }
         Ok(name.to_string())
@@ -98,11 +99,12 @@ impl Lowering<'_> {
                     }
                     geo.ranges = true;
                 }
-                ("proxy_recursive", 0) => geo.proxy_recursive = true,
+                // Stream's geo has no `proxy`: there, the word is a network it cannot read.
+                ("proxy_recursive", 0) if !self.in_stream => geo.proxy_recursive = true,
                 (_, n) if n != 1 => {
                     return Err(self.error(line, "invalid number of the geo parameters"));
                 }
-                ("proxy", _) => {
+                ("proxy", _) if !self.in_stream => {
                     let text = line.args[0].value.clone();
                     let (_, low_bits) = parse_network(&text).map_err(|e| self.error(line, e))?;
                     if low_bits {
