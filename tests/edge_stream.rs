@@ -1,7 +1,8 @@
 //! TCP load balancing with real sockets: TCP echo backends behind `stream` servers of
 //! `appliance run`, with next-upstream past a refused backend, TLS terminated on an SSL
 //! listener, TLS passed through untouched, TLS to the backend, and PROXY protocol v1/v2 sent to
-//! backends (parsed here) and accepted from clients.
+//! backends (parsed here) and accepted from clients, and TLS routed by the name the client asks
+//! for (`ssl_preread`) to a backend a DNS server names.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use pingora::tls::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-use support::{free_port, make_cert, start_appliance, TempDir};
+use support::{dns::DnsServer, free_port, make_cert, start_appliance, TempDir};
 
 /// What a backend does with a connection before echoing.
 #[derive(Clone, Copy)]
@@ -121,6 +122,11 @@ fn exchange(port: u16, prefix: &[u8], message: &[u8]) -> (Vec<u8>, SocketAddr) {
 }
 
 fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
+    tls_exchange_as(port, "localhost", message).expect("TLS handshake")
+}
+
+/// A TLS exchange asking for the server `name` (SNI); `None` when the handshake fails.
+fn tls_exchange_as(port: u16, name: &str, message: &[u8]) -> Option<(Vec<u8>, String)> {
     let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
     b.set_verify(SslVerifyMode::NONE);
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -131,8 +137,8 @@ fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
         .configure()
         .expect("configure")
         .verify_hostname(false)
-        .connect("localhost", tcp)
-        .expect("TLS handshake");
+        .connect(name, tcp)
+        .ok()?;
     let subject = s
         .ssl()
         .peer_certificate()
@@ -146,7 +152,7 @@ fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
     s.write_all(message).expect("write");
     let mut got = vec![0u8; message.len()];
     let _ = s.read_exact(&mut got);
-    (got, subject)
+    Some((got, subject))
 }
 
 fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
@@ -497,4 +503,46 @@ fn stream_limit_conn_closes_connections_over_the_limit() {
         log.contains("limiting connections by zone \"addr\", client: 127.0.0.1"),
         "{log}"
     );
+}
+
+#[test]
+fn tls_goes_where_its_server_name_resolves() {
+    let dir = TempDir::new("edge-stream-sni");
+    let (crt, key) = make_cert(&dir, "svc.test", "rsa");
+    let backend = echo(Backend::Plain, Some((&crt, &key)));
+    let dns = DnsServer::start();
+    dns.set("svc.test", "127.0.0.1");
+    let (by_name, by_map) = (free_port(), free_port());
+    let config = write(
+        &dir,
+        "nginx.conf",
+        &format!(
+            "events {{}}\nstream {{\nresolver 127.0.0.1:{dns} valid=1s;\n\
+             map $ssl_preread_server_name $named {{\nhostnames;\n*.alias.test 127.0.0.1:{port};\n\
+             default unknown;\n}}\n\
+             server {{\nlisten 127.0.0.1:{by_name};\nssl_preread on;\n\
+             proxy_pass $ssl_preread_server_name:{port};\n}}\n\
+             server {{\nlisten 127.0.0.1:{by_map};\nssl_preread on;\nproxy_pass $named;\n}}\n}}\n",
+            dns = dns.port,
+            port = backend.port,
+        ),
+    );
+    let _app = start_appliance(&config, &[by_name, by_map]);
+
+    // The ClientHello's name, looked up, is where the connection goes; TLS passes through to
+    // the backend, which the client sees.
+    let (got, subject) = tls_exchange_as(by_name, "svc.test", b"by name\n").expect("handshake");
+    assert_eq!(
+        (got.as_slice(), subject.as_str()),
+        (&b"by name\n"[..], "svc.test")
+    );
+    let (got, _) = tls_exchange_as(by_map, "a.alias.test", b"by map\n").expect("handshake");
+    assert_eq!(got, b"by map\n");
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+
+    // A name the DNS server does not know, and a map value that is no upstream and has no
+    // port: nginx closes such connections without going anywhere, and so does the appliance.
+    assert!(tls_exchange_as(by_name, "nowhere.test", b"x").is_none());
+    assert!(tls_exchange_as(by_map, "other.test", b"x").is_none());
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
 }

@@ -1274,6 +1274,9 @@ fn stream_variable_cases() -> Vec<Case> {
         ("a stream geo", format!("{POOLS}\ngeo $remote_addr $g {{\ndefault a;\n10.0.0.0/8 b;\n}}\n{}", server("proxy_pass $g;"))),
         ("a stream geo with proxy", format!("geo $g {{\nproxy 10.0.0.1;\ndefault a;\n}}\n{}", server("proxy_pass $g;"))),
         ("a stream split_clients", format!("{POOLS}\nsplit_clients $remote_addr $s {{\n50% a;\n* b;\n}}\n{}", server("proxy_pass $s;"))),
+        ("a stream resolver", format!("resolver 127.0.0.1 valid=5s ipv6=off;\nresolver_timeout 2s;\n{}", server("ssl_preread on;\nproxy_pass $ssl_preread_server_name:443;"))),
+        ("resolver twice in a stream server", server("resolver 127.0.0.1;\nresolver 127.0.0.2;\nproxy_pass 127.0.0.1:2;")),
+        ("a stream resolver with ipv6=maybe", server("resolver 127.0.0.1 ipv6=maybe;\nproxy_pass 127.0.0.1:2;")),
         ("a hash of the name", format!("upstream h {{\nhash $ssl_preread_server_name consistent;\nserver 127.0.0.1:2;\n}}\n{}", server("ssl_preread on;\nproxy_pass h;"))),
     ];
     let http = [

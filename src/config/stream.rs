@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::http::{AccessRule, Listen, Tls};
 use super::limit::Limits;
 use super::origin::Origin;
+use super::resolver::Resolver;
 use super::units::{Duration, Size};
 use super::upstream::ProxyProtocol;
 
@@ -22,6 +23,9 @@ pub struct StreamServer {
     /// `$ssl_preread_protocol`, and pass it on untouched.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ssl_preread: bool,
+    /// nginx's `resolver`: where a `pass` with variables that names a host is looked up.
+    #[serde(default, skip_serializing_if = "Resolver::is_empty")]
+    pub resolver: Resolver,
     /// How long to wait for the ClientHello (nginx `preread_timeout`, default 30s); at the
     /// end of it the connection goes on with what was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,7 @@ use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::limits::{Held, Limits, Zones};
 use super::placement::Placement;
+use super::resolver::NameResolver;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::ssl_preread::{self, Preread, Scan};
 use super::tables::Tables;
@@ -59,6 +60,8 @@ pub struct StreamConf {
     pub preread: Option<(Duration, usize)>,
     /// The stream's `map`, `geo` and `split_clients` variables.
     pub tables: Arc<Tables>,
+    /// Where `proxy_pass $name` looks a host name up.
+    pub resolver: Option<Arc<NameResolver>>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub next_upstream: bool,
@@ -160,6 +163,7 @@ fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamCon
             (d(s.preread_timeout, PREREAD_TIMEOUT.as_secs()), size)
         }),
         tables,
+        resolver: NameResolver::shared(&s.resolver, at)?,
         connect_timeout: d(s.connect_timeout, 60),
         timeout: d(s.timeout, 600),
         next_upstream: s.next_upstream.unwrap_or(true),
@@ -358,7 +362,7 @@ impl ServerApp for StreamEdge {
             Pass::Fixed(pool) => pool.clone(),
             Pass::Variable { target, pools } => {
                 let value = eval_to_vec(target, &client.vars(&conf.tables));
-                destination(&String::from_utf8_lossy(&value), pools, &conf)?
+                destination(&String::from_utf8_lossy(&value), pools, &conf).await?
             }
         };
         let (mut upstream, mut attempt) = connect(&conf, &pool, &client).await?;
@@ -410,8 +414,9 @@ async fn preread(
 }
 
 /// The pool `proxy_pass $name` names for this connection: an upstream of the stream, an
-/// address, or (logged as nginx logs it) nothing, and the connection is closed.
-fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Arc<UpstreamPool>> {
+/// address, the addresses the resolver has for a name, or (logged as nginx logs it) nothing,
+/// and the connection is closed.
+async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Arc<UpstreamPool>> {
     let at = conf.origin.as_ref();
     let fresh = |text: &str| match runtime::implicit_pool(text, 0, at, next_dynamic_pool_id()) {
         Ok(pool) => Some(Arc::new(pool)),
@@ -446,13 +451,31 @@ fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Arc<Upst
         tracing::error!("no port in upstream \"{value}\"");
         return None;
     }
-    if !literal {
-        // The appliance has no resolver in stream, and nginx none unless one is configured.
+    if literal {
+        // An address: a pool of its own for this connection, as nginx's resolved peer is.
+        return fresh(value);
+    }
+    let Some(resolver) = &conf.resolver else {
         tracing::error!("no resolver defined to resolve {host}");
         return None;
+    };
+    let addresses: Vec<SocketAddr> = match resolver.resolve(&host).await {
+        Ok(ips) => ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+        Err(why) => {
+            tracing::error!("{host} could not be resolved ({why})");
+            return None;
+        }
+    };
+    match runtime::resolved_pool(value, &addresses, at, next_dynamic_pool_id()) {
+        Ok(pool) => Some(Arc::new(pool)),
+        Err(e) => {
+            tracing::error!("{} in upstream \"{value}\"", e.message);
+            None
+        }
     }
-    // An address: a pool of its own for this connection, as nginx's resolved peer is.
-    fresh(value)
 }
 
 /// Pools made for one connection get ids apart from the config's.

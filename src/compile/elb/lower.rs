@@ -385,6 +385,7 @@ impl Lowering<'_> {
             listen: vec![listen],
             pass: pool.to_string(),
             ssl_preread: false,
+            resolver: Default::default(),
             preread_timeout: None,
             preread_buffer_size: None,
             tls: self.tls(lb, listener)?,

@@ -1034,31 +1034,7 @@ impl Lowering<'_> {
                 });
             }
             "override_charset" => level.charset.override_ = Some(self.flag(stmt)?),
-            "resolver" => {
-                if level.resolver.servers.is_some() {
-                    return Err(self.error(stmt, "\"resolver\" directive is duplicate"));
-                }
-                // ngx_resolver_create: addresses, then `valid=` and `ipv6=` among them.
-                let invalid = |v: &str| format!("invalid parameter: {v}");
-                let mut servers = Vec::new();
-                for value in stmt.values() {
-                    if let Some(time) = value.strip_prefix("valid=") {
-                        let valid = parse_nginx_time(time, TimeUnit::Seconds)
-                            .ok_or_else(|| self.error(stmt, invalid(value)))?;
-                        level.resolver.valid = Some(Duration(valid));
-                    } else if let Some(flag) = value.strip_prefix("ipv6=") {
-                        level.resolver.ipv6 = Some(match flag {
-                            "on" => true,
-                            "off" => false,
-                            _ => return Err(self.error(stmt, invalid(value))),
-                        });
-                    } else {
-                        dns::check_server(value).map_err(|e| self.error(stmt, e))?;
-                        servers.push(value.to_string());
-                    }
-                }
-                level.resolver.servers = Some(servers);
-            }
+            "resolver" => self.resolver_line(stmt, level.resolver)?,
             "resolver_timeout" => level.resolver.timeout = Some(self.msec(stmt, 0)?),
             // nginx's default: nothing to carry over.
             "ssl_verify_client" if stmt.arg(0) == Some("off") => {}
@@ -1219,6 +1195,34 @@ impl Lowering<'_> {
             }
         }
         Ok(Some(map))
+    }
+
+    /// A `resolver` line, at any level of http or stream.
+    pub(super) fn resolver_line(&self, stmt: &Statement, resolver: &mut Resolver) -> Result<()> {
+        if resolver.servers.is_some() {
+            return Err(self.error(stmt, "\"resolver\" directive is duplicate"));
+        }
+        // ngx_resolver_create: addresses, then `valid=` and `ipv6=` among them.
+        let invalid = |v: &str| format!("invalid parameter: {v}");
+        let mut servers = Vec::new();
+        for value in stmt.values() {
+            if let Some(time) = value.strip_prefix("valid=") {
+                let valid = parse_nginx_time(time, TimeUnit::Seconds)
+                    .ok_or_else(|| self.error(stmt, invalid(value)))?;
+                resolver.valid = Some(Duration(valid));
+            } else if let Some(flag) = value.strip_prefix("ipv6=") {
+                resolver.ipv6 = Some(match flag {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(self.error(stmt, invalid(value))),
+                });
+            } else {
+                dns::check_server(value).map_err(|e| self.error(stmt, e))?;
+                servers.push(value.to_string());
+            }
+        }
+        resolver.servers = Some(servers);
+        Ok(())
     }
 
     /// `set_real_ip_from`: an address, a CIDR block or `unix:`, else a host name, resolved now

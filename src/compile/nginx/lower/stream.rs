@@ -21,6 +21,8 @@ struct StreamSettings {
     access: Option<Vec<AccessRule>>,
     /// `limit_conn` and its log level and dry run, merged as in http.
     limits: Limits,
+    /// `resolver` and `resolver_timeout`, for `proxy_pass $name` to a host name.
+    resolver: crate::config::Resolver,
     ssl_preread: Option<bool>,
     preread_timeout: Option<crate::config::Duration>,
     preread_buffer_size: Option<crate::config::Size>,
@@ -106,6 +108,7 @@ impl Lowering<'_> {
         let mut settings = StreamSettings {
             access: None,
             limits: Limits::default(),
+            resolver: Default::default(),
             ..defaults.clone()
         };
         let mut tls = super::http::TlsLevel::default();
@@ -163,6 +166,7 @@ impl Lowering<'_> {
             origin: self.origin(block),
             listen,
             pass,
+            resolver: settings.resolver.merged(&defaults.resolver),
             ssl_preread: settings.ssl_preread.unwrap_or(false),
             preread_timeout: settings.preread_timeout,
             preread_buffer_size: settings.preread_buffer_size,
@@ -260,6 +264,8 @@ impl Lowering<'_> {
             "proxy_next_upstream_timeout" => s.next_upstream_timeout = Some(self.msec(stmt, 0)?),
             "proxy_protocol" => s.proxy_protocol = Some(self.flag(stmt)?),
             "proxy_ssl" => s.upstream_tls = Some(self.flag(stmt)?),
+            "resolver" => self.resolver_line(stmt, &mut s.resolver)?,
+            "resolver_timeout" => s.resolver.timeout = Some(self.msec(stmt, 0)?),
             "ssl_preread" => s.ssl_preread = Some(self.flag(stmt)?),
             "preread_timeout" => s.preread_timeout = Some(self.msec(stmt, 0)?),
             "preread_buffer_size" => s.preread_buffer_size = Some(self.size(stmt, 0)?),

@@ -186,8 +186,8 @@ pub const SUPPORTED: &[Entry] = &[
     full("charset_types", HSL),
     // Used by proxy_pass with variables; names in `upstream` and a plain proxy_pass are looked
     // up once, at start, by the system's resolver, as nginx 1.22 does with getaddrinfo.
-    full("resolver", HSL),
-    full("resolver_timeout", HSL),
+    full("resolver", "http, server, location, stream"),
+    full("resolver_timeout", "http, server, location, stream"),
     full("gzip_static", HSL),
     full("autoindex", HSL),
     full("autoindex_exact_size", HSL),
