@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use pingora::tls::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use support::proxies::{Kind, NginxOptions, Proxy};
 use support::{dns::DnsServer, free_port, make_cert, start_appliance, TempDir};
 
 /// What a backend does with a connection before echoing.
@@ -545,4 +546,75 @@ fn tls_goes_where_its_server_name_resolves() {
     assert!(tls_exchange_as(by_name, "nowhere.test", b"x").is_none());
     assert!(tls_exchange_as(by_map, "other.test", b"x").is_none());
     assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn stream_return_answers_with_the_client_hello_as_nginx_does() {
+    support::nginx::require_nginx();
+    let hello = client_hello("ret.test", &[b"h2", b"http/1.1"]);
+    let answers: Vec<Vec<Vec<u8>>> = [Kind::Nginx, Kind::Appliance]
+        .into_iter()
+        .map(|kind| {
+            let port = free_port();
+            let config = format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nevents {{}}\n\
+                 stream {{\nserver {{\nlisten 127.0.0.1:{port};\nssl_preread on;\n\
+                 return \"$server_port $ssl_preread_protocol|$ssl_preread_server_name|\
+                 $ssl_preread_alpn_protocols\\n\";\n}}\n}}\n"
+            );
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let _proxy = Proxy::start(kind, &config, &[addr], NginxOptions::default());
+            let ask = |first: &[u8]| {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                s.write_all(first).expect("write");
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+                // The port differs between the two; the rest must not.
+                let text = String::from_utf8_lossy(&answer).into_owned();
+                text.replacen(&port.to_string(), "PORT", 1).into_bytes()
+            };
+            vec![ask(&hello), ask(b"SSH-2.0-OpenSSH_9.2\r\n")]
+        })
+        .collect();
+    assert_eq!(
+        answers[1], answers[0],
+        "appliance (left) and nginx (right) differ"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&answers[1][0]),
+        "PORT TLSv1.3|ret.test|h2,http/1.1\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&answers[1][1]), "PORT ||\n");
+}
+
+/// The ClientHello OpenSSL sends for `name` offering `protocols`: caught by a listener that
+/// reads it and hangs up.
+fn client_hello(name: &str, protocols: &[&[u8]]) -> Vec<u8> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let caught = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let mut hello = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            hello.extend_from_slice(&buf[..n]);
+        }
+        hello
+    });
+    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+    let wire: Vec<u8> = protocols
+        .iter()
+        .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+        .collect();
+    b.set_alpn_protos(&wire).expect("alpn");
+    let tcp = TcpStream::connect(addr).expect("connect");
+    let _ = b.build().connect(name, tcp);
+    caught.join().expect("the listener")
 }

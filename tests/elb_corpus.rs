@@ -369,7 +369,7 @@ fn s11_http_and_tcp_listeners() {
     assert_eq!(headers["X-Forwarded-Port"], "$server_port");
     let stream = &c.model.stream.servers[0];
     assert_eq!(stream.listen[0].address.to_string(), "0.0.0.0:443");
-    assert_eq!(stream.pass, "production-443");
+    assert_eq!(stream.pass.as_deref(), Some("production-443"));
     let tcp = &c.model.stream.upstreams[0];
     assert_eq!(tcp.balance, Balance::RoundRobin);
     assert_eq!(tcp.servers[0].address, "10.0.1.5:443");

@@ -1277,6 +1277,13 @@ fn stream_variable_cases() -> Vec<Case> {
         ("a stream resolver", format!("resolver 127.0.0.1 valid=5s ipv6=off;\nresolver_timeout 2s;\n{}", server("ssl_preread on;\nproxy_pass $ssl_preread_server_name:443;"))),
         ("resolver twice in a stream server", server("resolver 127.0.0.1;\nresolver 127.0.0.2;\nproxy_pass 127.0.0.1:2;")),
         ("a stream resolver with ipv6=maybe", server("resolver 127.0.0.1 ipv6=maybe;\nproxy_pass 127.0.0.1:2;")),
+        ("a stream return", server("return \"$remote_addr $ssl_preread_protocol\\n\";")),
+        ("return twice", server("return a;\nreturn b;")),
+        ("return, then proxy_pass", server("return a;\nproxy_pass 127.0.0.1:2;")),
+        ("proxy_pass, then return", server("proxy_pass 127.0.0.1:2;\nreturn a;")),
+        ("proxy_pass twice", server("proxy_pass 127.0.0.1:2;\nproxy_pass 127.0.0.1:4;")),
+        ("proxy_pass twice, return between", server("proxy_pass 127.0.0.1:2;\nreturn a;\nproxy_pass 127.0.0.1:4;")),
+        ("return of an unknown variable", server("return $nowhere;")),
         ("a hash of the name", format!("upstream h {{\nhash $ssl_preread_server_name consistent;\nserver 127.0.0.1:2;\n}}\n{}", server("ssl_preread on;\nproxy_pass h;"))),
     ];
     let http = [

@@ -16,8 +16,14 @@ pub struct StreamServer {
     pub origin: Option<Origin>,
     pub listen: Vec<Listen>,
     /// An upstream name from `[[stream.upstream]]` or an address `host:port`; with variables
-    /// (`$by_sni`), evaluated for each connection to one of those.
-    pub pass: String,
+    /// (`$by_sni`), evaluated for each connection to one of those. Each server has `pass` or
+    /// `return`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    /// nginx's stream `return`: the text (variables allowed) sent to the client, which is
+    /// then closed; nothing is proxied.
+    #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<String>,
     /// nginx's `ssl_preread on`: before choosing where to go, read the client's TLS
     /// ClientHello for `$ssl_preread_server_name`, `$ssl_preread_alpn_protocols` and
     /// `$ssl_preread_protocol`, and pass it on untouched.

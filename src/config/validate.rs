@@ -1511,17 +1511,34 @@ fn stream(s: &Stream, pools: &HashSet<&str>, defined: Defined<'_>) -> Check {
                 .about(listen_key()));
             }
         }
+        let pass = match (&server.pass, &server.respond) {
+            (Some(pass), None) => pass,
+            (None, Some(text)) => {
+                Template::parse_for(Context::Stream, text, defined).map_err(|e| {
+                    let e = Diagnostic::error(e.to_string());
+                    e.at_opt(at).about(format!("{key}.return"))
+                })?;
+                continue;
+            }
+            _ => {
+                return Err(Diagnostic::error(
+                    "a stream server has either pass (where connections go) or return (what \
+                     they are sent)",
+                )
+                .at_opt(at)
+                .about(&key))
+            }
+        };
         let place = |e: Diagnostic| e.at_opt(at).about(format!("{key}.pass"));
-        if server.pass.contains('$') {
+        if pass.contains('$') {
             // Where it points is known per connection; the variables must be the stream's.
-            Template::parse_for(Context::Stream, &server.pass, defined)
+            Template::parse_for(Context::Stream, pass, defined)
                 .map_err(|e| place(Diagnostic::error(e.to_string())))?;
-        } else if !pools.contains(server.pass.as_str()) {
-            match server_address(&server.pass, 0) {
-                Ok((_, 0)) if !server.pass.starts_with("unix:") => {
+        } else if !pools.contains(pass.as_str()) {
+            match server_address(pass, 0) {
+                Ok((_, 0)) if !pass.starts_with("unix:") => {
                     return Err(place(Diagnostic::error(format!(
-                        "no port in upstream \"{}\"",
-                        server.pass
+                        "no port in upstream \"{pass}\""
                     ))))
                 }
                 Ok(_) => {}

@@ -2,12 +2,14 @@
 //!
 //! A connection is matched to its stream server by the listening socket; a PROXY header is read
 //! if the listen says `proxy_protocol`; TLS is terminated if it says `ssl` (otherwise TLS passes
-//! through untouched: bytes are bytes). A server is then chosen by the pool's balancer, as nginx's
-//! stream upstreams do, and tried again elsewhere while connecting fails (`proxy_next_upstream`,
-//! `_tries`, `_timeout`, each connect bounded by `proxy_connect_timeout`). The backend may get a
-//! PROXY header (`proxy_protocol on`, ELB's ProxyProtocolPolicyType) and TLS (`proxy_ssl on`).
-//! Bytes then flow both ways until either side closes or nothing moves for `proxy_timeout`;
-//! like nginx 1.22 without `proxy_half_close`, the first close ends the session.
+//! through untouched: bytes are bytes). With `ssl_preread`, the client's ClientHello is read
+//! next, for variables. A server that has `return` then sends its text and closes. Otherwise a
+//! server is chosen by the pool's balancer, as nginx's stream upstreams do, and tried again
+//! elsewhere while connecting fails (`proxy_next_upstream`, `_tries`, `_timeout`, each connect
+//! bounded by `proxy_connect_timeout`). The backend may get a PROXY header (`proxy_protocol
+//! on`, ELB's ProxyProtocolPolicyType) and TLS (`proxy_ssl on`). Bytes then flow both ways
+//! until either side closes or nothing moves for `proxy_timeout`; like nginx 1.22 without
+//! `proxy_half_close`, the first close ends the session.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -82,6 +84,8 @@ pub enum Pass {
     /// `proxy_pass $name;`: evaluated for each connection, to an upstream of the stream (by
     /// its name) or an address, as ngx_stream_proxy_eval does.
     Variable { target: Template, pools: Arc<Pools> },
+    /// `return TEXT;`: the client is sent the text and closed.
+    Return(Template),
 }
 
 /// The stream's pools by name: its upstreams, and the addresses servers name directly.
@@ -101,12 +105,16 @@ pub fn build(
         *next_id += 1;
         pools.insert(upstream.name.clone(), Arc::new(pool));
     }
-    for s in model.servers.iter().filter(|s| !s.pass.contains('$')) {
-        if !pools.contains_key(&s.pass) {
+    let fixed = model
+        .servers
+        .iter()
+        .filter_map(|s| Some((s.pass.as_ref()?, s)));
+    for (pass, s) in fixed.filter(|(pass, _)| !pass.contains('$')) {
+        if !pools.contains_key(pass) {
             let at = s.origin.as_ref();
-            let pool = Arc::new(runtime::implicit_pool(&s.pass, 0, at, *next_id)?);
+            let pool = Arc::new(runtime::implicit_pool(pass, 0, at, *next_id)?);
             *next_id += 1;
-            pools.insert(s.pass.clone(), pool);
+            pools.insert(pass.clone(), pool);
         }
     }
     let pools = Arc::new(pools);
@@ -114,16 +122,26 @@ pub fn build(
     let zones = Zones::of_stream(model)?;
     let mut servers = Vec::new();
     for s in &model.servers {
-        let pass = match s.pass.contains('$') {
-            true => Pass::Variable {
-                target: Template::parse_for(Context::Stream, &s.pass, scope.1)
-                    .map_err(|e| Diagnostic::error(e.to_string()).at_opt(s.origin.as_ref()))?,
+        let at = s.origin.as_ref();
+        let template = |text: &str| {
+            Template::parse_for(Context::Stream, text, scope.1)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))
+        };
+        let pass = match (&s.pass, &s.respond) {
+            (_, Some(text)) => Pass::Return(template(text)?),
+            (Some(pass), None) if pass.contains('$') => Pass::Variable {
+                target: template(pass)?,
                 pools: pools.clone(),
             },
             // Every name a server passes to is in the pools: added just above.
-            false => Pass::Fixed(pools.get(&s.pass).cloned().ok_or_else(|| {
-                Diagnostic::error(format!("no upstream \"{}\"", s.pass)).at_opt(s.origin.as_ref())
-            })?),
+            (Some(pass), None) => {
+                Pass::Fixed(pools.get(pass).cloned().ok_or_else(|| {
+                    Diagnostic::error(format!("no upstream \"{pass}\"")).at_opt(at)
+                })?)
+            }
+            (None, None) => {
+                return Err(Diagnostic::error("a stream server without pass or return").at_opt(at))
+            }
         };
         let mut conf = server(s, pass, tables.clone())?;
         conf.limits = zones.limits(&s.limits);
@@ -363,6 +381,15 @@ impl ServerApp for StreamEdge {
             Pass::Variable { target, pools } => {
                 let value = eval_to_vec(target, &client.vars(&conf.tables));
                 destination(&String::from_utf8_lossy(&value), pools, &conf).await?
+            }
+            Pass::Return(text) => {
+                let text = eval_to_vec(text, &client.vars(&conf.tables));
+                let sent = async {
+                    downstream.write_all(&text).await?;
+                    downstream.shutdown().await
+                };
+                let _ = tokio::time::timeout(conf.timeout, sent).await;
+                return None;
             }
         };
         let (mut upstream, mut attempt) = connect(&conf, &pool, &client).await?;

@@ -383,7 +383,8 @@ impl Lowering<'_> {
         Ok(StreamServer {
             origin: Some(self.origin(listener.at)),
             listen: vec![listen],
-            pass: pool.to_string(),
+            pass: Some(pool.to_string()),
+            respond: None,
             ssl_preread: false,
             resolver: Default::default(),
             preread_timeout: None,

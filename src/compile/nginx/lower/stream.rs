@@ -7,6 +7,12 @@ use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::{AccessRule, Limits, Listen, ListenAddress, ProxyProtocol, StreamServer, Tls};
 
+/// What a stream server does with a connection.
+enum Handler {
+    Pass(String),
+    Return(String),
+}
+
 /// Settings a stream server inherits from the stream block.
 #[derive(Clone, Default)]
 struct StreamSettings {
@@ -113,7 +119,9 @@ impl Lowering<'_> {
         };
         let mut tls = super::http::TlsLevel::default();
         let mut listen = Vec::new();
-        let mut pass = None;
+        // proxy_pass and return each set the server's handler: the last one written is it.
+        let mut handler = None;
+        let (mut seen_pass, mut seen_return) = (false, false);
         let mut unusable = false;
         for stmt in block.block.iter().flatten() {
             match stmt.name.as_str() {
@@ -121,6 +129,9 @@ impl Lowering<'_> {
                     listen.extend(self.stream_listen(stmt)?);
                 }
                 "proxy_pass" => {
+                    if std::mem::replace(&mut seen_pass, true) {
+                        return Err(self.error(stmt, "\"proxy_pass\" directive is duplicate"));
+                    }
                     let target = self.arg(stmt, 0)?.to_string();
                     if target.contains('$') {
                         // Evaluated per connection. One that cannot be (an unknown variable,
@@ -133,7 +144,19 @@ impl Lowering<'_> {
                     } else if let Err(e) = url::parse(&target, false, 0) {
                         return Err(self.error(stmt, format!("{e} in \"{target}\"")));
                     }
-                    pass = Some(target);
+                    handler = Some(Handler::Pass(target));
+                    self.mapped(stmt);
+                }
+                "return" => {
+                    if std::mem::replace(&mut seen_return, true) {
+                        return Err(self.error(stmt, "\"return\" directive is duplicate"));
+                    }
+                    let text = self.arg(stmt, 0)?.to_string();
+                    if self.template(stmt, &text)?.is_none() {
+                        unusable = true;
+                        continue;
+                    }
+                    handler = Some(Handler::Return(text));
                     self.mapped(stmt);
                 }
                 _ => {
@@ -146,7 +169,7 @@ impl Lowering<'_> {
         if unusable {
             return Ok(None);
         }
-        let Some(pass) = pass else {
+        let Some(handler) = handler else {
             // nginx needs a content handler: proxy_pass, return or js; without one it rejects
             // the server at startup.
             return Err(self.error(block, "no handler for server"));
@@ -165,7 +188,14 @@ impl Lowering<'_> {
         Ok(Some(StreamServer {
             origin: self.origin(block),
             listen,
-            pass,
+            pass: match &handler {
+                Handler::Pass(target) => Some(target.clone()),
+                Handler::Return(_) => None,
+            },
+            respond: match handler {
+                Handler::Return(text) => Some(text),
+                Handler::Pass(_) => None,
+            },
             resolver: settings.resolver.merged(&defaults.resolver),
             ssl_preread: settings.ssl_preread.unwrap_or(false),
             preread_timeout: settings.preread_timeout,

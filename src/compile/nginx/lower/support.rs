@@ -81,7 +81,7 @@ pub const SUPPORTED: &[Entry] = &[
         "location, if, stream",
         "in `if`, no variables",
     ),
-    full("return", "server, location, if"),
+    full("return", "server, location, if, stream"),
     full("rewrite", "server, location, if"),
     full("break", "server, location, if"),
     full("set", "server, location, if"),
