@@ -557,13 +557,16 @@ fn stream_return_answers_with_the_client_hello_as_nginx_does() {
         .map(|kind| {
             let port = free_port();
             let config = format!(
-                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nevents {{}}\n\
-                 stream {{\nserver {{\nlisten 127.0.0.1:{port};\nssl_preread on;\n\
+                "events {{}}\nstream {{\nserver {{\nlisten 127.0.0.1:{port};\nssl_preread on;\n\
                  return \"$server_port $ssl_preread_protocol|$ssl_preread_server_name|\
                  $ssl_preread_alpn_protocols\\n\";\n}}\n}}\n"
             );
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let _proxy = Proxy::start(kind, &config, &[addr], NginxOptions::default());
+            let options = NginxOptions {
+                stream_module: true,
+                ..NginxOptions::default()
+            };
+            let _proxy = Proxy::start(kind, &config, &[addr], options);
             let ask = |first: &[u8]| {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_read_timeout(Some(Duration::from_secs(5)))

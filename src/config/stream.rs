@@ -32,8 +32,8 @@ pub struct StreamServer {
     /// nginx's `resolver`: where a `pass` with variables that names a host is looked up.
     #[serde(default, skip_serializing_if = "Resolver::is_empty")]
     pub resolver: Resolver,
-    /// How long to wait for the ClientHello (nginx `preread_timeout`, default 30s); at the
-    /// end of it the connection goes on with what was read.
+    /// How long to wait for the ClientHello (nginx `preread_timeout`, default 30s); a client
+    /// that has not sent enough by then is closed, not proxied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preread_timeout: Option<Duration>,
     /// At most this much is read waiting for it (nginx `preread_buffer_size`, default 16k); a

@@ -47,15 +47,14 @@ pub enum Scan {
     Done(Preread),
     /// Not a ClientHello nginx can read: the connection goes on, the variables empty.
     NotTls,
-    /// More bytes are needed; what was read so far, in case no more come.
-    Partial(Preread),
+    /// More bytes are needed.
+    Partial,
 }
 
 /// Looks at the bytes a client has sent so far. Called again, from the start, as more arrive:
 /// a ClientHello is a few hundred bytes, and nginx's preread buffer 16k at most.
 pub fn scan(buf: &[u8]) -> Scan {
     let mut handshake = Vec::new();
-    let mut so_far = Preread::default();
     let mut p = buf;
     while p.len() >= 5 {
         if p[0] & 0x80 != 0 && p[2] == 1 && (p[3] == 0 || p[3] == 3) {
@@ -77,18 +76,17 @@ pub fn scan(buf: &[u8]) -> Scan {
         match client_hello(&handshake) {
             Parse::Done(found) => return Scan::Done(found),
             Parse::Malformed => return Scan::NotTls,
-            Parse::Incomplete(found) => so_far = found,
+            Parse::Incomplete => {}
         }
         p = &p[5 + len..];
     }
-    Scan::Partial(so_far)
+    Scan::Partial
 }
 
 enum Parse {
     Done(Preread),
     Malformed,
-    /// What was found before the bytes ran out.
-    Incomplete(Preread),
+    Incomplete,
 }
 
 /// Reads a handshake message from the start of `bytes`, which may stop short of its end.
@@ -102,7 +100,7 @@ fn client_hello(bytes: &[u8]) -> Parse {
     match read_hello(&mut r, &mut found) {
         Ok(()) => Parse::Done(found),
         Err(Short::Malformed) => Parse::Malformed,
-        Err(Short::MoreBytes) => Parse::Incomplete(found),
+        Err(Short::MoreBytes) => Parse::Incomplete,
     }
 }
 
@@ -305,10 +303,7 @@ mod tests {
         let message = &one[5..];
         let split = records(message, 40);
         for cut in 0..split.len() {
-            assert!(
-                matches!(scan(&split[..cut]), Scan::Partial(_)),
-                "cut at {cut}"
-            );
+            assert_eq!(scan(&split[..cut]), Scan::Partial, "cut at {cut}");
         }
         assert_eq!(done(&split).server_name, b"split.example.test");
     }
@@ -317,7 +312,7 @@ mod tests {
     fn what_is_not_a_client_hello() {
         assert_eq!(scan(b"SSH-2.0-OpenSSH_9.2\r\n"), Scan::NotTls);
         assert_eq!(scan(b"GET / HTTP/1.1\r\n"), Scan::NotTls);
-        assert!(matches!(scan(b"SSH"), Scan::Partial(_)));
+        assert_eq!(scan(b"SSH"), Scan::Partial);
         // An SNI entry that is not a host name, an empty ALPN protocol.
         let mut odd = sni("x");
         odd.1[2] = 1;
@@ -337,17 +332,5 @@ mod tests {
         let found = done(&bytes);
         assert_eq!(found.server_name, b"first");
         assert_eq!(found.alpn_protocols, b"a");
-    }
-
-    #[test]
-    fn a_partial_hello_keeps_what_it_read() {
-        let bytes = hello(&[sni("early.example.test"), (21, vec![0; 100])]);
-        let message = &bytes[5..];
-        let split = records(message, 60);
-        // The name is in the first two records; the padding is not all there yet.
-        match scan(&split[..(5 + 60) * 2]) {
-            Scan::Partial(found) => assert_eq!(found.server_name, b"early.example.test"),
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -408,10 +408,11 @@ impl ServerApp for StreamEdge {
     }
 }
 
-/// Reads what the client sends first until `ssl_preread` has its ClientHello, the client
-/// stops sending or `timeout` passes (nginx goes on in each case), and returns what was
-/// found and the bytes read. `None` closes the connection: an error, or a ClientHello larger
-/// than the buffer ("preread buffer full", as nginx logs it).
+/// Reads what the client sends first until `ssl_preread` knows whether it is a ClientHello
+/// and what it says, and returns that and the bytes read. `None` closes the connection: the
+/// client closed or failed first, `timeout` passed, or a ClientHello larger than the buffer
+/// ("preread buffer full", as nginx logs it). nginx 1.22 does not proxy such connections
+/// either (after a timeout it leaves them open and silent; the appliance closes them).
 async fn preread(
     client: &mut Stream,
     timeout: Duration,
@@ -421,21 +422,24 @@ async fn preread(
     let mut buf = Vec::with_capacity(size.min(PREREAD_BUFFER));
     let mut chunk = vec![0u8; size.min(PREREAD_BUFFER)];
     loop {
-        let so_far = match ssl_preread::scan(&buf) {
+        match ssl_preread::scan(&buf) {
             Scan::Done(found) => return Some((Some(found), buf)),
             Scan::NotTls => return Some((None, buf)),
-            Scan::Partial(found) => found,
-        };
+            Scan::Partial => {}
+        }
         let room = size - buf.len();
         if room == 0 {
-            tracing::error!("preread buffer full");
+            tracing::error!("preread buffer full while prereading client data");
             return None;
         }
         let want = room.min(chunk.len());
         match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            // The client closed, failed or kept silent: the variables are what was read.
-            _ => return Some((Some(so_far), buf)),
+            Ok(_) => return None,
+            Err(_) => {
+                tracing::info!("client timed out while prereading client data");
+                return None;
+            }
         }
     }
 }

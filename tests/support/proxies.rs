@@ -57,11 +57,16 @@ impl Drop for TempDir {
     }
 }
 
-/// How nginx itself is run (the appliance ignores these).
+/// How nginx itself is run (the appliance ignores these), and how readiness is seen.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NginxOptions {
     /// `master_process on`: a master and its workers, as in production. Off: one process.
     pub master_process: bool,
+    /// Load Debian's dynamic stream module (the appliance has stream built in).
+    pub stream_module: bool,
+    /// Ready when the ports listen, seen in /proc/net/tcp, rather than when they accept: a
+    /// test connection would count as a client (an `ssl_preread` server would route it).
+    pub ready_without_connecting: bool,
 }
 
 /// A running proxy.
@@ -95,7 +100,7 @@ impl Proxy {
             log,
             _dir: dir,
         };
-        proxy.wait_until_ready(listen, config);
+        proxy.wait_until_ready(listen, config, options.ready_without_connecting);
         proxy
     }
 
@@ -114,7 +119,7 @@ impl Proxy {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn wait_until_ready(&mut self, listen: &[SocketAddr], config: &str) {
+    fn wait_until_ready(&mut self, listen: &[SocketAddr], config: &str, passively: bool) {
         let deadline = Instant::now() + READY_LIMIT;
         let mut pending: Vec<SocketAddr> = listen.to_vec();
         while !pending.is_empty() {
@@ -134,8 +139,9 @@ impl Proxy {
                     self.log_tail(40)
                 );
             }
-            pending.retain(|addr| {
-                TcpStream::connect_timeout(addr, Duration::from_millis(100)).is_err()
+            pending.retain(|addr| match passively {
+                true => !listening(addr.port()),
+                false => TcpStream::connect_timeout(addr, Duration::from_millis(100)).is_err(),
             });
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -169,8 +175,15 @@ pub fn stop_group(child: &mut Child) {
 
 fn nginx_command(dir: &Path, conf: &Path, options: NginxOptions) -> (Command, PathBuf) {
     let log = dir.join("error.log");
+    let stream = match options.stream_module {
+        true => format!(
+            "load_module {}/ngx_stream_module.so; ",
+            super::nginx::MODULES_DIR
+        ),
+        false => String::new(),
+    };
     let globals = format!(
-        "daemon off; master_process {}; pid {}; error_log {} info;",
+        "{stream}daemon off; master_process {}; pid {}; error_log {} info;",
         if options.master_process { "on" } else { "off" },
         dir.join("nginx.pid").display(),
         log.display()
@@ -212,4 +225,17 @@ pub fn nginx_bin() -> PathBuf {
     std::env::var_os("NGINX")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// Whether a socket listens on `port` (any address), without connecting to it.
+fn listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&wanted) && fields[3] == "0A"
+            })
+        })
+    })
 }
