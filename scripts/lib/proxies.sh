@@ -127,9 +127,19 @@ backend_conf() {
 # oauth2-proxy guides set it up) before every request: one subrequest per request.
 # With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
 # request for `/` gets DIR/index.html through `index`.
+# With STREAM_PROXY=1, the proxy is TCP instead (`stream {}`, Debian's dynamic stream module
+# loaded): one upstream of the backends, round robin per connection, bytes passed through;
+# with STREAM_PREREAD=1 too, the server reads the client's first bytes for a ClientHello
+# (`ssl_preread on`), as an SNI router does, and goes where a map of
+# `$ssl_preread_server_name` says (`proxy_pass $variable`; the HTTP clients here send no
+# ClientHello, so every connection takes the map's default).
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
+  if [ "${STREAM_PROXY:-0}" -ne 0 ]; then
+    stream_conf "$file" "$workers" "$listen" "$@"
+    return
+  fi
   {
     echo "worker_processes $workers;"
     [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "worker_cpu_affinity auto;"
@@ -199,8 +209,42 @@ proxy_conf() {
   } >"$file"
 }
 
+# stream_conf FILE WORKERS LISTEN_PORT BACKEND_PORT...: proxy_conf's TCP proxy.
+stream_conf() {
+  local file="$1" workers="$2" listen="$3" port
+  shift 3
+  {
+    echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+    echo "worker_processes $workers;"
+    [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "worker_cpu_affinity auto;"
+    echo "events { worker_connections 4096; }"
+    echo "stream {"
+    echo "    upstream backends {"
+    for port in "$@"; do echo "        server 127.0.0.1:$port;"; done
+    echo "    }"
+    if [ "${STREAM_PREREAD:-0}" -ne 0 ]; then
+      echo "    map \$ssl_preread_server_name \$route {"
+      echo "        hostnames;"
+      echo "        app.example.test backends;"
+      echo "        default backends;"
+      echo "    }"
+    fi
+    echo "    server {"
+    echo "        listen 127.0.0.1:$listen;"
+    if [ "${STREAM_PREREAD:-0}" -ne 0 ]; then
+      echo "        ssl_preread on;"
+      echo "        proxy_pass \$route;"
+    else
+      echo "        proxy_pass backends;"
+    fi
+    echo "    }"
+    echo "}"
+  } >"$file"
+}
+
 # haproxy_conf FILE THREADS LISTEN_PORT BACKEND_PORT...: the same proxy for HAProxy, reusing
-# idle server connections for any request (the closest to nginx's keepalive pool); with
+# idle server connections for any request (the closest to nginx's keepalive pool), or TCP with
+# STREAM_PROXY=1; with
 # HEADER_RULES=1, setting the same response headers; with GZIP_RULES=1, compressing text/html. With
 # PIN_WORKERS=1, thread N runs on CPU N-1 only, as nginx's `worker_cpu_affinity auto` does.
 haproxy_conf() {
@@ -212,11 +256,17 @@ haproxy_conf() {
     [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "    cpu-map auto:1/1-$threads 0-$((threads - 1))"
     echo "    maxconn 4096"
     echo "defaults"
-    echo "    mode http"
+    if [ "${STREAM_PROXY:-0}" -ne 0 ]; then
+      # STREAM_PROXY=1: TCP, as proxy_conf's stream server (STREAM_PREREAD has no equivalent
+      # here and is left out).
+      echo "    mode tcp"
+    else
+      echo "    mode http"
+      echo "    http-reuse always"
+    fi
     echo "    timeout connect 5s"
     echo "    timeout client 60s"
     echo "    timeout server 60s"
-    echo "    http-reuse always"
     echo "frontend proxy"
     echo "    bind 127.0.0.1:$listen"
     if [ "${HEADER_RULES:-0}" -ne 0 ]; then
