@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod placement;
 pub mod plain;
 pub mod proxy_protocol;
+mod pump;
 pub mod realip;
 pub mod redirect;
 pub mod rehome;

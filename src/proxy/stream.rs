@@ -32,6 +32,7 @@ use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::limits::{Held, Limits, Zones};
 use super::placement::Placement;
+use super::pump::pump;
 use super::resolver::NameResolver;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::ssl_preread::{self, Preread, Scan};
@@ -45,8 +46,6 @@ use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamS
 
 /// nginx's `proxy_protocol_timeout` default.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// nginx's `proxy_buffer_size` default for stream.
-const BUFFER: usize = 16 * 1024;
 /// nginx's `preread_timeout` and `preread_buffer_size` defaults.
 const PREREAD_TIMEOUT: Duration = Duration::from_secs(30);
 const PREREAD_BUFFER: usize = 16 * 1024;
@@ -598,46 +597,4 @@ async fn open(
         .await
         .map_err(|e| std::io::Error::other(format!("SSL handshake with upstream: {e}")))?;
     Ok(Box::new(tls))
-}
-
-/// Copies bytes both ways until one side closes, an error, or `idle` without traffic.
-async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let (mut a_read, mut a_write) = tokio::io::split(a);
-    let (mut b_read, mut b_write) = tokio::io::split(b);
-    let mut from_a = vec![0u8; BUFFER];
-    let mut from_b = vec![0u8; BUFFER];
-    loop {
-        let forwarded = tokio::select! {
-            r = a_read.read(&mut from_a) => forward(r, &from_a, &mut b_write, idle).await,
-            r = b_read.read(&mut from_b) => forward(r, &from_b, &mut a_write, idle).await,
-            _ = tokio::time::sleep(idle) => false,
-        };
-        if !forwarded {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(idle, a_write.shutdown()).await;
-    let _ = tokio::time::timeout(idle, b_write.shutdown()).await;
-}
-
-/// Writes what one read returned to the other side; false when the session is over.
-async fn forward<W: AsyncWrite + Unpin>(
-    read: std::io::Result<usize>,
-    buf: &[u8],
-    to: &mut W,
-    idle: Duration,
-) -> bool {
-    let n = match read {
-        Ok(0) | Err(_) => return false,
-        Ok(n) => n,
-    };
-    let write = async {
-        to.write_all(&buf[..n]).await?;
-        to.flush().await
-    };
-    matches!(tokio::time::timeout(idle, write).await, Ok(Ok(())))
 }

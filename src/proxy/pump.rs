@@ -1,0 +1,180 @@
+//! Bytes both ways between a stream client and its backend, as nginx's stream proxy passes
+//! them: each direction reads into its own buffer and writes it out before reading again,
+//! both directions at once; the first side to close (or fail) ends the session, as in nginx
+//! 1.22 without `proxy_half_close`; so does `proxy_timeout` without a byte moving either way.
+//!
+//! Why by hand rather than `tokio::io::copy_bidirectional`: that one carries on after the
+//! first close (half-close) and has no idle limit. And why one future polled by hand rather
+//! than a `select!` of reads: a `select!` loop arms a fresh timer for every chunk passed, and
+//! writes one direction while the other waits; here the idle timer is armed once and moved
+//! only when it fires early (the last byte moved is noted, as nginx notes it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+/// nginx's `proxy_buffer_size` default for stream.
+const BUFFER: usize = 16 * 1024;
+
+/// Passes bytes both ways until a side closes or fails, or nothing moves for `idle`; then
+/// shuts both down.
+pub async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut a_to_b = Direction::new();
+    let mut b_to_a = Direction::new();
+    let mut last_moved = Instant::now();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
+        let mut moved = false;
+        let over = a_to_b
+            .poll(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut moved)
+            .is_ready()
+            || b_to_a
+                .poll(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut moved)
+                .is_ready();
+        if over {
+            return Poll::Ready(());
+        }
+        if moved {
+            last_moved = Instant::now();
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let deadline = last_moved + idle;
+            if deadline <= Instant::now() {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await;
+    let _ = tokio::time::timeout(idle, a.shutdown()).await;
+    let _ = tokio::time::timeout(idle, b.shutdown()).await;
+}
+
+/// One direction: what was read and is not written yet.
+struct Direction {
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    unflushed: bool,
+}
+
+impl Direction {
+    fn new() -> Direction {
+        Direction {
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            unflushed: false,
+        }
+    }
+
+    /// Writes out what is buffered, then reads more, for as long as neither side makes it
+    /// wait. `Ready` when the session is over: the reading side closed, or either failed.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut from: Pin<&mut R>,
+        mut to: Pin<&mut W>,
+        moved: &mut bool,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            while self.pos < self.len {
+                match to.as_mut().poll_write(cx, &self.buf[self.pos..self.len]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.pos += n;
+                        self.unflushed = true;
+                        *moved = true;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.unflushed {
+                match to.as_mut().poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let mut read = ReadBuf::new(&mut self.buf);
+            match from.as_mut().poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    self.len = read.filled().len();
+                    self.pos = 0;
+                    *moved = true;
+                }
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_pass_both_ways_and_the_first_close_ends_it() {
+        let (client, mut proxy_front) = tokio::io::duplex(64);
+        let (mut proxy_back, server) = tokio::io::duplex(64);
+        let pumping = tokio::spawn(async move {
+            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(5)).await;
+        });
+        // More than either pipe holds, both ways at once: neither direction waits on the other.
+        let big = vec![7u8; 100_000];
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut server_read, mut server_write) = tokio::io::split(server);
+        let mut back = vec![0u8; big.len()];
+        let mut got = vec![0u8; big.len()];
+        let (sent_up, sent_down, read_back, read_got) = tokio::join!(
+            client_write.write_all(&big),
+            server_write.write_all(&big),
+            client_read.read_exact(&mut back),
+            server_read.read_exact(&mut got),
+        );
+        for result in [sent_up, sent_down] {
+            result.unwrap();
+        }
+        for result in [read_back, read_got] {
+            result.unwrap();
+        }
+        assert_eq!(back, big);
+        assert_eq!(got, big);
+        drop(client_read.unsplit(client_write));
+        pumping.await.unwrap();
+        // The backend sees its side closed too.
+        assert_eq!(server_read.read(&mut [0u8; 1]).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_moving_for_the_idle_time_ends_it() {
+        let (mut client, mut proxy_front) = tokio::io::duplex(64);
+        let (mut proxy_back, _server) = tokio::io::duplex(64);
+        let pumping = tokio::spawn(async move {
+            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(10)).await;
+        });
+        // Activity at 6 s moves the end to 16 s.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        client.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(!pumping.is_finished());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(pumping.is_finished());
+    }
+}
