@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::BufMut;
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -418,22 +419,22 @@ async fn preread(
     size: usize,
 ) -> Option<(Option<Preread>, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = Vec::with_capacity(size.min(PREREAD_BUFFER));
-    let mut chunk = vec![0u8; size.min(PREREAD_BUFFER)];
+    // Read into the buffer's spare room as it is: nothing to zero first, as in nginx.
+    let mut buf = Vec::with_capacity(size);
     loop {
         match ssl_preread::scan(&buf) {
             Scan::Done(found) => return Some((Some(found), buf)),
             Scan::NotTls => return Some((None, buf)),
             Scan::Partial => {}
         }
-        let room = size - buf.len();
+        let room = size.saturating_sub(buf.len());
         if room == 0 {
             tracing::error!("preread buffer full while prereading client data");
             return None;
         }
-        let want = room.min(chunk.len());
-        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+        let mut room = (&mut buf).limit(room);
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut room)).await {
+            Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return None,
             Err(_) => {
                 tracing::info!("client timed out while prereading client data");
