@@ -519,9 +519,10 @@ fn tls_goes_where_its_server_name_resolves() {
         "nginx.conf",
         &format!(
             "events {{}}\nstream {{\nresolver 127.0.0.1:{dns} valid=1s;\n\
+             limit_conn_zone $ssl_preread_server_name zone=names:1m;\n\
              map $ssl_preread_server_name $named {{\nhostnames;\n*.alias.test 127.0.0.1:{port};\n\
              default unknown;\n}}\n\
-             server {{\nlisten 127.0.0.1:{by_name};\nssl_preread on;\n\
+             server {{\nlisten 127.0.0.1:{by_name};\nssl_preread on;\nlimit_conn names 10;\n\
              proxy_pass $ssl_preread_server_name:{port};\n}}\n\
              server {{\nlisten 127.0.0.1:{by_map};\nssl_preread on;\nproxy_pass $named;\n}}\n}}\n",
             dns = dns.port,

@@ -1284,6 +1284,7 @@ fn stream_variable_cases() -> Vec<Case> {
         ("proxy_pass twice", server("proxy_pass 127.0.0.1:2;\nproxy_pass 127.0.0.1:4;")),
         ("proxy_pass twice, return between", server("proxy_pass 127.0.0.1:2;\nreturn a;\nproxy_pass 127.0.0.1:4;")),
         ("return of an unknown variable", server("return $nowhere;")),
+        ("a stream limit_conn_zone keyed by the name", format!("limit_conn_zone $ssl_preread_server_name zone=names:1m;\n{}", server("ssl_preread on;\nlimit_conn names 10;\nproxy_pass 127.0.0.1:2;"))),
         ("a hash of the name", format!("upstream h {{\nhash $ssl_preread_server_name consistent;\nserver 127.0.0.1:2;\n}}\n{}", server("ssl_preread on;\nproxy_pass h;"))),
     ];
     let http = [

@@ -1133,6 +1133,7 @@ fn proxy_settings(p: &Proxy, at: Option<&Origin>, key: &str, defined: Defined<'_
 /// shared memory zones are one name space), and no setting only HTTP has.
 fn stream_limits(model: &Appliance) -> Check {
     let zones = &model.stream.connection_zones;
+    let stream_names = stream_variables(&model.stream);
     let mut seen = HashSet::new();
     for (i, z) in zones.iter().enumerate() {
         let about = format!("stream.connection_zone[{i}]");
@@ -1147,11 +1148,13 @@ fn stream_limits(model: &Appliance) -> Check {
             .at_opt(at)
             .about(&about));
         }
-        Template::parse(&z.key).map_err(|e| {
-            Diagnostic::error(e.to_string())
-                .at_opt(at)
-                .about(format!("{about}.key"))
-        })?;
+        Template::parse_for(Context::Stream, &z.key, Defined::Names(&stream_names)).map_err(
+            |e| {
+                Diagnostic::error(e.to_string())
+                    .at_opt(at)
+                    .about(format!("{about}.key"))
+            },
+        )?;
         if z.size.0 < 8 * 4096 {
             return Err(Diagnostic::error(format!(
                 "zone \"{}\" is too small (at least 32k)",

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use crate::compile::diag::Diagnostic;
-use crate::config::template::Template;
+use crate::config::template::{Context, Template};
 use crate::config::{self, Defined, LogLevel};
 use crate::sync::lock;
 
@@ -42,22 +42,26 @@ pub struct Zones {
 impl Zones {
     /// The zones of `[http]`.
     pub fn build(http: &config::Http, defined: Defined<'_>) -> Result<Zones, Diagnostic> {
-        Zones::of(&http.request_zones, &http.connection_zones, defined)
+        let scope = (Context::Http, defined);
+        Zones::of(&http.request_zones, &http.connection_zones, scope)
     }
 
     /// The connection zones of `[stream]` (its variables are the stream's).
-    pub fn of_stream(stream: &config::Stream) -> Result<Zones, Diagnostic> {
-        Zones::of(&[], &stream.connection_zones, Defined::NONE)
+    pub fn of_stream(stream: &config::Stream, defined: Defined<'_>) -> Result<Zones, Diagnostic> {
+        Zones::of(&[], &stream.connection_zones, (Context::Stream, defined))
     }
 
     fn of(
         request_zones: &[config::RequestZone],
         connection_zones: &[config::ConnectionZone],
-        defined: Defined<'_>,
+        (context, defined): (Context, Defined<'_>),
     ) -> Result<Zones, Diagnostic> {
+        let key_template = |text: &str, at: Option<&config::Origin>| {
+            super::tables::template_in(context, text, defined, at)
+        };
         let mut zones = Zones::default();
         for z in request_zones {
-            let key = key_template(&z.key, defined, z.origin.as_ref())?;
+            let key = key_template(&z.key, z.origin.as_ref())?;
             let capacity = capacity(z.size.0, REQUEST_STATE_BYTES);
             let state = shared_state(&REQUEST_STATES, &z.name, &z.key, z.size.0, || {
                 Mutex::new(LruCache::new(capacity))
@@ -71,7 +75,7 @@ impl Zones {
             zones.requests.insert(z.name.clone(), Arc::new(zone));
         }
         for z in connection_zones {
-            let key = key_template(&z.key, defined, z.origin.as_ref())?;
+            let key = key_template(&z.key, z.origin.as_ref())?;
             let capacity = capacity(z.size.0, CONNECTION_STATE_BYTES).get();
             let state = shared_state(&CONNECTION_STATES, &z.name, &z.key, z.size.0, || {
                 Mutex::new(foldhash::HashMap::default())
@@ -130,14 +134,6 @@ impl Zones {
             connection_dry_run: l.connection_dry_run.unwrap_or(false),
         }))
     }
-}
-
-fn key_template(
-    text: &str,
-    defined: Defined<'_>,
-    origin: Option<&config::Origin>,
-) -> Result<Template, Diagnostic> {
-    Template::parse_in(text, defined).map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))
 }
 
 fn capacity(size: u64, per_state: u64) -> NonZeroUsize {

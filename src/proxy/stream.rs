@@ -119,7 +119,7 @@ pub fn build(
     }
     let pools = Arc::new(pools);
     let tables = Arc::new(Tables::of_stream(model, scope.1)?);
-    let zones = Zones::of_stream(model)?;
+    let zones = Zones::of_stream(model, scope.1)?;
     let mut servers = Vec::new();
     for s in &model.servers {
         let at = s.origin.as_ref();
