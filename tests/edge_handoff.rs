@@ -6,8 +6,8 @@
 //! and send the backend the same requests, whether the client waits for each response or
 //! pipelines its requests.
 //!
-//! With two workers, each connection is moved to the event loop of the thread that serves it
-//! (`proxy::rehome`) before any of this: the last test runs several connections that way.
+//! With two workers, connections are spread over the worker threads' event loops
+//! (`proxy::workers`): the last test runs several connections that way.
 //!
 //! Run: cargo test --test edge_handoff -- --nocapture
 

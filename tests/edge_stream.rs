@@ -122,6 +122,36 @@ fn exchange(port: u16, prefix: &[u8], message: &[u8]) -> (Vec<u8>, SocketAddr) {
     (got, local)
 }
 
+/// A client stream whose first write carries `prefix` in the same system call, so that both
+/// arrive in one segment.
+#[derive(Debug)]
+struct FirstWritePrefixed {
+    inner: TcpStream,
+    prefix: Vec<u8>,
+}
+
+impl Read for FirstWritePrefixed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for FirstWritePrefixed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.prefix.is_empty() {
+            return self.inner.write(buf);
+        }
+        let mut first = std::mem::take(&mut self.prefix);
+        first.extend_from_slice(buf);
+        self.inner.write_all(&first)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn tls_exchange(port: u16, message: &[u8]) -> (Vec<u8>, String) {
     tls_exchange_as(port, "localhost", message).expect("TLS handshake")
 }
@@ -211,8 +241,13 @@ fn tls_is_terminated_passed_through_or_originated() {
     let plain = echo(Backend::Plain, None);
     let tls_backend = echo(Backend::Plain, Some((&back_crt, &back_key)));
     let tls_pp_backend = echo(Backend::Proxy, Some((&back_crt, &back_key)));
-    let (terminate, passthrough, originate, originate_pp) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (terminate, passthrough, originate, originate_pp, pp_terminate) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let config = write(
         &dir,
         "tls.toml",
@@ -237,6 +272,11 @@ listen = [{{ address = "127.0.0.1:{originate_pp}" }}]
 pass = "127.0.0.1:{}"
 upstream_tls = true
 proxy_protocol = "v1"
+
+[[stream.server]]
+listen = [{{ address = "127.0.0.1:{pp_terminate}", ssl = true, proxy_protocol = true }}]
+pass = "127.0.0.1:{}"
+tls = {{ certificates = [{{ certificate = "{}", key = "{}" }}] }}
 "#,
             plain.port,
             front_crt.display(),
@@ -244,9 +284,21 @@ proxy_protocol = "v1"
             tls_backend.port,
             tls_backend.port,
             tls_pp_backend.port,
+            plain.port,
+            front_crt.display(),
+            front_key.display(),
         ),
     );
-    let _app = start_appliance(&config, &[terminate, passthrough, originate, originate_pp]);
+    let _app = start_appliance(
+        &config,
+        &[
+            terminate,
+            passthrough,
+            originate,
+            originate_pp,
+            pp_terminate,
+        ],
+    );
 
     // An ELB SSL listener: TLS ends at the appliance, the backend gets plain bytes.
     let (got, subject) = tls_exchange(terminate, b"over tls\n");
@@ -261,6 +313,27 @@ proxy_protocol = "v1"
     // proxy_ssl: a plain client, TLS towards the backend.
     let (got, _) = exchange(originate, b"", b"to a tls backend\n");
     assert_eq!(got, b"to a tls backend\n");
+
+    // A front balancer's PROXY header, then TLS ending at the appliance, with the ClientHello
+    // in the same segment as the header: what was read past the header goes to the handshake.
+    let tcp = TcpStream::connect(("127.0.0.1", pp_terminate)).expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let prefixed = FirstWritePrefixed {
+        inner: tcp,
+        prefix: b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n".to_vec(),
+    };
+    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+    b.set_verify(SslVerifyMode::NONE);
+    let mut s = b
+        .build()
+        .connect("front.test", prefixed)
+        .expect("a handshake after the PROXY header");
+    s.write_all(b"header and hello together\n").expect("write");
+    let mut got = vec![0u8; 26];
+    s.read_exact(&mut got).expect("echo");
+    assert_eq!(got, b"header and hello together\n");
 
     // PROXY header first, in the clear, then TLS.
     let (got, local) = exchange(originate_pp, b"", b"pp then tls\n");
@@ -556,19 +629,22 @@ fn stream_return_answers_with_the_client_hello_as_nginx_does() {
     let answers: Vec<Vec<Vec<u8>>> = [Kind::Nginx, Kind::Appliance]
         .into_iter()
         .map(|kind| {
-            let port = free_port();
+            let (port, pp_port) = (free_port(), free_port());
             let config = format!(
                 "events {{}}\nstream {{\nserver {{\nlisten 127.0.0.1:{port};\nssl_preread on;\n\
                  return \"$server_port $ssl_preread_protocol|$ssl_preread_server_name|\
-                 $ssl_preread_alpn_protocols\\n\";\n}}\n}}\n"
+                 $ssl_preread_alpn_protocols\\n\";\n}}\n\
+                 server {{\nlisten 127.0.0.1:{pp_port} proxy_protocol;\nssl_preread on;\n\
+                 return \"$proxy_protocol_addr $ssl_preread_server_name\\n\";\n}}\n}}\n"
             );
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let pp_addr: SocketAddr = ([127, 0, 0, 1], pp_port).into();
             let options = NginxOptions {
                 stream_module: true,
                 ..NginxOptions::default()
             };
-            let _proxy = Proxy::start(kind, &config, &[addr], options);
-            let ask = |first: &[u8]| {
+            let _proxy = Proxy::start(kind, &config, &[addr, pp_addr], options);
+            let ask_at = |addr: SocketAddr, first: &[u8]| {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_read_timeout(Some(Duration::from_secs(5)))
                     .expect("timeout");
@@ -579,7 +655,13 @@ fn stream_return_answers_with_the_client_hello_as_nginx_does() {
                 let text = String::from_utf8_lossy(&answer).into_owned();
                 text.replacen(&port.to_string(), "PORT", 1).into_bytes()
             };
-            vec![ask(&hello), ask(b"SSH-2.0-OpenSSH_9.2\r\n")]
+            // The PROXY header and the hello in one write: the hello is read past the header.
+            let header = b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n".as_slice();
+            vec![
+                ask_at(addr, &hello),
+                ask_at(addr, b"SSH-2.0-OpenSSH_9.2\r\n"),
+                ask_at(pp_addr, &[header, &hello].concat()),
+            ]
         })
         .collect();
     assert_eq!(
@@ -591,6 +673,10 @@ fn stream_return_answers_with_the_client_hello_as_nginx_does() {
         "PORT TLSv1.3|ret.test|h2,http/1.1\n"
     );
     assert_eq!(String::from_utf8_lossy(&answers[1][1]), "PORT ||\n");
+    assert_eq!(
+        String::from_utf8_lossy(&answers[1][2]),
+        "192.0.2.9 ret.test\n"
+    );
 }
 
 /// The ClientHello OpenSSL sends for `name` offering `protocols`: caught by a listener that

@@ -79,18 +79,18 @@ fn nginx_workers(master: i32) -> Vec<Placed> {
     workers
 }
 
-fn http_workers(pid: i32) -> Vec<Placed> {
+fn worker_threads(pid: i32) -> Vec<Placed> {
     let threads = threads(pid);
     let mut workers: Vec<Placed> = threads
         .iter()
-        .filter(|(name, _)| name.starts_with("http-worker-"))
+        .filter(|(name, _)| name.starts_with("worker-"))
         .flat_map(|(_, p)| p.clone())
         .collect();
     workers.sort();
     workers
 }
 
-/// One round trip through the TCP listener, so that a stream thread serves a connection.
+/// One round trip through the TCP listener.
 fn through_tcp(port: u16) -> String {
     let mut s = TcpStream::connect(local(port)).expect("the stream listener");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -152,11 +152,11 @@ fn worker_threads_are_placed_as_nginx_places_its_workers() {
     assert!(theirs.iter().all(|w| w.nice == 5), "{theirs:?}");
 
     let pid = app.pid().expect("the appliance's pid");
-    let ours = http_workers(pid);
+    let ours = worker_threads(pid);
     assert_eq!(
         ours,
         theirs,
-        "the HTTP worker threads against nginx's workers; all threads: {:?}",
+        "the worker threads against nginx's workers; all threads: {:?}",
         threads(pid)
     );
     // Threads that are not workers stay as the process started, as nginx's master does.
@@ -164,13 +164,15 @@ fn worker_threads_are_placed_as_nginx_places_its_workers() {
     let nginx_master = placed(Path::new(&format!("/proc/{master}"))).unwrap();
     assert_eq!(main, nginx_master);
 
-    // A stream thread is placed when it serves its first connection.
+    // Stream connections are served by the same worker threads, as by nginx's workers: no
+    // other thread serves them, and none appeared for them.
+    let before = threads(pid);
     assert!(through_tcp(a_tcp).contains("A"), "the stream proxy answers");
-    let stream: Vec<Placed> = threads(pid).remove("stream").unwrap_or_default();
-    assert!(
-        stream.iter().any(|t| t.nice == 5 && theirs.contains(t)),
-        "no stream thread placed as a worker: {stream:?}"
+    assert_eq!(
+        threads(pid).keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
     );
+    assert!(!before.contains_key("stream"), "threads: {before:?}");
     let log = std::fs::read_to_string(dir.path("app.err")).unwrap_or_default();
     assert!(
         log.contains("sched_setaffinity(): using cpu #0"),
@@ -204,7 +206,7 @@ fn a_reload_that_changes_them_starts_workers_with_the_new_ones() {
     )
     .is_ok_and(|(s, _)| s == 200)));
     let first = app.pid().unwrap();
-    assert!(http_workers(first).iter().all(|w| w.nice == 3));
+    assert!(worker_threads(first).iter().all(|w| w.nice == 3));
 
     write("worker_priority 7;");
     assert!(kill(first, libc::SIGHUP));
@@ -215,7 +217,7 @@ fn a_reload_that_changes_them_starts_workers_with_the_new_ones() {
     );
     let second = read_pid(&pid_file).expect("the new process wrote the pid file");
     assert_ne!(second, first);
-    let workers = http_workers(second);
+    let workers = worker_threads(second);
     assert_eq!(workers.len(), 2, "{:?}", threads(second));
     assert!(workers.iter().all(|w| w.nice == 7), "{workers:?}");
     assert_eq!(get(local(http), "/", &[]).map(|(s, _)| s).ok(), Some(200));

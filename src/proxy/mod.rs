@@ -37,7 +37,6 @@ pub mod proxy_protocol;
 mod pump;
 pub mod realip;
 pub mod redirect;
-pub mod rehome;
 pub mod replay;
 pub mod request_metrics;
 pub mod resolver;
@@ -68,11 +67,10 @@ use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ListenFds, Server};
 use pingora::services::background::background_service;
-use pingora::services::listening::Service;
 use pingora::services::ServiceHandle;
 
 use crate::compile::diag::Diagnostic;
-use crate::config::{Appliance, ListenAddress};
+use crate::config::Appliance;
 use crate::process::services::{HandOver, Ready};
 use runtime::Runtime;
 
@@ -225,23 +223,18 @@ pub fn build_server(
         .iter()
         .map(|s| s.bind.clone())
         .collect();
-    listening.push(server.add_service(workers::HttpWorkers::new(
+    let streams = if runtime.load().streams.is_empty() {
+        None
+    } else {
+        Some(stream::StreamEdge::new(runtime.clone())?)
+    };
+    listening.push(server.add_service(workers::Workers::new(
         edge::HttpEdge::new(runtime.clone(), proxy)?,
         binds,
+        streams,
         workers,
-        placement.clone(),
+        placement,
     )));
-    let streams = stream::StreamEdge::binds(&runtime.load());
-    if !streams.is_empty() {
-        let mut service = Service::new(
-            "stream".to_string(),
-            stream::StreamEdge::new(runtime.clone(), workers, placement)?,
-        );
-        for (bind, _reuseport) in &streams {
-            add_listener(&mut service, bind);
-        }
-        listening.push(server.add_service(service));
-    }
     server.add_service(background_service(
         "health checks",
         health::HealthService(plane.health.clone()),
@@ -255,40 +248,4 @@ pub fn build_server(
     let ready = server.add_service(Ready::new(plane.clone(), on_ready));
     ready.add_dependencies(&listening);
     Ok((server, plane))
-}
-
-/// Names a socket bound already: the service finds it in Pingora's fd table by this name
-/// (see `process::sockets`).
-fn add_listener<A>(service: &mut Service<A>, bind: &ListenAddress) {
-    match bind {
-        ListenAddress::Tcp(addr) => service.add_tcp(&addr.to_string()),
-        ListenAddress::Unix(path) => service.add_uds(&path.to_string_lossy(), None),
-    }
-}
-
-/// Which of `binds` a connection with this local address arrived on: the exact address, else
-/// the wildcard of its port and family, or the Unix socket of that path.
-pub fn listen_match<'a>(
-    binds: impl Iterator<Item = &'a ListenAddress> + Clone,
-    local: &pingora::protocols::l4::socket::SocketAddr,
-) -> Option<usize> {
-    if let Some(path) = local.as_unix().and_then(|u| u.as_pathname()) {
-        return binds
-            .clone()
-            .position(|b| matches!(b, ListenAddress::Unix(p) if p == path));
-    }
-    let local = *local.as_inet()?;
-    binds
-        .clone()
-        .position(|b| *b == ListenAddress::Tcp(local))
-        .or_else(|| {
-            binds.clone().position(|b| match b {
-                ListenAddress::Tcp(a) => {
-                    a.ip().is_unspecified()
-                        && a.port() == local.port()
-                        && a.is_ipv4() == local.is_ipv4()
-                }
-                ListenAddress::Unix(_) => false,
-            })
-        })
 }

@@ -4,13 +4,9 @@
 //! with the CPUs `ngx_get_cpu_affinity(n)` gives worker n. As in nginx, a failure is logged and
 //! the worker serves on, unpinned or at its old priority.
 //!
-//! The HTTP worker threads are ours and are placed as they start. The stream listeners' threads
-//! are Pingora's, which does not say which is which: each is placed when it serves its first
-//! connection, taking the next worker index. Other threads (the accept loops, health checks, the
-//! admin listener) stay where they are, as nginx's master process does.
-
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! The worker threads (`workers`), which serve HTTP and stream connections alike, are placed as
+//! they start. Other threads (health checks, the admin listener) stay where they are, as
+//! nginx's master process does.
 
 use crate::config::{CpuAffinity, Global};
 
@@ -20,12 +16,6 @@ pub struct Placement {
     priority: Option<i32>,
     /// The CPUs online, which `auto` spreads over (nginx's `ngx_ncpu`).
     online: usize,
-    /// The next index for a thread placed on its first connection.
-    next_lazy: AtomicUsize,
-}
-
-thread_local! {
-    static PLACED: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Placement {
@@ -36,7 +26,6 @@ impl Placement {
             affinity: global.worker_cpu_affinity.clone(),
             priority: global.worker_priority,
             online: usize::try_from(online).unwrap_or(1).max(1),
-            next_lazy: AtomicUsize::new(0),
         }
     }
 
@@ -62,7 +51,6 @@ impl Placement {
 
     /// Places the calling thread as worker `index`.
     pub fn place_this_thread(&self, index: usize) {
-        PLACED.with(|p| p.set(true));
         // nginx leaves a priority of 0 alone too: the process keeps the one it was started with.
         if let Some(priority) = self.priority.filter(|p| *p != 0) {
             set_priority(priority);
@@ -70,14 +58,6 @@ impl Placement {
         if let Some(cpus) = self.cpus(index) {
             set_affinity(&cpus);
         }
-    }
-
-    /// Places the calling thread with the next free index, unless it was placed already.
-    pub fn place_this_thread_once(&self) {
-        if PLACED.with(Cell::get) || (self.affinity.is_none() && self.priority.is_none()) {
-            return;
-        }
-        self.place_this_thread(self.next_lazy.fetch_add(1, Ordering::Relaxed));
     }
 }
 
@@ -129,7 +109,6 @@ mod tests {
             affinity: Some(affinity),
             priority: None,
             online,
-            next_lazy: AtomicUsize::new(0),
         }
     }
 

@@ -19,20 +19,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::BufMut;
-use pingora::apps::ServerApp;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
+use super::edge::Accepted;
 use super::limits::{Held, Limits, Zones};
-use super::placement::Placement;
+use super::proxy_protocol;
 use super::pump::pump;
 use super::resolver::NameResolver;
 use super::runtime::{self, Runtime, UpstreamPool};
@@ -40,7 +36,6 @@ use super::ssl_preread::{self, Preread, Scan};
 use super::tables::Tables;
 use super::tls::{self, PickKeys, ServerKeys};
 use super::vars::{eval_to_vec, RequestVars};
-use super::{listen_match, proxy_protocol};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::{Context, Template};
 use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamServer};
@@ -205,22 +200,15 @@ struct Listener {
     acceptor: Option<SslAcceptor>,
 }
 
-/// The Pingora application of every stream listener.
+/// Serves the connections of every stream listener; the accept loops of
+/// [`workers`](super::workers) hand them over on the worker thread that serves them.
 pub struct StreamEdge {
     runtime: Arc<ArcSwap<Runtime>>,
     listeners: Vec<Listener>,
-    /// Worker threads, each with its own runtime ([`rehome`](super::rehome)).
-    workers: usize,
-    /// Where those threads run: Pingora starts them, so each is placed on its first connection.
-    placement: Arc<Placement>,
 }
 
 impl StreamEdge {
-    pub fn new(
-        runtime: Arc<ArcSwap<Runtime>>,
-        workers: usize,
-        placement: Arc<Placement>,
-    ) -> Result<StreamEdge, Diagnostic> {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Result<StreamEdge, Diagnostic> {
         let mut listeners = Vec::new();
         for (index, server) in runtime.load().streams.iter().enumerate() {
             for l in &server.listen {
@@ -237,21 +225,12 @@ impl StreamEdge {
                 });
             }
         }
-        Ok(StreamEdge {
-            runtime,
-            listeners,
-            workers,
-            placement,
-        })
+        Ok(StreamEdge { runtime, listeners })
     }
 
-    /// The addresses to listen on and whether to set SO_REUSEPORT.
-    pub fn binds(runtime: &Runtime) -> Vec<(ListenAddress, bool)> {
-        runtime
-            .streams
-            .iter()
-            .flat_map(|s| s.listen.iter().map(|l| (l.address.clone(), l.reuseport)))
-            .collect()
+    /// The addresses to listen on, in the order [`serve`](Self::serve) numbers them.
+    pub fn binds(&self) -> Vec<ListenAddress> {
+        self.listeners.iter().map(|l| l.bind.clone()).collect()
     }
 }
 
@@ -287,140 +266,198 @@ impl Client {
     }
 }
 
-#[async_trait]
-impl ServerApp for StreamEdge {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        _shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.placement.place_this_thread_once();
-        let digest = stream.get_socket_digest();
-        let local = digest.as_ref().and_then(|d| d.local_addr().cloned());
-        let peer = digest.as_ref().and_then(|d| d.peer_addr().cloned());
-        let Some(listener) = local
-            .as_ref()
-            .and_then(|l| listen_match(self.listeners.iter().map(|s| &s.bind), l))
-            .map(|i| &self.listeners[i])
-        else {
-            tracing::error!("a stream connection arrived on {local:?}, which no listener has");
-            return None;
+/// An accepted connection, registered with the serving worker's event loop.
+enum Socket {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Socket {
+    /// Pingora's stream of the socket, which its TLS handshake takes, with `read` put back in
+    /// front of what comes next.
+    fn into_l4(self, read: &[u8]) -> L4Stream {
+        let mut l4 = match self {
+            Socket::Tcp(s) => L4Stream::from(s),
+            Socket::Unix(s) => L4Stream::from(s),
+        };
+        if !read.is_empty() {
+            l4.rewind(read);
+        }
+        l4
+    }
+
+    fn into_duplex(self) -> Box<dyn Duplex> {
+        match self {
+            Socket::Tcp(s) => Box::new(s),
+            Socket::Unix(s) => Box::new(s),
+        }
+    }
+
+    /// The PROXY protocol header, and what the client sent after it.
+    async fn read_proxy_header(&mut self) -> Result<(proxy_protocol::ProxyInfo, Vec<u8>), String> {
+        match self {
+            Socket::Tcp(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
+            Socket::Unix(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
+        }
+    }
+}
+
+impl StreamEdge {
+    /// Serves a connection accepted on listener `index`, on the calling worker's event loop.
+    pub async fn serve(self: Arc<Self>, conn: Accepted, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
         };
         let runtime = self.runtime.load_full();
-        let conf = runtime.streams.get(listener.server).cloned()?;
-        let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
-            tracing::error!("an accepted stream connection is not a plain socket");
-            return None;
+        let Some(conf) = runtime.streams.get(listener.server).cloned() else {
+            return;
         };
-        let mut l4 = super::rehome::for_worker(*l4, local.as_ref(), self.workers)?;
-        let mut client = Client {
-            addr: peer.as_ref().and_then(PingoraAddr::as_inet).copied(),
-            local: local.as_ref().and_then(PingoraAddr::as_inet).copied(),
+        let registered = match conn {
+            Accepted::Tcp(tcp, peer) => {
+                // The listening address is the local one, unless it is a wildcard.
+                let local = match &listener.bind {
+                    ListenAddress::Tcp(a) if !a.ip().is_unspecified() => Some(*a),
+                    _ => tcp.local_addr().ok(),
+                };
+                tokio::net::TcpStream::from_std(tcp).map(|s| (Socket::Tcp(s), Some(peer), local))
+            }
+            Accepted::Unix(unix) => {
+                tokio::net::UnixStream::from_std(unix).map(|s| (Socket::Unix(s), None, None))
+            }
+        };
+        let (socket, addr, local) = match registered {
+            Ok(registered) => registered,
+            Err(e) => {
+                tracing::error!("{e} while registering an accepted connection");
+                return;
+            }
+        };
+        let client = Client {
+            addr,
+            local,
             proxy: None,
             tls: None,
             preread: None,
         };
-        if listener.proxy_protocol {
-            match proxy_protocol::read_header(&mut l4, PROXY_HEADER_TIMEOUT).await {
-                Ok(info) => client.proxy = Some(info),
-                Err(e) => {
-                    tracing::error!("{e} while reading PROXY protocol header");
-                    return None;
-                }
-            }
-        }
-        // nginx's pre-access phase (limit_conn), then its access phase: after the PROXY
-        // header (which does not change the address without realip), before the TLS
-        // handshake. The connection counts in the zones until it ends.
-        let mut held = Held::default();
-        if let Some(limits) = &conf.limits {
-            let ip = client.addr.map(|a| a.ip());
-            let vars = client.vars(&conf.tables);
-            let (_, admitted) =
-                limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, ip);
-            if admitted.is_err() {
-                return None;
-            }
-        }
-        if !conf.access.allows(client.addr.map(|a| a.ip())) {
-            match client.addr {
-                Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),
-                None => tracing::error!("access forbidden by rule, client: unix:"),
-            }
-            return None;
-        }
-        let mut downstream: Stream = match &listener.acceptor {
-            Some(acceptor) => {
-                let keys = conf.tls_keys.clone();
-                let pick: PickKeys = Box::new(move |_| keys.clone());
-                match tls::accept(acceptor, l4, pick).await {
-                    Ok(s) => {
-                        client.tls = s.ssl_digest().map(|d| {
-                            let name = d.extension.get::<tls::ServerName>().map(|n| n.0.clone());
-                            (d.version.to_string(), d.cipher.to_string(), name)
-                        });
-                        Box::new(s)
-                    }
-                    Err(e) => {
-                        tracing::info!("{e} while SSL handshaking");
-                        return None;
-                    }
-                }
-            }
-            None => Box::new(l4),
-        };
-        // nginx's preread phase: what the client sends first is kept, and sent on first.
-        let mut early = Vec::new();
-        if let Some((timeout, size)) = conf.preread {
-            let (found, read) = preread(&mut downstream, timeout, size).await?;
-            client.preread = found;
-            early = read;
-        }
-        let pool = match &conf.pass {
-            Pass::Fixed(pool) => pool.clone(),
-            Pass::Variable { target, pools } => {
-                let value = eval_to_vec(target, &client.vars(&conf.tables));
-                destination(&String::from_utf8_lossy(&value), pools, &conf).await?
-            }
-            Pass::Return(text) => {
-                let text = eval_to_vec(text, &client.vars(&conf.tables));
-                let sent = async {
-                    downstream.write_all(&text).await?;
-                    downstream.shutdown().await
-                };
-                let _ = tokio::time::timeout(conf.timeout, sent).await;
-                return None;
-            }
-        };
-        let (mut upstream, mut attempt) = connect(&conf, &pool, &client).await?;
-        if !early.is_empty() {
-            let sent = tokio::time::timeout(conf.timeout, upstream.write_all(&early)).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                pool.balancer
-                    .finish(&mut attempt, Outcome::Success, Instant::now());
-                return None;
-            }
-        }
-        pump(&mut downstream, &mut upstream, conf.timeout).await;
-        pool.balancer
-            .finish(&mut attempt, Outcome::Success, Instant::now());
-        None
+        session(listener, &conf, client, socket).await;
     }
 }
 
-/// Reads what the client sends first until `ssl_preread` knows whether it is a ClientHello
-/// and what it says, and returns that and the bytes read. `None` closes the connection: the
+/// One stream session, from the PROXY header to the last byte: see the module docs.
+async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut socket: Socket) {
+    // Bytes read from the client ahead of the session, sent to the backend first.
+    let mut early = Vec::new();
+    if listener.proxy_protocol {
+        match socket.read_proxy_header().await {
+            Ok((info, rest)) => {
+                client.proxy = Some(info);
+                early = rest;
+            }
+            Err(e) => {
+                tracing::error!("{e} while reading PROXY protocol header");
+                return;
+            }
+        }
+    }
+    // nginx's pre-access phase (limit_conn), then its access phase: after the PROXY header
+    // (which does not change the address without realip), before the TLS handshake. The
+    // connection counts in the zones until it ends.
+    let mut held = Held::default();
+    if let Some(limits) = &conf.limits {
+        let ip = client.addr.map(|a| a.ip());
+        let vars = client.vars(&conf.tables);
+        let (_, admitted) = limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, ip);
+        if admitted.is_err() {
+            return;
+        }
+    }
+    if !conf.access.allows(client.addr.map(|a| a.ip())) {
+        match client.addr {
+            Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),
+            None => tracing::error!("access forbidden by rule, client: unix:"),
+        }
+        return;
+    }
+    let mut downstream: Box<dyn Duplex> = match &listener.acceptor {
+        Some(acceptor) => {
+            let keys = conf.tls_keys.clone();
+            let pick: PickKeys = Box::new(move |_| keys.clone());
+            let l4 = socket.into_l4(&std::mem::take(&mut early));
+            match tls::accept(acceptor, l4, pick).await {
+                Ok(s) => {
+                    client.tls = s.ssl_digest().map(|d| {
+                        let name = d.extension.get::<tls::ServerName>().map(|n| n.0.clone());
+                        (d.version.to_string(), d.cipher.to_string(), name)
+                    });
+                    Box::new(s)
+                }
+                Err(e) => {
+                    tracing::info!("{e} while SSL handshaking");
+                    return;
+                }
+            }
+        }
+        // Plain TCP is pumped straight from the socket.
+        None => socket.into_duplex(),
+    };
+    // nginx's preread phase: what the client sends first is kept, and sent on first.
+    if let Some((timeout, size)) = conf.preread {
+        let Some((found, read)) = preread(&mut downstream, early, timeout, size).await else {
+            return;
+        };
+        client.preread = found;
+        early = read;
+    }
+    let pool = match &conf.pass {
+        Pass::Fixed(pool) => pool.clone(),
+        Pass::Variable { target, pools } => {
+            let value = eval_to_vec(target, &client.vars(&conf.tables));
+            match destination(&String::from_utf8_lossy(&value), pools, conf).await {
+                Some(pool) => pool,
+                None => return,
+            }
+        }
+        Pass::Return(text) => {
+            let text = eval_to_vec(text, &client.vars(&conf.tables));
+            let sent = async {
+                downstream.write_all(&text).await?;
+                downstream.shutdown().await
+            };
+            let _ = tokio::time::timeout(conf.timeout, sent).await;
+            return;
+        }
+    };
+    let Some((mut upstream, mut attempt)) = connect(conf, &pool, &client).await else {
+        return;
+    };
+    if !early.is_empty() {
+        let sent = tokio::time::timeout(conf.timeout, upstream.write_all(&early)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            pool.balancer
+                .finish(&mut attempt, Outcome::Success, Instant::now());
+            return;
+        }
+    }
+    pump(&mut downstream, &mut upstream, conf.timeout).await;
+    pool.balancer
+        .finish(&mut attempt, Outcome::Success, Instant::now());
+}
+
+/// Reads what the client sends first, after the bytes in `read`, until `ssl_preread` knows
+/// whether it is a ClientHello and what it says, and returns that and all the bytes read. `None` closes the connection: the
 /// client closed or failed first, `timeout` passed, or a ClientHello larger than the buffer
 /// ("preread buffer full", as nginx logs it). nginx 1.22 does not proxy such connections
 /// either (after a timeout it leaves them open and silent; the appliance closes them).
 async fn preread(
-    client: &mut Stream,
+    client: &mut (impl AsyncRead + Unpin + ?Sized),
+    read: Vec<u8>,
     timeout: Duration,
     size: usize,
 ) -> Option<(Option<Preread>, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Read into the buffer's spare room as it is: nothing to zero first, as in nginx.
-    let mut buf = Vec::with_capacity(size);
+    let mut buf = read;
+    buf.reserve(size.saturating_sub(buf.len()));
     loop {
         match ssl_preread::scan(&buf) {
             Scan::Done(found) => return Some((Some(found), buf)),

@@ -1,6 +1,7 @@
-//! The HTTP listeners' accept loops and the worker threads that serve their connections, as
-//! nginx's worker processes serve theirs: each worker thread runs its own single-threaded event
-//! loop, and a connection lives on one of them from its first byte to its close.
+//! The listeners' accept loops (HTTP and `stream {}` alike) and the worker threads that serve
+//! their connections, as nginx's worker processes serve theirs: each worker thread runs its own
+//! single-threaded event loop, and a connection lives on one of them from its first byte to its
+//! close.
 //!
 //! Why not Pingora's listening service: it accepts on one runtime and hands each connection to
 //! a worker picked at random, with the socket already registered with the accepting thread's
@@ -28,26 +29,56 @@ use tokio::runtime::Handle;
 
 use super::edge::{Accepted, Fresh, HttpEdge};
 use super::placement::Placement;
+use super::stream::StreamEdge;
 use crate::config::ListenAddress;
 
-/// The HTTP data plane's listening service: see the module docs.
-pub struct HttpWorkers {
-    edge: Arc<HttpEdge>,
-    /// The listening sockets, in the edge's order, by their fd-table names.
-    binds: Vec<ListenAddress>,
+/// The data plane's listening service: see the module docs.
+pub struct Workers {
+    edges: Edges,
+    /// The listening sockets, each with whom it serves.
+    binds: Vec<(ListenAddress, Serves)>,
     workers: usize,
     placement: Arc<Placement>,
 }
 
-impl HttpWorkers {
+/// Who serves the connections.
+#[derive(Clone)]
+struct Edges {
+    http: Arc<HttpEdge>,
+    stream: Option<Arc<StreamEdge>>,
+}
+
+/// Whom a listening socket's connections go to: the HTTP edge's socket or the stream listener
+/// of that index.
+#[derive(Clone, Copy)]
+enum Serves {
+    Http(usize),
+    Stream(usize),
+}
+
+impl Workers {
+    /// `http_binds` in the HTTP edge's order of sockets; the stream's come from its edge.
     pub fn new(
-        edge: HttpEdge,
-        binds: Vec<ListenAddress>,
+        http: HttpEdge,
+        http_binds: Vec<ListenAddress>,
+        stream: Option<StreamEdge>,
         workers: usize,
         placement: Arc<Placement>,
-    ) -> HttpWorkers {
-        HttpWorkers {
-            edge: Arc::new(edge),
+    ) -> Workers {
+        let mut binds: Vec<_> = http_binds
+            .into_iter()
+            .enumerate()
+            .map(|(index, bind)| (bind, Serves::Http(index)))
+            .collect();
+        if let Some(stream) = &stream {
+            let stream_binds = stream.binds().into_iter().enumerate();
+            binds.extend(stream_binds.map(|(index, bind)| (bind, Serves::Stream(index))));
+        }
+        Workers {
+            edges: Edges {
+                http: Arc::new(http),
+                stream: stream.map(Arc::new),
+            },
             binds,
             workers: workers.max(1),
             placement,
@@ -78,7 +109,7 @@ fn start_workers(count: usize, placement: &Arc<Placement>) -> io::Result<Vec<Wor
             let (tx, rx) = std::sync::mpsc::channel();
             let placement = placement.clone();
             std::thread::Builder::new()
-                .name(format!("http-worker-{index}"))
+                .name(format!("worker-{index}"))
                 .spawn(move || {
                     placement.place_this_thread(index);
                     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -197,8 +228,8 @@ fn accept4(
 /// with the fewest.
 async fn accept_loop(
     listener: Listener,
-    index: usize,
-    edge: Arc<HttpEdge>,
+    serves: Serves,
+    edges: Edges,
     workers: Arc<Vec<Worker>>,
     mut shutdown: ShutdownWatch,
 ) {
@@ -227,24 +258,38 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Counted for the graceful stop from now on (see `edge::awaiting_first_byte`).
-        let fresh = Fresh::arrived();
         let worker = workers
             .iter()
             .min_by_key(|w| w.connections.load(Ordering::Relaxed))
             .expect("there is at least one worker");
         worker.connections.fetch_add(1, Ordering::Relaxed);
         let on_worker = OnWorker(worker.connections.clone());
-        let (edge, shutdown) = (edge.clone(), shutdown.clone());
-        worker.handle.spawn(async move {
-            edge.serve(conn, index, fresh, shutdown).await;
-            drop(on_worker);
-        });
+        match serves {
+            Serves::Http(index) => {
+                // Counted for the graceful stop from now on (see `edge::awaiting_first_byte`).
+                let fresh = Fresh::arrived();
+                let (edge, shutdown) = (edges.http.clone(), shutdown.clone());
+                worker.handle.spawn(async move {
+                    edge.serve(conn, index, fresh, shutdown).await;
+                    drop(on_worker);
+                });
+            }
+            Serves::Stream(index) => {
+                // Only a stream edge numbers stream listeners.
+                let Some(edge) = edges.stream.clone() else {
+                    continue;
+                };
+                worker.handle.spawn(async move {
+                    edge.serve(conn, index).await;
+                    drop(on_worker);
+                });
+            }
+        }
     }
 }
 
 #[async_trait]
-impl ServiceWithDependents for HttpWorkers {
+impl ServiceWithDependents for Workers {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
@@ -255,7 +300,7 @@ impl ServiceWithDependents for HttpWorkers {
         let workers = match start_workers(self.workers, &self.placement) {
             Ok(workers) => Arc::new(workers),
             Err(e) => {
-                tracing::error!("cannot start the HTTP worker threads: {e}");
+                tracing::error!("cannot start the worker threads: {e}");
                 return;
             }
         };
@@ -263,26 +308,27 @@ impl ServiceWithDependents for HttpWorkers {
             let fds = fds.as_ref().map(|f| f.lock());
             self.binds
                 .iter()
-                .map(|b| fds.as_ref()?.get(&crate::process::sockets::key(b)).copied())
+                .map(|(b, _)| fds.as_ref()?.get(&crate::process::sockets::key(b)).copied())
                 .collect()
         };
         // The accept loops run on the first worker, as nginx's accept on a worker: with one
         // worker, a connection never changes threads.
         let first = &workers[0].handle;
-        for (index, (bind, fd)) in self.binds.iter().zip(table).enumerate() {
+        for ((bind, serves), fd) in self.binds.iter().zip(table) {
             let Some(fd) = fd else {
                 tracing::error!("the listening socket {} is not in the fd table", bind);
                 continue;
             };
-            let (edge, workers, shutdown, bind) = (
-                self.edge.clone(),
+            let (edges, workers, shutdown, bind, serves) = (
+                self.edges.clone(),
                 workers.clone(),
                 shutdown.clone(),
                 bind.clone(),
+                *serves,
             );
             first.spawn(async move {
                 match Listener::of(&bind, fd) {
-                    Ok(listener) => accept_loop(listener, index, edge, workers, shutdown).await,
+                    Ok(listener) => accept_loop(listener, serves, edges, workers, shutdown).await,
                     Err(e) => tracing::error!("cannot listen on {bind}: {e}"),
                 }
             });
@@ -295,11 +341,11 @@ impl ServiceWithDependents for HttpWorkers {
         }
         // As Pingora's services do once their accept loops end: HTTP/1 keep-alive waits in
         // Pingora's sessions end now.
-        self.edge.cleanup().await;
+        self.edges.http.cleanup().await;
     }
 
     fn name(&self) -> &str {
-        "http"
+        "listeners"
     }
 
     fn threads(&self) -> Option<usize> {
@@ -311,7 +357,7 @@ impl ServiceWithDependents for HttpWorkers {
         Some(
             self.binds
                 .iter()
-                .map(crate::process::sockets::key)
+                .map(|(bind, _)| crate::process::sockets::key(bind))
                 .collect(),
         )
     }
