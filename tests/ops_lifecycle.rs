@@ -270,3 +270,84 @@ fn access_logs_in_formats_off_and_several_per_location() {
     );
     assert!(!combined_text.contains("/a?x=1"));
 }
+
+/// A TCP echo server on loopback, serving each connection on a thread of its own.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut conn, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One line there and back on an open stream session.
+fn echoes(session: &mut std::net::TcpStream, line: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    let mut back = vec![0u8; line.len()];
+    session.write_all(line).is_ok() && session.read_exact(&mut back).is_ok() && back == line
+}
+
+#[test]
+fn a_graceful_stop_lets_stream_sessions_finish_as_nginx_does() {
+    let dir = Scratch::new("stream-quit");
+    let echo = echo_server();
+    for name in ["nginx", "appliance"] {
+        let port = free_port();
+        let pid = dir.path(&format!("{name}.pid"));
+        // Debian builds nginx's stream module as a dynamic one; the appliance accepts the line.
+        let conf = dir.write(
+            &format!("{name}.conf"),
+            &format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid {};\n\
+                 error_log {} info;\nevents {{}}\n\
+                 stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{echo}; }} }}\n",
+                pid.display(),
+                dir.path(&format!("{name}.err")).display()
+            ),
+        );
+        let proc = match name {
+            "nginx" => nginx(&conf, pid.clone()),
+            _ => appliance(
+                &["run", "-c", &conf.to_string_lossy()],
+                Some(pid.clone()),
+                &dir.path("stderr"),
+            ),
+        };
+        let connect = || std::net::TcpStream::connect(local(port));
+        assert!(
+            wait_until(Duration::from_secs(10), || connect().is_ok()
+                && proc.pid().is_some()),
+            "{name} does not listen"
+        );
+        let mut session = connect().unwrap();
+        session
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            echoes(&mut session, b"before\n"),
+            "{name}: the session works"
+        );
+        let pid = proc.pid().unwrap();
+        assert!(kill(pid, libc::SIGQUIT));
+        // The session outlives the stop's start, and keeps the process up while it lasts.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(echoes(&mut session, b"after QUIT\n"), "{name}: cut by QUIT");
+        assert!(alive(pid), "{name} exited with a session open");
+        drop(session);
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(pid)),
+            "{name} is still up after its last session ended"
+        );
+    }
+}

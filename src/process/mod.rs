@@ -137,7 +137,8 @@ fn finish(pid_file: Option<&PidFile>) {
 }
 
 /// Pingora's graceful stop stops accepting, then waits a fixed grace period. nginx waits for
-/// the requests in flight instead, and exits as soon as they are done: so does this watcher.
+/// the requests in flight and the stream sessions instead, and exits as soon as they are done:
+/// so does this watcher.
 fn watch_graceful_stop(server: &pingora::server::Server, pid_file: Option<PidFile>) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
@@ -147,6 +148,7 @@ fn watch_graceful_stop(server: &pingora::server::Server, pid_file: Option<PidFil
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
                     while metrics::in_flight() > 0
                         || crate::proxy::edge::awaiting_first_byte() > 0
+                        || crate::proxy::stream::open_sessions() > 0
                         || ha::stop_work_pending()
                     {
                         std::thread::sleep(Duration::from_millis(20));

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -234,6 +234,30 @@ impl StreamEdge {
     }
 }
 
+/// Stream sessions open now. A graceful stop waits until there are none, as nginx's workers
+/// wait for their stream sessions, which are never idle to them.
+static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn open_sessions() -> usize {
+    OPEN_SESSIONS.load(Ordering::SeqCst)
+}
+
+/// Counts a session in [`OPEN_SESSIONS`] while it lives.
+struct Open;
+
+impl Open {
+    fn session() -> Open {
+        OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What a stream session knows about its client: for the PROXY header, and for variables
 /// (`hash` and `limit_conn` keys, maps, `proxy_pass $name`).
 struct Client {
@@ -305,6 +329,7 @@ impl Socket {
 impl StreamEdge {
     /// Serves a connection accepted on listener `index`, on the calling worker's event loop.
     pub async fn serve(self: Arc<Self>, conn: Accepted, index: usize) {
+        let _open = Open::session();
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
