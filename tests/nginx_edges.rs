@@ -284,7 +284,8 @@ fn random_cases(count: usize) -> Vec<Case> {
 }
 
 /// `worker_priority` and `worker_cpu_affinity`, whose handlers are nginx's own
-/// (`ngx_set_priority`, `ngx_set_cpu_affinity`) and whose checks are the lowering's.
+/// (`ngx_set_priority`, `ngx_set_cpu_affinity`) and whose checks are the lowering's; and
+/// `worker_shutdown_timeout`.
 fn worker_placement_cases() -> Vec<Case> {
     let wide_mask = "1".repeat(1025);
     [
@@ -321,6 +322,19 @@ fn worker_placement_cases() -> Vec<Case> {
         (
             "affinity twice",
             "worker_cpu_affinity auto;\nworker_cpu_affinity 01;\n",
+        ),
+        ("shutdown timeout", "worker_shutdown_timeout 10s;\n"),
+        (
+            "shutdown timeout in ms",
+            "worker_shutdown_timeout 1500ms;\n",
+        ),
+        (
+            "shutdown timeout not a time",
+            "worker_shutdown_timeout soon;\n",
+        ),
+        (
+            "shutdown timeout twice",
+            "worker_shutdown_timeout 1s;\nworker_shutdown_timeout 2s;\n",
         ),
     ]
     .into_iter()

@@ -298,46 +298,59 @@ fn echoes(session: &mut std::net::TcpStream, line: &[u8]) -> bool {
     session.write_all(line).is_ok() && session.read_exact(&mut back).is_ok() && back == line
 }
 
+/// nginx (Debian's) or the appliance, proxying TCP on `port` to `echo` with `main` in the main
+/// context; with the pid it writes.
+fn stream_proxy(dir: &Scratch, name: &str, main: &str, port: u16, echo: u16) -> Proc {
+    let pid = dir.path(&format!("{name}.pid"));
+    // Debian builds nginx's stream module as a dynamic one; the appliance accepts the line.
+    let conf = dir.write(
+        &format!("{name}.conf"),
+        &format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid {};\n\
+             error_log {} info;\n{main}\nevents {{}}\n\
+             stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{echo}; }} }}\n",
+            pid.display(),
+            dir.path(&format!("{name}.err")).display()
+        ),
+    );
+    let proc = match name {
+        "nginx" => nginx(&conf, pid),
+        _ => appliance(
+            &["run", "-c", &conf.to_string_lossy()],
+            Some(pid),
+            &dir.path(&format!("{name}.stderr")),
+        ),
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(local(port)).is_ok() && proc.pid().is_some()
+        }),
+        "{name} does not listen"
+    );
+    proc
+}
+
+/// A session through the proxy on `port`, checked to work.
+fn open_session(name: &str, port: u16) -> std::net::TcpStream {
+    let mut session = std::net::TcpStream::connect(local(port)).unwrap();
+    session
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        echoes(&mut session, b"before\n"),
+        "{name}: the session works"
+    );
+    session
+}
+
 #[test]
 fn a_graceful_stop_lets_stream_sessions_finish_as_nginx_does() {
     let dir = Scratch::new("stream-quit");
     let echo = echo_server();
     for name in ["nginx", "appliance"] {
         let port = free_port();
-        let pid = dir.path(&format!("{name}.pid"));
-        // Debian builds nginx's stream module as a dynamic one; the appliance accepts the line.
-        let conf = dir.write(
-            &format!("{name}.conf"),
-            &format!(
-                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid {};\n\
-                 error_log {} info;\nevents {{}}\n\
-                 stream {{ server {{ listen 127.0.0.1:{port}; proxy_pass 127.0.0.1:{echo}; }} }}\n",
-                pid.display(),
-                dir.path(&format!("{name}.err")).display()
-            ),
-        );
-        let proc = match name {
-            "nginx" => nginx(&conf, pid.clone()),
-            _ => appliance(
-                &["run", "-c", &conf.to_string_lossy()],
-                Some(pid.clone()),
-                &dir.path("stderr"),
-            ),
-        };
-        let connect = || std::net::TcpStream::connect(local(port));
-        assert!(
-            wait_until(Duration::from_secs(10), || connect().is_ok()
-                && proc.pid().is_some()),
-            "{name} does not listen"
-        );
-        let mut session = connect().unwrap();
-        session
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        assert!(
-            echoes(&mut session, b"before\n"),
-            "{name}: the session works"
-        );
+        let proc = stream_proxy(&dir, name, "", port, echo);
+        let mut session = open_session(name, port);
         let pid = proc.pid().unwrap();
         assert!(kill(pid, libc::SIGQUIT));
         // The session outlives the stop's start, and keeps the process up while it lasts.
@@ -349,5 +362,25 @@ fn a_graceful_stop_lets_stream_sessions_finish_as_nginx_does() {
             wait_until(Duration::from_secs(10), || !alive(pid)),
             "{name} is still up after its last session ended"
         );
+    }
+}
+
+#[test]
+fn worker_shutdown_timeout_ends_what_is_left_as_nginx_does() {
+    let dir = Scratch::new("stream-shutdown-timeout");
+    let echo = echo_server();
+    for name in ["nginx", "appliance"] {
+        let port = free_port();
+        let proc = stream_proxy(&dir, name, "worker_shutdown_timeout 1s;", port, echo);
+        let mut session = open_session(name, port);
+        let pid = proc.pid().unwrap();
+        assert!(kill(pid, libc::SIGQUIT));
+        // The session is left open, and the process exits once the timeout has passed,
+        // closing it.
+        assert!(
+            wait_until(Duration::from_secs(15), || !alive(pid)),
+            "{name} is still up with worker_shutdown_timeout 1s"
+        );
+        assert!(!echoes(&mut session, b"after the timeout\n"), "{name}");
     }
 }

@@ -99,6 +99,10 @@ pub struct Global {
     /// `worker_priority`); unset leaves the one the process started with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_priority: Option<i32>,
+    /// How long a graceful stop may wait for requests and stream sessions before the process
+    /// closes them and exits (nginx `worker_shutdown_timeout`). Unset, it waits up to 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<PathBuf>,
     /// nginx's `daemon`: fork into the background once serving (a `Type=forking` unit). Unset
@@ -126,6 +130,7 @@ impl Global {
             worker_connections,
             worker_cpu_affinity,
             worker_priority,
+            shutdown_timeout,
             pid,
             daemon,
             error_log,
@@ -140,6 +145,7 @@ impl Global {
         set(&mut self.worker_connections, worker_connections);
         set(&mut self.worker_cpu_affinity, worker_cpu_affinity);
         set(&mut self.worker_priority, worker_priority);
+        set(&mut self.shutdown_timeout, shutdown_timeout);
         set(&mut self.pid, pid);
         set(&mut self.daemon, daemon);
         set(&mut self.error_log, error_log);

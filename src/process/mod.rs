@@ -11,8 +11,9 @@ pub mod sockets;
 pub mod upgrade;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use pingora::server::{ExecutionPhase, RunArgs};
 use pingora::services::background::background_service;
 
@@ -105,7 +106,7 @@ pub fn run(model: Appliance, options: &RunOptions, reload: Reload) -> Result<(),
             ha::HaService::new(ha, plane.clone()),
         ));
     }
-    watch_graceful_stop(&server, pid_file.clone());
+    watch_graceful_stop(&server, plane.loaded.clone(), pid_file.clone());
     let signals = NginxSignals::new(plane, reload, pid_file.clone());
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
@@ -137,20 +138,31 @@ fn finish(pid_file: Option<&PidFile>) {
 }
 
 /// Pingora's graceful stop stops accepting, then waits a fixed grace period. nginx waits for
-/// the requests in flight and the stream sessions instead, and exits as soon as they are done:
-/// so does this watcher.
-fn watch_graceful_stop(server: &pingora::server::Server, pid_file: Option<PidFile>) {
+/// the requests in flight and the stream sessions instead, and exits as soon as they are done,
+/// or once `worker_shutdown_timeout` has passed, closing what is left: so does this watcher,
+/// with the timeout of the config serving when the stop begins.
+fn watch_graceful_stop(
+    server: &pingora::server::Server,
+    loaded: Arc<ArcSwap<Loaded>>,
+    pid_file: Option<PidFile>,
+) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
         .name("graceful-stop".into())
         .spawn(move || loop {
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let limit = loaded.load().model.global.shutdown_timeout;
+                    let deadline = limit.map(|l| Instant::now() + l.get());
                     while metrics::in_flight() > 0
                         || crate::proxy::edge::awaiting_first_byte() > 0
                         || crate::proxy::stream::open_sessions() > 0
                         || ha::stop_work_pending()
                     {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::info!("the shutdown timeout passed: closing what is open");
+                            break;
+                        }
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     finish(pid_file.as_ref());

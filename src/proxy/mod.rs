@@ -168,6 +168,13 @@ pub fn start_draining() {
     DRAINING.store(true, Ordering::Relaxed);
 }
 
+/// How long Pingora lets a graceful stop last: 300 s, or longer for a longer
+/// `worker_shutdown_timeout` (the process exits when that passes, see `process::run`).
+fn grace_period(global: &crate::config::Global) -> u64 {
+    let limit = global.shutdown_timeout.map_or(0, |t| t.get().as_secs() + 1);
+    limit.max(300)
+}
+
 /// Builds the Pingora server for a model, ready to `run`. `sockets` are the listening sockets,
 /// bound already (see `process::sockets`): every listening service depends on the service that
 /// puts them in Pingora's fd table, where it finds its own. `on_ready` runs once every
@@ -186,9 +193,10 @@ pub fn build_server(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         // nginx's tries are bounded by the pool; Pingora's own cap must not cut them short.
         max_retries: 1000,
-        // A graceful stop waits for requests in flight (process::run ends it as soon as there
-        // are none); this bounds a request that never ends.
-        grace_period_seconds: Some(300),
+        // A graceful stop waits for requests in flight and stream sessions (process::run ends
+        // it as soon as there are none, or at `worker_shutdown_timeout`); this bounds one that
+        // never ends, for a config without that timeout.
+        grace_period_seconds: Some(grace_period(&model.global)),
         graceful_shutdown_timeout_seconds: Some(10),
         // One single-threaded runtime per worker thread, as nginx has one event loop per
         // worker process: a connection stays on the thread that accepted it (Pingora spreads

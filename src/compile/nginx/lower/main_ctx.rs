@@ -60,6 +60,15 @@ impl Lowering<'_> {
                     self.model.global.daemon = Some(self.flag(stmt)?);
                     self.mapped(stmt);
                 }
+                "worker_shutdown_timeout" => {
+                    if self.model.global.shutdown_timeout.is_some() {
+                        return Err(
+                            self.error(stmt, "\"worker_shutdown_timeout\" directive is duplicate")
+                        );
+                    }
+                    self.model.global.shutdown_timeout = Some(self.msec(stmt, 0)?);
+                    self.mapped(stmt);
+                }
 
                 "include" => self.mapped(stmt),
                 _ => self.unsupported(stmt)?,

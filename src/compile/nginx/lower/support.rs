@@ -45,6 +45,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("worker_cpu_affinity", "main"),
     full("pid", "main"),
     full("daemon", "main"),
+    full("worker_shutdown_timeout", "main"),
     part(
         "error_log",
         "main",
@@ -232,7 +233,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "master_process",
     "worker_rlimit_nofile",
     "worker_rlimit_core",
-    "worker_shutdown_timeout",
     "working_directory",
     "lock_file",
     "pcre_jit",
