@@ -205,7 +205,14 @@ fn a_reload_that_changes_them_starts_workers_with_the_new_ones() {
         &[]
     )
     .is_ok_and(|(s, _)| s == 200)));
-    let first = app.pid().unwrap();
+    // Signalled only once it has written its pid file and started its workers: a HUP that
+    // comes before the process handles it would end it.
+    let mut first = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        first = read_pid(&pid_file).unwrap_or(0);
+        first != 0 && worker_threads(first).len() == 2
+    }));
+    assert_eq!(Some(first), app.pid());
     assert!(worker_threads(first).iter().all(|w| w.nice == 3));
 
     write("worker_priority 7;");
