@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The shared corpus of real-world inputs: `$APPLIANCE_CORPUS`, else `../shared/corpus` beside
@@ -27,8 +28,34 @@ pub fn corpus_dir() -> PathBuf {
         })
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, never handed out twice by this process, and
+/// below the kernel's ephemeral range. A port from binding `:0` is in that range, and any
+/// outgoing connection (a proxy's to its backend, a test's client) may take it between this
+/// check and the listener that wants it: tests failed at random with "Address already in use".
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_from <= LOW + 1_000 {
+        return any_port();
+    }
+    let span = ephemeral_from - LOW;
+    // Test processes started side by side begin at different places.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    any_port()
+}
+
+fn any_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
