@@ -708,3 +708,167 @@ fn client_hello(name: &str, protocols: &[&[u8]]) -> Vec<u8> {
     let _ = b.build().connect(name, tcp);
     caught.join().expect("the listener")
 }
+
+/// The stream access log as nginx writes it: one line per session, however it ended (proxied
+/// after a refused backend, refused by a rule, a `return`, a broken or good PROXY header,
+/// no backend reachable, no live server left, ssl_preread, `off`, `if=`), with the session's
+/// own variables. nginx's quirks included: neither the PROXY header nor what `ssl_preread`
+/// read counts in `$bytes_received`, but the PROXY header sent to a backend counts in
+/// `$upstream_bytes_sent`.
+#[test]
+fn stream_access_logs_write_what_nginx_writes() {
+    support::nginx::require_nginx();
+    let dir = TempDir::new("edge-stream-log");
+    let backend = echo(Backend::Plain, None);
+    let (refused, dead_one, dead_two) = (free_port(), free_port(), free_port());
+    let hello = client_hello("log.test", &[b"h2"]);
+    let servers = [
+        "proxied",
+        "denied",
+        "returned",
+        "proxy_header",
+        "refused",
+        "dead",
+        "off",
+        "preread",
+        "if_ok",
+        "if_denied",
+    ];
+    let lines: Vec<Vec<String>> = [Kind::Nginx, Kind::Appliance]
+        .into_iter()
+        .map(|kind| {
+            let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+            let port = |name: &str| ports[servers.iter().position(|s| *s == name).unwrap()];
+            let log = dir.path.join(format!("{}.log", kind.name()));
+            let echo = backend.port;
+            let config = format!(
+                r#"events {{}}
+stream {{
+    log_format fields '$server_port $status $protocol $bytes_sent $bytes_received '
+                      '"$upstream_addr" "$upstream_bytes_sent" "$upstream_bytes_received" '
+                      '"$upstream_connect_time" "$upstream_first_byte_time" '
+                      '"$upstream_session_time" $session_time $proxy_protocol_addr';
+    access_log {log} FIELDS buffer=4k flush=1s;
+    map $status $loggable {{ 200 0; default 1; }}
+    upstream pair {{ server 127.0.0.1:{refused}; server 127.0.0.1:{echo}; }}
+    upstream dead {{ server 127.0.0.1:{dead_one}; server 127.0.0.1:{dead_two}; }}
+    server {{ listen 127.0.0.1:{}; proxy_pass pair; }}
+    server {{ listen 127.0.0.1:{}; deny all; proxy_pass pair; }}
+    server {{ listen 127.0.0.1:{}; return "hi $remote_addr\n"; }}
+    server {{ listen 127.0.0.1:{} proxy_protocol; proxy_pass 127.0.0.1:{echo}; }}
+    server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{refused}; }}
+    server {{ listen 127.0.0.1:{}; proxy_pass dead; }}
+    server {{ listen 127.0.0.1:{}; access_log off; proxy_pass 127.0.0.1:{echo}; }}
+    server {{ listen 127.0.0.1:{}; ssl_preread on; proxy_pass 127.0.0.1:{echo}; }}
+    server {{ listen 127.0.0.1:{}; access_log {log} fields if=$loggable; return "x"; }}
+    server {{ listen 127.0.0.1:{}; access_log {log} fields if=$loggable; deny all; return "x"; }}
+}}
+"#,
+                port("proxied"),
+                port("denied"),
+                port("returned"),
+                port("proxy_header"),
+                port("refused"),
+                port("dead"),
+                port("off"),
+                port("preread"),
+                port("if_ok"),
+                port("if_denied"),
+                log = log.display(),
+            );
+            let addrs: Vec<SocketAddr> =
+                ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+            let options = NginxOptions {
+                stream_module: true,
+                ready_without_connecting: true,
+                ..NginxOptions::default()
+            };
+            let _proxy = Proxy::start(kind, &config, &addrs, options);
+            // Each session ends before the next begins: the client waits for the close.
+            let session = |name: &str, send: &[u8], echoed: usize| {
+                let mut s = TcpStream::connect(("127.0.0.1", port(name))).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                s.write_all(send).expect("write");
+                let mut got = vec![0u8; echoed];
+                let _ = s.read_exact(&mut got);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.read_to_end(&mut Vec::new());
+            };
+            session("proxied", b"hello\n", 6); // past the refused server
+            session("proxied", b"hello\n", 6); // the refused one is not tried again
+            session("denied", b"", 0);
+            session("returned", b"", 0);
+            let header = b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n";
+            session("proxy_header", &[&header[..], b"hello\n"].concat(), 6);
+            session("proxy_header", b"GARBAGE\r\n", 0);
+            session("refused", b"", 0);
+            session("dead", b"", 0); // both servers tried and failed
+            session("dead", b"", 0); // none live
+            session("off", b"hello\n", 6);
+            session("preread", &hello, hello.len());
+            session("if_ok", b"", 0);
+            session("if_denied", b"", 0);
+            let expected = 11;
+            let mut text = String::new();
+            for _ in 0..100 {
+                text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.lines().count() >= expected {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Ports and times differ from run to run; the rest must not.
+            let times = regex::Regex::new(r"\b\d+\.\d{3}\b").unwrap();
+            let mut lines: Vec<String> = text
+                .lines()
+                .map(|line| {
+                    let (port, rest) = line.split_once(' ').unwrap_or((line, ""));
+                    let name = ports.iter().position(|p| p.to_string() == port);
+                    let rest = times.replace_all(rest, "T");
+                    format!("{} {rest}", name.map_or(port, |i| servers[i]))
+                })
+                .collect();
+            lines.sort();
+            lines
+        })
+        .collect();
+    for (a, n) in lines[1].iter().zip(&lines[0]) {
+        println!("appliance: {a}\nnginx:     {n}");
+    }
+    assert_eq!(
+        lines[1], lines[0],
+        "appliance (left) and nginx (right) differ"
+    );
+    let (echo, r) = (backend.port, refused);
+    let h = hello.len();
+    let expect = |line: &str| {
+        let line = line
+            .replace("ECHO", &echo.to_string())
+            .replace("REFUSED", &r.to_string())
+            .replace("DEAD1", &dead_one.to_string())
+            .replace("DEAD2", &dead_two.to_string())
+            .replace("HELLO", &h.to_string());
+        assert!(
+            lines[1].contains(&line),
+            "no line {line:?} in {:#?}",
+            lines[1]
+        );
+    };
+    expect(
+        r#"proxied 200 TCP 6 6 "127.0.0.1:REFUSED, 127.0.0.1:ECHO" "0, 6" "0, 6" "-, T" "-, T" "T, T" T -"#,
+    );
+    expect(r#"proxied 200 TCP 6 6 "127.0.0.1:ECHO" "6" "6" "T" "T" "T" T -"#);
+    expect(r#"denied 403 TCP 0 0 "-" "-" "-" "-" "-" "-" T -"#);
+    expect(r#"returned 200 TCP 13 0 "-" "-" "-" "-" "-" "-" T -"#);
+    expect(r#"proxy_header 200 TCP 6 6 "127.0.0.1:ECHO" "6" "6" "T" "T" "T" T 192.0.2.9"#);
+    expect(r#"proxy_header 400 TCP 0 0 "-" "-" "-" "-" "-" "-" T -"#);
+    expect(r#"refused 502 TCP 0 0 "127.0.0.1:REFUSED" "0" "0" "-" "-" "T" T -"#);
+    expect(
+        r#"dead 502 TCP 0 0 "127.0.0.1:DEAD1, 127.0.0.1:DEAD2" "0, 0" "0, 0" "-, -" "-, -" "T, T" T -"#,
+    );
+    expect(r#"dead 502 TCP 0 0 "dead" "0" "0" "-" "-" "T" T -"#);
+    expect(r#"preread 200 TCP HELLO 0 "127.0.0.1:ECHO" "HELLO" "HELLO" "T" "T" "T" T -"#);
+    expect(r#"if_denied 403 TCP 0 0 "-" "-" "-" "-" "-" "-" T -"#);
+    assert_eq!(lines[1].len(), 11, "{:#?}", lines[1]);
+}

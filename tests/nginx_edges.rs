@@ -1105,6 +1105,92 @@ fn limit_cases() -> Vec<Case> {
         .collect()
 }
 
+/// `access_log` and `log_format` as ngx_http_log_module and ngx_stream_log_module read them:
+/// parameters, formats named before (stream) or anywhere (http), each block's own variables.
+fn log_cases() -> Vec<Case> {
+    let http = [
+        ("if=", "access_log /dev/null combined if=$arg_log;"),
+        (
+            "buffer and flush",
+            "access_log /dev/null combined buffer=32k flush=5s;",
+        ),
+        ("gzip", "access_log /dev/null combined gzip=5 flush=1m;"),
+        (
+            "flush without a buffer",
+            "access_log /dev/null combined flush=5s;",
+        ),
+        ("a zero buffer", "access_log /dev/null combined buffer=0;"),
+        (
+            "a buffer not a size",
+            "access_log /dev/null combined buffer=big;",
+        ),
+        (
+            "a flush not a time",
+            "access_log /dev/null combined buffer=4k flush=soon;",
+        ),
+        (
+            "a gzip level past 9",
+            "access_log /dev/null combined gzip=10;",
+        ),
+        (
+            "an unknown parameter",
+            "access_log /dev/null combined sometimes;",
+        ),
+        ("off with a parameter", "access_log off combined;"),
+        (
+            "if= of a variable nobody defines",
+            "access_log /dev/null combined if=$nope;",
+        ),
+        (
+            "a format with a stream variable",
+            "log_format s '$bytes_received';",
+        ),
+    ];
+    let stream = [
+        ("a stream log", "log_format s '$status $bytes_sent $bytes_received $session_time $upstream_addr';\naccess_log /dev/null s;"),
+        ("a stream log without a format", "access_log /dev/null;"),
+        ("a stream log of combined", "access_log /dev/null combined;"),
+        ("a stream log before its format", "access_log /dev/null s;\nlog_format s '$status';"),
+        ("a stream format with an http variable", "log_format s '$request';"),
+        ("a stream format named combined", "log_format combined '$status';\naccess_log /dev/null combined;"),
+        ("a stream format twice", "log_format s '$status';\nlog_format s '$protocol';"),
+        ("stream format names in another case", "log_format Basic '$status';\naccess_log /dev/null basic;"),
+        ("stream format names differing in case", "log_format s '$status';\nlog_format S '$protocol';"),
+        ("a stream log with if=", "log_format s '$status';\naccess_log /dev/null s if=$status buffer=1k;"),
+        ("a stream format escaping json", "log_format s escape=json '$status';\naccess_log /dev/null s;"),
+    ];
+    let server = [
+        ("a stream log in a server", "access_log /dev/null s;"),
+        ("a stream log off in a server", "access_log off;"),
+        ("a stream log_format in a server", "log_format t '$status';"),
+    ];
+    http.into_iter()
+        .map(|(name, line)| {
+            case(
+                name,
+                format!("events {{}}\nhttp {{\n{line}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+            )
+        })
+        .chain(stream.into_iter().map(|(name, lines)| {
+            case(
+                name,
+                format!("events {{}}\nstream {{\n{lines}\nserver {{\nlisten 127.0.0.1:3;\nproxy_pass 127.0.0.1:2;\n}}\n}}\n"),
+            )
+        }))
+        .chain(server.into_iter().map(|(name, line)| {
+            case(
+                name,
+                format!("events {{}}\nstream {{\nlog_format s '$status';\nserver {{\nlisten 127.0.0.1:3;\n{line}\nproxy_pass 127.0.0.1:2;\n}}\n}}\n"),
+            )
+        }))
+        .collect()
+}
+
+#[test]
+fn log_directives_match_nginx() {
+    compare(log_cases());
+}
+
 #[test]
 fn limit_directives_match_nginx() {
     compare(limit_cases());

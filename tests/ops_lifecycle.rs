@@ -220,11 +220,14 @@ fn access_logs_in_formats_off_and_several_per_location() {
              [[http.server.location]]\npath = \"/\"\nproxy = {{ pass = \"http://pool\" }}\n\
              access_log = [{{ path = \"{}\", format = \"json\" }}, {{ path = \"{}\", format = \"main\" }}]\n\
              [[http.server.location]]\npath = \"/quiet\"\nproxy = {{ pass = \"http://pool\" }}\naccess_log = []\n\
-             [[http.server.location]]\npath = \"/inherit\"\nproxy = {{ pass = \"http://pool\" }}\n",
+             [[http.server.location]]\npath = \"/inherit\"\nproxy = {{ pass = \"http://pool\" }}\n\
+             [[http.server.location]]\npath = \"/cond\"\nproxy = {{ pass = \"http://pool\" }}\n\
+             access_log = [{{ path = \"{}\", format = \"main\", if = \"$arg_log\" }}]\n",
             dir.path("app.pid").display(),
             combined.display(),
             backend.port,
             json.display(),
+            custom.display(),
             custom.display()
         ),
     );
@@ -236,12 +239,16 @@ fn access_logs_in_formats_off_and_several_per_location() {
     assert!(wait_until(Duration::from_secs(10), || answers(port)));
     get(local(port), "/a?x=1", &[("X-Note", "say \"hi\"")]).unwrap();
     get(local(port), "/quiet", &[]).unwrap();
+    // if=: written when the value is neither empty nor 0.
+    for query in ["/cond?log=0", "/cond", "/cond?log=yes"] {
+        get(local(port), query, &[]).unwrap();
+    }
     get(local(port), "/inherit", &[("User-Agent", "tester/1")]).unwrap();
     assert!(wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&combined).is_ok_and(|t| t.contains("/inherit"))
     }));
     assert!(wait_until(Duration::from_secs(5), || {
-        std::fs::read_to_string(&custom).is_ok_and(|t| t.lines().count() >= 2)
+        std::fs::read_to_string(&custom).is_ok_and(|t| t.lines().count() >= 3)
     }));
 
     let json_text = std::fs::read_to_string(&json).unwrap();
@@ -252,9 +259,15 @@ fn access_logs_in_formats_off_and_several_per_location() {
     assert_eq!(last["request"], "GET /a?x=1 HTTP/1.1");
     assert_eq!(last["status"], 200);
     assert_eq!(last["upstream_addr"], format!("127.0.0.1:{}", backend.port));
+    let custom_lines: Vec<&str> = custom_text.lines().collect();
+    let upstream = format!("127.0.0.1:{}", backend.port);
     assert_eq!(
-        custom_text.lines().last().unwrap(),
-        format!("200|GET|/a|127.0.0.1:{}|say \\x22hi\\x22", backend.port)
+        custom_lines[custom_lines.len() - 2..],
+        [
+            format!("200|GET|/a|{upstream}|say \\x22hi\\x22"),
+            format!("200|GET|/cond|{upstream}|-"),
+        ],
+        "{custom_text}"
     );
     // access_log off logs nothing anywhere; a location without its own logs inherits http's.
     for text in [&json_text, &custom_text, &combined_text] {

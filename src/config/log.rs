@@ -12,6 +12,10 @@ pub struct AccessLog {
     pub path: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// nginx's `if=`: a template; a request (or stream session) whose value is empty or `0`
+    /// is not written to this log.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A named `log_format`.

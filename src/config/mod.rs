@@ -288,6 +288,10 @@ pub struct Stream {
     pub geo: Vec<GeoVar>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split_clients: Vec<SplitClients>,
+    /// The stream's `log_format`s: a name space of their own, apart from `[http]`'s, and
+    /// without a predefined format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_format: Vec<LogFormat>,
 }
 
 impl Stream {

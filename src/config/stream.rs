@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{AccessRule, Listen, Tls};
 use super::limit::Limits;
+use super::log::AccessLog;
 use super::origin::Origin;
 use super::resolver::Resolver;
 use super::units::{Duration, Size};
@@ -70,4 +71,8 @@ pub struct StreamServer {
     /// `[[stream.connection_zone]]` listed; one over the limit is closed at once.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Where each session is logged when it ends, in a `[[stream.log_format]]` named by each
+    /// (a stream log has no default format); none, or an empty list, logs nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<Vec<AccessLog>>,
 }

@@ -72,6 +72,17 @@ pub enum Variable {
     UpstreamResponseLength,
     UpstreamConnectTime,
     UpstreamHeaderTime,
+    /// `$upstream_bytes_sent`, `$upstream_bytes_received`: per try, to and from the backend.
+    /// Stream sessions have them; HTTP requests leave them empty.
+    UpstreamBytesSent,
+    UpstreamBytesReceived,
+    /// `$upstream_first_byte_time`, `$upstream_session_time`: per try of a stream session.
+    UpstreamFirstByteTime,
+    UpstreamSessionTime,
+    /// `$bytes_received`, `$session_time` and `$protocol` (`TCP`): a stream session's.
+    BytesReceived,
+    SessionTime,
+    Protocol,
     SslProtocol,
     SslCipher,
     SslServerName,
@@ -180,6 +191,13 @@ impl Variable {
             "upstream_response_length" => UpstreamResponseLength,
             "upstream_connect_time" => UpstreamConnectTime,
             "upstream_header_time" => UpstreamHeaderTime,
+            "upstream_bytes_sent" => UpstreamBytesSent,
+            "upstream_bytes_received" => UpstreamBytesReceived,
+            "upstream_first_byte_time" => UpstreamFirstByteTime,
+            "upstream_session_time" => UpstreamSessionTime,
+            "bytes_received" => BytesReceived,
+            "session_time" => SessionTime,
+            "protocol" => Protocol,
             "ssl_protocol" => SslProtocol,
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
@@ -222,11 +240,16 @@ impl Variable {
             Variable::SslPrereadServerName
                 | Variable::SslPrereadAlpnProtocols
                 | Variable::SslPrereadProtocol
+                | Variable::UpstreamFirstByteTime
+                | Variable::UpstreamSessionTime
+                | Variable::BytesReceived
+                | Variable::SessionTime
+                | Variable::Protocol
         )
     }
 
     /// The stream context's: the connection's, the PROXY header's, TLS's and ssl_preread's,
-    /// and the clocks.
+    /// the clocks, and the session's outcome for its access log.
     fn in_stream(&self) -> bool {
         use Variable::*;
         matches!(
@@ -255,6 +278,17 @@ impl Variable {
                 | SslPrereadServerName
                 | SslPrereadAlpnProtocols
                 | SslPrereadProtocol
+                | Status
+                | BytesSent
+                | BytesReceived
+                | SessionTime
+                | Protocol
+                | UpstreamAddr
+                | UpstreamConnectTime
+                | UpstreamFirstByteTime
+                | UpstreamSessionTime
+                | UpstreamBytesSent
+                | UpstreamBytesReceived
         )
     }
 
@@ -293,8 +327,6 @@ const NOT_COMPUTED: &[&str] = &[
     "tcpinfo_rttvar",
     "tcpinfo_snd_cwnd",
     "tcpinfo_rcv_space",
-    "upstream_bytes_received",
-    "upstream_bytes_sent",
     "upstream_cache_status",
     "proxy_internal_body_length",
     "proxy_internal_chunked",

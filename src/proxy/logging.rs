@@ -6,7 +6,7 @@
 //! writer thread through a bounded channel: a slow disk never holds a request up. When the
 //! channel is full the line is dropped and counted, never waited for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,8 @@ use tracing_subscriber::layer::{Context, Layer};
 use super::vars::RequestVars;
 use crate::compile::describe_io_error;
 use crate::compile::diag::Diagnostic;
-use crate::config::template::{Segment, Template};
-use crate::config::{AccessLog, Defined, ErrorLog, Http, LogLevel, Origin};
+use crate::config::template::{Context as VarContext, Segment, Template};
+use crate::config::{AccessLog, Defined, ErrorLog, Http, LogFormat, LogLevel, Origin};
 use crate::sync::lock;
 
 /// nginx's predefined format.
@@ -68,7 +68,18 @@ pub struct Format {
 
 impl Format {
     pub fn new(template: &str, escape: Escape, defined: Defined<'_>) -> Result<Format, String> {
-        let template = Template::parse_in(template, defined).map_err(|e| e.to_string())?;
+        Format::new_for(VarContext::Http, template, escape, defined)
+    }
+
+    /// A format of the `http` or the `stream` block: each has its own variables.
+    pub fn new_for(
+        context: VarContext,
+        template: &str,
+        escape: Escape,
+        defined: Defined<'_>,
+    ) -> Result<Format, String> {
+        let template =
+            Template::parse_for(context, template, defined).map_err(|e| e.to_string())?;
         Ok(Format { template, escape })
     }
 
@@ -133,35 +144,60 @@ pub fn escape_into(escape: Escape, value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// One `access_log`: where, and in which format.
+/// One `access_log`: where, in which format, and (`if=`) when.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub file: Arc<LogFile>,
     pub format: Arc<Format>,
+    pub condition: Option<Template>,
 }
 
 /// The access logs of a location: empty for `access_log off`.
 pub type AccessLogs = Arc<[Target]>;
 
-/// The formats of an `http` block by name: `combined`, `json` and the `log_format`s.
+/// The formats of an `http` block by name (`combined`, `json` and the `log_format`s) or of a
+/// `stream` block (its `log_format`s: nginx has no predefined stream format), with what their
+/// `if=` conditions may name.
 #[derive(Debug, Clone)]
-pub struct Formats(HashMap<String, Arc<Format>>);
+pub struct Formats {
+    by_name: HashMap<String, Arc<Format>>,
+    context: VarContext,
+    declared: Arc<HashSet<String>>,
+}
 
 impl Formats {
-    pub fn build(http: &Http, defined: Defined<'_>) -> Result<Formats, Diagnostic> {
-        let mut map = HashMap::new();
+    /// The `http` block's formats; `declared` are the variables its config defines.
+    pub fn build(http: &Http, declared: &HashSet<String>) -> Result<Formats, Diagnostic> {
+        let mut formats = Formats::of(VarContext::Http, &http.log_format, declared)?;
         let builtin = |t: &str, e| Format::new(t, e, Defined::NONE).map_err(Diagnostic::error);
-        map.insert(
+        formats.by_name.insert(
             "combined".to_string(),
             Arc::new(builtin(COMBINED, Escape::Default)?),
         );
-        map.insert("json".to_string(), Arc::new(builtin(JSON, Escape::Json)?));
-        for f in &http.log_format {
+        formats
+            .by_name
+            .insert("json".to_string(), Arc::new(builtin(JSON, Escape::Json)?));
+        Ok(formats)
+    }
+
+    /// The `log_format`s of one context.
+    pub fn of(
+        context: VarContext,
+        list: &[LogFormat],
+        declared: &HashSet<String>,
+    ) -> Result<Formats, Diagnostic> {
+        let mut by_name = HashMap::new();
+        for f in list {
             let escape = Escape::from_config(f.escape.as_deref());
-            let format = Format::new(&f.template, escape, defined).map_err(Diagnostic::error)?;
-            map.insert(f.name.clone(), Arc::new(format));
+            let format = Format::new_for(context, &f.template, escape, Defined::Names(declared))
+                .map_err(Diagnostic::error)?;
+            by_name.insert(f.name.clone(), Arc::new(format));
         }
-        Ok(Formats(map))
+        Ok(Formats {
+            by_name,
+            context,
+            declared: Arc::new(declared.clone()),
+        })
     }
 
     /// The targets of an `access_log` list; `None` (nothing configured at any level) is
@@ -175,19 +211,37 @@ impl Formats {
         let mut out = Vec::new();
         for log in list.unwrap_or_default() {
             let name = log.format.as_deref().unwrap_or("combined");
-            let format = self.0.get(name).cloned().ok_or_else(|| {
+            let format = self.by_name.get(name).cloned().ok_or_else(|| {
                 Diagnostic::error(format!("unknown log format \"{name}\"")).at_opt(origin)
             })?;
+            let condition = match &log.condition {
+                Some(text) => Some(
+                    Template::parse_for(self.context, text, Defined::Names(&self.declared))
+                        .map_err(|e| Diagnostic::error(e.to_string()).at_opt(origin))?,
+                ),
+                None => None,
+            };
             let file = open(&log.path).map_err(|m| Diagnostic::error(m).at_opt(origin))?;
-            out.push(Target { file, format });
+            out.push(Target {
+                file,
+                format,
+                condition,
+            });
         }
         Ok(out.into())
     }
 }
 
-/// Writes a request to its access logs.
+/// Writes a request (or a stream session) to its access logs: to each whose `if=`, if it has
+/// one, is neither empty nor `0`.
 pub fn write_access(logs: &[Target], vars: &RequestVars<'_>) {
     for target in logs {
+        if let Some(condition) = &target.condition {
+            let value = super::vars::eval_to_vec(condition, vars);
+            if value.is_empty() || value == b"0" {
+                continue;
+            }
+        }
         target.file.send(target.format.line(vars));
     }
 }

@@ -35,28 +35,41 @@ pub struct ProxyInfo {
     pub destination: Option<SocketAddr>,
 }
 
-/// Reads one header off `stream`, waiting at most `timeout` for it. Bytes after the header stay
-/// in the stream for whoever reads next. The error says what was wrong, for the log; the caller
-/// closes the connection, as nginx does with a "broken header".
-pub async fn read_header(stream: &mut L4Stream, timeout: Duration) -> Result<ProxyInfo, String> {
-    let (info, rest) = read_header_from(stream, timeout).await?;
-    stream.rewind(&rest);
-    Ok(info)
+/// Why no header was read. Its text is for the log; the caller closes the connection, as nginx
+/// does with a "broken header".
+#[derive(Debug)]
+pub enum HeaderError {
+    /// Nothing complete arrived in time: nginx's "client timed out".
+    TimedOut,
+    /// Reading failed.
+    Io(String),
+    /// What arrived is not a header (or the client closed halfway): nginx's "broken header".
+    Broken(String),
 }
 
-/// [`read_header`] off any stream: the header, and the bytes read after it, which the caller
-/// puts back.
-pub async fn read_header_from<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    timeout: Duration,
-) -> Result<(ProxyInfo, Vec<u8>), String> {
-    match tokio::time::timeout(timeout, read(stream)).await {
-        Ok(result) => result,
-        Err(_) => Err("no PROXY protocol header in time".into()),
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::TimedOut => f.write_str("no PROXY protocol header in time"),
+            HeaderError::Io(m) | HeaderError::Broken(m) => f.write_str(m),
+        }
     }
 }
 
-async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(ProxyInfo, Vec<u8>), String> {
+/// Reads one header off `stream`, waiting at most `timeout` for it: the header, and the bytes
+/// read after it, which the caller puts back.
+pub async fn read_header_from<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<(ProxyInfo, Vec<u8>), HeaderError> {
+    match tokio::time::timeout(timeout, read(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(HeaderError::TimedOut),
+    }
+}
+
+async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(ProxyInfo, Vec<u8>), HeaderError> {
+    use HeaderError::{Broken, Io};
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -64,23 +77,29 @@ async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(ProxyInfo, Vec<u8
         let n = stream
             .read(&mut chunk[..want])
             .await
-            .map_err(|e| format!("reading the PROXY protocol header: {e}"))?;
+            .map_err(|e| Io(format!("reading the PROXY protocol header: {e}")))?;
         if n == 0 {
-            return Err("the connection closed before a complete PROXY protocol header".into());
+            return Err(Broken(
+                "the connection closed before a complete PROXY protocol header".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let parsed = HeaderResult::parse(&buf);
         if parsed.is_incomplete() {
             if buf.len() >= MAX_HEADER {
-                return Err("the PROXY protocol header is too long".into());
+                return Err(Broken("the PROXY protocol header is too long".into()));
             }
             continue;
         }
         let (info, used) = match parsed {
             HeaderResult::V1(Ok(h)) => (from_v1(&h.addresses), h.header.len()),
             HeaderResult::V2(Ok(h)) => (from_v2(&h), h.len()),
-            HeaderResult::V1(Err(e)) => return Err(format!("broken PROXY protocol header: {e}")),
-            HeaderResult::V2(Err(e)) => return Err(format!("broken PROXY protocol header: {e}")),
+            HeaderResult::V1(Err(e)) => {
+                return Err(Broken(format!("broken PROXY protocol header: {e}")))
+            }
+            HeaderResult::V2(Err(e)) => {
+                return Err(Broken(format!("broken PROXY protocol header: {e}")))
+            }
         };
         return Ok((info, buf.split_off(used)));
     }

@@ -20,9 +20,21 @@ use tokio::time::Instant;
 /// nginx's `proxy_buffer_size` default for stream.
 const BUFFER: usize = 16 * 1024;
 
+/// What one direction of a session passed: for nginx's `$bytes_*` and `$upstream_bytes_*`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Passed {
+    /// Bytes read from the side it reads.
+    pub read: u64,
+    /// Bytes written to the other side.
+    pub written: u64,
+    /// When the first read ended (with bytes, the end of the stream or an error), as nginx
+    /// notes `$upstream_first_byte_time`.
+    pub first_read: Option<std::time::Instant>,
+}
+
 /// Passes bytes both ways until a side closes or fails, or nothing moves for `idle`; then
-/// shuts both down.
-pub async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)
+/// shuts both down. Returns what passed from `a` to `b` and from `b` to `a`.
+pub async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (Passed, Passed)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -58,6 +70,7 @@ where
     .await;
     let _ = tokio::time::timeout(idle, a.shutdown()).await;
     let _ = tokio::time::timeout(idle, b.shutdown()).await;
+    (a_to_b.passed, b_to_a.passed)
 }
 
 /// One direction: what was read and is not written yet.
@@ -66,6 +79,7 @@ struct Direction {
     pos: usize,
     len: usize,
     unflushed: bool,
+    passed: Passed,
 }
 
 impl Direction {
@@ -75,6 +89,7 @@ impl Direction {
             pos: 0,
             len: 0,
             unflushed: false,
+            passed: Passed::default(),
         }
     }
 
@@ -96,6 +111,7 @@ impl Direction {
                 match to.as_mut().poll_write(cx, &self.buf[self.pos..self.len]) {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.pos += n;
+                        self.passed.written += n as u64;
                         self.unflushed = true;
                         *moved = true;
                     }
@@ -111,10 +127,15 @@ impl Direction {
                 }
             }
             let mut read = ReadBuf::new(&mut self.buf);
-            match from.as_mut().poll_read(cx, &mut read) {
+            let result = from.as_mut().poll_read(cx, &mut read);
+            if result.is_ready() && self.passed.first_read.is_none() {
+                self.passed.first_read = Some(std::time::Instant::now());
+            }
+            match result {
                 Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                     self.len = read.filled().len();
                     self.pos = 0;
+                    self.passed.read += self.len as u64;
                     *moved = true;
                 }
                 Poll::Ready(_) => return Poll::Ready(()),
@@ -134,7 +155,7 @@ mod tests {
         let (client, mut proxy_front) = tokio::io::duplex(64);
         let (mut proxy_back, server) = tokio::io::duplex(64);
         let pumping = tokio::spawn(async move {
-            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(5)).await;
+            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(5)).await
         });
         // More than either pipe holds, both ways at once: neither direction waits on the other.
         let big = vec![7u8; 100_000];
@@ -157,7 +178,13 @@ mod tests {
         assert_eq!(back, big);
         assert_eq!(got, big);
         drop(client_read.unsplit(client_write));
-        pumping.await.unwrap();
+        let (up, down) = pumping.await.unwrap();
+        // Every byte read was written on: what nginx's $bytes_received and $bytes_sent (and
+        // $upstream_bytes_sent and _received) report.
+        for passed in [up, down] {
+            assert_eq!((passed.read, passed.written), (100_000, 100_000));
+            assert!(passed.first_read.is_some());
+        }
         // The backend sees its side closed too.
         assert_eq!(server_read.read(&mut [0u8; 1]).await.unwrap(), 0);
     }

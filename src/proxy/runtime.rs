@@ -374,7 +374,7 @@ impl Runtime {
             pools.insert(upstream.name.clone(), Arc::new(pool));
         }
         let http = &model.http;
-        let formats = Arc::new(Formats::build(http, Defined::Names(&declared))?);
+        let formats = Arc::new(Formats::build(http, &declared)?);
         let access_log = formats.targets(http.access_log.as_deref(), None)?;
         let zones = Arc::new(super::limits::Zones::build(
             http,

@@ -28,14 +28,16 @@ use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::edge::Accepted;
 use super::limits::{Held, Limits, Zones};
+use super::logging::{write_access, AccessLogs, Formats};
 use super::proxy_protocol;
+use super::proxy_protocol::HeaderError;
 use super::pump::pump;
 use super::resolver::NameResolver;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::ssl_preread::{self, Preread, Scan};
 use super::tables::Tables;
 use super::tls::{self, PickKeys, ServerKeys};
-use super::vars::{eval_to_vec, RequestVars};
+use super::vars::{eval_to_vec, RequestVars, SessionVars, Tried};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::{Context, Template};
 use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamServer};
@@ -70,6 +72,8 @@ pub struct StreamConf {
     pub access: AccessRules,
     /// `limit_conn`, when the server has any.
     pub limits: Option<Arc<Limits>>,
+    /// Where each session is written when it ends: empty for none.
+    pub access_log: AccessLogs,
 }
 
 /// Where a stream server's connections go.
@@ -115,6 +119,7 @@ pub fn build(
     let pools = Arc::new(pools);
     let tables = Arc::new(Tables::of_stream(model, scope.1)?);
     let zones = Zones::of_stream(model, scope.1)?;
+    let formats = Formats::of(Context::Stream, &model.log_format, &declared)?;
     let mut servers = Vec::new();
     for s in &model.servers {
         let at = s.origin.as_ref();
@@ -140,6 +145,7 @@ pub fn build(
         };
         let mut conf = server(s, pass, tables.clone())?;
         conf.limits = zones.limits(&s.limits);
+        conf.access_log = formats.targets(s.access_log.as_deref(), at)?;
         servers.push(Arc::new(conf));
     }
     Ok(servers)
@@ -189,6 +195,7 @@ fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamCon
         upstream_tls,
         access: AccessRules::new(s.access.as_deref().unwrap_or_default()),
         limits: None,
+        access_log: Arc::new([]),
     })
 }
 
@@ -318,7 +325,9 @@ impl Socket {
     }
 
     /// The PROXY protocol header, and what the client sent after it.
-    async fn read_proxy_header(&mut self) -> Result<(proxy_protocol::ProxyInfo, Vec<u8>), String> {
+    async fn read_proxy_header(
+        &mut self,
+    ) -> Result<(proxy_protocol::ProxyInfo, Vec<u8>), HeaderError> {
         match self {
             Socket::Tcp(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
             Socket::Unix(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
@@ -330,6 +339,7 @@ impl StreamEdge {
     /// Serves a connection accepted on listener `index`, on the calling worker's event loop.
     pub async fn serve(self: Arc<Self>, conn: Accepted, index: usize) {
         let _open = Open::session();
+        let started = Instant::now();
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
@@ -357,19 +367,45 @@ impl StreamEdge {
                 return;
             }
         };
-        let client = Client {
+        let mut client = Client {
             addr,
             local,
             proxy: None,
             tls: None,
             preread: None,
         };
-        session(listener, &conf, client, socket).await;
+        let mut outcome = SessionVars::new(started);
+        outcome.status = session(listener, &conf, &mut client, socket, &mut outcome).await;
+        // The last try ends with the session, as nginx's stream proxy finalizes it.
+        outcome.end_try(Instant::now());
+        // nginx's log phase: every session, however it ended.
+        if !conf.access_log.is_empty() {
+            let vars = RequestVars {
+                status: outcome.status,
+                session: Some(&outcome),
+                ..client.vars(&conf.tables)
+            };
+            write_access(&conf.access_log, &vars);
+        }
     }
 }
 
-/// One stream session, from the PROXY header to the last byte: see the module docs.
-async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut socket: Socket) {
+/// nginx's stream statuses (`$status`).
+const OK: u16 = 200;
+const BAD_REQUEST: u16 = 400;
+const FORBIDDEN: u16 = 403;
+const INTERNAL_SERVER_ERROR: u16 = 500;
+const BAD_GATEWAY: u16 = 502;
+
+/// One stream session, from the PROXY header to the last byte (see the module docs); returns
+/// its status, which is nginx's wherever nginx would end the session too.
+async fn session(
+    listener: &Listener,
+    conf: &StreamConf,
+    client: &mut Client,
+    mut socket: Socket,
+    outcome: &mut SessionVars,
+) -> u16 {
     // Bytes read from the client ahead of the session, sent to the backend first.
     let mut early = Vec::new();
     if listener.proxy_protocol {
@@ -380,7 +416,10 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
             }
             Err(e) => {
                 tracing::error!("{e} while reading PROXY protocol header");
-                return;
+                return match e {
+                    HeaderError::Broken(_) => BAD_REQUEST,
+                    HeaderError::TimedOut | HeaderError::Io(_) => OK,
+                };
             }
         }
     }
@@ -392,8 +431,8 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
         let ip = client.addr.map(|a| a.ip());
         let vars = client.vars(&conf.tables);
         let (_, admitted) = limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, ip);
-        if admitted.is_err() {
-            return;
+        if let Err(status) = admitted {
+            return status;
         }
     }
     if !conf.access.allows(client.addr.map(|a| a.ip())) {
@@ -401,7 +440,7 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
             Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),
             None => tracing::error!("access forbidden by rule, client: unix:"),
         }
-        return;
+        return FORBIDDEN;
     }
     let mut downstream: Box<dyn Duplex> = match &listener.acceptor {
         Some(acceptor) => {
@@ -418,20 +457,24 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
                 }
                 Err(e) => {
                     tracing::info!("{e} while SSL handshaking");
-                    return;
+                    return INTERNAL_SERVER_ERROR;
                 }
             }
         }
         // Plain TCP is pumped straight from the socket.
         None => socket.into_duplex(),
     };
-    // nginx's preread phase: what the client sends first is kept, and sent on first.
-    if let Some((timeout, size)) = conf.preread {
-        let Some((found, read)) = preread(&mut downstream, early, timeout, size).await else {
-            return;
-        };
-        client.preread = found;
-        early = read;
+    // nginx's preread phase: what the client sends first is kept, and sent on first. nginx
+    // does not count it in $bytes_received; bytes that came with a PROXY header it does.
+    match conf.preread {
+        Some((timeout, size)) => match preread(&mut downstream, early, timeout, size).await {
+            Ok((found, read)) => {
+                client.preread = found;
+                early = read;
+            }
+            Err(status) => return status,
+        },
+        None => outcome.bytes_received += early.len() as u64,
     }
     let pool = match &conf.pass {
         Pass::Fixed(pool) => pool.clone(),
@@ -439,7 +482,7 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
             let value = eval_to_vec(target, &client.vars(&conf.tables));
             match destination(&String::from_utf8_lossy(&value), pools, conf).await {
                 Some(pool) => pool,
-                None => return,
+                None => return INTERNAL_SERVER_ERROR,
             }
         }
         Pass::Return(text) => {
@@ -448,59 +491,77 @@ async fn session(listener: &Listener, conf: &StreamConf, mut client: Client, mut
                 downstream.write_all(&text).await?;
                 downstream.shutdown().await
             };
-            let _ = tokio::time::timeout(conf.timeout, sent).await;
-            return;
+            return match tokio::time::timeout(conf.timeout, sent).await {
+                Ok(Ok(())) => {
+                    outcome.bytes_sent = text.len() as u64;
+                    OK
+                }
+                _ => INTERNAL_SERVER_ERROR,
+            };
         }
     };
-    let Some((mut upstream, mut attempt)) = connect(conf, &pool, &client).await else {
-        return;
+    let Some((mut upstream, mut attempt)) = connect(conf, &pool, client, outcome).await else {
+        return BAD_GATEWAY;
     };
     if !early.is_empty() {
         let sent = tokio::time::timeout(conf.timeout, upstream.write_all(&early)).await;
         if !matches!(sent, Ok(Ok(()))) {
             pool.balancer
                 .finish(&mut attempt, Outcome::Success, Instant::now());
-            return;
+            return OK;
+        }
+        if let Some(t) = outcome.current_try() {
+            t.bytes_sent += early.len() as u64;
         }
     }
-    pump(&mut downstream, &mut upstream, conf.timeout).await;
-    pool.balancer
-        .finish(&mut attempt, Outcome::Success, Instant::now());
+    let (up, down) = pump(&mut downstream, &mut upstream, conf.timeout).await;
+    let now = Instant::now();
+    outcome.bytes_received += up.read;
+    outcome.bytes_sent += down.written;
+    if let Some(t) = outcome.current_try() {
+        t.bytes_sent += up.written;
+        t.bytes_received += down.read;
+        t.first_byte_time = down
+            .first_read
+            .map(|at| at.saturating_duration_since(t.started));
+    }
+    pool.balancer.finish(&mut attempt, Outcome::Success, now);
+    OK
 }
 
 /// Reads what the client sends first, after the bytes in `read`, until `ssl_preread` knows
-/// whether it is a ClientHello and what it says, and returns that and all the bytes read. `None` closes the connection: the
-/// client closed or failed first, `timeout` passed, or a ClientHello larger than the buffer
-/// ("preread buffer full", as nginx logs it). nginx 1.22 does not proxy such connections
-/// either (after a timeout it leaves them open and silent; the appliance closes them).
+/// whether it is a ClientHello and what it says, and returns that and all the bytes read.
+/// An error is the status the session ends with: the client closed or failed first, or
+/// `timeout` passed (200, as in nginx), or a ClientHello larger than the buffer ("preread
+/// buffer full", as nginx logs it: 400). nginx 1.22 does not proxy such connections either.
 async fn preread(
     client: &mut (impl AsyncRead + Unpin + ?Sized),
     read: Vec<u8>,
     timeout: Duration,
     size: usize,
-) -> Option<(Option<Preread>, Vec<u8>)> {
+) -> Result<(Option<Preread>, Vec<u8>), u16> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Read into the buffer's spare room as it is: nothing to zero first, as in nginx.
     let mut buf = read;
     buf.reserve(size.saturating_sub(buf.len()));
     loop {
         match ssl_preread::scan(&buf) {
-            Scan::Done(found) => return Some((Some(found), buf)),
-            Scan::NotTls => return Some((None, buf)),
+            Scan::Done(found) => return Ok((Some(found), buf)),
+            Scan::NotTls => return Ok((None, buf)),
             Scan::Partial => {}
         }
         let room = size.saturating_sub(buf.len());
         if room == 0 {
             tracing::error!("preread buffer full while prereading client data");
-            return None;
+            return Err(BAD_REQUEST);
         }
         let mut room = (&mut buf).limit(room);
         match tokio::time::timeout_at(deadline, client.read_buf(&mut room)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return None,
+            Ok(_) => return Err(OK),
             Err(_) => {
                 tracing::info!("client timed out while prereading client data");
-                return None;
+                return Err(OK);
             }
         }
     }
@@ -587,6 +648,7 @@ async fn connect(
     conf: &StreamConf,
     pool: &UpstreamPool,
     client: &Client,
+    outcome: &mut SessionVars,
 ) -> Option<(Box<dyn Duplex>, super::balance::Attempt)> {
     let hash_key = pool
         .hash_key
@@ -598,16 +660,25 @@ async fn connect(
     attempt.limit_tries(conf.next_upstream_tries);
     let started = Instant::now();
     loop {
-        let id = match pool.balancer.select(&mut attempt, &key, Instant::now()) {
+        let now = Instant::now();
+        let id = match pool.balancer.select(&mut attempt, &key, now) {
             Ok(id) => id,
             Err(no_live) => {
                 tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
+                outcome.begin_try(Tried::NoLiveServerIn(pool.name.clone()), now);
                 return None;
             }
         };
         let addr = pool.balancer.peer(id)?.addr.clone();
+        outcome.begin_try(Tried::Peer(addr.clone()), now);
         match tokio::time::timeout(conf.connect_timeout, open(conf, &addr, client)).await {
-            Ok(Ok(stream)) => return Some((stream, attempt)),
+            Ok(Ok((stream, header_len))) => {
+                if let Some(t) = outcome.current_try() {
+                    t.connect_time = Some(t.started.elapsed());
+                    t.bytes_sent = header_len as u64;
+                }
+                return Some((stream, attempt));
+            }
             Ok(Err(e)) => tracing::error!(upstream = %addr, "{e} while connecting to upstream"),
             Err(_) => tracing::error!(upstream = %addr, "upstream timed out while connecting"),
         }
@@ -622,12 +693,13 @@ async fn connect(
     }
 }
 
-/// Opens one backend connection: connect, PROXY header, then TLS.
+/// Opens one backend connection: connect, PROXY header, then TLS. Returns the connection and
+/// the length of the PROXY header sent, which nginx counts in `$upstream_bytes_sent`.
 async fn open(
     conf: &StreamConf,
     addr: &PeerAddr,
     client: &Client,
-) -> std::io::Result<Box<dyn Duplex>> {
+) -> std::io::Result<(Box<dyn Duplex>, usize)> {
     let mut raw: Box<dyn Duplex> = match addr {
         PeerAddr::Inet(a) => {
             let s = tokio::net::TcpStream::connect(a).await?;
@@ -636,14 +708,16 @@ async fn open(
         }
         PeerAddr::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
     };
+    let mut header_len = 0;
     if let Some(version) = conf.proxy_protocol {
         // nginx writes the connection's own addresses (realip is not in the appliance).
-        raw.write_all(&proxy_protocol::header(version, client.addr, client.local))
-            .await?;
+        let header = proxy_protocol::header(version, client.addr, client.local);
+        raw.write_all(&header).await?;
         raw.flush().await?;
+        header_len = header.len();
     }
     let Some(connector) = &conf.upstream_tls else {
-        return Ok(raw);
+        return Ok((raw, header_len));
     };
     let ssl = connector
         .configure()
@@ -659,5 +733,5 @@ async fn open(
         .connect()
         .await
         .map_err(|e| std::io::Error::other(format!("SSL handshake with upstream: {e}")))?;
-    Ok(Box::new(tls))
+    Ok((Box::new(tls), header_len))
 }

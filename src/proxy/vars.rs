@@ -73,6 +73,8 @@ pub struct RequestVars<'a> {
     pub tables: &'a Tables,
     /// What a stream server's `ssl_preread` read (stream connections only).
     pub preread: Option<&'a Preread>,
+    /// A stream session's outcome, once it is over (its access log).
+    pub session: Option<&'a SessionVars>,
 }
 
 /// One entry per try, inline for the first two: most requests make one try, and a list on the
@@ -99,6 +101,80 @@ pub struct UpstreamVars {
     pub response: Option<Box<ResponseHeader>>,
     /// When the try under way started.
     pub try_started: Option<Instant>,
+}
+
+/// What a stream session's own variables report: `$status`, `$bytes_sent`, `$bytes_received`,
+/// `$session_time` and, per backend tried, `$upstream_*`.
+#[derive(Clone, Debug)]
+pub struct SessionVars {
+    /// nginx's stream status: 200, or 400, 403, 500, 502 or 503 for a session that ended early.
+    pub status: u16,
+    pub started: Instant,
+    /// To and from the client, after TLS: a PROXY header or what `ssl_preread` read are not
+    /// counted, as nginx 1.22 does not count them.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub tries: Tries<SessionTry>,
+}
+
+/// One backend tried by a stream session.
+#[derive(Clone, Debug)]
+pub struct SessionTry {
+    pub addr: Tried,
+    pub started: Instant,
+    /// `None` (printed `-`): never connected, no byte back, or still open.
+    pub connect_time: Option<Duration>,
+    pub first_byte_time: Option<Duration>,
+    pub session_time: Option<Duration>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// What a try went to, as `$upstream_addr` names it.
+#[derive(Clone, Debug)]
+pub enum Tried {
+    Peer(PeerAddr),
+    /// The upstream had no live server: nginx names the upstream.
+    NoLiveServerIn(String),
+}
+
+impl SessionVars {
+    pub fn new(started: Instant) -> SessionVars {
+        SessionVars {
+            status: 200,
+            started,
+            bytes_sent: 0,
+            bytes_received: 0,
+            tries: Tries::new(),
+        }
+    }
+
+    /// A try of `addr` begins at `now`; the one before it ends.
+    pub fn begin_try(&mut self, addr: Tried, now: Instant) {
+        self.end_try(now);
+        self.tries.push(SessionTry {
+            addr,
+            started: now,
+            connect_time: None,
+            first_byte_time: None,
+            session_time: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+        });
+    }
+
+    /// The try under way ends at `now`: its `$upstream_session_time`.
+    pub fn end_try(&mut self, now: Instant) {
+        if let Some(t) = self.tries.last_mut() {
+            if t.session_time.is_none() {
+                t.session_time = Some(now.saturating_duration_since(t.started));
+            }
+        }
+    }
+
+    pub fn current_try(&mut self) -> Option<&mut SessionTry> {
+        self.tries.last_mut()
+    }
 }
 
 /// The clock readings come from the caller, `now`: the fast path reads the clock once per
@@ -297,8 +373,26 @@ impl<'a> RequestVars<'a> {
             Variable::Status => {
                 let _ = write!(out, "{:03}", self.status);
             }
+            Variable::BytesSent if self.session.is_some() => {
+                let _ = write!(out, "{}", self.session.map_or(0, |s| s.bytes_sent));
+            }
             Variable::BodyBytesSent | Variable::BytesSent => {
                 let _ = write!(out, "{}", self.body_bytes_sent);
+            }
+            Variable::BytesReceived => {
+                if let Some(s) = self.session {
+                    let _ = write!(out, "{}", s.bytes_received);
+                }
+            }
+            Variable::SessionTime => {
+                if let Some(s) = self.session {
+                    write_seconds(s.started.elapsed(), out);
+                }
+            }
+            Variable::Protocol => {
+                if self.session.is_some() {
+                    out.extend_from_slice(b"TCP");
+                }
             }
             Variable::TimeLocal => out.extend_from_slice(time_local().as_bytes()),
             Variable::TimeIso8601 => out.extend_from_slice(time_iso8601().as_bytes()),
@@ -339,6 +433,29 @@ impl<'a> RequestVars<'a> {
                 let _ = write!(out, "{}", std::process::id());
             }
             Variable::NginxVersion => out.extend_from_slice(b"1.22.1"),
+            Variable::UpstreamAddr if self.session.is_some() => {
+                session_tries(self.session, out, |t, out| match &t.addr {
+                    Tried::Peer(a) => {
+                        let _ = write!(out, "{a}");
+                    }
+                    Tried::NoLiveServerIn(upstream) => out.extend_from_slice(upstream.as_bytes()),
+                })
+            }
+            Variable::UpstreamConnectTime if self.session.is_some() => {
+                session_tries(self.session, out, |t, out| write_time(&t.connect_time, out))
+            }
+            Variable::UpstreamFirstByteTime => session_tries(self.session, out, |t, out| {
+                write_time(&t.first_byte_time, out)
+            }),
+            Variable::UpstreamSessionTime => {
+                session_tries(self.session, out, |t, out| write_time(&t.session_time, out))
+            }
+            Variable::UpstreamBytesSent => session_tries(self.session, out, |t, out| {
+                let _ = write!(out, "{}", t.bytes_sent);
+            }),
+            Variable::UpstreamBytesReceived => session_tries(self.session, out, |t, out| {
+                let _ = write!(out, "{}", t.bytes_received);
+            }),
             Variable::UpstreamAddr => join(
                 self.upstream.map(|u| &u.addrs[..]),
                 self.group_breaks(),
@@ -512,6 +629,15 @@ fn join<T>(
     }
 }
 
+/// A stream session's tries, joined with `, ` as ngx_stream_upstream's variables join them.
+fn session_tries(
+    session: Option<&SessionVars>,
+    out: &mut Vec<u8>,
+    item: impl Fn(&SessionTry, &mut Vec<u8>),
+) {
+    join(session.map(|s| &s.tries[..]), &[], out, item)
+}
+
 /// A time of a try, or `-` for one it never reached.
 fn write_time(time: &Option<Duration>, out: &mut Vec<u8>) {
     match time {
@@ -660,6 +786,7 @@ impl<'a> RequestVars<'a> {
             proxy_protocol: None,
             tables,
             preread: None,
+            session: None,
         }
     }
 }

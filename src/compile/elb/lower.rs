@@ -399,6 +399,7 @@ impl Lowering<'_> {
             upstream_tls: listener.instance_protocol == Protocol::Ssl,
             access: None,
             limits: Default::default(),
+            access_log: None,
         })
     }
 

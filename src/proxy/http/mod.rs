@@ -983,6 +983,7 @@ impl RequestCtx {
             proxy_protocol: self.conn.proxy_protocol,
             tables: &self.runtime.tables,
             preread: None,
+            session: None,
         }
     }
 

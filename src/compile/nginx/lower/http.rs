@@ -16,9 +16,9 @@ use crate::config::resolver::{self as dns, Resolver};
 use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
-    HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, LogFormat, MapEntry,
-    MapKey, MapVar, NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return,
-    Satisfy, Tls, TlsVersion, VirtualServer,
+    HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, MapEntry, MapKey, MapVar,
+    NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, Tls,
+    TlsVersion, VirtualServer,
 };
 
 /// ngx_http_charset_merge_loc_conf's check at every level once the http block is read: a
@@ -1534,63 +1534,5 @@ impl Lowering<'_> {
             .collect();
         level.tls.certificates = Some(pairs);
         Ok(level.tls)
-    }
-
-    fn access_log(&mut self, stmt: &Statement, logs: &mut Option<Vec<AccessLog>>) -> Result<()> {
-        let path = self.arg(stmt, 0)?;
-        if path == "off" {
-            *logs = Some(Vec::new());
-            self.mapped(stmt);
-            return Ok(());
-        }
-        if path.starts_with("syslog:") || path.contains('$') {
-            return self.partial(
-                stmt,
-                Impact::NoTrafficChange,
-                "syslog and variable log paths are not supported",
-            );
-        }
-        let format = stmt.arg(1).map(str::to_string);
-        let path = self.path(path);
-        logs.get_or_insert_with(Vec::new)
-            .push(AccessLog { path, format });
-        if stmt.args.len() > 2 {
-            return self.partial(
-                stmt,
-                Impact::NoTrafficChange,
-                "buffer=, gzip, flush= and if= are not supported: every request is written at once",
-            );
-        }
-        self.mapped(stmt);
-        Ok(())
-    }
-
-    fn log_format(&mut self, stmt: &Statement) -> Result<LogFormat> {
-        let name = self.arg(stmt, 0)?.to_string();
-        let mut rest: Vec<&str> = stmt.values().skip(1).collect();
-        let mut escape = None;
-        if let Some(e) = rest.first().and_then(|w| w.strip_prefix("escape=")) {
-            if !matches!(e, "default" | "json" | "none") {
-                return Err(self.error(stmt, format!("unknown log format escaping \"{e}\"")));
-            }
-            escape = Some(e.to_string());
-            rest.remove(0);
-        }
-        if rest.is_empty() {
-            return Err(self.error(
-                stmt,
-                "invalid number of arguments in \"log_format\" directive",
-            ));
-        }
-        if self.model.http.log_format.iter().any(|f| f.name == name) || name == "combined" {
-            return Err(self.error(stmt, format!("duplicate \"log_format\" name \"{name}\"")));
-        }
-        let template = rest.concat();
-        let template = self.template(stmt, &template)?.unwrap_or_default();
-        Ok(LogFormat {
-            name,
-            escape,
-            template,
-        })
     }
 }

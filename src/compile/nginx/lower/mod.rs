@@ -8,6 +8,7 @@
 
 mod http;
 mod limit;
+mod logs;
 mod main_ctx;
 mod rewrite;
 mod stream;

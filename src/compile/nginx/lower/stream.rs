@@ -32,6 +32,8 @@ struct StreamSettings {
     ssl_preread: Option<bool>,
     preread_timeout: Option<crate::config::Duration>,
     preread_buffer_size: Option<crate::config::Size>,
+    /// `access_log`: a server with lines of its own (`off` among them) does not inherit.
+    access_log: Option<Vec<crate::config::AccessLog>>,
 }
 
 impl Lowering<'_> {
@@ -89,6 +91,11 @@ impl Lowering<'_> {
                     servers.push(stmt);
                 }
                 "limit_conn_zone" => self.stream_limit_zone(stmt)?,
+                "log_format" => {
+                    let format = self.log_format(stmt)?;
+                    self.model.stream.log_format.push(format);
+                    self.mapped(stmt);
+                }
                 _ => {
                     if !self.stream_setting(stmt, &mut defaults, Some(&mut tls))? {
                         self.unsupported(stmt)?;
@@ -113,6 +120,7 @@ impl Lowering<'_> {
     ) -> Result<Option<StreamServer>> {
         let mut settings = StreamSettings {
             access: None,
+            access_log: None,
             limits: Limits::default(),
             resolver: Default::default(),
             ..defaults.clone()
@@ -213,6 +221,7 @@ impl Lowering<'_> {
             upstream_tls: settings.upstream_tls.unwrap_or(false),
             access: settings.access.or_else(|| defaults.access.clone()),
             limits: settings.limits.merged(&defaults.limits),
+            access_log: settings.access_log.or_else(|| defaults.access_log.clone()),
         }))
     }
 
@@ -302,6 +311,11 @@ impl Lowering<'_> {
             "allow" | "deny" => {
                 let rule = self.access_rule(stmt)?;
                 s.access.get_or_insert_with(Vec::new).push(rule);
+            }
+            // Maps itself (or reports what it leaves out).
+            "access_log" => {
+                self.access_log(stmt, &mut s.access_log)?;
+                return Ok(true);
             }
             "limit_conn" | "limit_conn_log_level" | "limit_conn_dry_run" => {
                 self.stream_limit_setting(stmt, &mut s.limits)?;

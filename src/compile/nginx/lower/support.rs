@@ -212,10 +212,10 @@ pub const SUPPORTED: &[Entry] = &[
     full("limit_conn_dry_run", "http, server, location, stream"),
     part(
         "access_log",
-        HSL,
-        "buffer=, gzip, flush=, if= and syslog: are not supported",
+        "http, server, location, stream",
+        "syslog: and paths with variables are not supported; gzip logs are written uncompressed",
     ),
-    full("log_format", "http"),
+    full("log_format", "http, stream"),
     full("default_type", HSL),
     full("types", HSL),
     full("ssl_certificate", "http, server, stream"),
