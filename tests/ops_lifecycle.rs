@@ -369,6 +369,14 @@ fn a_graceful_stop_lets_stream_sessions_finish_as_nginx_does() {
         // The session outlives the stop's start, and keeps the process up while it lasts.
         std::thread::sleep(Duration::from_millis(500));
         assert!(echoes(&mut session, b"after QUIT\n"), "{name}: cut by QUIT");
+        // Nothing listens any more: a new client is refused at once, not left waiting in the
+        // backlog of a process that will not accept it.
+        let late = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.kind());
+        assert_eq!(
+            late.err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{name} still listens after QUIT"
+        );
         assert!(alive(pid), "{name} exited with a session open");
         drop(session);
         assert!(

@@ -132,7 +132,8 @@ backend_conf() {
 # with STREAM_PREREAD=1 too, the server reads the client's first bytes for a ClientHello
 # (`ssl_preread on`), as an SNI router does, and goes where a map of
 # `$ssl_preread_server_name` says (`proxy_pass $variable`; the HTTP clients here send no
-# ClientHello, so every connection takes the map's default).
+# ClientHello, so every connection takes the map's default); with STREAM_LOG=1, every session
+# is written to an access log beside the config, in the format of nginx's stream docs.
 proxy_conf() {
   local file="$1" workers="$2" listen="$3" keepalive="$4" port
   shift 4
@@ -219,6 +220,10 @@ stream_conf() {
     [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "worker_cpu_affinity auto;"
     echo "events { worker_connections 4096; }"
     echo "stream {"
+    if [ "${STREAM_LOG:-0}" -ne 0 ]; then
+      echo "    log_format basic '\$remote_addr [\$time_local] \$protocol \$status \$bytes_sent \$bytes_received \$session_time';"
+      echo "    access_log $(dirname "$file")/stream-access.log basic;"
+    fi
     echo "    upstream backends {"
     for port in "$@"; do echo "        server 127.0.0.1:$port;"; done
     echo "    }"

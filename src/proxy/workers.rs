@@ -13,8 +13,10 @@
 //!
 //! The sockets are the process's own (bound by `process::sockets`, kept in Pingora's fd table
 //! for upgrades); the accept loops use duplicates of them and stop when a graceful stop begins,
-//! while the connections they handed out go on until they finish or the process exits.
+//! which closes the sockets, while the connections they handed out go on until they finish or
+//! the process exits.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -288,6 +290,28 @@ async fn accept_loop(
     }
 }
 
+impl Workers {
+    /// A graceful stop closes the listening sockets, as nginx's master and workers close
+    /// theirs: a new client is refused at once instead of waiting in the backlog of a process
+    /// that will never accept it. The accept loops have closed their duplicates; this closes
+    /// the originals and takes them out of the fd table, so that a binary upgrade begun during
+    /// the stop cannot hand over a descriptor number that now names something else. A
+    /// successor that took the sockets over has descriptors of its own for them: they stay
+    /// open there, with their backlogs.
+    fn close_listening_sockets(&self, fds: &ListenFds) {
+        let ours: HashSet<String> = self
+            .binds
+            .iter()
+            .map(|(bind, _)| crate::process::sockets::key(bind))
+            .collect();
+        let mut table = fds.lock();
+        let (all, _) = table.serialize();
+        let keep: HashSet<String> = all.into_iter().filter(|k| !ours.contains(k)).collect();
+        let closed = table.close_unclaimed(&keep);
+        tracing::info!("closed {} listening socket(s)", closed.len());
+    }
+}
+
 #[async_trait]
 impl ServiceWithDependents for Workers {
     async fn start_service(
@@ -338,6 +362,9 @@ impl ServiceWithDependents for Workers {
             if shutdown.changed().await.is_err() {
                 break;
             }
+        }
+        if let Some(fds) = &fds {
+            self.close_listening_sockets(fds);
         }
         // As Pingora's services do once their accept loops end: HTTP/1 keep-alive waits in
         // Pingora's sessions end now.
