@@ -709,6 +709,18 @@ fn client_hello(name: &str, protocols: &[&[u8]]) -> Vec<u8> {
     caught.join().expect("the listener")
 }
 
+/// Starts `kind` on an nginx.conf whose `stream {}` listens on `ports`, ready without a test
+/// connection (which a session log would count, or an ssl_preread server route).
+fn start_stream(kind: Kind, config: &str, ports: &[u16]) -> Proxy {
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let options = NginxOptions {
+        stream_module: true,
+        ready_without_connecting: true,
+        ..NginxOptions::default()
+    };
+    Proxy::start(kind, config, &addrs, options)
+}
+
 /// The stream access log as nginx writes it: one line per session, however it ended (proxied
 /// after a refused backend, refused by a rule, a `return`, a broken or good PROXY header,
 /// no backend reachable, no live server left, ssl_preread, `off`, `if=`), with the session's
@@ -776,14 +788,7 @@ stream {{
                 port("if_denied"),
                 log = log.display(),
             );
-            let addrs: Vec<SocketAddr> =
-                ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
-            let options = NginxOptions {
-                stream_module: true,
-                ready_without_connecting: true,
-                ..NginxOptions::default()
-            };
-            let _proxy = Proxy::start(kind, &config, &addrs, options);
+            let _proxy = start_stream(kind, &config, &ports);
             // Each session ends before the next begins: the client waits for the close.
             let session = |name: &str, send: &[u8], echoed: usize| {
                 let mut s = TcpStream::connect(("127.0.0.1", port(name))).expect("connect");
@@ -871,4 +876,154 @@ stream {{
     expect(r#"preread 200 TCP HELLO 0 "127.0.0.1:ECHO" "HELLO" "HELLO" "T" "T" "T" T -"#);
     expect(r#"if_denied 403 TCP 0 0 "-" "-" "-" "-" "-" "-" T -"#);
     assert_eq!(lines[1].len(), 11, "{:#?}", lines[1]);
+}
+
+/// A backend that reads until the client's end of stream, then answers with what it read and
+/// closes: only a proxy that passes a half-close on lets the answer through.
+fn answer_after_eof() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut request = Vec::new();
+                if conn.read_to_end(&mut request).is_ok() {
+                    let _ = conn.write_all(format!("read {} bytes\n", request.len()).as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Stream realip (`set_real_ip_from`: a trusted PROXY header names the client for variables and
+/// `allow`/`deny`), `proxy_half_close`, and the PROXY header and TLS handshake time limits, each
+/// next to nginx doing the same.
+#[test]
+fn stream_realip_half_close_and_time_limits_as_nginx_does() {
+    support::nginx::require_nginx();
+    let answering = answer_after_eof();
+    let names = [
+        "realip",
+        "untrusted",
+        "half_close",
+        "whole_close",
+        "pp_timeout",
+        "tls_timeout",
+    ];
+    let dir = TempDir::new("edge-stream-realip");
+    let (crt, key) = make_cert(&dir, "front.test", "rsa");
+    let results: Vec<Vec<String>> = [Kind::Nginx, Kind::Appliance]
+        .into_iter()
+        .map(|kind| {
+            let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+            let port = |name: &str| ports[names.iter().position(|n| *n == name).unwrap()];
+            let config = format!(
+                r#"events {{}}
+stream {{
+    set_real_ip_from 127.0.0.1;
+    server {{
+        listen 127.0.0.1:{} proxy_protocol;
+        allow 192.0.2.0/24;
+        deny all;
+        return "$remote_addr $remote_port $realip_remote_addr $proxy_protocol_addr\n";
+    }}
+    server {{
+        listen 127.0.0.1:{} proxy_protocol;
+        set_real_ip_from 10.0.0.0/8;
+        return "$remote_addr $realip_remote_addr $proxy_protocol_addr\n";
+    }}
+    server {{ listen 127.0.0.1:{}; proxy_half_close on; proxy_pass 127.0.0.1:{answering}; }}
+    server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{answering}; }}
+    server {{
+        listen 127.0.0.1:{} proxy_protocol;
+        proxy_protocol_timeout 1s;
+        return "late\n";
+    }}
+    server {{
+        listen 127.0.0.1:{} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_handshake_timeout 1s;
+        return "late\n";
+    }}
+}}
+"#,
+                port("realip"),
+                port("untrusted"),
+                port("half_close"),
+                port("whole_close"),
+                port("pp_timeout"),
+                port("tls_timeout"),
+                crt.display(),
+                key.display(),
+            );
+            let _proxy = start_stream(kind, &config, &ports);
+            // What a client that sends `first`, then closes its sending side when `shut`,
+            // reads back before the proxy closes.
+            let ask = |name: &str, first: &[u8], shut: bool| {
+                let mut s = TcpStream::connect(("127.0.0.1", port(name))).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                s.write_all(first).expect("write");
+                if shut {
+                    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                }
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+                String::from_utf8_lossy(&answer).into_owned()
+            };
+            // A client that sends nothing: is it let go within the time limit? (Without one of
+            // its own, 30 s and 60 s, the read would time out first, at 10 s.)
+            let let_go_in_time = |name: &str| {
+                let mut s = TcpStream::connect(("127.0.0.1", port(name))).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut answer = Vec::new();
+                match s.read_to_end(&mut answer) {
+                    Ok(_) => format!("closed, sent {answer:?}"),
+                    Err(e) => format!("still open ({:?})", e.kind()),
+                }
+            };
+            vec![
+                ask(
+                    "realip",
+                    b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n",
+                    false,
+                ),
+                ask(
+                    "realip",
+                    b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 443\r\n",
+                    false,
+                ),
+                ask(
+                    "untrusted",
+                    b"PROXY TCP4 192.0.2.9 10.0.0.1 5555 443\r\n",
+                    false,
+                ),
+                ask("half_close", b"ping", true),
+                ask("whole_close", b"ping", true),
+                let_go_in_time("pp_timeout"),
+                let_go_in_time("tls_timeout"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        results[1], results[0],
+        "appliance (left) and nginx (right) differ"
+    );
+    assert_eq!(
+        results[1][..5],
+        [
+            "192.0.2.9 5555 127.0.0.1 192.0.2.9\n",
+            "",
+            "127.0.0.1 127.0.0.1 192.0.2.9\n",
+            "read 4 bytes\n",
+            "",
+        ]
+    );
+    assert!(results[1][5].starts_with("closed"), "{:?}", results[1][5]);
+    assert!(results[1][6].starts_with("closed"), "{:?}", results[1][6]);
 }

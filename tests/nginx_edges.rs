@@ -1186,6 +1186,36 @@ fn log_cases() -> Vec<Case> {
         .collect()
 }
 
+/// The stream's realip, half-close and time-limit directives, as their handlers read them.
+fn stream_setting_cases() -> Vec<Case> {
+    [
+        ("set_real_ip_from in stream", "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from unix:;", ""),
+        ("set_real_ip_from in a stream server", "", "set_real_ip_from 192.0.2.1;"),
+        ("set_real_ip_from all", "set_real_ip_from all;", ""),
+        ("set_real_ip_from a bad block", "set_real_ip_from 10.0.0.0/40;", ""),
+        ("set_real_ip_from low bits", "", "set_real_ip_from 10.1.2.3/8;"),
+        ("proxy_half_close", "proxy_half_close on;", "proxy_half_close off;"),
+        ("proxy_half_close maybe", "", "proxy_half_close maybe;"),
+        ("proxy_protocol_timeout", "proxy_protocol_timeout 5s;", "proxy_protocol_timeout 500ms;"),
+        ("proxy_protocol_timeout not a time", "", "proxy_protocol_timeout soon;"),
+        ("ssl_handshake_timeout", "ssl_handshake_timeout 10s;", "ssl_handshake_timeout 1m;"),
+        ("ssl_handshake_timeout twice", "", "ssl_handshake_timeout 1s;\nssl_handshake_timeout 2s;"),
+    ]
+    .into_iter()
+    .map(|(name, stream, server)| {
+        case(
+            name,
+            format!("events {{}}\nstream {{\n{stream}\nserver {{\nlisten 127.0.0.1:3;\n{server}\nproxy_pass 127.0.0.1:2;\n}}\n}}\n"),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn stream_settings_match_nginx() {
+    compare(stream_setting_cases());
+}
+
 #[test]
 fn log_directives_match_nginx() {
     compare(log_cases());

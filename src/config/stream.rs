@@ -71,6 +71,22 @@ pub struct StreamServer {
     /// `[[stream.connection_zone]]` listed; one over the limit is closed at once.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// nginx's stream `set_real_ip_from`: from these addresses (CIDR blocks, `unix:`), the
+    /// client is the one a connection's PROXY header names: `$remote_addr`, `allow` and `deny`,
+    /// `limit_conn`, `hash` keys and the PROXY header sent on see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_ip_from: Option<Vec<String>>,
+    /// How long to wait for a `listen ... proxy_protocol` header (nginx
+    /// `proxy_protocol_timeout`, default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol_timeout: Option<Duration>,
+    /// How long a client's TLS handshake may take (nginx `ssl_handshake_timeout`, default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<Duration>,
+    /// nginx `proxy_half_close`: one side's close is passed on to the other, and the session
+    /// lasts until both have closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub half_close: bool,
     /// Where each session is logged when it ends, in a `[[stream.log_format]]` named by each
     /// (a stream log has no default format); none, or an empty list, logs nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1482,6 +1482,11 @@ fn stream(s: &Stream, pools: &HashSet<&str>, defined: Defined<'_>) -> Check {
         let at = server.origin.as_ref();
         let key = format!("stream.server[{i}]");
         access_rules(&server.access, at, &format!("{key}.access"))?;
+        let trusted = RealIp {
+            from: server.real_ip_from.clone(),
+            ..RealIp::default()
+        };
+        real_ip(&trusted, at, &format!("{key}.real_ip_from"))?;
         if server.listen.is_empty() {
             return Err(
                 Diagnostic::error("a stream server needs at least one listen address")

@@ -1,10 +1,13 @@
 //! Bytes both ways between a stream client and its backend, as nginx's stream proxy passes
 //! them: each direction reads into its own buffer and writes it out before reading again,
 //! both directions at once; the first side to close (or fail) ends the session, as in nginx
-//! 1.22 without `proxy_half_close`; so does `proxy_timeout` without a byte moving either way.
+//! without `proxy_half_close`; so does `proxy_timeout` without a byte moving either way. With
+//! `proxy_half_close on`, a side's close is passed on (the other side's write half is shut
+//! down once what it sent is written) and the other direction carries on until its side
+//! closes too.
 //!
-//! Why by hand rather than `tokio::io::copy_bidirectional`: that one carries on after the
-//! first close (half-close) and has no idle limit. And why one future polled by hand rather
+//! Why by hand rather than `tokio::io::copy_bidirectional`: that one always carries on after
+//! the first close, and has no idle limit. And why one future polled by hand rather
 //! than a `select!` of reads: a `select!` loop arms a fresh timer for every chunk passed, and
 //! writes one direction while the other waits; here the idle timer is armed once and moved
 //! only when it fires early (the last byte moved is noted, as nginx notes it).
@@ -32,9 +35,10 @@ pub struct Passed {
     pub first_read: Option<std::time::Instant>,
 }
 
-/// Passes bytes both ways until a side closes or fails, or nothing moves for `idle`; then
-/// shuts both down. Returns what passed from `a` to `b` and from `b` to `a`.
-pub async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (Passed, Passed)
+/// Passes bytes both ways until a side closes (with `half_close`, both sides) or fails, or
+/// nothing moves for `idle`; then shuts both down. Returns what passed from `a` to `b` and
+/// from `b` to `a`.
+pub async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration, half_close: bool) -> (Passed, Passed)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -46,12 +50,28 @@ where
     tokio::pin!(timer);
     std::future::poll_fn(|cx| {
         let mut moved = false;
-        let over = a_to_b
-            .poll(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut moved)
-            .is_ready()
-            || b_to_a
-                .poll(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut moved)
-                .is_ready();
+        let over = match a_to_b.poll(
+            cx,
+            Pin::new(&mut *a),
+            Pin::new(&mut *b),
+            &mut moved,
+            half_close,
+        ) {
+            Poll::Ready(End::Failed) => true,
+            Poll::Ready(End::Closed) if !half_close => true,
+            _ => match b_to_a.poll(
+                cx,
+                Pin::new(&mut *b),
+                Pin::new(&mut *a),
+                &mut moved,
+                half_close,
+            ) {
+                Poll::Ready(End::Failed) => true,
+                Poll::Ready(End::Closed) if !half_close => true,
+                // With half-close, the session lasts until both sides have closed.
+                _ => half_close && a_to_b.done && b_to_a.done,
+            },
+        };
         if over {
             return Poll::Ready(());
         }
@@ -73,12 +93,25 @@ where
     (a_to_b.passed, b_to_a.passed)
 }
 
+/// How a direction ended.
+enum End {
+    /// Its reading side closed, and (with half-close) the close was passed on.
+    Closed,
+    /// Reading or writing failed.
+    Failed,
+}
+
 /// One direction: what was read and is not written yet.
 struct Direction {
     buf: Box<[u8]>,
     pos: usize,
     len: usize,
     unflushed: bool,
+    /// The reading side has closed: what is left is written, then the other side's write
+    /// half shut down (half-close).
+    eof: bool,
+    /// Ended with its side's close.
+    done: bool,
     passed: Passed,
 }
 
@@ -89,23 +122,30 @@ impl Direction {
             pos: 0,
             len: 0,
             unflushed: false,
+            eof: false,
+            done: false,
             passed: Passed::default(),
         }
     }
 
     /// Writes out what is buffered, then reads more, for as long as neither side makes it
-    /// wait. `Ready` when the session is over: the reading side closed, or either failed.
+    /// wait. `Ready` when the direction is over: its reading side closed (with `half_close`,
+    /// and the other side's write half was shut down), or either side failed.
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         mut from: Pin<&mut R>,
         mut to: Pin<&mut W>,
         moved: &mut bool,
-    ) -> Poll<()>
+        half_close: bool,
+    ) -> Poll<End>
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
     {
+        if self.done {
+            return Poll::Ready(End::Closed);
+        }
         loop {
             while self.pos < self.len {
                 match to.as_mut().poll_write(cx, &self.buf[self.pos..self.len]) {
@@ -115,16 +155,26 @@ impl Direction {
                         self.unflushed = true;
                         *moved = true;
                     }
-                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Ready(_) => return Poll::Ready(End::Failed),
                     Poll::Pending => return Poll::Pending,
                 }
             }
             if self.unflushed {
                 match to.as_mut().poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.unflushed = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::Failed),
                     Poll::Pending => return Poll::Pending,
                 }
+            }
+            if self.eof {
+                return match to.as_mut().poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.done = true;
+                        Poll::Ready(End::Closed)
+                    }
+                    Poll::Ready(Err(_)) => Poll::Ready(End::Failed),
+                    Poll::Pending => Poll::Pending,
+                };
             }
             let mut read = ReadBuf::new(&mut self.buf);
             let result = from.as_mut().poll_read(cx, &mut read);
@@ -138,7 +188,15 @@ impl Direction {
                     self.passed.read += self.len as u64;
                     *moved = true;
                 }
-                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) if half_close => {
+                    self.eof = true;
+                    *moved = true;
+                }
+                Poll::Ready(Ok(())) => {
+                    self.done = true;
+                    return Poll::Ready(End::Closed);
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Failed),
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -155,7 +213,13 @@ mod tests {
         let (client, mut proxy_front) = tokio::io::duplex(64);
         let (mut proxy_back, server) = tokio::io::duplex(64);
         let pumping = tokio::spawn(async move {
-            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(5)).await
+            pump(
+                &mut proxy_front,
+                &mut proxy_back,
+                Duration::from_secs(5),
+                false,
+            )
+            .await
         });
         // More than either pipe holds, both ways at once: neither direction waits on the other.
         let big = vec![7u8; 100_000];
@@ -194,7 +258,13 @@ mod tests {
         let (mut client, mut proxy_front) = tokio::io::duplex(64);
         let (mut proxy_back, _server) = tokio::io::duplex(64);
         let pumping = tokio::spawn(async move {
-            pump(&mut proxy_front, &mut proxy_back, Duration::from_secs(10)).await;
+            pump(
+                &mut proxy_front,
+                &mut proxy_back,
+                Duration::from_secs(10),
+                false,
+            )
+            .await;
         });
         // Activity at 6 s moves the end to 16 s.
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -203,5 +273,34 @@ mod tests {
         assert!(!pumping.is_finished());
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(pumping.is_finished());
+    }
+
+    #[tokio::test]
+    async fn with_half_close_a_close_is_passed_on_and_the_answer_still_comes_back() {
+        let (client, mut proxy_front) = tokio::io::duplex(64);
+        let (mut proxy_back, mut server) = tokio::io::duplex(64);
+        let pumping = tokio::spawn(async move {
+            pump(
+                &mut proxy_front,
+                &mut proxy_back,
+                Duration::from_secs(5),
+                true,
+            )
+            .await
+        });
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(b"ping").await.unwrap();
+        client_write.shutdown().await.unwrap();
+        // The backend sees the request, then the client's close, and answers after it.
+        let mut request = Vec::new();
+        server.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"ping");
+        server.write_all(b"pong").await.unwrap();
+        drop(server);
+        let mut answer = Vec::new();
+        client_read.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"pong");
+        let (up, down) = pumping.await.unwrap();
+        assert_eq!((up.read, down.written), (4, 4));
     }
 }

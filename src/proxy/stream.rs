@@ -26,12 +26,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
+use super::client_request::ClientRequest;
 use super::edge::Accepted;
 use super::limits::{Held, Limits, Zones};
 use super::logging::{write_access, AccessLogs, Formats};
 use super::proxy_protocol;
 use super::proxy_protocol::HeaderError;
 use super::pump::pump;
+use super::realip::RealIpConf;
 use super::resolver::NameResolver;
 use super::runtime::{self, Runtime, UpstreamPool};
 use super::ssl_preread::{self, Preread, Scan};
@@ -42,8 +44,9 @@ use crate::compile::diag::Diagnostic;
 use crate::config::template::{Context, Template};
 use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamServer};
 
-/// nginx's `proxy_protocol_timeout` default.
+/// nginx's `proxy_protocol_timeout` and `ssl_handshake_timeout` defaults.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `preread_timeout` and `preread_buffer_size` defaults.
 const PREREAD_TIMEOUT: Duration = Duration::from_secs(30);
 const PREREAD_BUFFER: usize = 16 * 1024;
@@ -74,6 +77,12 @@ pub struct StreamConf {
     pub limits: Option<Arc<Limits>>,
     /// Where each session is written when it ends: empty for none.
     pub access_log: AccessLogs,
+    /// `set_real_ip_from`: whose PROXY header names the client.
+    pub real_ip: Option<RealIpConf>,
+    pub proxy_protocol_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// `proxy_half_close on`.
+    pub half_close: bool,
 }
 
 /// Where a stream server's connections go.
@@ -196,6 +205,14 @@ fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamCon
         access: AccessRules::new(s.access.as_deref().unwrap_or_default()),
         limits: None,
         access_log: Arc::new([]),
+        real_ip: RealIpConf::new(&config::RealIp {
+            from: s.real_ip_from.clone(),
+            header: Some("proxy_protocol".into()),
+            recursive: None,
+        }),
+        proxy_protocol_timeout: d(s.proxy_protocol_timeout, PROXY_HEADER_TIMEOUT.as_secs()),
+        handshake_timeout: d(s.handshake_timeout, HANDSHAKE_TIMEOUT.as_secs()),
+        half_close: s.half_close,
     })
 }
 
@@ -268,7 +285,10 @@ impl Drop for Open {
 /// What a stream session knows about its client: for the PROXY header, and for variables
 /// (`hash` and `limit_conn` keys, maps, `proxy_pass $name`).
 struct Client {
+    /// The client: the connecting address, or the one a trusted PROXY header names.
     addr: Option<SocketAddr>,
+    /// The connecting address, when a PROXY header replaced it (`$realip_remote_addr`).
+    connecting: Option<SocketAddr>,
     local: Option<SocketAddr>,
     proxy: Option<proxy_protocol::ProxyInfo>,
     /// The TLS handshake's protocol, cipher and server name, on an `ssl` listener.
@@ -284,7 +304,7 @@ impl Client {
         let tls = self.tls.as_ref();
         RequestVars {
             client: pair(self.addr),
-            connecting: pair(self.addr),
+            connecting: pair(self.connecting.or(self.addr)),
             local: pair(self.local),
             tls: tls.is_some(),
             ssl_protocol: tls.map(|t| t.0.as_str()),
@@ -327,10 +347,11 @@ impl Socket {
     /// The PROXY protocol header, and what the client sent after it.
     async fn read_proxy_header(
         &mut self,
+        timeout: Duration,
     ) -> Result<(proxy_protocol::ProxyInfo, Vec<u8>), HeaderError> {
         match self {
-            Socket::Tcp(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
-            Socket::Unix(s) => proxy_protocol::read_header_from(s, PROXY_HEADER_TIMEOUT).await,
+            Socket::Tcp(s) => proxy_protocol::read_header_from(s, timeout).await,
+            Socket::Unix(s) => proxy_protocol::read_header_from(s, timeout).await,
         }
     }
 }
@@ -369,6 +390,7 @@ impl StreamEdge {
         };
         let mut client = Client {
             addr,
+            connecting: None,
             local,
             proxy: None,
             tls: None,
@@ -409,10 +431,20 @@ async fn session(
     // Bytes read from the client ahead of the session, sent to the backend first.
     let mut early = Vec::new();
     if listener.proxy_protocol {
-        match socket.read_proxy_header().await {
+        match socket.read_proxy_header(conf.proxy_protocol_timeout).await {
             Ok((info, rest)) => {
                 client.proxy = Some(info);
                 early = rest;
+                // nginx's post-accept phase (realip): from a trusted address, the header's
+                // source is the client from here on.
+                let named = conf
+                    .real_ip
+                    .as_ref()
+                    .and_then(|r| r.client(client.addr, ClientRequest::none(), Some(&info)));
+                if let Some(named) = named {
+                    client.connecting = client.addr;
+                    client.addr = Some(named);
+                }
             }
             Err(e) => {
                 tracing::error!("{e} while reading PROXY protocol header");
@@ -447,7 +479,7 @@ async fn session(
             let keys = conf.tls_keys.clone();
             let pick: PickKeys = Box::new(move |_| keys.clone());
             let l4 = socket.into_l4(&std::mem::take(&mut early));
-            match tls::accept(acceptor, l4, pick).await {
+            match tls::accept_within(acceptor, l4, pick, conf.handshake_timeout).await {
                 Ok(s) => {
                     client.tls = s.ssl_digest().map(|d| {
                         let name = d.extension.get::<tls::ServerName>().map(|n| n.0.clone());
@@ -514,7 +546,13 @@ async fn session(
             t.bytes_sent += early.len() as u64;
         }
     }
-    let (up, down) = pump(&mut downstream, &mut upstream, conf.timeout).await;
+    let (up, down) = pump(
+        &mut downstream,
+        &mut upstream,
+        conf.timeout,
+        conf.half_close,
+    )
+    .await;
     let now = Instant::now();
     outcome.bytes_received += up.read;
     outcome.bytes_sent += down.written;
@@ -710,7 +748,8 @@ async fn open(
     };
     let mut header_len = 0;
     if let Some(version) = conf.proxy_protocol {
-        // nginx writes the connection's own addresses (realip is not in the appliance).
+        // nginx writes the session's client (realip's, when a trusted header named one) and
+        // the connection's local address.
         let header = proxy_protocol::header(version, client.addr, client.local);
         raw.write_all(&header).await?;
         raw.flush().await?;

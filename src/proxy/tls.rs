@@ -318,13 +318,18 @@ pub async fn accept(
     stream: L4Stream,
     pick: PickKeys,
 ) -> pingora::Result<SslStream<L4Stream>> {
+    accept_within(acceptor, stream, pick, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`accept`] within `limit` (a stream server's `ssl_handshake_timeout`).
+pub async fn accept_within(
+    acceptor: &SslAcceptor,
+    stream: L4Stream,
+    pick: PickKeys,
+    limit: Duration,
+) -> pingora::Result<SslStream<L4Stream>> {
     let callbacks = Handshake { pick };
-    match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake_with_callback(acceptor, stream, &callbacks),
-    )
-    .await
-    {
+    match tokio::time::timeout(limit, handshake_with_callback(acceptor, stream, &callbacks)).await {
         Ok(result) => result,
         Err(_) => pingora::Error::e_explain(
             pingora::ErrorType::TLSHandshakeTimedout,

@@ -400,6 +400,10 @@ impl Lowering<'_> {
             access: None,
             limits: Default::default(),
             access_log: None,
+            real_ip_from: None,
+            proxy_protocol_timeout: None,
+            handshake_timeout: None,
+            half_close: false,
         })
     }
 

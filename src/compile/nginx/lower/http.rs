@@ -1227,7 +1227,7 @@ impl Lowering<'_> {
 
     /// `set_real_ip_from`: an address, a CIDR block or `unix:`, else a host name, resolved now
     /// as nginx resolves it, to the addresses it has.
-    fn real_ip_from(&mut self, stmt: &Statement) -> Result<Vec<String>> {
+    pub(super) fn real_ip_from(&mut self, stmt: &Statement) -> Result<Vec<String>> {
         let text = self.arg(stmt, 0)?.to_string();
         // `all` is the access module's word; here it would be a host name.
         match AccessScope::parse(&text)

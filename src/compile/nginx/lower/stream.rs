@@ -34,6 +34,11 @@ struct StreamSettings {
     preread_buffer_size: Option<crate::config::Size>,
     /// `access_log`: a server with lines of its own (`off` among them) does not inherit.
     access_log: Option<Vec<crate::config::AccessLog>>,
+    /// `set_real_ip_from`: a server with addresses of its own does not inherit.
+    real_ip_from: Option<Vec<String>>,
+    proxy_protocol_timeout: Option<crate::config::Duration>,
+    handshake_timeout: Option<crate::config::Duration>,
+    half_close: Option<bool>,
 }
 
 impl Lowering<'_> {
@@ -121,6 +126,7 @@ impl Lowering<'_> {
         let mut settings = StreamSettings {
             access: None,
             access_log: None,
+            real_ip_from: None,
             limits: Limits::default(),
             resolver: Default::default(),
             ..defaults.clone()
@@ -222,6 +228,12 @@ impl Lowering<'_> {
             access: settings.access.or_else(|| defaults.access.clone()),
             limits: settings.limits.merged(&defaults.limits),
             access_log: settings.access_log.or_else(|| defaults.access_log.clone()),
+            real_ip_from: settings
+                .real_ip_from
+                .or_else(|| defaults.real_ip_from.clone()),
+            proxy_protocol_timeout: settings.proxy_protocol_timeout,
+            handshake_timeout: settings.handshake_timeout,
+            half_close: settings.half_close.unwrap_or(false),
         }))
     }
 
@@ -306,6 +318,15 @@ impl Lowering<'_> {
             "resolver" => self.resolver_line(stmt, &mut s.resolver)?,
             "resolver_timeout" => s.resolver.timeout = Some(self.msec(stmt, 0)?),
             "ssl_preread" => s.ssl_preread = Some(self.flag(stmt)?),
+            "proxy_half_close" => s.half_close = Some(self.flag(stmt)?),
+            "proxy_protocol_timeout" => s.proxy_protocol_timeout = Some(self.msec(stmt, 0)?),
+            "ssl_handshake_timeout" => s.handshake_timeout = Some(self.msec(stmt, 0)?),
+            "set_real_ip_from" => {
+                let addresses = self.real_ip_from(stmt)?;
+                s.real_ip_from
+                    .get_or_insert_with(Vec::new)
+                    .extend(addresses);
+            }
             "preread_timeout" => s.preread_timeout = Some(self.msec(stmt, 0)?),
             "preread_buffer_size" => s.preread_buffer_size = Some(self.size(stmt, 0)?),
             "allow" | "deny" => {
