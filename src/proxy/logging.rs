@@ -2,17 +2,16 @@
 //! `json`), and the error log with nginx's levels and line shape. Both are reopened on SIGUSR1,
 //! so logrotate's `postrotate` (`nginx -s reopen`) works unchanged.
 //!
-//! An access log line is formatted on the request's thread (cheap) and handed to the file's
-//! writer thread through a bounded channel: a slow disk never holds a request up. When the
-//! channel is full the line is dropped and counted, never waited for.
+//! An access log line is formatted on the request's thread (cheap) and left in the file's
+//! buffer for its writer thread ([`LogFile`]): a slow disk never holds a request up. When too
+//! much is waiting the line is dropped and counted, never waited for.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -247,21 +246,37 @@ pub fn write_access(logs: &[Target], vars: &RequestVars<'_>) {
 }
 
 /// A log file shared by every target that names it, kept across reloads.
+///
+/// Lines are appended to a buffer in memory; a writer thread of the file's own takes what has
+/// gathered and writes it with one call, then waits [`GATHER`] before looking again. Under load
+/// a line therefore costs a copy under an uncontended lock, and the writer wakes a hundred
+/// times a second at most, however many lines come: handing each line over through a channel
+/// woke the writer for most of them, a futex call and a switch of threads per line, which put
+/// the stream access log at 0.83 of nginx's connections/s with one worker. An idle writer
+/// is woken by the first line.
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: Arc<Mutex<File>>,
-    writer: OnceLock<SyncSender<Message>>,
+    file: Mutex<File>,
+    pending: Mutex<Pending>,
+    arrived: Condvar,
+    writer: OnceLock<()>,
     dropped: AtomicU64,
 }
 
-enum Message {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
+/// Lines not written yet.
+#[derive(Debug, Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// The writer sleeps until told: the next line must wake it.
+    writer_idle: bool,
 }
 
-/// Lines waiting for the disk before new ones are dropped.
-const QUEUE: usize = 64 * 1024;
+/// How long the writer lets lines gather after a write: how late a line may reach the disk.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// Bytes waiting for the disk before new lines are dropped (a disk that stopped answering).
+const MAX_PENDING: usize = 16 << 20;
 
 static FILES: LazyLock<Mutex<HashMap<PathBuf, Arc<LogFile>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -277,7 +292,9 @@ pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
     let file = open_append(path)?;
     let log = Arc::new(LogFile {
         path: path.to_path_buf(),
-        file: Arc::new(Mutex::new(file)),
+        file: Mutex::new(file),
+        pending: Mutex::new(Pending::default()),
+        arrived: Condvar::new(),
         writer: OnceLock::new(),
         dropped: AtomicU64::new(0),
     });
@@ -304,32 +321,55 @@ impl LogFile {
         &self.path
     }
 
-    /// Lines dropped because the writer fell behind.
+    /// Lines dropped because the disk fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn send(&self, line: Vec<u8>) {
-        let writer = self.writer.get_or_init(|| self.start_writer());
-        match writer.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    fn send(self: &Arc<Self>, line: Vec<u8>) {
+        self.writer.get_or_init(|| self.start_writer());
+        let mut pending = lock(&self.pending);
+        if pending.lines.len() + line.len() > MAX_PENDING {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.lines.extend_from_slice(&line);
+        if std::mem::take(&mut pending.writer_idle) {
+            self.arrived.notify_one();
         }
     }
 
-    fn start_writer(&self) -> SyncSender<Message> {
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let file = self.file.clone();
-        let path = self.path.clone();
+    fn start_writer(self: &Arc<Self>) {
+        let log = self.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, file, path));
+            .spawn(move || write_loop(log));
         if let Err(e) = spawned {
             tracing::error!("cannot start the access log writer: {e}");
         }
-        tx
+    }
+
+    /// Writes what has gathered, in order: the file's lock is taken first, so two writes
+    /// (the writer's and a flush) cannot swap their lines.
+    fn write_pending(&self, spare: &mut Vec<u8>, failing: &mut bool) {
+        let mut file = lock(&self.file);
+        std::mem::swap(&mut lock(&self.pending).lines, spare);
+        if spare.is_empty() {
+            return;
+        }
+        match file.write_all(spare) {
+            Err(e) if !*failing => {
+                *failing = true;
+                tracing::error!(
+                    "write() to \"{}\" failed ({})",
+                    self.path.display(),
+                    describe_io_error(&e)
+                );
+            }
+            Ok(()) => *failing = false,
+            Err(_) => {}
+        }
+        spare.clear();
     }
 
     /// Opens the path again: after logrotate moved the file away, new lines go to a new file
@@ -340,55 +380,31 @@ impl LogFile {
         Ok(())
     }
 
-    /// Waits (a little) until every line sent so far is written.
+    /// Writes every line sent so far, on the calling thread.
     fn flush(&self) {
-        if let Some(writer) = self.writer.get() {
-            let (tx, rx) = mpsc::sync_channel(1);
-            if writer.try_send(Message::Flush(tx)).is_ok() {
-                let _ = rx.recv_timeout(Duration::from_secs(2));
-            }
-        }
+        self.write_pending(&mut Vec::new(), &mut false);
     }
 }
 
-/// The writer thread: takes a line, then everything queued behind it, and writes them with
-/// one call.
-fn write_loop(rx: Receiver<Message>, file: Arc<Mutex<File>>, path: PathBuf) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    let mut acks = Vec::new();
+/// The writer thread (one per file, for the life of the process, as the file is kept across
+/// reloads): sleeps until a line arrives, writes what has gathered with one call, lets more
+/// gather for [`GATHER`], and so on.
+fn write_loop(log: Arc<LogFile>) {
+    let mut spare = Vec::with_capacity(64 * 1024);
     let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => batch.extend_from_slice(&line),
-                Message::Flush(ack) => acks.push(ack),
+    loop {
+        {
+            let mut pending = lock(&log.pending);
+            while pending.lines.is_empty() {
+                pending.writer_idle = true;
+                pending = log
+                    .arrived
+                    .wait(pending)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            next = if batch.len() < 1 << 20 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        if !batch.is_empty() {
-            let result = lock(&file).write_all(&batch);
-            match result {
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(
-                        "write() to \"{}\" failed ({})",
-                        path.display(),
-                        describe_io_error(&e)
-                    );
-                }
-                Ok(()) => failing = false,
-                Err(_) => {}
-            }
-            batch.clear();
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.try_send(());
-        }
+        log.write_pending(&mut spare, &mut failing);
+        std::thread::sleep(GATHER);
     }
 }
 
