@@ -36,26 +36,19 @@ use crate::config::ListenAddress;
 
 /// The data plane's listening service: see the module docs.
 pub struct Workers {
-    edges: Edges,
+    http: Arc<HttpEdge>,
     /// The listening sockets, each with whom it serves.
     binds: Vec<(ListenAddress, Serves)>,
     workers: usize,
     placement: Arc<Placement>,
 }
 
-/// Who serves the connections.
+/// Whom a listening socket's connections go to: the HTTP edge's socket of that index, or the
+/// stream edge's listener of that index.
 #[derive(Clone)]
-struct Edges {
-    http: Arc<HttpEdge>,
-    stream: Option<Arc<StreamEdge>>,
-}
-
-/// Whom a listening socket's connections go to: the HTTP edge's socket or the stream listener
-/// of that index.
-#[derive(Clone, Copy)]
 enum Serves {
     Http(usize),
-    Stream(usize),
+    Stream(Arc<StreamEdge>, usize),
 }
 
 impl Workers {
@@ -72,15 +65,14 @@ impl Workers {
             .enumerate()
             .map(|(index, bind)| (bind, Serves::Http(index)))
             .collect();
-        if let Some(stream) = &stream {
+        if let Some(stream) = stream.map(Arc::new) {
             let stream_binds = stream.binds().into_iter().enumerate();
-            binds.extend(stream_binds.map(|(index, bind)| (bind, Serves::Stream(index))));
+            binds.extend(
+                stream_binds.map(|(index, bind)| (bind, Serves::Stream(stream.clone(), index))),
+            );
         }
         Workers {
-            edges: Edges {
-                http: Arc::new(http),
-                stream: stream.map(Arc::new),
-            },
+            http: Arc::new(http),
             binds,
             workers: workers.max(1),
             placement,
@@ -231,7 +223,7 @@ fn accept4(
 async fn accept_loop(
     listener: Listener,
     serves: Serves,
-    edges: Edges,
+    http: Arc<HttpEdge>,
     workers: Arc<Vec<Worker>>,
     mut shutdown: ShutdownWatch,
 ) {
@@ -266,21 +258,18 @@ async fn accept_loop(
             .expect("there is at least one worker");
         worker.connections.fetch_add(1, Ordering::Relaxed);
         let on_worker = OnWorker(worker.connections.clone());
-        match serves {
+        match &serves {
             Serves::Http(index) => {
                 // Counted for the graceful stop from now on (see `edge::awaiting_first_byte`).
                 let fresh = Fresh::arrived();
-                let (edge, shutdown) = (edges.http.clone(), shutdown.clone());
+                let (edge, shutdown, index) = (http.clone(), shutdown.clone(), *index);
                 worker.handle.spawn(async move {
                     edge.serve(conn, index, fresh, shutdown).await;
                     drop(on_worker);
                 });
             }
-            Serves::Stream(index) => {
-                // Only a stream edge numbers stream listeners.
-                let Some(edge) = edges.stream.clone() else {
-                    continue;
-                };
+            Serves::Stream(edge, index) => {
+                let (edge, index) = (edge.clone(), *index);
                 worker.handle.spawn(async move {
                     edge.serve(conn, index).await;
                     drop(on_worker);
@@ -343,16 +332,16 @@ impl ServiceWithDependents for Workers {
                 tracing::error!("the listening socket {} is not in the fd table", bind);
                 continue;
             };
-            let (edges, workers, shutdown, bind, serves) = (
-                self.edges.clone(),
+            let (http, workers, shutdown, bind, serves) = (
+                self.http.clone(),
                 workers.clone(),
                 shutdown.clone(),
                 bind.clone(),
-                *serves,
+                serves.clone(),
             );
             first.spawn(async move {
                 match Listener::of(&bind, fd) {
-                    Ok(listener) => accept_loop(listener, serves, edges, workers, shutdown).await,
+                    Ok(listener) => accept_loop(listener, serves, http, workers, shutdown).await,
                     Err(e) => tracing::error!("cannot listen on {bind}: {e}"),
                 }
             });
@@ -368,7 +357,7 @@ impl ServiceWithDependents for Workers {
         }
         // As Pingora's services do once their accept loops end: HTTP/1 keep-alive waits in
         // Pingora's sessions end now.
-        self.edges.http.cleanup().await;
+        self.http.cleanup().await;
     }
 
     fn name(&self) -> &str {
