@@ -712,17 +712,30 @@ fn image_serves_traffic_from_the_host_through_its_user_data_config() {
 // ---------------------------------------------------------------------------------------------
 // Two VMs from the image as an HA pair on a network of the test's own
 
-/// A network namespace with a bridge and two taps, removed on drop.
+/// A network namespace with a bridge and two taps, removed on drop. One at a time: the pair
+/// tests run side by side otherwise (test-all runs two tests at once), and two namespaces of
+/// the same name, or four VMs on a 2-core machine, made both fail.
 struct PairNet {
     ns: String,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static PAIR_NET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl PairNet {
     const BRIDGE_IP: &'static str = "192.168.77.1";
 
     fn new() -> PairNet {
+        let one_at_a_time = PAIR_NET
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ns = format!("appl-img-{}", std::process::id());
-        let net = PairNet { ns };
+        // One that a killed run left behind.
+        let _ = run(Command::new("ip").args(["netns", "delete", &ns]));
+        let net = PairNet {
+            ns,
+            _one_at_a_time: one_at_a_time,
+        };
         net.ip(&["netns", "add", &net.ns]);
         for args in [
             vec!["link", "set", "lo", "up"],
