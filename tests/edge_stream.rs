@@ -1027,3 +1027,125 @@ stream {{
     assert!(results[1][5].starts_with("closed"), "{:?}", results[1][5]);
     assert!(results[1][6].starts_with("closed"), "{:?}", results[1][6]);
 }
+
+/// A TLS echo backend with the certificate `crt`, which notes the name each client asked for
+/// (SNI; empty without).
+fn tls_echo_noting_names(crt: &Path, key: &Path) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    b.set_certificate_chain_file(crt).expect("cert");
+    b.set_private_key_file(key, SslFiletype::PEM).expect("key");
+    let acceptor = Arc::new(b.build());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let noted = names.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (acceptor, noted) = (acceptor.clone(), noted.clone());
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(mut s) = acceptor.accept(conn) else {
+                    return;
+                };
+                let name = s.ssl().servername(pingora::tls::ssl::NameType::HOST_NAME);
+                noted.lock().unwrap().push(name.unwrap_or("").to_string());
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, names)
+}
+
+/// TLS to stream backends checked as nginx checks it (`proxy_ssl_verify`, `_trusted_certificate`,
+/// `_name`, `_server_name`): a backend whose certificate does not chain to the trusted one or
+/// does not match the name is not used; the name defaults to the upstream's; SNI is sent only
+/// when asked for.
+#[test]
+fn stream_tls_to_backends_is_verified_as_nginx_does() {
+    support::nginx::require_nginx();
+    let dir = TempDir::new("edge-stream-verify");
+    let (back_crt, back_key) = make_cert(&dir, "back.test", "rsa");
+    let (other_crt, _) = make_cert(&dir, "other.test", "rsa");
+    let (backend, names) = tls_echo_noting_names(&back_crt, &back_key);
+    let servers = [
+        "verified",
+        "wrong_name",
+        "wrong_ca",
+        "unchecked",
+        "by_upstream",
+        "with_sni",
+        "sni_address",
+    ];
+    let results: Vec<(Vec<String>, Vec<String>)> = [Kind::Nginx, Kind::Appliance]
+        .into_iter()
+        .map(|kind| {
+            let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+            let port = |name: &str| ports[servers.iter().position(|s| *s == name).unwrap()];
+            let (back, other) = (back_crt.display(), other_crt.display());
+            let config = format!(
+                r#"events {{}}
+stream {{
+    upstream back.test {{ server 127.0.0.1:{backend}; }}
+    proxy_ssl on;
+    proxy_ssl_trusted_certificate {back};
+    # nginx would resume a session an earlier server verified, and report its result.
+    proxy_ssl_session_reuse off;
+    server {{ listen 127.0.0.1:{}; proxy_ssl_verify on; proxy_ssl_name back.test; proxy_pass 127.0.0.1:{backend}; }}
+    server {{ listen 127.0.0.1:{}; proxy_ssl_verify on; proxy_ssl_name other.test; proxy_pass 127.0.0.1:{backend}; }}
+    server {{ listen 127.0.0.1:{}; proxy_ssl_verify on; proxy_ssl_trusted_certificate {other}; proxy_ssl_name back.test; proxy_pass 127.0.0.1:{backend}; }}
+    server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{backend}; }}
+    server {{ listen 127.0.0.1:{}; proxy_ssl_verify on; proxy_pass back.test; }}
+    server {{ listen 127.0.0.1:{}; proxy_ssl_server_name on; proxy_pass back.test; }}
+    server {{ listen 127.0.0.1:{}; proxy_ssl_server_name on; proxy_ssl_name $server_addr:1; proxy_pass back.test; }}
+}}
+"#,
+                port("verified"),
+                port("wrong_name"),
+                port("wrong_ca"),
+                port("unchecked"),
+                port("by_upstream"),
+                port("with_sni"),
+                port("sni_address"),
+            );
+            names.lock().unwrap().clear();
+            let _proxy = start_stream(kind, &config, &ports);
+            let echoed: Vec<String> = servers
+                .iter()
+                .map(|name| {
+                    let (got, _) = exchange(port(name), b"", b"ping\n");
+                    format!("{name}: {}", String::from_utf8_lossy(&got).trim_end_matches('\0'))
+                })
+                .collect();
+            let mut seen = names.lock().unwrap().clone();
+            seen.sort();
+            (echoed, seen)
+        })
+        .collect();
+    assert_eq!(
+        results[1], results[0],
+        "appliance (left) and nginx (right) differ"
+    );
+    let (echoed, seen) = &results[1];
+    assert_eq!(
+        echoed,
+        &[
+            "verified: ping\n",
+            "wrong_name: ",
+            "wrong_ca: ",
+            "unchecked: ping\n",
+            "by_upstream: ping\n",
+            "with_sni: ping\n",
+            "sni_address: ping\n",
+        ]
+    );
+    // Only `with_sni` sent a name, the upstream's; `sni_address`'s name is an address once its
+    // port is stripped, and an address is never sent.
+    let sent: Vec<&String> = seen.iter().filter(|n| !n.is_empty()).collect();
+    assert_eq!(sent, ["back.test"], "{seen:?}");
+}

@@ -1186,7 +1186,8 @@ fn log_cases() -> Vec<Case> {
         .collect()
 }
 
-/// The stream's realip, half-close and time-limit directives, as their handlers read them.
+/// The stream's realip, half-close, time-limit and backend TLS directives, as their handlers
+/// read them.
 fn stream_setting_cases() -> Vec<Case> {
     [
         ("set_real_ip_from in stream", "set_real_ip_from 10.0.0.0/8;\nset_real_ip_from unix:;", ""),
@@ -1200,6 +1201,10 @@ fn stream_setting_cases() -> Vec<Case> {
         ("proxy_protocol_timeout not a time", "", "proxy_protocol_timeout soon;"),
         ("ssl_handshake_timeout", "ssl_handshake_timeout 10s;", "ssl_handshake_timeout 1m;"),
         ("ssl_handshake_timeout twice", "", "ssl_handshake_timeout 1s;\nssl_handshake_timeout 2s;"),
+        ("proxy_ssl checks", "proxy_ssl on;\nproxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;\nproxy_ssl_verify on;\nproxy_ssl_verify_depth 2;", "proxy_ssl_name $server_addr;\nproxy_ssl_server_name on;"),
+        ("proxy_ssl_verify_depth not a number", "", "proxy_ssl_verify_depth x;"),
+        ("proxy_ssl_name with an http variable", "", "proxy_ssl_name $host;"),
+        ("proxy_ssl_verify off without a certificate", "proxy_ssl on;", "proxy_ssl_verify off;"),
     ]
     .into_iter()
     .map(|(name, stream, server)| {

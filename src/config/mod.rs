@@ -55,7 +55,7 @@ pub use origin::Origin;
 pub use resolver::Resolver;
 pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
 pub use split_clients::{SplitClients, SplitPart};
-pub use stream::StreamServer;
+pub use stream::{StreamServer, UpstreamTlsCheck};
 pub(crate) use toml_origins::place as place_in_toml;
 pub use units::{Duration, Size};
 pub use upstream::{

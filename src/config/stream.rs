@@ -64,6 +64,10 @@ pub struct StreamServer {
     /// Speak TLS to the upstream (nginx `proxy_ssl on`, ELB `instance-protocol=SSL`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upstream_tls: bool,
+    /// How that TLS checks the backend, as nginx's `proxy_ssl_verify`, `_verify_depth`,
+    /// `_name`, `_server_name` and `_trusted_certificate` in stream.
+    #[serde(default, skip_serializing_if = "UpstreamTlsCheck::is_empty")]
+    pub upstream_tls_check: UpstreamTlsCheck,
     /// `allow` and `deny`: a connection from a client they refuse is closed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessRule>>,
@@ -91,4 +95,47 @@ pub struct StreamServer {
     /// (a stream log has no default format); none, or an empty list, logs nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<Vec<AccessLog>>,
+}
+
+/// The checks of TLS to stream backends. nginx's defaults: nothing checked, no SNI.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsCheck {
+    /// `proxy_ssl_verify on`: the backend's certificate must chain to `trusted_certificate`
+    /// and match the name; otherwise the next server is tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// `proxy_ssl_verify_depth` (nginx's default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_depth: Option<u32>,
+    /// `proxy_ssl_name`, variables allowed: the name checked (and sent as SNI); by default
+    /// the host of `pass` (an upstream's name, or the address without its port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `proxy_ssl_server_name on`: send the name as SNI (never an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<bool>,
+    /// `proxy_ssl_trusted_certificate`: PEM CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_certificate: Option<std::path::PathBuf>,
+}
+
+impl UpstreamTlsCheck {
+    pub fn is_empty(&self) -> bool {
+        *self == UpstreamTlsCheck::default()
+    }
+
+    /// Settings of a server over those of the stream block, one by one, as nginx merges them.
+    pub fn merged(&self, outer: &UpstreamTlsCheck) -> UpstreamTlsCheck {
+        UpstreamTlsCheck {
+            verify: self.verify.or(outer.verify),
+            verify_depth: self.verify_depth.or(outer.verify_depth),
+            name: self.name.clone().or_else(|| outer.name.clone()),
+            server_name: self.server_name.or(outer.server_name),
+            trusted_certificate: self
+                .trusted_certificate
+                .clone()
+                .or_else(|| outer.trusted_certificate.clone()),
+        }
+    }
 }

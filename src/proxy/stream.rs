@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use bytes::BufMut;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::tls::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+use pingora::tls::x509::X509VerifyResult;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::access::AccessRules;
@@ -70,8 +71,8 @@ pub struct StreamConf {
     pub next_upstream_tries: u32,
     pub next_upstream_timeout: Option<Duration>,
     pub proxy_protocol: Option<ProxyProtocol>,
-    /// `proxy_ssl on`: the connector (no verification, no SNI: nginx's stream defaults).
-    pub upstream_tls: Option<SslConnector>,
+    /// `proxy_ssl on`, and how the backend is checked.
+    pub upstream_tls: Option<UpstreamTls>,
     pub access: AccessRules,
     /// `limit_conn`, when the server has any.
     pub limits: Option<Arc<Limits>>,
@@ -83,6 +84,17 @@ pub struct StreamConf {
     pub handshake_timeout: Duration,
     /// `proxy_half_close on`.
     pub half_close: bool,
+}
+
+/// TLS to the backends: nginx's stream defaults check nothing and send no SNI.
+pub struct UpstreamTls {
+    /// With `proxy_ssl_verify on`, its trusted certificates, verification and depth.
+    connector: SslConnector,
+    verify: bool,
+    /// `proxy_ssl_name`; by default the host of `proxy_pass`.
+    name: Option<Template>,
+    /// `proxy_ssl_server_name on`.
+    server_name: bool,
 }
 
 /// Where a stream server's connections go.
@@ -152,7 +164,7 @@ pub fn build(
                 return Err(Diagnostic::error("a stream server without pass or return").at_opt(at))
             }
         };
-        let mut conf = server(s, pass, tables.clone())?;
+        let mut conf = server(s, pass, tables.clone(), scope.1)?;
         conf.limits = zones.limits(&s.limits);
         conf.access_log = formats.targets(s.access_log.as_deref(), at)?;
         servers.push(Arc::new(conf));
@@ -160,20 +172,20 @@ pub fn build(
     Ok(servers)
 }
 
-fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamConf, Diagnostic> {
+fn server(
+    s: &StreamServer,
+    pass: Pass,
+    tables: Arc<Tables>,
+    defined: Defined<'_>,
+) -> Result<StreamConf, Diagnostic> {
     let at = s.origin.as_ref();
     let tls_keys = match s.tls.certificates.as_deref() {
         Some(c) if !c.is_empty() => Some(Arc::new(ServerKeys::load(c, at)?)),
         _ => None,
     };
-    let upstream_tls = if s.upstream_tls {
-        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| {
-            Diagnostic::error(format!("cannot create an OpenSSL client context: {e}")).at_opt(at)
-        })?;
-        b.set_verify(SslVerifyMode::NONE);
-        Some(b.build())
-    } else {
-        None
+    let upstream_tls = match s.upstream_tls {
+        true => Some(upstream_tls(&s.upstream_tls_check, at, defined)?),
+        false => None,
     };
     let d = |v: Option<config::Duration>, default: u64| {
         v.map_or(Duration::from_secs(default), |d| d.get())
@@ -214,6 +226,64 @@ fn server(s: &StreamServer, pass: Pass, tables: Arc<Tables>) -> Result<StreamCon
         handshake_timeout: d(s.handshake_timeout, HANDSHAKE_TIMEOUT.as_secs()),
         half_close: s.half_close,
     })
+}
+
+/// The client side of `proxy_ssl on`, as ngx_stream_proxy_set_ssl sets it up.
+fn upstream_tls(
+    check: &config::UpstreamTlsCheck,
+    at: Option<&config::Origin>,
+    defined: Defined<'_>,
+) -> Result<UpstreamTls, Diagnostic> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| {
+        Diagnostic::error(format!("cannot create an OpenSSL client context: {e}")).at_opt(at)
+    })?;
+    let verify = check.verify.unwrap_or(false);
+    if verify {
+        let Some(path) = &check.trusted_certificate else {
+            let message = "no proxy_ssl_trusted_certificate for proxy_ssl_verify";
+            return Err(Diagnostic::error(message).at_opt(at));
+        };
+        for cert in tls::load_ca(path, at)?.iter() {
+            b.cert_store_mut().add_cert(cert.clone()).map_err(|e| {
+                let message = format!("cannot trust a certificate of \"{}\": {e}", path.display());
+                Diagnostic::error(message).at_opt(at)
+            })?;
+        }
+        // As nginx's callback, let every handshake finish; the result is judged after it.
+        b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+        b.set_verify_depth(check.verify_depth.unwrap_or(1));
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    let name = match &check.name {
+        Some(text) => Some(
+            Template::parse_for(Context::Stream, text, defined)
+                .map_err(|e| Diagnostic::error(e.to_string()).at_opt(at))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamTls {
+        connector: b.build(),
+        verify,
+        name,
+        server_name: check.server_name.unwrap_or(false),
+    })
+}
+
+/// OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the certificate does not name `proxy_ssl_name`.
+const X509_V_ERR_HOSTNAME_MISMATCH: i32 = 62;
+
+/// The name TLS to a backend checks and sends, as ngx_stream_proxy_ssl_name makes it: without
+/// a port (an IPv6 address keeps its brackets).
+fn without_port(name: &str) -> &str {
+    let from = match name.starts_with('[') {
+        true => name.find(']').unwrap_or(0),
+        false => 0,
+    };
+    match name[from..].find(':') {
+        Some(i) => &name[..from + i],
+        None => name,
+    }
 }
 
 /// One stream listening socket.
@@ -446,12 +516,15 @@ async fn session(
                     client.addr = Some(named);
                 }
             }
-            Err(e) => {
+            // nginx: a broken header is an error and a 400; a client that sends none in time,
+            // or whose connection fails, is noted at info level and ends with 200.
+            Err(HeaderError::Broken(e)) => {
                 tracing::error!("{e} while reading PROXY protocol header");
-                return match e {
-                    HeaderError::Broken(_) => BAD_REQUEST,
-                    HeaderError::TimedOut | HeaderError::Io(_) => OK,
-                };
+                return BAD_REQUEST;
+            }
+            Err(e) => {
+                tracing::info!("{e} while reading PROXY protocol header");
+                return OK;
             }
         }
     }
@@ -709,7 +782,8 @@ async fn connect(
         };
         let addr = pool.balancer.peer(id)?.addr.clone();
         outcome.begin_try(Tried::Peer(addr.clone()), now);
-        match tokio::time::timeout(conf.connect_timeout, open(conf, &addr, client)).await {
+        let opened = open(conf, &addr, &pool.name, client);
+        match tokio::time::timeout(conf.connect_timeout, opened).await {
             Ok(Ok((stream, header_len))) => {
                 if let Some(t) = outcome.current_try() {
                     t.connect_time = Some(t.started.elapsed());
@@ -736,6 +810,7 @@ async fn connect(
 async fn open(
     conf: &StreamConf,
     addr: &PeerAddr,
+    upstream: &str,
     client: &Client,
 ) -> std::io::Result<(Box<dyn Duplex>, usize)> {
     let mut raw: Box<dyn Duplex> = match addr {
@@ -755,15 +830,26 @@ async fn open(
         raw.flush().await?;
         header_len = header.len();
     }
-    let Some(connector) = &conf.upstream_tls else {
+    let Some(upstream_tls) = &conf.upstream_tls else {
         return Ok((raw, header_len));
     };
-    let ssl = connector
+    let name = match &upstream_tls.name {
+        Some(t) => String::from_utf8_lossy(&eval_to_vec(t, &client.vars(&conf.tables))).into(),
+        None => upstream.to_string(),
+    };
+    let name = without_port(&name);
+    // No SNI for an address (RFC 6066), as nginx.
+    let sni = upstream_tls.server_name
+        && !name.is_empty()
+        && !name.starts_with('[')
+        && name.parse::<std::net::Ipv4Addr>().is_err();
+    let ssl = upstream_tls
+        .connector
         .configure()
         .and_then(|mut c| {
-            c.set_use_server_name_indication(false);
-            c.set_verify_hostname(false);
-            c.into_ssl("")
+            c.set_use_server_name_indication(sni);
+            c.set_verify_hostname(upstream_tls.verify);
+            c.into_ssl(name)
         })
         .map_err(std::io::Error::other)?;
     let mut tls =
@@ -772,5 +858,18 @@ async fn open(
         .connect()
         .await
         .map_err(|e| std::io::Error::other(format!("SSL handshake with upstream: {e}")))?;
+    if upstream_tls.verify {
+        // ngx_stream_proxy_ssl_handshake: a backend that fails is closed, and the next tried.
+        let result = tls.ssl().verify_result();
+        if result.as_raw() == X509_V_ERR_HOSTNAME_MISMATCH {
+            let message = format!("upstream SSL certificate does not match \"{name}\"");
+            return Err(std::io::Error::other(message));
+        }
+        if result != X509VerifyResult::OK {
+            let (code, why) = (result.as_raw(), result.error_string());
+            let message = format!("upstream SSL certificate verify error: ({code}:{why})");
+            return Err(std::io::Error::other(message));
+        }
+    }
     Ok((Box::new(tls), header_len))
 }

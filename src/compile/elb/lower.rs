@@ -401,6 +401,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             access_log: None,
             real_ip_from: None,
+            upstream_tls_check: Default::default(),
             proxy_protocol_timeout: None,
             handshake_timeout: None,
             half_close: false,

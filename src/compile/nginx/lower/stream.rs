@@ -23,6 +23,7 @@ struct StreamSettings {
     next_upstream_timeout: Option<crate::config::Duration>,
     proxy_protocol: Option<bool>,
     upstream_tls: Option<bool>,
+    upstream_tls_check: crate::config::UpstreamTlsCheck,
     /// `allow` and `deny`: a server with rules of its own does not inherit the stream's.
     access: Option<Vec<AccessRule>>,
     /// `limit_conn` and its log level and dry run, merged as in http.
@@ -127,6 +128,7 @@ impl Lowering<'_> {
             access: None,
             access_log: None,
             real_ip_from: None,
+            upstream_tls_check: Default::default(),
             limits: Limits::default(),
             resolver: Default::default(),
             ..defaults.clone()
@@ -225,6 +227,9 @@ impl Lowering<'_> {
                 .filter(|on| *on)
                 .map(|_| ProxyProtocol::V1),
             upstream_tls: settings.upstream_tls.unwrap_or(false),
+            upstream_tls_check: settings
+                .upstream_tls_check
+                .merged(&defaults.upstream_tls_check),
             access: settings.access.or_else(|| defaults.access.clone()),
             limits: settings.limits.merged(&defaults.limits),
             access_log: settings.access_log.or_else(|| defaults.access_log.clone()),
@@ -315,6 +320,22 @@ impl Lowering<'_> {
             "proxy_next_upstream_timeout" => s.next_upstream_timeout = Some(self.msec(stmt, 0)?),
             "proxy_protocol" => s.proxy_protocol = Some(self.flag(stmt)?),
             "proxy_ssl" => s.upstream_tls = Some(self.flag(stmt)?),
+            "proxy_ssl_verify" => s.upstream_tls_check.verify = Some(self.flag(stmt)?),
+            "proxy_ssl_verify_depth" => {
+                s.upstream_tls_check.verify_depth = Some(self.number(stmt, 0)?)
+            }
+            "proxy_ssl_server_name" => s.upstream_tls_check.server_name = Some(self.flag(stmt)?),
+            "proxy_ssl_trusted_certificate" => {
+                s.upstream_tls_check.trusted_certificate = Some(self.path(self.arg(stmt, 0)?))
+            }
+            "proxy_ssl_name" => {
+                let name = self.arg(stmt, 0)?.to_string();
+                // A name with a variable nothing supported defines: reported, left out.
+                let Some(name) = self.template(stmt, &name)? else {
+                    return Ok(true);
+                };
+                s.upstream_tls_check.name = Some(name);
+            }
             "resolver" => self.resolver_line(stmt, &mut s.resolver)?,
             "resolver_timeout" => s.resolver.timeout = Some(self.msec(stmt, 0)?),
             "ssl_preread" => s.ssl_preread = Some(self.flag(stmt)?),
