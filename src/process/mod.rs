@@ -154,6 +154,13 @@ fn watch_graceful_stop(
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
                     let limit = loaded.load().model.global.shutdown_timeout;
                     let deadline = limit.map(|l| Instant::now() + l.get());
+                    // First the accept loops end, so that what they accepted last is counted.
+                    let loops_end = Instant::now() + Duration::from_secs(2);
+                    while crate::proxy::workers::accept_loops_running() > 0
+                        && Instant::now() < loops_end
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     while metrics::in_flight() > 0
                         || crate::proxy::edge::awaiting_first_byte() > 0
                         || crate::proxy::stream::open_sessions() > 0

@@ -218,6 +218,31 @@ fn accept4(
     Ok((socket, peer))
 }
 
+/// Accept loops running now. A graceful stop waits until they have ended before it counts
+/// the connections still to serve: one accepted in the instant the stop began is counted
+/// (`Fresh`) only once its loop has handed it over.
+static ACCEPTING: AtomicUsize = AtomicUsize::new(0);
+
+pub fn accept_loops_running() -> usize {
+    ACCEPTING.load(Ordering::SeqCst)
+}
+
+/// Counts an accept loop in [`ACCEPTING`] while it runs.
+struct Accepting;
+
+impl Accepting {
+    fn start() -> Accepting {
+        ACCEPTING.fetch_add(1, Ordering::SeqCst);
+        Accepting
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        ACCEPTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Accepts on `listener` until a graceful stop begins, handing each connection to the worker
 /// with the fewest.
 async fn accept_loop(
@@ -227,6 +252,7 @@ async fn accept_loop(
     workers: Arc<Vec<Worker>>,
     mut shutdown: ShutdownWatch,
 ) {
+    let _running = Accepting::start();
     loop {
         if *shutdown.borrow_and_update() {
             return;
