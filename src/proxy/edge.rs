@@ -50,20 +50,17 @@ pub fn awaiting_first_byte() -> usize {
     AWAITING_FIRST_BYTE.load(Ordering::SeqCst)
 }
 
-/// Counts a connection in [`awaiting_first_byte`] while it lives.
-pub struct Fresh;
+/// Counts a connection in [`awaiting_first_byte`] while it lives (until dropped).
+pub struct Fresh {
+    _counted: crate::sync::Counted,
+}
 
 impl Fresh {
     /// A connection just accepted.
     pub fn arrived() -> Fresh {
-        AWAITING_FIRST_BYTE.fetch_add(1, Ordering::SeqCst);
-        Fresh
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        AWAITING_FIRST_BYTE.fetch_sub(1, Ordering::SeqCst);
+        Fresh {
+            _counted: crate::sync::Counted::enter(&AWAITING_FIRST_BYTE),
+        }
     }
 }
 

@@ -336,22 +336,6 @@ pub fn open_sessions() -> usize {
     OPEN_SESSIONS.load(Ordering::SeqCst)
 }
 
-/// Counts a session in [`OPEN_SESSIONS`] while it lives.
-struct Open;
-
-impl Open {
-    fn session() -> Open {
-        OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
-        Open
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What a stream session knows about its client: for the PROXY header, and for variables
 /// (`hash` and `limit_conn` keys, maps, `proxy_pass $name`).
 struct Client {
@@ -429,7 +413,7 @@ impl Socket {
 impl StreamEdge {
     /// Serves a connection accepted on listener `index`, on the calling worker's event loop.
     pub async fn serve(self: Arc<Self>, conn: Accepted, index: usize) {
-        let _open = Open::session();
+        let _open = crate::sync::Counted::enter(&OPEN_SESSIONS);
         let started = Instant::now();
         let Some(listener) = self.listeners.get(index) else {
             return;

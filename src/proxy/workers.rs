@@ -227,22 +227,6 @@ pub fn accept_loops_running() -> usize {
     ACCEPTING.load(Ordering::SeqCst)
 }
 
-/// Counts an accept loop in [`ACCEPTING`] while it runs.
-struct Accepting;
-
-impl Accepting {
-    fn start() -> Accepting {
-        ACCEPTING.fetch_add(1, Ordering::SeqCst);
-        Accepting
-    }
-}
-
-impl Drop for Accepting {
-    fn drop(&mut self) {
-        ACCEPTING.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Accepts on `listener` until a graceful stop begins, handing each connection to the worker
 /// with the fewest.
 async fn accept_loop(
@@ -252,7 +236,7 @@ async fn accept_loop(
     workers: Arc<Vec<Worker>>,
     mut shutdown: ShutdownWatch,
 ) {
-    let _running = Accepting::start();
+    let _running = crate::sync::Counted::enter(&ACCEPTING);
     loop {
         if *shutdown.borrow_and_update() {
             return;
