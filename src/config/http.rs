@@ -424,6 +424,14 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
+
+    /// `http://`, as nginx's error lines write an upstream.
+    pub fn with_separator(&self) -> &'static str {
+        match self {
+            Scheme::Http => "http://",
+            Scheme::Https => "https://",
+        }
+    }
     pub fn default_port(&self) -> u16 {
         match self {
             Scheme::Http => 80,

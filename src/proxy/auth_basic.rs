@@ -16,10 +16,11 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::access_phase::Said;
 use super::client_request::ClientRequest;
+use super::error_context::{os_error, InRequest};
 use super::vars::{eval_to_vec, RequestVars};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::Template;
-use crate::config::{Auth, Defined, Origin};
+use crate::config::{Auth, Defined, LogLevel, Origin};
 
 /// `auth_basic` and `auth_basic_user_file`, when both apply.
 #[derive(Debug)]
@@ -61,7 +62,10 @@ pub fn authenticate(auth: &BasicConf, vars: &RequestVars<'_>) -> Step {
         return Step::Done(Said::Declined);
     }
     let Some(credentials) = Credentials::of(vars.request) else {
-        tracing::info!("no user/password was provided for basic authentication");
+        InRequest::new(vars).log(
+            LogLevel::Info,
+            format_args!("no user/password was provided for basic authentication"),
+        );
         return Step::Done(challenge(&realm));
     };
     let mut path = eval_to_vec(&auth.user_file, vars);
@@ -91,30 +95,31 @@ pub struct PasswordCheck {
 }
 
 impl PasswordCheck {
-    /// Reads the file and checks the password (blocking).
-    pub fn run(self) -> Said {
+    /// Reads the file and checks the password (blocking): what the handler says, and the
+    /// error to log (nginx's words) when it refused.
+    pub fn run(self) -> (Said, Option<(LogLevel, String)>) {
         let shown = String::from_utf8_lossy(&self.path).into_owned();
         let text = match std::fs::read(std::ffi::OsStr::from_bytes(&self.path)) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::error!("open() \"{shown}\" failed ({e})");
-                return Said::Forbidden;
-            }
             Err(e) => {
-                tracing::error!("open() \"{shown}\" failed ({e})");
-                return Said::Failed;
+                let (said, level) = match e.kind() {
+                    std::io::ErrorKind::NotFound => (Said::Forbidden, LogLevel::Error),
+                    _ => (Said::Failed, LogLevel::Crit),
+                };
+                let why = format!("open() \"{shown}\" failed ({})", os_error(&e));
+                return (said, Some((level, why)));
             }
         };
         let user = String::from_utf8_lossy(self.credentials.user()).into_owned();
         let Some(stored) = stored_hash(&text, self.credentials.user()) else {
-            tracing::error!("user \"{user}\" was not found in \"{shown}\"");
-            return challenge(&self.realm);
+            let why = format!("user \"{user}\" was not found in \"{shown}\"");
+            return (challenge(&self.realm), Some((LogLevel::Error, why)));
         };
         if super::crypt::matches(self.credentials.password(), stored) {
-            return Said::Ok;
+            return (Said::Ok, None);
         }
-        tracing::error!("user \"{user}\": password mismatch");
-        challenge(&self.realm)
+        let why = format!("user \"{user}\": password mismatch");
+        (challenge(&self.realm), Some((LogLevel::Error, why)))
     }
 }
 

@@ -17,10 +17,11 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::SslStream;
-use pingora::protocols::{GetSocketDigest, Peek, Ssl, Stream, ALPN};
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, Peek, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
+use super::connection_tag::{self, ConnectionTag, Tagged};
 use super::http::{self, HttpProxy, Served};
 use super::plain::PlainStream;
 use super::proxy_protocol;
@@ -172,11 +173,13 @@ impl HttpEdge {
     /// `fresh` counts the connection as awaited by a graceful stop until its first request is
     /// counted in flight.
     async fn serve_http1<S: IntoL4>(&self, stream: S, fresh: Fresh, shutdown: &ShutdownWatch) {
-        if let Served::ToPingora(stream, read) =
+        if let Served::ToPingora(stream, read, requests) =
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
+            let l4 = stream.into_l4();
+            served_before(&l4, requests);
             // In front of what the stream kept itself (read after that), with writes gathered.
-            let stream = Replay::new(stream.into_l4(), read);
+            let stream = Replay::new(l4, read);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }
@@ -189,9 +192,10 @@ impl HttpEdge {
         fresh: Fresh,
         shutdown: &ShutdownWatch,
     ) {
-        if let Served::ToPingora(stream, read) =
+        if let Served::ToPingora(stream, read, requests) =
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
+            served_before(&stream, requests);
             let stream = Replay::new(stream, read);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
@@ -215,6 +219,14 @@ impl HttpEdge {
     }
 }
 
+/// Tells the connection's tag how many requests the fast path served before handing it over.
+fn served_before(stream: &impl GetProxyDigest, requests: u64) {
+    let digest = stream.get_proxy_digest();
+    if let Some(tag) = connection_tag::of(digest.as_ref()) {
+        tag.served_before(requests);
+    }
+}
+
 /// A connection as an accept loop hands it over: not yet registered with any event loop.
 pub enum Accepted {
     Tcp(std::net::TcpStream, std::net::SocketAddr),
@@ -226,7 +238,8 @@ trait IntoL4:
     tokio::io::AsyncRead
     + tokio::io::AsyncWrite
     + GetSocketDigest
-    + pingora::protocols::GetProxyDigest
+    + GetProxyDigest
+    + Tagged
     + Ssl
     + SendFile
     + Unpin
@@ -271,7 +284,9 @@ impl IntoL4 for L4Stream {
     }
 
     fn keep_proxy_info(&mut self, info: proxy_protocol::ProxyInfo) {
-        proxy_protocol::attach(self, info);
+        let digest = self.get_proxy_digest();
+        let number = connection_tag::of(digest.as_ref()).map_or(0, |t| t.number);
+        connection_tag::attach(self, ConnectionTag::new(number, Some(info), 0));
     }
 }
 
@@ -289,6 +304,7 @@ impl HttpEdge {
         if index >= self.sockets.len() {
             return;
         }
+        let number = connection_tag::next_number();
         match conn {
             Accepted::Tcp(tcp, peer) => {
                 let tcp = match tokio::net::TcpStream::from_std(tcp) {
@@ -298,7 +314,7 @@ impl HttpEdge {
                         return;
                     }
                 };
-                let plain = PlainStream::new(tcp, peer);
+                let plain = PlainStream::new(tcp, peer, number);
                 if !first_byte(plain.has_data(), &shutdown).await {
                     return;
                 }
@@ -315,6 +331,7 @@ impl HttpEdge {
                 let mut l4 = L4Stream::from(unix);
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&l4);
                 l4.set_socket_digest(pingora::protocols::SocketDigest::from_raw_fd(fd));
+                connection_tag::attach(&mut l4, ConnectionTag::new(number, None, 0));
                 let mut byte = [0u8; 1];
                 if !first_byte(l4.try_peek(&mut byte), &shutdown).await {
                     return;

@@ -313,8 +313,9 @@ fn release(zone: &ConnectionZone, key: &[u8]) {
     }
 }
 
-/// What the log line of a limit names besides the zone: the client.
-pub type ClientForLog = Option<std::net::IpAddr>;
+/// Writes a limit's log line at a level, with the request's or session's context (see
+/// [`error_context`](super::error_context)).
+pub type LogLine<'a> = &'a dyn Fn(LogLevel, std::fmt::Arguments<'_>);
 
 impl Limits {
     pub fn has_requests(&self) -> bool {
@@ -332,7 +333,7 @@ impl Limits {
         &self,
         mut key_of: impl FnMut(&Template) -> Vec<u8>,
         now: Instant,
-        client: ClientForLog,
+        log: LogLine<'_>,
     ) -> (Option<RequestLimitStatus>, Verdict) {
         let now = msec(now);
         let last_index = self.requests.len().saturating_sub(1);
@@ -366,13 +367,12 @@ impl Limits {
             }
             match lookup(limit, &key, now, n == last_index) {
                 Lookup::Busy(excess) => {
-                    log_at(
+                    log(
                         self.request_log_level,
                         format_args!(
-                            "limiting requests{dry_run}, excess: {} by zone \"{}\"{}",
+                            "limiting requests{dry_run}, excess: {} by zone \"{}\"",
                             Thousandths(excess),
-                            limit.zone.name,
-                            ClientSuffix(client)
+                            limit.zone.name
                         ),
                     );
                     unlock(&pending);
@@ -413,13 +413,12 @@ impl Limits {
         let Some((ms, limit, excess)) = longest.filter(|(ms, _, _)| *ms > 0) else {
             return (Some(RequestLimitStatus::Passed), Verdict::Pass);
         };
-        log_at(
+        log(
             self.delay_log_level,
             format_args!(
-                "delaying request{dry_run}, excess: {}, by zone \"{}\"{}",
+                "delaying request{dry_run}, excess: {}, by zone \"{}\"",
                 Thousandths(excess),
-                limit.zone.name,
-                ClientSuffix(client)
+                limit.zone.name
             ),
         );
         if self.request_dry_run {
@@ -438,7 +437,7 @@ impl Limits {
         &self,
         mut key_of: impl FnMut(&Template) -> Vec<u8>,
         held: &mut Held,
-        client: ClientForLog,
+        log: LogLine<'_>,
     ) -> (Option<ConnectionLimitStatus>, Result<(), u16>) {
         let mut status = None;
         for (zone, max) in &self.connections {
@@ -472,17 +471,16 @@ impl Limits {
             };
             match admitted {
                 Admit::Yes => {}
-                Admit::AtLimit => log_at(
+                Admit::AtLimit => log(
                     self.connection_log_level,
                     format_args!(
-                        "limiting connections{} by zone \"{}\"{}",
+                        "limiting connections{} by zone \"{}\"",
                         if self.connection_dry_run {
                             ", dry run,"
                         } else {
                             ""
                         },
-                        zone.name,
-                        ClientSuffix(client)
+                        zone.name
                     ),
                 ),
                 Admit::NoRoom => tracing::error!(
@@ -653,27 +651,6 @@ impl std::fmt::Display for Thousandths {
     }
 }
 
-/// ", client: 10.0.0.1", as nginx's log lines name the client.
-struct ClientSuffix(ClientForLog);
-
-impl std::fmt::Display for ClientSuffix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(ip) => write!(f, ", client: {ip}"),
-            None => Ok(()),
-        }
-    }
-}
-
-fn log_at(level: LogLevel, message: std::fmt::Arguments<'_>) {
-    match level {
-        LogLevel::Debug => tracing::debug!("{message}"),
-        LogLevel::Info | LogLevel::Notice => tracing::info!("{message}"),
-        LogLevel::Warn => tracing::warn!("{message}"),
-        _ => tracing::error!("{message}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,7 +694,7 @@ mod tests {
     }
 
     fn run(l: &Limits, key: &str, at: Instant) -> (Option<RequestLimitStatus>, Verdict) {
-        l.check_requests(|_| key.as_bytes().to_vec(), at, None)
+        l.check_requests(|_| key.as_bytes().to_vec(), at, &|_, _| {})
     }
 
     #[test]
@@ -820,16 +797,16 @@ mod tests {
         let mut first = Held::default();
         let key = |_: &Template| b"a".to_vec();
         assert_eq!(
-            l.check_connections(key, &mut first, None),
+            l.check_connections(key, &mut first, &|_, _| {}),
             (Some(ConnectionLimitStatus::Passed), Ok(()))
         );
         let mut second = Held::default();
         assert_eq!(
-            l.check_connections(key, &mut second, None),
+            l.check_connections(key, &mut second, &|_, _| {}),
             (Some(ConnectionLimitStatus::Rejected), Err(429))
         );
         drop(first);
-        assert_eq!(l.check_connections(key, &mut second, None).1, Ok(()));
+        assert_eq!(l.check_connections(key, &mut second, &|_, _| {}).1, Ok(()));
         drop(second);
         assert!(lock(&z.connections["addr"].state).is_empty());
     }

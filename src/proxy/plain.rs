@@ -18,11 +18,14 @@ use pingora::protocols::{GetProxyDigest, GetSocketDigest, SocketDigest, Ssl};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::proxy_protocol::{self, ProxyInfo};
+use super::connection_tag::{self, ConnectionTag, Tagged};
+use super::proxy_protocol::ProxyInfo;
 
 pub struct PlainStream {
     tcp: TcpStream,
     socket: Arc<SocketDigest>,
+    /// Its connection number.
+    number: u64,
     /// What its PROXY header said, if it had one.
     proxy: Option<ProxyInfo>,
     /// Read ahead of the socket and not consumed (what followed a PROXY header): read first.
@@ -30,13 +33,14 @@ pub struct PlainStream {
 }
 
 impl PlainStream {
-    /// An accepted connection, with the peer address `accept` gave.
-    pub fn new(tcp: TcpStream, peer: std::net::SocketAddr) -> PlainStream {
+    /// An accepted connection, with the peer address `accept` gave and its number.
+    pub fn new(tcp: TcpStream, peer: std::net::SocketAddr, number: u64) -> PlainStream {
         let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&tcp));
         let _ = digest.peer_addr.set(Some(peer.into()));
         PlainStream {
             tcp,
             socket: Arc::new(digest),
+            number,
             proxy: None,
             front: BytesMut::new(),
         }
@@ -63,7 +67,7 @@ impl PlainStream {
         Ok(self.tcp.peek(&mut byte).await? > 0)
     }
 
-    /// Keeps what the connection's PROXY header said (see [`proxy_protocol::of_connection`]).
+    /// Keeps what the connection's PROXY header said.
     pub fn set_proxy_info(&mut self, info: ProxyInfo) {
         self.proxy = Some(info);
     }
@@ -78,9 +82,7 @@ impl PlainStream {
             digest
         });
         l4.set_socket_digest(socket);
-        if let Some(info) = self.proxy {
-            proxy_protocol::attach(&mut l4, info);
-        }
+        connection_tag::attach(&mut l4, ConnectionTag::new(self.number, self.proxy, 0));
         l4.rewind(&self.front);
         l4
     }
@@ -136,9 +138,16 @@ impl GetSocketDigest for PlainStream {
 }
 
 impl GetProxyDigest for PlainStream {
-    /// Made when asked (once per connection): what [`proxy_protocol::of_connection`] reads.
+    /// Made when asked: what [`connection_tag::of`] reads.
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.proxy.and_then(proxy_protocol::digest).map(Arc::new)
+        connection_tag::digest(ConnectionTag::new(self.number, self.proxy, 0)).map(Arc::new)
+    }
+}
+
+/// Without making a digest: the fast path asks once per connection.
+impl Tagged for PlainStream {
+    fn number_and_proxy(&self) -> (u64, Option<ProxyInfo>) {
+        (self.number, self.proxy)
     }
 }
 
@@ -162,7 +171,7 @@ mod tests {
             .await
             .unwrap();
         let (server, peer) = listener.accept().await.unwrap();
-        (PlainStream::new(server, peer), client)
+        (PlainStream::new(server, peer, 7), client)
     }
 
     #[tokio::test]
@@ -186,8 +195,11 @@ mod tests {
         l4.read_exact(&mut all).await.unwrap();
         assert_eq!(all, b"laterrest");
         assert_eq!(l4.get_socket_digest().unwrap().peer_addr().cloned(), peer);
+        let digest = l4.get_proxy_digest();
+        let tag = connection_tag::of(digest.as_ref()).unwrap();
+        assert_eq!(tag.number, 7);
         assert_eq!(
-            proxy_protocol::of_connection(l4.get_proxy_digest().as_ref()).and_then(|p| p.source),
+            tag.proxy.and_then(|p| p.source),
             Some("1.2.3.4:5".parse().unwrap())
         );
     }

@@ -3,21 +3,16 @@
 //! (nginx `proxy_protocol on`, ELB's ProxyProtocolPolicyType).
 //!
 //! Parsing and building are the `ppp` crate's; this module reads exactly one header off a
-//! connection, puts back what came after it, and keeps the addresses where the HTTP and stream
-//! layers find them: the connection's proxy digest.
+//! connection and puts back what came after it. The addresses travel with the connection's
+//! [`ConnectionTag`](super::connection_tag::ConnectionTag).
 //!
-//! As in nginx, a header does not change `$remote_addr` (that needs nginx's realip module, which
-//! the appliance does not have); `$proxy_protocol_addr` and `$proxy_protocol_port` carry the
-//! client the header names.
+//! As in nginx, a header changes `$remote_addr` only through realip (`set_real_ip_from` with
+//! `real_ip_header proxy_protocol`); `$proxy_protocol_addr` and `$proxy_protocol_port` carry
+//! the client the header names.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::http::ResponseHeader;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::GetProxyDigest;
 use ppp::{v1, v2, HeaderResult, PartialResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -146,40 +141,6 @@ fn from_v2(header: &v2::Header<'_>) -> ProxyInfo {
         },
         v2::Addresses::Unix(_) | v2::Addresses::Unspecified => ProxyInfo::default(),
     }
-}
-
-/// Keeps `info` with the connection, where [`of_connection`] finds it again.
-///
-/// Pingora's proxy digest exists for CONNECT tunnels; its `user_data` is the one per-connection
-/// slot that survives from the accepted socket through TLS to every HTTP request on it. The
-/// response header it requires is a placeholder.
-pub fn attach(stream: &mut L4Stream, info: ProxyInfo) {
-    if let Some(digest) = digest(info) {
-        stream.set_proxy_digest(digest);
-    }
-}
-
-/// The digest [`attach`] keeps for `info`.
-pub fn digest(info: ProxyInfo) -> Option<ProxyDigest> {
-    match ResponseHeader::build(200, None) {
-        Ok(placeholder) => Some(ProxyDigest::new(
-            Box::new(placeholder),
-            Some(Box::new(info)),
-        )),
-        Err(e) => {
-            tracing::error!("cannot keep the PROXY protocol addresses: {e}");
-            None
-        }
-    }
-}
-
-/// The addresses [`attach`] kept, if the connection had a PROXY header.
-pub fn of_connection(digest: Option<&Arc<ProxyDigest>>) -> Option<ProxyInfo> {
-    digest?
-        .user_data
-        .as_ref()?
-        .downcast_ref::<ProxyInfo>()
-        .copied()
 }
 
 /// The header to send a backend for a connection from `source` to `destination` (v1 writes

@@ -29,6 +29,7 @@ use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
 use super::client_request::ClientRequest;
 use super::edge::Accepted;
+use super::error_context::{os_error, InSession};
 use super::limits::{Held, Limits, Zones};
 use super::logging::{write_access, AccessLogs, Formats};
 use super::proxy_protocol;
@@ -43,7 +44,7 @@ use super::tls::{self, PickKeys, ServerKeys};
 use super::vars::{eval_to_vec, RequestVars, SessionVars, Tried};
 use crate::compile::diag::Diagnostic;
 use crate::config::template::{Context, Template};
-use crate::config::{self, Defined, Listen, ListenAddress, ProxyProtocol, StreamServer};
+use crate::config::{self, Defined, Listen, ListenAddress, LogLevel, ProxyProtocol, StreamServer};
 
 /// nginx's `proxy_protocol_timeout` and `ssl_handshake_timeout` defaults.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -339,6 +340,10 @@ pub fn open_sessions() -> usize {
 /// What a stream session knows about its client: for the PROXY header, and for variables
 /// (`hash` and `limit_conn` keys, maps, `proxy_pass $name`).
 struct Client {
+    /// The connection's number (`$connection`).
+    number: u64,
+    /// The listening address it came to, as error lines name it.
+    server: ListenAddress,
     /// The client: the connecting address, or the one a trusted PROXY header names.
     addr: Option<SocketAddr>,
     /// The connecting address, when a PROXY header replaced it (`$realip_remote_addr`).
@@ -351,6 +356,23 @@ struct Client {
 }
 
 impl Client {
+    /// Logs an error of the session as nginx does (see [`error_context`]); `proxied` once the
+    /// session proxies: the backend, if one was chosen, and the bytes so far.
+    fn log(
+        &self,
+        level: LogLevel,
+        proxied: Option<(Option<&dyn std::fmt::Display>, [u64; 4])>,
+        message: std::fmt::Arguments<'_>,
+    ) {
+        let at = InSession {
+            number: self.number,
+            client: self.addr.map(|a| a.ip()),
+            server: &self.server,
+            proxied,
+        };
+        at.log(level, message);
+    }
+
     /// The session's variables, evaluated as a request's are, with no request.
     fn vars<'a>(&'a self, tables: &'a Tables) -> RequestVars<'a> {
         static NO_REQUEST_ID: OnceLock<String> = OnceLock::new();
@@ -366,6 +388,7 @@ impl Client {
             ssl_server_name: tls.and_then(|t| t.2.as_deref()),
             proxy_protocol: self.proxy,
             preread: self.preread.as_ref(),
+            connection: self.number,
             ..RequestVars::empty(tables, &NO_REQUEST_ID)
         }
     }
@@ -422,6 +445,7 @@ impl StreamEdge {
         let Some(conf) = runtime.streams.get(listener.server).cloned() else {
             return;
         };
+        let number = super::connection_tag::next_number();
         let registered = match conn {
             Accepted::Tcp(tcp, peer) => {
                 // The listening address is the local one, unless it is a wildcard.
@@ -443,6 +467,8 @@ impl StreamEdge {
             }
         };
         let mut client = Client {
+            number,
+            server: listener.bind.clone(),
             addr,
             connecting: None,
             local,
@@ -502,12 +528,20 @@ async fn session(
             }
             // nginx: a broken header is an error and a 400; a client that sends none in time,
             // or whose connection fails, is noted at info level and ends with 200.
-            Err(HeaderError::Broken(e)) => {
-                tracing::error!("{e} while reading PROXY protocol header");
+            Err(e @ HeaderError::Broken(_)) => {
+                client.log(
+                    LogLevel::Error,
+                    None,
+                    format_args!("{e} while reading PROXY protocol header"),
+                );
                 return BAD_REQUEST;
             }
             Err(e) => {
-                tracing::info!("{e} while reading PROXY protocol header");
+                client.log(
+                    LogLevel::Info,
+                    None,
+                    format_args!("{e} while reading PROXY protocol header"),
+                );
                 return OK;
             }
         }
@@ -517,18 +551,20 @@ async fn session(
     // connection counts in the zones until it ends.
     let mut held = Held::default();
     if let Some(limits) = &conf.limits {
-        let ip = client.addr.map(|a| a.ip());
         let vars = client.vars(&conf.tables);
-        let (_, admitted) = limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, ip);
+        let log = |level, message: std::fmt::Arguments<'_>| client.log(level, None, message);
+        let (_, admitted) =
+            limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, &log);
         if let Err(status) = admitted {
             return status;
         }
     }
     if !conf.access.allows(client.addr.map(|a| a.ip())) {
-        match client.addr {
-            Some(addr) => tracing::error!("access forbidden by rule, client: {}", addr.ip()),
-            None => tracing::error!("access forbidden by rule, client: unix:"),
-        }
+        client.log(
+            LogLevel::Error,
+            None,
+            format_args!("access forbidden by rule"),
+        );
         return FORBIDDEN;
     }
     let mut downstream: Box<dyn Duplex> = match &listener.acceptor {
@@ -545,7 +581,11 @@ async fn session(
                     Box::new(s)
                 }
                 Err(e) => {
-                    tracing::info!("{e} while SSL handshaking");
+                    client.log(
+                        LogLevel::Info,
+                        None,
+                        format_args!("{e} while SSL handshaking"),
+                    );
                     return INTERNAL_SERVER_ERROR;
                 }
             }
@@ -759,7 +799,12 @@ async fn connect(
         let id = match pool.balancer.select(&mut attempt, &key, now) {
             Ok(id) => id,
             Err(no_live) => {
-                tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
+                let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
+                client.log(
+                    LogLevel::Error,
+                    Some((Some(&pool.name), bytes)),
+                    format_args!("{no_live} while connecting to upstream"),
+                );
                 outcome.begin_try(Tried::NoLiveServerIn(pool.name.clone()), now);
                 return None;
             }
@@ -775,8 +820,18 @@ async fn connect(
                 }
                 return Some((stream, attempt));
             }
-            Ok(Err(e)) => tracing::error!(upstream = %addr, "{e} while connecting to upstream"),
-            Err(_) => tracing::error!(upstream = %addr, "upstream timed out while connecting"),
+            failed => {
+                let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "upstream timed out (110: Connection timed out)".to_string(),
+                };
+                client.log(
+                    LogLevel::Error,
+                    Some((Some(&addr), bytes)),
+                    format_args!("{why} while connecting to upstream"),
+                );
+            }
         }
         pool.balancer
             .finish(&mut attempt, Outcome::Failed, Instant::now());
@@ -797,13 +852,19 @@ async fn open(
     upstream: &str,
     client: &Client,
 ) -> std::io::Result<(Box<dyn Duplex>, usize)> {
+    // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
+    super::connection_tag::next_number();
+    // Said as nginx says it: `connect() failed (111: Connection refused)`.
+    let failed = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("connect() failed ({})", os_error(&e)))
+    };
     let mut raw: Box<dyn Duplex> = match addr {
         PeerAddr::Inet(a) => {
-            let s = tokio::net::TcpStream::connect(a).await?;
+            let s = tokio::net::TcpStream::connect(a).await.map_err(failed)?;
             s.set_nodelay(true)?;
             Box::new(s)
         }
-        PeerAddr::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+        PeerAddr::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await.map_err(failed)?),
     };
     let mut header_len = 0;
     if let Some(version) = conf.proxy_protocol {

@@ -196,7 +196,11 @@ fn emit_headers(
 }
 
 /// The URI of the request line.
-fn request_target(proxy: &ProxyConf, client: ClientRequest<'_>, matched: &Matched<'_>) -> Vec<u8> {
+pub fn request_target(
+    proxy: &ProxyConf,
+    client: ClientRequest<'_>,
+    matched: &Matched<'_>,
+) -> Vec<u8> {
     let mut target = Vec::with_capacity(client.raw_path().len() + 16);
     write_target(proxy, client, matched, &mut target);
     target

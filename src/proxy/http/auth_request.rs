@@ -156,8 +156,14 @@ async fn proxy(sub: &mut RequestCtx, x: Exchange<'_>, client: &RequestHeader) ->
             return 500;
         };
         let (mut upstream, reused) = match connector().get_http_session(&*peer).await {
-            Ok(session) => session,
+            Ok((session, reused)) => {
+                if !reused {
+                    crate::proxy::connection_tag::next_number();
+                }
+                (session, reused)
+            }
             Err(e) => {
+                crate::proxy::connection_tag::next_number();
                 tracing::error!("{e} while connecting to upstream, subrequest, peer: {peer}");
                 let timed_out = matches!(
                     e.etype(),

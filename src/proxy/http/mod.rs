@@ -40,6 +40,7 @@ use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::charset::CharsetConf;
 use super::client_request::ClientRequest;
+use super::error_context::{InRequest, UpstreamAt};
 use super::gzip;
 use super::limits::{Held, LimitStatus, Verdict};
 use super::locations::Found;
@@ -57,7 +58,7 @@ use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
 use super::vars::{eval_to_vec, RequestVars, UpstreamVars};
 use crate::config::template::Template;
-use crate::config::{HttpVersion, NextUpstream, Return, Satisfy, Scheme};
+use crate::config::{HttpVersion, LogLevel, NextUpstream, Return, Satisfy, Scheme};
 
 /// The proxy service: reads the current [`Runtime`] at the start of every request.
 pub struct HttpProxy {
@@ -130,6 +131,10 @@ pub struct RequestCtx {
 /// Per-connection facts a request's variables read: `$ssl_*` and `$proxy_protocol_*`.
 #[derive(Clone, Default)]
 struct ConnectionInfo {
+    /// `$connection`.
+    number: u64,
+    /// `$connection_requests`: this request's number on the connection, from 1.
+    requests: u64,
     ssl_protocol: Option<String>,
     ssl_cipher: Option<String>,
     ssl_server_name: Option<String>,
@@ -141,8 +146,11 @@ impl ConnectionInfo {
         let Some(digest) = session.digest() else {
             return ConnectionInfo::default();
         };
+        let tag = super::connection_tag::of(digest.proxy_digest.as_ref());
         ConnectionInfo {
-            proxy_protocol: super::proxy_protocol::of_connection(digest.proxy_digest.as_ref()),
+            number: tag.map_or(0, |t| t.number),
+            requests: tag.map_or(1, |t| t.next_request()),
+            proxy_protocol: tag.and_then(|t| t.proxy),
             ..ConnectionInfo::of_tls(digest.ssl_digest.as_deref())
         }
     }
@@ -155,7 +163,7 @@ impl ConnectionInfo {
             ssl_server_name: ssl
                 .and_then(|d| d.extension.get::<ServerName>())
                 .map(|n| n.0.clone()),
-            proxy_protocol: None,
+            ..ConnectionInfo::default()
         }
     }
 }
@@ -581,9 +589,9 @@ impl RequestCtx {
         if self.limits.requests.is_some() {
             return Verdict::Pass;
         }
-        let client = self.client(x.client).map(|a| a.ip());
+        let log = |level, message: std::fmt::Arguments<'_>| self.log_error(x, None, level, message);
         let (status, verdict) =
-            limits.check_requests(|key| eval_to_vec(key, &self.vars_of(x, None)), now, client);
+            limits.check_requests(|key| eval_to_vec(key, &self.vars_of(x, None)), now, &log);
         self.limits.requests = status;
         verdict
     }
@@ -595,12 +603,12 @@ impl RequestCtx {
         if self.limits.connections.is_some() {
             return None;
         }
-        let client = self.client(x.client).map(|a| a.ip());
         let mut held = std::mem::take(&mut self.held);
+        let log = |level, message: std::fmt::Arguments<'_>| self.log_error(x, None, level, message);
         let (status, admitted) = limits.check_connections(
             |key| eval_to_vec(key, &self.vars_of(x, None)),
             &mut held,
-            client,
+            &log,
         );
         self.held = held;
         self.limits.connections = status;
@@ -947,6 +955,35 @@ impl RequestCtx {
         }
     }
 
+    /// Logs an error of this request as nginx does: its connection's number, then where it
+    /// happened (see [`error_context`](super::error_context)). `peer` names the server the
+    /// error is about (its address, or the upstream's name when none was live).
+    fn log_error(
+        &self,
+        x: Exchange<'_>,
+        peer: Option<&dyn std::fmt::Display>,
+        level: LogLevel,
+        message: std::fmt::Arguments<'_>,
+    ) {
+        let proxy = self.proxy();
+        let vars = self.vars_of(x, proxy);
+        let mut at = InRequest::new(&vars);
+        let uri;
+        if let (Some(peer), Some(proxy)) = (peer, proxy) {
+            uri = upstream_request::request_target(proxy, x.request, &self.matched());
+            at = at.at_upstream(UpstreamAt {
+                scheme: proxy.scheme.with_separator(),
+                peer,
+                uri: &uri,
+                unix: false,
+            });
+        }
+        if self.subrequest {
+            at = at.in_subrequest(&self.uri.path);
+        }
+        at.log(level, message);
+    }
+
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
             request: x.request,
@@ -974,8 +1011,8 @@ impl RequestCtx {
             status: x.status,
             body_bytes_sent: x.body_bytes_sent,
             request_time: 0.0,
-            connection: 0,
-            connection_requests: 0,
+            connection: self.conn.number,
+            connection_requests: self.conn.requests,
             limits: self.limits,
             ssl_protocol: self.conn.ssl_protocol.as_deref(),
             ssl_cipher: self.conn.ssl_cipher.as_deref(),
@@ -1111,7 +1148,8 @@ impl RequestCtx {
             }
             Err(no_live) => {
                 self.give_up_status = 502;
-                tracing::error!(upstream = %pool.name, "{no_live} while connecting to upstream");
+                let message = format_args!("{no_live} while connecting to upstream");
+                self.log_error(x, Some(&pool.name), LogLevel::Error, message);
                 None
             }
         }
@@ -1459,6 +1497,8 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
+        super::connection_tag::next_number();
         let timed_out = matches!(
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
@@ -1583,6 +1623,9 @@ impl ProxyHttp for HttpProxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !reused {
+            super::connection_tag::next_number();
+        }
         if let Some(proxy) = ctx.proxy() {
             if proxy.pool.keepalive.is_some() && worn_out(&proxy.pool, fd, reused) {
                 // nginx closes a connection once it has carried keepalive_requests; Pingora's
@@ -2013,10 +2056,13 @@ async fn access_phase(session: &Session, ctx: &mut RequestCtx, location: &Locati
     let by_rules = Said::of_rules(location.access.decide(client));
     // nginx says why only when the rules alone decide.
     if by_rules == Said::Forbidden && phase.satisfy() == Satisfy::All {
-        match client {
-            Some(ip) => tracing::error!("access forbidden by rule, client: {ip}"),
-            None => tracing::error!("access forbidden by rule, client: unix:"),
-        }
+        let x = Exchange::of(session);
+        ctx.log_error(
+            x,
+            None,
+            LogLevel::Error,
+            format_args!("access forbidden by rule"),
+        );
     }
     if let Some(verdict) = phase.hear(by_rules) {
         return verdict;
@@ -2027,9 +2073,15 @@ async fn access_phase(session: &Session, ctx: &mut RequestCtx, location: &Locati
     if let Some(basic) = &auth.basic {
         let said = match auth_basic::authenticate(basic, &ctx.vars(session, None)) {
             auth_basic::Step::Done(said) => said,
-            auth_basic::Step::Check(check) => tokio::task::spawn_blocking(move || check.run())
-                .await
-                .unwrap_or(Said::Failed),
+            auth_basic::Step::Check(check) => {
+                let (said, why) = tokio::task::spawn_blocking(move || check.run())
+                    .await
+                    .unwrap_or((Said::Failed, None));
+                if let Some((level, why)) = why {
+                    ctx.log_error(Exchange::of(session), None, level, format_args!("{why}"));
+                }
+                said
+            }
         };
         if let Some(verdict) = phase.hear(said) {
             return verdict;

@@ -19,9 +19,7 @@ use super::super::super::keepalive::Upstream;
 use super::super::super::runtime::LocationConf;
 use super::super::super::sendfile::SendFile;
 use super::super::{route_from_server_rewrite, RequestCtx, Route};
-use super::{
-    connect, proxies_plainly, Connection, ResponseHead, TryFailed, CONNECTION, CONTENT_LENGTH,
-};
+use super::{proxies_plainly, Connection, ResponseHead, TryFailed, CONNECTION, CONTENT_LENGTH};
 use crate::config::Satisfy;
 use crate::proxy::client_request::ParsedHead;
 
@@ -149,17 +147,16 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             sub.upstream.begin_try(self.now);
             let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, self.now) {
                 Some(upstream) => upstream,
-                None => match connect(addr, proxy.connect_timeout).await {
-                    Ok(stream) => {
-                        self.now = std::time::Instant::now();
-                        Upstream {
-                            stream,
-                            requests: 0,
-                            reused: false,
-                        }
-                    }
+                None => match self
+                    .connect(sub, request, addr, proxy.connect_timeout)
+                    .await
+                {
+                    Ok(stream) => Upstream {
+                        stream,
+                        requests: 0,
+                        reused: false,
+                    },
                     Err(timed_out) => {
-                        self.now = std::time::Instant::now();
                         if sub.connect_failed(timed_out, "GET") {
                             continue;
                         }

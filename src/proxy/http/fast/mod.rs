@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::{GetProxyDigest, GetSocketDigest, Ssl};
+use pingora::protocols::{GetSocketDigest, Ssl};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,10 +48,12 @@ use tokio::net::TcpStream;
 use super::{
     route, same_or_clone, ConnectionInfo, Exchange, HttpProxy, Previous, RequestCtx, Route,
 };
-use crate::config::{NextUpstream, Scheme};
+use crate::config::{LogLevel, NextUpstream, Scheme};
 use crate::proxy::access_phase::Access;
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::client_request::{Parsed, ParsedHead};
+use crate::proxy::connection_tag::Tagged;
+use crate::proxy::error_context::os_error;
 use crate::proxy::expires::safe_status;
 use crate::proxy::gzip;
 use crate::proxy::idle_stop::IdleStop;
@@ -138,8 +140,8 @@ pub enum Served<S> {
     /// It is closed (or must be).
     Closed,
     /// Its next request is for Pingora: the stream, and what was read of it already (to be put
-    /// back in front of it).
-    ToPingora(S, BytesMut),
+    /// back in front of it), and how many requests it had before.
+    ToPingora(S, BytesMut, u64),
 }
 
 /// Serves an HTTP/1.x connection (cleartext, or TLS without ALPN `h2`) while its requests
@@ -152,14 +154,14 @@ pub async fn serve<S>(
     shutdown: &ShutdownWatch,
 ) -> Served<S>
 where
-    S: AsyncRead + AsyncWrite + SendFile + GetSocketDigest + GetProxyDigest + Ssl + Unpin + Send,
+    S: AsyncRead + AsyncWrite + SendFile + GetSocketDigest + Tagged + Ssl + Unpin + Send,
 {
     crate::proxy::timer_tick::ensure_ticking();
     let mut stop = IdleStop::new(shutdown);
+    let (number, proxy_protocol) = client.number_and_proxy();
     let conn_info = ConnectionInfo {
-        proxy_protocol: crate::proxy::proxy_protocol::of_connection(
-            client.get_proxy_digest().as_ref(),
-        ),
+        number,
+        proxy_protocol,
         ..ConnectionInfo::of_tls(client.get_ssl_digest().as_deref())
     };
     let digest = client.get_socket_digest();
@@ -266,6 +268,12 @@ enum TryFailed {
     ClientGone,
 }
 
+/// The same, with what went wrong with the server, for the log.
+enum HeadFailed {
+    Upstream(NextUpstream, String),
+    ClientGone,
+}
+
 /// A parsed response head: offsets into the upstream buffer (its headers are in
 /// `Connection::response_headers`).
 struct ResponseHead {
@@ -286,7 +294,7 @@ enum Framing {
 
 impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
     fn into_pingora(self) -> Served<S> {
-        Served::ToPingora(self.client, self.buf)
+        Served::ToPingora(self.client, self.buf, u64::from(self.requests))
     }
 
     /// Reads the next request head. Between requests, waits for `keepalive_timeout`, or until
@@ -339,6 +347,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             return Step::ToPingora;
         };
         ctx.conn = self.conn_info.clone();
+        ctx.conn.requests = u64::from(self.requests) + 1;
         let exchange = self.exchange(request, None, 0);
         let Route::Location = route(ctx, self.local.as_ref(), exchange) else {
             return Step::ToPingora;
@@ -497,17 +506,16 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             ctx.upstream.begin_try(self.now);
             let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, self.now) {
                 Some(upstream) => upstream,
-                None => match connect(addr, proxy.connect_timeout).await {
-                    Ok(stream) => {
-                        self.now = Instant::now();
-                        Upstream {
-                            stream,
-                            requests: 0,
-                            reused: false,
-                        }
-                    }
+                None => match self
+                    .connect(ctx, request, addr, proxy.connect_timeout)
+                    .await
+                {
+                    Ok(stream) => Upstream {
+                        stream,
+                        requests: 0,
+                        reused: false,
+                    },
                     Err(timed_out) => {
-                        self.now = Instant::now();
                         if ctx.connect_failed(timed_out, method) {
                             continue;
                         }
@@ -571,7 +579,8 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         }
     }
 
-    /// Sends the request (head and body) to the server and reads its response head.
+    /// Sends the request (head and body) to the server and reads its response head; logs
+    /// what went wrong with the server, as nginx does.
     async fn exchange_head(
         &mut self,
         ctx: &mut RequestCtx,
@@ -580,15 +589,34 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         addr: SocketAddr,
         upstream: &mut Upstream,
     ) -> Result<ResponseHead, TryFailed> {
+        match self
+            .send_and_read_head(ctx, (request, body), proxy, upstream)
+            .await
+        {
+            Ok(head) => Ok(head),
+            Err(HeadFailed::ClientGone) => Err(TryFailed::ClientGone),
+            Err(HeadFailed::Upstream(condition, what)) => {
+                let x = self.exchange(request, None, 0);
+                ctx.log_error(x, Some(&addr), LogLevel::Error, format_args!("{what}"));
+                Err(TryFailed::Upstream(condition))
+            }
+        }
+    }
+
+    async fn send_and_read_head(
+        &mut self,
+        ctx: &mut RequestCtx,
+        (request, body): (&ParsedHead, &[u8]),
+        proxy: &ProxyConf,
+        upstream: &mut Upstream,
+    ) -> Result<ResponseHead, HeadFailed> {
         let matched = ctx.matched();
         let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
         self.out.clear();
         upstream_request::write(proxy, request.into(), &matched, &vars, &mut self.out);
         self.out.extend_from_slice(body);
-        let failed = |condition: NextUpstream, what: String| {
-            tracing::error!("{what}, upstream: \"http://{addr}\"");
-            Err(TryFailed::Upstream(condition))
-        };
+        let failed =
+            |condition: NextUpstream, what: String| Err(HeadFailed::Upstream(condition, what));
         match self
             .upstream_deadline
             .within(
@@ -677,7 +705,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     self.now = Instant::now();
                     match read {
                         Ok(n) if n > 0 => watch_client = self.buf.len() < MAX_REQUEST_HEAD,
-                        _ => return Err(TryFailed::ClientGone),
+                        _ => return Err(HeadFailed::ClientGone),
                     }
                 }
             }
@@ -1591,36 +1619,51 @@ impl Deadline {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
+impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
+    /// Opens a connection to `addr` for the request; logs a failure as nginx does. The error
+    /// is true when the connect timed out.
+    async fn connect(
+        &mut self,
+        ctx: &RequestCtx,
+        request: &ParsedHead,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<TcpStream, bool> {
+        // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
+        crate::proxy::connection_tag::next_number();
+        let connected = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
+        self.now = Instant::now();
+        let x = self.exchange(request, None, 0);
+        match connected {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                ctx.log_error(
+                    x,
+                    Some(&addr),
+                    LogLevel::Error,
+                    format_args!(
+                        "connect() failed ({}) while connecting to upstream",
+                        os_error(&e)
+                    ),
+                );
+                Err(false)
+            }
+            Err(_) => {
+                ctx.log_error(
+                    x,
+                    Some(&addr),
+                    LogLevel::Error,
+                    format_args!(
+                        "upstream timed out (110: Connection timed out) while connecting to \
+                         upstream"
+                    ),
+                );
+                Err(true)
+            }
         }
-        Ok(Err(e)) => {
-            tracing::error!(
-                "connect() failed ({}) while connecting to upstream, upstream: \"http://{addr}\"",
-                os_error(&e)
-            );
-            Err(false)
-        }
-        Err(_) => {
-            tracing::error!(
-                "upstream timed out (110: Connection timed out) while connecting to upstream, \
-                 upstream: \"http://{addr}\""
-            );
-            Err(true)
-        }
-    }
-}
-
-/// An I/O error as nginx prints one: `111: Connection refused`.
-fn os_error(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-    match e.raw_os_error() {
-        Some(code) => format!("{code}: {text}"),
-        None => text,
     }
 }
 

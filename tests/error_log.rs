@@ -1,0 +1,281 @@
+//! Connection numbers and error log lines, next to nginx's: the same config and the same
+//! clients, once with nginx 1.22 and once with the appliance.
+//!
+//! - `$connection` and `$connection_requests` in the access log: nginx numbers every accepted
+//!   connection and every connection it opens to a backend from one count, and a client's
+//!   requests on its connection from 1.
+//! - Error lines: `*N message, client: ..., server: ..., request: "...", upstream: "...",
+//!   host: "..."`, the parts operators' tools read. fail2ban's stock nginx filters (Debian's
+//!   fail2ban package) must find the same clients in the appliance's log as in nginx's.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::backends::{Backends, Plan};
+use support::proxies::{Kind, NginxOptions, Proxy};
+
+/// Sends `requests` (target, extra header lines) on one connection, one after the other,
+/// waiting for each answer; returns the statuses.
+fn on_one_connection(listen: SocketAddr, requests: &[(&str, &str)]) -> Vec<u16> {
+    let mut stream = TcpStream::connect(listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut statuses = Vec::new();
+    for (target, extra) in requests {
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: example.test\r\nReferer: http://from.test/\r\n{extra}\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("send");
+        statuses.push(read_response(&mut stream));
+    }
+    statuses
+}
+
+/// Reads one response with a Content-Length (or none) off `stream`: its status.
+fn read_response(stream: &mut TcpStream) -> u16 {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => panic!("connection ended inside a response head: {head:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
+/// The lines of a request's or session's errors (`*N ...`), without time, process and thread.
+fn connection_lines(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            // 2026/12/07 10:00:00 [error] 123#123: *5 message...
+            let (_, rest) = line.split_once(" [")?;
+            let (level, rest) = rest.split_once("] ")?;
+            let (_, message) = rest.split_once(": ")?;
+            message
+                .starts_with('*')
+                .then(|| format!("[{level}] {message}"))
+        })
+        .collect()
+}
+
+struct Run {
+    access: String,
+    errors: Vec<String>,
+    error_log: std::path::PathBuf,
+    _dir: support::TempDir,
+}
+
+/// Runs `config` (with `{listen}`, `{dir}`, `{b0}`, `{refused}` filled in) under `kind` and
+/// lets `clients` talk to it; returns its access log and its connection error lines.
+fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
+    let mut backends = Backends::start(1);
+    backends.reset(&[Plan::ok()]);
+    let listen: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .expect("address");
+    let refused = format!("127.0.0.1:{}", support::free_port());
+    let dir = support::TempDir::new("error-log");
+    std::fs::write(
+        dir.path.join("htpasswd"),
+        "alice:{PLAIN}secret\nbob:{PLAIN}hunter2\n",
+    )
+    .expect("htpasswd");
+    let config = config
+        .replace("{listen}", &listen.to_string())
+        .replace("{dir}", &dir.path.display().to_string())
+        .replace("{b0}", &backends.addr(0).to_string())
+        .replace("{refused}", &refused);
+    let options = NginxOptions {
+        ready_without_connecting: true,
+        ..NginxOptions::default()
+    };
+    let proxy = Proxy::start(kind, &config, &[listen], options);
+    clients(listen);
+    // Lines are written when a request ends, the access log's within a batch.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(proxy);
+    let error_log = dir.path.join("error.log");
+    Run {
+        access: std::fs::read_to_string(dir.path.join("access.log")).unwrap_or_default(),
+        // What differs from run to run is written back as the placeholder.
+        errors: connection_lines(&error_log)
+            .into_iter()
+            .map(|l| {
+                l.replace(&dir.path.display().to_string(), "{dir}")
+                    .replace(&refused, "{refused}")
+            })
+            .collect(),
+        error_log,
+        _dir: dir,
+    }
+}
+
+const AUTH: &str = "Authorization: Basic YWxpY2U6c2VjcmV0\r\n";
+const WRONG_PASSWORD: &str = "Authorization: Basic YWxpY2U6d3Jvbmc=\r\n";
+const NO_SUCH_USER: &str = "Authorization: Basic bWFsbG9yeTp4\r\n";
+
+#[test]
+fn connection_numbers_as_nginx_numbers_them() {
+    support::nginx::require_nginx();
+    // The keep-alive pool's connection is reused by later clients; `/fresh/` has none, so each
+    // of its requests opens one; `/auth/` goes through Pingora's session in the appliance.
+    let config = "worker_processes 1;
+        error_log {dir}/error.log error;
+        events {}
+        http {
+            log_format numbers '$connection $connection_requests $request_uri $status';
+            access_log {dir}/access.log numbers;
+            upstream pooled { server {b0}; keepalive 4; }
+            upstream fresh { server {b0}; }
+            upstream dead { server {refused}; }
+            server {
+                listen {listen};
+                location / {
+                    proxy_pass http://pooled;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection \"\";
+                }
+                location /fresh/ { proxy_pass http://fresh; }
+                location /dead/ { proxy_pass http://dead; }
+                location /auth/ {
+                    auth_basic on;
+                    auth_basic_user_file {dir}/htpasswd;
+                    proxy_pass http://fresh;
+                }
+            }
+        }";
+    let clients = |listen: SocketAddr| {
+        on_one_connection(listen, &[("/a1", ""), ("/a2", ""), ("/a3", "")]);
+        on_one_connection(listen, &[("/b1", "")]);
+        on_one_connection(listen, &[("/fresh/c1", ""), ("/fresh/c2", "")]);
+        on_one_connection(listen, &[("/dead/d1", ""), ("/d2", "")]);
+        on_one_connection(
+            listen,
+            &[("/auth/e1", AUTH), ("/auth/e2", AUTH), ("/e3", "")],
+        );
+    };
+    let nginx = run(Kind::Nginx, config, clients);
+    let appliance = run(Kind::Appliance, config, clients);
+    assert!(
+        nginx.access.lines().count() == 11,
+        "nginx logged every request: {}",
+        nginx.access
+    );
+    assert_eq!(
+        appliance.access, nginx.access,
+        "the appliance's `$connection $connection_requests` (left) against nginx's (right)"
+    );
+}
+
+#[test]
+fn error_lines_as_nginx_writes_them() {
+    support::nginx::require_nginx();
+    let config = "worker_processes 1;
+        error_log {dir}/error.log error;
+        events {}
+        http {
+            access_log off;
+            limit_req_zone $binary_remote_addr zone=slow:1m rate=1r/m;
+            upstream dead { server {refused}; }
+            server {
+                listen {listen};
+                server_name example.test alias.test;
+                location / { proxy_pass http://{b0}; }
+                location /dead/ { proxy_pass http://dead/inside/; }
+                location /gone/ { proxy_pass http://{refused}; }
+                location /private/ {
+                    auth_basic \"Private\";
+                    auth_basic_user_file {dir}/htpasswd;
+                    proxy_pass http://{b0};
+                }
+                location /limited/ {
+                    limit_req zone=slow;
+                    proxy_pass http://{b0};
+                }
+                location /closed/ {
+                    deny 127.0.0.0/8;
+                    proxy_pass http://{b0};
+                }
+            }
+        }";
+    let clients = |listen: SocketAddr| {
+        let statuses = on_one_connection(
+            listen,
+            &[
+                ("/dead/x?a=1", ""),
+                ("/dead/again", ""),
+                ("/private/p", WRONG_PASSWORD),
+                ("/private/p", NO_SUCH_USER),
+                ("/private/p", AUTH),
+                ("/limited/1", ""),
+                ("/limited/2", ""),
+            ],
+        );
+        assert_eq!(statuses, [502, 502, 401, 401, 200, 200, 503]);
+        on_one_connection(listen, &[("/gone/y", "")]);
+        on_one_connection(listen, &[("/closed/z", "")]);
+    };
+    let nginx = run(Kind::Nginx, config, clients);
+    let appliance = run(Kind::Appliance, config, clients);
+    assert!(
+        nginx.errors.len() >= 6,
+        "nginx wrote the connections' errors: {:?}",
+        nginx.errors
+    );
+    assert_eq!(
+        appliance.errors, nginx.errors,
+        "the appliance's error lines (left) against nginx's (right)"
+    );
+    // fail2ban's stock filters find the same lines in both logs.
+    for filter in ["nginx-http-auth", "nginx-limit-req"] {
+        let by_nginx = fail2ban_matches(&nginx.error_log, filter);
+        let by_appliance = fail2ban_matches(&appliance.error_log, filter);
+        assert!(by_nginx > 0, "{filter} finds nginx's lines");
+        assert_eq!(
+            by_appliance, by_nginx,
+            "{filter}: lines matched in the appliance's log (left) and nginx's (right)"
+        );
+    }
+}
+
+/// How many lines of `log` fail2ban's stock filter `filter` matches (`fail2ban-regex`, from
+/// Debian's fail2ban package, which scripts/test-all installs).
+fn fail2ban_matches(log: &Path, filter: &str) -> usize {
+    let filter_file = format!("/etc/fail2ban/filter.d/{filter}.conf");
+    let output = Command::new("fail2ban-regex")
+        .arg(log)
+        .arg(&filter_file)
+        .output()
+        .expect("fail2ban-regex runs (scripts/test-all installs fail2ban)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "Lines: 9 lines, 0 ignored, 2 matched, 7 missed"
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("Lines: ")?;
+            let matched = rest.split(", ").find(|p| p.ends_with(" matched"))?;
+            matched.trim_end_matches(" matched").parse().ok()
+        })
+        .unwrap_or_else(|| panic!("fail2ban-regex said: {text}"))
+}
