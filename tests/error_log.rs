@@ -102,6 +102,7 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
         "alice:{PLAIN}secret\nbob:{PLAIN}hunter2\n",
     )
     .expect("htpasswd");
+    std::fs::create_dir_all(dir.path.join("www/static")).expect("document root");
     let config = config
         .replace("{listen}", &listen.to_string())
         .replace("{dir}", &dir.path.display().to_string())
@@ -218,6 +219,9 @@ fn error_lines_as_nginx_writes_them() {
                     deny 127.0.0.0/8;
                     proxy_pass http://{b0};
                 }
+                location /static/ { root {dir}/www; }
+                location ~ \\.php$ { root {dir}/www; }
+                location = /favicon.ico { root {dir}/www; log_not_found off; }
             }
         }";
     let clients = |listen: SocketAddr| {
@@ -236,6 +240,16 @@ fn error_lines_as_nginx_writes_them() {
         assert_eq!(statuses, [502, 502, 401, 401, 200, 200, 503]);
         on_one_connection(listen, &[("/gone/y", "")]);
         on_one_connection(listen, &[("/closed/z", "")]);
+        let files = on_one_connection(
+            listen,
+            &[
+                ("/static/missing.css", ""),
+                ("/favicon.ico", ""),
+                ("/wp-login.php", ""),
+                ("/static/", ""),
+            ],
+        );
+        assert_eq!(files, [404, 404, 404, 403]);
     };
     let nginx = run(Kind::Nginx, config, clients);
     let appliance = run(Kind::Appliance, config, clients);
@@ -244,12 +258,18 @@ fn error_lines_as_nginx_writes_them() {
         "nginx wrote the connections' errors: {:?}",
         nginx.errors
     );
+    // Two files not found and a directory without an index file are logged; the favicon's
+    // location has `log_not_found off`.
+    let file_errors = nginx.errors.iter().filter(|l| {
+        l.contains("(2: No such file or directory)") || l.contains("directory index of")
+    });
+    assert_eq!(file_errors.count(), 3, "nginx's lines: {:?}", nginx.errors);
     assert_eq!(
         appliance.errors, nginx.errors,
         "the appliance's error lines (left) against nginx's (right)"
     );
     // fail2ban's stock filters find the same lines in both logs.
-    for filter in ["nginx-http-auth", "nginx-limit-req"] {
+    for filter in ["nginx-http-auth", "nginx-limit-req", "nginx-botsearch"] {
         let by_nginx = fail2ban_matches(&nginx.error_log, filter);
         let by_appliance = fail2ban_matches(&appliance.error_log, filter);
         assert!(by_nginx > 0, "{filter} finds nginx's lines");

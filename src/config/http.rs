@@ -95,6 +95,9 @@ pub struct VirtualServer {
     /// again (nginx's default: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recursive_error_pages: Option<bool>,
+    /// `log_not_found`: a file not found is logged as an error (nginx's default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_not_found: Option<bool>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
     /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),
@@ -260,6 +263,9 @@ pub struct Location {
     /// again (nginx's default: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recursive_error_pages: Option<bool>,
+    /// `log_not_found`: a file not found is logged as an error (nginx's default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_not_found: Option<bool>,
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_: Option<Return>,
     /// The rewrite module's directives in order (`rewrite`, `set`, `if`, `break`, `return`),

@@ -222,6 +222,9 @@ pub struct Http {
     pub error_page: Option<Vec<ErrorPage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recursive_error_pages: Option<bool>,
+    /// `log_not_found`: a file not found is logged as an error (nginx's default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_not_found: Option<bool>,
     /// `limit_req_zone`s.
     #[serde(
         rename = "request_zone",

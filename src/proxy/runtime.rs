@@ -87,6 +87,8 @@ pub struct ServerConf {
 /// A location's effective settings after inheritance.
 pub struct LocationConf {
     pub origin: Option<Origin>,
+    /// `log_not_found`: a file not found is logged as an error.
+    pub log_not_found: bool,
     /// The location's name: the prefix a `proxy_pass` URI part replaces.
     pub name: String,
     pub kind: LocationKind,
@@ -556,6 +558,7 @@ fn build_server(
         conditional: vs.conditional.merged(&http.conditional),
         error_page: vs.error_page.clone().or_else(|| http.error_page.clone()),
         recursive_error_pages: vs.recursive_error_pages.or(http.recursive_error_pages),
+        log_not_found: vs.log_not_found.or(http.log_not_found),
         index: vs.index.clone().or_else(|| http.index.clone()),
         zones: zones.clone(),
         declared: declared.clone(),
@@ -651,6 +654,7 @@ struct Level {
     conditional: config::Conditional,
     error_page: Option<Vec<config::ErrorPage>>,
     recursive_error_pages: Option<bool>,
+    log_not_found: Option<bool>,
     index: Option<Vec<String>>,
     zones: Arc<super::limits::Zones>,
     content_types: ContentTypes,
@@ -697,6 +701,7 @@ fn location_specs<'a>(
             conditional: loc.conditional.merged(&parent.conditional),
             error_page: loc.error_page.clone().or_else(|| parent.error_page.clone()),
             recursive_error_pages: loc.recursive_error_pages.or(parent.recursive_error_pages),
+            log_not_found: loc.log_not_found.or(parent.log_not_found),
             index: loc.index.clone().or_else(|| parent.index.clone()),
             zones: parent.zones.clone(),
             declared: parent.declared.clone(),
@@ -891,6 +896,7 @@ fn location_conf(
             origin,
         )?
         .map(Arc::new),
+        log_not_found: level.log_not_found.unwrap_or(true),
         internal: false,
         alias: alias.cloned(),
         index: templates(

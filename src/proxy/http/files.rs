@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 
 use super::super::autoindex::{self, AutoindexConf};
 use super::super::charset;
+use super::super::error_context::os_error;
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
@@ -23,6 +24,7 @@ use super::super::respond;
 use super::super::runtime::LocationConf;
 use super::super::vars::{eval_to_vec, RequestVars};
 use super::{absolute_location, added_by_rules, Answer, Exchange, Next, RequestCtx};
+use crate::config::LogLevel;
 
 /// A file about to be sent.
 pub(super) struct FileAnswer {
@@ -204,10 +206,23 @@ fn try_files(
     }))
 }
 
+/// Whether [`content`] logs what it could not serve, as nginx's static module does: the fast
+/// path only looks ahead, and what it leaves is served (and logged) by Pingora's path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failures {
+    Logged,
+    Quiet,
+}
+
 /// The content phase of a location that proxies nowhere: a URI ending in `/` gets its index
 /// file (an internal redirect) or a 403; any other URI its file, a 301 to the directory, or
 /// the status the look-up failed with.
-pub(super) fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf) -> Next {
+pub(super) fn content(
+    x: Exchange<'_>,
+    ctx: &mut RequestCtx,
+    location: &LocationConf,
+    failures: Failures,
+) -> Next {
     let method = ctx.method(x.request);
     let readable = matches!(method, "GET" | "HEAD" | "POST");
     let answer = |status| Next::Answer(Answer::special(status));
@@ -222,7 +237,15 @@ pub(super) fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &Location
             if let (Some(conf), true) = (&location.autoindex, listed) {
                 return listing(ctx.uri.args.as_deref(), conf, &root.path(&uri), &uri);
             }
-            // ngx_http_core_content_phase: "directory index of ... is forbidden".
+            if failures == Failures::Logged {
+                let path = root.path(&uri);
+                ctx.log_error(
+                    x,
+                    None,
+                    LogLevel::Error,
+                    format_args!("directory index of \"{}\" is forbidden", path.display()),
+                );
+            }
             return answer(403);
         }
         return answer(405);
@@ -248,7 +271,24 @@ pub(super) fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &Location
     let path = root.path(&uri);
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
-        Err(e) => return answer(files::open_error_status(&e)),
+        Err(e) => {
+            let status = files::open_error_status(&e);
+            // ngx_http_static_handler: a missing file is an error unless `log_not_found off`;
+            // what is neither missing nor forbidden is critical.
+            if failures == Failures::Logged && (status != 404 || location.log_not_found) {
+                let level = match status {
+                    404 | 403 => LogLevel::Error,
+                    _ => LogLevel::Crit,
+                };
+                ctx.log_error(
+                    x,
+                    None,
+                    level,
+                    format_args!("open() \"{}\" failed ({})", path.display(), os_error(&e)),
+                );
+            }
+            return answer(status);
+        }
     };
     let found = match file.metadata() {
         Ok(meta) => Found::of(&meta),

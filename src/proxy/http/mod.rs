@@ -2042,7 +2042,7 @@ async fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf)
             Err(status) => return Some(Next::Answer(Answer::special(status))),
         }
     } else if location.proxy.is_none() {
-        return Some(files::content(x, ctx, location));
+        return Some(files::content(x, ctx, location, files::Failures::Logged));
     }
     None
 }

@@ -100,6 +100,7 @@ pub(super) struct Level<'a> {
     pub conditional: &'a mut Conditional,
     pub error_page: &'a mut Option<Vec<ErrorPage>>,
     pub recursive_error_pages: &'a mut Option<bool>,
+    pub log_not_found: &'a mut Option<bool>,
     pub access_log: &'a mut Option<Vec<AccessLog>>,
     pub default_type: &'a mut Option<String>,
     pub root: &'a mut Option<String>,
@@ -134,6 +135,7 @@ impl Lowering<'_> {
         let mut autoindex = Autoindex::default();
         let mut conditional = Conditional::default();
         let (mut error_page, mut recursive_error_pages) = (None, None);
+        let mut log_not_found = None;
         let mut access_log = None;
         let mut default_type = None;
         let mut root = None;
@@ -202,6 +204,7 @@ impl Lowering<'_> {
                         conditional: &mut conditional,
                         error_page: &mut error_page,
                         recursive_error_pages: &mut recursive_error_pages,
+                        log_not_found: &mut log_not_found,
                         access_log: &mut access_log,
                         default_type: &mut default_type,
                         root: &mut root,
@@ -233,6 +236,7 @@ impl Lowering<'_> {
         http.conditional = conditional;
         http.error_page = error_page;
         http.recursive_error_pages = recursive_error_pages;
+        http.log_not_found = log_not_found;
         http.access_log = access_log;
         http.default_type = default_type;
         // nginx's default root is its prefix's html: with `-p`, that prefix's.
@@ -273,6 +277,7 @@ impl Lowering<'_> {
             try_files: None,
             error_page: None,
             recursive_error_pages: None,
+            log_not_found: None,
             return_: None,
             script: Vec::new(),
             locations: Vec::new(),
@@ -351,6 +356,7 @@ impl Lowering<'_> {
                         conditional: &mut vs.conditional,
                         error_page: &mut vs.error_page,
                         recursive_error_pages: &mut vs.recursive_error_pages,
+                        log_not_found: &mut vs.log_not_found,
                         access_log: &mut vs.access_log,
                         default_type: &mut vs.default_type,
                         root: &mut vs.root,
@@ -659,6 +665,7 @@ impl Lowering<'_> {
             try_files: None,
             error_page: None,
             recursive_error_pages: None,
+            log_not_found: None,
             return_: None,
             script: Vec::new(),
             locations: Vec::new(),
@@ -746,6 +753,7 @@ impl Lowering<'_> {
                         conditional: &mut loc.conditional,
                         error_page: &mut loc.error_page,
                         recursive_error_pages: &mut loc.recursive_error_pages,
+                        log_not_found: &mut loc.log_not_found,
                         access_log: &mut loc.access_log,
                         default_type: &mut loc.default_type,
                         root: &mut loc.root,
@@ -1056,6 +1064,7 @@ impl Lowering<'_> {
                 }
             }
             "recursive_error_pages" => *level.recursive_error_pages = Some(self.flag(stmt)?),
+            "log_not_found" => *level.log_not_found = Some(self.flag(stmt)?),
             "satisfy" => {
                 level.auth.satisfy = Some(match self.arg(stmt, 0)? {
                     "any" => Satisfy::Any,

@@ -209,7 +209,7 @@ impl Lowering<'_> {
                     let (mut autoindex, mut conditional) = Default::default();
                     let (mut default_type, mut types) = (None, None::<IndexMap<_, _>>);
                     let (mut root, mut index) = (None, None);
-                    let mut recursive_error_pages = None;
+                    let (mut recursive_error_pages, mut log_not_found) = (None, None);
                     let level = Level {
                         proxy: &mut proxy,
                         client: &mut client,
@@ -226,6 +226,7 @@ impl Lowering<'_> {
                         conditional: &mut conditional,
                         error_page: &mut block.error_page,
                         recursive_error_pages: &mut recursive_error_pages,
+                        log_not_found: &mut log_not_found,
                         access_log: &mut block.access_log,
                         default_type: &mut default_type,
                         root: &mut root,

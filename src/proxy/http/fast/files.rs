@@ -101,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             }
             let next = match content::try_files_phase(x, ctx, &location) {
                 Some(next) => next,
-                None => content::content(x, ctx, &location),
+                None => content::content(x, ctx, &location, content::Failures::Quiet),
             };
             match next {
                 Next::Answer(Answer::File(file)) if gzip_leaves(ctx, &location, request, &file) => {
