@@ -211,6 +211,11 @@ fn error_lines_as_nginx_writes_them() {
                     auth_basic_user_file {dir}/htpasswd;
                     proxy_pass http://{b0};
                 }
+                location /private-gone/ {
+                    auth_basic \"Private\";
+                    auth_basic_user_file {dir}/htpasswd;
+                    proxy_pass http://{refused};
+                }
                 location /limited/ {
                     limit_req zone=slow;
                     proxy_pass http://{b0};
@@ -239,6 +244,8 @@ fn error_lines_as_nginx_writes_them() {
         );
         assert_eq!(statuses, [502, 502, 401, 401, 200, 200, 503]);
         on_one_connection(listen, &[("/gone/y", "")]);
+        // Through Pingora's session in the appliance (a location with auth_basic).
+        on_one_connection(listen, &[("/private-gone/w", AUTH)]);
         on_one_connection(listen, &[("/closed/z", "")]);
         let files = on_one_connection(
             listen,

@@ -22,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslAcceptor;
 
 use super::connection_tag::{self, ConnectionTag, Tagged};
+use super::error_context::InSession;
 use super::http::{self, HttpProxy, Served};
 use super::plain::PlainStream;
 use super::proxy_protocol;
@@ -30,6 +31,7 @@ use super::runtime::Runtime;
 use super::sendfile::SendFile;
 use super::tls::{self, PickKeys};
 use crate::compile::diag::Diagnostic;
+use crate::config::{ListenAddress, LogLevel};
 
 /// How long a front balancer may take to send its PROXY header (nginx reads it within
 /// `client_header_timeout`, 60s by default).
@@ -99,6 +101,8 @@ pub struct HttpEdge {
 /// One listening socket's connection setup, fixed when the server starts (a reload keeps the
 /// sockets; certificates are read from the current runtime at each handshake).
 struct SocketEdge {
+    /// The address it listens on, as error lines name it (`server: 0.0.0.0:443`).
+    bind: ListenAddress,
     acceptor: Option<SslAcceptor>,
     http2: bool,
     proxy_protocol: bool,
@@ -147,6 +151,7 @@ impl HttpEdge {
                 None
             };
             sockets.push(SocketEdge {
+                bind: socket.bind.clone(),
                 acceptor,
                 http2: socket.http2,
                 proxy_protocol: socket.proxy_protocol,
@@ -216,6 +221,35 @@ impl HttpEdge {
             }
             result = self.proxy.process_new_http(session, shutdown).await;
         }
+    }
+}
+
+/// A connection as its error lines before a request name it: its number and client.
+struct Who {
+    number: u64,
+    client: Option<std::net::IpAddr>,
+}
+
+impl Who {
+    fn of(stream: &(impl Tagged + GetSocketDigest)) -> Who {
+        let digest = stream.get_socket_digest();
+        let peer = digest.as_ref().and_then(|d| d.peer_addr());
+        Who {
+            number: stream.number_and_proxy().0,
+            client: peer.and_then(PingoraAddr::as_inet).map(|a| a.ip()),
+        }
+    }
+
+    /// Logs an error as nginx does before a request: the number, then `, client: 10.0.0.9,
+    /// server: 0.0.0.0:443` (see [`error_context`](super::error_context)).
+    fn log(&self, bind: &ListenAddress, level: LogLevel, message: std::fmt::Arguments<'_>) {
+        let at = InSession {
+            number: self.number,
+            client: self.client,
+            server: bind,
+            proxied: None,
+        };
+        at.log(level, message);
     }
 }
 
@@ -357,7 +391,8 @@ impl HttpEdge {
                     stream.keep_proxy_info(info);
                 }
                 Err(e) => {
-                    tracing::error!("{e} while reading PROXY protocol header");
+                    let message = format_args!("{e} while reading PROXY protocol header");
+                    Who::of(&stream).log(&socket.bind, LogLevel::Error, message);
                     return;
                 }
             }
@@ -399,13 +434,17 @@ impl HttpEdge {
                 .and_then(|s| s.tls_keys.clone())
                 .or_else(|| addr.servers.get(default)?.tls_keys.clone())
         });
+        let who = Who::of(&l4);
         match tls::accept(acceptor, l4, pick).await {
             Ok(tls_stream) if tls_stream.selected_alpn_proto() == Some(ALPN::H2) => {
                 drop(fresh);
                 self.serve_pingora(Box::new(tls_stream), shutdown).await;
             }
             Ok(tls_stream) => self.serve_https1(tls_stream, fresh, shutdown).await,
-            Err(e) => tracing::info!("{e} while SSL handshaking"),
+            Err(e) => {
+                let message = format_args!("{e} while SSL handshaking");
+                who.log(&socket.bind, LogLevel::Info, message);
+            }
         }
     }
 

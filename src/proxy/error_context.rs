@@ -174,3 +174,53 @@ pub fn os_error(e: &std::io::Error) -> String {
         None => text,
     }
 }
+
+/// A Pingora error with a backend, in nginx's words: `connect() failed (111: Connection
+/// refused) while connecting to upstream`. `header_read`: the try had the response head, so a
+/// read failed in the body (`while reading upstream`).
+pub fn upstream_error_words(e: &pingora::Error, header_read: bool) -> String {
+    use pingora::ErrorType::*;
+    let reading = match header_read {
+        true => "reading upstream",
+        false => "reading response header from upstream",
+    };
+    let cause = || match e.root_cause().downcast_ref::<std::io::Error>() {
+        Some(io) => os_error(io),
+        None => e.root_cause().to_string(),
+    };
+    let timed_out = "upstream timed out (110: Connection timed out)";
+    match e.etype() {
+        ConnectTimedout => format!("{timed_out} while connecting to upstream"),
+        ConnectRefused => {
+            "connect() failed (111: Connection refused) while connecting to upstream".into()
+        }
+        ConnectNoRoute => {
+            "connect() failed (113: No route to host) while connecting to upstream".into()
+        }
+        ConnectError | SocketError | BindError | ConnectProxyFailure => {
+            format!(
+                "connect() failed ({}) while connecting to upstream",
+                cause()
+            )
+        }
+        TLSHandshakeTimedout => format!("{timed_out} while SSL handshaking to upstream"),
+        TLSHandshakeFailure | TLSWantX509Lookup | InvalidCert | HandshakeError => {
+            format!(
+                "SSL_do_handshake() failed ({}) while SSL handshaking to upstream",
+                cause()
+            )
+        }
+        ReadTimedout => format!("{timed_out} while {reading}"),
+        WriteTimedout => format!("{timed_out} while sending request to upstream"),
+        ConnectionClosed => format!("upstream prematurely closed connection while {reading}"),
+        ReadError => format!("recv() failed ({}) while {reading}", cause()),
+        WriteError => format!(
+            "writev() failed ({}) while sending request to upstream",
+            cause()
+        ),
+        InvalidHTTPHeader | H1Error => {
+            format!("upstream sent invalid header while {reading}")
+        }
+        _ => format!("{} while {reading}", e.etype().as_str()),
+    }
+}

@@ -204,6 +204,11 @@ impl UpstreamVars {
         }
     }
 
+    /// The try under way has had its response header.
+    pub fn header_in_this_try(&self) -> bool {
+        self.try_started.is_some() && self.header_times.len() > self.response_times.len()
+    }
+
     /// The try is over: `$upstream_response_time`. A try that never connected or never got
     /// a header shows `-` there, as nginx's lists do.
     pub fn end_try(&mut self, now: Instant) {

@@ -984,6 +984,19 @@ impl RequestCtx {
         at.log(level, message);
     }
 
+    /// Logs a failed try at the server `peer`, as nginx logs it.
+    fn log_upstream_error(&self, session: &Session, peer: &HttpPeer, e: &Error) {
+        let words =
+            super::error_context::upstream_error_words(e, self.upstream.header_in_this_try());
+        let x = Exchange::of(session);
+        self.log_error(
+            x,
+            Some(&peer._address),
+            LogLevel::Error,
+            format_args!("{words}"),
+        );
+    }
+
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
         RequestVars {
             request: x.request,
@@ -1493,12 +1506,13 @@ impl ProxyHttp for HttpProxy {
     fn fail_to_connect(
         &self,
         session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
         super::connection_tag::next_number();
+        ctx.log_upstream_error(session, peer, &e);
         let timed_out = matches!(
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
@@ -1534,6 +1548,9 @@ impl ProxyHttp for HttpProxy {
         if ctx.peer_released {
             // A retry this request decided itself (a status in proxy_next_upstream).
             return e;
+        }
+        if e.esource() == &pingora::ErrorSource::Upstream {
+            ctx.log_upstream_error(session, peer, &e);
         }
         if session.response_written().is_some() {
             // The response has started: nothing can be retried, and nginx frees the peer as
@@ -1610,8 +1627,21 @@ impl ProxyHttp for HttpProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        // An error page answered: the failure before it was logged when it happened.
+        // An error page answered, or a server failed: either was logged when it happened, in
+        // nginx's words (`log_upstream_error`).
         matches!(e.etype(), ErrorType::Custom(ANSWERED_BY_ERROR_PAGE))
+            || e.esource() == &pingora::ErrorSource::Upstream
+    }
+
+    /// Each failed try was logged when it failed, as nginx logs it.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        e: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        e.esource() == &pingora::ErrorSource::Upstream
     }
 
     async fn connected_to_upstream(
