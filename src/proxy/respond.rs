@@ -50,10 +50,34 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The status a response goes out with: nginx's own codes 494-497 (a header too large, a
+/// client certificate refused or missing, plain HTTP on an HTTPS port) are sent as 400, each
+/// with its page (ngx_http_special_response_handler).
+pub fn wire_status(status: u16) -> u16 {
+    match status {
+        494..=497 => 400,
+        _ => status,
+    }
+}
+
 /// nginx's built-in page for a status, or `None` for statuses it sends without a body.
 pub fn error_page(status: u16) -> Option<String> {
     if status < 300 || status == 304 {
         return None;
+    }
+    let own = match status {
+        494 => Some("Request Header Or Cookie Too Large"),
+        495 => Some("The SSL certificate error"),
+        496 => Some("No required SSL certificate was sent"),
+        497 => Some("The plain HTTP request was sent to HTTPS port"),
+        _ => None,
+    };
+    if let Some(text) = own {
+        return Some(format!(
+            "<html>\r\n<head><title>400 {text}</title></head>\r\n<body>\r\n<center><h1>400 Bad \
+             Request</h1></center>\r\n<center>{text}</center>\r\n<hr><center>{SERVER}</center>\r\n\
+             </body>\r\n</html>\r\n"
+        ));
     }
     // The pages' titles are the status lines' but for these two (ngx_http_special_response.c).
     let reason = match status {
@@ -146,14 +170,15 @@ pub async fn send_with(
         return Error::e_explain(ErrorType::Custom(CLOSED_WITHOUT_RESPONSE), "status 444");
     }
     let date = filters.date.unwrap_or_else(SystemTime::now);
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.set_reason_phrase(Some(reason(status)))?;
-    resp.insert_header("Server", SERVER)?;
-    resp.insert_header("Date", http_date_at(date))?;
     let mut body = match body {
         Some(b) => Some(b),
         None => error_page(status).map(|page| (Bytes::from(page), "text/html")),
     };
+    let status = wire_status(status);
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.set_reason_phrase(Some(reason(status)))?;
+    resp.insert_header("Server", SERVER)?;
+    resp.insert_header("Date", http_date_at(date))?;
     let head_only = session.req_header().method == http::Method::HEAD;
     let http_1_1 = session.req_header().version >= http::Version::HTTP_11;
     let mut keepalive = keepalive;
@@ -219,6 +244,7 @@ pub fn page(
     date: SystemTime,
 ) -> Vec<u8> {
     let body = error_page(status);
+    let status = wire_status(status);
     let content_type = charset::apply(charset, status, "text/html");
     page_with(
         status,
