@@ -1221,6 +1221,71 @@ fn stream_settings_match_nginx() {
     compare(stream_setting_cases());
 }
 
+/// Client certificates in http: the lowering's checks of the values (the files are read when
+/// a server with certificates is built, as nginx reads them only for those).
+fn client_certificate_cases() -> Vec<Case> {
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    [
+        (
+            "ssl_verify_client on",
+            format!("ssl_verify_client on;\nssl_client_certificate {ca};"),
+            String::new(),
+        ),
+        (
+            "ssl_verify_client in a server",
+            String::new(),
+            format!(
+                "ssl_verify_client optional;\nssl_client_certificate {ca};\nssl_verify_depth 3;"
+            ),
+        ),
+        (
+            "ssl_verify_client optional_no_ca",
+            String::new(),
+            "ssl_verify_client optional_no_ca;".into(),
+        ),
+        (
+            "ssl_verify_client maybe",
+            String::new(),
+            "ssl_verify_client maybe;".into(),
+        ),
+        (
+            "ssl_verify_client twice",
+            "ssl_verify_client on;\nssl_verify_client off;".into(),
+            String::new(),
+        ),
+        (
+            "ssl_verify_depth not a number",
+            String::new(),
+            "ssl_verify_depth deep;".into(),
+        ),
+        (
+            "ssl_trusted_certificate",
+            format!("ssl_trusted_certificate {ca};"),
+            String::new(),
+        ),
+        (
+            "ssl_client_certificate in a location",
+            String::new(),
+            format!("location / {{ ssl_client_certificate {ca}; }}"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, http, server)| {
+        case(
+            name,
+            format!(
+                "events {{}}\nhttp {{\n{http}\nserver {{\nlisten 127.0.0.1:3;\n{server}\n}}\n}}\n"
+            ),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn client_certificate_directives_match_nginx() {
+    compare(client_certificate_cases());
+}
+
 #[test]
 fn log_directives_match_nginx() {
     compare(log_cases());

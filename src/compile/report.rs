@@ -8,10 +8,12 @@ use std::fmt::Write as _;
 use super::diag::Diagnostic;
 use crate::config::Origin;
 
-/// Directives that only restrict who gets a response. The appliance enforces none of them, so
-/// a config that uses one is refused rather than served open.
+/// Directives that only restrict who gets a response. Where the appliance does not carry one
+/// over (`ssl_verify_client` in `stream {}`, the others anywhere), a config that uses it is
+/// refused rather than served open.
 pub const GUARDS_ACCESS: &[&str] = &[
     "ssl_verify_client",
+    "ssl_crl",
     "secure_link",
     "secure_link_md5",
     "secure_link_secret",

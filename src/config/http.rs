@@ -752,11 +752,54 @@ pub struct Tls {
     pub prefer_server_ciphers: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_timeout: Option<Duration>,
+    /// `ssl_verify_client`: whether clients are asked for a certificate, and which requests
+    /// are refused for it (`off` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_client: Option<VerifyClient>,
+    /// `ssl_client_certificate`: PEM CA certificates client certificates are verified
+    /// against, whose names are sent to the client in the certificate request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    /// `ssl_trusted_certificate`: CA certificates also trusted, whose names are not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_certificate: Option<PathBuf>,
+    /// `ssl_verify_depth`: how long a client's chain may be (1 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_depth: Option<u32>,
 }
 
 impl Tls {
     pub fn is_empty(&self) -> bool {
         *self == Tls::default()
+    }
+}
+
+/// nginx's `ssl_verify_client`. The handshake always completes; a request the mode refuses
+/// gets nginx's 400 page ("The SSL certificate error", "No required SSL certificate was
+/// sent").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyClient {
+    #[default]
+    Off,
+    /// A certificate is required, and must verify.
+    On,
+    /// A certificate is asked for; one that is sent must verify.
+    Optional,
+    /// A certificate is asked for; one that does not verify for want of its CA is let
+    /// through, its `$ssl_client_verify` saying why.
+    OptionalNoCa,
+}
+
+impl VerifyClient {
+    pub fn from_nginx(word: &str) -> Option<VerifyClient> {
+        Some(match word {
+            "off" => VerifyClient::Off,
+            "on" => VerifyClient::On,
+            "optional" => VerifyClient::Optional,
+            "optional_no_ca" => VerifyClient::OptionalNoCa,
+            _ => return None,
+        })
     }
 }
 

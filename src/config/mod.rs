@@ -46,7 +46,7 @@ pub use ha::{Ha, HaMode};
 pub use http::{
     AccessRule, AccessScope, AddHeader, Certificate, Client, HttpVersion, Listen, ListenAddress,
     Location, LocationKind, NextUpstream, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Scheme,
-    Tls, TlsVersion, VirtualServer,
+    Tls, TlsVersion, VerifyClient, VirtualServer,
 };
 pub use limit::{ConnectionLimit, ConnectionZone, Limits, Rate, RequestLimit, RequestZone};
 pub use log::{AccessLog, ErrorLog, LogFormat, LogLevel};

@@ -86,6 +86,18 @@ pub enum Variable {
     SslProtocol,
     SslCipher,
     SslServerName,
+    /// The client's certificate (`ssl_verify_client`): `$ssl_client_verify`,
+    /// `$ssl_client_s_dn`, `$ssl_client_i_dn`, `$ssl_client_serial`,
+    /// `$ssl_client_fingerprint`, `$ssl_client_cert`, `$ssl_client_raw_cert` and
+    /// `$ssl_client_escaped_cert`.
+    SslClientVerify,
+    SslClientSDn,
+    SslClientIDn,
+    SslClientSerial,
+    SslClientFingerprint,
+    SslClientCert,
+    SslClientRawCert,
+    SslClientEscapedCert,
     /// `$document_root`: the location's `root`.
     DocumentRoot,
     /// `$request_filename`: the `root` and `$uri`.
@@ -201,6 +213,14 @@ impl Variable {
             "ssl_protocol" => SslProtocol,
             "ssl_cipher" => SslCipher,
             "ssl_server_name" => SslServerName,
+            "ssl_client_verify" => SslClientVerify,
+            "ssl_client_s_dn" => SslClientSDn,
+            "ssl_client_i_dn" => SslClientIDn,
+            "ssl_client_serial" => SslClientSerial,
+            "ssl_client_fingerprint" => SslClientFingerprint,
+            "ssl_client_cert" => SslClientCert,
+            "ssl_client_raw_cert" => SslClientRawCert,
+            "ssl_client_escaped_cert" => SslClientEscapedCert,
             "https" => Https,
             "document_root" => DocumentRoot,
             "request_filename" => RequestFilename,

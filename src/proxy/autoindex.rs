@@ -154,7 +154,7 @@ fn html(conf: &AutoindexConf, uri: &[u8], entries: &[Entry], gmtoff: i64) -> Vec
     out.extend_from_slice(b"</h1><hr><pre><a href=\"../\">../</a>\r\n");
     for entry in entries {
         out.extend_from_slice(b"<a href=\"");
-        escape_uri_component(&entry.name, &mut out);
+        super::uri::escape_uri_component(&entry.name, &mut out);
         if entry.dir {
             out.push(b'/');
         }
@@ -294,18 +294,6 @@ fn escape_html(bytes: &[u8], out: &mut Vec<u8>) {
             b'&' => out.extend_from_slice(b"&amp;"),
             b'"' => out.extend_from_slice(b"&quot;"),
             _ => out.push(b),
-        }
-    }
-}
-
-/// NGX_ESCAPE_URI_COMPONENT: everything but letters, digits, `-`, `.`, `_` and `~`.
-fn escape_uri_component(bytes: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
 }

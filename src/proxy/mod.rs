@@ -11,6 +11,7 @@ pub mod auth_basic;
 pub mod autoindex;
 pub mod balance;
 pub mod charset;
+pub mod client_cert;
 pub mod client_request;
 pub mod connection_tag;
 mod crypt;

@@ -19,6 +19,7 @@ use crate::config::{
 
 use super::access::AccessRules;
 use super::balance::{Pool, ResolvedServer};
+use super::client_cert::ClientVerification;
 use super::drain::Inflight;
 use super::header_names::HeaderNames;
 use super::locations::{LocationTree, Spec};
@@ -600,10 +601,11 @@ fn build_server(
     let tls = merge_tls(&http.tls, &vs.tls);
     // nginx reads the certificates of every server that has them, listening on ssl or not.
     let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
-        Some(certificates) => Some(Arc::new(super::tls::ServerKeys::load(
-            certificates,
-            vs.origin.as_ref(),
-        )?)),
+        Some(certificates) => {
+            let keys = super::tls::ServerKeys::load(certificates, vs.origin.as_ref())?;
+            let verification = ClientVerification::load(&tls, vs.origin.as_ref())?;
+            Some(Arc::new(keys.verifying_clients(verification)))
+        }
         None => None,
     };
     Ok(ServerConf {
@@ -1191,6 +1193,12 @@ fn merge_tls(outer: &Tls, inner: &Tls) -> Tls {
         ciphers: inner.ciphers.clone().or_else(|| outer.ciphers.clone()),
         prefer_server_ciphers: inner.prefer_server_ciphers.or(outer.prefer_server_ciphers),
         session_timeout: inner.session_timeout.or(outer.session_timeout),
+        verify_client: inner.verify_client.or(outer.verify_client),
+        client_certificate: (inner.client_certificate.clone())
+            .or_else(|| outer.client_certificate.clone()),
+        trusted_certificate: (inner.trusted_certificate.clone())
+            .or_else(|| outer.trusted_certificate.clone()),
+        verify_depth: inner.verify_depth.or(outer.verify_depth),
     }
 }
 

@@ -575,7 +575,8 @@ async fn session(
             match tls::accept_within(acceptor, l4, pick, conf.handshake_timeout).await {
                 Ok(s) => {
                     client.tls = s.ssl_digest().map(|d| {
-                        let name = d.extension.get::<tls::ServerName>().map(|n| n.0.clone());
+                        let handshaken = d.extension.get::<tls::Handshaken>();
+                        let name = handshaken.and_then(|h| h.server_name.clone());
                         (d.version.to_string(), d.cipher.to_string(), name)
                     });
                     Box::new(s)

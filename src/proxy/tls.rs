@@ -29,6 +29,7 @@ use pingora::tls::ssl::{
 };
 use pingora::tls::x509::X509;
 
+use super::client_cert::{ClientCertificate, ClientVerification};
 use crate::compile::diag::Diagnostic;
 use crate::config::{Certificate, Origin, Tls, TlsVersion};
 
@@ -48,9 +49,11 @@ pub struct CertifiedKey {
 }
 
 /// The certificate pairs of one server; several when it has, say, an RSA and an ECDSA
-/// certificate, and OpenSSL picks the one the client's algorithms allow.
+/// certificate, and OpenSSL picks the one the client's algorithms allow. With them, what the
+/// server asks of clients' certificates (`ssl_verify_client`).
 pub struct ServerKeys {
     pairs: Vec<CertifiedKey>,
+    pub client_verification: Option<ClientVerification>,
 }
 
 impl ServerKeys {
@@ -72,7 +75,18 @@ impl ServerKeys {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ServerKeys { pairs })
+        Ok(ServerKeys {
+            pairs,
+            client_verification: None,
+        })
+    }
+
+    /// The same keys, asking clients for certificates as `verification` says.
+    pub fn verifying_clients(self, verification: Option<ClientVerification>) -> ServerKeys {
+        ServerKeys {
+            client_verification: verification,
+            ..self
+        }
     }
 
     /// Puts the pairs on one connection, from the certificate callback.
@@ -93,6 +107,9 @@ impl ServerKeys {
             if let Err(e) = installed {
                 tracing::error!("cannot use a certificate for a handshake: {e}");
             }
+        }
+        if let Some(verification) = &self.client_verification {
+            verification.apply(ssl);
         }
     }
 }
@@ -156,22 +173,28 @@ fn load_pair(c: &Certificate) -> Result<CertifiedKey, Diagnostic> {
 
 /// Reads a CA bundle (`proxy_ssl_trusted_certificate`).
 pub fn load_ca(path: &Path, origin: Option<&Origin>) -> Result<Arc<Box<[X509]>>, Diagnostic> {
-    let pem = read_file(path, "trusted certificate", origin)?;
+    let certs = load_cas(path, "trusted certificate", origin)?;
+    Ok(Arc::new(certs.into_boxed_slice()))
+}
+
+/// The PEM certificates of a CA file, for `what` (`trusted certificate`): at least one.
+pub fn load_cas(path: &Path, what: &str, origin: Option<&Origin>) -> Result<Vec<X509>, Diagnostic> {
+    let pem = read_file(path, what, origin)?;
     let certs = X509::stack_from_pem(&pem).map_err(|e| {
         Diagnostic::error(format!(
-            "cannot load trusted certificate \"{}\": not PEM ({e})",
+            "cannot load {what} \"{}\": not PEM ({e})",
             path.display()
         ))
         .at_opt(origin)
     })?;
     if certs.is_empty() {
         return Err(Diagnostic::error(format!(
-            "cannot load trusted certificate \"{}\": the file holds no PEM certificate",
+            "cannot load {what} \"{}\": the file holds no PEM certificate",
             path.display()
         ))
         .at_opt(origin));
     }
-    Ok(Arc::new(certs.into_boxed_slice()))
+    Ok(certs)
 }
 
 fn openssl_version(v: TlsVersion) -> (SslVersion, SslOptions) {
@@ -280,10 +303,13 @@ fn set_session_timeout(b: &mut pingora::tls::ssl::SslAcceptorBuilder, timeout: D
     }
 }
 
-/// The name the client asked for (SNI), kept in the connection's TLS digest for
-/// `$ssl_server_name`.
+/// What a handshake leaves in the connection's TLS digest: the name the client asked for
+/// (SNI, `$ssl_server_name`) and, when the server asked for one, the client's certificate.
 #[derive(Debug, Clone)]
-pub struct ServerName(pub String);
+pub struct Handshaken {
+    pub server_name: Option<String>,
+    pub client_certificate: Option<Arc<ClientCertificate>>,
+}
 
 /// Picks the certificates of a handshake from the SNI name (lowercased), or `None` without SNI.
 pub type PickKeys = Box<dyn Fn(Option<&str>) -> Option<Arc<ServerKeys>> + Send + Sync>;
@@ -307,8 +333,11 @@ impl TlsAccept for Handshake {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        ssl.servername(NameType::HOST_NAME)
-            .map(|n| Arc::new(ServerName(n.to_string())) as Arc<dyn Any + Send + Sync>)
+        let handshaken = Handshaken {
+            server_name: ssl.servername(NameType::HOST_NAME).map(str::to_string),
+            client_certificate: ClientCertificate::of(ssl).map(Arc::new),
+        };
+        Some(Arc::new(handshaken))
     }
 }
 

@@ -282,6 +282,13 @@ pub fn escape_args(bytes: &[u8], out: &mut Vec<u8>) {
     });
 }
 
+/// NGX_ESCAPE_URI_COMPONENT: everything but letters, digits, `-`, `.`, `_` and `~`.
+pub fn escape_uri_component(bytes: &[u8], out: &mut Vec<u8>) {
+    escape(bytes, out, |b| {
+        !(b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    });
+}
+
 fn escape(bytes: &[u8], out: &mut Vec<u8>, needs: impl Fn(u8) -> bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {

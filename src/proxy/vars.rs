@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pingora::http::ResponseHeader;
 
 use super::balance::PeerAddr;
+use super::client_cert::{self, ClientCertificate};
 use super::client_request::ClientRequest;
 use super::limits::LimitStatus;
 use super::proxy_protocol::ProxyInfo;
@@ -67,6 +68,8 @@ pub struct RequestVars<'a> {
     pub ssl_protocol: Option<&'a str>,
     pub ssl_cipher: Option<&'a str>,
     pub ssl_server_name: Option<&'a str>,
+    /// The client's certificate, when the handshake asked for one.
+    pub ssl_client: Option<&'a ClientCertificate>,
     /// The source and destination of the connection's PROXY protocol header, if it had one.
     pub proxy_protocol: Option<ProxyInfo>,
     /// The config's `map`, `geo` and `split_clients` variables.
@@ -222,6 +225,26 @@ impl UpstreamVars {
         }
         self.response_times.push(elapsed);
         self.response_lengths.push(self.try_body_bytes);
+    }
+}
+
+/// One of the `$ssl_client_*` variables of a certificate.
+fn write_client_certificate(var: &Variable, cert: &pingora::tls::x509::X509, out: &mut Vec<u8>) {
+    match var {
+        Variable::SslClientSDn => {
+            out.extend_from_slice(client_cert::rfc2253(cert.subject_name()).as_bytes())
+        }
+        Variable::SslClientIDn => {
+            out.extend_from_slice(client_cert::rfc2253(cert.issuer_name()).as_bytes())
+        }
+        Variable::SslClientSerial => out.extend_from_slice(client_cert::serial(cert).as_bytes()),
+        Variable::SslClientFingerprint => {
+            out.extend_from_slice(client_cert::fingerprint(cert).as_bytes())
+        }
+        Variable::SslClientCert => out.extend_from_slice(&client_cert::pem_for_header(cert)),
+        Variable::SslClientRawCert => out.extend_from_slice(&client_cert::pem(cert)),
+        Variable::SslClientEscapedCert => out.extend_from_slice(&client_cert::escaped_pem(cert)),
+        _ => {}
     }
 }
 
@@ -510,6 +533,21 @@ impl<'a> RequestVars<'a> {
             Variable::SslServerName => {
                 out.extend_from_slice(self.ssl_server_name.unwrap_or("").as_bytes())
             }
+            Variable::SslClientVerify if self.tls => {
+                out.extend_from_slice(client_cert::verify_text(self.ssl_client).as_bytes())
+            }
+            Variable::SslClientVerify => {}
+            Variable::SslClientSDn
+            | Variable::SslClientIDn
+            | Variable::SslClientSerial
+            | Variable::SslClientFingerprint
+            | Variable::SslClientCert
+            | Variable::SslClientRawCert
+            | Variable::SslClientEscapedCert => {
+                if let Some(cert) = self.ssl_client.and_then(|c| c.cert.as_ref()) {
+                    write_client_certificate(var, cert, out);
+                }
+            }
             Variable::SslPrereadServerName => {
                 out.extend_from_slice(self.preread.map_or(&[][..], |p| &p.server_name))
             }
@@ -788,6 +826,7 @@ impl<'a> RequestVars<'a> {
             ssl_protocol: None,
             ssl_cipher: None,
             ssl_server_name: None,
+            ssl_client: None,
             proxy_protocol: None,
             tables,
             preread: None,

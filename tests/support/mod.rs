@@ -183,6 +183,19 @@ pub mod proxies;
 pub mod scenario;
 pub mod transcript;
 
+/// Runs the openssl CLI; panics with its error output if it fails.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl CLI is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes a key, a CSR and a self-signed certificate for `name` with the openssl CLI, the way the
 /// seed documents do (`genrsa`, `req -new`, `x509 -req -signkey`), with `name` also as a DNS
 /// subjectAltName so hostname checks can pass. `kind` is "rsa" or "ec". Returns (cert, key).
@@ -192,17 +205,7 @@ pub fn make_cert(dir: &TempDir, name: &str, kind: &str) -> (PathBuf, PathBuf) {
     let crt = dir.path.join(format!("{name}-{kind}.crt"));
     let ext = dir.path.join(format!("{name}-{kind}.ext"));
     std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).expect("ext file");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("the openssl CLI is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = openssl;
     let key_s = key.to_str().expect("utf-8 path");
     match kind {
         "ec" => run(&[

@@ -39,6 +39,7 @@ use super::access_phase::{Access, AccessPhase, Said};
 use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
 use super::charset::CharsetConf;
+use super::client_cert::{self, ClientCertificate};
 use super::client_request::ClientRequest;
 use super::error_context::{InRequest, UpstreamAt};
 use super::gzip;
@@ -53,7 +54,7 @@ use super::runtime::{
 use super::script::{self, ConditionOp, Op, RewriteOp, SetTarget};
 use super::server_names::validate_host_into;
 use super::sticky::Affinity;
-use super::tls::ServerName;
+use super::tls::Handshaken;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
 use super::vars::{eval_to_vec, RequestVars, UpstreamVars};
@@ -138,6 +139,8 @@ struct ConnectionInfo {
     ssl_protocol: Option<String>,
     ssl_cipher: Option<String>,
     ssl_server_name: Option<String>,
+    /// What the handshake got when the server asked for a client certificate.
+    client_certificate: Option<Arc<ClientCertificate>>,
     proxy_protocol: Option<ProxyInfo>,
 }
 
@@ -157,12 +160,12 @@ impl ConnectionInfo {
 
     /// What a TLS handshake said (nothing, for a cleartext connection).
     fn of_tls(ssl: Option<&pingora::protocols::tls::SslDigest>) -> ConnectionInfo {
+        let handshaken = ssl.and_then(|d| d.extension.get::<Handshaken>());
         ConnectionInfo {
             ssl_protocol: ssl.map(|d| d.version.to_string()),
             ssl_cipher: ssl.map(|d| d.cipher.to_string()),
-            ssl_server_name: ssl
-                .and_then(|d| d.extension.get::<ServerName>())
-                .map(|n| n.0.clone()),
+            ssl_server_name: handshaken.and_then(|h| h.server_name.clone()),
+            client_certificate: handshaken.and_then(|h| h.client_certificate.clone()),
             ..ConnectionInfo::default()
         }
     }
@@ -437,6 +440,11 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, x: Exchange<'_>) -> 
     }
     let server = &addr.servers[addr.names.find(ctx.host.as_deref())];
     ctx.server = Some(same_or_clone(&mut ctx.previous.server, server));
+    if addr.ssl {
+        if let Some(refusal) = ctx.client_certificate_refusal() {
+            return Route::Reject(refusal.status);
+        }
+    }
     // What an earlier routing of this request (the fast path's, before it handed the
     // request over) left.
     ctx.location = None;
@@ -984,6 +992,13 @@ impl RequestCtx {
         at.log(level, message);
     }
 
+    /// ngx_http_process_request's check of the client's certificate against the
+    /// `ssl_verify_client` of the server the Host chose (see [`client_cert`](super::client_cert)).
+    fn client_certificate_refusal(&self) -> Option<client_cert::Refusal> {
+        let mode = self.server.as_ref()?.tls.verify_client.unwrap_or_default();
+        client_cert::refusal(mode, self.conn.client_certificate.as_deref())
+    }
+
     /// Logs a failed try at the server `peer`, as nginx logs it.
     fn log_upstream_error(&self, session: &Session, peer: &HttpPeer, e: &Error) {
         let words =
@@ -1030,6 +1045,7 @@ impl RequestCtx {
             ssl_protocol: self.conn.ssl_protocol.as_deref(),
             ssl_cipher: self.conn.ssl_cipher.as_deref(),
             ssl_server_name: self.conn.ssl_server_name.as_deref(),
+            ssl_client: self.conn.client_certificate.as_deref(),
             proxy_protocol: self.conn.proxy_protocol,
             tables: &self.runtime.tables,
             preread: None,
@@ -1807,7 +1823,17 @@ impl Answer {
     /// What `route` answered with.
     fn of_route(session: &Session, ctx: &RequestCtx, routed: Route) -> Answer {
         match routed {
-            Route::Reject(status) => Answer::Bare(status),
+            Route::Reject(status) => {
+                if let (client_cert::CERT_ERROR | client_cert::NO_CERT, Some(refusal)) =
+                    (status, ctx.client_certificate_refusal())
+                {
+                    let x = Exchange::of(session);
+                    let message =
+                        format_args!("{} while reading client request headers", refusal.message);
+                    ctx.log_error(x, None, LogLevel::Info, message);
+                }
+                Answer::Bare(status)
+            }
             Route::Return(ret) => {
                 // ngx_http_script_return_code: a redirect, or an error status without text,
                 // finalizes the request with that status (a special response); the rest is

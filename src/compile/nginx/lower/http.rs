@@ -18,7 +18,7 @@ use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
     HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, MapEntry, MapKey, MapVar,
     NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, Tls,
-    TlsVersion, VirtualServer,
+    TlsVersion, VerifyClient, VirtualServer,
 };
 
 /// ngx_http_charset_merge_loc_conf's check at every level once the http block is read: a
@@ -1044,8 +1044,6 @@ impl Lowering<'_> {
             "override_charset" => level.charset.override_ = Some(self.flag(stmt)?),
             "resolver" => self.resolver_line(stmt, level.resolver)?,
             "resolver_timeout" => level.resolver.timeout = Some(self.msec(stmt, 0)?),
-            // nginx's default: nothing to carry over.
-            "ssl_verify_client" if stmt.arg(0) == Some("off") => {}
             "charset_types" => {
                 self.mime_types(stmt, &mut level.charset.types, charset::ALWAYS_NAMED)
             }
@@ -1117,7 +1115,11 @@ impl Lowering<'_> {
             | "ssl_protocols"
             | "ssl_ciphers"
             | "ssl_prefer_server_ciphers"
-            | "ssl_session_timeout" => {
+            | "ssl_session_timeout"
+            | "ssl_verify_client"
+            | "ssl_client_certificate"
+            | "ssl_trusted_certificate"
+            | "ssl_verify_depth" => {
                 let Some(tls) = level.tls else {
                     return Ok(false);
                 };
@@ -1513,6 +1515,22 @@ impl Lowering<'_> {
             "ssl_ciphers" => level.tls.ciphers = Some(self.arg(stmt, 0)?.to_string()),
             "ssl_prefer_server_ciphers" => level.tls.prefer_server_ciphers = Some(self.flag(stmt)?),
             "ssl_session_timeout" => level.tls.session_timeout = Some(self.sec(stmt, 0)?),
+            // Client certificates: http only (a stream server's are reported, and refused).
+            "ssl_verify_client" => {
+                let word = self.arg(stmt, 0)?;
+                let mode = VerifyClient::from_nginx(word)
+                    .ok_or_else(|| self.error(stmt, format!("invalid value \"{word}\"")))?;
+                level.tls.verify_client = Some(mode);
+            }
+            "ssl_client_certificate" => {
+                level.tls.client_certificate = Some(self.path(self.arg(stmt, 0)?))
+            }
+            "ssl_trusted_certificate" => {
+                level.tls.trusted_certificate = Some(self.path(self.arg(stmt, 0)?))
+            }
+            "ssl_verify_depth" => {
+                level.tls.verify_depth = Some(self.number(stmt, 0)?);
+            }
             _ => {}
         }
         Ok(())

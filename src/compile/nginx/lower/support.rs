@@ -231,6 +231,10 @@ pub const SUPPORTED: &[Entry] = &[
     full("ssl_ciphers", "http, server, stream"),
     full("ssl_prefer_server_ciphers", "http, server, stream"),
     full("ssl_session_timeout", "http, server, stream"),
+    full("ssl_verify_client", "http, server"),
+    full("ssl_client_certificate", "http, server"),
+    full("ssl_trusted_certificate", "http, server"),
+    full("ssl_verify_depth", "http, server"),
 ];
 
 /// Directives whose absence does not change what clients get: logging, buffering, caches of
@@ -309,7 +313,6 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "ssl_stapling_verify",
     "ssl_stapling_responder",
     "ssl_stapling_file",
-    "ssl_trusted_certificate",
     "ssl_early_data",
     "ssl_password_file",
     "ssl_conf_command",
@@ -393,9 +396,11 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         | "proxy_cache_lock"
         | "proxy_cache_methods"
         | "proxy_cache_min_uses" => "responses are not cached",
-        "ssl_client_certificate" | "ssl_verify_client" | "ssl_verify_depth" | "ssl_crl" => {
-            "client certificates are not requested"
-        }
+        "ssl_client_certificate"
+        | "ssl_verify_client"
+        | "ssl_verify_depth"
+        | "ssl_trusted_certificate" => "client certificates are not requested",
+        "ssl_crl" => "client certificates are not checked against revocation lists",
         "mail" => "mail proxying is not supported",
         "sub_filter" | "sub_filter_once" | "sub_filter_types" | "addition_types" => {
             "response bodies are not modified"
@@ -473,7 +478,10 @@ pub fn render_markdown() -> String {
         .map(|n| format!("`{n}`"))
         .collect();
     out.push_str(&names.join(", "));
-    out.push('\n');
+    out.push_str(
+        "\n\n`ssl_verify_client` is supported in `http` and `server` (see above), refused in \
+         `stream {}`.\n",
+    );
     out
 }
 
