@@ -422,6 +422,19 @@ impl HttpEdge {
             self.serve_pingora(Box::new(l4), shutdown).await;
             return;
         };
+        // ngx_http_ssl_handshake: a first byte that starts no TLS record (nor an SSLv2 hello)
+        // is plain HTTP sent to an HTTPS port. It is read as HTTP, and its request refused
+        // with nginx's 400 page (497).
+        let mut l4 = l4;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, l4.try_peek(&mut first)).await {
+            Ok(Ok(_)) if first[0] != 0x16 && first[0] & 0x80 == 0 => {
+                self.serve_http1(l4, fresh, shutdown).await;
+                return;
+            }
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
         let local = l4.get_socket_digest().and_then(|d| d.local_addr().cloned());
         let runtime = self.runtime.load_full();
         let inet = local.as_ref().and_then(PingoraAddr::as_inet).copied();

@@ -50,6 +50,9 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// nginx's 497: a plain HTTP request on an HTTPS port.
+pub const TO_HTTPS: u16 = 497;
+
 /// The status a response goes out with: nginx's own codes 494-497 (a header too large, a
 /// client certificate refused or missing, plain HTTP on an HTTPS port) are sent as 400, each
 /// with its page (ngx_http_special_response_handler).

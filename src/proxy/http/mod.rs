@@ -441,6 +441,10 @@ fn route(ctx: &mut RequestCtx, local: Option<&PingoraAddr>, x: Exchange<'_>) -> 
     let server = &addr.servers[addr.names.find(ctx.host.as_deref())];
     ctx.server = Some(same_or_clone(&mut ctx.previous.server, server));
     if addr.ssl {
+        // ngx_http_process_request: plain HTTP on an HTTPS port, then the client's certificate.
+        if ctx.conn.ssl_protocol.is_none() {
+            return Route::Reject(respond::TO_HTTPS);
+        }
         if let Some(refusal) = ctx.client_certificate_refusal() {
             return Route::Reject(refusal.status);
         }
@@ -1823,17 +1827,26 @@ impl Answer {
     /// What `route` answered with.
     fn of_route(session: &Session, ctx: &RequestCtx, routed: Route) -> Answer {
         match routed {
-            Route::Reject(status) => {
-                if let (client_cert::CERT_ERROR | client_cert::NO_CERT, Some(refusal)) =
-                    (status, ctx.client_certificate_refusal())
-                {
+            Route::Reject(status @ (client_cert::CERT_ERROR | client_cert::NO_CERT)) => {
+                if let Some(refusal) = ctx.client_certificate_refusal() {
                     let x = Exchange::of(session);
                     let message =
                         format_args!("{} while reading client request headers", refusal.message);
                     ctx.log_error(x, None, LogLevel::Info, message);
                 }
-                Answer::Bare(status)
+                // A special response: the server's error_page may take it.
+                Answer::special(status)
             }
+            Route::Reject(respond::TO_HTTPS) => {
+                let x = Exchange::of(session);
+                let message = format_args!(
+                    "client sent plain HTTP request to HTTPS port while reading client request \
+                     headers"
+                );
+                ctx.log_error(x, None, LogLevel::Info, message);
+                Answer::special(respond::TO_HTTPS)
+            }
+            Route::Reject(status) => Answer::Bare(status),
             Route::Return(ret) => {
                 // ngx_http_script_return_code: a redirect, or an error status without text,
                 // finalizes the request with that status (a special response); the rest is
@@ -1921,7 +1934,7 @@ impl Answer {
                     added.insert(ctx.errors.carried.len(), (name.to_string(), value));
                 }
                 // ngx_http_special_response_handler ends keep-alive after these.
-                let keepalive = !matches!(status, 400 | 413 | 414 | 500 | 501);
+                let keepalive = !matches!(status, 400 | 413 | 414 | 495..=497 | 500 | 501);
                 respond::send_with(
                     session,
                     status,
@@ -1952,6 +1965,10 @@ fn absolute_location(
 async fn after_route(session: &mut Session, ctx: &mut RequestCtx, routed: Route) -> Result<Next> {
     if !matches!(routed, Route::Reject(_)) {
         keep_alive_as_location(session, ctx.location.as_deref());
+    }
+    if let Route::Reject(495..=497) = routed {
+        // Refused before any location: the server's own settings (its error_page) apply.
+        ctx.location = ctx.server.as_ref().map(|s| s.fallback.clone());
     }
     let Route::Location = routed else {
         return Ok(Next::Answer(Answer::of_route(session, ctx, routed)));

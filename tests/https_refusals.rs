@@ -1,0 +1,320 @@
+//! What an HTTPS port refuses, next to nginx: client certificates (`ssl_verify_client`) and
+//! plain HTTP sent to it. The same config, the same certificates and the same curl clients,
+//! once with nginx 1.22 and once with the appliance. The statuses, the bodies (nginx's 400
+//! pages, and the `$ssl_client_*` variables a `return` echoes), the redirects `error_page 497`
+//! makes and the info-level lines of the refusals must be the same.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::proxies::{Kind, NginxOptions, Proxy};
+use support::{openssl, TempDir};
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A CA, a client certificate it signed (a subject with characters RFC 2253 escapes, a
+/// serial of our choosing), and a self-signed client certificate no CA vouches for.
+struct Certificates {
+    ca: PathBuf,
+    client: (PathBuf, PathBuf),
+    stranger: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
+}
+
+fn certificates(dir: &TempDir) -> Certificates {
+    let at = |name: &str| dir.path.join(name);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        p(&at("ca.key")),
+        "-out",
+        p(&at("ca.crt")),
+        "-subj",
+        "/O=Example Test CA/CN=Example Root",
+    ]);
+    openssl(&["genrsa", "-out", p(&at("client.key")), "2048"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        p(&at("client.key")),
+        "-out",
+        p(&at("client.csr")),
+        "-subj",
+        "/C=US/O=Example, Inc./OU=Ops\\+Dev;East/CN=alice",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        p(&at("client.csr")),
+        "-CA",
+        p(&at("ca.crt")),
+        "-CAkey",
+        p(&at("ca.key")),
+        "-set_serial",
+        "0x1A2B3C",
+        "-out",
+        p(&at("client.crt")),
+    ]);
+    let stranger = support::make_cert(dir, "mallory", "rsa");
+    let server = support::make_cert(dir, "localhost", "rsa");
+    Certificates {
+        ca: at("ca.crt"),
+        client: (at("client.crt"), at("client.key")),
+        stranger,
+        server,
+    }
+}
+
+/// curl to `https://127.0.0.1:port/`, with a client certificate or none: status and body.
+fn curl(port: u16, cert: Option<&(PathBuf, PathBuf)>) -> (String, String) {
+    let mut command = Command::new("curl");
+    command.args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if let Some((crt, key)) = cert {
+        command.args(["--cert", p(crt), "--key", p(key)]);
+    }
+    let out = command
+        .arg(format!("https://127.0.0.1:{port}/who"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_string(), body.to_string())
+}
+
+const ECHO: &str = "\"$ssl_client_verify|$ssl_client_s_dn|$ssl_client_i_dn|\
+                    $ssl_client_serial|$ssl_client_fingerprint\\n\"";
+
+/// What one proxy did: what the clients saw, and its error log lines with the ports written
+/// back as `{0}` and `{1}`.
+struct Seen<T> {
+    answers: T,
+    log: Vec<String>,
+}
+
+/// Runs `config(error_log, ports)` under nginx, then under the appliance, on two fresh ports
+/// each, and lets `clients(ports)` talk to it.
+fn under_both<T>(
+    config: impl Fn(&str, [u16; 2]) -> String,
+    clients: impl Fn([u16; 2]) -> T,
+) -> [Seen<T>; 2] {
+    support::nginx::require_nginx();
+    [Kind::Nginx, Kind::Appliance].map(|kind| {
+        let ports = [support::free_port(), support::free_port()];
+        let logs = TempDir::new("https-refusals");
+        let error_log = logs.path.join("error.log");
+        let listen: Vec<SocketAddr> = ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect();
+        let config = config(p(&error_log), ports);
+        let proxy = Proxy::start(kind, &config, &listen, NginxOptions::default());
+        let answers = clients(ports);
+        std::thread::sleep(Duration::from_millis(200));
+        drop(proxy);
+        let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+        let log = log
+            .lines()
+            .map(|l| {
+                l.replace(&ports[0].to_string(), "{0}")
+                    .replace(&ports[1].to_string(), "{1}")
+            })
+            .collect();
+        Seen { answers, log }
+    })
+}
+
+/// The config up to the servers, inside `http {}`: the error log at info level, the server
+/// certificate.
+fn prelude(errors: &str, (crt, key): &(PathBuf, PathBuf)) -> String {
+    format!(
+        "worker_processes 1;
+         error_log {errors} info;
+         events {{}}
+         http {{
+             access_log off;
+             ssl_certificate {};
+             ssl_certificate_key {};",
+        p(crt),
+        p(key)
+    )
+}
+
+/// A line's message, without time, level, process and connection number.
+fn message(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("] ")?;
+    let (_, rest) = rest.split_once(' ')?;
+    Some(rest.split_once(' ')?.1)
+}
+
+/// The pages name their server; that is the one difference meant.
+fn as_the_appliance(body: String) -> String {
+    body.replace("nginx/1.22.1", "appliance")
+}
+
+#[test]
+fn verified_refused_and_optional_clients_as_nginx() {
+    let dir = TempDir::new("client-certs");
+    let certs = certificates(&dir);
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "{prelude}
+                 ssl_client_certificate {ca};
+                 server {{
+                     listen 127.0.0.1:{required} ssl;
+                     ssl_verify_client on;
+                     location / {{ return 200 {ECHO}; }}
+                 }}
+                 server {{
+                     listen 127.0.0.1:{optional} ssl;
+                     ssl_verify_client optional_no_ca;
+                     location / {{ return 200 \"$ssl_client_verify $ssl_client_escaped_cert\\n\"; }}
+                 }}
+             }}",
+            prelude = prelude(errors, &certs.server),
+            ca = p(&certs.ca),
+            required = ports[0],
+            optional = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| {
+        let mut answers = Vec::new();
+        for port in ports {
+            for cert in [Some(&certs.client), None, Some(&certs.stranger)] {
+                let (status, body) = curl(port, cert);
+                answers.push((status, as_the_appliance(body)));
+            }
+        }
+        answers
+    };
+    let [nginx, appliance] = under_both(config, clients);
+    let refusals = |seen: &Seen<_>| -> Vec<String> {
+        let lines = seen.log.iter().filter(|l| l.contains("SSL certificate"));
+        lines
+            .filter_map(|l| message(l))
+            .map(str::to_string)
+            .collect()
+    };
+    let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["200", "400", "400", "200", "200", "200"],
+        "nginx's statuses: {:?}",
+        nginx.answers
+    );
+    assert!(
+        nginx.answers[0]
+            .1
+            .starts_with("SUCCESS|CN=alice,OU=Ops\\+Dev\\;East,O=Example\\, Inc.,C=US|"),
+        "nginx's variables: {}",
+        nginx.answers[0].1
+    );
+    assert_eq!(refusals(&nginx).len(), 2, "nginx's lines: {:?}", nginx.log);
+    for (i, (mine, theirs)) in appliance.answers.iter().zip(&nginx.answers).enumerate() {
+        assert_eq!(
+            mine, theirs,
+            "answer {i}: the appliance's (left) against nginx's (right)"
+        );
+    }
+    assert_eq!(
+        refusals(&appliance),
+        refusals(&nginx),
+        "the refusals' log lines: the appliance's (left) against nginx's (right)"
+    );
+}
+
+/// curl with a plain HTTP request to an HTTPS port: status, `Location` and body.
+fn curl_plain(port: u16, target: &str) -> (String, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{target}"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rest, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap_or("")
+        .to_string();
+    (status.to_string(), location, body.to_string())
+}
+
+#[test]
+fn plain_http_on_an_https_port_as_nginx() {
+    let dir = TempDir::new("plain-on-https");
+    let server = support::make_cert(&dir, "localhost", "rsa");
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "{prelude}
+                 server {{
+                     listen 127.0.0.1:{bare} ssl;
+                     location / {{ return 200 \"ok\\n\"; }}
+                 }}
+                 server {{
+                     listen 127.0.0.1:{redirected} ssl;
+                     error_page 497 https://$host:$server_port$request_uri;
+                     location / {{ return 200 \"ok\\n\"; }}
+                 }}
+             }}",
+            prelude = prelude(errors, &server),
+            bare = ports[0],
+            redirected = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| {
+        let mut answers: Vec<(String, String, String)> =
+            [(ports[0], "/a?b=1"), (ports[1], "/c?d=2")]
+                .into_iter()
+                .map(|(port, target)| {
+                    let (status, location, body) = curl_plain(port, target);
+                    let location = location.replace(&ports[1].to_string(), "{1}");
+                    (status, location, as_the_appliance(body))
+                })
+                .collect();
+        // An HTTPS request still works.
+        let (status, body) = curl(ports[0], None);
+        answers.push((status, String::new(), body));
+        answers
+    };
+    let [nginx, appliance] = under_both(config, clients);
+    let plain_lines = |seen: &Seen<_>| seen.log.iter().filter(|l| l.contains("plain HTTP")).count();
+    assert_eq!(nginx.answers[0].0, "400", "nginx: {:?}", nginx.answers);
+    assert!(nginx.answers[0]
+        .2
+        .contains("The plain HTTP request was sent to HTTPS port"));
+    assert_eq!(
+        nginx.answers[1].1, "https://127.0.0.1:{1}/c?d=2",
+        "nginx: {:?}",
+        nginx.answers
+    );
+    assert_eq!(
+        nginx.answers[2],
+        ("200".into(), String::new(), "ok\n".into())
+    );
+    assert_eq!(
+        appliance.answers, nginx.answers,
+        "the appliance's answers (left) against nginx's (right)"
+    );
+    assert_eq!(
+        plain_lines(&appliance),
+        plain_lines(&nginx),
+        "lines about plain HTTP: the appliance's, nginx's"
+    );
+}
