@@ -1,5 +1,5 @@
-//! What an HTTPS port refuses, next to nginx: client certificates (`ssl_verify_client`) and
-//! plain HTTP sent to it. The same config, the same certificates and the same curl clients,
+//! What an HTTPS port (or a `stream {}` TLS port) refuses, next to nginx: client certificates
+//! (`ssl_verify_client`) and plain HTTP sent to it. The same config, the same certificates and the same curl clients,
 //! once with nginx 1.22 and once with the appliance. The statuses, the bodies (nginx's 400
 //! pages, and the `$ssl_client_*` variables a `return` echoes), the redirects `error_page 497`
 //! makes and the info-level lines of the refusals must be the same.
@@ -123,7 +123,11 @@ fn under_both<T>(
             .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
             .collect();
         let config = config(p(&error_log), ports);
-        let proxy = Proxy::start(kind, &config, &listen, NginxOptions::default());
+        let options = NginxOptions {
+            stream_module: true,
+            ..NginxOptions::default()
+        };
+        let proxy = Proxy::start(kind, &config, &listen, options);
         let answers = clients(ports);
         std::thread::sleep(Duration::from_millis(200));
         drop(proxy);
@@ -162,6 +166,29 @@ fn message(line: &str) -> Option<&str> {
     Some(rest.split_once(' ')?.1)
 }
 
+/// What `ask` got on each port, from the CA-signed client, from one without a certificate,
+/// and from the self-signed one, in that order.
+fn each_client<T>(
+    ports: [u16; 2],
+    certs: &Certificates,
+    ask: impl Fn(u16, Option<&(PathBuf, PathBuf)>) -> T,
+) -> Vec<T> {
+    let clients = [Some(&certs.client), None, Some(&certs.stranger)];
+    ports
+        .iter()
+        .flat_map(|port| clients.map(|cert| ask(*port, cert)))
+        .collect()
+}
+
+/// The lines of the client certificate refusals, their messages only.
+fn refusals<T>(seen: &Seen<T>) -> Vec<String> {
+    let lines = seen.log.iter().filter(|l| l.contains("SSL certificate"));
+    lines
+        .filter_map(|l| message(l))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The pages name their server; that is the one difference meant.
 fn as_the_appliance(body: String) -> String {
     body.replace("nginx/1.22.1", "appliance")
@@ -193,23 +220,12 @@ fn verified_refused_and_optional_clients_as_nginx() {
         )
     };
     let clients = |ports: [u16; 2]| {
-        let mut answers = Vec::new();
-        for port in ports {
-            for cert in [Some(&certs.client), None, Some(&certs.stranger)] {
-                let (status, body) = curl(port, cert);
-                answers.push((status, as_the_appliance(body)));
-            }
-        }
-        answers
+        each_client(ports, &certs, |port, cert| {
+            let (status, body) = curl(port, cert);
+            (status, as_the_appliance(body))
+        })
     };
     let [nginx, appliance] = under_both(config, clients);
-    let refusals = |seen: &Seen<_>| -> Vec<String> {
-        let lines = seen.log.iter().filter(|l| l.contains("SSL certificate"));
-        lines
-            .filter_map(|l| message(l))
-            .map(str::to_string)
-            .collect()
-    };
     let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         statuses,
@@ -316,5 +332,104 @@ fn plain_http_on_an_https_port_as_nginx() {
         plain_lines(&appliance),
         plain_lines(&nginx),
         "lines about plain HTTP: the appliance's, nginx's"
+    );
+}
+
+/// A backend that echoes one line back and closes.
+fn echo_once_backend() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(&conn);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_ok() {
+                    let _ = (&conn).write_all(format!("echo {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `openssl s_client` to a stream TLS port with a certificate or none, a line sent: what came
+/// back.
+fn s_client_line(port: u16, cert: Option<&(PathBuf, PathBuf)>) -> String {
+    use std::io::Write;
+    let mut command = Command::new("timeout");
+    command.args(["10", "openssl", "s_client", "-quiet", "-connect"]);
+    command.arg(format!("127.0.0.1:{port}"));
+    if let Some((crt, key)) = cert {
+        command.args(["-cert", p(crt), "-key", p(key)]);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl is installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(b"ping\n");
+    let out = child.wait_with_output().expect("s_client ends");
+    drop(stdin);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn stream_clients_verified_and_refused_as_nginx() {
+    let dir = TempDir::new("stream-client-certs");
+    let certs = certificates(&dir);
+    let echo = echo_once_backend();
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "worker_processes 1;
+             error_log {errors} info;
+             events {{}}
+             stream {{
+                 ssl_certificate {crt};
+                 ssl_certificate_key {key};
+                 ssl_client_certificate {ca};
+                 server {{
+                     listen 127.0.0.1:{required} ssl;
+                     ssl_verify_client on;
+                     proxy_pass 127.0.0.1:{echo};
+                 }}
+                 server {{
+                     listen 127.0.0.1:{optional} ssl;
+                     ssl_verify_client optional;
+                     proxy_pass 127.0.0.1:{echo};
+                 }}
+             }}",
+            crt = p(&certs.server.0),
+            key = p(&certs.server.1),
+            ca = p(&certs.ca),
+            required = ports[0],
+            optional = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| each_client(ports, &certs, s_client_line);
+    let [nginx, appliance] = under_both(config, clients);
+    let echoed: Vec<bool> = nginx
+        .answers
+        .iter()
+        .map(|a| a.contains("echo ping"))
+        .collect();
+    assert_eq!(
+        echoed,
+        [true, false, false, true, true, false],
+        "nginx: {:?}",
+        nginx.answers
+    );
+    assert_eq!(
+        appliance.answers, nginx.answers,
+        "what came back: the appliance's (left) against nginx's (right)"
+    );
+    assert_eq!(refusals(&nginx).len(), 3, "nginx's lines: {:?}", nginx.log);
+    assert_eq!(
+        refusals(&appliance),
+        refusals(&nginx),
+        "the refusals' log lines: the appliance's (left) against nginx's (right)"
     );
 }

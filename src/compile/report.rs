@@ -9,8 +9,8 @@ use super::diag::Diagnostic;
 use crate::config::Origin;
 
 /// Directives that only restrict who gets a response. Where the appliance does not carry one
-/// over (`ssl_verify_client` in `stream {}`, the others anywhere), a config that uses it is
-/// refused rather than served open.
+/// over (the ones after `ssl_verify_client` anywhere), a config that uses it is refused rather
+/// than served open.
 pub const GUARDS_ACCESS: &[&str] = &[
     "ssl_verify_client",
     "ssl_crl",

@@ -772,6 +772,24 @@ impl Tls {
     pub fn is_empty(&self) -> bool {
         *self == Tls::default()
     }
+
+    /// These settings, with what they leave unset taken from `outer` (a server's from the
+    /// `http` or `stream` block's), as nginx merges them.
+    pub fn inherit(self, outer: &Tls) -> Tls {
+        Tls {
+            certificates: self.certificates.or_else(|| outer.certificates.clone()),
+            protocols: self.protocols.or_else(|| outer.protocols.clone()),
+            ciphers: self.ciphers.or_else(|| outer.ciphers.clone()),
+            prefer_server_ciphers: self.prefer_server_ciphers.or(outer.prefer_server_ciphers),
+            session_timeout: self.session_timeout.or(outer.session_timeout),
+            verify_client: self.verify_client.or(outer.verify_client),
+            client_certificate: (self.client_certificate)
+                .or_else(|| outer.client_certificate.clone()),
+            trusted_certificate: (self.trusted_certificate)
+                .or_else(|| outer.trusted_certificate.clone()),
+            verify_depth: self.verify_depth.or(outer.verify_depth),
+        }
+    }
 }
 
 /// nginx's `ssl_verify_client`. The handshake always completes; a request the mode refuses

@@ -289,6 +289,14 @@ impl Variable {
                 | SslProtocol
                 | SslCipher
                 | SslServerName
+                | SslClientVerify
+                | SslClientSDn
+                | SslClientIDn
+                | SslClientSerial
+                | SslClientFingerprint
+                | SslClientCert
+                | SslClientRawCert
+                | SslClientEscapedCert
                 | RealipRemoteAddr
                 | RealipRemotePort
                 | ProxyProtocolAddr

@@ -598,7 +598,7 @@ fn build_server(
         try_files: try_files_conf(vs.try_files.as_deref(), &server_level, vs.origin.as_ref())?,
         ..fallback
     });
-    let tls = merge_tls(&http.tls, &vs.tls);
+    let tls = vs.tls.clone().inherit(&http.tls);
     // nginx reads the certificates of every server that has them, listening on ssl or not.
     let tls_keys = match config::validate::certificates_of(&vs.tls, &http.tls) {
         Some(certificates) => {
@@ -1180,25 +1180,6 @@ fn merge_client(outer: &Client, inner: &Client) -> Client {
         send_timeout: inner.send_timeout.or(outer.send_timeout),
         sendfile: inner.sendfile.or(outer.sendfile),
         sendfile_max_chunk: inner.sendfile_max_chunk.or(outer.sendfile_max_chunk),
-    }
-}
-
-fn merge_tls(outer: &Tls, inner: &Tls) -> Tls {
-    Tls {
-        certificates: inner
-            .certificates
-            .clone()
-            .or_else(|| outer.certificates.clone()),
-        protocols: inner.protocols.clone().or_else(|| outer.protocols.clone()),
-        ciphers: inner.ciphers.clone().or_else(|| outer.ciphers.clone()),
-        prefer_server_ciphers: inner.prefer_server_ciphers.or(outer.prefer_server_ciphers),
-        session_timeout: inner.session_timeout.or(outer.session_timeout),
-        verify_client: inner.verify_client.or(outer.verify_client),
-        client_certificate: (inner.client_certificate.clone())
-            .or_else(|| outer.client_certificate.clone()),
-        trusted_certificate: (inner.trusted_certificate.clone())
-            .or_else(|| outer.trusted_certificate.clone()),
-        verify_depth: inner.verify_depth.or(outer.verify_depth),
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::access::AccessRules;
 use super::balance::{Outcome, PeerAddr, SelectKey};
+use super::client_cert::{self, ClientCertificate, ClientVerification};
 use super::client_request::ClientRequest;
 use super::edge::Accepted;
 use super::error_context::{os_error, InSession};
@@ -181,7 +182,12 @@ fn server(
 ) -> Result<StreamConf, Diagnostic> {
     let at = s.origin.as_ref();
     let tls_keys = match s.tls.certificates.as_deref() {
-        Some(c) if !c.is_empty() => Some(Arc::new(ServerKeys::load(c, at)?)),
+        Some(c) if !c.is_empty() => {
+            let verification = ClientVerification::load(&s.tls, at)?;
+            Some(Arc::new(
+                ServerKeys::load(c, at)?.verifying_clients(verification),
+            ))
+        }
         _ => None,
     };
     let upstream_tls = match s.upstream_tls {
@@ -352,6 +358,8 @@ struct Client {
     proxy: Option<proxy_protocol::ProxyInfo>,
     /// The TLS handshake's protocol, cipher and server name, on an `ssl` listener.
     tls: Option<(String, String, Option<String>)>,
+    /// The client's certificate, when the server asked for one (`ssl_verify_client`).
+    certificate: Option<Arc<ClientCertificate>>,
     preread: Option<Preread>,
 }
 
@@ -386,6 +394,7 @@ impl Client {
             ssl_protocol: tls.map(|t| t.0.as_str()),
             ssl_cipher: tls.map(|t| t.1.as_str()),
             ssl_server_name: tls.and_then(|t| t.2.as_deref()),
+            ssl_client: self.certificate.as_deref(),
             proxy_protocol: self.proxy,
             preread: self.preread.as_ref(),
             connection: self.number,
@@ -474,6 +483,7 @@ impl StreamEdge {
             local,
             proxy: None,
             tls: None,
+            certificate: None,
             preread: None,
         };
         let mut outcome = SessionVars::new(started);
@@ -574,11 +584,25 @@ async fn session(
             let l4 = socket.into_l4(&std::mem::take(&mut early));
             match tls::accept_within(acceptor, l4, pick, conf.handshake_timeout).await {
                 Ok(s) => {
-                    client.tls = s.ssl_digest().map(|d| {
-                        let handshaken = d.extension.get::<tls::Handshaken>();
-                        let name = handshaken.and_then(|h| h.server_name.clone());
-                        (d.version.to_string(), d.cipher.to_string(), name)
+                    let handshaken = s.ssl_digest().and_then(|d| {
+                        let h = d.extension.get::<tls::Handshaken>();
+                        client.tls = Some((
+                            d.version.to_string(),
+                            d.cipher.to_string(),
+                            h.and_then(|h| h.server_name.clone()),
+                        ));
+                        h.cloned()
                     });
+                    client.certificate = handshaken.and_then(|h| h.client_certificate);
+                    // ngx_stream_ssl_handler: the client's certificate, once the handshake is
+                    // done; a refusal ends the session.
+                    let mode = conf.tls.verify_client.unwrap_or_default();
+                    let certificate = client.certificate.as_deref();
+                    if let Some(refusal) = client_cert::refusal(mode, certificate) {
+                        let message = format_args!("{} while SSL handshaking", refusal.message);
+                        client.log(LogLevel::Info, None, message);
+                        return INTERNAL_SERVER_ERROR;
+                    }
                     Box::new(s)
                 }
                 Err(e) => {

@@ -1515,7 +1515,6 @@ impl Lowering<'_> {
             "ssl_ciphers" => level.tls.ciphers = Some(self.arg(stmt, 0)?.to_string()),
             "ssl_prefer_server_ciphers" => level.tls.prefer_server_ciphers = Some(self.flag(stmt)?),
             "ssl_session_timeout" => level.tls.session_timeout = Some(self.sec(stmt, 0)?),
-            // Client certificates: http only (a stream server's are reported, and refused).
             "ssl_verify_client" => {
                 let word = self.arg(stmt, 0)?;
                 let mode = VerifyClient::from_nginx(word)

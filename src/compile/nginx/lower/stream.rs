@@ -193,14 +193,7 @@ impl Lowering<'_> {
         if listen.is_empty() {
             return Err(self.error(block, "no \"listen\" is defined for server"));
         }
-        let mut server_tls = self.pair_certificates(tls)?;
-        if server_tls.certificates.is_none() {
-            server_tls.certificates = stream_tls.certificates.clone();
-        }
-        server_tls.protocols = server_tls
-            .protocols
-            .or_else(|| stream_tls.protocols.clone());
-        server_tls.ciphers = server_tls.ciphers.or_else(|| stream_tls.ciphers.clone());
+        let server_tls = self.pair_certificates(tls)?.inherit(stream_tls);
         Ok(Some(StreamServer {
             origin: self.origin(block),
             listen,
@@ -367,7 +360,11 @@ impl Lowering<'_> {
             | "ssl_protocols"
             | "ssl_ciphers"
             | "ssl_prefer_server_ciphers"
-            | "ssl_session_timeout" => match tls {
+            | "ssl_session_timeout"
+            | "ssl_verify_client"
+            | "ssl_client_certificate"
+            | "ssl_trusted_certificate"
+            | "ssl_verify_depth" => match tls {
                 Some(level) => self.tls_setting(stmt, level)?,
                 None => return Ok(false),
             },

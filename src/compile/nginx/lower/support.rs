@@ -231,10 +231,10 @@ pub const SUPPORTED: &[Entry] = &[
     full("ssl_ciphers", "http, server, stream"),
     full("ssl_prefer_server_ciphers", "http, server, stream"),
     full("ssl_session_timeout", "http, server, stream"),
-    full("ssl_verify_client", "http, server"),
-    full("ssl_client_certificate", "http, server"),
-    full("ssl_trusted_certificate", "http, server"),
-    full("ssl_verify_depth", "http, server"),
+    full("ssl_verify_client", "http, server, stream"),
+    full("ssl_client_certificate", "http, server, stream"),
+    full("ssl_trusted_certificate", "http, server, stream"),
+    full("ssl_verify_depth", "http, server, stream"),
 ];
 
 /// Directives whose absence does not change what clients get: logging, buffering, caches of
@@ -478,10 +478,7 @@ pub fn render_markdown() -> String {
         .map(|n| format!("`{n}`"))
         .collect();
     out.push_str(&names.join(", "));
-    out.push_str(
-        "\n\n`ssl_verify_client` is supported in `http` and `server` (see above), refused in \
-         `stream {}`.\n",
-    );
+    out.push('\n');
     out
 }
 
