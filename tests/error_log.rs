@@ -211,6 +211,11 @@ fn error_lines_as_nginx_writes_them() {
                     auth_basic_user_file {dir}/htpasswd;
                     proxy_pass http://{b0};
                 }
+                location /guarded/ {
+                    auth_request /auth;
+                    proxy_pass http://{b0};
+                }
+                location = /auth { proxy_pass http://{refused}; }
                 location /private-gone/ {
                     auth_basic \"Private\";
                     auth_basic_user_file {dir}/htpasswd;
@@ -246,6 +251,8 @@ fn error_lines_as_nginx_writes_them() {
         on_one_connection(listen, &[("/gone/y", "")]);
         // Through Pingora's session in the appliance (a location with auth_basic).
         on_one_connection(listen, &[("/private-gone/w", AUTH)]);
+        // A subrequest that fails: its line names it, then the request's.
+        assert_eq!(on_one_connection(listen, &[("/guarded/v", "")]), [500]);
         on_one_connection(listen, &[("/closed/z", "")]);
         let files = on_one_connection(
             listen,

@@ -70,18 +70,19 @@ impl DynamicPass {
     }
 
     /// Where the evaluated URL `url` sends the request; `pools` are the config's, `resolver`
-    /// the location's. `Err` with the status nginx answers with, the reason logged.
+    /// the location's. `Err` with the status nginx answers with, the reason given to `log`.
     pub async fn target(
         &self,
         url: &[u8],
         pools: &HashMap<String, Arc<UpstreamPool>>,
         resolver: Option<&NameResolver>,
+        log: &(dyn Fn(std::fmt::Arguments<'_>) + Sync),
     ) -> Result<Target, u16> {
         let text = String::from_utf8_lossy(url);
         let (scheme, rest) = match split_scheme(&text) {
             Some(split) => split,
             None => {
-                tracing::error!("invalid URL prefix in \"{text}\"");
+                log(format_args!("invalid URL prefix in \"{text}\""));
                 return Err(500);
             }
         };
@@ -93,7 +94,7 @@ impl DynamicPass {
             u => Some(u.as_bytes().to_vec()),
         };
         if host.is_empty() {
-            tracing::error!("no host in upstream \"{rest}\"");
+            log(format_args!("no host in upstream \"{rest}\""));
             return Err(500);
         }
         let mut key = format!("{scheme}://{host}");
@@ -115,20 +116,20 @@ impl DynamicPass {
                 Some((name, port)) => match port.parse::<u16>() {
                     Ok(port) if port > 0 => (name, port),
                     _ => {
-                        tracing::error!("invalid port in upstream \"{rest}\"");
+                        log(format_args!("invalid port in upstream \"{rest}\""));
                         return Err(502);
                     }
                 },
                 None => (host, default_port),
             };
             let Some(resolver) = resolver else {
-                tracing::error!("no resolver defined to resolve {name}");
+                log(format_args!("no resolver defined to resolve {name}"));
                 return Err(502);
             };
             let addresses = match resolver.resolve(name).await {
                 Ok(ips) => ips,
                 Err(why) => {
-                    tracing::error!("{name} could not be resolved ({why})");
+                    log(format_args!("{name} could not be resolved ({why})"));
                     return Err(502);
                 }
             };
@@ -158,7 +159,7 @@ impl DynamicPass {
                 match made {
                     Ok(pool) => Arc::new(pool),
                     Err(e) => {
-                        tracing::error!("{} in upstream \"{rest}\"", e.message);
+                        log(format_args!("{} in upstream \"{rest}\"", e.message));
                         return Err(502);
                     }
                 }
@@ -181,7 +182,7 @@ impl DynamicPass {
             Defined::Names(&self.declared),
         )
         .map_err(|e| {
-            tracing::error!("{}", e.message);
+            log(format_args!("{}", e.message));
             500u16
         })?;
         let proxy = Arc::new(proxy);

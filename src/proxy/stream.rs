@@ -626,7 +626,12 @@ async fn session(
                 client.preread = found;
                 early = read;
             }
-            Err(status) => return status,
+            Err((status, why)) => {
+                if let Some((level, message)) = why {
+                    client.log(level, None, format_args!("{message}"));
+                }
+                return status;
+            }
         },
         None => outcome.bytes_received += early.len() as u64,
     }
@@ -634,7 +639,13 @@ async fn session(
         Pass::Fixed(pool) => pool.clone(),
         Pass::Variable { target, pools } => {
             let value = eval_to_vec(target, &client.vars(&conf.tables));
-            match destination(&String::from_utf8_lossy(&value), pools, conf).await {
+            // Said with the proxy's part of the line, no backend yet (ngx_stream_proxy_handler
+            // sets its log handler first).
+            let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
+            let log = |message: std::fmt::Arguments<'_>| {
+                client.log(LogLevel::Error, Some((None, bytes)), message)
+            };
+            match destination(&String::from_utf8_lossy(&value), pools, conf, &log).await {
                 Some(pool) => pool,
                 None => return INTERNAL_SERVER_ERROR,
             }
@@ -699,7 +710,7 @@ async fn preread(
     read: Vec<u8>,
     timeout: Duration,
     size: usize,
-) -> Result<(Option<Preread>, Vec<u8>), u16> {
+) -> Result<(Option<Preread>, Vec<u8>), (u16, Option<(LogLevel, &'static str)>)> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Read into the buffer's spare room as it is: nothing to zero first, as in nginx.
     let mut buf = read;
@@ -712,16 +723,16 @@ async fn preread(
         }
         let room = size.saturating_sub(buf.len());
         if room == 0 {
-            tracing::error!("preread buffer full while prereading client data");
-            return Err(BAD_REQUEST);
+            let why = "preread buffer full while prereading client data";
+            return Err((BAD_REQUEST, Some((LogLevel::Error, why))));
         }
         let mut room = (&mut buf).limit(room);
         match tokio::time::timeout_at(deadline, client.read_buf(&mut room)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(OK),
+            Ok(_) => return Err((OK, None)),
             Err(_) => {
-                tracing::info!("client timed out while prereading client data");
-                return Err(OK);
+                let why = "client timed out while prereading client data";
+                return Err((OK, Some((LogLevel::Info, why))));
             }
         }
     }
@@ -730,12 +741,17 @@ async fn preread(
 /// The pool `proxy_pass $name` names for this connection: an upstream of the stream, an
 /// address, the addresses the resolver has for a name, or (logged as nginx logs it) nothing,
 /// and the connection is closed.
-async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Arc<UpstreamPool>> {
+async fn destination(
+    value: &str,
+    pools: &Pools,
+    conf: &StreamConf,
+    log: &(dyn Fn(std::fmt::Arguments<'_>) + Sync),
+) -> Option<Arc<UpstreamPool>> {
     let at = conf.origin.as_ref();
     let fresh = |text: &str| match runtime::implicit_pool(text, 0, at, next_dynamic_pool_id()) {
         Ok(pool) => Some(Arc::new(pool)),
         Err(e) => {
-            tracing::error!("{} in upstream \"{value}\"", e.message);
+            log(format_args!("{} in upstream \"{value}\"", e.message));
             None
         }
     };
@@ -745,7 +761,7 @@ async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Ar
     let (host, port) = match config::validate::server_address(value, 0) {
         Ok(parsed) => parsed,
         Err(e) => {
-            tracing::error!("{e}");
+            log(format_args!("{e}"));
             return None;
         }
     };
@@ -762,7 +778,7 @@ async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Ar
         }
     }
     if port == 0 {
-        tracing::error!("no port in upstream \"{value}\"");
+        log(format_args!("no port in upstream \"{value}\""));
         return None;
     }
     if literal {
@@ -770,7 +786,7 @@ async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Ar
         return fresh(value);
     }
     let Some(resolver) = &conf.resolver else {
-        tracing::error!("no resolver defined to resolve {host}");
+        log(format_args!("no resolver defined to resolve {host}"));
         return None;
     };
     let addresses: Vec<SocketAddr> = match resolver.resolve(&host).await {
@@ -779,14 +795,14 @@ async fn destination(value: &str, pools: &Pools, conf: &StreamConf) -> Option<Ar
             .map(|ip| SocketAddr::new(ip, port))
             .collect(),
         Err(why) => {
-            tracing::error!("{host} could not be resolved ({why})");
+            log(format_args!("{host} could not be resolved ({why})"));
             return None;
         }
     };
     match runtime::resolved_pool(value, &addresses, at, next_dynamic_pool_id()) {
         Ok(pool) => Some(Arc::new(pool)),
         Err(e) => {
-            tracing::error!("{} in upstream \"{value}\"", e.message);
+            log(format_args!("{} in upstream \"{value}\"", e.message));
             None
         }
     }

@@ -34,6 +34,7 @@ use super::{
     content, peer_of, route_from_server_rewrite, upstream_request, Answer, Exchange, Next,
     RequestCtx, Route,
 };
+use crate::config::LogLevel;
 use crate::config::NextUpstream;
 
 /// The connections subrequests make: Pingora's HTTP client, with its own keep-alive pool
@@ -78,11 +79,22 @@ pub(super) fn conclude(
         .as_ref()
         .and_then(|r| r.headers.get(http::header::WWW_AUTHENTICATE))
         .map(|v| v.as_bytes().to_vec());
+    // nginx's log action is left at the proxy module's "sending to client" once the
+    // subrequest went through it (ngx_http_upstream_finalize_request), and is unset otherwise.
+    let action = match sub.proxy() {
+        Some(_) => " while sending to client",
+        None => "",
+    };
     ctx.after_subrequest(sub);
     for (name, value) in values {
         ctx.set_declared(&name, value);
     }
-    said(status, challenge)
+    let said = said(status, challenge);
+    if said == Said::Failed {
+        let message = format_args!("auth request unexpected status: {status}{action}");
+        ctx.log_error(x, None, LogLevel::Error, message);
+    }
+    said
 }
 
 /// What the subrequest's status says (ngx_http_auth_request_handler); `challenge`: the
@@ -92,10 +104,7 @@ fn said(status: u16, challenge: Option<Vec<u8>>) -> Said {
         403 => Said::Forbidden,
         401 => Said::Unauthorized(challenge),
         200..=299 => Said::Ok,
-        _ => {
-            tracing::error!("auth request unexpected status: {status}");
-            Said::Failed
-        }
+        _ => Said::Failed,
     }
 }
 
@@ -164,7 +173,7 @@ async fn proxy(sub: &mut RequestCtx, x: Exchange<'_>, client: &RequestHeader) ->
             }
             Err(e) => {
                 crate::proxy::connection_tag::next_number();
-                tracing::error!("{e} while connecting to upstream, subrequest, peer: {peer}");
+                sub.log_upstream_error(x, &peer, &e);
                 let timed_out = matches!(
                     e.etype(),
                     ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
@@ -189,7 +198,7 @@ async fn proxy(sub: &mut RequestCtx, x: Exchange<'_>, client: &RequestHeader) ->
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            tracing::error!("{e} while proxying the subrequest, peer: {peer}");
+            sub.log_upstream_error(x, &peer, &e);
             let condition = match e.etype() {
                 ErrorType::ReadTimedout | ErrorType::WriteTimedout => NextUpstream::Timeout,
                 ErrorType::InvalidHTTPHeader | ErrorType::H1Error => NextUpstream::InvalidHeader,

@@ -23,6 +23,7 @@ use super::{
     after_route, route_from_location, route_from_server_rewrite, Answer, Exchange, Next,
     RequestCtx, MAX_URI_CHANGES,
 };
+use crate::config::LogLevel;
 
 /// What `error_page` has done to a request.
 #[derive(Default)]
@@ -115,10 +116,11 @@ pub(super) async fn follow(
     ctx.leave_upstream();
     if !ctx.errors.jump() {
         // ngx_http_internal_redirect: out of URI changes (`index /`, try_files in a circle).
-        tracing::error!(
+        let message = format_args!(
             "rewrite or internal redirection cycle while internally redirecting to \"{}\"",
             String::from_utf8_lossy(&ctx.uri.path)
         );
+        ctx.log_error(Exchange::of(session), None, LogLevel::Error, message);
         return Ok(Next::Answer(Answer::Special {
             status: 500,
             location: None,
@@ -148,10 +150,11 @@ pub(super) async fn follow(
         Jump::Named(name) => {
             let found = server.named.iter().find(|l| l.name.as_bytes() == name);
             let Some(named) = found.cloned() else {
-                tracing::error!(
+                let message = format_args!(
                     "could not find named location \"{}\"",
                     String::from_utf8_lossy(&name)
                 );
+                ctx.log_error(Exchange::of(session), None, LogLevel::Error, message);
                 return Ok(Next::Answer(Answer::special(500)));
             };
             ctx.prefix_len = None;

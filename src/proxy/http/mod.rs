@@ -1004,10 +1004,9 @@ impl RequestCtx {
     }
 
     /// Logs a failed try at the server `peer`, as nginx logs it.
-    fn log_upstream_error(&self, session: &Session, peer: &HttpPeer, e: &Error) {
+    fn log_upstream_error(&self, x: Exchange<'_>, peer: &HttpPeer, e: &Error) {
         let words =
             super::error_context::upstream_error_words(e, self.upstream.header_in_this_try());
-        let x = Exchange::of(session);
         self.log_error(
             x,
             Some(&peer._address),
@@ -1532,7 +1531,7 @@ impl ProxyHttp for HttpProxy {
     ) -> Box<Error> {
         // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
         super::connection_tag::next_number();
-        ctx.log_upstream_error(session, peer, &e);
+        ctx.log_upstream_error(Exchange::of(session), peer, &e);
         let timed_out = matches!(
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
@@ -1570,7 +1569,7 @@ impl ProxyHttp for HttpProxy {
             return e;
         }
         if e.esource() == &pingora::ErrorSource::Upstream {
-            ctx.log_upstream_error(session, peer, &e);
+            ctx.log_upstream_error(Exchange::of(session), peer, &e);
         }
         if session.response_written().is_some() {
             // The response has started: nothing can be retried, and nginx frees the peer as
@@ -2110,7 +2109,9 @@ async fn content(x: Exchange<'_>, ctx: &mut RequestCtx, location: &LocationConf)
     if let Some(pass) = &location.dynamic_pass {
         let url = eval_to_vec(&pass.url, &ctx.vars_of(x, None));
         let resolver = location.resolver.as_deref();
-        match pass.target(&url, &ctx.runtime.pools, resolver).await {
+        let log =
+            |message: std::fmt::Arguments<'_>| ctx.log_error(x, None, LogLevel::Error, message);
+        match pass.target(&url, &ctx.runtime.pools, resolver, &log).await {
             Ok(target) => ctx.dynamic = Some(Box::new(target)),
             Err(status) => return Some(Next::Answer(Answer::special(status))),
         }
