@@ -96,6 +96,7 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
         .parse()
         .expect("address");
     let refused = format!("127.0.0.1:{}", support::free_port());
+    let short = short_backend();
     let dir = support::TempDir::new("error-log");
     std::fs::write(
         dir.path.join("htpasswd"),
@@ -107,7 +108,8 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
         .replace("{listen}", &listen.to_string())
         .replace("{dir}", &dir.path.display().to_string())
         .replace("{b0}", &backends.addr(0).to_string())
-        .replace("{refused}", &refused);
+        .replace("{refused}", &refused)
+        .replace("{short}", &short.to_string());
     let options = NginxOptions {
         ready_without_connecting: true,
         ..NginxOptions::default()
@@ -126,11 +128,40 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
             .map(|l| {
                 l.replace(&dir.path.display().to_string(), "{dir}")
                     .replace(&refused, "{refused}")
+                    .replace(&short.to_string(), "{short}")
             })
             .collect(),
         error_log,
         _dir: dir,
     }
+}
+
+/// A backend that promises 100 bytes, sends 7 and closes.
+fn short_backend() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial";
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Sends one request on a connection of its own and reads until the proxy closes it.
+fn read_to_close(listen: SocketAddr, target: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    all
 }
 
 const AUTH: &str = "Authorization: Basic YWxpY2U6c2VjcmV0\r\n";
@@ -216,6 +247,8 @@ fn error_lines_as_nginx_writes_them() {
                     proxy_pass http://{b0};
                 }
                 location = /auth { proxy_pass http://{refused}; }
+                location /loop { rewrite ^ /loop last; }
+                location /short/ { proxy_pass http://{short}; }
                 location /private-gone/ {
                     auth_basic \"Private\";
                     auth_basic_user_file {dir}/htpasswd;
@@ -253,6 +286,14 @@ fn error_lines_as_nginx_writes_them() {
         on_one_connection(listen, &[("/private-gone/w", AUTH)]);
         // A subrequest that fails: its line names it, then the request's.
         assert_eq!(on_one_connection(listen, &[("/guarded/v", "")]), [500]);
+        assert_eq!(on_one_connection(listen, &[("/loop", "")]), [500]);
+        // A body cut short: the client gets the 7 bytes, then the close.
+        let cut = read_to_close(listen, "/short/x");
+        assert!(
+            cut.ends_with(b"partial"),
+            "{}",
+            String::from_utf8_lossy(&cut)
+        );
         on_one_connection(listen, &[("/closed/z", "")]);
         let files = on_one_connection(
             listen,

@@ -126,6 +126,10 @@ pub struct RequestCtx {
     /// This is `auth_request`'s subrequest: it sends no body, but the client's
     /// `Content-Length`, as nginx does.
     subrequest: bool,
+    /// What went wrong while routing (a rewrite cycle, an empty rewritten URI), logged when
+    /// the refusal is answered: the fast path routes a request again in Pingora's session,
+    /// so logging it at once would write it twice.
+    route_error: Option<String>,
     _in_flight: super::metrics::InFlight,
 }
 
@@ -256,6 +260,7 @@ impl RequestCtx {
             previous,
             errors: error_pages::ErrorPageState::default(),
             subrequest: false,
+            route_error: None,
             _in_flight: super::metrics::InFlight::enter(),
         }
     }
@@ -546,10 +551,10 @@ fn route_from_location(
         }
         changes += 1;
         if changes > MAX_URI_CHANGES {
-            tracing::error!(
+            ctx.route_error = Some(format!(
                 "rewrite or internal redirection cycle while processing \"{}\"",
                 String::from_utf8_lossy(&ctx.uri.path)
-            );
+            ));
             return Route::Reject(500);
         }
     }
@@ -833,7 +838,7 @@ impl RequestCtx {
             state.uri_changed = true;
         }
         if uri.is_empty() {
-            tracing::error!("the rewritten URI has a zero length");
+            self.route_error = Some("the rewritten URI has a zero length".into());
             return Ran::Answer(Route::Reject(500));
         }
         self.uri.path = uri;
@@ -1845,7 +1850,13 @@ impl Answer {
                 ctx.log_error(x, None, LogLevel::Info, message);
                 Answer::special(respond::TO_HTTPS)
             }
-            Route::Reject(status) => Answer::Bare(status),
+            Route::Reject(status) => {
+                if let Some(message) = &ctx.route_error {
+                    let x = Exchange::of(session);
+                    ctx.log_error(x, None, LogLevel::Error, format_args!("{message}"));
+                }
+                Answer::Bare(status)
+            }
             Route::Return(ret) => {
                 // ngx_http_script_return_code: a redirect, or an error status without text,
                 // finalizes the request with that status (a special response); the rest is

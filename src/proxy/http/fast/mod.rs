@@ -991,6 +991,8 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         };
         let mut complete = framing == Framing::None || (framing == Framing::Length(0));
         let mut upstream_ok = true;
+        // What went wrong with the server's side, in nginx's words, for the log.
+        let mut upstream_failure: Option<String> = None;
         let mut client_ok = true;
         let mut first = true;
         let mut upstream = Some(upstream);
@@ -1027,6 +1029,8 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                         }
                         Err(()) => {
                             upstream_ok = false;
+                            upstream_failure =
+                                Some("upstream sent invalid chunked response".into());
                         }
                     }
                 }
@@ -1087,11 +1091,28 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     }
                     break;
                 }
-                _ => {
+                failed => {
                     upstream_ok = false;
+                    upstream_failure = Some(match failed {
+                        Some(Ok(_)) => "upstream prematurely closed connection".into(),
+                        Some(Err(e)) => format!("recv() failed ({})", os_error(&e)),
+                        None => "upstream timed out (110: Connection timed out)".into(),
+                    });
                     break;
                 }
             }
+        }
+        if let Some(why) = upstream_failure {
+            // ngx_event_pipe's action while it reads the body.
+            let x = self.exchange(request, None, 0);
+            let peer = ctx.upstream.addrs.last().cloned();
+            let peer = peer.as_ref().map(|p| p as &dyn std::fmt::Display);
+            ctx.log_error(
+                x,
+                peer,
+                LogLevel::Error,
+                format_args!("{why} while reading upstream"),
+            );
         }
         ctx.upstream.try_body_bytes += body_sent;
         ctx.upstream.end_try(self.now);
