@@ -117,6 +117,9 @@ backend_conf() {
 # With LIMIT_RULES=1, the location applies a per-client `limit_req` and `limit_conn` to every
 # request, at limits the load stays far below (nothing is delayed or refused): the cost of
 # keeping the counts.
+# With HTTP_LOG=1, every request is written to an access log beside the config, in nginx's
+# default `combined` format, as Debian's nginx.conf has it (HAProxy, which logs through syslog,
+# is left without one).
 # With HEADER_RULES=1, the server adds the response headers configs in the field set at that
 # level (X-Frame-Options, X-Content-Type-Options, and Strict-Transport-Security `always`).
 # With ERROR_PAGES=1, the server has nginx's usual error pages: 500, 502, 503 and 504 answered
@@ -146,7 +149,11 @@ proxy_conf() {
     [ "${PIN_WORKERS:-0}" -eq 0 ] || echo "worker_cpu_affinity auto;"
     echo "events { worker_connections 4096; }"
     echo "http {"
-    echo "    access_log off;"
+    if [ "${HTTP_LOG:-0}" -ne 0 ]; then
+      echo "    access_log $(dirname "$file")/access.log;"
+    else
+      echo "    access_log off;"
+    fi
     echo "    keepalive_requests 1000000;"
     [ "${GZIP_RULES:-0}" -eq 0 ] || echo "    gzip on;"
     [ "${SENDFILE:-0}" -eq 0 ] || echo "    sendfile on;"
