@@ -15,7 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::super::access_phase::{Access, AccessPhase, AuthRequestConf, Said};
 use super::super::super::balance::{Outcome, PeerAddr};
-use super::super::super::keepalive::Upstream;
 use super::super::super::runtime::LocationConf;
 use super::super::super::sendfile::SendFile;
 use super::super::{route_from_server_rewrite, RequestCtx, Route};
@@ -145,24 +144,14 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             };
             sub.upstream.addrs.push(PeerAddr::Inet(addr));
             sub.upstream.begin_try(self.now);
-            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, self.now) {
-                Some(upstream) => upstream,
-                None => match self
-                    .connect(sub, request, addr, proxy.connect_timeout)
-                    .await
-                {
-                    Ok(stream) => Upstream {
-                        stream,
-                        requests: 0,
-                        reused: false,
-                    },
-                    Err(timed_out) => {
-                        if sub.connect_failed(timed_out, "GET") {
-                            continue;
-                        }
-                        return Some(sub.give_up_status);
+            let mut upstream = match self.upstream_to(sub, request, proxy, (peer, addr)).await {
+                Ok(upstream) => upstream,
+                Err(timed_out) => {
+                    if sub.connect_failed(timed_out, "GET") {
+                        continue;
                     }
-                },
+                    return Some(sub.give_up_status);
+                }
             };
             sub.upstream.connected(self.now);
             let head = match self

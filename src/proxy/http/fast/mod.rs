@@ -504,24 +504,14 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             };
             ctx.upstream.addrs.push(PeerAddr::Inet(addr));
             ctx.upstream.begin_try(self.now);
-            let mut upstream = match pool.idle.take(peer, pool.keepalive_timeout, self.now) {
-                Some(upstream) => upstream,
-                None => match self
-                    .connect(ctx, request, addr, proxy.connect_timeout)
-                    .await
-                {
-                    Ok(stream) => Upstream {
-                        stream,
-                        requests: 0,
-                        reused: false,
-                    },
-                    Err(timed_out) => {
-                        if ctx.connect_failed(timed_out, method) {
-                            continue;
-                        }
-                        return self.give_up(ctx, request, location, keepalive).await;
+            let mut upstream = match self.upstream_to(ctx, request, proxy, (peer, addr)).await {
+                Ok(upstream) => upstream,
+                Err(timed_out) => {
+                    if ctx.connect_failed(timed_out, method) {
+                        continue;
                     }
-                },
+                    return self.give_up(ctx, request, location, keepalive).await;
+                }
             };
             ctx.upstream.connected(self.now);
             pool.inflight.register(
@@ -1641,6 +1631,29 @@ impl Deadline {
 }
 
 impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
+    /// A connection to the server `peer` at `addr` for the request: an idle one from the
+    /// pool, else a new one. The error is true when the connect timed out.
+    async fn upstream_to(
+        &mut self,
+        ctx: &RequestCtx,
+        request: &ParsedHead,
+        proxy: &ProxyConf,
+        (peer, addr): (PeerId, SocketAddr),
+    ) -> Result<Upstream, bool> {
+        let pool = &proxy.pool;
+        if let Some(idle) = pool.idle.take(peer, pool.keepalive_timeout, self.now) {
+            return Ok(idle);
+        }
+        let stream = self
+            .connect(ctx, request, addr, proxy.connect_timeout)
+            .await?;
+        Ok(Upstream {
+            stream,
+            requests: 0,
+            reused: false,
+        })
+    }
+
     /// Opens a connection to `addr` for the request; logs a failure as nginx does. The error
     /// is true when the connect timed out.
     async fn connect(
