@@ -82,22 +82,46 @@ impl Format {
         Ok(Format { template, escape })
     }
 
-    /// One log line, with its newline.
-    pub fn line(&self, vars: &RequestVars<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        let mut value = Vec::with_capacity(64);
+    /// Appends one log line, with its newline, to `out`.
+    pub fn write_line(&self, vars: &RequestVars<'_>, out: &mut Vec<u8>) {
         for segment in &self.template.segments {
             match segment {
                 Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
                 Segment::Var(v) => {
-                    value.clear();
-                    vars.write(v, &mut value);
-                    escape_into(self.escape, &value, &mut out);
+                    let start = out.len();
+                    vars.write(v, out);
+                    escape_tail(self.escape, out, start);
                 }
             }
         }
         out.push(b'\n');
+    }
+
+    #[cfg(test)]
+    fn line(&self, vars: &RequestVars<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_line(vars, &mut out);
         out
+    }
+}
+
+/// Escapes the value just appended to `out` (from `start` on) in place. Most values need
+/// nothing, and are left where they were written rather than copied through a scratch buffer.
+fn escape_tail(escape: Escape, out: &mut Vec<u8>, start: usize) {
+    let value = &out[start..];
+    let clean = match escape {
+        Escape::None => !value.is_empty(),
+        Escape::Default => {
+            !value.is_empty()
+                && value
+                    .iter()
+                    .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        }
+        Escape::Json => value.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\'),
+    };
+    if !clean {
+        let raw = out.split_off(start);
+        escape_into(escape, &raw, out);
     }
 }
 
@@ -149,6 +173,18 @@ pub struct Target {
     pub file: Arc<LogFile>,
     pub format: Arc<Format>,
     pub condition: Option<Template>,
+}
+
+impl Target {
+    /// Whether the line, or whether it is written, may depend on the response's headers
+    /// (see [`Template::reads_response`]).
+    pub fn reads_response(&self) -> bool {
+        self.format.template.reads_response()
+            || self
+                .condition
+                .as_ref()
+                .is_some_and(Template::reads_response)
+    }
 }
 
 /// The access logs of a location: empty for `access_log off`.
@@ -241,8 +277,17 @@ pub fn write_access(logs: &[Target], vars: &RequestVars<'_>) {
                 continue;
             }
         }
-        target.file.send(target.format.line(vars));
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            target.format.write_line(vars, line);
+            target.file.send(line);
+        });
     }
+}
+
+thread_local! {
+    /// The line being made, kept from one line to the next: a line costs no allocation.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A log file shared by every target that names it, kept across reloads.
@@ -326,14 +371,14 @@ impl LogFile {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn send(self: &Arc<Self>, line: Vec<u8>) {
+    fn send(self: &Arc<Self>, line: &[u8]) {
         self.writer.get_or_init(|| self.start_writer());
         let mut pending = lock(&self.pending);
         if pending.lines.len() + line.len() > MAX_PENDING {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pending.lines.extend_from_slice(&line);
+        pending.lines.extend_from_slice(line);
         if std::mem::take(&mut pending.writer_idle) {
             self.arrived.notify_one();
         }
@@ -705,6 +750,26 @@ mod tests {
     }
 
     #[test]
+    fn values_escaped_in_place_between_clean_ones() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-A", "clean").unwrap();
+        req.append_header("X-B", "\"q\"").unwrap();
+        let vars = RequestVars {
+            status: 0,
+            ..vars(&req)
+        };
+        let f = Format::new(
+            "$http_x_a|$http_x_b|$http_x_c|$status",
+            Escape::Default,
+            Defined::NONE,
+        )
+        .unwrap();
+        assert_eq!(f.line(&vars), b"clean|\\x22q\\x22|-|000\n");
+        let f = Format::new("$http_x_b|$http_x_c|$http_x_a", Escape::Json, Defined::NONE).unwrap();
+        assert_eq!(f.line(&vars), b"\\\"q\\\"||clean\n");
+    }
+
+    #[test]
     fn json_escapes_like_nginx() {
         let mut out = Vec::new();
         escape_into(Escape::Json, b"a\"b\\c\n\x01\xc3\xa9", &mut out);
@@ -728,13 +793,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let file = open(&path).unwrap();
-        file.send(b"one\n".to_vec());
+        file.send(b"one\n");
         file.flush();
         std::fs::rename(&path, dir.join("access.log.1")).unwrap();
-        file.send(b"two\n".to_vec());
+        file.send(b"two\n");
         file.flush();
         file.reopen().unwrap();
-        file.send(b"three\n".to_vec());
+        file.send(b"three\n");
         file.flush();
         assert_eq!(
             std::fs::read_to_string(dir.join("access.log.1")).unwrap(),

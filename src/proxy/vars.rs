@@ -4,6 +4,7 @@
 //! (joined with `; `) and `X-Forwarded-For` (joined with `, `); `$host` is the validated Host,
 //! else the server's first name.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -317,7 +318,7 @@ impl<'a> RequestVars<'a> {
             }
             Variable::RemoteAddr => {
                 if let Some((ip, _)) = self.client {
-                    let _ = write!(out, "{ip}");
+                    write_ip(ip, out);
                 }
             }
             Variable::RealipRemoteAddr => {
@@ -399,13 +400,17 @@ impl<'a> RequestVars<'a> {
                 let _ = write!(out, "{:.3}", self.request_time);
             }
             Variable::Status => {
-                let _ = write!(out, "{:03}", self.status);
+                // nginx's "%03ui": the logged status of a request that got none is 000.
+                if self.status < 100 {
+                    out.extend_from_slice(if self.status < 10 { b"00" } else { b"0" });
+                }
+                write_number(self.status, out);
             }
             Variable::BytesSent if self.session.is_some() => {
-                let _ = write!(out, "{}", self.session.map_or(0, |s| s.bytes_sent));
+                write_number(self.session.map_or(0, |s| s.bytes_sent), out);
             }
             Variable::BodyBytesSent | Variable::BytesSent => {
-                let _ = write!(out, "{}", self.body_bytes_sent);
+                write_number(self.body_bytes_sent, out);
             }
             Variable::BytesReceived => {
                 if let Some(s) = self.session {
@@ -422,20 +427,16 @@ impl<'a> RequestVars<'a> {
                     out.extend_from_slice(b"TCP");
                 }
             }
-            Variable::TimeLocal => out.extend_from_slice(time_local().as_bytes()),
-            Variable::TimeIso8601 => out.extend_from_slice(time_iso8601().as_bytes()),
+            Variable::TimeLocal => write_now(Now::Local, out),
+            Variable::TimeIso8601 => write_now(Now::Iso8601, out),
             Variable::Msec => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
                 let _ = write!(out, "{}.{:03}", now.as_secs(), now.subsec_millis());
             }
-            Variable::Connection => {
-                let _ = write!(out, "{}", self.connection);
-            }
-            Variable::ConnectionRequests => {
-                let _ = write!(out, "{}", self.connection_requests);
-            }
+            Variable::Connection => write_number(self.connection, out),
+            Variable::ConnectionRequests => write_number(self.connection_requests, out),
             Variable::LimitReqStatus => {
                 if let Some(status) = self.limits.requests {
                     out.extend_from_slice(status.as_str().as_bytes());
@@ -742,31 +743,87 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// `$time_local`: `21/Nov/2026:10:00:00 +0000` (the appliance logs in UTC).
-pub fn time_local() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000",
-        MONTHS[(mo - 1) as usize]
-    )
+/// The two shapes of the time now that variables print.
+#[derive(Clone, Copy)]
+pub enum Now {
+    /// `$time_local`: `21/Nov/2026:10:00:00 +0000` (the appliance logs in UTC).
+    Local = 0,
+    /// `$time_iso8601`: `2026-11-21T10:00:00+00:00`.
+    Iso8601 = 1,
 }
 
-/// `$time_iso8601`: `2026-11-21T10:00:00+00:00`.
+impl Now {
+    fn text(self, unix_seconds: i64) -> String {
+        let (y, mo, d, h, mi, s) = civil(unix_seconds);
+        match self {
+            Now::Local => {
+                const MONTHS: [&str; 12] = [
+                    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                    "Dec",
+                ];
+                let month = MONTHS[(mo - 1) as usize];
+                format!("{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000")
+            }
+            Now::Iso8601 => format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00"),
+        }
+    }
+}
+
+thread_local! {
+    /// Each shape's text and the second it was made for, per thread.
+    static NOW_TEXT: RefCell<[(i64, String); 2]> =
+        const { RefCell::new([(i64::MIN, String::new()), (i64::MIN, String::new())]) };
+}
+
+/// Appends the time now. The text is made once a second on each thread, as nginx keeps its
+/// time strings (`ngx_cached_http_log_time`) from one clock update to the next: made for each
+/// access log line, it was a third of the line's cost.
+pub fn write_now(shape: Now, out: &mut Vec<u8>) {
+    let now = unix_seconds();
+    NOW_TEXT.with_borrow_mut(|cache| {
+        let (made_for, text) = &mut cache[shape as usize];
+        if *made_for != now {
+            *made_for = now;
+            *text = shape.text(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// `$time_iso8601` as a string, for the error log's lines.
 pub fn time_iso8601() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
-    format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00")
+    Now::Iso8601.text(unix_seconds())
 }
 
-/// The civil UTC date and time now.
-fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
-    let secs = SystemTime::now()
+fn unix_seconds() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    civil(secs)
+        .unwrap_or(0)
+}
+
+/// Appends a number in decimal, without the formatter's machinery (its padding and width
+/// handling), which every access log line would pay for each number.
+pub fn write_number(n: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends an address as nginx prints it.
+fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_number(octet, out);
+            }
+        }
+        IpAddr::V6(a) => {
+            use std::io::Write;
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 /// Seconds since the epoch as (year, month 1-12, day, hour, minute, second) in UTC
@@ -893,10 +950,33 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        // Smoke test of the calendar arithmetic: the formatted date is well-formed.
-        let t = time_iso8601();
-        assert_eq!(t.len(), 25, "{t}");
-        assert!(time_local().ends_with(" +0000"));
+    fn times_as_nginx_prints_them() {
+        assert_eq!(Now::Local.text(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(Now::Local.text(1_800_000_000), "15/Jan/2027:08:00:00 +0000");
+        // A leap day, in a year that is a multiple of 400.
+        assert_eq!(Now::Iso8601.text(951_782_400), "2000-02-29T00:00:00+00:00");
+        // The text kept for the second is the one made for it, in either shape.
+        let mut out = Vec::new();
+        write_now(Now::Iso8601, &mut out);
+        write_now(Now::Local, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.len(), 25 + 26, "{text}");
+        assert!(text.ends_with(" +0000"), "{text}");
+    }
+
+    #[test]
+    fn numbers_and_addresses_as_nginx_prints_them() {
+        let mut out = Vec::new();
+        write_ip("10.0.255.1".parse().unwrap(), &mut out);
+        out.push(b' ');
+        write_ip("2001:db8::ffff:1.2.3.4".parse().unwrap(), &mut out);
+        out.push(b' ');
+        write_number(0u64, &mut out);
+        out.push(b' ');
+        write_number(u64::MAX, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "10.0.255.1 2001:db8::ffff:102:304 0 18446744073709551615"
+        );
     }
 }
