@@ -1,9 +1,11 @@
-//! Connection numbers and error log lines, next to nginx's: the same config and the same
-//! clients, once with nginx 1.22 and once with the appliance.
+//! Connection numbers, access log lines and error log lines, next to nginx's: the same config
+//! and the same clients, once with nginx 1.22 and once with the appliance.
 //!
 //! - `$connection` and `$connection_requests` in the access log: nginx numbers every accepted
 //!   connection and every connection it opens to a backend from one count, and a client's
 //!   requests on its connection from 1.
+//! - The response's headers in access log lines (`$sent_http_*`, `$upstream_http_*`, a `map`
+//!   on them in `if=`), which the appliance's fast path keeps only for logs that read them.
 //! - Error lines: `*N message, client: ..., server: ..., request: "...", upstream: "...",
 //!   host: "..."`, the parts operators' tools read. fail2ban's stock nginx filters (Debian's
 //!   fail2ban package) must find the same clients in the appliance's log as in nginx's.
@@ -22,23 +24,33 @@ use support::proxies::{Kind, NginxOptions, Proxy};
 /// Sends `requests` (target, extra header lines) on one connection, one after the other,
 /// waiting for each answer; returns the statuses.
 fn on_one_connection(listen: SocketAddr, requests: &[(&str, &str)]) -> Vec<u16> {
+    answers_on_one_connection(listen, requests)
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect()
+}
+
+/// As [`on_one_connection`]; returns each answer's status and how many bytes came after its
+/// head (a chunked body's framing included: what nginx's `$body_bytes_sent` counts).
+fn answers_on_one_connection(listen: SocketAddr, requests: &[(&str, &str)]) -> Vec<(u16, usize)> {
     let mut stream = TcpStream::connect(listen).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut statuses = Vec::new();
+    let mut answers = Vec::new();
     for (target, extra) in requests {
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: example.test\r\nReferer: http://from.test/\r\n{extra}\r\n"
         );
         stream.write_all(request.as_bytes()).expect("send");
-        statuses.push(read_response(&mut stream));
+        answers.push(read_response(&mut stream));
     }
-    statuses
+    answers
 }
 
-/// Reads one response with a Content-Length (or none) off `stream`: its status.
-fn read_response(stream: &mut TcpStream) -> u16 {
+/// Reads one response (with a Content-Length, chunked, or without a body) off `stream`: its
+/// status and the bytes after its head.
+fn read_response(stream: &mut TcpStream) -> (u16, usize) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -58,10 +70,24 @@ fn read_response(stream: &mut TcpStream) -> u16 {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("body");
-    head.split(' ')
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // The harness's chunks hold no `0\r\n\r\n` of their own.
+        while !body.ends_with(b"0\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => body.push(byte[0]),
+                _ => panic!("connection ended inside a chunked body"),
+            }
+        }
+    }
+    let status = head
+        .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status")
+        .expect("status");
+    (status, body.len())
 }
 
 /// The lines of a request's or session's errors (`*N ...`), without time, process and thread.
@@ -84,7 +110,7 @@ struct Run {
     access: String,
     errors: Vec<String>,
     error_log: std::path::PathBuf,
-    _dir: support::TempDir,
+    dir: support::TempDir,
 }
 
 /// Runs `config` (with `{listen}`, `{dir}`, `{b0}`, `{refused}` filled in) under `kind` and
@@ -132,7 +158,7 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
             })
             .collect(),
         error_log,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -218,6 +244,123 @@ fn connection_numbers_as_nginx_numbers_them() {
     assert_eq!(
         appliance.access, nginx.access,
         "the appliance's `$connection $connection_requests` (left) against nginx's (right)"
+    );
+}
+
+#[test]
+fn response_headers_in_access_lines_as_nginx() {
+    support::nginx::require_nginx();
+    // `/` logs what was sent (add_header's, the charset filter's, the framing headers nginx
+    // computes) and what the server sent; `json.log` takes only lines whose `if=` reads the
+    // response through a map; `/plain/` logs with a format that reads no response header.
+    // `/private/` goes through Pingora's session in the appliance (auth_basic). `bytes.log`'s
+    // `$body_bytes_sent` must be what each client got after the head: a chunked body's
+    // framing depends on how the server's chunks arrive, so it is checked against the wire
+    // rather than against nginx's number. (Through Pingora's session the appliance counts a
+    // chunked body without its framing: not asked here.)
+    let config = "worker_processes 1;
+        error_log {dir}/error.log error;
+        events {}
+        http {
+            log_format sent '$request_uri $status '
+                            '\"$sent_http_content_type\" \"$sent_http_x_added\" '
+                            '\"$sent_http_cache_control\" \"$sent_http_x_backend\" '
+                            '\"$upstream_http_x_backend\" \"$upstream_http_x_extra\" '
+                            '\"$sent_http_transfer_encoding\"';
+            log_format brief '$request_uri $status $body_bytes_sent';
+            log_format bytes '$body_bytes_sent';
+            map $sent_http_content_type $is_json { ~json 1; default 0; }
+            upstream pooled { server {b0}; keepalive 4; }
+            server {
+                listen {listen};
+                proxy_http_version 1.1;
+                proxy_set_header Connection \"\";
+                access_log {dir}/access.log sent;
+                access_log {dir}/json.log brief if=$is_json;
+                access_log {dir}/bytes.log bytes;
+                location / {
+                    proxy_pass http://pooled;
+                    add_header X-Added yes;
+                }
+                location /charset/ {
+                    proxy_pass http://pooled;
+                    charset utf-8;
+                }
+                location /hidden/ {
+                    proxy_pass http://pooled;
+                    proxy_hide_header X-Backend;
+                }
+                location /private/ {
+                    auth_basic on;
+                    auth_basic_user_file {dir}/htpasswd;
+                    proxy_pass http://pooled;
+                    proxy_hide_header X-Backend;
+                    add_header X-Added private;
+                }
+                location /plain/ {
+                    proxy_pass http://pooled;
+                    access_log {dir}/access.log brief;
+                    access_log {dir}/bytes.log bytes;
+                }
+            }
+        }";
+    let wire = std::sync::Mutex::new(Vec::new());
+    let clients = |listen: SocketAddr| {
+        let answers = answers_on_one_connection(
+            listen,
+            &[
+                ("/a", ""),
+                ("/b", "X-Harness-Type: application/json\r\n"),
+                (
+                    "/c",
+                    "X-Harness-Headers: X-Extra: 1|Cache-Control: no-cache\r\n",
+                ),
+                ("/d", "X-Harness-Chunked: 1\r\n"),
+                ("/charset/e", ""),
+                ("/hidden/f", "X-Harness-Type: text/json\r\n"),
+                ("/private/h", AUTH),
+                ("/plain/g", "X-Harness-Type: application/json\r\n"),
+            ],
+        );
+        let lines: Vec<String> = answers.iter().map(|(_, n)| n.to_string()).collect();
+        wire.lock().unwrap().push(lines.join("\n") + "\n");
+    };
+    let nginx = run(Kind::Nginx, config, clients);
+    let appliance = run(Kind::Appliance, config, clients);
+    let bytes = |r: &Run| std::fs::read_to_string(r.dir.path.join("bytes.log")).unwrap_or_default();
+    let wire = wire.into_inner().unwrap();
+    assert_eq!(
+        bytes(&nginx),
+        wire[0],
+        "nginx's $body_bytes_sent (left), the wire's (right)"
+    );
+    assert_eq!(
+        bytes(&appliance),
+        wire[1],
+        "the appliance's $body_bytes_sent (left), the wire's (right)"
+    );
+    assert_eq!(
+        nginx.access.lines().count(),
+        8,
+        "nginx logged every request: {}",
+        nginx.access
+    );
+    assert_eq!(
+        appliance.access, nginx.access,
+        "the appliance's lines (left) against nginx's (right)"
+    );
+    let json = |r: &Run| std::fs::read_to_string(r.dir.path.join("json.log")).unwrap_or_default();
+    // `/plain/`'s own `access_log` replaces the server's two.
+    assert_eq!(
+        json(&nginx).lines().count(),
+        2,
+        "nginx logged the JSON answers: {}",
+        json(&nginx)
+    );
+    assert_eq!(
+        json(&appliance),
+        json(&nginx),
+        "json.log: the appliance's (left) against nginx's"
     );
 }
 

@@ -546,6 +546,18 @@ impl Template {
             Segment::Literal(_) => None,
         })
     }
+
+    /// Whether the value may depend on the response's headers: `$sent_http_*`,
+    /// `$upstream_http_*`, or a variable the config defines (a `map` may be on either).
+    /// Where none does, the fast path need not keep the response it passes on.
+    pub fn reads_response(&self) -> bool {
+        self.variables().any(|v| {
+            matches!(
+                v,
+                Variable::UpstreamHeader(_) | Variable::ResponseHeader(_) | Variable::Declared(_)
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compile::diag::Diagnostic;
-use crate::config::template::{Context, Template, Variable};
+use crate::config::template::{Context, Template};
 use crate::config::{
     self, AccessRule, AddHeader, Appliance, Balance, Client, Defined, HttpVersion, ListenAddress,
     Location, LocationKind, NextUpstream, Origin, Proxy, RealIp, Return, Scheme, Tls, Upstream,
@@ -867,16 +867,7 @@ fn location_conf(
         proxy,
         dynamic_pass,
         client: client_conf(&level.client),
-        add_header_reads_response: add_header.iter().any(|rule| {
-            rule.value.variables().any(|v| {
-                matches!(
-                    v,
-                    Variable::UpstreamHeader(_)
-                        | Variable::ResponseHeader(_)
-                        | Variable::Declared(_)
-                )
-            })
-        }),
+        add_header_reads_response: add_header.iter().any(|rule| rule.value.reads_response()),
         add_header,
         access: AccessRules::new(level.access.as_deref().unwrap_or_default()),
         limits: level.zones.limits(&level.limits),

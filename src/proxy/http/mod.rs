@@ -1400,6 +1400,8 @@ impl ProxyHttp for HttpProxy {
                 return Err(e);
             }
         }
+        // `$upstream_http_*`: the server's headers as they came, hidden ones too.
+        ctx.upstream.response = Some(Box::new(response.clone()));
         let hide: Vec<http::HeaderName> = response
             .headers
             .keys()
@@ -1415,7 +1417,6 @@ impl ProxyHttp for HttpProxy {
         rewrite_redirects(session, response, ctx)?;
         response.insert_header("Server", respond::SERVER)?;
         response.insert_header("Date", respond::http_date_at(ctx.date()))?;
-        ctx.upstream.response = Some(Box::new(response.clone()));
         Ok(())
     }
 

@@ -10,7 +10,6 @@
 //! `proxy_pass` with variables, an HTTPS upstream, ...) goes to Pingora whole, before any
 //! upstream has seen it.
 
-use pingora::http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::super::access_phase::{Access, AccessPhase, AuthRequestConf, Said};
@@ -18,7 +17,10 @@ use super::super::super::balance::{Outcome, PeerAddr};
 use super::super::super::runtime::LocationConf;
 use super::super::super::sendfile::SendFile;
 use super::super::{route_from_server_rewrite, RequestCtx, Route};
-use super::{proxies_plainly, Connection, ResponseHead, TryFailed, CONNECTION, CONTENT_LENGTH};
+use super::{
+    proxies_plainly, received_header, Connection, ResponseHead, TryFailed, CONNECTION,
+    CONTENT_LENGTH,
+};
 use crate::config::Satisfy;
 use crate::proxy::client_request::ParsedHead;
 
@@ -176,7 +178,9 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             sub.release_at(Outcome::Success, self.now);
             sub.upstream.end_try(self.now);
             if head.status == 401 || !conf.set.is_empty() {
-                sub.upstream.response = self.response_header(&head).map(Box::new);
+                sub.upstream.response =
+                    received_header(head.status, &self.response_headers, &self.upstream_buf)
+                        .map(Box::new);
             }
             // No byte of the body is read, as in nginx: only a response without one leaves
             // the connection fit for the next request.
@@ -186,17 +190,6 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             }
             return Some(head.status);
         }
-    }
-
-    /// The response head just read, as a header the variables read.
-    fn response_header(&self, head: &ResponseHead) -> Option<ResponseHeader> {
-        let headers = &self.response_headers;
-        let mut response = ResponseHeader::build(head.status, Some(headers.len())).ok()?;
-        for (name, value, _) in headers {
-            let name = bytes::Bytes::copy_from_slice(&self.upstream_buf[name.clone()]);
-            let _ = response.append_header(name, &self.upstream_buf[value.clone()]);
-        }
-        Some(response)
     }
 
     /// Whether the response ends with its head, and its connection may carry another request.

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::super::error_pages::enter_uri;
 use super::super::files::{self as content, FileAnswer};
 use super::super::{Answer, Next, RequestCtx, Route};
-use super::{client_keepalive, has_access_log, put_header, Connection, Step};
+use super::{client_keepalive, logs_read_response, put_header, Connection, Step};
 use crate::proxy::client_request::ParsedHead;
 use crate::proxy::error_page::Jump;
 use crate::proxy::expires::http_time;
@@ -143,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // and `expires` values that may read it.
         let reads_response = location.add_header_reads_response
             || (location.expires.as_ref()).is_some_and(|e| e.reads_response());
-        let mut sent = match has_access_log(ctx) || reads_response {
+        let mut sent = match logs_read_response(ctx) || reads_response {
             true => ResponseHeader::build(status, Some(10)).ok(),
             false => None,
         };

@@ -70,6 +70,9 @@ mod files;
 
 use auth_request::{AuthOutcome, AuthPlan};
 
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// A request head longer than this goes to Pingora, which answers it as nginx's
 /// `large_client_header_buffers` would.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -796,7 +799,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
         // `$upstream_http_*`, and for `add_header` and `expires` values that may read it.
-        let logs = has_access_log(ctx);
+        let logs = logs_read_response(ctx);
         let reads_response = location
             .expires
             .as_ref()
@@ -934,10 +937,8 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 }
             }
         }
-        // As Pingora's path has it: the upstream's response as passed on, without what
-        // `add_header` adds after it.
-        if let Some(sent) = &sent {
-            ctx.upstream.response = Some(Box::new(sent.clone()));
+        if sent.is_some() {
+            ctx.upstream.response = received_header(head.status, &headers, buf).map(Box::new);
         }
         if !location.add_header.is_empty() {
             // nginx's headers filter: after every header of the upstream's.
@@ -1035,10 +1036,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             if complete && upstream_ok {
                 upstream_ok = finish_compressed(compressor.take(), &mut self.out, rechunk);
             }
-            body_sent += (self.out.len() - data_start) as u64;
             if complete && rechunk {
-                self.out.extend_from_slice(b"0\r\n\r\n");
+                self.out.extend_from_slice(LAST_CHUNK);
             }
+            // As nginx's `$body_bytes_sent`: what went out after the head, chunk framing too.
+            body_sent += (self.out.len() - data_start) as u64;
             if complete && upstream_ok {
                 // The server's part is over: its connection goes back to the pool now, before
                 // the client has read everything, as nginx frees it.
@@ -1071,12 +1073,17 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Ok(_)) if framing == Framing::UntilClose => {
                     complete = true;
+                    let tail_start = self.out.len();
                     if !finish_compressed(compressor.take(), &mut self.out, rechunk) {
                         upstream_ok = false;
                         break;
                     }
                     if rechunk {
-                        self.out.extend_from_slice(b"0\r\n\r\n");
+                        self.out.extend_from_slice(LAST_CHUNK);
+                    }
+                    // The compressor's last bytes go out too when the body ends with the close.
+                    body_sent += (self.out.len() - tail_start) as u64;
+                    if !self.out.is_empty() {
                         client_ok = self.send_out(send_timeout).await;
                     }
                     break;
@@ -1335,8 +1342,23 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
     }
 }
 
+/// The server's response head as it came (`$upstream_http_*`: hidden headers too, before
+/// `proxy_redirect`), from the headers found in `buf`.
+fn received_header(
+    status: u16,
+    headers: &[ResponseHeaderAt],
+    buf: &[u8],
+) -> Option<ResponseHeader> {
+    let mut response = ResponseHeader::build(status, Some(headers.len())).ok()?;
+    for (name, value, _) in headers {
+        let name = bytes::Bytes::copy_from_slice(&buf[name.clone()]);
+        let _ = response.append_header(name, &buf[value.clone()]);
+    }
+    Some(response)
+}
+
 /// Writes a response header's line to `out`, and adds it to `sent` when the response is kept
-/// whole (see `has_access_log`).
+/// whole (see `logs_read_response`).
 fn put_header<N>(out: &mut Vec<u8>, sent: &mut Option<ResponseHeader>, name: N, value: &[u8])
 where
     N: AsRef<str> + pingora::http::IntoCaseHeaderName,
@@ -1381,11 +1403,12 @@ fn set_expires(
     out.extend_from_slice(&appended);
 }
 
-/// Whether the request is logged: the response sent is then kept whole for the log's
-/// `$sent_http_*` and `$upstream_http_*`.
-fn has_access_log(ctx: &RequestCtx) -> bool {
+/// Whether the request's access log lines may read the response's headers
+/// (`$sent_http_*`, `$upstream_http_*`): the response sent is then kept whole for them.
+/// nginx's `combined` reads none, and building the copy cost more than the line itself.
+fn logs_read_response(ctx: &RequestCtx) -> bool {
     match &ctx.location {
-        Some(l) => !l.access_log.is_empty(),
+        Some(l) => l.access_log.iter().any(|t| t.reads_response()),
         None => true,
     }
 }
