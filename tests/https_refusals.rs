@@ -1,8 +1,8 @@
 //! What an HTTPS port (or a `stream {}` TLS port) refuses, next to nginx: client certificates
 //! (`ssl_verify_client`) and plain HTTP sent to it. The same config, the same certificates and the same curl clients,
 //! once with nginx 1.22 and once with the appliance. The statuses, the bodies (nginx's 400
-//! pages, and the `$ssl_client_*` variables a `return` echoes), the redirects `error_page 497`
-//! makes and the info-level lines of the refusals must be the same.
+//! pages, and the `$ssl_client_*` variables a `return` echoes), what `error_page 495`, `496`
+//! and `497` make of the refusals, and the info-level lines of the refusals must be the same.
 
 mod support;
 
@@ -252,6 +252,83 @@ fn verified_refused_and_optional_clients_as_nginx() {
         refusals(&nginx),
         "the refusals' log lines: the appliance's (left) against nginx's (right)"
     );
+}
+
+#[test]
+fn error_pages_for_certificate_refusals_as_nginx() {
+    let dir = TempDir::new("client-cert-pages");
+    let certs = certificates(&dir);
+    // The first server sends both refusals to a page of its own (the status kept), the
+    // second redirects them elsewhere, as sites that ask for a certificate only for part of
+    // their pages do.
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "{prelude}
+                 ssl_client_certificate {ca};
+                 server {{
+                     listen 127.0.0.1:{paged} ssl;
+                     ssl_verify_client on;
+                     error_page 495 496 /refused;
+                     location / {{ return 200 {ECHO}; }}
+                     location = /refused {{ return 200 \"refused: $ssl_client_verify\\n\"; }}
+                 }}
+                 server {{
+                     listen 127.0.0.1:{redirected} ssl;
+                     ssl_verify_client on;
+                     error_page 495 https://login.example/bad-certificate;
+                     error_page 496 =302 https://login.example/$request_uri;
+                     location / {{ return 200 {ECHO}; }}
+                 }}
+             }}",
+            prelude = prelude(errors, &certs.server),
+            ca = p(&certs.ca),
+            paged = ports[0],
+            redirected = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| {
+        each_client(ports, &certs, |port, cert| {
+            let mut command = Command::new("curl");
+            command.args(["-sk", "--max-time", "10", "-D", "-", "-o", "-"]);
+            if let Some((crt, key)) = cert {
+                command.args(["--cert", p(crt), "--key", p(key)]);
+            }
+            let out = command
+                .arg(format!("https://127.0.0.1:{port}/who"))
+                .output()
+                .expect("curl is installed");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            // The status line, the Location, and the body.
+            let status = text.lines().next().unwrap_or("").trim_end().to_string();
+            let location = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Location: "))
+                .unwrap_or("")
+                .trim_end()
+                .to_string();
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            (status, location, as_the_appliance(body.to_string()))
+        })
+    };
+    let [nginx, appliance] = under_both(config, clients);
+    // A page that keeps the refusal's status goes out as 400, as nginx's own pages do.
+    let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses[..3],
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 400 Bad Request"
+        ],
+        "nginx's answers: {:?}",
+        nginx.answers
+    );
+    for (i, (mine, theirs)) in appliance.answers.iter().zip(&nginx.answers).enumerate() {
+        assert_eq!(
+            mine, theirs,
+            "answer {i}: the appliance's (left) against nginx's (right)"
+        );
+    }
 }
 
 /// curl with a plain HTTP request to an HTTPS port: status, `Location` and body.
