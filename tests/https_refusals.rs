@@ -189,6 +189,21 @@ fn refusals<T>(seen: &Seen<T>) -> Vec<String> {
         .collect()
 }
 
+/// The appliance's answers must be nginx's, one by one.
+fn same_answers<T: PartialEq + std::fmt::Debug>(appliance: &Seen<Vec<T>>, nginx: &Seen<Vec<T>>) {
+    assert_eq!(
+        appliance.answers.len(),
+        nginx.answers.len(),
+        "as many answers"
+    );
+    for (i, (mine, theirs)) in appliance.answers.iter().zip(&nginx.answers).enumerate() {
+        assert_eq!(
+            mine, theirs,
+            "answer {i}: the appliance's (left) against nginx's (right)"
+        );
+    }
+}
+
 /// The pages name their server; that is the one difference meant.
 fn as_the_appliance(body: String) -> String {
     body.replace("nginx/1.22.1", "appliance")
@@ -241,12 +256,7 @@ fn verified_refused_and_optional_clients_as_nginx() {
         nginx.answers[0].1
     );
     assert_eq!(refusals(&nginx).len(), 2, "nginx's lines: {:?}", nginx.log);
-    for (i, (mine, theirs)) in appliance.answers.iter().zip(&nginx.answers).enumerate() {
-        assert_eq!(
-            mine, theirs,
-            "answer {i}: the appliance's (left) against nginx's (right)"
-        );
-    }
+    same_answers(&appliance, &nginx);
     assert_eq!(
         refusals(&appliance),
         refusals(&nginx),
@@ -323,12 +333,138 @@ fn error_pages_for_certificate_refusals_as_nginx() {
         "nginx's answers: {:?}",
         nginx.answers
     );
-    for (i, (mine, theirs)) in appliance.answers.iter().zip(&nginx.answers).enumerate() {
-        assert_eq!(
-            mine, theirs,
-            "answer {i}: the appliance's (left) against nginx's (right)"
-        );
-    }
+    same_answers(&appliance, &nginx);
+}
+
+/// A second client certificate from the test CA (serial 0x2B, CN bob), and a revocation list
+/// of that CA naming alice's (serial 0x1A2B3C), made with `openssl ca -gencrl`.
+fn bob_and_a_revocation_list(dir: &TempDir, certs: &Certificates) -> ((PathBuf, PathBuf), PathBuf) {
+    let at = |name: &str| dir.path.join(name);
+    openssl(&["genrsa", "-out", p(&at("bob.key")), "2048"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        p(&at("bob.key")),
+        "-out",
+        p(&at("bob.csr")),
+        "-subj",
+        "/O=Example, Inc./CN=bob",
+    ]);
+    let ca_key = certs.ca.with_extension("key");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        p(&at("bob.csr")),
+        "-CA",
+        p(&certs.ca),
+        "-CAkey",
+        p(&ca_key),
+        "-set_serial",
+        "0x2B",
+        "-out",
+        p(&at("bob.crt")),
+    ]);
+    // `openssl ca`'s database: alice's certificate, revoked.
+    std::fs::write(
+        at("index.txt"),
+        "R\t301231000000Z\t261201000000Z\t1A2B3C\tunknown\t/CN=alice\n",
+    )
+    .expect("index");
+    std::fs::write(at("crlnumber"), "01\n").expect("crlnumber");
+    std::fs::write(
+        at("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = {}\ncrlnumber = {}\n\
+             default_md = sha256\ndefault_crl_days = 2\n",
+            p(&at("index.txt")),
+            p(&at("crlnumber"))
+        ),
+    )
+    .expect("ca.cnf");
+    openssl(&[
+        "ca",
+        "-gencrl",
+        "-config",
+        p(&at("ca.cnf")),
+        "-keyfile",
+        p(&ca_key),
+        "-cert",
+        p(&certs.ca),
+        "-out",
+        p(&at("crl.pem")),
+    ]);
+    ((at("bob.crt"), at("bob.key")), at("crl.pem"))
+}
+
+#[test]
+fn revoked_clients_refused_as_nginx() {
+    let dir = TempDir::new("client-crl");
+    let certs = certificates(&dir);
+    let (bob, crl) = bob_and_a_revocation_list(&dir, &certs);
+    // The first server checks the revocation list, the second does not.
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "{prelude}
+                 ssl_client_certificate {ca};
+                 server {{
+                     listen 127.0.0.1:{checked} ssl;
+                     ssl_verify_client optional;
+                     ssl_crl {crl};
+                     location / {{ return 200 {ECHO}; }}
+                 }}
+                 server {{
+                     listen 127.0.0.1:{unchecked} ssl;
+                     ssl_verify_client optional;
+                     location / {{ return 200 {ECHO}; }}
+                 }}
+             }}",
+            prelude = prelude(errors, &certs.server),
+            ca = p(&certs.ca),
+            crl = p(&crl),
+            checked = ports[0],
+            unchecked = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| {
+        let clients = [Some(&certs.client), Some(&bob), None];
+        ports
+            .iter()
+            .flat_map(|port| clients.map(|cert| curl(*port, cert)))
+            .map(|(status, body)| (status, as_the_appliance(body)))
+            .collect::<Vec<_>>()
+    };
+    let [nginx, appliance] = under_both(config, clients);
+    let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["400", "200", "200", "200", "200", "200"],
+        "nginx's answers: {:?}",
+        nginx.answers
+    );
+    assert!(
+        nginx.answers[1]
+            .1
+            .starts_with("SUCCESS|CN=bob,O=Example\\, Inc.|"),
+        "nginx's variables: {}",
+        nginx.answers[1].1
+    );
+    same_answers(&appliance, &nginx);
+    assert_eq!(
+        refusals(&appliance),
+        refusals(&nginx),
+        "the refusals' log lines: the appliance's (left) against nginx's (right)"
+    );
+    assert!(
+        refusals(&nginx)
+            .iter()
+            .any(|l| l.contains("certificate revoked")),
+        "nginx's lines: {:?}",
+        nginx.log
+    );
 }
 
 /// curl with a plain HTTP request to an HTTPS port: status, `Location` and body.

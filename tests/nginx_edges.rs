@@ -1268,6 +1268,22 @@ fn client_certificate_cases() -> Vec<Case> {
             String::new(),
             format!("location / {{ ssl_client_certificate {ca}; }}"),
         ),
+        (
+            "ssl_crl, read only for TLS servers",
+            "ssl_crl /nonexistent/crl.pem;".into(),
+            format!("ssl_verify_client on;\nssl_client_certificate {ca};"),
+        ),
+        (
+            "ssl_crl in a location",
+            String::new(),
+            "location / { ssl_crl /etc/ssl/crl.pem; }".into(),
+        ),
+        (
+            "ssl_crl with two files",
+            "ssl_crl /etc/ssl/a.pem /etc/ssl/b.pem;".into(),
+            String::new(),
+        ),
+        ("ssl_ocsp off", String::new(), "ssl_ocsp off;".into()),
     ]
     .into_iter()
     .map(|(name, http, server)| {

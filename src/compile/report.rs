@@ -13,7 +13,7 @@ use crate::config::Origin;
 /// than served open.
 pub const GUARDS_ACCESS: &[&str] = &[
     "ssl_verify_client",
-    "ssl_crl",
+    "ssl_ocsp",
     "secure_link",
     "secure_link_md5",
     "secure_link_secret",

@@ -766,6 +766,10 @@ pub struct Tls {
     /// `ssl_verify_depth`: how long a client's chain may be (1 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_depth: Option<u32>,
+    /// `ssl_crl`: PEM certificate revocation lists. With one, every certificate of a client's
+    /// chain must have its issuer's list, and be absent from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 impl Tls {
@@ -788,6 +792,7 @@ impl Tls {
             trusted_certificate: (self.trusted_certificate)
                 .or_else(|| outer.trusted_certificate.clone()),
             verify_depth: self.verify_depth.or(outer.verify_depth),
+            crl: self.crl.or_else(|| outer.crl.clone()),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! - the handshake asks for a certificate when the server chosen by SNI (or the address's
 //!   default server) has `ssl_verify_client` other than `off`, naming the CAs of
 //!   `ssl_client_certificate`; the certificate is verified against those and
-//!   `ssl_trusted_certificate`'s, up to `ssl_verify_depth`, but the handshake completes
-//!   whatever the result (ngx_ssl_verify_callback accepts every certificate);
+//!   `ssl_trusted_certificate`'s, up to `ssl_verify_depth`, and with `ssl_crl` against its
+//!   revocation lists, but the handshake completes whatever the result
+//!   (ngx_ssl_verify_callback accepts every certificate);
 //! - each request is then checked against the `ssl_verify_client` of the server its Host
 //!   chose (ngx_http_process_request): a certificate that did not verify gets nginx's 400
 //!   page "The SSL certificate error" (its internal 495), a missing one under `on` "No
@@ -16,6 +17,8 @@
 
 use foreign_types::ForeignTypeRef;
 use openssl::stack::Stack;
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::X509Crl;
 use pingora::tls::ssl::{SslRef, SslVerifyMode};
 use pingora::tls::x509::store::X509StoreBuilder;
 use pingora::tls::x509::{X509NameRef, X509VerifyResult, X509};
@@ -30,6 +33,8 @@ pub struct ClientVerification {
     named: Vec<X509>,
     /// `ssl_trusted_certificate`'s: trusted only.
     trusted: Vec<X509>,
+    /// `ssl_crl`'s lists; when there are some, every certificate of a chain is checked.
+    revocations: Option<Vec<X509Crl>>,
     depth: u32,
 }
 
@@ -54,14 +59,23 @@ impl ClientVerification {
                 )
             }
         };
-        let trusted = match &tls.trusted_certificate {
+        let mut trusted = match &tls.trusted_certificate {
             Some(path) => super::tls::load_cas(path, "trusted certificate", origin)?,
             None => Vec::new(),
+        };
+        let revocations = match &tls.crl {
+            Some(path) => {
+                let (lists, certificates) = load_crl(path, origin)?;
+                trusted.extend(certificates);
+                Some(lists)
+            }
+            None => None,
         };
         Ok(Some(ClientVerification {
             mode,
             named,
             trusted,
+            revocations,
             depth: tls.verify_depth.unwrap_or(1),
         }))
     }
@@ -75,6 +89,13 @@ impl ClientVerification {
         let store = X509StoreBuilder::new().and_then(|mut store| {
             for ca in self.named.iter().chain(&self.trusted) {
                 store.add_cert(ca.clone())?;
+            }
+            if let Some(lists) = &self.revocations {
+                for list in lists {
+                    add_crl(&mut store, list)?;
+                }
+                // ngx_ssl_crl's flags: the whole chain, not the client's certificate alone.
+                store.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)?;
             }
             Ok(store.build())
         });
@@ -95,6 +116,70 @@ impl ClientVerification {
                 tracing::error!("cannot set the client CAs of a handshake: {e}")
             }
         }
+    }
+}
+
+/// The revocation lists of an `ssl_crl` file, and the certificates it holds besides (which
+/// nginx's `X509_LOOKUP_load_file` adds to the trusted ones); as nginx, a file with neither
+/// is a config error.
+fn load_crl(
+    path: &std::path::Path,
+    origin: Option<&Origin>,
+) -> Result<(Vec<X509Crl>, Vec<X509>), Diagnostic> {
+    let failed = |why: String| {
+        Diagnostic::error(format!(
+            "X509_LOOKUP_load_file(\"{}\") failed ({why})",
+            path.display()
+        ))
+        .at_opt(origin)
+    };
+    let pem = std::fs::read(path).map_err(|e| failed(crate::compile::describe_io_error(&e)))?;
+    let mut lists = Vec::new();
+    for block in pem_blocks(&pem, "X509 CRL") {
+        lists.push(X509Crl::from_pem(block).map_err(|e| failed(e.to_string()))?);
+    }
+    let certificates = X509::stack_from_pem(&pem).map_err(|e| failed(e.to_string()))?;
+    if lists.is_empty() && certificates.is_empty() {
+        return Err(failed("no CRL or certificate in the file".into()));
+    }
+    Ok((lists, certificates))
+}
+
+/// The PEM blocks labelled `label` in `pem`, each from its BEGIN line to its END line.
+fn pem_blocks<'a>(pem: &'a [u8], label: &str) -> Vec<&'a [u8]> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = find(rest, begin.as_bytes()) {
+        let Some(length) = find(&rest[start..], end.as_bytes()) else {
+            break;
+        };
+        let stop = start + length + end.len();
+        blocks.push(&rest[start..stop]);
+        rest = &rest[stop..];
+    }
+    blocks
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `X509_STORE_add_crl`, which the rust binding lacks; libcrypto is linked.
+fn add_crl(store: &mut X509StoreBuilder, list: &X509Crl) -> Result<(), openssl::error::ErrorStack> {
+    extern "C" {
+        fn X509_STORE_add_crl(
+            store: *mut pingora::tls::ssl_sys::X509_STORE,
+            crl: *mut pingora::tls::ssl_sys::X509_CRL,
+        ) -> std::ffi::c_int;
+    }
+    use foreign_types::ForeignType;
+    // SAFETY: both pointers are live for the call; the store takes its own reference to the
+    // list (X509_STORE_add_crl up-refs it), so `list` stays ours to drop.
+    match unsafe { X509_STORE_add_crl(store.as_ptr(), list.as_ptr()) } {
+        1 => Ok(()),
+        _ => Err(openssl::error::ErrorStack::get()),
     }
 }
 

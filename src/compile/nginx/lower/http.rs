@@ -1119,12 +1119,16 @@ impl Lowering<'_> {
             | "ssl_verify_client"
             | "ssl_client_certificate"
             | "ssl_trusted_certificate"
-            | "ssl_verify_depth" => {
+            | "ssl_verify_depth"
+            | "ssl_crl" => {
                 let Some(tls) = level.tls else {
                     return Ok(false);
                 };
                 self.tls_setting(stmt, tls)?;
             }
+            // OCSP checks are not carried over (a refused access guard); turned off, there is
+            // nothing to carry.
+            "ssl_ocsp" if stmt.values().eq(["off"]) => {}
             _ => return Ok(false),
         }
         self.mapped(stmt);
@@ -1530,6 +1534,7 @@ impl Lowering<'_> {
             "ssl_verify_depth" => {
                 level.tls.verify_depth = Some(self.number(stmt, 0)?);
             }
+            "ssl_crl" => level.tls.crl = Some(self.path(self.arg(stmt, 0)?)),
             _ => {}
         }
         Ok(())

@@ -364,7 +364,8 @@ impl Lowering<'_> {
             | "ssl_verify_client"
             | "ssl_client_certificate"
             | "ssl_trusted_certificate"
-            | "ssl_verify_depth" => match tls {
+            | "ssl_verify_depth"
+            | "ssl_crl" => match tls {
                 Some(level) => self.tls_setting(stmt, level)?,
                 None => return Ok(false),
             },
