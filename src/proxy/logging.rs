@@ -173,18 +173,9 @@ pub struct Target {
     pub file: Arc<LogFile>,
     pub format: Arc<Format>,
     pub condition: Option<Template>,
-}
-
-impl Target {
     /// Whether the line, or whether it is written, may depend on the response's headers
-    /// (see [`Template::reads_response`]).
-    pub fn reads_response(&self) -> bool {
-        self.format.template.reads_response()
-            || self
-                .condition
-                .as_ref()
-                .is_some_and(Template::reads_response)
-    }
+    /// (see [`Template::reads_response`]); found once, asked on every request.
+    pub reads_response: bool,
 }
 
 /// The access logs of a location: empty for `access_log off`.
@@ -257,10 +248,13 @@ impl Formats {
                 None => None,
             };
             let file = open(&log.path).map_err(|m| Diagnostic::error(m).at_opt(origin))?;
+            let reads_response = format.template.reads_response()
+                || condition.as_ref().is_some_and(Template::reads_response);
             out.push(Target {
                 file,
                 format,
                 condition,
+                reads_response,
             });
         }
         Ok(out.into())

@@ -1408,7 +1408,7 @@ fn set_expires(
 /// nginx's `combined` reads none, and building the copy cost more than the line itself.
 fn logs_read_response(ctx: &RequestCtx) -> bool {
     match &ctx.location {
-        Some(l) => l.access_log.iter().any(|t| t.reads_response()),
+        Some(l) => l.access_log.iter().any(|t| t.reads_response),
         None => true,
     }
 }
