@@ -159,6 +159,23 @@ fn prelude(errors: &str, (crt, key): &(PathBuf, PathBuf)) -> String {
     )
 }
 
+/// The config up to the servers, inside `stream {}`: the error log at info level, the server
+/// certificate, the client CA.
+fn stream_prelude(errors: &str, certs: &Certificates) -> String {
+    format!(
+        "worker_processes 1;
+         error_log {errors} info;
+         events {{}}
+         stream {{
+             ssl_certificate {};
+             ssl_certificate_key {};
+             ssl_client_certificate {};",
+        p(&certs.server.0),
+        p(&certs.server.1),
+        p(&certs.ca)
+    )
+}
+
 /// A line's message, without time, level, process and connection number.
 fn message(line: &str) -> Option<&str> {
     let (_, rest) = line.split_once("] ")?;
@@ -202,6 +219,31 @@ fn same_answers<T: PartialEq + std::fmt::Debug>(appliance: &Seen<Vec<T>>, nginx:
             "answer {i}: the appliance's (left) against nginx's (right)"
         );
     }
+}
+
+/// The appliance's refusal lines must be nginx's.
+fn same_refusals<T>(appliance: &Seen<T>, nginx: &Seen<T>) {
+    assert_eq!(
+        refusals(appliance),
+        refusals(nginx),
+        "the refusals' log lines: the appliance's (left) against nginx's (right)"
+    );
+}
+
+/// The appliance answered and logged as nginx, which logged a revoked certificate.
+fn revocation_refused_as_nginx<T: PartialEq + std::fmt::Debug>(
+    appliance: &Seen<Vec<T>>,
+    nginx: &Seen<Vec<T>>,
+) {
+    same_answers(appliance, nginx);
+    same_refusals(appliance, nginx);
+    assert!(
+        refusals(nginx)
+            .iter()
+            .any(|l| l.contains("certificate revoked")),
+        "nginx's lines: {:?}",
+        nginx.log
+    );
 }
 
 /// The pages name their server; that is the one difference meant.
@@ -257,11 +299,7 @@ fn verified_refused_and_optional_clients_as_nginx() {
     );
     assert_eq!(refusals(&nginx).len(), 2, "nginx's lines: {:?}", nginx.log);
     same_answers(&appliance, &nginx);
-    assert_eq!(
-        refusals(&appliance),
-        refusals(&nginx),
-        "the refusals' log lines: the appliance's (left) against nginx's (right)"
-    );
+    same_refusals(&appliance, &nginx);
 }
 
 #[test]
@@ -452,19 +490,7 @@ fn revoked_clients_refused_as_nginx() {
         "nginx's variables: {}",
         nginx.answers[1].1
     );
-    same_answers(&appliance, &nginx);
-    assert_eq!(
-        refusals(&appliance),
-        refusals(&nginx),
-        "the refusals' log lines: the appliance's (left) against nginx's (right)"
-    );
-    assert!(
-        refusals(&nginx)
-            .iter()
-            .any(|l| l.contains("certificate revoked")),
-        "nginx's lines: {:?}",
-        nginx.log
-    );
+    revocation_refused_as_nginx(&appliance, &nginx);
 }
 
 /// curl with a plain HTTP request to an HTTPS port: status, `Location` and body.
@@ -597,13 +623,7 @@ fn stream_clients_verified_and_refused_as_nginx() {
     let echo = echo_once_backend();
     let config = |errors: &str, ports: [u16; 2]| {
         format!(
-            "worker_processes 1;
-             error_log {errors} info;
-             events {{}}
-             stream {{
-                 ssl_certificate {crt};
-                 ssl_certificate_key {key};
-                 ssl_client_certificate {ca};
+            "{prelude}
                  server {{
                      listen 127.0.0.1:{required} ssl;
                      ssl_verify_client on;
@@ -615,9 +635,7 @@ fn stream_clients_verified_and_refused_as_nginx() {
                      proxy_pass 127.0.0.1:{echo};
                  }}
              }}",
-            crt = p(&certs.server.0),
-            key = p(&certs.server.1),
-            ca = p(&certs.ca),
+            prelude = stream_prelude(errors, &certs),
             required = ports[0],
             optional = ports[1],
         )
@@ -640,9 +658,54 @@ fn stream_clients_verified_and_refused_as_nginx() {
         "what came back: the appliance's (left) against nginx's (right)"
     );
     assert_eq!(refusals(&nginx).len(), 3, "nginx's lines: {:?}", nginx.log);
+    same_refusals(&appliance, &nginx);
+}
+
+#[test]
+fn stream_revoked_clients_refused_as_nginx() {
+    let dir = TempDir::new("stream-client-crl");
+    let certs = certificates(&dir);
+    let (bob, crl) = bob_and_a_revocation_list(&dir, &certs);
+    let echo = echo_once_backend();
+    // Both servers require a certificate; the first checks the revocation list.
+    let config = |errors: &str, ports: [u16; 2]| {
+        format!(
+            "{prelude}
+                 ssl_verify_client on;
+                 server {{
+                     listen 127.0.0.1:{checked} ssl;
+                     ssl_crl {crl};
+                     proxy_pass 127.0.0.1:{echo};
+                 }}
+                 server {{
+                     listen 127.0.0.1:{unchecked} ssl;
+                     proxy_pass 127.0.0.1:{echo};
+                 }}
+             }}",
+            prelude = stream_prelude(errors, &certs),
+            crl = p(&crl),
+            checked = ports[0],
+            unchecked = ports[1],
+        )
+    };
+    let clients = |ports: [u16; 2]| {
+        let clients = [Some(&certs.client), Some(&bob)];
+        ports
+            .iter()
+            .flat_map(|port| clients.map(|cert| s_client_line(*port, cert)))
+            .collect::<Vec<_>>()
+    };
+    let [nginx, appliance] = under_both(config, clients);
+    let echoed: Vec<bool> = nginx
+        .answers
+        .iter()
+        .map(|a| a.contains("echo ping"))
+        .collect();
     assert_eq!(
-        refusals(&appliance),
-        refusals(&nginx),
-        "the refusals' log lines: the appliance's (left) against nginx's (right)"
+        echoed,
+        [false, true, true, true],
+        "nginx: {:?}",
+        nginx.answers
     );
+    revocation_refused_as_nginx(&appliance, &nginx);
 }
