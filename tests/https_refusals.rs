@@ -206,6 +206,19 @@ fn refusals<T>(seen: &Seen<T>) -> Vec<String> {
         .collect()
 }
 
+/// nginx's curl answers had these statuses, and the answer at `verified.0` echoed variables
+/// starting with `verified.1`: the test's expectations hold for nginx itself.
+fn nginx_answered(nginx: &Seen<Vec<(String, String)>>, statuses: &[&str], verified: (usize, &str)) {
+    let seen: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(seen, statuses, "nginx's answers: {:?}", nginx.answers);
+    let (index, variables) = verified;
+    assert!(
+        nginx.answers[index].1.starts_with(variables),
+        "nginx's variables: {}",
+        nginx.answers[index].1
+    );
+}
+
 /// The appliance's answers must be nginx's, one by one.
 fn same_answers<T: PartialEq + std::fmt::Debug>(appliance: &Seen<Vec<T>>, nginx: &Seen<Vec<T>>) {
     assert_eq!(
@@ -283,19 +296,13 @@ fn verified_refused_and_optional_clients_as_nginx() {
         })
     };
     let [nginx, appliance] = under_both(config, clients);
-    let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(
-        statuses,
-        ["200", "400", "400", "200", "200", "200"],
-        "nginx's statuses: {:?}",
-        nginx.answers
-    );
-    assert!(
-        nginx.answers[0]
-            .1
-            .starts_with("SUCCESS|CN=alice,OU=Ops\\+Dev\\;East,O=Example\\, Inc.,C=US|"),
-        "nginx's variables: {}",
-        nginx.answers[0].1
+    nginx_answered(
+        &nginx,
+        &["200", "400", "400", "200", "200", "200"],
+        (
+            0,
+            "SUCCESS|CN=alice,OU=Ops\\+Dev\\;East,O=Example\\, Inc.,C=US|",
+        ),
     );
     assert_eq!(refusals(&nginx).len(), 2, "nginx's lines: {:?}", nginx.log);
     same_answers(&appliance, &nginx);
@@ -476,19 +483,10 @@ fn revoked_clients_refused_as_nginx() {
             .collect::<Vec<_>>()
     };
     let [nginx, appliance] = under_both(config, clients);
-    let statuses: Vec<&str> = nginx.answers.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(
-        statuses,
-        ["400", "200", "200", "200", "200", "200"],
-        "nginx's answers: {:?}",
-        nginx.answers
-    );
-    assert!(
-        nginx.answers[1]
-            .1
-            .starts_with("SUCCESS|CN=bob,O=Example\\, Inc.|"),
-        "nginx's variables: {}",
-        nginx.answers[1].1
+    nginx_answered(
+        &nginx,
+        &["400", "200", "200", "200", "200", "200"],
+        (1, "SUCCESS|CN=bob,O=Example\\, Inc.|"),
     );
     revocation_refused_as_nginx(&appliance, &nginx);
 }
