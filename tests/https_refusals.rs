@@ -44,38 +44,19 @@ fn certificates(dir: &TempDir) -> Certificates {
         "-subj",
         "/O=Example Test CA/CN=Example Root",
     ]);
-    openssl(&["genrsa", "-out", p(&at("client.key")), "2048"]);
-    openssl(&[
-        "req",
-        "-new",
-        "-key",
-        p(&at("client.key")),
-        "-out",
-        p(&at("client.csr")),
-        "-subj",
+    let ca = (at("ca.crt"), at("ca.key"));
+    let client = issue(
+        dir,
+        &ca,
+        "client",
         "/C=US/O=Example, Inc./OU=Ops\\+Dev;East/CN=alice",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "2",
-        "-in",
-        p(&at("client.csr")),
-        "-CA",
-        p(&at("ca.crt")),
-        "-CAkey",
-        p(&at("ca.key")),
-        "-set_serial",
         "0x1A2B3C",
-        "-out",
-        p(&at("client.crt")),
-    ]);
+    );
     let stranger = support::make_cert(dir, "mallory", "rsa");
     let server = support::make_cert(dir, "localhost", "rsa");
     Certificates {
-        ca: at("ca.crt"),
-        client: (at("client.crt"), at("client.key")),
+        ca: ca.0,
+        client,
         stranger,
         server,
     }
@@ -381,38 +362,58 @@ fn error_pages_for_certificate_refusals_as_nginx() {
     same_answers(&appliance, &nginx);
 }
 
-/// A second client certificate from the test CA (serial 0x2B, CN bob), and a revocation list
-/// of that CA naming alice's (serial 0x1A2B3C), made with `openssl ca -gencrl`.
-fn bob_and_a_revocation_list(dir: &TempDir, certs: &Certificates) -> ((PathBuf, PathBuf), PathBuf) {
-    let at = |name: &str| dir.path.join(name);
-    openssl(&["genrsa", "-out", p(&at("bob.key")), "2048"]);
+/// A key and a certificate for `subject`, signed by `ca` (certificate, key) with `serial`, as
+/// `name.crt` and `name.key` in `dir`.
+fn issue(
+    dir: &TempDir,
+    (ca_crt, ca_key): &(PathBuf, PathBuf),
+    name: &str,
+    subject: &str,
+    serial: &str,
+) -> (PathBuf, PathBuf) {
+    let at = |ext: &str| dir.path.join(format!("{name}.{ext}"));
+    openssl(&["genrsa", "-out", p(&at("key")), "2048"]);
     openssl(&[
         "req",
         "-new",
         "-key",
-        p(&at("bob.key")),
+        p(&at("key")),
         "-out",
-        p(&at("bob.csr")),
+        p(&at("csr")),
         "-subj",
-        "/O=Example, Inc./CN=bob",
+        subject,
     ]);
-    let ca_key = certs.ca.with_extension("key");
     openssl(&[
         "x509",
         "-req",
         "-days",
         "2",
         "-in",
-        p(&at("bob.csr")),
+        p(&at("csr")),
         "-CA",
-        p(&certs.ca),
+        p(ca_crt),
         "-CAkey",
-        p(&ca_key),
+        p(ca_key),
         "-set_serial",
-        "0x2B",
+        serial,
         "-out",
-        p(&at("bob.crt")),
+        p(&at("crt")),
     ]);
+    (at("crt"), at("key"))
+}
+
+/// A second client certificate from the test CA (serial 0x2B, CN bob), and a revocation list
+/// of that CA naming alice's (serial 0x1A2B3C), made with `openssl ca -gencrl`.
+fn bob_and_a_revocation_list(dir: &TempDir, certs: &Certificates) -> ((PathBuf, PathBuf), PathBuf) {
+    let at = |name: &str| dir.path.join(name);
+    let ca_key = certs.ca.with_extension("key");
+    let bob = issue(
+        dir,
+        &(certs.ca.clone(), ca_key.clone()),
+        "bob",
+        "/O=Example, Inc./CN=bob",
+        "0x2B",
+    );
     // `openssl ca`'s database: alice's certificate, revoked.
     std::fs::write(
         at("index.txt"),
@@ -442,7 +443,7 @@ fn bob_and_a_revocation_list(dir: &TempDir, certs: &Certificates) -> ((PathBuf, 
         "-out",
         p(&at("crl.pem")),
     ]);
-    ((at("bob.crt"), at("bob.key")), at("crl.pem"))
+    (bob, at("crl.pem"))
 }
 
 #[test]
