@@ -114,8 +114,8 @@ struct Run {
 }
 
 /// Runs `config` (with `{listen}`, `{dir}`, `{b0}`, `{refused}` filled in) under `kind` and
-/// lets `clients` talk to it; returns its access log and its connection error lines.
-fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
+/// lets `clients` talk to it (given the address and the directory); returns its access log and its connection error lines.
+fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr, &Path)) -> Run {
     let mut backends = Backends::start(1);
     backends.reset(&[Plan::ok()]);
     let listen: SocketAddr = format!("127.0.0.1:{}", support::free_port())
@@ -141,7 +141,7 @@ fn run(kind: Kind, config: &str, clients: impl Fn(SocketAddr)) -> Run {
         ..NginxOptions::default()
     };
     let proxy = Proxy::start(kind, &config, &[listen], options);
-    clients(listen);
+    clients(listen, &dir.path);
     // Lines are written when a request ends, the access log's within a batch.
     std::thread::sleep(Duration::from_millis(300));
     drop(proxy);
@@ -224,7 +224,7 @@ fn connection_numbers_as_nginx_numbers_them() {
                 }
             }
         }";
-    let clients = |listen: SocketAddr| {
+    let clients = |listen: SocketAddr, _: &Path| {
         on_one_connection(listen, &[("/a1", ""), ("/a2", ""), ("/a3", "")]);
         on_one_connection(listen, &[("/b1", "")]);
         on_one_connection(listen, &[("/fresh/c1", ""), ("/fresh/c2", "")]);
@@ -305,7 +305,7 @@ fn response_headers_in_access_lines_as_nginx() {
             }
         }";
     let wire = std::sync::Mutex::new(Vec::new());
-    let clients = |listen: SocketAddr| {
+    let clients = |listen: SocketAddr, _: &Path| {
         let answers = answers_on_one_connection(
             listen,
             &[
@@ -365,6 +365,71 @@ fn response_headers_in_access_lines_as_nginx() {
 }
 
 #[test]
+fn access_lines_reach_the_file_as_nginx_writes_them() {
+    support::nginx::require_nginx();
+    // Without `buffer=`, nginx writes each line once its response is sent: by the time the
+    // next request on the connection is answered, the line of the one before is in the file.
+    // `/buffered/` gathers its lines (nginx until its buffer fills, a flush timer or its exit;
+    // the appliance for 10 ms): all of them are in the file once the proxy has stopped.
+    let config = "worker_processes 1;
+        error_log {dir}/error.log error;
+        events {}
+        http {
+            log_format brief '$request_uri $status';
+            server {
+                listen {listen};
+                access_log {dir}/access.log brief;
+                location / { proxy_pass http://{b0}; }
+                location /buffered/ {
+                    access_log {dir}/buffered.log brief buffer=64k flush=1h;
+                    proxy_pass http://{b0};
+                }
+            }
+        }";
+    let clients = |listen: SocketAddr, dir: &Path| {
+        let lines = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let mut stream = TcpStream::connect(listen).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        for i in 0..4 {
+            let request = format!("GET /{i} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+            stream.write_all(request.as_bytes()).expect("send");
+            assert_eq!(read_response(&mut stream).0, 200);
+            assert!(
+                lines("access.log") >= i,
+                "answered request {} with {} earlier lines in the file",
+                i + 1,
+                lines("access.log")
+            );
+        }
+        for i in 0..3 {
+            let request = format!("GET /buffered/{i} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+            stream.write_all(request.as_bytes()).expect("send");
+            assert_eq!(read_response(&mut stream).0, 200);
+        }
+    };
+    for kind in [Kind::Nginx, Kind::Appliance] {
+        let served = run(kind, config, clients);
+        let buffered = std::fs::read_to_string(served.dir.path.join("buffered.log"))
+            .expect("the buffered log");
+        assert_eq!(
+            served.access, "/0 200\n/1 200\n/2 200\n/3 200\n",
+            "{kind:?}"
+        );
+        assert_eq!(
+            buffered, "/buffered/0 200\n/buffered/1 200\n/buffered/2 200\n",
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
 fn error_lines_as_nginx_writes_them() {
     support::nginx::require_nginx();
     let config = "worker_processes 1;
@@ -410,7 +475,7 @@ fn error_lines_as_nginx_writes_them() {
                 location = /favicon.ico { root {dir}/www; log_not_found off; }
             }
         }";
-    let clients = |listen: SocketAddr| {
+    let clients = |listen: SocketAddr, _: &Path| {
         let statuses = on_one_connection(
             listen,
             &[

@@ -16,6 +16,11 @@ pub struct AccessLog {
     /// is not written to this log.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// nginx's `buffer=` (and `gzip`): lines are gathered and written together by a thread of
+    /// the file's own, at most 10 ms after they are made, instead of one `write` per line on
+    /// the request's thread.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub buffered: bool,
 }
 
 /// A named `log_format`.

@@ -2,17 +2,19 @@
 //! `json`), and the error log with nginx's levels and line shape. Both are reopened on SIGUSR1,
 //! so logrotate's `postrotate` (`nginx -s reopen`) works unchanged.
 //!
-//! An access log line is formatted on the request's thread (cheap) and left in the file's
-//! buffer for its writer thread ([`LogFile`]): a slow disk never holds a request up. When too
-//! much is waiting the line is dropped and counted, never waited for.
+//! An access log line is made and written on the request's thread, as nginx does, once the
+//! response is sent; a log with `buffer=` has its lines written by a thread of its own
+//! ([`LogFile`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -176,6 +178,8 @@ pub struct Target {
     /// Whether the line, or whether it is written, may depend on the response's headers
     /// (see [`Template::reads_response`]); found once, asked on every request.
     pub reads_response: bool,
+    /// nginx's `buffer=`: lines are gathered for the file's writer thread.
+    pub buffered: bool,
 }
 
 /// The access logs of a location: empty for `access_log off`.
@@ -255,6 +259,7 @@ impl Formats {
                 format,
                 condition,
                 reads_response,
+                buffered: log.buffered,
             });
         }
         Ok(out.into())
@@ -274,7 +279,11 @@ pub fn write_access(logs: &[Target], vars: &RequestVars<'_>) {
         LINE.with_borrow_mut(|line| {
             line.clear();
             target.format.write_line(vars, line);
-            target.file.send(line);
+            if target.buffered {
+                target.file.gather(line);
+            } else {
+                target.file.write(line);
+            }
         });
     }
 }
@@ -286,21 +295,42 @@ thread_local! {
 
 /// A log file shared by every target that names it, kept across reloads.
 ///
-/// Lines are appended to a buffer in memory; a writer thread of the file's own takes what has
-/// gathered and writes it with one call, then waits [`GATHER`] before looking again. Under load
-/// a line therefore costs a copy under an uncontended lock, and the writer wakes a hundred
-/// times a second at most, however many lines come: handing each line over through a channel
-/// woke the writer for most of them, a futex call and a switch of threads per line, which put
-/// the stream access log at 0.83 of nginx's connections/s with one worker. An idle writer
-/// is woken by the first line.
+/// A line is written as nginx writes it without `buffer=`: with one `write` (the file is
+/// opened for appending, so lines from every thread land whole at its end) on the request's
+/// thread, once the response is sent. Gathering lines for a writer thread of their own, and
+/// writing tens of kilobytes at a time, took less CPU; but each of those larger writes held a
+/// CPU the workers share for long enough that the p99 latency of one worker under full load
+/// was 1.22 times nginx's (22 rounds), against 1.04 for a write per line (22 rounds in the same
+/// hour; docs/BENCHMARKS.md).
+///
+/// A log with nginx's `buffer=` (or `gzip`) asked for lines to be gathered, and gets that:
+/// [`Gathered`].
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    /// Replaced, never locked, when the file is opened again: a write under way finishes in
+    /// the old file, where the lines before a logrotate belong.
+    file: ArcSwap<File>,
+    /// A write failed and was reported; the next failure is reported once one succeeds.
+    failing: AtomicBool,
+    gathered: Gathered,
+}
+
+/// Lines of buffered logs, gathered in memory for a writer thread of the file's own, which
+/// takes what has gathered and writes it with one call, then waits [`GATHER`] before looking
+/// again. A line then costs a copy under an uncontended lock, and the writer wakes a hundred
+/// times a second at most, however many lines come. An idle writer is woken by the first line.
+/// When the disk falls [`MAX_PENDING`] behind, new lines are dropped and counted rather than
+/// held in memory without end.
+#[derive(Debug, Default)]
+struct Gathered {
     pending: Mutex<Pending>,
     arrived: Condvar,
     writer: OnceLock<()>,
     dropped: AtomicU64,
+    /// The buffer a write takes the gathered lines into; its lock keeps two writes (the
+    /// writer's and a flush) from swapping their lines.
+    writing: Mutex<Vec<u8>>,
 }
 
 /// Lines not written yet.
@@ -311,7 +341,8 @@ struct Pending {
     writer_idle: bool,
 }
 
-/// How long the writer lets lines gather after a write: how late a line may reach the disk.
+/// How long the writer lets lines gather after a write: how late a buffered line may reach
+/// the disk (nginx writes a buffered log's lines when its buffer is full or at `flush=`: later).
 const GATHER: Duration = Duration::from_millis(10);
 
 /// Bytes waiting for the disk before new lines are dropped (a disk that stopped answering).
@@ -321,8 +352,8 @@ static FILES: LazyLock<Mutex<HashMap<PathBuf, Arc<LogFile>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Opens (or finds) the log file at `path`, with nginx's message when it cannot be opened.
-/// No thread starts here: the writer starts with the first line, so opening logs before a
-/// `daemon on` fork is safe.
+/// No thread starts here: a buffered log's writer starts with its first line, so opening logs
+/// before a `daemon on` fork is safe.
 pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
     let mut files = lock(&FILES);
     if let Some(f) = files.get(path) {
@@ -331,11 +362,9 @@ pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
     let file = open_append(path)?;
     let log = Arc::new(LogFile {
         path: path.to_path_buf(),
-        file: Mutex::new(file),
-        pending: Mutex::new(Pending::default()),
-        arrived: Condvar::new(),
-        writer: OnceLock::new(),
-        dropped: AtomicU64::new(0),
+        file: ArcSwap::from_pointee(file),
+        failing: AtomicBool::new(false),
+        gathered: Gathered::default(),
     });
     files.insert(path.to_path_buf(), log.clone());
     Ok(log)
@@ -360,21 +389,51 @@ impl LogFile {
         &self.path
     }
 
-    /// Lines dropped because the disk fell behind.
+    /// Buffered lines dropped because the disk fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.gathered.dropped.load(Ordering::Relaxed)
     }
 
-    fn send(self: &Arc<Self>, line: &[u8]) {
-        self.writer.get_or_init(|| self.start_writer());
-        let mut pending = lock(&self.pending);
+    /// Writes `line` now, on the calling thread.
+    fn write(&self, line: &[u8]) {
+        let file = self.file.load();
+        let result = (&**file).write_all(line);
+        self.report(result);
+    }
+
+    /// Reports a failed write to the error log as nginx words it, once until a write succeeds
+    /// again (a full disk fails every line).
+    fn report(&self, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                if self.failing.load(Ordering::Relaxed) {
+                    self.failing.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "write() to \"{}\" failed ({})",
+                        self.path.display(),
+                        describe_io_error(&e)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Leaves `line` for the file's writer thread (a buffered log).
+    fn gather(self: &Arc<Self>, line: &[u8]) {
+        let gathered = &self.gathered;
+        gathered.writer.get_or_init(|| self.start_writer());
+        let mut pending = lock(&gathered.pending);
         if pending.lines.len() + line.len() > MAX_PENDING {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            gathered.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         pending.lines.extend_from_slice(line);
         if std::mem::take(&mut pending.writer_idle) {
-            self.arrived.notify_one();
+            gathered.arrived.notify_one();
         }
     }
 
@@ -388,61 +447,42 @@ impl LogFile {
         }
     }
 
-    /// Writes what has gathered, in order: the file's lock is taken first, so two writes
-    /// (the writer's and a flush) cannot swap their lines.
-    fn write_pending(&self, spare: &mut Vec<u8>, failing: &mut bool) {
-        let mut file = lock(&self.file);
-        std::mem::swap(&mut lock(&self.pending).lines, spare);
-        if spare.is_empty() {
-            return;
+    /// Writes what has gathered, in order.
+    fn write_gathered(&self) {
+        let mut lines = lock(&self.gathered.writing);
+        std::mem::swap(&mut lock(&self.gathered.pending).lines, &mut *lines);
+        if !lines.is_empty() {
+            self.write(&lines);
+            lines.clear();
         }
-        match file.write_all(spare) {
-            Err(e) if !*failing => {
-                *failing = true;
-                tracing::error!(
-                    "write() to \"{}\" failed ({})",
-                    self.path.display(),
-                    describe_io_error(&e)
-                );
-            }
-            Ok(()) => *failing = false,
-            Err(_) => {}
-        }
-        spare.clear();
     }
 
     /// Opens the path again: after logrotate moved the file away, new lines go to a new file
     /// at the old path.
     fn reopen(&self) -> Result<(), String> {
         let fresh = open_append(&self.path)?;
-        *lock(&self.file) = fresh;
+        self.file.store(Arc::new(fresh));
         Ok(())
-    }
-
-    /// Writes every line sent so far, on the calling thread.
-    fn flush(&self) {
-        self.write_pending(&mut Vec::new(), &mut false);
     }
 }
 
-/// The writer thread (one per file, for the life of the process, as the file is kept across
-/// reloads): sleeps until a line arrives, writes what has gathered with one call, lets more
-/// gather for [`GATHER`], and so on.
+/// The writer thread of a buffered log (one per file, for the life of the process, as the
+/// file is kept across reloads): sleeps until a line arrives, writes what has gathered with
+/// one call, lets more gather for [`GATHER`], and so on.
 fn write_loop(log: Arc<LogFile>) {
-    let mut spare = Vec::with_capacity(64 * 1024);
-    let mut failing = false;
+    let gathered = &log.gathered;
     loop {
         {
-            let mut pending = lock(&log.pending);
+            let mut pending = lock(&gathered.pending);
             while pending.lines.is_empty() {
                 pending.writer_idle = true;
-                pending = log
+                pending = gathered
                     .arrived
                     .wait(pending)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
-        log.write_pending(&mut spare, &mut failing);
+        log.write_gathered();
         std::thread::sleep(GATHER);
     }
 }
@@ -451,8 +491,8 @@ fn write_loop(log: Arc<LogFile>) {
 pub fn reopen_all() {
     let files: Vec<Arc<LogFile>> = lock(&FILES).values().cloned().collect();
     for f in files {
-        // Lines already queued belong to the old file.
-        f.flush();
+        // Lines already gathered belong to the old file.
+        f.write_gathered();
         if let Err(m) = f.reopen() {
             tracing::error!("{m}");
         }
@@ -464,7 +504,7 @@ pub fn reopen_all() {
 pub fn flush_all() {
     let files: Vec<Arc<LogFile>> = lock(&FILES).values().cloned().collect();
     for f in files {
-        f.flush();
+        f.write_gathered();
     }
 }
 
@@ -787,19 +827,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let file = open(&path).unwrap();
-        file.send(b"one\n");
-        file.flush();
+        file.write(b"one\n");
+        file.gather(b"two\n");
         std::fs::rename(&path, dir.join("access.log.1")).unwrap();
-        file.send(b"two\n");
-        file.flush();
+        file.write_gathered();
+        file.write(b"three\n");
         file.reopen().unwrap();
-        file.send(b"three\n");
-        file.flush();
+        file.write(b"four\n");
+        file.gather(b"five\n");
+        file.write_gathered();
         assert_eq!(
             std::fs::read_to_string(dir.join("access.log.1")).unwrap(),
-            "one\ntwo\n"
+            "one\ntwo\nthree\n"
         );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "four\nfive\n");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -8,9 +8,10 @@ use crate::config::units::{parse_nginx_size, parse_nginx_time, TimeUnit};
 use crate::config::{AccessLog, LogFormat};
 
 impl Lowering<'_> {
-    /// One `access_log` line, added to the level's `logs` (`off`: an empty list). Lines are
-    /// written by a thread of their own, never on the request's, so `buffer=` and `flush=`
-    /// change nothing a client sees; they are checked as nginx checks them.
+    /// One `access_log` line, added to the level's `logs` (`off`: an empty list). `buffer=`
+    /// (or `gzip`) makes the log a buffered one, its lines written together by a thread of
+    /// their own; the size and `flush=` are checked as nginx checks them, and the lines are
+    /// written sooner than nginx would write them.
     pub(super) fn access_log(
         &mut self,
         stmt: &Statement,
@@ -78,6 +79,7 @@ impl Lowering<'_> {
             path,
             format,
             condition,
+            buffered,
         });
         if gzip {
             return self.partial(
