@@ -256,8 +256,8 @@ fn response_headers_in_access_lines_as_nginx() {
     // `/private/` goes through Pingora's session in the appliance (auth_basic). `bytes.log`'s
     // `$body_bytes_sent` must be what each client got after the head: a chunked body's
     // framing depends on how the server's chunks arrive, so it is checked against the wire
-    // rather than against nginx's number. (Through Pingora's session the appliance counts a
-    // chunked body without its framing: not asked here.)
+    // rather than against nginx's number, on the fast path (`/d`) and through Pingora's
+    // session (`/private/i`).
     let config = "worker_processes 1;
         error_log {dir}/error.log error;
         events {}
@@ -305,6 +305,7 @@ fn response_headers_in_access_lines_as_nginx() {
             }
         }";
     let wire = std::sync::Mutex::new(Vec::new());
+    let chunked_private = format!("{AUTH}X-Harness-Chunked: 1\r\n");
     let clients = |listen: SocketAddr, _: &Path| {
         let answers = answers_on_one_connection(
             listen,
@@ -319,6 +320,7 @@ fn response_headers_in_access_lines_as_nginx() {
                 ("/charset/e", ""),
                 ("/hidden/f", "X-Harness-Type: text/json\r\n"),
                 ("/private/h", AUTH),
+                ("/private/i", chunked_private.as_str()),
                 ("/plain/g", "X-Harness-Type: application/json\r\n"),
             ],
         );
@@ -341,7 +343,7 @@ fn response_headers_in_access_lines_as_nginx() {
     );
     assert_eq!(
         nginx.access.lines().count(),
-        8,
+        9,
         "nginx logged every request: {}",
         nginx.access
     );

@@ -1,6 +1,7 @@
 //! What a client connection carries to every request on it: its number (nginx's
 //! `$connection`, and the `*5` its error log lines start with), how many requests it has had
-//! (`$connection_requests`), and what its PROXY header said.
+//! (`$connection_requests`), what its PROXY header said, and how many bytes Pingora has
+//! written to it (a chunked response's `$body_bytes_sent`).
 //!
 //! Numbers come from one process-wide count, as nginx's `ngx_connection_counter` (shared by
 //! its workers): every accepted connection and every connection opened to a backend takes the
@@ -33,6 +34,9 @@ pub struct ConnectionTag {
     pub proxy: Option<ProxyInfo>,
     /// Requests begun on the connection so far.
     requests: AtomicU64,
+    /// Bytes written to the client since Pingora took the connection, as counted by
+    /// [`Replay`](super::replay::Replay).
+    written: AtomicU64,
 }
 
 impl ConnectionTag {
@@ -42,6 +46,7 @@ impl ConnectionTag {
             number,
             proxy,
             requests: AtomicU64::new(requests),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -53,6 +58,16 @@ impl ConnectionTag {
     /// The connection goes on to Pingora after `requests` requests served elsewhere.
     pub fn served_before(&self, requests: u64) {
         self.requests.store(requests, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes written to the client.
+    pub fn count_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes written to the client since Pingora took the connection.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 }
 

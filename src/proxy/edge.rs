@@ -16,6 +16,7 @@ use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslStream;
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, Peek, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -182,9 +183,9 @@ impl HttpEdge {
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
             let l4 = stream.into_l4();
-            served_before(&l4, requests);
+            let tagged = served_before(&l4, requests);
             // In front of what the stream kept itself (read after that), with writes gathered.
-            let stream = Replay::new(l4, read);
+            let stream = Replay::new(l4, read, tagged);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }
@@ -200,8 +201,8 @@ impl HttpEdge {
         if let Served::ToPingora(stream, read, requests) =
             http::serve_fast(&self.fast, stream, fresh, shutdown).await
         {
-            served_before(&stream, requests);
-            let stream = Replay::new(stream, read);
+            let tagged = served_before(&stream, requests);
+            let stream = Replay::new(stream, read, tagged);
             self.serve_http1_pingora(Box::new(stream), shutdown).await;
         }
     }
@@ -253,12 +254,14 @@ impl Who {
     }
 }
 
-/// Tells the connection's tag how many requests the fast path served before handing it over.
-fn served_before(stream: &impl GetProxyDigest, requests: u64) {
+/// Tells the connection's tag how many requests the fast path served before handing it over;
+/// returns where the tag is, for [`Replay`] to count the bytes written in it.
+fn served_before(stream: &impl GetProxyDigest, requests: u64) -> Option<Arc<ProxyDigest>> {
     let digest = stream.get_proxy_digest();
     if let Some(tag) = connection_tag::of(digest.as_ref()) {
         tag.served_before(requests);
     }
+    digest
 }
 
 /// A connection as an accept loop hands it over: not yet registered with any event loop.

@@ -26,6 +26,8 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::connection_tag;
+
 /// Pingora's DEFAULT_L4_WRITE_BUFFER_SIZE: one Ethernet segment's payload.
 const WRITE_BUFFER: usize = 1460;
 
@@ -34,15 +36,26 @@ pub struct Replay<S> {
     inner: S,
     /// Written, not yet passed to `inner`.
     pending: Vec<u8>,
+    /// Where the connection's tag is, to count the bytes written in it: Pingora counts a
+    /// body's bytes without a chunked body's framing, which nginx's `$body_bytes_sent` counts.
+    tagged: Option<Arc<ProxyDigest>>,
 }
 
 impl<S> Replay<S> {
-    /// `inner`, read from after `front`.
-    pub fn new(inner: S, front: BytesMut) -> Replay<S> {
+    /// `inner`, read from after `front`; bytes written are counted in the connection tag that
+    /// `tagged` holds, if any.
+    pub fn new(inner: S, front: BytesMut, tagged: Option<Arc<ProxyDigest>>) -> Replay<S> {
         Replay {
             front,
             inner,
             pending: Vec::new(),
+            tagged,
+        }
+    }
+
+    fn count_written(&self, n: usize) {
+        if let Some(tag) = connection_tag::of(self.tagged.as_ref()) {
+            tag.count_written(n);
         }
     }
 }
@@ -104,9 +117,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
             ready!(self.poll_write_pending(cx))?;
         }
         if buf.len() >= WRITE_BUFFER {
-            return Pin::new(&mut self.inner).poll_write(cx, buf);
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+            self.count_written(n);
+            return Poll::Ready(Ok(n));
         }
         self.pending.extend_from_slice(buf);
+        self.count_written(buf.len());
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -180,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_gathered_until_flushed_or_full() {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let mut replay = Replay::new(client, BytesMut::new());
+        let mut replay = Replay::new(client, BytesMut::new(), None);
         replay.write_all(b"head\r\n\r\n").await.unwrap();
         replay.write_all(b"body").await.unwrap();
         let mut got = [0u8; 64];
@@ -204,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn the_bytes_put_back_come_first() {
         let inner: &[u8] = b" world";
-        let mut replay = Replay::new(inner, BytesMut::from(&b"hello"[..]));
+        let mut replay = Replay::new(inner, BytesMut::from(&b"hello"[..]), None);
         let mut all = String::new();
         replay.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "hello world");

@@ -146,6 +146,8 @@ struct ConnectionInfo {
     /// What the handshake got when the server asked for a client certificate.
     client_certificate: Option<Arc<ClientCertificate>>,
     proxy_protocol: Option<ProxyInfo>,
+    /// Bytes Pingora had written to the connection when the request began.
+    written_before: u64,
 }
 
 impl ConnectionInfo {
@@ -158,6 +160,7 @@ impl ConnectionInfo {
             number: tag.map_or(0, |t| t.number),
             requests: tag.map_or(1, |t| t.next_request()),
             proxy_protocol: tag.and_then(|t| t.proxy),
+            written_before: tag.map_or(0, |t| t.written()),
             ..ConnectionInfo::of_tls(digest.ssl_digest.as_deref())
         }
     }
@@ -173,6 +176,29 @@ impl ConnectionInfo {
             ..ConnectionInfo::default()
         }
     }
+}
+
+/// Whether Pingora writes `response`'s body in chunks: its last transfer coding is `chunked`.
+fn is_chunked(response: &ResponseHeader) -> bool {
+    response
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The length of `response`'s head as Pingora writes it: the status line, each header as
+/// `Name: value` and a line, and the empty line.
+fn head_length(response: &ResponseHeader) -> u64 {
+    let reason = response.get_reason_phrase().map_or(0, str::len);
+    let headers: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    ("HTTP/1.1 200 ".len() + reason + 2 + headers + 2) as u64
 }
 
 /// Distinguishes connections that must not be reused: a pool without `keepalive` gives each
@@ -1070,7 +1096,25 @@ impl RequestCtx {
             Some(_) => 500,
             None => 0,
         };
-        self.log_exchange(Exchange::of(session), unanswered, now);
+        let mut x = Exchange::of(session);
+        if let Some(bytes) = x.response.and_then(|r| self.chunked_body_bytes(session, r)) {
+            x.body_bytes_sent = bytes;
+        }
+        self.log_exchange(x, unanswered, now);
+    }
+
+    /// nginx's `$body_bytes_sent` is what went out after the head, a chunked body's framing
+    /// included, where Pingora counts the body's own bytes. For a chunked response, the bytes
+    /// written to the connection since the request began (as its tag counts them), less the
+    /// head. None for any other response, or where the connection's writes are not counted.
+    fn chunked_body_bytes(&self, session: &Session, response: &ResponseHeader) -> Option<u64> {
+        if !is_chunked(response) {
+            return None;
+        }
+        let digest = session.digest()?;
+        let tag = super::connection_tag::of(digest.proxy_digest.as_ref())?;
+        let since = tag.written().checked_sub(self.conn.written_before)?;
+        since.checked_sub(head_length(response))
     }
 
     /// Writes the access logs and counts the request, which ended at `now`; `unanswered` is the
