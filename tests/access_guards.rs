@@ -1,5 +1,5 @@
 //! Access controls the appliance does not enforce are never left out silently: a config with
-//! referer checks (or client certificates, secure links) is refused by every
+//! secure links (or OCSP checks of client certificates) is refused by every
 //! command that would serve it, with a line naming the directive, while `migrate` still
 //! compiles it and marks it in the report; what else a served config loses is logged when the
 //! appliance starts.
@@ -37,14 +37,14 @@ fn appliance(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn referer_checks_are_refused_not_served_open() {
+fn secure_links_are_refused_not_served_open() {
     let dir = TempDir::new("access-guards");
     let port = free_port();
-    let conf = config(&dir, port, "valid_referers none server_names;");
+    let conf = config(&dir, port, "secure_link $arg_md5,$arg_expires;");
     let conf = conf.to_str().expect("path");
-    let refusal = "\"valid_referers\" is not supported by the appliance, and leaving it out would \
-                   let through clients nginx refuses ($invalid_referer is never set: referer \
-                   checks let every request in)";
+    let refusal = "\"secure_link\" is not supported by the appliance, and leaving it out would \
+                   let through clients nginx refuses ($secure_link is never set: links are not \
+                   checked)";
     for args in [
         vec!["run", "-c", conf],
         vec!["check", "-c", conf],
@@ -64,16 +64,22 @@ fn referer_checks_are_refused_not_served_open() {
     assert!(toml.contains("[[http.server]]"), "{toml}");
     assert!(
         report.contains(
-            "valid_referers: $invalid_referer is never set: referer checks let every request in  \
+            "secure_link: $secure_link is never set: links are not checked  \
              [opens access: the appliance will not serve this config]"
         ),
         "{report}"
     );
 
-    // `auth_request` is enforced now (the differential test `auth_request`): it passes.
-    let conf = config(&dir, port, "auth_request /auth;");
-    let (code, _, stderr) = appliance(&["check", "-c", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{stderr}");
+    // Referer checks and `auth_request` are enforced now (the differential tests
+    // `valid_referers` and `auth_request`): they pass.
+    for location in [
+        "valid_referers none server_names;\n            if ($invalid_referer) { return 403; }",
+        "auth_request /auth;",
+    ] {
+        let conf = config(&dir, port, location);
+        let (code, _, stderr) = appliance(&["check", "-c", conf.to_str().expect("path")]);
+        assert_eq!(code, 0, "{location}: {stderr}");
+    }
 }
 
 #[test]

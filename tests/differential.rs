@@ -641,6 +641,107 @@ fn allow_and_deny() {
         .run();
 }
 
+/// valid_referers and `$invalid_referer`: none, blocked, server_names (exact, wildcard and
+/// regex names), hosts with a path prefix, leading and trailing wildcards, regexes; a
+/// location's own rules over its server's (with its server's regexes when it has none, as
+/// nginx merges them), a nested location inheriting them, `set` over the variable, a
+/// server-level `if` with the server's rules, whose value the request keeps (nginx caches
+/// it: a location's other rules change nothing after), and the value in a proxied request's
+/// header, on the fast path and on Pingora's session.
+#[test]
+fn valid_referers() {
+    let referers: [Option<&str>; 25] = [
+        None,
+        Some(""),
+        Some("http://example.com/"),
+        Some("http://EXAMPLE.com:80/x"),
+        Some("https://www.google.com/"),
+        Some("http://google.de"),
+        Some("http://exa"),
+        Some("ftp://example.com/"),
+        Some("http://example.com/pics/a.png"),
+        Some("http://example.com/pic"),
+        Some("http://a.wild.com"),
+        Some("http://wild.com"),
+        Some("http://www.tail.co.uk/"),
+        Some("http://www.tail./"),
+        Some("http://dot.org"),
+        Some("http://x.dot.org"),
+        Some("http://www.site.org/"),
+        Some("http://a.site.net"),
+        Some("http://img12.site.com/"),
+        Some("http://IMG12.site.com/"),
+        Some("http://example.com:8080/pics/z"),
+        Some("HTTP://example.com"),
+        Some("http://example.com?x"),
+        Some("http://www.google.com.evil/"),
+        Some("https://good.test/any"),
+    ];
+    let with = |request: Request, referer: Option<&str>| match referer {
+        Some(value) => request.header("Referer", value),
+        None => request,
+    };
+    let mut requests = Vec::new();
+    for referer in referers {
+        requests.push(with(get("/"), referer));
+        requests.push(with(get("/own/x"), referer));
+        requests.push(with(get("/").on_listener(1), referer));
+        requests.push(with(get("/own2/x").on_listener(1), referer));
+    }
+    for referer in [None, Some("http://a.wild.com"), Some("http://wild.com")] {
+        for path in ["/own/inner/x", "/open", "/set"] {
+            requests.push(with(get(path), referer));
+        }
+        requests.push(with(get("/nocheck/x").on_listener(1), referer));
+        requests.push(with(on_pingora_session(get("/")), referer));
+    }
+    Scenario::new("valid_referers")
+        .backends(1)
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 server_name www.site.org *.site.net ~^img\d+\.site\.com$;
+                 valid_referers blocked server_names example.com/pics/ *.wild.com
+                                www.tail.* .dot.org;
+                 location / {
+                     if ($invalid_referer) { return 403; }
+                     proxy_set_header X-Invalid-Referer "[$invalid_referer]";
+                     proxy_pass http://u;
+                 }
+                 location /own/ {
+                     valid_referers none example.com;
+                     valid_referers ~\.google\.;
+                     if ($invalid_referer) { return 403 "refused by /own/
+"; }
+                     return 200 "own [$invalid_referer]
+";
+                     location /own/inner/ { return 200 "inner [$invalid_referer]
+"; }
+                 }
+                 location /open { return 200 "open [$invalid_referer]
+"; }
+                 location /set { set $invalid_referer "x"; return 200 "set [$invalid_referer]
+"; }
+             }
+             server {
+                 listen {listen1};
+                 valid_referers none good.test ~\.google\.;
+                 if ($invalid_referer) { return 403 "refused by the server
+"; }
+                 location / { proxy_pass http://u; }
+                 location /own2/ {
+                     valid_referers other.test;
+                     return 200 "own2 [$invalid_referer]
+";
+                 }
+                 location /nocheck/ { valid_referers ~.; proxy_pass http://u; }
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
 /// map: the WebSocket idiom, string keys matched without regard to case, `\\` escaping a
 /// key, regexes after every string key with their captures in the value, `hostnames`
 /// wildcards (the most specific wins) and a trailing dot, values made of other maps, no

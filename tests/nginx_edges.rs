@@ -865,6 +865,62 @@ fn file_cases() -> Vec<Case> {
     .collect()
 }
 
+/// `valid_referers` as ngx_http_valid_referers and the referer module's merge check it, at
+/// server level and in a location. (A server's own name given again with `server_names` is
+/// left out: nginx finds it as it merges the levels and names the line that closes `http`,
+/// the appliance the level's; `config::referers` tests the message.)
+fn referer_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        ("none, blocked and a host", "valid_referers none blocked a.com;"),
+        ("every kind", "valid_referers none blocked server_names a.com/pics/ *.b.com c.* .d.org ~\\.google\\.;"),
+        ("two directives", "valid_referers none;\nvalid_referers a.com;"),
+        ("an empty word", "valid_referers \"\";"),
+        ("an empty regex", "valid_referers ~;"),
+        ("a regex that does not compile", "valid_referers ~(;"),
+        ("a star inside", "valid_referers a.*.com;"),
+        ("two stars", "valid_referers *.a.*;"),
+        ("a star alone", "valid_referers *;"),
+        ("a star and a dot", "valid_referers *.;"),
+        ("a star in a label", "valid_referers *a.com;"),
+        ("two dots", "valid_referers a..com;"),
+        ("a name twice", "valid_referers a.com A.COM/x;"),
+        ("a name and its dot form", "valid_referers a.com .A.com;"),
+        ("a trailing wildcard twice", "valid_referers www.a.* WWW.A.*/x;"),
+        ("a name twice over two directives", "valid_referers a.com;\nvalid_referers b.com a.com;"),
+        ("a wildcard and the bare name", "valid_referers *.a.com a.com;"),
+        ("none alone", "valid_referers none;"),
+        ("blocked and only a regex", "valid_referers blocked ~x;"),
+        ("server_names of a server without a name", "valid_referers none server_names;"),
+        ("no argument", "valid_referers;"),
+        ("the hash sizes", "referer_hash_max_size 1024;\nreferer_hash_bucket_size 128;"),
+        ("a hash size that is not a number", "referer_hash_max_size big;"),
+    ]
+    .into_iter()
+    .flat_map(|(name, lines)| {
+        [
+            case(format!("{name} (server)"), server(lines)),
+            case(
+                format!("{name} (location)"),
+                server(&format!("location / {{\n{lines}\n}}")),
+            ),
+        ]
+    })
+    .collect();
+    cases.push(case(
+        "valid_referers at http level",
+        "events {}\nhttp {\nvalid_referers a.com;\nserver {\nlisten 127.0.0.1:1;\n}\n}\n",
+    ));
+    cases.push(case(
+        "valid_referers inside if",
+        server("location / {\nif ($arg_x) {\nvalid_referers a.com;\n}\n}"),
+    ));
+    cases.push(case(
+        "set $invalid_referer",
+        server("location / {\nset $invalid_referer 1;\nreturn 200 $invalid_referer;\n}"),
+    ));
+    cases
+}
+
 /// A case's lines at http level and in a location.
 /// A config whose one server holds `body`.
 fn server(body: &str) -> String {
@@ -1340,6 +1396,11 @@ fn gzip_matches_nginx() {
 #[test]
 fn charset_resolver_and_auth_request_match_nginx() {
     compare(charset_resolver_and_auth_request_cases());
+}
+
+#[test]
+fn valid_referers_match_nginx() {
+    compare(referer_cases());
 }
 
 #[test]

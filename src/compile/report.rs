@@ -17,7 +17,6 @@ pub const GUARDS_ACCESS: &[&str] = &[
     "secure_link",
     "secure_link_md5",
     "secure_link_secret",
-    "valid_referers",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,9 +87,9 @@ impl Report {
         self.items.iter().filter(|i| i.support != Support::Mapped)
     }
 
-    /// The first directive left out that restricts who gets through (`auth_request`, client
-    /// certificates, secure links, referer checks): serving without it would let in clients
-    /// nginx refuses, so the appliance does not serve such a config.
+    /// The first directive left out that restricts who gets through (client certificates'
+    /// OCSP, secure links): serving without it would let in clients nginx refuses, so the
+    /// appliance does not serve such a config.
     pub fn opens_access(&self) -> Option<&ReportItem> {
         self.not_mapped()
             .find(|i| i.support == Support::Unsupported && GUARDS_ACCESS.contains(&i.name.as_str()))

@@ -55,6 +55,10 @@ pub struct VirtualServer {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// `valid_referers`, its words as written (see `config::referers`): what leaves
+    /// `$invalid_referer` empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_referers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]
@@ -223,6 +227,10 @@ pub struct Location {
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// `valid_referers`, its words as written (see `config::referers`): what leaves
+    /// `$invalid_referer` empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_referers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Gzip::is_empty")]
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]

@@ -20,6 +20,7 @@ pub mod limit;
 pub mod log;
 pub mod map;
 pub mod origin;
+pub mod referers;
 pub mod resolver;
 pub mod rewrite;
 pub mod split_clients;

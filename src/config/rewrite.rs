@@ -234,11 +234,11 @@ impl<'a> Condition<'a> {
     }
 }
 
-/// Whether `set` may assign nginx's own variable `name`: only `$args` (nginx's `$limit_rate`
-/// too, which the appliance does not have); the rest are refused with "the duplicate ...
-/// variable".
+/// Whether `set` may assign nginx's own variable `name`: `$args` and `$invalid_referer`
+/// (nginx's `$limit_rate` too, which the appliance does not have); the rest are refused with
+/// "the duplicate ... variable".
 pub fn settable_builtin(name: &str) -> bool {
-    name == "args"
+    matches!(name, "args" | "invalid_referer")
 }
 
 /// The named groups of a regular expression (`(?<name>...)`, `(?P<name>...)`), which nginx

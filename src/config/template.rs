@@ -104,6 +104,8 @@ pub enum Variable {
     RequestFilename,
     /// `$https`: `on` on a TLS connection, empty otherwise.
     Https,
+    /// `$invalid_referer`: `1` when `valid_referers` does not allow the request's Referer.
+    InvalidReferer,
     /// `$realip_remote_addr`, `$realip_remote_port`: the connecting client, which realip may
     /// have replaced in `$remote_addr`.
     RealipRemoteAddr,
@@ -222,6 +224,7 @@ impl Variable {
             "ssl_client_raw_cert" => SslClientRawCert,
             "ssl_client_escaped_cert" => SslClientEscapedCert,
             "https" => Https,
+            "invalid_referer" => InvalidReferer,
             "document_root" => DocumentRoot,
             "request_filename" => RequestFilename,
             "realip_remote_addr" => RealipRemoteAddr,
@@ -380,7 +383,6 @@ const NOT_COMPUTED: &[&str] = &[
     "gzip_ratio",
     "secure_link",
     "secure_link_expires",
-    "invalid_referer",
     "uid_got",
     "uid_set",
     "uid_reset",

@@ -579,6 +579,7 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         root(&server.root, at, &format!("{key}.root"), defined)?;
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
+        valid_referers(server, at, &key)?;
         gzip(&server.gzip, at, &format!("{key}.gzip"))?;
         autoindex(&server.autoindex, at, &format!("{key}.autoindex"))?;
         conditional(&server.conditional, at, &format!("{key}.conditional"))?;
@@ -617,6 +618,43 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         )?;
     }
     Ok(())
+}
+
+/// The `valid_referers` of a server and of its locations, read with the server's names, as
+/// nginx reads them when it merges the levels.
+fn valid_referers(server: &VirtualServer, at: Option<&Origin>, key: &str) -> Check {
+    fn level(
+        words: &Option<Vec<String>>,
+        names: &[String],
+        at: Option<&Origin>,
+        key: &str,
+    ) -> Check {
+        let Some(words) = words else {
+            return Ok(());
+        };
+        let fail = |e: Diagnostic| e.at_opt(at).about(format!("{key}.valid_referers"));
+        let rules = referers::Rules::parse(words, names).map_err(|e| fail(Diagnostic::error(e)))?;
+        for pattern in &rules.regexes {
+            regex(pattern, true).map_err(fail)?;
+        }
+        Ok(())
+    }
+    fn walk(
+        list: &[Location],
+        names: &[String],
+        parent: Option<&Origin>,
+        parent_key: &str,
+    ) -> Check {
+        for (i, loc) in list.iter().enumerate() {
+            let at = loc.origin.as_ref().or(parent);
+            let key = format!("{parent_key}.location[{i}]");
+            level(&loc.valid_referers, names, at, &key)?;
+            walk(&loc.locations, names, at, &key)?;
+        }
+        Ok(())
+    }
+    level(&server.valid_referers, &server.server_name, at, key)?;
+    walk(&server.locations, &server.server_name, at, key)
 }
 
 /// The certificates a server ends up with after inheriting from `[http]`.

@@ -40,6 +40,7 @@ pub mod proxy_protocol;
 mod pump;
 pub mod realip;
 pub mod redirect;
+pub mod referers;
 pub mod replay;
 pub mod request_metrics;
 pub mod resolver;

@@ -26,6 +26,7 @@ use super::locations::{LocationTree, Spec};
 use super::logging::{AccessLogs, Formats};
 use super::realip::RealIpConf;
 use super::redirect::RedirectRule;
+use super::referers::ValidReferers;
 use super::script::{IfLocation, Op, Script};
 use super::server_names::ServerNames;
 use super::sticky::Sticky;
@@ -117,6 +118,8 @@ pub struct LocationConf {
     pub auth: Option<Arc<super::access_phase::AuthConf>>,
     /// `expires`, unless unset or `off`.
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
+    /// `valid_referers`, for `$invalid_referer`.
+    pub valid_referers: Option<Arc<ValidReferers>>,
     /// gzip, when on.
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// The charset named in `Content-Type`, when `charset` is on.
@@ -552,6 +555,13 @@ fn build_server(
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
+        valid_referers: vs
+            .valid_referers
+            .as_deref()
+            .map(|words| ValidReferers::build(words, &vs.server_name, None, vs.origin.as_ref()))
+            .transpose()?
+            .map(Arc::new),
+        server_names: vs.server_name.clone().into(),
         gzip: vs.gzip.merged(&http.gzip),
         charset: vs.charset.merged(&http.charset),
         resolver: vs.resolver.merged(&http.resolver),
@@ -649,6 +659,9 @@ struct Level {
     limits: config::Limits,
     auth: config::Auth,
     expires: Option<String>,
+    valid_referers: Option<Arc<ValidReferers>>,
+    /// The names of the server the level is in, which `valid_referers server_names` allows.
+    server_names: Arc<[String]>,
     gzip: config::Gzip,
     charset: config::Charset,
     resolver: config::Resolver,
@@ -696,6 +709,16 @@ fn location_specs<'a>(
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
+            valid_referers: match &loc.valid_referers {
+                Some(words) => Some(Arc::new(ValidReferers::build(
+                    words,
+                    &parent.server_names,
+                    parent.valid_referers.as_deref(),
+                    loc.origin.as_ref(),
+                )?)),
+                None => parent.valid_referers.clone(),
+            },
+            server_names: parent.server_names.clone(),
             gzip: loc.gzip.merged(&parent.gzip),
             charset: loc.charset.merged(&parent.charset),
             resolver: loc.resolver.merged(&parent.resolver),
@@ -874,6 +897,7 @@ fn location_conf(
         auth: super::access_phase::AuthConf::build(&level.auth, defined, origin)?.map(Arc::new),
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
+        valid_referers: level.valid_referers.clone(),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
         resolver: super::resolver::NameResolver::shared(&level.resolver, origin)?,

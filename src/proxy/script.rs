@@ -104,7 +104,7 @@ pub fn compile(
         ops.push(match step {
             Step::Rewrite(r) => Op::Rewrite(rewrite_op(r, defined)?),
             Step::Set(set) => Op::Set {
-                target: if crate::config::rewrite::settable_builtin(&set.variable) {
+                target: if set.variable == "args" {
                     SetTarget::Args
                 } else {
                     SetTarget::Declared(Arc::from(set.variable.as_str()))

@@ -15,6 +15,7 @@ use super::client_cert::{self, ClientCertificate};
 use super::client_request::ClientRequest;
 use super::limits::LimitStatus;
 use super::proxy_protocol::ProxyInfo;
+use super::referers::ValidReferers;
 use super::ssl_preread::Preread;
 use super::tables::Tables;
 
@@ -75,6 +76,12 @@ pub struct RequestVars<'a> {
     pub proxy_protocol: Option<ProxyInfo>,
     /// The config's `map`, `geo` and `split_clients` variables.
     pub tables: &'a Tables,
+    /// The `valid_referers` in force where the request is (its location's, else its
+    /// server's), for `$invalid_referer`.
+    pub referers: Option<&'a ValidReferers>,
+    /// `$invalid_referer` once the request has asked for it: nginx keeps the first value for
+    /// the whole request (its internal redirects and subrequests too).
+    pub invalid_referer: &'a std::sync::OnceLock<bool>,
     /// What a stream server's `ssl_preread` read (stream connections only).
     pub preread: Option<&'a Preread>,
     /// A stream session's outcome, once it is over (its access log).
@@ -558,6 +565,22 @@ impl<'a> RequestVars<'a> {
             Variable::SslPrereadProtocol => {
                 out.extend_from_slice(self.preread.map_or("", |p| p.protocol()).as_bytes())
             }
+            Variable::InvalidReferer => {
+                // `set` may give it a value of the request's own (nginx's variable is
+                // changeable).
+                if let Some((_, value)) = self
+                    .declared
+                    .iter()
+                    .find(|(n, _)| &**n == "invalid_referer")
+                {
+                    out.extend_from_slice(value);
+                } else if *self.invalid_referer.get_or_init(|| {
+                    self.referers
+                        .is_some_and(|r| r.invalid(self.request.header("referer")))
+                }) {
+                    out.push(b'1');
+                }
+            }
             Variable::Https => {
                 if self.tls {
                     out.extend_from_slice(b"on");
@@ -888,6 +911,12 @@ impl<'a> RequestVars<'a> {
             tables,
             preread: None,
             session: None,
+            referers: None,
+            // Without rules every Referer is valid, so this one value serves every caller.
+            invalid_referer: {
+                static WITHOUT_RULES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                &WITHOUT_RULES
+            },
         }
     }
 }

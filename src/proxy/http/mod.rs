@@ -87,6 +87,8 @@ pub struct RequestCtx {
     upstream: UpstreamVars,
     /// `$request_id`, made only when something asks for it.
     request_id: std::sync::OnceLock<String>,
+    /// `$invalid_referer`, once asked for (nginx keeps its first value for the request).
+    invalid_referer: std::sync::OnceLock<bool>,
     /// The time the response's `Date` and `Expires` are written from, read once so that the
     /// two agree (nginx reads both from its time cached for the event).
     date: std::sync::OnceLock<SystemTime>,
@@ -269,6 +271,7 @@ impl RequestCtx {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
+            invalid_referer: std::sync::OnceLock::new(),
             date: std::sync::OnceLock::new(),
             compressor: None,
             affinity: None,
@@ -315,6 +318,7 @@ impl RequestCtx {
             host: self.host.clone(),
             tls: self.tls,
             request_id: self.request_id.clone(),
+            invalid_referer: self.invalid_referer.clone(),
             conn: self.conn.clone(),
             real_client: self.real_client,
             rewrite: Some(Box::new(rewrite)),
@@ -330,7 +334,7 @@ impl RequestCtx {
     }
 
     /// Takes back what a subrequest changed of what the two share: the variables `set` gave
-    /// values, and `$request_id` if the subrequest made it.
+    /// values, and `$request_id` and `$invalid_referer` if the subrequest made them.
     fn after_subrequest(&mut self, mut sub: RequestCtx) {
         if let Some(vars) = sub.rewrite.take().map(|r| r.vars) {
             if !vars.is_empty() {
@@ -339,6 +343,9 @@ impl RequestCtx {
         }
         if let Some(id) = sub.request_id.take() {
             let _ = self.request_id.set(id);
+        }
+        if let Some(invalid) = sub.invalid_referer.take() {
+            let _ = self.invalid_referer.set(invalid);
         }
         sub.release(Outcome::Success);
     }
@@ -1068,6 +1075,7 @@ impl RequestCtx {
             proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
+            invalid_referer: &self.invalid_referer,
             upstream: Some(&self.upstream),
             response: x.response,
             status: x.status,
@@ -1082,6 +1090,14 @@ impl RequestCtx {
             ssl_client: self.conn.client_certificate.as_deref(),
             proxy_protocol: self.conn.proxy_protocol,
             tables: &self.runtime.tables,
+            referers: match &self.location {
+                Some(location) => location.valid_referers.as_deref(),
+                // The server's rewrite phase: its own settings.
+                None => self
+                    .server
+                    .as_ref()
+                    .and_then(|s| s.fallback.valid_referers.as_deref()),
+            },
             preread: None,
             session: None,
         }

@@ -12,6 +12,7 @@ use crate::config::charset::{self, Charset};
 use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
+use crate::config::referers::Rules;
 use crate::config::resolver::{self as dns, Resolver};
 use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
@@ -264,6 +265,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             expires: None,
+            valid_referers: None,
             gzip: Gzip::default(),
             charset: Charset::default(),
             resolver: Resolver::default(),
@@ -339,6 +341,7 @@ impl Lowering<'_> {
                     http2_on = self.flag(stmt)?;
                     self.mapped(stmt);
                 }
+                "valid_referers" => self.valid_referers(stmt, &mut vs.valid_referers)?,
                 _ => {
                     let level = Level {
                         proxy: &mut vs.proxy,
@@ -381,7 +384,36 @@ impl Lowering<'_> {
         }
         vs.tls = self.pair_certificates(tls)?;
         (vs.return_, vs.script) = rewrite::into_model(steps);
+        self.referer_levels(block, &vs.server_name)?;
         Ok(vs)
+    }
+
+    /// The checks of `valid_referers` nginx makes as it merges the levels
+    /// (ngx_http_referer_merge_conf), once the server's names are all known: for the server
+    /// and each of its locations, the level's words with `server_names` standing for those
+    /// names. An error names the level's last `valid_referers` (nginx names none, or the end
+    /// of `http`).
+    fn referer_levels(&self, level: &Statement, names: &[String]) -> Result<()> {
+        let directives: Vec<&Statement> = level
+            .block
+            .iter()
+            .flatten()
+            .filter(|s| s.name == "valid_referers")
+            .collect();
+        if let Some(last) = directives.last() {
+            let words: Vec<String> = directives
+                .iter()
+                .flat_map(|s| s.values())
+                .map(str::to_string)
+                .collect();
+            Rules::parse(&words, names).map_err(|e| self.error(last, e))?;
+        }
+        for inner in level.block.iter().flatten() {
+            if inner.name == "location" {
+                self.referer_levels(inner, names)?;
+            }
+        }
+        Ok(())
     }
 
     /// `listen address[:port] [default_server] [ssl] [http2] [proxy_protocol] [backlog=N]
@@ -652,6 +684,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             expires: None,
+            valid_referers: None,
             gzip: Gzip::default(),
             charset: Charset::default(),
             resolver: Resolver::default(),
@@ -719,6 +752,7 @@ impl Lowering<'_> {
                     self.try_files(s, &mut set)?;
                     loc.try_files = set;
                 }
+                "valid_referers" => self.valid_referers(s, &mut loc.valid_referers)?,
                 "internal" => {
                     if loc.internal {
                         return Err(self.error(s, "\"internal\" directive is duplicate"));
@@ -769,6 +803,29 @@ impl Lowering<'_> {
         }
         (loc.return_, loc.script) = rewrite::into_model(steps);
         Ok(Some(loc))
+    }
+
+    /// `valid_referers`: its words added to the level's, each checked as
+    /// ngx_http_valid_referers checks it. The checks that need the server's names, or every
+    /// directive of the level, are the model's (`config::validate`), as nginx makes them when
+    /// it merges the levels.
+    fn valid_referers(&mut self, stmt: &Statement, level: &mut Option<Vec<String>>) -> Result<()> {
+        let mut words = level.take().unwrap_or_default();
+        let mut rules = Rules::default();
+        rules.add_words(&words).map_err(|e| self.error(stmt, e))?;
+        for word in stmt.values() {
+            let word = word.to_string();
+            rules
+                .add_words(std::slice::from_ref(&word))
+                .map_err(|e| self.error(stmt, e))?;
+            if let Some(pattern) = word.strip_prefix('~') {
+                self.usable_regex(stmt, pattern, true)?;
+            }
+            words.push(word);
+        }
+        *level = Some(words);
+        self.mapped(stmt);
+        Ok(())
     }
 
     /// `proxy_pass URL`. A URL with variables needs a resolver at request time, which the

@@ -171,6 +171,7 @@ pub const SUPPORTED: &[Entry] = &[
         "nginx's own $args and $limit_rate are not set from the subrequest",
     ),
     full("expires", HSL),
+    full("valid_referers", "server, location"),
     full("gzip", HSL),
     full("gzip_types", HSL),
     full("gzip_min_length", HSL),
@@ -242,6 +243,9 @@ pub const SUPPORTED: &[Entry] = &[
 /// the config, performance tuning and process management.
 const NO_TRAFFIC_CHANGE: &[&str] = &[
     "user",
+    // The sizes of nginx's hash of valid_referers' names; the appliance's needs none.
+    "referer_hash_max_size",
+    "referer_hash_bucket_size",
     "master_process",
     "worker_rlimit_nofile",
     "worker_rlimit_core",
@@ -380,7 +384,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "the variable it defines is not available (the appliance has it in http only)"
         }
         "error_page" => "upstream and appliance errors keep their own pages",
-        "valid_referers" => "$invalid_referer is never set: referer checks let every request in",
         "secure_link" | "secure_link_md5" | "secure_link_secret" => {
             "$secure_link is never set: links are not checked"
         }
