@@ -1,5 +1,5 @@
 //! Access controls the appliance does not enforce are never left out silently: a config with
-//! secure links (or OCSP checks of client certificates) is refused by every
+//! OCSP checks of client certificates is refused by every
 //! command that would serve it, with a line naming the directive, while `migrate` still
 //! compiles it and marks it in the report; what else a served config loses is logged when the
 //! appliance starts.
@@ -37,14 +37,23 @@ fn appliance(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn secure_links_are_refused_not_served_open() {
+fn ocsp_checks_are_refused_not_served_open() {
     let dir = TempDir::new("access-guards");
     let port = free_port();
-    let conf = config(&dir, port, "secure_link $arg_md5,$arg_expires;");
+    let conf = dir.path.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "events {{}}\nhttp {{\n    server {{\n        listen 127.0.0.1:{port};\n        \
+             ssl_ocsp on;\n        location / {{\n            return 200 \"open\\n\";\n        \
+             }}\n    }}\n}}\n"
+        ),
+    )
+    .expect("config");
     let conf = conf.to_str().expect("path");
-    let refusal = "\"secure_link\" is not supported by the appliance, and leaving it out would \
-                   let through clients nginx refuses ($secure_link is never set: links are not \
-                   checked)";
+    let refusal = "\"ssl_ocsp\" is not supported by the appliance, and leaving it out would let \
+                   through clients nginx refuses (client certificates are not checked with OCSP: \
+                   revoked ones get through)";
     for args in [
         vec!["run", "-c", conf],
         vec!["check", "-c", conf],
@@ -53,7 +62,7 @@ fn secure_links_are_refused_not_served_open() {
         let (code, _, stderr) = appliance(&args);
         assert_eq!(code, 1, "{args:?}: {stderr}");
         assert!(stderr.contains(refusal), "{args:?}: {stderr}");
-        assert!(stderr.contains(&format!("{conf}:6")), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{conf}:5")), "{args:?}: {stderr}");
     }
     // Nothing was served meanwhile.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
@@ -64,16 +73,17 @@ fn secure_links_are_refused_not_served_open() {
     assert!(toml.contains("[[http.server]]"), "{toml}");
     assert!(
         report.contains(
-            "secure_link: $secure_link is never set: links are not checked  \
+            "ssl_ocsp: client certificates are not checked with OCSP: revoked ones get through  \
              [opens access: the appliance will not serve this config]"
         ),
         "{report}"
     );
 
-    // Referer checks and `auth_request` are enforced now (the differential tests
-    // `valid_referers` and `auth_request`): they pass.
+    // Referer checks, secure links and `auth_request` are enforced now (the differential
+    // tests `valid_referers`, `secure_link` and `auth_request`): they pass.
     for location in [
         "valid_referers none server_names;\n            if ($invalid_referer) { return 403; }",
+        "secure_link $arg_md5,$arg_expires;\n            secure_link_md5 \"$uri s\";",
         "auth_request /auth;",
     ] {
         let conf = config(&dir, port, location);

@@ -742,6 +742,102 @@ fn valid_referers() {
         .run();
 }
 
+/// secure_link: a link signed over its expiry time, URI and client address (nginx's
+/// documented set-up), its expiry, a wrong or missing hash, padding, the old
+/// `secure_link_secret` form with the path it gives a rewrite, `secure_link` without
+/// `secure_link_md5`, and each setting inherited on its own from the server.
+#[test]
+fn secure_link() {
+    use base64::Engine as _;
+    use md5::{Digest, Md5};
+    let hash =
+        |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Md5::digest(text));
+    let hex = |text: &str| {
+        Md5::digest(text)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let (future, past) = ("4102444800", "946684800");
+    let signed = |path: &str, expires: &str| {
+        let h = hash(&format!("{expires}{path}127.0.0.1 secret"));
+        format!("{path}?md5={h}&expires={expires}")
+    };
+    let requests = vec![
+        get(&signed("/s/file", future)),
+        get(&signed("/s/file", past)),
+        get(&format!("{}==", signed("/s/file", future))),
+        on_pingora_session(get(&signed("/s/file", future))),
+        get(&signed("/s/file", future).replace("/s/file", "/s/other")),
+        get(&format!("/s/file?md5={}&expires={future}", hash("wrong"))),
+        get(&format!(
+            "/s/file?md5={}&expires=0",
+            hash("0/s/file127.0.0.1 secret")
+        )),
+        get("/s/file"),
+        get(&format!("/s/file?md5={}", hash("/s/file127.0.0.1 secret"))),
+        get(&format!("/p/{}/top/file.pdf", hex("wrong"))),
+        get(&format!("/p/{}/top/file.pdf", hex("top/file.pdfsecret"))),
+        get(&format!(
+            "/p/{}/top/file.pdf",
+            hex("top/file.pdfsecret").to_uppercase()
+        )),
+        get(&format!("/p/{}/top/other.pdf", hex("top/file.pdfsecret"))),
+        get("/p/short/top/file.pdf"),
+        get(&format!("/nohash/x?md5={}", hash("/nohash/x secret"))),
+        get(&format!("/v/x?md5={}", hash("/v/x secret"))),
+        get(&format!("/v/x?md5={}", hash("/v/y secret"))),
+        get(&format!("/a?h={}", hash("/a k"))).on_listener(1),
+        get(&format!("/a?h={}", hash("/a other"))).on_listener(1),
+        get(&format!("/own/b?h={}", hash("/own/b other"))).on_listener(1),
+        get(&format!("/own/b?h={}", hash("/own/b k"))).on_listener(1),
+        get(&format!("/old/{}/x", hex("xk"))).on_listener(1),
+    ];
+    Scenario::new("secure_link")
+        .backends(1)
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 location /s/ {
+                     secure_link $arg_md5,$arg_expires;
+                     secure_link_md5 "$secure_link_expires$uri$remote_addr secret";
+                     if ($secure_link = "") { return 403; }
+                     if ($secure_link = "0") { return 410; }
+                     proxy_set_header X-Secure-Link "$secure_link,$secure_link_expires";
+                     proxy_pass http://u;
+                 }
+                 location /p/ {
+                     secure_link_secret secret;
+                     if ($secure_link = "") { return 403; }
+                     rewrite ^ /files/$secure_link break;
+                     proxy_pass http://u;
+                 }
+                 location /nohash/ { secure_link $arg_md5; return 200 "[$secure_link]
+"; }
+                 location /v/ {
+                     secure_link $arg_md5;
+                     secure_link_md5 "$uri secret";
+                     return 200 "[$secure_link] [$secure_link_expires]
+";
+                 }
+             }
+             server {
+                 listen {listen1};
+                 secure_link $arg_h;
+                 secure_link_md5 "$uri k";
+                 location / { return 200 "[$secure_link]
+"; }
+                 location /own/ { secure_link_md5 "$uri other"; return 200 "[$secure_link]
+"; }
+                 location /old/ { secure_link_secret k; return 200 "[$secure_link]
+"; }
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
 /// map: the WebSocket idiom, string keys matched without regard to case, `\\` escaping a
 /// key, regexes after every string key with their captures in the value, `hostnames`
 /// wildcards (the most specific wins) and a trailing dot, values made of other maps, no

@@ -921,6 +921,43 @@ fn referer_cases() -> Vec<Case> {
     cases
 }
 
+/// `secure_link`, `secure_link_md5` and `secure_link_secret` as their slots read them. (A
+/// server or location that mixes the secret with the others is left out: nginx finds it as
+/// it merges the levels and names the line that closes `http`, the appliance the level's
+/// `secure_link_secret`; `config::secure_link` tests the message.)
+fn secure_link_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        (
+            "the documented set-up",
+            "secure_link $arg_md5,$arg_expires;\nsecure_link_md5 \"$secure_link_expires$uri$remote_addr secret\";",
+        ),
+        ("the old form", "secure_link_secret secret;"),
+        ("secure_link twice", "secure_link $arg_a;\nsecure_link $arg_b;"),
+        ("secure_link_md5 twice", "secure_link_md5 a;\nsecure_link_md5 b;"),
+        ("secure_link_secret twice", "secure_link_secret a;\nsecure_link_secret b;"),
+        ("secure_link without a value", "secure_link;"),
+        ("secure_link_md5 with two values", "secure_link_md5 a b;"),
+        ("an unknown variable", "secure_link $nowhere;"),
+        ("a variable in the secret", "secure_link_secret $uri;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect();
+    cases.push(case(
+        "the two forms at http level, which nginx never merges",
+        "events {}\nhttp {\nsecure_link_secret s;\nsecure_link $arg_h;\nserver {\nlisten 127.0.0.1:1;\n}\n}\n",
+    ));
+    cases.push(case(
+        "$secure_link in a return",
+        server("location / {\nsecure_link_secret s;\nreturn 200 \"$secure_link $secure_link_expires\";\n}"),
+    ));
+    cases.push(case(
+        "set $secure_link",
+        server("location / {\nset $secure_link 1;\n}"),
+    ));
+    cases
+}
+
 /// A case's lines at http level and in a location.
 /// A config whose one server holds `body`.
 fn server(body: &str) -> String {
@@ -1396,6 +1433,11 @@ fn gzip_matches_nginx() {
 #[test]
 fn charset_resolver_and_auth_request_match_nginx() {
     compare(charset_resolver_and_auth_request_cases());
+}
+
+#[test]
+fn secure_link_matches_nginx() {
+    compare(secure_link_cases());
 }
 
 #[test]

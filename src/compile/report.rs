@@ -11,13 +11,7 @@ use crate::config::Origin;
 /// Directives that only restrict who gets a response. Where the appliance does not carry one
 /// over (the ones after `ssl_verify_client` anywhere), a config that uses it is refused rather
 /// than served open.
-pub const GUARDS_ACCESS: &[&str] = &[
-    "ssl_verify_client",
-    "ssl_ocsp",
-    "secure_link",
-    "secure_link_md5",
-    "secure_link_secret",
-];
+pub const GUARDS_ACCESS: &[&str] = &["ssl_verify_client", "ssl_ocsp"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Support {
@@ -88,8 +82,8 @@ impl Report {
     }
 
     /// The first directive left out that restricts who gets through (client certificates'
-    /// OCSP, secure links): serving without it would let in clients nginx refuses, so the
-    /// appliance does not serve such a config.
+    /// OCSP): serving without it would let in clients nginx refuses, so the appliance does
+    /// not serve such a config.
     pub fn opens_access(&self) -> Option<&ReportItem> {
         self.not_mapped()
             .find(|i| i.support == Support::Unsupported && GUARDS_ACCESS.contains(&i.name.as_str()))

@@ -24,6 +24,7 @@ use super::log::AccessLog;
 use super::origin::Origin;
 use super::resolver::Resolver;
 use super::rewrite::Step;
+use super::secure_link::SecureLink;
 use super::units::{Duration, Size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ pub struct VirtualServer {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
+    pub secure_link: SecureLink,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -224,6 +227,8 @@ pub struct Location {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
+    pub secure_link: SecureLink,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,

@@ -23,6 +23,7 @@ pub mod origin;
 pub mod referers;
 pub mod resolver;
 pub mod rewrite;
+pub mod secure_link;
 pub mod split_clients;
 pub mod stream;
 pub mod template;
@@ -55,6 +56,7 @@ pub use map::{Defined, MapEntry, MapKey, MapVar};
 pub use origin::Origin;
 pub use resolver::Resolver;
 pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
+pub use secure_link::SecureLink;
 pub use split_clients::{SplitClients, SplitPart};
 pub use stream::{StreamServer, UpstreamTlsCheck};
 pub(crate) use toml_origins::place as place_in_toml;
@@ -202,6 +204,8 @@ pub struct Http {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Auth::is_empty")]
     pub auth: Auth,
+    #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
+    pub secure_link: SecureLink,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,

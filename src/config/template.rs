@@ -106,6 +106,11 @@ pub enum Variable {
     Https,
     /// `$invalid_referer`: `1` when `valid_referers` does not allow the request's Referer.
     InvalidReferer,
+    /// `$secure_link`: `1` (or `0` once expired) for a link signed as `secure_link_md5`
+    /// says, the path after the hash in the old form; empty otherwise.
+    SecureLink,
+    /// `$secure_link_expires`: the expiry time the link gave.
+    SecureLinkExpires,
     /// `$realip_remote_addr`, `$realip_remote_port`: the connecting client, which realip may
     /// have replaced in `$remote_addr`.
     RealipRemoteAddr,
@@ -225,6 +230,8 @@ impl Variable {
             "ssl_client_escaped_cert" => SslClientEscapedCert,
             "https" => Https,
             "invalid_referer" => InvalidReferer,
+            "secure_link" => SecureLink,
+            "secure_link_expires" => SecureLinkExpires,
             "document_root" => DocumentRoot,
             "request_filename" => RequestFilename,
             "realip_remote_addr" => RealipRemoteAddr,
@@ -381,8 +388,6 @@ const NOT_COMPUTED: &[&str] = &[
     "ssl_client_v_end",
     "ssl_client_v_remain",
     "gzip_ratio",
-    "secure_link",
-    "secure_link_expires",
     "uid_got",
     "uid_set",
     "uid_reset",

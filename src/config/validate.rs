@@ -525,6 +525,8 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
     real_ip(&h.real_ip, None, "http.real_ip")?;
     root(&h.root, None, "http.root", defined)?;
     auth(&h.auth, None, "http.auth", defined)?;
+    // nginx never merges the http level into another, so it does not check the forms apart.
+    secure_link(&h.secure_link, None, "http.secure_link", defined, false)?;
     expires(&h.expires, None, "http.expires", defined)?;
     gzip(&h.gzip, None, "http.gzip")?;
     autoindex(&h.autoindex, None, "http.autoindex")?;
@@ -578,6 +580,8 @@ fn http(model: &Appliance, pools: &HashSet<&str>, defined: Defined<'_>) -> Check
         limits(&server.limits, &zones, at, &format!("{key}.limits"))?;
         root(&server.root, at, &format!("{key}.root"), defined)?;
         auth(&server.auth, at, &format!("{key}.auth"), defined)?;
+        let secure_link_key = format!("{key}.secure_link");
+        secure_link(&server.secure_link, at, &secure_link_key, defined, true)?;
         expires(&server.expires, at, &format!("{key}.expires"), defined)?;
         valid_referers(server, at, &key)?;
         gzip(&server.gzip, at, &format!("{key}.gzip"))?;
@@ -743,6 +747,8 @@ fn locations(
         limits(&loc.limits, zones, at, &format!("{key}.limits"))?;
         root(&loc.root, at, &format!("{key}.root"), defined)?;
         auth(&loc.auth, at, &format!("{key}.auth"), defined)?;
+        let secure_link_key = format!("{key}.secure_link");
+        secure_link(&loc.secure_link, at, &secure_link_key, defined, true)?;
         expires(&loc.expires, at, &format!("{key}.expires"), defined)?;
         gzip(&loc.gzip, at, &format!("{key}.gzip"))?;
         autoindex(&loc.autoindex, at, &format!("{key}.autoindex"))?;
@@ -796,6 +802,31 @@ fn root(root: &Option<String>, at: Option<&Origin>, key: &str, defined: Defined<
 /// A level's `auth_basic` realm and user file: templates that parse; the file not empty. Its
 /// `auth_request` URI not empty; what `auth_request_set` assigns a variable of the config's
 /// own, from a template that parses.
+/// A level's `secure_link` settings: its templates and, for a server or location, the two
+/// forms apart.
+fn secure_link(
+    s: &SecureLink,
+    at: Option<&Origin>,
+    key: &str,
+    defined: Defined<'_>,
+    merged: bool,
+) -> Check {
+    if merged {
+        s.check()
+            .map_err(|e| Diagnostic::error(e).at_opt(at).about(key))?;
+    }
+    for (text, field) in [(&s.link, "link"), (&s.md5, "md5")] {
+        if let Some(text) = text {
+            Template::parse_in(text, defined).map_err(|e| {
+                Diagnostic::error(e.to_string())
+                    .at_opt(at)
+                    .about(format!("{key}.{field}"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn auth(a: &Auth, at: Option<&Origin>, key: &str, defined: Defined<'_>) -> Check {
     let check = |text: &Option<String>, field: &str| -> Check {
         let Some(text) = text else {

@@ -47,6 +47,7 @@ pub mod resolver;
 pub mod respond;
 pub mod runtime;
 pub mod script;
+pub mod secure_link;
 pub mod sendfile;
 pub mod server_names;
 pub mod signals;

@@ -120,6 +120,8 @@ pub struct LocationConf {
     pub expires: Option<Arc<super::expires::ExpiresConf>>,
     /// `valid_referers`, for `$invalid_referer`.
     pub valid_referers: Option<Arc<ValidReferers>>,
+    /// `secure_link` and the like, for `$secure_link`, unless it is always empty here.
+    pub secure_link: Option<Arc<super::secure_link::SecureLinkConf>>,
     /// gzip, when on.
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// The charset named in `Content-Type`, when `charset` is on.
@@ -554,6 +556,7 @@ fn build_server(
         real_ip: vs.real_ip.merged(&http.real_ip),
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
+        secure_link: vs.secure_link.merged(&http.secure_link),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         valid_referers: vs
             .valid_referers
@@ -658,6 +661,7 @@ struct Level {
     real_ip: RealIp,
     limits: config::Limits,
     auth: config::Auth,
+    secure_link: config::SecureLink,
     expires: Option<String>,
     valid_referers: Option<Arc<ValidReferers>>,
     /// The names of the server the level is in, which `valid_referers server_names` allows.
@@ -708,6 +712,7 @@ fn location_specs<'a>(
             real_ip: loc.real_ip.merged(&parent.real_ip),
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
+            secure_link: loc.secure_link.merged(&parent.secure_link),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             valid_referers: match &loc.valid_referers {
                 Some(words) => Some(Arc::new(ValidReferers::build(
@@ -898,6 +903,12 @@ fn location_conf(
         expires: super::expires::ExpiresConf::build(level.expires.as_deref(), defined, origin)?
             .map(Arc::new),
         valid_referers: level.valid_referers.clone(),
+        secure_link: super::secure_link::SecureLinkConf::build(
+            &level.secure_link,
+            defined,
+            origin,
+        )?
+        .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
         resolver: super::resolver::NameResolver::shared(&level.resolver, origin)?,

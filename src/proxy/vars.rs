@@ -16,6 +16,7 @@ use super::client_request::ClientRequest;
 use super::limits::LimitStatus;
 use super::proxy_protocol::ProxyInfo;
 use super::referers::ValidReferers;
+use super::secure_link::{SecureLinkConf, SecureLinkValue};
 use super::ssl_preread::Preread;
 use super::tables::Tables;
 
@@ -79,13 +80,44 @@ pub struct RequestVars<'a> {
     /// The `valid_referers` in force where the request is (its location's, else its
     /// server's), for `$invalid_referer`.
     pub referers: Option<&'a ValidReferers>,
-    /// `$invalid_referer` once the request has asked for it: nginx keeps the first value for
-    /// the whole request (its internal redirects and subrequests too).
-    pub invalid_referer: &'a std::sync::OnceLock<bool>,
+    /// `secure_link` where the request is, for `$secure_link`.
+    pub secure_link: Option<&'a SecureLinkConf>,
+    /// `$secure_link_expires` while `$secure_link` is being worked out (its
+    /// `secure_link_md5` may use it).
+    pub secure_link_expires: Option<&'a [u8]>,
+    /// The variables nginx works out once per request and keeps.
+    pub cached: &'a CachedVars,
     /// What a stream server's `ssl_preread` read (stream connections only).
     pub preread: Option<&'a Preread>,
     /// A stream session's outcome, once it is over (its access log).
     pub session: Option<&'a SessionVars>,
+}
+
+/// Variables nginx works out once per request and keeps, through its internal redirects
+/// and in its subrequests: `$invalid_referer`, `$secure_link` and `$secure_link_expires`.
+#[derive(Clone, Debug, Default)]
+pub struct CachedVars {
+    pub invalid_referer: std::sync::OnceLock<bool>,
+    pub secure_link: std::sync::OnceLock<SecureLinkValue>,
+}
+
+impl CachedVars {
+    pub const fn new() -> CachedVars {
+        CachedVars {
+            invalid_referer: std::sync::OnceLock::new(),
+            secure_link: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Takes what a subrequest worked out that this request had not.
+    pub fn take_from(&self, sub: &mut CachedVars) {
+        if let Some(invalid) = sub.invalid_referer.take() {
+            let _ = self.invalid_referer.set(invalid);
+        }
+        if let Some(link) = sub.secure_link.take() {
+            let _ = self.secure_link.set(link);
+        }
+    }
 }
 
 /// One entry per try, inline for the first two: most requests make one try, and a list on the
@@ -300,6 +332,19 @@ impl<'a> RequestVars<'a> {
             captured: Some(text),
             ..*self
         }
+    }
+
+    /// `$secure_link` and `$secure_link_expires`, worked out on first use and kept; `None`
+    /// where no secure link is configured (nothing kept). While they are worked out, the
+    /// templates see no `secure_link`, so one that names `$secure_link` cannot loop.
+    fn secure_link_value(&self) -> Option<&'a SecureLinkValue> {
+        let conf = self.secure_link?;
+        Some(self.cached.secure_link.get_or_init(|| {
+            conf.evaluate(&RequestVars {
+                secure_link: None,
+                ..*self
+            })
+        }))
     }
 
     fn header_first(&self, name: &str) -> Option<&[u8]> {
@@ -574,12 +619,26 @@ impl<'a> RequestVars<'a> {
                     .find(|(n, _)| &**n == "invalid_referer")
                 {
                     out.extend_from_slice(value);
-                } else if *self.invalid_referer.get_or_init(|| {
+                } else if *self.cached.invalid_referer.get_or_init(|| {
                     self.referers
                         .is_some_and(|r| r.invalid(self.request.header("referer")))
                 }) {
                     out.push(b'1');
                 }
+            }
+            Variable::SecureLink => {
+                if let Some(link) = self.secure_link_value().and_then(|v| v.link.as_deref()) {
+                    out.extend_from_slice(link);
+                }
+            }
+            Variable::SecureLinkExpires => {
+                let expires = self.secure_link_expires.or_else(|| {
+                    self.cached
+                        .secure_link
+                        .get()
+                        .and_then(|v| v.expires.as_deref())
+                });
+                out.extend_from_slice(expires.unwrap_or_default());
             }
             Variable::Https => {
                 if self.tls {
@@ -912,9 +971,12 @@ impl<'a> RequestVars<'a> {
             preread: None,
             session: None,
             referers: None,
-            // Without rules every Referer is valid, so this one value serves every caller.
-            invalid_referer: {
-                static WITHOUT_RULES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            secure_link: None,
+            secure_link_expires: None,
+            // Without rules every Referer is valid and no link is checked, so this one set of
+            // values serves every caller.
+            cached: {
+                static WITHOUT_RULES: CachedVars = CachedVars::new();
                 &WITHOUT_RULES
             },
         }

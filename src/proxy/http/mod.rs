@@ -57,7 +57,7 @@ use super::sticky::Affinity;
 use super::tls::Handshaken;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
-use super::vars::{eval_to_vec, RequestVars, UpstreamVars};
+use super::vars::{eval_to_vec, CachedVars, RequestVars, UpstreamVars};
 use crate::config::template::Template;
 use crate::config::{HttpVersion, LogLevel, NextUpstream, Return, Satisfy, Scheme};
 
@@ -87,8 +87,9 @@ pub struct RequestCtx {
     upstream: UpstreamVars,
     /// `$request_id`, made only when something asks for it.
     request_id: std::sync::OnceLock<String>,
-    /// `$invalid_referer`, once asked for (nginx keeps its first value for the request).
-    invalid_referer: std::sync::OnceLock<bool>,
+    /// `$invalid_referer` and `$secure_link`, once asked for (nginx keeps their first values
+    /// for the request).
+    cached: CachedVars,
     /// The time the response's `Date` and `Expires` are written from, read once so that the
     /// two agree (nginx reads both from its time cached for the event).
     date: std::sync::OnceLock<SystemTime>,
@@ -271,7 +272,7 @@ impl RequestCtx {
             give_up_status: 502,
             upstream: UpstreamVars::default(),
             request_id: std::sync::OnceLock::new(),
-            invalid_referer: std::sync::OnceLock::new(),
+            cached: CachedVars::new(),
             date: std::sync::OnceLock::new(),
             compressor: None,
             affinity: None,
@@ -318,7 +319,7 @@ impl RequestCtx {
             host: self.host.clone(),
             tls: self.tls,
             request_id: self.request_id.clone(),
-            invalid_referer: self.invalid_referer.clone(),
+            cached: self.cached.clone(),
             conn: self.conn.clone(),
             real_client: self.real_client,
             rewrite: Some(Box::new(rewrite)),
@@ -334,7 +335,8 @@ impl RequestCtx {
     }
 
     /// Takes back what a subrequest changed of what the two share: the variables `set` gave
-    /// values, and `$request_id` and `$invalid_referer` if the subrequest made them.
+    /// values, and `$request_id`, `$invalid_referer` and `$secure_link` if the subrequest made
+    /// them.
     fn after_subrequest(&mut self, mut sub: RequestCtx) {
         if let Some(vars) = sub.rewrite.take().map(|r| r.vars) {
             if !vars.is_empty() {
@@ -344,9 +346,7 @@ impl RequestCtx {
         if let Some(id) = sub.request_id.take() {
             let _ = self.request_id.set(id);
         }
-        if let Some(invalid) = sub.invalid_referer.take() {
-            let _ = self.invalid_referer.set(invalid);
-        }
+        self.cached.take_from(&mut sub.cached);
         sub.release(Outcome::Success);
     }
 }
@@ -1054,6 +1054,10 @@ impl RequestCtx {
     }
 
     fn vars_of<'a>(&'a self, x: Exchange<'a>, proxy: Option<&'a ProxyConf>) -> RequestVars<'a> {
+        // The settings in force: the location's, or in the server's rewrite phase the
+        // server's own.
+        let level =
+            (self.location.as_deref()).or_else(|| self.server.as_ref().map(|s| &*s.fallback));
         RequestVars {
             request: x.request,
             client: self.client(x.client).map(|a| (a.ip(), a.port())),
@@ -1075,7 +1079,7 @@ impl RequestCtx {
             proxy_host: proxy.map_or("", |p| p.proxy_host.as_str()),
             proxy_port: proxy.map_or("", |p| p.proxy_port.as_str()),
             request_id: &self.request_id,
-            invalid_referer: &self.invalid_referer,
+            cached: &self.cached,
             upstream: Some(&self.upstream),
             response: x.response,
             status: x.status,
@@ -1090,14 +1094,9 @@ impl RequestCtx {
             ssl_client: self.conn.client_certificate.as_deref(),
             proxy_protocol: self.conn.proxy_protocol,
             tables: &self.runtime.tables,
-            referers: match &self.location {
-                Some(location) => location.valid_referers.as_deref(),
-                // The server's rewrite phase: its own settings.
-                None => self
-                    .server
-                    .as_ref()
-                    .and_then(|s| s.fallback.valid_referers.as_deref()),
-            },
+            referers: level.and_then(|l| l.valid_referers.as_deref()),
+            secure_link: level.and_then(|l| l.secure_link.as_deref()),
+            secure_link_expires: None,
             preread: None,
             session: None,
         }

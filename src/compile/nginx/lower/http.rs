@@ -18,8 +18,8 @@ use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
     HttpVersion, Limits, Listen, ListenAddress, Location, LocationKind, MapEntry, MapKey, MapVar,
-    NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, Tls,
-    TlsVersion, VerifyClient, VirtualServer,
+    NextUpstream, PageStatus, Proxy, ProxyPass, ProxyRedirect, RealIp, Return, Satisfy, SecureLink,
+    Tls, TlsVersion, VerifyClient, VirtualServer,
 };
 
 /// ngx_http_charset_merge_loc_conf's check at every level once the http block is read: a
@@ -93,6 +93,7 @@ pub(super) struct Level<'a> {
     pub real_ip: &'a mut RealIp,
     pub limits: &'a mut Limits,
     pub auth: &'a mut Auth,
+    pub secure_link: &'a mut SecureLink,
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
     pub charset: &'a mut Charset,
@@ -129,6 +130,7 @@ impl Lowering<'_> {
         let mut real_ip = RealIp::default();
         let mut limits = Limits::default();
         let mut auth = Auth::default();
+        let mut secure_link = SecureLink::default();
         let mut expires = None;
         let mut gzip = Gzip::default();
         let mut charset = Charset::default();
@@ -197,6 +199,7 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         limits: &mut limits,
                         auth: &mut auth,
+                        secure_link: &mut secure_link,
                         expires: &mut expires,
                         gzip: &mut gzip,
                         charset: &mut charset,
@@ -229,6 +232,7 @@ impl Lowering<'_> {
         http.real_ip = real_ip;
         http.limits = limits;
         http.auth = auth;
+        http.secure_link = secure_link;
         http.expires = expires;
         http.gzip = gzip;
         http.charset = charset;
@@ -264,6 +268,7 @@ impl Lowering<'_> {
             real_ip: RealIp::default(),
             limits: Default::default(),
             auth: Default::default(),
+            secure_link: Default::default(),
             expires: None,
             valid_referers: None,
             gzip: Gzip::default(),
@@ -351,6 +356,7 @@ impl Lowering<'_> {
                         real_ip: &mut vs.real_ip,
                         limits: &mut vs.limits,
                         auth: &mut vs.auth,
+                        secure_link: &mut vs.secure_link,
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
                         charset: &mut vs.charset,
@@ -384,33 +390,42 @@ impl Lowering<'_> {
         }
         vs.tls = self.pair_certificates(tls)?;
         (vs.return_, vs.script) = rewrite::into_model(steps);
-        self.referer_levels(block, &vs.server_name)?;
+        self.merge_checks(block, &vs.server_name)?;
         Ok(vs)
     }
 
-    /// The checks of `valid_referers` nginx makes as it merges the levels
-    /// (ngx_http_referer_merge_conf), once the server's names are all known: for the server
-    /// and each of its locations, the level's words with `server_names` standing for those
-    /// names. An error names the level's last `valid_referers` (nginx names none, or the end
-    /// of `http`).
-    fn referer_levels(&self, level: &Statement, names: &[String]) -> Result<()> {
-        let directives: Vec<&Statement> = level
-            .block
-            .iter()
-            .flatten()
-            .filter(|s| s.name == "valid_referers")
-            .collect();
-        if let Some(last) = directives.last() {
-            let words: Vec<String> = directives
+    /// The checks nginx makes of a server and each of its locations as it merges the levels,
+    /// once the server's names are all known: `valid_referers`, its words with
+    /// `server_names` standing for those names (ngx_http_referer_merge_conf), and
+    /// `secure_link_secret` beside `secure_link` or `secure_link_md5`
+    /// (ngx_http_secure_link_merge_conf). An error names the level's directive (nginx names
+    /// none, or the end of `http`).
+    fn merge_checks(&self, level: &Statement, names: &[String]) -> Result<()> {
+        let named = |name: &str| -> Vec<&Statement> {
+            level
+                .block
+                .iter()
+                .flatten()
+                .filter(|s| s.name == name)
+                .collect()
+        };
+        let referers = named("valid_referers");
+        if let Some(last) = referers.last() {
+            let words: Vec<String> = referers
                 .iter()
                 .flat_map(|s| s.values())
                 .map(str::to_string)
                 .collect();
             Rules::parse(&words, names).map_err(|e| self.error(last, e))?;
         }
+        if let Some(secret) = named("secure_link_secret").first() {
+            if !named("secure_link").is_empty() || !named("secure_link_md5").is_empty() {
+                return Err(self.error(secret, crate::config::secure_link::MIXED));
+            }
+        }
         for inner in level.block.iter().flatten() {
             if inner.name == "location" {
-                self.referer_levels(inner, names)?;
+                self.merge_checks(inner, names)?;
             }
         }
         Ok(())
@@ -683,6 +698,7 @@ impl Lowering<'_> {
             real_ip: RealIp::default(),
             limits: Default::default(),
             auth: Default::default(),
+            secure_link: Default::default(),
             expires: None,
             valid_referers: None,
             gzip: Gzip::default(),
@@ -779,6 +795,7 @@ impl Lowering<'_> {
                         real_ip: &mut loc.real_ip,
                         limits: &mut loc.limits,
                         auth: &mut loc.auth,
+                        secure_link: &mut loc.secure_link,
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
                         charset: &mut loc.charset,
@@ -991,6 +1008,24 @@ impl Lowering<'_> {
                     return Ok(true);
                 };
                 level.auth.basic = Some(realm);
+            }
+            "secure_link" | "secure_link_md5" | "secure_link_secret" => {
+                let slot = match stmt.name.as_str() {
+                    "secure_link" => &mut level.secure_link.link,
+                    "secure_link_md5" => &mut level.secure_link.md5,
+                    _ => &mut level.secure_link.secret,
+                };
+                if slot.is_some() {
+                    return Err(
+                        self.error(stmt, format!("\"{}\" directive is duplicate", stmt.name))
+                    );
+                }
+                let value = self.arg(stmt, 0)?.to_string();
+                // The secret is a plain string; the others are templates.
+                if stmt.name != "secure_link_secret" && self.template(stmt, &value)?.is_none() {
+                    return Ok(true);
+                }
+                *slot = Some(value);
             }
             "auth_request" => {
                 if level.auth.request.is_some() {

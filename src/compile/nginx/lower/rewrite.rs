@@ -218,6 +218,7 @@ impl Lowering<'_> {
                         real_ip: &mut real_ip,
                         limits: &mut limits,
                         auth: &mut auth,
+                        secure_link: &mut Default::default(),
                         expires: &mut block.expires,
                         gzip: &mut gzip,
                         charset: &mut block.charset,

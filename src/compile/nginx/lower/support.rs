@@ -172,6 +172,9 @@ pub const SUPPORTED: &[Entry] = &[
     ),
     full("expires", HSL),
     full("valid_referers", "server, location"),
+    full("secure_link", HSL),
+    full("secure_link_md5", HSL),
+    full("secure_link_secret", HSL),
     full("gzip", HSL),
     full("gzip_types", HSL),
     full("gzip_min_length", HSL),
@@ -384,9 +387,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
             "the variable it defines is not available (the appliance has it in http only)"
         }
         "error_page" => "upstream and appliance errors keep their own pages",
-        "secure_link" | "secure_link_md5" | "secure_link_secret" => {
-            "$secure_link is never set: links are not checked"
-        }
         "real_ip_header" | "set_real_ip_from" | "real_ip_recursive" => {
             "$remote_addr stays the connecting address"
         }
