@@ -838,6 +838,92 @@ fn secure_link() {
         .run();
 }
 
+/// sub_filter: the first occurrence of each string (and every one with `sub_filter_once
+/// off`), without regard to case, only in the types named (text/html always), in chunked
+/// and HTTP/1.0 responses, in a HEAD's, an empty one left alone; search strings and
+/// replacements with variables (an empty search string dropped); Last-Modified and ETag
+/// removed, or kept and weakened with `sub_filter_last_modified on`; a `return` body and an
+/// error page; settings inherited from the server.
+#[test]
+fn sub_filter() {
+    let html = |request: Request| request.header(TYPE_HEADER, "text/html; charset=utf-8");
+    let validators = "ETag: \"abc\"|Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT";
+    let requests = vec![
+        html(get("/p/a")),
+        get("/p/plain"),
+        html(get("/p/long")).header(LENGTH_HEADER, "50"),
+        html(get("/p/head")).method("HEAD"),
+        html(get("/p/old")).http10(),
+        html(get("/p/empty")).header(LENGTH_HEADER, "0"),
+        html(get("/p/validators")).header(HEADERS_HEADER, validators),
+        html(get("/lm/validators")).header(HEADERS_HEADER, validators),
+        get("/all/x").header(LENGTH_HEADER, "50"),
+        get("/all/chunked")
+            .header(CHUNKED_HEADER, "1")
+            .header(LENGTH_HEADER, "45"),
+        // Read in many pieces, strings cut across them.
+        get("/all/big").header(LENGTH_HEADER, "300001"),
+        get("/dyn/x?s=backend").header(LENGTH_HEADER, "30"),
+        get("/dyn/x?s=").header(LENGTH_HEADER, "30"),
+        get("/ret"),
+        get("/err"),
+        html(get("/s/x")).on_listener(1),
+        html(get("/s/own"))
+            .header(LENGTH_HEADER, "30")
+            .on_listener(1),
+    ];
+    Scenario::new("sub_filter")
+        .backends(1)
+        .compare_headers(&[
+            "Content-Length",
+            "ETag",
+            "Last-Modified",
+            "Transfer-Encoding",
+        ])
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 location /p/ {
+                     sub_filter "Backend" "proxy[$request_method]";
+                     proxy_pass http://u;
+                 }
+                 location /lm/ {
+                     sub_filter backend x;
+                     sub_filter_last_modified on;
+                     proxy_pass http://u;
+                 }
+                 location /all/ {
+                     sub_filter "BACK" "x";
+                     sub_filter "0" "zero";
+                     sub_filter_once off;
+                     sub_filter_types text/plain;
+                     proxy_pass http://u;
+                 }
+                 location /dyn/ {
+                     sub_filter $arg_s "[$arg_s]";
+                     sub_filter_types *;
+                     proxy_pass http://u;
+                 }
+                 location /ret {
+                     sub_filter hello bye;
+                     sub_filter_types *;
+                     return 200 "hello hello
+";
+                 }
+                 location /err { sub_filter "not found" "Gone Away"; return 404; }
+             }
+             server {
+                 listen {listen1};
+                 sub_filter backend server-level;
+                 location /s/ { proxy_pass http://u; }
+                 location /s/own { sub_filter_once off; proxy_pass http://u; }
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
 /// map: the WebSocket idiom, string keys matched without regard to case, `\\` escaping a
 /// key, regexes after every string key with their captures in the value, `hostnames`
 /// wildcards (the most specific wins) and a trailing dot, values made of other maps, no

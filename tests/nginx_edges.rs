@@ -958,6 +958,38 @@ fn secure_link_cases() -> Vec<Case> {
     cases
 }
 
+/// The sub filter's directives as ngx_http_sub_filter and the slots read them.
+fn sub_filter_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = [
+        ("a string", "sub_filter a b;"),
+        ("an empty search string", "sub_filter \"\" b;"),
+        ("an empty replacement", "sub_filter a \"\";"),
+        ("variables", "sub_filter $arg_a \"[$host]\";"),
+        ("an unknown variable", "sub_filter $nowhere b;"),
+        ("one argument", "sub_filter a;"),
+        ("once off", "sub_filter_once off;"),
+        ("once maybe", "sub_filter_once maybe;"),
+        ("once twice", "sub_filter_once on;\nsub_filter_once off;"),
+        ("types", "sub_filter_types text/css text/xml;"),
+        ("types with text/html", "sub_filter_types text/html;"),
+        ("any type", "sub_filter_types *;"),
+        ("last_modified on", "sub_filter_last_modified on;"),
+    ]
+    .into_iter()
+    .flat_map(at_http_and_location)
+    .collect();
+    let many: String = (0..256).map(|i| format!("sub_filter s{i} r;\n")).collect();
+    cases.push(case(
+        "256 strings",
+        server(&format!("location / {{\n{many}}}")),
+    ));
+    cases.push(case(
+        "sub_filter inside if",
+        server("location / {\nif ($arg_x) {\nsub_filter a b;\n}\n}"),
+    ));
+    cases
+}
+
 /// A case's lines at http level and in a location.
 /// A config whose one server holds `body`.
 fn server(body: &str) -> String {
@@ -1438,6 +1470,11 @@ fn charset_resolver_and_auth_request_match_nginx() {
 #[test]
 fn secure_link_matches_nginx() {
     compare(secure_link_cases());
+}
+
+#[test]
+fn sub_filter_matches_nginx() {
+    compare(sub_filter_cases());
 }
 
 #[test]

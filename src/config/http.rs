@@ -25,6 +25,7 @@ use super::origin::Origin;
 use super::resolver::Resolver;
 use super::rewrite::Step;
 use super::secure_link::SecureLink;
+use super::sub_filter::SubFilter;
 use super::units::{Duration, Size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,8 @@ pub struct VirtualServer {
     pub auth: Auth,
     #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
     pub secure_link: SecureLink,
+    #[serde(default, skip_serializing_if = "SubFilter::is_empty")]
+    pub sub_filter: SubFilter,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -229,6 +232,8 @@ pub struct Location {
     pub auth: Auth,
     #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
     pub secure_link: SecureLink,
+    #[serde(default, skip_serializing_if = "SubFilter::is_empty")]
+    pub sub_filter: SubFilter,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,

@@ -26,6 +26,7 @@ pub mod rewrite;
 pub mod secure_link;
 pub mod split_clients;
 pub mod stream;
+pub mod sub_filter;
 pub mod template;
 mod toml_origins;
 pub mod units;
@@ -59,6 +60,7 @@ pub use rewrite::{IfBlock, Rewrite, RewriteFlag, SetVar, Step};
 pub use secure_link::SecureLink;
 pub use split_clients::{SplitClients, SplitPart};
 pub use stream::{StreamServer, UpstreamTlsCheck};
+pub use sub_filter::SubFilter;
 pub(crate) use toml_origins::place as place_in_toml;
 pub use units::{Duration, Size};
 pub use upstream::{
@@ -206,6 +208,8 @@ pub struct Http {
     pub auth: Auth,
     #[serde(default, skip_serializing_if = "SecureLink::is_empty")]
     pub secure_link: SecureLink,
+    #[serde(default, skip_serializing_if = "SubFilter::is_empty")]
+    pub sub_filter: SubFilter,
     /// `expires`, as its arguments are written (see `config::expires`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,

@@ -313,16 +313,7 @@ impl GzipConf {
 
     /// ngx_http_test_content_type against `gzip_types`.
     fn type_matches(&self, content_type: Option<&[u8]>) -> bool {
-        let Some(types) = &self.types else {
-            return true;
-        };
-        let Some(value) = content_type else {
-            return false;
-        };
-        let compared = &value[..content_type_len(value)];
-        types
-            .iter()
-            .any(|t| t.as_bytes().eq_ignore_ascii_case(compared))
+        type_listed(self.types.as_deref(), content_type)
     }
 
     /// The request's half of ngx_http_gzip_ok: Accept-Encoding, the version, gzip_disable.
@@ -391,6 +382,21 @@ impl GzipConf {
         }
         !(p & NO_ETAG != 0 && response.contains_key(ETAG))
     }
+}
+
+/// ngx_http_test_content_type: whether a response's Content-Type is one of `types` (lowercase;
+/// `None` is nginx's `*`, any type).
+pub(crate) fn type_listed(types: Option<&[String]>, content_type: Option<&[u8]>) -> bool {
+    let Some(types) = types else {
+        return true;
+    };
+    let Some(value) = content_type else {
+        return false;
+    };
+    let compared = &value[..content_type_len(value)];
+    types
+        .iter()
+        .any(|t| t.as_bytes().eq_ignore_ascii_case(compared))
 }
 
 /// The length of a Content-Type's type as nginx compares it (ngx_http_upstream_copy_content_type):

@@ -55,6 +55,7 @@ mod split_clients;
 pub mod ssl_preread;
 pub mod sticky;
 pub mod stream;
+pub mod sub_filter;
 pub mod tables;
 pub mod timer_tick;
 pub mod tls;

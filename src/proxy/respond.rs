@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use super::charset::{self, CharsetConf};
 use super::gzip::{self, GzipConf};
+use super::sub_filter::Prepared;
 
 /// The `Server` header the appliance sends.
 pub const SERVER: &str = "appliance";
@@ -150,6 +151,8 @@ pub struct Filters<'a> {
     pub added: &'a [(String, Vec<u8>)],
     /// What `Date` says (the time `Expires` was computed from); now when unset.
     pub date: Option<SystemTime>,
+    /// The strings the location's `sub_filter` replaces.
+    pub sub_filter: Option<Prepared>,
     /// The location's gzip.
     pub gzip: Option<&'a GzipConf>,
     /// The location's `charset`.
@@ -185,10 +188,18 @@ pub async fn send_with(
     let head_only = session.req_header().method == http::Method::HEAD;
     let http_1_1 = session.req_header().version >= http::Version::HTTP_11;
     let mut keepalive = keepalive;
-    if let Some((bytes, content_type)) = &body {
+    if let Some((bytes, content_type)) = &mut body {
         let content_type = charset::apply(filters.charset, status, content_type);
         resp.insert_header("Content-Type", content_type.as_ref())?;
-        match filters.unsized_body {
+        // The sub filter leaves a body it filters without a length, as nginx's does.
+        let mut unsized_body = filters.unsized_body;
+        if let Some(prepared) = filters.sub_filter.filter(|_| !bytes.is_empty()) {
+            if let Some(substituter) = prepared.start(&mut resp)? {
+                *bytes = substituter.whole(bytes);
+                unsized_body = true;
+            }
+        }
+        match unsized_body {
             false => resp.insert_header("Content-Length", bytes.len().to_string())?,
             // ngx_http_chunked_header_filter: a HEAD's answer is left as it is.
             true if head_only => {}

@@ -122,6 +122,8 @@ pub struct LocationConf {
     pub valid_referers: Option<Arc<ValidReferers>>,
     /// `secure_link` and the like, for `$secure_link`, unless it is always empty here.
     pub secure_link: Option<Arc<super::secure_link::SecureLinkConf>>,
+    /// `sub_filter`, when it has strings to replace.
+    pub sub_filter: Option<Arc<super::sub_filter::SubFilterConf>>,
     /// gzip, when on.
     pub gzip: Option<Arc<super::gzip::GzipConf>>,
     /// The charset named in `Content-Type`, when `charset` is on.
@@ -557,6 +559,7 @@ fn build_server(
         limits: vs.limits.merged(&http.limits),
         auth: vs.auth.merged(&http.auth),
         secure_link: vs.secure_link.merged(&http.secure_link),
+        sub_filter: vs.sub_filter.merged(&http.sub_filter),
         expires: vs.expires.clone().or_else(|| http.expires.clone()),
         valid_referers: vs
             .valid_referers
@@ -662,6 +665,7 @@ struct Level {
     limits: config::Limits,
     auth: config::Auth,
     secure_link: config::SecureLink,
+    sub_filter: config::SubFilter,
     expires: Option<String>,
     valid_referers: Option<Arc<ValidReferers>>,
     /// The names of the server the level is in, which `valid_referers server_names` allows.
@@ -713,6 +717,7 @@ fn location_specs<'a>(
             limits: loc.limits.merged(&parent.limits),
             auth: loc.auth.merged(&parent.auth),
             secure_link: loc.secure_link.merged(&parent.secure_link),
+            sub_filter: loc.sub_filter.merged(&parent.sub_filter),
             expires: loc.expires.clone().or_else(|| parent.expires.clone()),
             valid_referers: match &loc.valid_referers {
                 Some(words) => Some(Arc::new(ValidReferers::build(
@@ -909,6 +914,8 @@ fn location_conf(
             origin,
         )?
         .map(Arc::new),
+        sub_filter: super::sub_filter::SubFilterConf::build(&level.sub_filter, defined, origin)?
+            .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
         charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
         resolver: super::resolver::NameResolver::shared(&level.resolver, origin)?,

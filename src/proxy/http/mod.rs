@@ -54,6 +54,7 @@ use super::runtime::{
 use super::script::{self, ConditionOp, Op, RewriteOp, SetTarget};
 use super::server_names::validate_host_into;
 use super::sticky::Affinity;
+use super::sub_filter::{self, Substituter};
 use super::tls::Handshaken;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
@@ -95,6 +96,8 @@ pub struct RequestCtx {
     date: std::sync::OnceLock<SystemTime>,
     /// The response body goes out through gzip (boxed: most responses do not).
     compressor: Option<Box<gzip::Compressor>>,
+    /// The response body goes out through `sub_filter` (boxed: most responses do not).
+    substituter: Option<Box<Substituter>>,
     /// What the request's sticky cookie says, when the pool has stickiness.
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
@@ -275,6 +278,7 @@ impl RequestCtx {
             cached: CachedVars::new(),
             date: std::sync::OnceLock::new(),
             compressor: None,
+            substituter: None,
             affinity: None,
             token: next_request_token(),
             same_peer_again: false,
@@ -994,15 +998,28 @@ impl RequestCtx {
     }
 
     /// The filters a response the appliance makes goes through: `added` (the headers filter's
-    /// and those carried over), the date, the location's gzip.
-    fn filters<'a>(&'a self, added: &'a [(String, Vec<u8>)]) -> respond::Filters<'a> {
+    /// and those carried over), the date, the location's sub_filter and gzip.
+    fn filters<'a>(
+        &'a self,
+        session: &Session,
+        added: &'a [(String, Vec<u8>)],
+    ) -> respond::Filters<'a> {
         respond::Filters {
             added,
             date: Some(self.date()),
+            sub_filter: self.sub_filter(session),
             gzip: self.location.as_ref().and_then(|l| l.gzip.as_deref()),
             charset: self.charset(),
             unsized_body: false,
         }
+    }
+
+    /// The strings `sub_filter` replaces in this request's response, if any: the location's,
+    /// or before one is chosen the server's.
+    fn sub_filter(&self, session: &Session) -> Option<sub_filter::Prepared> {
+        let server = self.server.as_ref().map(|s| &s.fallback);
+        let conf = self.location.as_ref().or(server)?.sub_filter.as_deref()?;
+        conf.prepare(&self.vars(session, self.proxy()))
     }
 
     /// Logs an error of this request as nginx does: its connection's number, then where it
@@ -1539,6 +1556,34 @@ impl ProxyHttp for HttpProxy {
                 response.append_header(name, value)?;
             }
         }
+        // nginx's sub filter, after the headers filter, before the charset and gzip filters.
+        if let Some(prepared) = location.sub_filter.as_ref().and_then(|conf| {
+            let x = Exchange {
+                response: Some(&*response),
+                ..Exchange::of(session)
+            };
+            conf.prepare(&ctx.vars_of(x, ctx.proxy()))
+        }) {
+            if let Some(substituter) = prepared.start(response)? {
+                ctx.substituter = Some(Box::new(substituter));
+                let request = session.req_header();
+                let (http_1_0, head) = (
+                    request.version < http::Version::HTTP_11,
+                    request.method == http::Method::HEAD,
+                );
+                // Framed as nginx's chunked filter frames a body of unknown length: none for
+                // a HEAD or a status without a body.
+                let bodiless = head || matches!(status, 100..=199 | 204 | 304);
+                match (bodiless, http_1_0) {
+                    (true, _) => {}
+                    // No chunked encoding for it: the body ends with the connection.
+                    (false, true) => session.set_keepalive(None),
+                    (false, false) => {
+                        response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    }
+                }
+            }
+        }
         // nginx's charset filter, after the headers filter.
         if let Some(charset) = &location.charset {
             let value = response.headers.get(http::header::CONTENT_TYPE);
@@ -1569,6 +1614,17 @@ impl ProxyHttp for HttpProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        // The sub filter first, then gzip, as nginx's body filters run.
+        if let Some(substituter) = ctx.substituter.as_mut() {
+            let mut out = match body.take() {
+                Some(data) => substituter.push(&data),
+                None => Bytes::new(),
+            };
+            if end_of_stream {
+                out = [out, substituter.finish()].concat().into();
+            }
+            *body = (!out.is_empty()).then_some(out);
+        }
         let Some(compressor) = ctx.compressor.as_mut() else {
             return Ok(None);
         };
@@ -1701,8 +1757,8 @@ impl ProxyHttp for HttpProxy {
         if status > 0 && session.response_written().is_none() {
             // An error page carries the location's `add_header ... always`, as nginx's do.
             let added = added_headers(ctx, session, status);
-            let _ =
-                respond::send_with(session, status, None, None, true, ctx.filters(&added)).await;
+            let filters = ctx.filters(session, &added);
+            let _ = respond::send_with(session, status, None, None, true, filters).await;
         }
         FailToProxy {
             error_code: status,
@@ -1977,6 +2033,7 @@ impl Answer {
                 // No `add_header`, but the charset filter runs on it as on any response.
                 let filters = respond::Filters {
                     charset: ctx.charset(),
+                    sub_filter: ctx.sub_filter(session),
                     ..Default::default()
                 };
                 respond::send_with(session, status, None, None, false, filters).await
@@ -1987,7 +2044,7 @@ impl Answer {
                 let body = Some((body, content_type));
                 let filters = respond::Filters {
                     unsized_body: true,
-                    ..ctx.filters(&added)
+                    ..ctx.filters(session, &added)
                 };
                 respond::send_with(session, 200, None, body, true, filters).await
             }
@@ -2005,13 +2062,14 @@ impl Answer {
                 }
                 // ngx_http_special_response_handler ends keep-alive after these.
                 let keepalive = !matches!(status, 400 | 413 | 414 | 495..=497 | 500 | 501);
+                let filters = ctx.filters(session, &added);
                 respond::send_with(
                     session,
                     status,
                     location.as_deref(),
                     None,
                     keepalive,
-                    ctx.filters(&added),
+                    filters,
                 )
                 .await
             }
@@ -2544,5 +2602,6 @@ async fn answer_return(
     };
     let added = added_headers_typed(ctx, session, status, typed);
     let body = body.map(|body| (Bytes::from(body), content_type.as_str()));
-    respond::send_with(session, status, None, body, true, ctx.filters(&added)).await
+    let filters = ctx.filters(session, &added);
+    respond::send_with(session, status, None, body, true, filters).await
 }

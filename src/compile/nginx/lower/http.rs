@@ -14,6 +14,7 @@ use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
 use crate::config::referers::Rules;
 use crate::config::resolver::{self as dns, Resolver};
+use crate::config::sub_filter::{self, SubFilter};
 use crate::config::units::{parse_nginx_time, Duration, TimeUnit};
 use crate::config::{
     AccessLog, AccessRule, AccessScope, AddHeader, Auth, Certificate, Client, ErrorPage,
@@ -94,6 +95,7 @@ pub(super) struct Level<'a> {
     pub limits: &'a mut Limits,
     pub auth: &'a mut Auth,
     pub secure_link: &'a mut SecureLink,
+    pub sub_filter: &'a mut SubFilter,
     pub expires: &'a mut Option<String>,
     pub gzip: &'a mut Gzip,
     pub charset: &'a mut Charset,
@@ -131,6 +133,7 @@ impl Lowering<'_> {
         let mut limits = Limits::default();
         let mut auth = Auth::default();
         let mut secure_link = SecureLink::default();
+        let mut sub_filter = SubFilter::default();
         let mut expires = None;
         let mut gzip = Gzip::default();
         let mut charset = Charset::default();
@@ -200,6 +203,7 @@ impl Lowering<'_> {
                         limits: &mut limits,
                         auth: &mut auth,
                         secure_link: &mut secure_link,
+                        sub_filter: &mut sub_filter,
                         expires: &mut expires,
                         gzip: &mut gzip,
                         charset: &mut charset,
@@ -233,6 +237,7 @@ impl Lowering<'_> {
         http.limits = limits;
         http.auth = auth;
         http.secure_link = secure_link;
+        http.sub_filter = sub_filter;
         http.expires = expires;
         http.gzip = gzip;
         http.charset = charset;
@@ -269,6 +274,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             secure_link: Default::default(),
+            sub_filter: Default::default(),
             expires: None,
             valid_referers: None,
             gzip: Gzip::default(),
@@ -357,6 +363,7 @@ impl Lowering<'_> {
                         limits: &mut vs.limits,
                         auth: &mut vs.auth,
                         secure_link: &mut vs.secure_link,
+                        sub_filter: &mut vs.sub_filter,
                         expires: &mut vs.expires,
                         gzip: &mut vs.gzip,
                         charset: &mut vs.charset,
@@ -699,6 +706,7 @@ impl Lowering<'_> {
             limits: Default::default(),
             auth: Default::default(),
             secure_link: Default::default(),
+            sub_filter: Default::default(),
             expires: None,
             valid_referers: None,
             gzip: Gzip::default(),
@@ -796,6 +804,7 @@ impl Lowering<'_> {
                         limits: &mut loc.limits,
                         auth: &mut loc.auth,
                         secure_link: &mut loc.secure_link,
+                        sub_filter: &mut loc.sub_filter,
                         expires: &mut loc.expires,
                         gzip: &mut loc.gzip,
                         charset: &mut loc.charset,
@@ -1009,6 +1018,41 @@ impl Lowering<'_> {
                 };
                 level.auth.basic = Some(realm);
             }
+            "sub_filter" => {
+                let (search, with) = (self.arg(stmt, 0)?, self.arg(stmt, 1)?);
+                if search.is_empty() {
+                    return Err(self.error(stmt, "empty search pattern"));
+                }
+                let list = level.sub_filter.replace.get_or_insert_with(Vec::new);
+                if list.len() == sub_filter::MAX_SEARCHES {
+                    return Err(self.error(
+                        stmt,
+                        format!(
+                            "number of search patterns exceeds {}",
+                            sub_filter::MAX_SEARCHES
+                        ),
+                    ));
+                }
+                let (search, with) = (search.to_string(), with.to_string());
+                if self.template(stmt, &search)?.is_none() || self.template(stmt, &with)?.is_none()
+                {
+                    return Ok(true);
+                }
+                list.push(sub_filter::Replacement { search, with });
+                self.partial(
+                    stmt,
+                    Impact::ChangesTraffic,
+                    "files served from `root` or `alias` are sent unchanged",
+                )?;
+                return Ok(true);
+            }
+            "sub_filter_once" => level.sub_filter.once = Some(self.flag(stmt)?),
+            "sub_filter_last_modified" => level.sub_filter.last_modified = Some(self.flag(stmt)?),
+            "sub_filter_types" => self.mime_types(
+                stmt,
+                &mut level.sub_filter.types,
+                sub_filter::ALWAYS_FILTERED,
+            ),
             "secure_link" | "secure_link_md5" | "secure_link_secret" => {
                 let slot = match stmt.name.as_str() {
                     "secure_link" => &mut level.secure_link.link,

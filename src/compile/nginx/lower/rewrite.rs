@@ -219,6 +219,7 @@ impl Lowering<'_> {
                         limits: &mut limits,
                         auth: &mut auth,
                         secure_link: &mut Default::default(),
+                        sub_filter: &mut Default::default(),
                         expires: &mut block.expires,
                         gzip: &mut gzip,
                         charset: &mut block.charset,

@@ -175,6 +175,14 @@ pub const SUPPORTED: &[Entry] = &[
     full("secure_link", HSL),
     full("secure_link_md5", HSL),
     full("secure_link_secret", HSL),
+    part(
+        "sub_filter",
+        HSL,
+        "files served from `root` or `alias` are sent unchanged",
+    ),
+    full("sub_filter_once", HSL),
+    full("sub_filter_types", HSL),
+    full("sub_filter_last_modified", HSL),
     full("gzip", HSL),
     full("gzip_types", HSL),
     full("gzip_min_length", HSL),
@@ -402,9 +410,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         | "proxy_cache_min_uses" => "responses are not cached",
         "ssl_ocsp" => "client certificates are not checked with OCSP: revoked ones get through",
         "mail" => "mail proxying is not supported",
-        "sub_filter" | "sub_filter_once" | "sub_filter_types" | "addition_types" => {
-            "response bodies are not modified"
-        }
+        "addition_types" => "response bodies are not modified",
         "expires" => "Expires and Cache-Control are not added",
         "charset_map" => "responses are not recoded from one charset to another",
         "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",

@@ -15,11 +15,12 @@
 //! `retry_on_status`, [`upstream_request::build`], `limit_req` and `limit_conn`
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
-//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`, an
-//! `auth_request` subrequest it cannot make ([`auth_request`]), `return`, `try_files` in a
-//! proxied location, an `internal` location, `error_page`s that change an answer, gzip that
-//! reads more than the upstream's type, length and encoding, a location without `proxy_pass`
-//! unless it answers with a whole file or a 304, a head it cannot parse) it leaves to Pingora:
+//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
+//! `sub_filter`, an `auth_request` subrequest it cannot make ([`auth_request`]), `return`,
+//! `try_files` in a proxied location, an `internal` location, `error_page`s that change an
+//! answer, gzip that reads more than the upstream's type, length and encoding, a location
+//! without `proxy_pass` unless it answers with a whole file or a 304, a head it cannot parse)
+//! it leaves to Pingora:
 //! the connection is handed over with the bytes read so far put back, so Pingora sees the
 //! request exactly as the client sent it, and stays with Pingora.
 //!
@@ -1418,8 +1419,10 @@ fn suits<'l>(location: &'l LocationConf, server: Option<&ServerConf>) -> Option<
     let proxy = location.proxy.as_ref()?;
     // Error pages that matter and `internal` need Pingora's path.
     let pages_allow = server.is_some_and(|s| super::error_pages::fast_path_may_serve(location, s));
-    // auth_basic is Pingora's; auth_request this path makes itself (see `plan_auth`).
+    // auth_basic and sub_filter are Pingora's; auth_request this path makes itself (see
+    // `plan_auth`).
     let simple = location.auth.as_ref().is_none_or(|a| a.basic.is_none())
+        && location.sub_filter.is_none()
         && !location.internal
         && pages_allow
         && proxies_plainly(location);
