@@ -924,6 +924,54 @@ fn sub_filter() {
         .run();
 }
 
+/// sub_filter on files from `root`: the body rewritten (a large one read in pieces, strings
+/// cut across them), no length and no ranges for it, a type it does not filter left whole
+/// and rangeable, HEAD, HTTP/1.0, a 304, and Last-Modified kept with the ETag weakened.
+#[test]
+fn sub_filter_files() {
+    let dir = support::TempDir::new("sub-filter-files");
+    let root = dir.path.join("www");
+    std::fs::create_dir_all(root.join("lm")).expect("root");
+    let page = "<a href=\"http://backend/x\">Backend</a> backend\n";
+    std::fs::write(root.join("page.html"), page).expect("page");
+    std::fs::write(root.join("lm/page.html"), page).expect("page");
+    std::fs::write(root.join("note.txt"), "backend notes\n").expect("note");
+    std::fs::write(root.join("big.html"), "xbackend ".repeat(30_000)).expect("big");
+    let root = root.display();
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let requests = vec![
+        get("/page.html"),
+        get("/page.html").header("Range", "bytes=0-3"),
+        get("/note.txt").header("Range", "bytes=0-3"),
+        get("/page.html").method("HEAD"),
+        get("/page.html").http10(),
+        get("/page.html").header("If-Modified-Since", future),
+        get("/big.html"),
+        get("/lm/page.html"),
+    ];
+    Scenario::new("sub_filter on files")
+        .compare_headers(&[
+            "Content-Length",
+            "ETag",
+            "Last-Modified",
+            "Transfer-Encoding",
+            "Accept-Ranges",
+            "Content-Range",
+        ])
+        .config(&format!(
+            "server {{
+                 listen {{listen}};
+                 root {root};
+                 if_modified_since before;
+                 sub_filter backend site;
+                 sub_filter_once off;
+                 location /lm/ {{ sub_filter_last_modified on; }}
+             }}"
+        ))
+        .send_all(requests)
+        .run();
+}
+
 /// map: the WebSocket idiom, string keys matched without regard to case, `\\` escaping a
 /// key, regexes after every string key with their captures in the value, `hostnames`
 /// wildcards (the most specific wins) and a trailing dot, values made of other maps, no

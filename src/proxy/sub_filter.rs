@@ -1,5 +1,7 @@
 //! nginx's sub filter: the strings `sub_filter` names replaced in a response body as it
-//! passes, as ngx_http_sub_filter_module replaces them (see `config::sub_filter`).
+//! passes, as ngx_http_sub_filter_module replaces them (see `config::sub_filter`): proxied
+//! responses, files, and the responses the appliance makes (all on Pingora's path; the fast
+//! path hands such locations over).
 //!
 //! Which replacement wins where two could: nginx scans for the leftmost place where any
 //! string starts, and there tries the strings in the order of their byte at the shortest
@@ -110,6 +112,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Whether a response of this Content-Type is filtered.
+    pub fn filters_type(&self, content_type: &[u8]) -> bool {
+        type_listed(self.types.as_deref(), Some(content_type))
+    }
+
     /// ngx_http_sub_header_filter: whether the response is filtered (its type is one of
     /// `types`, and it is not known to be empty), and if so its headers as the filter leaves
     /// them: no Content-Length, and no Last-Modified and ETag (a weak ETag with

@@ -22,6 +22,7 @@ use super::super::files::{self, Condition, Conditions, Found, Ranged};
 use super::super::gzip;
 use super::super::respond;
 use super::super::runtime::LocationConf;
+use super::super::sub_filter::Substituter;
 use super::super::vars::{eval_to_vec, RequestVars};
 use super::{absolute_location, added_by_rules, Answer, Exchange, Next, RequestCtx};
 use crate::config::LogLevel;
@@ -431,6 +432,8 @@ fn answer_file(
             // the length it would cut by.
             Condition::Send if take.precompressed => {}
             Condition::Send if compressed_whole(x, ctx, location, &found) => {}
+            // The sub filter takes the length away, and with it the range filter's ranges.
+            Condition::Send if rewritten_by_sub_filter(x, ctx, location) => {}
             Condition::Send => {
                 let ranged = files::range(
                     header("range"),
@@ -468,6 +471,17 @@ fn answer_file(
         precompressed: take.precompressed,
         static_vary: take.static_vary,
     })))
+}
+
+/// Whether `sub_filter` rewrites this file's body: it has strings for the request, and the
+/// file's type is one it filters.
+fn rewritten_by_sub_filter(x: Exchange<'_>, ctx: &RequestCtx, location: &LocationConf) -> bool {
+    let Some(conf) = &location.sub_filter else {
+        return false;
+    };
+    let content_type = location.content_types.for_uri(&ctx.uri.path);
+    conf.prepare(&ctx.vars_of(x, None))
+        .is_some_and(|prepared| prepared.filters_type(content_type.as_bytes()))
 }
 
 /// Whether gzip compresses this file when it is sent whole with a 200.
@@ -617,8 +631,14 @@ pub(super) async fn send(
         ..Exchange::of(session)
     };
     let vars = ctx.vars_of(x, None);
+    let sub_filter = location.sub_filter.as_ref().and_then(|c| c.prepare(&vars));
     for (name, value) in headers_filter(ctx, &location, filtered, &vars, &last_modified) {
         response.append_header(name, value)?;
+    }
+    // nginx's sub filter, after the headers filter (a whole file only: it allows no ranges).
+    let mut substituter = None;
+    if let Some(prepared) = sub_filter.filter(|_| multipart.is_none() && status != 206) {
+        substituter = prepared.start(&mut response)?;
     }
     if status != 304 && multipart.is_none() && *named != *content_type {
         response.insert_header("Content-Type", named.as_ref())?;
@@ -628,6 +648,8 @@ pub(super) async fn send(
         response.append_header("Content-Encoding", "gzip")?;
     }
     match (status, &parts[..]) {
+        // The range filter passes over a response without a length (sub_filter's).
+        (200, _) if substituter.is_some() => {}
         (200, _) if !precompressed => response.insert_header("Accept-Ranges", "bytes")?,
         (206, [(start, end)]) => response.insert_header(
             "Content-Range",
@@ -656,10 +678,19 @@ pub(super) async fn send(
             response.append_header("Vary", "Accept-Encoding")?;
         }
         if gzip.apply(verdict, request, &mut response)? {
-            compressor = Some(gzip.compressor(Some(found.size)));
+            let length = substituter.is_none().then_some(found.size);
+            compressor = Some(gzip.compressor(length));
             if request.version() < http::Version::HTTP_11 {
                 session.set_keepalive(None);
             }
+        }
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    if substituter.is_some() && compressor.is_none() && status != 304 && !head {
+        // Framed as nginx's chunked filter frames a body of unknown length.
+        match session.req_header().version < http::Version::HTTP_11 {
+            true => session.set_keepalive(None),
+            false => response.insert_header("Transfer-Encoding", "chunked")?,
         }
     }
     let empty = parts.iter().all(|(s, e)| s == e) && multipart.is_none();
@@ -670,9 +701,9 @@ pub(super) async fn send(
     if head_only || empty {
         return Ok(());
     }
-    if let Some(compressor) = compressor {
-        // Only a whole file is compressed (see `compressed_whole`).
-        return copy_compressed(session, &mut file, found.size, compressor).await;
+    if substituter.is_some() || compressor.is_some() {
+        // Only a whole file is rewritten or compressed (see `compressed_whole`).
+        return copy_filtered(session, &mut file, found.size, substituter, compressor).await;
     }
     for (i, (start, end)) in parts.iter().enumerate() {
         if let Some(m) = &multipart {
@@ -690,12 +721,13 @@ pub(super) async fn send(
     Ok(())
 }
 
-/// Sends the first `size` bytes of `file` through gzip, in chunks.
-async fn copy_compressed(
+/// Sends the first `size` bytes of `file` through the sub filter, then gzip, in chunks.
+async fn copy_filtered(
     session: &mut Session,
     file: &mut std::fs::File,
     size: u64,
-    mut compressor: gzip::Compressor,
+    mut substituter: Option<Substituter>,
+    mut compressor: Option<gzip::Compressor>,
 ) -> Result<()> {
     let io = |e: std::io::Error| {
         pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
@@ -711,12 +743,24 @@ async fn copy_compressed(
             return pingora::Error::e_explain(pingora::ErrorType::FileReadError, "file shrank");
         }
         left -= n as u64;
-        let out = compressor.push(&chunk[..n]).map_err(gzip_failed)?;
+        let mut out = Bytes::copy_from_slice(&chunk[..n]);
+        if let Some(s) = substituter.as_mut() {
+            out = s.push(&out);
+        }
+        if let Some(c) = compressor.as_mut() {
+            out = c.push(&out).map_err(gzip_failed)?;
+        }
         if !out.is_empty() {
             session.write_response_body(Some(out), false).await?;
         }
     }
-    let rest = compressor.finish().map_err(gzip_failed)?;
+    let mut rest = substituter.map(|mut s| s.finish()).unwrap_or_default();
+    if let Some(c) = compressor {
+        let mut pushed = c;
+        let mut out = pushed.push(&rest).map_err(gzip_failed)?.to_vec();
+        out.extend_from_slice(&pushed.finish().map_err(gzip_failed)?);
+        rest = out.into();
+    }
     session.write_response_body(Some(rest), true).await
 }
 

@@ -1039,12 +1039,6 @@ impl Lowering<'_> {
                     return Ok(true);
                 }
                 list.push(sub_filter::Replacement { search, with });
-                self.partial(
-                    stmt,
-                    Impact::ChangesTraffic,
-                    "files served from `root` or `alias` are sent unchanged",
-                )?;
-                return Ok(true);
             }
             "sub_filter_once" => level.sub_filter.once = Some(self.flag(stmt)?),
             "sub_filter_last_modified" => level.sub_filter.last_modified = Some(self.flag(stmt)?),

@@ -175,11 +175,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("secure_link", HSL),
     full("secure_link_md5", HSL),
     full("secure_link_secret", HSL),
-    part(
-        "sub_filter",
-        HSL,
-        "files served from `root` or `alias` are sent unchanged",
-    ),
+    full("sub_filter", HSL),
     full("sub_filter_once", HSL),
     full("sub_filter_types", HSL),
     full("sub_filter_last_modified", HSL),

@@ -104,7 +104,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 None => content::content(x, ctx, &location, content::Failures::Quiet),
             };
             match next {
-                Next::Answer(Answer::File(file)) if gzip_leaves(ctx, &location, request, &file) => {
+                // sub_filter rewrites a file's body on Pingora's path.
+                Next::Answer(Answer::File(file))
+                    if location.sub_filter.is_none()
+                        && gzip_leaves(ctx, &location, request, &file) =>
+                {
                     let part = file.one_part()?;
                     return Some((*file, part));
                 }
