@@ -843,7 +843,7 @@ fn secure_link() {
 /// and HTTP/1.0 responses, in a HEAD's, an empty one left alone; search strings and
 /// replacements with variables (an empty search string dropped); Last-Modified and ETag
 /// removed, or kept and weakened with `sub_filter_last_modified on`; a `return` body and an
-/// error page; settings inherited from the server.
+/// error page; settings inherited from the server; on the fast path and on Pingora's session.
 #[test]
 fn sub_filter() {
     let html = |request: Request| request.header(TYPE_HEADER, "text/html; charset=utf-8");
@@ -863,6 +863,10 @@ fn sub_filter() {
             .header(LENGTH_HEADER, "45"),
         // Read in many pieces, strings cut across them.
         get("/all/big").header(LENGTH_HEADER, "300001"),
+        // The same through Pingora's session rather than the fast path.
+        on_pingora_session(html(get("/p/a"))),
+        on_pingora_session(get("/all/big").header(LENGTH_HEADER, "300001")),
+        on_pingora_session(html(get("/lm/validators")).header(HEADERS_HEADER, validators)),
         get("/dyn/x?s=backend").header(LENGTH_HEADER, "30"),
         get("/dyn/x?s=").header(LENGTH_HEADER, "30"),
         get("/ret"),

@@ -126,6 +126,8 @@ backend_conf() {
 # with /50x.html from a `root` location (never used here: nothing fails).
 # With GZIP_RULES=1, the http level has `gzip on` as Debian's nginx.conf does.
 # With SENDFILE=1, the http level has `sendfile on` as Debian's nginx.conf does.
+# With SUB_FILTER=1, the location rewrites every `<p>item` of the backends' HTML with
+# `sub_filter` (`sub_filter_once off`).
 # With AUTH_REQUEST=1, the location asks the backends' /auth (auth_request, the way
 # oauth2-proxy guides set it up) before every request: one subrequest per request.
 # With STATIC_ROOT=DIR, the location serves files from DIR (`root`) instead of proxying: a
@@ -197,6 +199,10 @@ proxy_conf() {
     fi
     echo "        location / {"
     [ "${AUTH_REQUEST:-0}" -eq 0 ] || echo "            auth_request /auth;"
+    if [ "${SUB_FILTER:-0}" -ne 0 ]; then
+      echo "            sub_filter '<p>item' '<p class=\"i\">item';"
+      echo "            sub_filter_once off;"
+    fi
     [ "${REWRITE_RULES:-0}" -eq 0 ] || echo "            rewrite ^/(.*)\$ /\$1 break;"
     if [ "${LIMIT_RULES:-0}" -ne 0 ]; then
       echo "            limit_req zone=perip burst=1000 nodelay;"

@@ -117,20 +117,38 @@ impl Prepared {
         type_listed(self.types.as_deref(), Some(content_type))
     }
 
-    /// ngx_http_sub_header_filter: whether the response is filtered (its type is one of
-    /// `types`, and it is not known to be empty), and if so its headers as the filter leaves
-    /// them: no Content-Length, and no Last-Modified and ETag (a weak ETag with
-    /// `sub_filter_last_modified on`).
+    /// `sub_filter_last_modified`: Last-Modified stays, and the ETag is made weak (else both
+    /// go).
+    pub fn keeps_last_modified(&self) -> bool {
+        self.last_modified
+    }
+
+    /// ngx_http_sub_header_filter's test: the response is filtered when its type is one of
+    /// `types` and it is not known to be empty.
+    pub fn decide(
+        self,
+        content_type: Option<&[u8]>,
+        content_length: Option<&[u8]>,
+    ) -> Option<Substituter> {
+        let empty = content_length.is_some_and(|v| v.trim_ascii() == b"0");
+        (!empty && type_listed(self.types.as_deref(), content_type)).then_some(self.substituter)
+    }
+
+    /// [`Prepared::decide`] on a response's headers, and if it is filtered, the headers as
+    /// the filter leaves them: no Content-Length, and no Last-Modified and ETag (a weak ETag
+    /// with `sub_filter_last_modified on`).
     pub fn start(self, response: &mut ResponseHeader) -> pingora::Result<Option<Substituter>> {
         let header = |name| response.headers.get(name).map(|v| v.as_bytes());
-        if header(http::header::CONTENT_LENGTH).is_some_and(|v| v == b"0") {
+        let last_modified = self.last_modified;
+        let decided = self.decide(
+            header(http::header::CONTENT_TYPE),
+            header(http::header::CONTENT_LENGTH),
+        );
+        let Some(substituter) = decided else {
             return Ok(None);
-        }
-        if !type_listed(self.types.as_deref(), header(http::header::CONTENT_TYPE)) {
-            return Ok(None);
-        }
+        };
         response.remove_header(&http::header::CONTENT_LENGTH);
-        if self.last_modified {
+        if last_modified {
             if let Some(etag) = response.remove_header(&http::header::ETAG) {
                 if let Some(weak) = weak_etag(etag.as_bytes()) {
                     response.insert_header(http::header::ETAG, weak)?;
@@ -140,7 +158,7 @@ impl Prepared {
             response.remove_header(&http::header::LAST_MODIFIED);
             response.remove_header(&http::header::ETAG);
         }
-        Ok(Some(self.substituter))
+        Ok(Some(substituter))
     }
 }
 

@@ -15,8 +15,8 @@
 //! `retry_on_status`, [`upstream_request::build`], `limit_req` and `limit_conn`
 //! (`RequestCtx::limit_requests`), the access log and the metrics. What this
 //! path does not do (a body over 16 KB, chunked, over `client_max_body_size` or not passed on;
-//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`,
-//! `sub_filter`, an `auth_request` subrequest it cannot make ([`auth_request`]), `return`,
+//! `Upgrade`, `Expect`, an HTTPS or Unix-socket upstream, a sticky pool, `auth_basic`, an
+//! `auth_request` subrequest it cannot make ([`auth_request`]), `return`,
 //! `try_files` in a proxied location, an `internal` location, `error_page`s that change an
 //! answer, gzip that reads more than the upstream's type, length and encoding, a location
 //! without `proxy_pass` unless it answers with a whole file or a 304, a head it cannot parse)
@@ -754,6 +754,18 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             head.version == 0 || header(CONNECTION).is_some_and(|v| contains_token(v, b"close"));
         let hide = &proxy.hide_headers;
         let passed = |known: usize| !hide.contains(KNOWN[known]);
+        // nginx's sub filter comes before gzip and takes the length away from it.
+        let mut keeps_last_modified = false;
+        let substituter = location.sub_filter.as_ref().and_then(|conf| {
+            let vars = ctx.vars_of(self.exchange(request, None, 0), Some(proxy));
+            let prepared = conf.prepare(&vars)?;
+            keeps_last_modified = prepared.keeps_last_modified();
+            prepared.decide(
+                header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
+                length.filter(|_| !chunked),
+            )
+        });
+        let substituted = substituter.is_some();
         let gzip = match &location.gzip {
             None => gzip::Verdict::Untouched,
             Some(conf) => {
@@ -766,7 +778,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     .filter(|_| !hide.contains("content-encoding"));
                 let facts = gzip::ResponseFacts {
                     content_type: header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
-                    content_length: length.filter(|_| !chunked),
+                    content_length: length.filter(|_| !chunked && !substituted),
                     content_encoding,
                 };
                 conf.verdict_by(request.into(), head.status, facts, || {
@@ -778,9 +790,9 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         let compress = gzip == gzip::Verdict::Compress;
         let vary =
             gzip != gzip::Verdict::Untouched && location.gzip.as_ref().is_some_and(|g| g.vary());
-        // A compressed body's length is known only at its end.
+        // A compressed or rewritten body's length is known only at its end.
         let unframed = matches!(framing, Framing::Chunked | Framing::UntilClose)
-            || (compress && framing != Framing::None);
+            || ((compress || substituted) && framing != Framing::None);
         // To the client: the length when the server gave one (and it goes out as it came),
         // else chunked to HTTP/1.1, else the body up to the close.
         let rechunk = unframed && client_http11;
@@ -788,14 +800,18 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             keepalive = false;
         }
         // A HEAD's answer says gzip but has no body to compress.
-        let mut compressor = match compress && framing != Framing::None {
+        let compressor = match compress && framing != Framing::None {
             true => location.gzip.as_ref().map(|g| {
                 g.compressor(match framing {
-                    Framing::Length(n) => Some(n),
+                    Framing::Length(n) if !substituted => Some(n),
                     _ => None,
                 })
             }),
             false => None,
+        };
+        let mut filters = BodyFilters {
+            substituter: substituter.filter(|_| framing != Framing::None),
+            compressor,
         };
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
@@ -840,7 +856,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // upstream's.
         let mut named = None;
         for (name, known) in FIRST_HEADERS {
-            if known == CONTENT_LENGTH && (chunked || compress) {
+            if known == CONTENT_LENGTH && (chunked || compress || substituted) {
                 continue;
             }
             if let Some(v) = header(known).filter(|_| passed(known)) {
@@ -886,18 +902,29 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 Some(r) => &r.value[..],
                 None => &buf[value.clone()],
             };
-            // What gzip takes from a compressed response: ranges, and a strong ETag.
+            // What the sub filter takes from a response it rewrites: Last-Modified and the
+            // ETag, or with `sub_filter_last_modified` a strong ETag; what gzip takes from a
+            // compressed one: ranges, and a strong ETag.
+            let (etag, last_modified) = (
+                name.eq_ignore_ascii_case(b"etag"),
+                name.eq_ignore_ascii_case(b"last-modified"),
+            );
+            if substituted && !keeps_last_modified && (etag || last_modified) {
+                continue;
+            }
+            if compress && name.eq_ignore_ascii_case(b"accept-ranges") {
+                continue;
+            }
             let weak;
-            let value = match compress {
-                true if name.eq_ignore_ascii_case(b"accept-ranges") => continue,
-                true if name.eq_ignore_ascii_case(b"etag") => match gzip::weak_etag(value) {
+            let value = match etag && (compress || substituted) {
+                true => match gzip::weak_etag(value) {
                     Some(w) => {
                         weak = w;
                         &weak[..]
                     }
                     None => continue,
                 },
-                _ => value,
+                false => value,
             };
             let line_start = out.len();
             out.extend_from_slice(name);
@@ -995,11 +1022,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 Framing::None => {}
                 Framing::Length(_) => {
                     let take = remaining.min(self.upstream_buf.len() as u64) as usize;
-                    match compressor.as_mut() {
-                        None => self.out.extend_from_slice(&self.upstream_buf[..take]),
-                        Some(c) => {
-                            upstream_ok &=
-                                compress_into(c, &self.upstream_buf[..take], &mut self.out, rechunk)
+                    match filters.is_empty() {
+                        true => self.out.extend_from_slice(&self.upstream_buf[..take]),
+                        false => {
+                            let data = &self.upstream_buf[..take];
+                            upstream_ok &= filters.push(data, &mut self.out, rechunk)
                         }
                     }
                     self.upstream_buf.advance(take);
@@ -1012,12 +1039,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                         Ok((used, done)) => {
                             self.upstream_buf.advance(used);
                             complete = done;
-                            match compressor.as_mut() {
-                                None => push_body(&mut self.out, &data, rechunk),
-                                Some(c) => {
-                                    upstream_ok &= compress_into(c, &data, &mut self.out, rechunk)
-                                }
-                            }
+                            upstream_ok &= filters.push(&data, &mut self.out, rechunk);
                         }
                         Err(()) => {
                             upstream_ok = false;
@@ -1028,14 +1050,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 }
                 Framing::UntilClose => {
                     let data = self.upstream_buf.split();
-                    match compressor.as_mut() {
-                        None => push_body(&mut self.out, &data, rechunk),
-                        Some(c) => upstream_ok &= compress_into(c, &data, &mut self.out, rechunk),
-                    }
+                    upstream_ok &= filters.push(&data, &mut self.out, rechunk);
                 }
             }
             if complete && upstream_ok {
-                upstream_ok = finish_compressed(compressor.take(), &mut self.out, rechunk);
+                upstream_ok = filters.finish(&mut self.out, rechunk);
             }
             if complete && rechunk {
                 self.out.extend_from_slice(LAST_CHUNK);
@@ -1075,14 +1094,14 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 Some(Ok(_)) if framing == Framing::UntilClose => {
                     complete = true;
                     let tail_start = self.out.len();
-                    if !finish_compressed(compressor.take(), &mut self.out, rechunk) {
+                    if !filters.finish(&mut self.out, rechunk) {
                         upstream_ok = false;
                         break;
                     }
                     if rechunk {
                         self.out.extend_from_slice(LAST_CHUNK);
                     }
-                    // The compressor's last bytes go out too when the body ends with the close.
+                    // The filters' last bytes go out too when the body ends with the close.
                     body_sent += (self.out.len() - tail_start) as u64;
                     if !self.out.is_empty() {
                         client_ok = self.send_out(send_timeout).await;
@@ -1419,10 +1438,8 @@ fn suits<'l>(location: &'l LocationConf, server: Option<&ServerConf>) -> Option<
     let proxy = location.proxy.as_ref()?;
     // Error pages that matter and `internal` need Pingora's path.
     let pages_allow = server.is_some_and(|s| super::error_pages::fast_path_may_serve(location, s));
-    // auth_basic and sub_filter are Pingora's; auth_request this path makes itself (see
-    // `plan_auth`).
+    // auth_basic is Pingora's; auth_request this path makes itself (see `plan_auth`).
     let simple = location.auth.as_ref().is_none_or(|a| a.basic.is_none())
-        && location.sub_filter.is_none()
         && !location.internal
         && pages_allow
         && proxies_plainly(location);
@@ -1565,6 +1582,50 @@ fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(data);
+    }
+}
+
+/// The body filters a proxied response goes through here: nginx's sub filter, then gzip.
+struct BodyFilters {
+    substituter: Option<crate::proxy::sub_filter::Substituter>,
+    compressor: Option<gzip::Compressor>,
+}
+
+impl BodyFilters {
+    fn is_empty(&self) -> bool {
+        self.substituter.is_none() && self.compressor.is_none()
+    }
+
+    /// `data` through the filters into `out` (as a chunk when re-chunked); false if zlib
+    /// failed.
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>, rechunk: bool) -> bool {
+        let replaced;
+        let data = match self.substituter.as_mut() {
+            Some(s) => {
+                replaced = s.push(data);
+                &replaced[..]
+            }
+            None => data,
+        };
+        match self.compressor.as_mut() {
+            Some(c) => compress_into(c, data, out, rechunk),
+            None => {
+                push_body(out, data, rechunk);
+                true
+            }
+        }
+    }
+
+    /// The end of the body into `out`: what the sub filter held, what zlib kept and gzip's
+    /// trailer. False if zlib failed.
+    fn finish(&mut self, out: &mut Vec<u8>, rechunk: bool) -> bool {
+        if let Some(mut substituter) = self.substituter.take() {
+            let rest = substituter.finish();
+            if !self.push(&rest, out, rechunk) {
+                return false;
+            }
+        }
+        finish_compressed(self.compressor.take(), out, rechunk)
     }
 }
 
