@@ -10,6 +10,8 @@
 //! it is tried. With `sub_filter_once` each string is replaced once, and once all have been,
 //! the rest passes untouched.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
@@ -25,8 +27,9 @@ pub struct SubFilterConf {
     /// Search string and replacement, in config order.
     pairs: Vec<(Template, Template)>,
     once: bool,
-    /// The types filtered, text/html among them; `None` for `*`.
-    types: Option<Vec<String>>,
+    /// The types filtered, text/html among them; `None` for `*`. Shared with each request's
+    /// [`Prepared`].
+    types: Option<Arc<[String]>>,
     last_modified: bool,
 }
 
@@ -53,7 +56,7 @@ impl SubFilterConf {
             list => {
                 let mut types = vec![ALWAYS_FILTERED.to_string()];
                 types.extend(list.unwrap_or_default().iter().cloned());
-                Some(types)
+                Some(types.into())
             }
         };
         Ok(Some(SubFilterConf {
@@ -106,7 +109,7 @@ impl SubFilterConf {
 
 /// A request's strings, before the response is known.
 pub struct Prepared {
-    types: Option<Vec<String>>,
+    types: Option<Arc<[String]>>,
     last_modified: bool,
     substituter: Substituter,
 }
