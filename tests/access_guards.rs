@@ -96,7 +96,7 @@ fn ocsp_checks_are_refused_not_served_open() {
 fn a_start_logs_what_the_config_loses() {
     let dir = TempDir::new("access-guards-warn");
     let port = free_port();
-    let conf = config(&dir, port, "gunzip on;");
+    let conf = config(&dir, port, "proxy_cache_valid 200 10m;");
     let mut child = ChildGuard::spawn(
         "appliance",
         Command::new(appliance_bin())
@@ -112,8 +112,8 @@ fn a_start_logs_what_the_config_loses() {
         .expect("text");
     assert!(
         first.contains(&format!(
-            "[warn] {}#{}: \"gunzip\" is not supported by the appliance (compressed upstream \
-             responses are not decompressed for clients without gzip) in {}:6",
+            "[warn] {}#{}: \"proxy_cache_valid\" is not supported by the appliance (responses \
+             are not cached) in {}:6",
             child.pid(),
             child.pid(),
             conf.display()

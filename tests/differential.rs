@@ -15,7 +15,8 @@
 mod support;
 
 use support::backends::{
-    Behaviour::*, Plan, CHUNKED_HEADER, HEADERS_HEADER, LENGTH_HEADER, REDIRECT_HEADER, TYPE_HEADER,
+    Behaviour::*, Plan, CHUNKED_HEADER, GZIP_HEADER, HEADERS_HEADER, LENGTH_HEADER,
+    REDIRECT_HEADER, TYPE_HEADER,
 };
 use support::chi_square::chi_square;
 use support::client::{get, post, Request};
@@ -970,6 +971,156 @@ fn sub_filter_files() {
                  sub_filter backend site;
                  sub_filter_once off;
                  location /lm/ {{ sub_filter_last_modified on; }}
+             }}"
+        ))
+        .send_all(requests)
+        .run();
+}
+
+/// gunzip: a gzip-encoded upstream response decompressed for a client that does not take gzip
+/// (no Accept-Encoding, HTTP/1.0 under `gzip_http_version 1.1`, a `Via` under
+/// `gzip_proxied off`, `gzip_disable`) and passed compressed to one that does: bodies of one
+/// member and of two, chunked, read in many pieces, HEAD, HTTP/1.0, the ETag weakened and the
+/// length and ranges gone, `Vary`, Content-Encoding matched without regard to case (and
+/// `x-gzip` not), the sub filter after it, gzip not compressing again, `gzip_proxied`
+/// reading the response's Expires, a body that is not gzip (no response at all) and one cut
+/// short (cut off; on the fast path only: Pingora's session sends nothing for it), and both
+/// paths.
+#[test]
+fn gunzip() {
+    let gz = |path: &str| get(path).header(GZIP_HEADER, "1");
+    let takes_gzip = |request: Request| request.header("Accept-Encoding", "gzip, deflate");
+    let validators =
+        "ETag: \"abc\"|Accept-Ranges: bytes|Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT";
+    let expired = "Expires: Thu, 01 Jan 1970 00:00:01 GMT";
+    let requests = vec![
+        gz("/g/a"),
+        takes_gzip(gz("/g/a")),
+        gz("/g/head").method("HEAD"),
+        gz("/g/old").http10(),
+        takes_gzip(gz("/g/old")).http10(),
+        gz("/g/chunked")
+            .header(CHUNKED_HEADER, "1")
+            .header(LENGTH_HEADER, "3000"),
+        gz("/g/big").header(LENGTH_HEADER, "300001"),
+        get("/g/two")
+            .header(GZIP_HEADER, "2")
+            .header(LENGTH_HEADER, "5000"),
+        get("/g/upper").header(GZIP_HEADER, "1=GZIP"),
+        get("/g/x-gzip").header(GZIP_HEADER, "1=x-gzip"),
+        get("/g/plain"),
+        gz("/g/validators").header(HEADERS_HEADER, validators),
+        takes_gzip(gz("/g/validators")).header(HEADERS_HEADER, validators),
+        takes_gzip(gz("/g/via")).header("Via", "1.1 cache"),
+        gz("/v/a"),
+        takes_gzip(gz("/v/a")),
+        get("/v/plain"),
+        gz("/s/a").header(TYPE_HEADER, "text/html"),
+        gz("/z/a").header(TYPE_HEADER, "text/html"),
+        takes_gzip(gz("/z/a")).header(TYPE_HEADER, "text/html"),
+        takes_gzip(gz("/d/a")).header("User-Agent", "curl/7.88"),
+        takes_gzip(gz("/d/a")).header("User-Agent", "Mozilla/5.0"),
+        gz("/off/a"),
+        get("/g/cut")
+            .header(GZIP_HEADER, "cut")
+            .header(LENGTH_HEADER, "3000"),
+        get("/g/bad").header(GZIP_HEADER, "bad"),
+        // gzip_proxied reads the response's Expires: Pingora's session decides these.
+        takes_gzip(gz("/p/a"))
+            .header("Via", "1.1 cache")
+            .header(HEADERS_HEADER, expired),
+        takes_gzip(gz("/p/b")).header("Via", "1.1 cache"),
+        // The same through Pingora's session rather than the fast path.
+        on_pingora_session(gz("/g/a")),
+        on_pingora_session(takes_gzip(gz("/g/a"))),
+        on_pingora_session(gz("/g/big").header(LENGTH_HEADER, "300001")),
+        on_pingora_session(
+            get("/g/two")
+                .header(GZIP_HEADER, "2")
+                .header(LENGTH_HEADER, "5000"),
+        ),
+        on_pingora_session(gz("/g/validators").header(HEADERS_HEADER, validators)),
+        on_pingora_session(gz("/v/a")),
+        on_pingora_session(gz("/s/a").header(TYPE_HEADER, "text/html")),
+        on_pingora_session(get("/g/bad").header(GZIP_HEADER, "bad")),
+    ];
+    Scenario::new("gunzip")
+        .backends(1)
+        .compare_headers(&[
+            "Content-Length",
+            "Content-Encoding",
+            "ETag",
+            "Last-Modified",
+            "Accept-Ranges",
+            "Transfer-Encoding",
+            "Vary",
+        ])
+        .config(
+            r#"upstream u { server {b0}; }
+             server {
+                 listen {listen};
+                 location /g/ { gunzip on; proxy_pass http://u; }
+                 location /v/ { gunzip on; gzip_vary on; proxy_pass http://u; }
+                 location /s/ { gunzip on; sub_filter backend proxy; proxy_pass http://u; }
+                 location /z/ {
+                     gunzip on;
+                     gzip on;
+                     gzip_vary on;
+                     proxy_pass http://u;
+                 }
+                 location /d/ { gunzip on; gzip_disable "curl"; proxy_pass http://u; }
+                 location /p/ { gunzip on; gzip_proxied expired; proxy_pass http://u; }
+                 location /off/ { proxy_pass http://u; }
+             }"#,
+        )
+        .send_all(requests)
+        .run();
+}
+
+/// gunzip with `gzip_static always`: a file's `.gz` sent decompressed to a client that does not
+/// take gzip and as it is to one that does, HEAD, HTTP/1.0, a 304, `Vary`.
+#[test]
+fn gunzip_files() {
+    use std::io::Write;
+    let dir = support::TempDir::new("gunzip-files");
+    let root = dir.path.join("www");
+    std::fs::create_dir_all(root.join("v")).expect("root");
+    let page = "a page kept only compressed\n".repeat(4000);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(page.as_bytes()).expect("compress");
+    let compressed = encoder.finish().expect("compress");
+    std::fs::write(root.join("page.html.gz"), &compressed).expect("page");
+    std::fs::write(root.join("v/page.html.gz"), &compressed).expect("page");
+    let root = root.display();
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let takes_gzip = |request: Request| request.header("Accept-Encoding", "gzip");
+    let requests = vec![
+        get("/page.html"),
+        takes_gzip(get("/page.html")),
+        get("/page.html").method("HEAD"),
+        get("/page.html").http10(),
+        get("/page.html").header("If-Modified-Since", future),
+        get("/page.html").header("Range", "bytes=0-3"),
+        get("/v/page.html"),
+        takes_gzip(get("/v/page.html")),
+    ];
+    Scenario::new("gunzip on files")
+        .compare_headers(&[
+            "Content-Length",
+            "Content-Encoding",
+            "ETag",
+            "Last-Modified",
+            "Transfer-Encoding",
+            "Accept-Ranges",
+            "Vary",
+        ])
+        .config(&format!(
+            "server {{
+                 listen {{listen}};
+                 root {root};
+                 gzip_static always;
+                 gunzip on;
+                 location /v/ {{ gzip_vary on; }}
              }}"
         ))
         .send_all(requests)

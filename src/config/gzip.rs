@@ -1,8 +1,9 @@
 //! nginx's gzip settings at one level: `gzip`, `gzip_types`, `gzip_min_length`,
 //! `gzip_comp_level` (ngx_http_gzip_filter_module) and `gzip_http_version`, `gzip_proxied`,
 //! `gzip_vary`, `gzip_disable` (which nginx keeps in its core module), and `gzip_static`
-//! (ngx_http_gzip_static_module). Each is inherited on its own, as nginx merges them; `types`,
-//! `proxied` and `disable` are inherited whole.
+//! (ngx_http_gzip_static_module), and `gunzip` (ngx_http_gunzip_filter_module), which reads the
+//! core module's settings to tell which clients take gzip. Each is inherited on its own, as
+//! nginx merges them; `types`, `proxied` and `disable` are inherited whole.
 //!
 //! ```toml
 //! [http.gzip]
@@ -12,6 +13,7 @@
 //! vary = true
 //! proxied = ["any"]
 //! disable = ["msie6"]
+//! gunzip = true      # gzip-encoded responses decompressed for clients that do not take gzip
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,10 @@ pub struct Gzip {
     /// Content-Encoding, to a client that accepts gzip) or `always` (to every client).
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
     pub static_: Option<String>,
+    /// `gunzip`: a response whose Content-Encoding is gzip is decompressed for a client the
+    /// settings above do not let have gzip (nginx's default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gunzip: Option<bool>,
 }
 
 /// The type nginx compresses whatever `gzip_types` says.
@@ -96,6 +102,7 @@ impl Gzip {
             vary: self.vary.or(outer.vary),
             disable: pick(&self.disable, &outer.disable),
             static_: self.static_.clone().or_else(|| outer.static_.clone()),
+            gunzip: self.gunzip.or(outer.gunzip),
         }
     }
 

@@ -76,6 +76,8 @@ pub struct GzipConf {
     vary: bool,
     disable_msie6: bool,
     disable: Option<regex::bytes::RegexSet>,
+    /// `gunzip on` (see `proxy::gunzip`).
+    gunzip: bool,
 }
 
 /// What the gzip filter does to one response.
@@ -87,6 +89,17 @@ pub enum Verdict {
     VaryOnly,
     /// Compressed (and `Vary`, if configured).
     Compress,
+}
+
+/// What the gunzip filter does to one response (ngx_http_gunzip_header_filter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unzip {
+    /// Nothing: gunzip is off, or the response's Content-Encoding is not `gzip`.
+    Untouched,
+    /// Left compressed for a client that takes gzip, with `Vary` (if configured).
+    Kept,
+    /// Decompressed (and `Vary`, if configured).
+    Decompress,
 }
 
 /// The response headers gzip's first checks read.
@@ -109,7 +122,7 @@ fn is_head(request: Request<'_>) -> bool {
 }
 
 impl GzipConf {
-    /// `None` unless `gzip on` or `gzip_static` on or always.
+    /// `None` unless `gzip on`, `gzip_static` on or always, or `gunzip on`.
     pub fn build(gzip: &Gzip, at: Option<&Origin>) -> Result<Option<Self>, Diagnostic> {
         let precompressed = match gzip.static_.as_deref() {
             Some("on") => Precompressed::On,
@@ -117,7 +130,8 @@ impl GzipConf {
             _ => Precompressed::Off,
         };
         let enable = gzip.enable == Some(true);
-        if !enable && precompressed == Precompressed::Off {
+        let gunzip = gzip.gunzip == Some(true);
+        if !enable && precompressed == Precompressed::Off && !gunzip {
             return Ok(None);
         }
         if let Some(problem) = gzip.problem() {
@@ -166,6 +180,7 @@ impl GzipConf {
             vary: gzip.vary == Some(true),
             disable_msie6: gzip.disable.iter().flatten().any(|p| p == "msie6"),
             disable,
+            gunzip,
         }))
     }
 
@@ -179,10 +194,15 @@ impl GzipConf {
         Compressor::new(self.level, content_length)
     }
 
-    /// Whether a response to this request could be compressed or varied at all, before any
-    /// response is seen.
+    /// Whether a response to this request could be compressed, decompressed or varied at all,
+    /// before any response is seen.
     pub fn may_touch(&self, request: Request<'_>) -> bool {
-        self.enable && (self.vary || self.client_accepts(request))
+        self.gunzip || (self.enable && (self.vary || self.client_accepts(request)))
+    }
+
+    /// Whether `gunzip` is on.
+    pub fn gunzips(&self) -> bool {
+        self.gunzip
     }
 
     /// Whether a file's `.gz` is to be looked for, and whether this client is to get it;
@@ -259,7 +279,7 @@ impl GzipConf {
     /// and with `off` or `any`. `None`: the answer depends on the response's Expires,
     /// Cache-Control, Last-Modified or ETag.
     pub fn proxied_without_response(&self, request: Request<'_>) -> Option<bool> {
-        if !self.enable || request.header("via").is_none() {
+        if (!self.enable && !self.gunzip) || request.header("via").is_none() {
             return Some(true);
         }
         let p = self.proxied;
@@ -270,17 +290,49 @@ impl GzipConf {
         }
     }
 
+    /// ngx_http_gunzip_header_filter's decision for a response whose (last) Content-Encoding
+    /// is `content_encoding`: a `gzip` one is decompressed for a client ngx_http_gzip_ok
+    /// turns down. `proxied_allows` is asked only for a client that accepts gzip.
+    pub fn unzip_by(
+        &self,
+        request: Request<'_>,
+        content_encoding: Option<&[u8]>,
+        proxied_allows: impl FnOnce() -> bool,
+    ) -> Unzip {
+        if !self.gunzip || !content_encoding.is_some_and(|v| v.eq_ignore_ascii_case(b"gzip")) {
+            return Unzip::Untouched;
+        }
+        match self.client_accepts(request) && proxied_allows() {
+            true => Unzip::Kept,
+            false => Unzip::Decompress,
+        }
+    }
+
+    /// [`GzipConf::unzip_by`] on a whole response header, at `now` (see [`GzipConf::verdict`]).
+    pub fn unzip(&self, request: Request<'_>, response: &ResponseHeader, now: SystemTime) -> Unzip {
+        let encoding = response
+            .headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .next_back();
+        self.unzip_by(request, encoding.map(|v| v.as_bytes()), || {
+            self.proxied_allows(request, &response.headers, now)
+        })
+    }
+
     /// The header filter on `response`: `Vary`, and when it is to be compressed (true),
     /// Content-Encoding in place of Content-Length and Accept-Ranges, a weak ETag, and chunked
     /// encoding for an HTTP/1.1 client (an HTTP/1.0 one reads to the close).
+    /// `varied`: gunzip has put its `Vary` on already (nginx writes one for both).
     pub fn filter(
         &self,
         request: Request<'_>,
         response: &mut ResponseHeader,
         now: SystemTime,
+        varied: bool,
     ) -> pingora::Result<bool> {
         let verdict = self.verdict(request, response.status.as_u16(), &response.headers, now);
-        self.apply(verdict, request, response)
+        self.apply(verdict, request, response, varied)
     }
 
     /// [`GzipConf::filter`] with the verdict made.
@@ -289,8 +341,9 @@ impl GzipConf {
         verdict: Verdict,
         request: Request<'_>,
         response: &mut ResponseHeader,
+        varied: bool,
     ) -> pingora::Result<bool> {
-        if verdict != Verdict::Untouched && self.vary {
+        if verdict != Verdict::Untouched && self.vary && !varied {
             response.append_header("Vary", "Accept-Encoding")?;
         }
         if verdict != Verdict::Compress {
@@ -338,7 +391,12 @@ impl GzipConf {
     }
 
     /// `gzip_proxied` for a request that came through a proxy (has `Via`).
-    fn proxied_allows(&self, request: Request<'_>, response: &HeaderMap, now: SystemTime) -> bool {
+    pub(crate) fn proxied_allows(
+        &self,
+        request: Request<'_>,
+        response: &HeaderMap,
+        now: SystemTime,
+    ) -> bool {
         if request.header("via").is_none() {
             return true;
         }
@@ -687,6 +745,53 @@ mod tests {
     }
 
     #[test]
+    fn gunzip_decompresses_only_gzip_for_clients_without_it() {
+        let conf = GzipConf::build(
+            &Gzip {
+                gunzip: Some(true),
+                ..Gzip::default()
+            },
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let plain = request("GET", http::Version::HTTP_11, &[]);
+        let takes = request(
+            "GET",
+            http::Version::HTTP_11,
+            &[("Accept-Encoding", "gzip")],
+        );
+        let old = request(
+            "GET",
+            http::Version::HTTP_10,
+            &[("Accept-Encoding", "gzip")],
+        );
+        let unzip = |r: &RequestHeader, encoding: Option<&str>| {
+            conf.unzip_by(Request::Pingora(r), encoding.map(str::as_bytes), || true)
+        };
+        assert_eq!(unzip(&plain, Some("gzip")), Unzip::Decompress);
+        assert_eq!(unzip(&plain, Some("GZip")), Unzip::Decompress);
+        assert_eq!(unzip(&takes, Some("gzip")), Unzip::Kept);
+        assert_eq!(unzip(&old, Some("gzip")), Unzip::Decompress);
+        for other in [None, Some("x-gzip"), Some("br"), Some("gzip, br")] {
+            assert_eq!(unzip(&plain, other), Unzip::Untouched, "{other:?}");
+        }
+        // Only gunzip: gzip itself stays off.
+        let verdict = conf.verdict(
+            Request::Pingora(&takes),
+            200,
+            &headers(&[]),
+            SystemTime::now(),
+        );
+        assert_eq!(verdict, Verdict::Untouched);
+        let off = super::tests::conf(Gzip::default());
+        assert_eq!(
+            off.unzip_by(Request::Pingora(&plain), Some(b"gzip"), || true),
+            Unzip::Untouched
+        );
+    }
+
+    #[test]
     fn accept_encoding_as_nginx_reads_it() {
         for ae in [
             "gzip",
@@ -778,7 +883,7 @@ mod tests {
     fn proxied_requests_follow_gzip_proxied() {
         let html = ("content-type", "text/html");
         let via = [("accept-encoding", "gzip"), ("via", "1.1 cache")];
-        let off = conf(Gzip::default());
+        let off = super::tests::conf(Gzip::default());
         assert_eq!(verdict(&off, &via, &[html]), Verdict::VaryOnly);
         let with = |values: &[&str]| {
             conf(Gzip {

@@ -217,7 +217,7 @@ pub async fn send_with(
     }
     if let Some(gzip) = filters.gzip {
         let request = gzip::Request::Pingora(session.req_header());
-        if gzip.filter(request, &mut resp, date)? {
+        if gzip.filter(request, &mut resp, date, false)? {
             if let Some((bytes, _)) = body.as_mut() {
                 *bytes = gzip
                     .compressor(Some(bytes.len() as u64))

@@ -39,6 +39,11 @@ pub const HEADERS_HEADER: &str = "X-Harness-Headers";
 /// A request with this header is answered with a chunked body (in two chunks).
 pub const CHUNKED_HEADER: &str = "X-Harness-Chunked";
 
+/// A request with this header is answered with `Content-Encoding: gzip` (or the header's value
+/// after `=`, as in `1=GZIP`) and its body compressed: `1` as one gzip member, `2` as two end to
+/// end, `cut` with its last 8 bytes missing, `bad` not compressed at all.
+pub const GZIP_HEADER: &str = "X-Harness-Gzip";
+
 /// Longest any held or hanging request is kept before the backend gives up on it by itself.
 const MAX_HOLD: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -488,6 +493,11 @@ impl Connection {
             .header(TYPE_HEADER)
             .unwrap_or_else(|| "text/plain".to_string());
         let chunked = head.header(CHUNKED_HEADER).is_some() && head.is_http11();
+        let gzip = head.header(GZIP_HEADER);
+        let body = match &gzip {
+            Some(how) => gzip_body(how.split('=').next().unwrap_or_default(), body.as_bytes()),
+            None => body.into_bytes(),
+        };
         let framing = match chunked {
             true => "Transfer-Encoding: chunked".to_string(),
             false => format!("Content-Length: {}", body.len()),
@@ -498,6 +508,10 @@ impl Connection {
         );
         if let Some(url) = redirect {
             response.push_str(&format!("Location: {url}\r\nRefresh: 0; url={url}\r\n"));
+        }
+        if let Some(how) = &gzip {
+            let coding = how.split_once('=').map_or("gzip", |(_, coding)| coding);
+            response.push_str(&format!("Content-Encoding: {coding}\r\n"));
         }
         for line in head
             .header(HEADERS_HEADER)
@@ -512,19 +526,22 @@ impl Connection {
             (true, true) => {}
         }
         response.push_str("\r\n");
+        let mut response = response.into_bytes();
         if head.method() != "HEAD" {
             match chunked {
                 true => {
                     let (first, second) = body.split_at(body.len() / 2);
                     for part in [first, second].into_iter().filter(|p| !p.is_empty()) {
-                        response.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+                        response.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                        response.extend_from_slice(part);
+                        response.extend_from_slice(b"\r\n");
                     }
-                    response.push_str("0\r\n\r\n");
+                    response.extend_from_slice(b"0\r\n\r\n");
                 }
-                false => response.push_str(&body),
+                false => response.extend_from_slice(&body),
             }
         }
-        if self.stream.write_all(response.as_bytes()).is_err() {
+        if self.stream.write_all(&response).is_err() {
             return false;
         }
         if !keepalive {
@@ -652,5 +669,26 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Status",
+    }
+}
+
+/// A body as [`GZIP_HEADER`] asks for it.
+fn gzip_body(how: &str, body: &[u8]) -> Vec<u8> {
+    let member = |data: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(data).expect("compress into memory");
+        encoder.finish().expect("compress into memory")
+    };
+    match how {
+        "2" => {
+            let (first, second) = body.split_at(body.len() / 2);
+            [member(first), member(second)].concat()
+        }
+        "cut" => {
+            let whole = member(body);
+            whole[..whole.len() - 8].to_vec()
+        }
+        "bad" => body.to_vec(),
+        _ => member(body),
     }
 }

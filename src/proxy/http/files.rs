@@ -14,15 +14,16 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use super::super::autoindex::{self, AutoindexConf};
+use super::super::body_filters::{BodyFilters, FilterFailed};
 use super::super::charset;
 use super::super::error_context::os_error;
 use super::super::error_page::{jump_of, Jump, Overwrite};
 use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
+use super::super::gunzip;
 use super::super::gzip;
 use super::super::respond;
 use super::super::runtime::LocationConf;
-use super::super::sub_filter::Substituter;
 use super::super::vars::{eval_to_vec, RequestVars};
 use super::{absolute_location, added_by_rules, Answer, Exchange, Next, RequestCtx};
 use crate::config::LogLevel;
@@ -635,6 +636,30 @@ pub(super) async fn send(
     for (name, value) in headers_filter(ctx, &location, filtered, &vars, &last_modified) {
         response.append_header(name, value)?;
     }
+    // gunzip, after the headers filter, on a `.gz` gzip_static sent to a client that does not
+    // take gzip (`gzip_static always`); a 304 has lost its Content-Encoding before.
+    let mut decompressor = None;
+    let mut varied = false;
+    if let Some(gzip) =
+        (location.gzip.as_ref()).filter(|g| g.gunzips() && precompressed && status != 304)
+    {
+        let request = gzip::Request::Pingora(session.req_header());
+        let unzip = gzip.unzip_by(request, Some(b"gzip"), || {
+            gzip.proxied_allows(request, &response.headers, ctx.date())
+        });
+        varied = unzip != gzip::Unzip::Untouched && gzip.vary();
+        match unzip {
+            gzip::Unzip::Untouched => {}
+            gzip::Unzip::Kept if varied => {
+                response.append_header("Vary", "Accept-Encoding")?;
+            }
+            gzip::Unzip::Kept => {}
+            gzip::Unzip::Decompress => {
+                gunzip::strip_headers(&mut response, varied)?;
+                decompressor = Some(gunzip::Decompressor::new());
+            }
+        }
+    }
     // nginx's sub filter, after the headers filter (a whole file only: it allows no ranges).
     let mut substituter = None;
     if let Some(prepared) = sub_filter.filter(|_| multipart.is_none() && status != 206) {
@@ -644,7 +669,7 @@ pub(super) async fn send(
         response.insert_header("Content-Type", named.as_ref())?;
     }
     // A 304 leaves it out, as nginx's does.
-    if precompressed && status != 304 {
+    if precompressed && status != 304 && decompressor.is_none() {
         response.append_header("Content-Encoding", "gzip")?;
     }
     match (status, &parts[..]) {
@@ -677,7 +702,7 @@ pub(super) async fn send(
         if static_vary && verdict == gzip::Verdict::Untouched && gzip.vary() {
             response.append_header("Vary", "Accept-Encoding")?;
         }
-        if gzip.apply(verdict, request, &mut response)? {
+        if gzip.apply(verdict, request, &mut response, varied)? {
             let length = substituter.is_none().then_some(found.size);
             compressor = Some(gzip.compressor(length));
             if request.version() < http::Version::HTTP_11 {
@@ -686,7 +711,8 @@ pub(super) async fn send(
         }
     }
     let head = session.req_header().method == http::Method::HEAD;
-    if substituter.is_some() && compressor.is_none() && status != 304 && !head {
+    let length_unknown = substituter.is_some() || decompressor.is_some();
+    if length_unknown && compressor.is_none() && status != 304 && !head {
         // Framed as nginx's chunked filter frames a body of unknown length.
         match session.req_header().version < http::Version::HTTP_11 {
             true => session.set_keepalive(None),
@@ -701,9 +727,14 @@ pub(super) async fn send(
     if head_only || empty {
         return Ok(());
     }
-    if substituter.is_some() || compressor.is_some() {
-        // Only a whole file is rewritten or compressed (see `compressed_whole`).
-        return copy_filtered(session, &mut file, found.size, substituter, compressor).await;
+    let filters = BodyFilters {
+        decompressor,
+        substituter,
+        compressor,
+    };
+    if !filters.is_empty() {
+        // Only a whole file is decompressed, rewritten or compressed (see `compressed_whole`).
+        return copy_filtered(session, &mut file, found.size, filters).await;
     }
     for (i, (start, end)) in parts.iter().enumerate() {
         if let Some(m) = &multipart {
@@ -721,19 +752,17 @@ pub(super) async fn send(
     Ok(())
 }
 
-/// Sends the first `size` bytes of `file` through the sub filter, then gzip, in chunks.
+/// Sends the first `size` bytes of `file` through `filters` (gunzip, the sub filter, gzip), in
+/// chunks.
 async fn copy_filtered(
     session: &mut Session,
     file: &mut std::fs::File,
     size: u64,
-    mut substituter: Option<Substituter>,
-    mut compressor: Option<gzip::Compressor>,
+    mut filters: BodyFilters,
 ) -> Result<()> {
     let io = |e: std::io::Error| {
         pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
     };
-    let gzip_failed =
-        |e: std::io::Error| pingora::Error::because(pingora::ErrorType::InternalError, "gzip", e);
     let mut left = size;
     let mut chunk = vec![0; size.min(64 * 1024) as usize];
     while left > 0 {
@@ -743,24 +772,14 @@ async fn copy_filtered(
             return pingora::Error::e_explain(pingora::ErrorType::FileReadError, "file shrank");
         }
         left -= n as u64;
-        let mut out = Bytes::copy_from_slice(&chunk[..n]);
-        if let Some(s) = substituter.as_mut() {
-            out = s.push(&out);
-        }
-        if let Some(c) = compressor.as_mut() {
-            out = c.push(&out).map_err(gzip_failed)?;
-        }
+        let out = filters
+            .push(&chunk[..n])
+            .map_err(FilterFailed::into_pingora)?;
         if !out.is_empty() {
             session.write_response_body(Some(out), false).await?;
         }
     }
-    let mut rest = substituter.map(|mut s| s.finish()).unwrap_or_default();
-    if let Some(c) = compressor {
-        let mut pushed = c;
-        let mut out = pushed.push(&rest).map_err(gzip_failed)?.to_vec();
-        out.extend_from_slice(&pushed.finish().map_err(gzip_failed)?);
-        rest = out.into();
-    }
+    let rest = filters.finish().map_err(FilterFailed::into_pingora)?;
     session.write_response_body(Some(rest), true).await
 }
 

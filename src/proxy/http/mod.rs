@@ -38,10 +38,12 @@ use pingora::ErrorType;
 use super::access_phase::{Access, AccessPhase, Said};
 use super::auth_basic;
 use super::balance::{Attempt, Outcome, PeerAddr, PeerId, SelectKey};
+use super::body_filters::{BodyFilters, FilterFailed, FILTER_FAILED};
 use super::charset::CharsetConf;
 use super::client_cert::{self, ClientCertificate};
 use super::client_request::ClientRequest;
 use super::error_context::{InRequest, UpstreamAt};
+use super::gunzip;
 use super::gzip;
 use super::limits::{Held, LimitStatus, Verdict};
 use super::locations::Found;
@@ -54,7 +56,7 @@ use super::runtime::{
 use super::script::{self, ConditionOp, Op, RewriteOp, SetTarget};
 use super::server_names::validate_host_into;
 use super::sticky::Affinity;
-use super::sub_filter::{self, Substituter};
+use super::sub_filter;
 use super::tls::Handshaken;
 use super::upstream_request::{self, Matched};
 use super::uri::{normalize_into, NormalizedUri};
@@ -94,10 +96,9 @@ pub struct RequestCtx {
     /// The time the response's `Date` and `Expires` are written from, read once so that the
     /// two agree (nginx reads both from its time cached for the event).
     date: std::sync::OnceLock<SystemTime>,
-    /// The response body goes out through gzip (boxed: most responses do not).
-    compressor: Option<Box<gzip::Compressor>>,
-    /// The response body goes out through `sub_filter` (boxed: most responses do not).
-    substituter: Option<Box<Substituter>>,
+    /// The filters the response body goes through: gunzip, `sub_filter`, gzip (boxed: most
+    /// responses go through none).
+    body_filters: Option<Box<BodyFilters>>,
     /// What the request's sticky cookie says, when the pool has stickiness.
     affinity: Option<Affinity>,
     /// Names the request among its pool's connections in flight (draining).
@@ -277,8 +278,7 @@ impl RequestCtx {
             request_id: std::sync::OnceLock::new(),
             cached: CachedVars::new(),
             date: std::sync::OnceLock::new(),
-            compressor: None,
-            substituter: None,
+            body_filters: None,
             affinity: None,
             token: next_request_token(),
             same_peer_again: false,
@@ -1014,6 +1014,11 @@ impl RequestCtx {
         }
     }
 
+    /// The response body's filters, made when the first is wanted.
+    fn body_filters(&mut self) -> &mut BodyFilters {
+        self.body_filters.get_or_insert_with(Box::default)
+    }
+
     /// The strings `sub_filter` replaces in this request's response, if any: the location's,
     /// or before one is chosen the server's.
     fn sub_filter(&self, session: &Session) -> Option<sub_filter::Prepared> {
@@ -1556,6 +1561,29 @@ impl ProxyHttp for HttpProxy {
                 response.append_header(name, value)?;
             }
         }
+        let bodiless = session.req_header().method == http::Method::HEAD
+            || matches!(status, 100..=199 | 204 | 304);
+        // nginx's gunzip filter, after the headers filter, before the sub filter.
+        let mut varied = false;
+        if let Some(gzip) = location.gzip.as_ref().filter(|g| g.gunzips()) {
+            let request = gzip::Request::Pingora(session.req_header());
+            match gzip.unzip(request, response, ctx.date()) {
+                gzip::Unzip::Untouched => {}
+                gzip::Unzip::Kept if gzip.vary() => {
+                    response.append_header("Vary", "Accept-Encoding")?;
+                    varied = true;
+                }
+                gzip::Unzip::Kept => {}
+                gzip::Unzip::Decompress => {
+                    gunzip::strip_headers(response, gzip.vary())?;
+                    varied = gzip.vary();
+                    if !bodiless {
+                        ctx.body_filters().decompressor = Some(gunzip::Decompressor::new());
+                    }
+                    frame_unknown_length(session, response, bodiless)?;
+                }
+            }
+        }
         // nginx's sub filter, after the headers filter, before the charset and gzip filters.
         if let Some(prepared) = location.sub_filter.as_ref().and_then(|conf| {
             let x = Exchange {
@@ -1565,23 +1593,8 @@ impl ProxyHttp for HttpProxy {
             conf.prepare(&ctx.vars_of(x, ctx.proxy()))
         }) {
             if let Some(substituter) = prepared.start(response)? {
-                ctx.substituter = Some(Box::new(substituter));
-                let request = session.req_header();
-                let (http_1_0, head) = (
-                    request.version < http::Version::HTTP_11,
-                    request.method == http::Method::HEAD,
-                );
-                // Framed as nginx's chunked filter frames a body of unknown length: none for
-                // a HEAD or a status without a body.
-                let bodiless = head || matches!(status, 100..=199 | 204 | 304);
-                match (bodiless, http_1_0) {
-                    (true, _) => {}
-                    // No chunked encoding for it: the body ends with the connection.
-                    (false, true) => session.set_keepalive(None),
-                    (false, false) => {
-                        response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                    }
-                }
+                ctx.body_filters().substituter = Some(substituter);
+                frame_unknown_length(session, response, bodiless)?;
             }
         }
         // nginx's charset filter, after the headers filter.
@@ -1596,8 +1609,8 @@ impl ProxyHttp for HttpProxy {
             let request = gzip::Request::Pingora(session.req_header());
             let length = (response.headers.get(http::header::CONTENT_LENGTH))
                 .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-            if gzip.filter(request, response, ctx.date())? {
-                ctx.compressor = Some(Box::new(gzip.compressor(length)));
+            if gzip.filter(request, response, ctx.date(), varied)? {
+                ctx.body_filters().compressor = Some(gzip.compressor(length));
                 if request.version() < http::Version::HTTP_11 {
                     // No chunked encoding for it: the body ends with the connection.
                     session.set_keepalive(None);
@@ -1614,30 +1627,19 @@ impl ProxyHttp for HttpProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        // The sub filter first, then gzip, as nginx's body filters run.
-        if let Some(substituter) = ctx.substituter.as_mut() {
-            let mut out = match body.take() {
-                Some(data) => substituter.push(&data),
-                None => Bytes::new(),
-            };
-            if end_of_stream {
-                out = [out, substituter.finish()].concat().into();
-            }
-            *body = (!out.is_empty()).then_some(out);
-        }
-        let Some(compressor) = ctx.compressor.as_mut() else {
+        let Some(filters) = ctx.body_filters.as_mut() else {
             return Ok(None);
         };
-        let failed = |e: std::io::Error| Error::because(ErrorType::InternalError, "gzip", e);
         let mut out = match body.take() {
-            Some(data) => compressor.push(&data).map_err(failed)?,
+            Some(data) => filters.push(&data).map_err(FilterFailed::into_pingora)?,
             None => Bytes::new(),
         };
         if end_of_stream {
-            if let Some(compressor) = ctx.compressor.take() {
-                let rest = compressor.finish().map_err(failed)?;
-                out = [out, rest].concat().into();
-            }
+            let rest = filters.finish().map_err(FilterFailed::into_pingora)?;
+            out = match out.is_empty() {
+                true => rest,
+                false => [out, rest].concat().into(),
+            };
         }
         *body = (!out.is_empty()).then_some(out);
         Ok(None)
@@ -1734,6 +1736,24 @@ impl ProxyHttp for HttpProxy {
                 can_reuse_downstream: false,
             };
         }
+        if matches!(e.etype(), ErrorType::Custom(c) if *c == FILTER_FAILED) {
+            // zlib refused what the upstream sent (gunzip): nginx logs it and ends the response
+            // where it is, with no error page.
+            let peer = ctx.upstream.addrs.last().cloned();
+            let peer = peer.as_ref().map(|p| p as &dyn std::fmt::Display);
+            let why = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            let x = Exchange::of(session);
+            ctx.log_error(
+                x,
+                peer,
+                LogLevel::Error,
+                format_args!("{why} while reading upstream"),
+            );
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if let (ErrorType::Custom(ANSWERED_BY_ERROR_PAGE), Some(sent)) =
             (e.etype(), session.response_written())
         {
@@ -1769,7 +1789,7 @@ impl ProxyHttp for HttpProxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         // An error page answered, or a server failed: either was logged when it happened, in
         // nginx's words (`log_upstream_error`).
-        matches!(e.etype(), ErrorType::Custom(ANSWERED_BY_ERROR_PAGE))
+        matches!(e.etype(), ErrorType::Custom(c) if [ANSWERED_BY_ERROR_PAGE, FILTER_FAILED].contains(c))
             || e.esource() == &pingora::ErrorSource::Upstream
     }
 
@@ -2366,6 +2386,24 @@ fn worn_out(
 
 /// Adds the sticky-session cookie to a response from the upstream, when the pool has
 /// stickiness and the cookie must be (re)issued for the server that answered.
+/// Frames a response whose body a filter changes (gunzip, the sub filter) as nginx's chunked
+/// filter frames a body of unknown length: chunked to an HTTP/1.1 client, up to the close for
+/// an HTTP/1.0 one, and nothing for a HEAD or a status without a body.
+fn frame_unknown_length(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    bodiless: bool,
+) -> Result<()> {
+    if bodiless {
+        return Ok(());
+    }
+    match session.req_header().version < http::Version::HTTP_11 {
+        true => session.set_keepalive(None),
+        false => response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
+    }
+    Ok(())
+}
+
 fn add_sticky_cookie(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let (Some(proxy), Some(affinity)) = (ctx.proxy(), ctx.affinity.as_ref()) else {
         return Ok(());

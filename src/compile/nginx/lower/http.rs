@@ -1136,6 +1136,7 @@ impl Lowering<'_> {
             "gzip_min_length" => level.gzip.min_length = Some(self.offset(stmt, 0)?),
             "gzip_http_version" => level.gzip.http_version = Some(self.arg(stmt, 0)?.to_string()),
             "gzip_static" => level.gzip.static_ = Some(self.arg(stmt, 0)?.to_string()),
+            "gunzip" => level.gzip.gunzip = Some(self.flag(stmt)?),
             "etag" => level.conditional.etag = Some(self.flag(stmt)?),
             "if_modified_since" => {
                 level.conditional.if_modified_since = Some(self.arg(stmt, 0)?.to_string())

@@ -204,6 +204,7 @@ pub const SUPPORTED: &[Entry] = &[
     full("resolver", "http, server, location, stream"),
     full("resolver_timeout", "http, server, location, stream"),
     full("gzip_static", HSL),
+    full("gunzip", HSL),
     full("autoindex", HSL),
     full("autoindex_exact_size", HSL),
     full("autoindex_format", HSL),
@@ -368,9 +369,10 @@ const NO_TRAFFIC_CHANGE: &[&str] = &[
     "proxy_ssl_protocols",
     "proxy_ssl_ciphers",
     "proxy_ssl_conf_command",
-    // zlib's memory and nginx's buffering of what it compresses: the bytes clients get
-    // decompress to the same body.
+    // zlib's memory and nginx's buffering of what it compresses or decompresses: the bodies
+    // clients get are the same.
     "gzip_buffers",
+    "gunzip_buffers",
     "gzip_window",
     "gzip_hash",
     "gzip_no_buffer",
@@ -386,7 +388,6 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
     };
     let note = match name {
         "gzip" => "responses are not compressed",
-        "gunzip" => "compressed upstream responses are not decompressed for clients without gzip",
         "set" | "geo" | "split_clients" => {
             "the variable it defines is not available (the appliance has it in http only)"
         }
@@ -419,7 +420,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
 }
 
 /// The directives docs/COMPAT.md names as examples of those left out that change traffic.
-const CHANGES_TRAFFIC_EXAMPLES: [&str; 4] = ["gunzip", "proxy_cache", "charset_map", "mail"];
+const CHANGES_TRAFFIC_EXAMPLES: [&str; 3] = ["proxy_cache", "charset_map", "mail"];
 
 /// docs/COMPAT.md.
 pub fn render_markdown() -> String {

@@ -52,10 +52,12 @@ use super::{
 use crate::config::{LogLevel, NextUpstream, Scheme};
 use crate::proxy::access_phase::Access;
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
+use crate::proxy::body_filters::{BodyFilters, FilterFailed};
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::connection_tag::Tagged;
 use crate::proxy::error_context::os_error;
 use crate::proxy::expires::safe_status;
+use crate::proxy::gunzip;
 use crate::proxy::gzip;
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
@@ -754,6 +756,26 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             head.version == 0 || header(CONNECTION).is_some_and(|v| contains_token(v, b"close"));
         let hide = &proxy.hide_headers;
         let passed = |known: usize| !hide.contains(KNOWN[known]);
+        // nginx's gunzip filter comes first: the (last) Content-Encoding, when it is gzip and
+        // this client does not take gzip, goes with the length, and the body is decompressed.
+        // serve_location took only requests whose `gzip_proxied` reads no response header.
+        let unzip_conf = location.gzip.as_ref().filter(|g| g.gunzips());
+        let (unzip, unzipped_encoding) = match unzip_conf {
+            None => (gzip::Unzip::Untouched, None),
+            Some(conf) => {
+                let last = (headers.iter().enumerate().rev())
+                    .find(|(_, (name, _, _))| {
+                        buf[name.clone()].eq_ignore_ascii_case(b"content-encoding")
+                    })
+                    .filter(|_| !hide.contains("content-encoding"));
+                let value = last.map(|(_, (_, value, _))| &buf[value.clone()]);
+                let unzip = conf.unzip_by(request.into(), value, || {
+                    conf.proxied_without_response(request.into()) == Some(true)
+                });
+                (unzip, last.map(|(index, _)| index))
+            }
+        };
+        let unzipped = unzip == gzip::Unzip::Decompress;
         // nginx's sub filter comes before gzip and takes the length away from it.
         let mut keeps_last_modified = false;
         let substituter = location.sub_filter.as_ref().and_then(|conf| {
@@ -762,7 +784,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             keeps_last_modified = prepared.keeps_last_modified();
             prepared.decide(
                 header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
-                length.filter(|_| !chunked),
+                length.filter(|_| !chunked && !unzipped),
             )
         });
         let substituted = substituter.is_some();
@@ -775,10 +797,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                         buf[name.clone()].eq_ignore_ascii_case(b"content-encoding")
                     })
                     .map(|(_, value, _)| &buf[value.clone()])
-                    .filter(|_| !hide.contains("content-encoding"));
+                    .filter(|_| !hide.contains("content-encoding") && !unzipped);
                 let facts = gzip::ResponseFacts {
                     content_type: header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
-                    content_length: length.filter(|_| !chunked && !substituted),
+                    content_length: length.filter(|_| !chunked && !substituted && !unzipped),
                     content_encoding,
                 };
                 conf.verdict_by(request.into(), head.status, facts, || {
@@ -788,11 +810,12 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             }
         };
         let compress = gzip == gzip::Verdict::Compress;
-        let vary =
-            gzip != gzip::Verdict::Untouched && location.gzip.as_ref().is_some_and(|g| g.vary());
-        // A compressed or rewritten body's length is known only at its end.
+        let vary = (gzip != gzip::Verdict::Untouched || unzip != gzip::Unzip::Untouched)
+            && location.gzip.as_ref().is_some_and(|g| g.vary());
+        // A compressed, decompressed or rewritten body's length is known only at its end.
+        let reframed = compress || substituted || unzipped;
         let unframed = matches!(framing, Framing::Chunked | Framing::UntilClose)
-            || ((compress || substituted) && framing != Framing::None);
+            || (reframed && framing != Framing::None);
         // To the client: the length when the server gave one (and it goes out as it came),
         // else chunked to HTTP/1.1, else the body up to the close.
         let rechunk = unframed && client_http11;
@@ -809,9 +832,14 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             }),
             false => None,
         };
-        let mut filters = BodyFilters {
-            substituter: substituter.filter(|_| framing != Framing::None),
-            compressor,
+        let mut filters = Filtering {
+            filters: BodyFilters {
+                decompressor: (unzipped && framing != Framing::None)
+                    .then(gunzip::Decompressor::new),
+                substituter: substituter.filter(|_| framing != Framing::None),
+                compressor,
+            },
+            failure: None,
         };
 
         // The response sent is kept whole only for a log line's `$sent_http_*` and
@@ -856,7 +884,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // upstream's.
         let mut named = None;
         for (name, known) in FIRST_HEADERS {
-            if known == CONTENT_LENGTH && (chunked || compress || substituted) {
+            if known == CONTENT_LENGTH && (chunked || reframed) {
                 continue;
             }
             if let Some(v) = header(known).filter(|_| passed(known)) {
@@ -897,6 +925,9 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             if (known.is_some() && !in_place) || hide.contains_any_case(name) {
                 continue;
             }
+            if unzipped && unzipped_encoding == Some(index) {
+                continue;
+            }
             let value = match rewritten.iter().find(|r| r.index == index) {
                 Some(r) if r.first => continue,
                 Some(r) => &r.value[..],
@@ -912,11 +943,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             if substituted && !keeps_last_modified && (etag || last_modified) {
                 continue;
             }
-            if compress && name.eq_ignore_ascii_case(b"accept-ranges") {
+            if (compress || unzipped) && name.eq_ignore_ascii_case(b"accept-ranges") {
                 continue;
             }
             let weak;
-            let value = match etag && (compress || substituted) {
+            let value = match etag && reframed {
                 true => match gzip::weak_etag(value) {
                     Some(w) => {
                         weak = w;
@@ -1017,7 +1048,7 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         let mut upstream = Some(upstream);
         loop {
             // Move what the upstream buffer holds into the output.
-            let data_start = self.out.len();
+            let mut data_start = self.out.len();
             match framing {
                 Framing::None => {}
                 Framing::Length(_) => {
@@ -1053,10 +1084,17 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     upstream_ok &= filters.push(&data, &mut self.out, rechunk);
                 }
             }
+            if first && !upstream_ok && filters.failure.is_some() {
+                // nginx holds a head back until body bytes follow it: a body zlib refuses
+                // from the start leaves the client with no response at all.
+                self.out.clear();
+                data_start = 0;
+            }
             if complete && upstream_ok {
                 upstream_ok = filters.finish(&mut self.out, rechunk);
             }
-            if complete && rechunk {
+            // A body the filters could not finish is cut off: no last chunk.
+            if complete && rechunk && upstream_ok {
                 self.out.extend_from_slice(LAST_CHUNK);
             }
             // As nginx's `$body_bytes_sent`: what went out after the head, chunk framing too.
@@ -1118,6 +1156,10 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     break;
                 }
             }
+        }
+        // zlib's complaint (gunzip's, on what the upstream sent), as nginx logs it.
+        if let Some(failure) = filters.failure.take() {
+            upstream_failure.get_or_insert_with(|| failure.error.to_string());
         }
         if let Some(why) = upstream_failure {
             // ngx_event_pipe's action while it reads the body.
@@ -1585,82 +1627,42 @@ fn push_body(out: &mut Vec<u8>, data: &[u8], rechunk: bool) {
     }
 }
 
-/// The body filters a proxied response goes through here: nginx's sub filter, then gzip.
-struct BodyFilters {
-    substituter: Option<crate::proxy::sub_filter::Substituter>,
-    compressor: Option<gzip::Compressor>,
+/// A response body's filters on this path, and what zlib said if it failed.
+struct Filtering {
+    filters: BodyFilters,
+    failure: Option<FilterFailed>,
 }
 
-impl BodyFilters {
+impl Filtering {
     fn is_empty(&self) -> bool {
-        self.substituter.is_none() && self.compressor.is_none()
+        self.filters.is_empty()
     }
 
     /// `data` through the filters into `out` (as a chunk when re-chunked); false if zlib
     /// failed.
     fn push(&mut self, data: &[u8], out: &mut Vec<u8>, rechunk: bool) -> bool {
-        let replaced;
-        let data = match self.substituter.as_mut() {
-            Some(s) => {
-                replaced = s.push(data);
-                &replaced[..]
-            }
-            None => data,
-        };
-        match self.compressor.as_mut() {
-            Some(c) => compress_into(c, data, out, rechunk),
-            None => {
-                push_body(out, data, rechunk);
-                true
-            }
+        if self.filters.is_empty() {
+            push_body(out, data, rechunk);
+            return true;
         }
+        match self.filters.push(data) {
+            Ok(filtered) => push_body(out, &filtered, rechunk),
+            Err(failure) => self.failure = Some(failure),
+        }
+        self.failure.is_none()
     }
 
-    /// The end of the body into `out`: what the sub filter held, what zlib kept and gzip's
-    /// trailer. False if zlib failed.
+    /// The end of the body into `out`: what the filters held back, and gzip's trailer. False
+    /// if zlib failed.
     fn finish(&mut self, out: &mut Vec<u8>, rechunk: bool) -> bool {
-        if let Some(mut substituter) = self.substituter.take() {
-            let rest = substituter.finish();
-            if !self.push(&rest, out, rechunk) {
-                return false;
-            }
+        if self.filters.is_empty() {
+            return true;
         }
-        finish_compressed(self.compressor.take(), out, rechunk)
-    }
-}
-
-/// Compresses `data` into `out` (as a chunk when re-chunked); false if zlib failed.
-fn compress_into(
-    compressor: &mut gzip::Compressor,
-    data: &[u8],
-    out: &mut Vec<u8>,
-    rechunk: bool,
-) -> bool {
-    match compressor.push(data) {
-        Ok(compressed) => {
-            push_body(out, &compressed, rechunk);
-            true
+        match self.filters.finish() {
+            Ok(rest) => push_body(out, &rest, rechunk),
+            Err(failure) => self.failure = Some(failure),
         }
-        Err(_) => false,
-    }
-}
-
-/// The end of a compressed body into `out`: what zlib kept and gzip's trailer. True without
-/// a compressor.
-fn finish_compressed(
-    compressor: Option<gzip::Compressor>,
-    out: &mut Vec<u8>,
-    rechunk: bool,
-) -> bool {
-    let Some(compressor) = compressor else {
-        return true;
-    };
-    match compressor.finish() {
-        Ok(rest) => {
-            push_body(out, &rest, rechunk);
-            true
-        }
-        Err(_) => false,
+        self.failure.is_none()
     }
 }
 
