@@ -15,7 +15,7 @@
 mod support;
 
 use support::backends::{
-    Behaviour::*, Plan, CHUNKED_HEADER, GZIP_HEADER, HEADERS_HEADER, LENGTH_HEADER,
+    Behaviour::*, Plan, BODY_HEADER, CHUNKED_HEADER, GZIP_HEADER, HEADERS_HEADER, LENGTH_HEADER,
     REDIRECT_HEADER, TYPE_HEADER,
 };
 use support::chi_square::chi_square;
@@ -1121,6 +1121,128 @@ fn gunzip_files() {
                  gzip_static always;
                  gunzip on;
                  location /v/ {{ gzip_vary on; }}
+             }}"
+        ))
+        .send_all(requests)
+        .run();
+}
+
+/// The maps the charset scenarios share: koi8-r to UTF-8 (a few letters, the euro sign, and
+/// `ё`) and koi8-r to windows-1251.
+const CHARSET_MAPS: &str = "charset_map koi8-r utf-8 { C1 D0B0; C2 D0B1; 80 E282AC; A3 D191; }
+             charset_map KOI8-R windows-1251 { C1 E1; C2 E2; A3 B8; }";
+
+/// charset_map on proxied responses: a koi8-r body recoded to UTF-8 (its length gone) and to
+/// windows-1251 (its length kept), a UTF-8 body recoded to koi8-r (a character without a byte
+/// as an entity, one beyond U+FFFF too, bytes that are not UTF-8 as `?`, characters cut across
+/// reads), `override_charset` recoding a response's own charset (and one no map joins, sent as
+/// it came), a type outside `charset_types`, a gzip body left alone and one `gunzip` opens
+/// first, a 302, HEAD, HTTP/1.0, and both paths.
+#[test]
+fn charset_map() {
+    // "a" а б ё € and a byte the map does not name.
+    let koi = "61c1c2a380ff0a";
+    // "xа€ё😀", then a byte that does not start a character and one cut short by "y".
+    let utf8 = "78d0b0e282acd191f09f988080d0790a";
+    let body = |path: &str, hex: &str| get(path).header(BODY_HEADER, hex);
+    let typed = |request: Request, t: &str| request.header(TYPE_HEADER, t);
+    let requests = vec![
+        body("/koi/a", koi),
+        body("/koi/head", koi).method("HEAD"),
+        body("/koi/old", koi).http10(),
+        body("/koi/big", koi).header(LENGTH_HEADER, "300001"),
+        typed(body("/koi/png", koi), "image/png"),
+        body("/koi/gzip", koi).header(GZIP_HEADER, "1"),
+        body("/koi/moved", koi).header(REDIRECT_HEADER, "http://example.com/"),
+        body("/win/a", koi),
+        body("/from/a", utf8),
+        body("/from/big", utf8).header(LENGTH_HEADER, "300001"),
+        typed(body("/over/a", koi), "text/html; charset=koi8-r"),
+        typed(body("/over/b", koi), "text/html; charset=iso-8859-1"),
+        typed(body("/over/c", "d0b00a"), "text/html; charset=\"UTF-8\""),
+        body("/gz/a", koi).header(GZIP_HEADER, "1"),
+        on_pingora_session(body("/koi/a", koi)),
+        on_pingora_session(body("/koi/big", koi).header(LENGTH_HEADER, "300001")),
+        on_pingora_session(body("/win/a", koi)),
+        on_pingora_session(body("/from/big", utf8).header(LENGTH_HEADER, "300001")),
+        on_pingora_session(typed(body("/over/a", koi), "text/html; charset=koi8-r")),
+        on_pingora_session(body("/gz/a", koi).header(GZIP_HEADER, "1")),
+    ];
+    Scenario::new("charset_map")
+        .backends(1)
+        .compare_headers(&[
+            "Content-Type",
+            "Content-Length",
+            "Content-Encoding",
+            "Transfer-Encoding",
+        ])
+        .config(&format!(
+            r#"{CHARSET_MAPS}
+             upstream u {{ server {{b0}}; }}
+             server {{
+                 listen {{listen}};
+                 location /koi/ {{ charset utf-8; source_charset koi8-r; proxy_pass http://u; }}
+                 location /win/ {{
+                     charset windows-1251;
+                     source_charset koi8-r;
+                     proxy_pass http://u;
+                 }}
+                 location /from/ {{ charset koi8-r; source_charset utf-8; proxy_pass http://u; }}
+                 location /over/ {{ charset utf-8; override_charset on; proxy_pass http://u; }}
+                 location /gz/ {{
+                     charset utf-8;
+                     source_charset koi8-r;
+                     gunzip on;
+                     proxy_pass http://u;
+                 }}
+             }}"#
+        ))
+        .send_all(requests)
+        .run();
+}
+
+/// charset_map on files: recoded to UTF-8 (whole: no length, no ranges) and to windows-1251
+/// (ranges cut from the recoded bytes, one part and several), HEAD, a 304, a type outside
+/// `charset_types`.
+#[test]
+fn charset_map_files() {
+    let dir = support::TempDir::new("charset-map-files");
+    let root = dir.path.join("www");
+    std::fs::create_dir_all(root.join("win")).expect("root");
+    let page: &[u8] = b"<p>\xC1\xC2\xA3 \x80 \xFF</p>\n";
+    std::fs::write(root.join("page.html"), page).expect("page");
+    std::fs::write(root.join("data.bin"), page).expect("data");
+    std::fs::write(root.join("win/page.html"), page).expect("page");
+    std::fs::write(root.join("big.html"), page.repeat(20_000)).expect("big");
+    let root = root.display();
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let requests = vec![
+        get("/page.html"),
+        get("/page.html").method("HEAD"),
+        get("/page.html").header("Range", "bytes=0-3"),
+        get("/page.html").header("If-Modified-Since", future),
+        get("/data.bin"),
+        get("/big.html"),
+        get("/win/page.html"),
+        get("/win/page.html").header("Range", "bytes=3-5"),
+        get("/win/page.html").header("Range", "bytes=0-1,3-4"),
+    ];
+    Scenario::new("charset_map on files")
+        .compare_headers(&[
+            "Content-Type",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Accept-Ranges",
+            "Content-Range",
+        ])
+        .config(&format!(
+            "{CHARSET_MAPS}
+             server {{
+                 listen {{listen}};
+                 root {root};
+                 charset utf-8;
+                 source_charset koi8-r;
+                 location /win/ {{ charset windows-1251; }}
              }}"
         ))
         .send_all(requests)

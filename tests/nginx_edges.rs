@@ -793,6 +793,73 @@ fn charset_resolver_and_auth_request_cases() -> Vec<Case> {
     ] {
         cases.push(case(name, server(body)));
     }
+    // charset_map blocks (http level), and the merge check they satisfy.
+    let koi_utf = "charset_map koi8-r utf-8 {\n C1 D0B0;\n 80 E282AC;\n}";
+    for (name, http) in [
+        ("a map", koi_utf.to_string()),
+        (
+            "a map and a source it joins",
+            format!("{koi_utf}\ncharset utf-8;\nsource_charset KOI8-R;"),
+        ),
+        (
+            "a map used backwards",
+            format!("{koi_utf}\ncharset koi8-r;\nsource_charset utf-8;"),
+        ),
+        (
+            "a map that does not join the source",
+            format!("{koi_utf}\ncharset utf-8;\nsource_charset windows-1251;"),
+        ),
+        (
+            "an 8-bit map",
+            "charset_map koi8-r windows-1251 {\n C1 E1;\n A3 b8;\n}".into(),
+        ),
+        (
+            "a map between the same charsets",
+            "charset_map utf-8 UTF-8 { }".into(),
+        ),
+        (
+            "a map twice",
+            format!("{koi_utf}\ncharset_map UTF-8 koi8-r {{ }}"),
+        ),
+        (
+            "a byte over FF",
+            "charset_map koi8-r utf-8 {\n 100 D0B0;\n}".into(),
+        ),
+        (
+            "a byte not in hex",
+            "charset_map koi8-r utf-8 {\n G1 D0B0;\n}".into(),
+        ),
+        (
+            "odd UTF-8 digits",
+            "charset_map koi8-r utf-8 {\n C1 D0B;\n}".into(),
+        ),
+        (
+            "UTF-8 of one byte",
+            "charset_map koi8-r utf-8 {\n C1 41;\n}".into(),
+        ),
+        (
+            "UTF-8 cut short",
+            "charset_map koi8-r utf-8 {\n C1 E282;\n}".into(),
+        ),
+        (
+            "UTF-8 beyond U+FFFF",
+            "charset_map koi8-r utf-8 {\n C1 F09F9880;\n}".into(),
+        ),
+        (
+            "an 8-bit target over FF",
+            "charset_map a b {\n C1 1E1;\n}".into(),
+        ),
+        (
+            "three words on a line",
+            "charset_map a b {\n C1 E1 E2;\n}".into(),
+        ),
+        ("a map with one charset", "charset_map a { }".into()),
+    ] {
+        cases.push(case(
+            name,
+            format!("events {{}}\nhttp {{\n{http}\nserver {{\nlisten 127.0.0.1:1;\n}}\n}}\n"),
+        ));
+    }
     cases
 }
 

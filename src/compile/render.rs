@@ -14,7 +14,10 @@ const TABLE_ARRAYS: &[&str] = &[
     "map",
     "geo",
     "split_clients",
+    "charset_map",
 ];
+/// Keys whose arrays print one item to a line, as the blocks they come from list them.
+const LINE_ARRAYS: &[&str] = &["codes"];
 /// Keys whose values print as `[...]` tables rather than inline.
 const TABLES: &[&str] = &[
     "global",
@@ -74,6 +77,14 @@ fn shape(table: &mut Table, sources: &Sources) {
                     }
                 }
                 Some(Item::ArrayOfTables(tables))
+            }
+            Item::Value(Value::Array(array)) if LINE_ARRAYS.contains(&key.as_str()) => {
+                for value in array.iter_mut() {
+                    value.decor_mut().set_prefix("\n    ");
+                }
+                array.set_trailing("\n");
+                array.set_trailing_comma(true);
+                None
             }
             Item::Value(Value::InlineTable(inline)) if TABLES.contains(&key.as_str()) => {
                 let mut t = inline.clone().into_table();

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::Admin;
 pub use auth::{Auth, RequestSet, Satisfy};
 pub use autoindex::Autoindex;
-pub use charset::Charset;
+pub use charset::{Charset, CharsetMap};
 pub use conditional::Conditional;
 pub use error_page::{ErrorPage, PageStatus};
 pub use geo::{GeoEntry, GeoVar};
@@ -217,6 +217,9 @@ pub struct Http {
     pub gzip: Gzip,
     #[serde(default, skip_serializing_if = "Charset::is_empty")]
     pub charset: Charset,
+    /// nginx's `charset_map` blocks: how a body is recoded from one charset to another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charset_map: Vec<CharsetMap>,
     #[serde(default, skip_serializing_if = "Resolver::is_empty")]
     pub resolver: Resolver,
     #[serde(default, skip_serializing_if = "Autoindex::is_empty")]

@@ -1,11 +1,12 @@
 //! The filters that change a response body as it passes, in the order nginx's body filters run
-//! them: gunzip, then the sub filter, then gzip. One set serves a proxied response on the fast
-//! path and on Pingora's session, and a file.
+//! them: gunzip, then the sub filter, then the charset filter's recoding, then gzip. One set
+//! serves a proxied response on the fast path and on Pingora's session, and a file.
 
 use bytes::Bytes;
 
 use super::gunzip::Decompressor;
 use super::gzip::Compressor;
+use super::recode::Recoder;
 use super::sub_filter::Substituter;
 
 /// The filters one response goes through; each is there only when it changes this body.
@@ -13,6 +14,7 @@ use super::sub_filter::Substituter;
 pub struct BodyFilters {
     pub decompressor: Option<Decompressor>,
     pub substituter: Option<Substituter>,
+    pub recoder: Option<Recoder>,
     pub compressor: Option<Compressor>,
 }
 
@@ -51,7 +53,10 @@ fn failed(filter: &'static str) -> impl Fn(std::io::Error) -> FilterFailed {
 
 impl BodyFilters {
     pub fn is_empty(&self) -> bool {
-        self.decompressor.is_none() && self.substituter.is_none() && self.compressor.is_none()
+        self.decompressor.is_none()
+            && self.substituter.is_none()
+            && self.recoder.is_none()
+            && self.compressor.is_none()
     }
 
     /// `data` through the filters: what goes out now (often less than came in while a filter
@@ -63,6 +68,9 @@ impl BodyFilters {
         }
         if let Some(s) = self.substituter.as_mut() {
             out = Some(s.push(out.as_deref().unwrap_or(data)));
+        }
+        if let Some(r) = self.recoder.as_mut() {
+            out = Some(r.push(out.as_deref().unwrap_or(data)));
         }
         if let Some(c) = self.compressor.as_mut() {
             out = Some(
@@ -79,10 +87,14 @@ impl BodyFilters {
         if let Some(d) = self.decompressor.take() {
             d.finish().map_err(failed("gunzip"))?;
         }
-        let held = match self.substituter.take() {
+        let mut held = match self.substituter.take() {
             Some(mut s) => s.finish(),
             None => Bytes::new(),
         };
+        // A UTF-8 character cut short at the body's end is dropped, as nginx drops it.
+        if let Some(mut r) = self.recoder.take() {
+            held = r.push(&held);
+        }
         match self.compressor.take() {
             Some(c) => c.whole(&held).map_err(failed("gzip")),
             None => Ok(held),

@@ -1,34 +1,78 @@
 //! `charset` on the data path (see `config::charset`): the `Content-Type` a response goes out
-//! with, as ngx_http_charset_filter_module and nginx's header filter write it. A response of
-//! one of `charset_types` that names no charset gets `; charset=<name>`; one that names its own
-//! keeps it, unless `override_charset` is on and it names the same charset (only the spelling
-//! changes: any other would need recoding, which nginx does only with a `charset_map`, and the
-//! appliance never, so the response goes as it came, as nginx's does without a map). 301 and
-//! 302 responses never get one. A `source_charset` can only be the same as `charset` (the
-//! config check refuses another), and then changes nothing.
+//! with, and whether its body is recoded, as ngx_http_charset_filter_module and nginx's header
+//! filter decide it. A response of one of `charset_types` that names no charset gets
+//! `; charset=<name>`, and is recoded from `source_charset` when that is another charset; one
+//! that names its own keeps it, unless `override_charset` is on: then it is named `<name>`,
+//! recoded from its own charset when that is another. Recoding needs a `charset_map` between
+//! the two (a response without one goes as it came, and nginx's error is logged) and a response
+//! without a Content-Encoding. 301 and 302 responses never name a charset.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
+use super::recode::{MapTables, Table};
 use crate::compile::diag::Diagnostic;
-use crate::config::charset::{self, Charset};
+use crate::config::charset::{self, Charset, CharsetMap};
 use crate::config::Origin;
+
+/// The http level's `charset_map`s, as written and as tables.
+#[derive(Debug, Default)]
+pub struct Charsets {
+    maps: Vec<CharsetMap>,
+    tables: Vec<MapTables>,
+}
+
+impl Charsets {
+    pub fn build(maps: &[CharsetMap]) -> Result<Charsets, Diagnostic> {
+        for (i, map) in maps.iter().enumerate() {
+            if let Some(problem) = map.problem(&maps[..i]) {
+                return Err(Diagnostic::error(format!("http.charset_map: {problem}")));
+            }
+        }
+        Ok(Charsets {
+            maps: maps.to_vec(),
+            tables: maps.iter().map(MapTables::build).collect(),
+        })
+    }
+
+    /// The table that recodes `source` to `target`, if a map joins them.
+    fn table(&self, source: &str, target: &str) -> Option<Arc<Table>> {
+        (self.tables.iter()).find_map(|t| t.between(source, target).cloned())
+    }
+}
 
 #[derive(Debug)]
 pub struct CharsetConf {
     /// The charset to name.
     name: Box<str>,
+    /// `source_charset`: what responses without a charset are in, when set.
+    source: Option<Box<str>>,
     override_charset: bool,
     /// Lowercase; `None` is any type (`charset_types *`).
     types: Option<Vec<Box<str>>>,
+    charsets: Arc<Charsets>,
+}
+
+/// What the charset filter does to one response.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The `Content-Type` to send instead of the response's, if another.
+    pub content_type: Option<Vec<u8>>,
+    /// The body is recoded with this table.
+    pub recode: Option<Arc<Table>>,
+    /// nginx's error when the response is in a charset no map joins to the one to name:
+    /// "no "charset_map" between the charsets ..." (the response goes as it came).
+    pub missing_map: Option<String>,
 }
 
 impl CharsetConf {
     /// `None` when the location names no charset (`charset off`, nginx's default).
     pub fn build(
         settings: &Charset,
+        charsets: &Arc<Charsets>,
         at: Option<&Origin>,
     ) -> Result<Option<CharsetConf>, Diagnostic> {
-        if let Some(problem) = settings.problem() {
+        if let Some(problem) = settings.problem(&charsets.maps) {
             return Err(Diagnostic::error(problem).at_opt(at));
         }
         let Some(name) = settings.named() else {
@@ -46,41 +90,62 @@ impl CharsetConf {
         };
         Ok(Some(CharsetConf {
             name: name.into(),
+            source: settings.source_named().map(Into::into),
             override_charset: settings.override_.unwrap_or(false),
             types,
+            charsets: charsets.clone(),
         }))
     }
 
     /// The `Content-Type` to send instead of `value` on a response of `status`, or `None` to
-    /// send it as it is.
+    /// send it as it is; for a response the appliance makes, whose body is not recoded.
     pub fn content_type(&self, status: u16, value: &[u8]) -> Option<Vec<u8>> {
+        self.verdict(status, value, false).content_type
+    }
+
+    /// ngx_http_charset_header_filter on a response of `status` whose `Content-Type` is
+    /// `value` (`encoded`: it has a Content-Encoding).
+    pub fn verdict(&self, status: u16, value: &[u8], encoded: bool) -> Verdict {
         // ngx_http_upstream_copy_content_type: the type runs up to the `;` before a
         // `charset=` parameter, or to the end when there is none (other parameters included).
         let (media_type, own) = split_charset(value);
         match own {
-            None => {
-                if !self.names(media_type) {
-                    return None;
-                }
+            None if !self.names(media_type) => return Verdict::default(),
+            // A response that names its charset keeps it unless told otherwise.
+            Some(_) if !self.override_charset => return Verdict::default(),
+            _ => {}
+        }
+        let source = own
+            .map(|o| String::from_utf8_lossy(o))
+            .or_else(|| self.source.as_deref().map(Cow::Borrowed));
+        let mut verdict = Verdict::default();
+        if let Some(source) = source.filter(|s| !s.eq_ignore_ascii_case(&self.name)) {
+            if encoded {
+                return verdict;
             }
-            // A response that names its charset keeps it unless told otherwise; then only the
-            // same charset can be named again without recoding.
-            Some(own) => {
-                if !self.override_charset || !own.eq_ignore_ascii_case(self.name.as_bytes()) {
-                    return None;
+            match self.charsets.table(&source, &self.name) {
+                Some(table) => verdict.recode = Some(table),
+                None => {
+                    verdict.missing_map = Some(format!(
+                        "no \"charset_map\" between the charsets \"{source}\" and \"{}\"",
+                        self.name
+                    ));
+                    return verdict;
                 }
             }
         }
         // "do not set charset for the redirect because NN 4.x use this charset instead of the
         // next page charset" (ngx_http_set_charset): the type goes without one.
         if matches!(status, 301 | 302) {
-            return own.map(|_| media_type.to_vec());
+            verdict.content_type = own.map(|_| media_type.to_vec());
+            return verdict;
         }
         let mut out = Vec::with_capacity(media_type.len() + 10 + self.name.len());
         out.extend_from_slice(media_type);
         out.extend_from_slice(b"; charset=");
         out.extend_from_slice(self.name.as_bytes());
-        Some(out)
+        verdict.content_type = Some(out);
+        verdict
     }
 
     /// Whether responses of `media_type` (compared as nginx's types hash does: lowercase,
@@ -143,7 +208,9 @@ mod tests {
             types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
             ..Charset::default()
         };
-        CharsetConf::build(&settings, None).unwrap().unwrap()
+        CharsetConf::build(&settings, &Arc::default(), None)
+            .unwrap()
+            .unwrap()
     }
 
     fn sent(conf: &CharsetConf, status: u16, value: &str) -> String {
@@ -226,12 +293,14 @@ mod tests {
             name: Some("off".into()),
             ..Charset::default()
         };
-        assert!(CharsetConf::build(&off, None).unwrap().is_none());
+        assert!(CharsetConf::build(&off, &Arc::default(), None)
+            .unwrap()
+            .is_none());
         let recode = Charset {
             name: Some("utf-8".into()),
             source: Some("windows-1251".into()),
             ..Charset::default()
         };
-        assert!(CharsetConf::build(&recode, None).is_err());
+        assert!(CharsetConf::build(&recode, &Arc::default(), None).is_err());
     }
 }

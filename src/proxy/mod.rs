@@ -41,6 +41,7 @@ pub mod plain;
 pub mod proxy_protocol;
 mod pump;
 pub mod realip;
+pub mod recode;
 pub mod redirect;
 pub mod referers;
 pub mod replay;

@@ -390,11 +390,13 @@ impl Runtime {
             http,
             Defined::Names(&declared),
         )?);
+        let charsets = Arc::new(super::charset::Charsets::build(&http.charset_map)?);
         let mut servers: Vec<(Arc<ServerConf>, &VirtualServer)> = Vec::new();
         for vs in &http.servers {
             let inherited = Inherited {
                 formats: &formats,
                 zones: &zones,
+                charsets: &charsets,
                 access_log: &access_log,
                 declared: &declared,
             };
@@ -533,6 +535,7 @@ fn one_off_pool(
 struct Inherited<'a> {
     formats: &'a Arc<Formats>,
     zones: &'a Arc<super::limits::Zones>,
+    charsets: &'a Arc<super::charset::Charsets>,
     access_log: &'a AccessLogs,
     declared: &'a Arc<HashSet<String>>,
 }
@@ -547,6 +550,7 @@ fn build_server(
     let Inherited {
         formats,
         zones,
+        charsets,
         access_log: http_access_log,
         declared,
     } = inherited;
@@ -578,6 +582,7 @@ fn build_server(
         log_not_found: vs.log_not_found.or(http.log_not_found),
         index: vs.index.clone().or_else(|| http.index.clone()),
         zones: zones.clone(),
+        charsets: charsets.clone(),
         declared: declared.clone(),
         root: vs.root.clone().or_else(|| http.root.clone()),
         content_types: ContentTypes::default()
@@ -680,6 +685,8 @@ struct Level {
     log_not_found: Option<bool>,
     index: Option<Vec<String>>,
     zones: Arc<super::limits::Zones>,
+    /// The http level's `charset_map`s.
+    charsets: Arc<super::charset::Charsets>,
     content_types: ContentTypes,
     /// The variables the config defines (`map`, `geo`, `split_clients`, `set`), which templates
     /// may use.
@@ -739,6 +746,7 @@ fn location_specs<'a>(
             log_not_found: loc.log_not_found.or(parent.log_not_found),
             index: loc.index.clone().or_else(|| parent.index.clone()),
             zones: parent.zones.clone(),
+            charsets: parent.charsets.clone(),
             declared: parent.declared.clone(),
             root: loc.root.clone().or_else(|| parent.root.clone()),
             content_types: parent.content_types.inherit(&loc.default_type, &loc.types),
@@ -917,7 +925,8 @@ fn location_conf(
         sub_filter: super::sub_filter::SubFilterConf::build(&level.sub_filter, defined, origin)?
             .map(Arc::new),
         gzip: super::gzip::GzipConf::build(&level.gzip, origin)?.map(Arc::new),
-        charset: super::charset::CharsetConf::build(&level.charset, origin)?.map(Arc::new),
+        charset: super::charset::CharsetConf::build(&level.charset, &level.charsets, origin)?
+            .map(Arc::new),
         resolver: super::resolver::NameResolver::shared(&level.resolver, origin)?,
         autoindex: super::autoindex::AutoindexConf::build(&level.autoindex),
         conditional: super::files::ConditionalConf::build(&level.conditional),

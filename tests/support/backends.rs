@@ -39,6 +39,10 @@ pub const HEADERS_HEADER: &str = "X-Harness-Headers";
 /// A request with this header is answered with a chunked body (in two chunks).
 pub const CHUNKED_HEADER: &str = "X-Harness-Chunked";
 
+/// A request with this header is answered with the bytes its value spells in hex (`d0b0`) as the
+/// body, in place of the usual text (and repeated to `LENGTH_HEADER`'s length).
+pub const BODY_HEADER: &str = "X-Harness-Body";
+
 /// A request with this header is answered with `Content-Encoding: gzip` (or the header's value
 /// after `=`, as in `1=GZIP`) and its body compressed: `1` as one gzip member, `2` as two end to
 /// end, `cut` with its last 8 bytes missing, `bad` not compressed at all.
@@ -477,13 +481,19 @@ impl Connection {
 
     fn respond(&mut self, head: &Head, status: u16) -> bool {
         let index = self.state.index;
-        let mut body = if status == 200 {
+        let body = if status == 200 {
             format!("backend {index}\n")
         } else {
             format!("backend {index} says {status}\n")
         };
+        let mut body = match head.header(BODY_HEADER) {
+            Some(hex) => (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect(),
+            None => body.into_bytes(),
+        };
         if let Some(length) = head.header(LENGTH_HEADER).and_then(|v| v.parse().ok()) {
-            body = body.repeat(length / body.len() + 1);
+            body = body.repeat(length / body.len().max(1) + 1);
             body.truncate(length);
         }
         let keepalive = head.wants_keepalive();
@@ -495,8 +505,8 @@ impl Connection {
         let chunked = head.header(CHUNKED_HEADER).is_some() && head.is_http11();
         let gzip = head.header(GZIP_HEADER);
         let body = match &gzip {
-            Some(how) => gzip_body(how.split('=').next().unwrap_or_default(), body.as_bytes()),
-            None => body.into_bytes(),
+            Some(how) => gzip_body(how.split('=').next().unwrap_or_default(), &body),
+            None => body,
         };
         let framing = match chunked {
             true => "Transfer-Encoding: chunked".to_string(),

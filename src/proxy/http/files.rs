@@ -12,6 +12,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use super::super::autoindex::{self, AutoindexConf};
 use super::super::body_filters::{BodyFilters, FilterFailed};
@@ -22,6 +23,7 @@ use super::super::expires::http_time;
 use super::super::files::{self, Condition, Conditions, Found, Ranged};
 use super::super::gunzip;
 use super::super::gzip;
+use super::super::recode::{Recoder, Table};
 use super::super::respond;
 use super::super::runtime::LocationConf;
 use super::super::vars::{eval_to_vec, RequestVars};
@@ -435,6 +437,7 @@ fn answer_file(
             Condition::Send if compressed_whole(x, ctx, location, &found) => {}
             // The sub filter takes the length away, and with it the range filter's ranges.
             Condition::Send if rewritten_by_sub_filter(x, ctx, location) => {}
+            Condition::Send if resized_by_charset(ctx, location) => {}
             Condition::Send => {
                 let ranged = files::range(
                     header("range"),
@@ -483,6 +486,28 @@ fn rewritten_by_sub_filter(x: Exchange<'_>, ctx: &RequestCtx, location: &Locatio
     let content_type = location.content_types.for_uri(&ctx.uri.path);
     conf.prepare(&ctx.vars_of(x, None))
         .is_some_and(|prepared| prepared.filters_type(content_type.as_bytes()))
+}
+
+/// The type a file goes out with under the charset filter's `verdict`.
+fn typed<'a>(verdict: &charset::Verdict, content_type: &'a str) -> std::borrow::Cow<'a, str> {
+    match &verdict.content_type {
+        // Pieces of a str and the configured name: UTF-8 still.
+        Some(value) => String::from_utf8_lossy(value).into_owned().into(),
+        None => content_type.into(),
+    }
+}
+
+/// How the charset filter recodes this file served plain, if it does.
+pub(super) fn charset_recoding(ctx: &RequestCtx, location: &LocationConf) -> Option<Arc<Table>> {
+    let conf = location.charset.as_ref()?;
+    let content_type = location.content_types.for_uri(&ctx.uri.path);
+    conf.verdict(200, content_type.as_bytes(), false).recode
+}
+
+/// Whether the charset filter recodes this file to or from UTF-8, which takes its length
+/// away, and with it the range filter's ranges.
+fn resized_by_charset(ctx: &RequestCtx, location: &LocationConf) -> bool {
+    charset_recoding(ctx, location).is_some_and(|t| t.changes_length())
 }
 
 /// Whether gzip compresses this file when it is sent whole with a 200.
@@ -595,12 +620,16 @@ pub(super) async fn send(
         return respond::send(session, 500, None, None, false).await;
     };
     let content_type = location.content_types.for_uri(&ctx.uri.path).to_string();
-    // The type with the charset filter's charset, which runs after the headers filter and
-    // before the range filter (whose parts are typed with it).
-    let named = match status {
-        206 => charset::apply(location.charset.as_deref(), 200, &content_type),
-        _ => charset::apply(location.charset.as_deref(), status, &content_type),
+    // The charset filter, which runs after the headers filter and before the range filter
+    // (whose parts are typed with its type): the type with its charset, and the body recoded
+    // (not a `.gz` that goes out compressed).
+    let charset_status = if status == 206 { 200 } else { status };
+    let charset_of = |encoded: bool| match &location.charset {
+        Some(conf) => conf.verdict(charset_status, content_type.as_bytes(), encoded),
+        None => charset::Verdict::default(),
     };
+    let mut charset = charset_of(precompressed);
+    let mut named = typed(&charset, &content_type);
     let multipart = (parts.len() > 1).then(|| files::Multipart::new(&parts, found.size, &named));
     let last_modified = http_time(found.mtime);
     let mut response = ResponseHeader::build(status, Some(10))?;
@@ -657,6 +686,9 @@ pub(super) async fn send(
             gzip::Unzip::Decompress => {
                 gunzip::strip_headers(&mut response, varied)?;
                 decompressor = Some(gunzip::Decompressor::new());
+                // The charset filter comes after gunzip: it sees the body decompressed.
+                charset = charset_of(false);
+                named = typed(&charset, &content_type);
             }
         }
     }
@@ -672,9 +704,14 @@ pub(super) async fn send(
     if precompressed && status != 304 && decompressor.is_none() {
         response.append_header("Content-Encoding", "gzip")?;
     }
+    let resized = charset.recode.as_ref().is_some_and(|t| t.changes_length());
+    if resized {
+        response.remove_header(&http::header::CONTENT_LENGTH);
+    }
     match (status, &parts[..]) {
-        // The range filter passes over a response without a length (sub_filter's).
-        (200, _) if substituter.is_some() => {}
+        // The range filter passes over a response without a length (sub_filter's, or a
+        // recoding's to or from UTF-8).
+        (200, _) if substituter.is_some() || resized => {}
         (200, _) if !precompressed => response.insert_header("Accept-Ranges", "bytes")?,
         (206, [(start, end)]) => response.insert_header(
             "Content-Range",
@@ -703,7 +740,7 @@ pub(super) async fn send(
             response.append_header("Vary", "Accept-Encoding")?;
         }
         if gzip.apply(verdict, request, &mut response, varied)? {
-            let length = substituter.is_none().then_some(found.size);
+            let length = (substituter.is_none() && !resized).then_some(found.size);
             compressor = Some(gzip.compressor(length));
             if request.version() < http::Version::HTTP_11 {
                 session.set_keepalive(None);
@@ -711,7 +748,7 @@ pub(super) async fn send(
         }
     }
     let head = session.req_header().method == http::Method::HEAD;
-    let length_unknown = substituter.is_some() || decompressor.is_some();
+    let length_unknown = substituter.is_some() || decompressor.is_some() || resized;
     if length_unknown && compressor.is_none() && status != 304 && !head {
         // Framed as nginx's chunked filter frames a body of unknown length.
         match session.req_header().version < http::Version::HTTP_11 {
@@ -727,13 +764,22 @@ pub(super) async fn send(
     if head_only || empty {
         return Ok(());
     }
+    let recoder = charset.recode.map(Recoder::new);
+    // Recoding byte for byte keeps the length, and the ranges cut from it.
+    let only_bytes_recoded = decompressor.is_none() && substituter.is_none() && !resized;
+    let (mut range_recoder, recoder) = match only_bytes_recoded && compressor.is_none() {
+        true => (recoder, None),
+        false => (None, recoder),
+    };
     let filters = BodyFilters {
         decompressor,
         substituter,
+        recoder,
         compressor,
     };
     if !filters.is_empty() {
-        // Only a whole file is decompressed, rewritten or compressed (see `compressed_whole`).
+        // Only a whole file is decompressed, rewritten, recoded to or from UTF-8 or compressed
+        // (see `compressed_whole`).
         return copy_filtered(session, &mut file, found.size, filters).await;
     }
     for (i, (start, end)) in parts.iter().enumerate() {
@@ -742,7 +788,8 @@ pub(super) async fn send(
             session.write_response_body(Some(head), false).await?;
         }
         let last = multipart.is_none() && i + 1 == parts.len();
-        copy_range(session, &file, *start, *end, last).await?;
+        let recoder = range_recoder.as_mut();
+        copy_range(session, &file, (*start, *end), last, recoder).await?;
     }
     if let Some(m) = multipart {
         session
@@ -783,13 +830,14 @@ async fn copy_filtered(
     session.write_response_body(Some(rest), true).await
 }
 
-/// Sends bytes `start..end` of `file`, in chunks; `last`: they end the response.
+/// Sends bytes `start..end` of `file`, in chunks, recoded byte for byte by `recoder`; `last`:
+/// they end the response.
 async fn copy_range(
     session: &mut Session,
     file: &std::fs::File,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     last: bool,
+    mut recoder: Option<&mut Recoder>,
 ) -> Result<()> {
     let io = |e: std::io::Error| {
         pingora::Error::because(pingora::ErrorType::FileReadError, "reading a file", e)
@@ -807,8 +855,12 @@ async fn copy_range(
         }
         chunk.truncate(n);
         left -= n as u64;
+        let chunk = match recoder.as_deref_mut() {
+            Some(recoder) => recoder.push(&chunk),
+            None => Bytes::from(chunk),
+        };
         session
-            .write_response_body(Some(Bytes::from(chunk)), last && left == 0)
+            .write_response_body(Some(chunk), last && left == 0)
             .await?;
     }
     Ok(())

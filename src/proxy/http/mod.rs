@@ -48,6 +48,7 @@ use super::gzip;
 use super::limits::{Held, LimitStatus, Verdict};
 use super::locations::Found;
 use super::proxy_protocol::ProxyInfo;
+use super::recode::Recoder;
 use super::redirect;
 use super::respond;
 use super::runtime::{
@@ -1597,11 +1598,35 @@ impl ProxyHttp for HttpProxy {
                 frame_unknown_length(session, response, bodiless)?;
             }
         }
-        // nginx's charset filter, after the headers filter.
+        // nginx's charset filter, after the sub filter: the charset the Content-Type names,
+        // and the body recoded (not an encoded one).
         if let Some(charset) = &location.charset {
+            let encoded = (response
+                .headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter())
+            .any(|v| !v.is_empty());
             let value = response.headers.get(http::header::CONTENT_TYPE);
-            if let Some(named) = value.and_then(|v| charset.content_type(status, v.as_bytes())) {
+            let verdict = value
+                .map(|v| charset.verdict(status, v.as_bytes(), encoded))
+                .unwrap_or_default();
+            if let Some(named) = verdict.content_type {
                 response.insert_header(http::header::CONTENT_TYPE, named)?;
+            }
+            if let Some(message) = verdict.missing_map {
+                let peer = ctx.upstream.addrs.last().cloned();
+                let peer = peer.as_ref().map(|p| p as &dyn std::fmt::Display);
+                let message = format_args!("{message} while reading response header from upstream");
+                ctx.log_error(Exchange::of(session), peer, LogLevel::Error, message);
+            }
+            if let Some(table) = verdict.recode {
+                if table.changes_length() {
+                    response.remove_header(&http::header::CONTENT_LENGTH);
+                    frame_unknown_length(session, response, bodiless)?;
+                }
+                if !bodiless {
+                    ctx.body_filters().recoder = Some(Recoder::new(table));
+                }
             }
         }
         // The gzip filter comes after the charset filter, as in nginx.

@@ -8,7 +8,7 @@ use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
 use crate::compile::Impact;
 use crate::config::autoindex::Autoindex;
-use crate::config::charset::{self, Charset};
+use crate::config::charset::{self, Charset, CharsetMap};
 use crate::config::conditional::Conditional;
 use crate::config::expires;
 use crate::config::gzip::{self, Gzip};
@@ -24,29 +24,30 @@ use crate::config::{
 };
 
 /// ngx_http_charset_merge_loc_conf's check at every level once the http block is read: a
-/// `source_charset` other than the `charset` it meets needs a `charset_map`, which the
-/// appliance has not (nginx names no line for it).
+/// `source_charset` other than the `charset` it meets needs a `charset_map` between them
+/// (nginx names no line for it).
 fn charset_maps(http: &crate::config::Http) -> Result<()> {
-    fn check(charset: &Charset) -> Result<()> {
-        match charset.problem() {
+    let maps = &http.charset_map;
+    let check = |charset: &Charset| -> Result<()> {
+        match charset.problem(maps) {
             Some(problem) => Err(crate::compile::diag::Diagnostic::error(problem)),
             None => Ok(()),
         }
-    }
-    fn steps(script: &[crate::config::Step], outer: &Charset) -> Result<()> {
-        for step in script {
-            if let crate::config::Step::If(block) = step {
-                check(&block.charset.merged(outer))?;
-            }
-        }
-        Ok(())
-    }
-    fn locations(list: &[Location], outer: &Charset) -> Result<()> {
+    };
+    fn locations(
+        list: &[Location],
+        outer: &Charset,
+        check: &dyn Fn(&Charset) -> Result<()>,
+    ) -> Result<()> {
         for loc in list {
             let merged = loc.charset.merged(outer);
             check(&merged)?;
-            steps(&loc.script, &merged)?;
-            locations(&loc.locations, &merged)?;
+            for step in &loc.script {
+                if let crate::config::Step::If(block) = step {
+                    check(&block.charset.merged(&merged))?;
+                }
+            }
+            locations(&loc.locations, &merged, check)?;
         }
         Ok(())
     }
@@ -54,7 +55,7 @@ fn charset_maps(http: &crate::config::Http) -> Result<()> {
     for vs in &http.servers {
         let merged = vs.charset.merged(&http.charset);
         check(&merged)?;
-        locations(&vs.locations, &merged)?;
+        locations(&vs.locations, &merged, &check)?;
     }
     Ok(())
 }
@@ -166,11 +167,9 @@ impl Lowering<'_> {
                 }
                 "limit_req_zone" | "limit_conn_zone" => self.limit_zone(stmt)?,
                 "charset_map" => {
-                    // Its charsets are named as it spells them, though it is not applied.
-                    for name in stmt.values().take(2) {
-                        self.charset_spelling(name);
-                    }
-                    self.unsupported(stmt)?;
+                    let map = self.charset_map_block(stmt)?;
+                    self.model.http.charset_map.push(map);
+                    self.mapped(stmt);
                 }
                 "map" => {
                     if let Some(map) = self.map_block(stmt)? {
@@ -1419,6 +1418,32 @@ impl Lowering<'_> {
             Ok(_) => {}
         }
         Ok(rule)
+    }
+
+    /// `charset_map FROM TO { SRC DST; ... }`, checked line by line as nginx reads it.
+    pub(super) fn charset_map_block(&mut self, stmt: &Statement) -> Result<CharsetMap> {
+        let (from, to) = (self.arg(stmt, 0)?, self.arg(stmt, 1)?);
+        let mut map = CharsetMap {
+            from: from.to_string(),
+            to: to.to_string(),
+            codes: Vec::new(),
+        };
+        // The charsets are checked, as written, before the block is read; the model has them
+        // as the config first spelled them.
+        if let Some(problem) = map.problem(&self.model.http.charset_map) {
+            return Err(self.error(stmt, problem));
+        }
+        map.from = self.charset_spelling(&map.from);
+        map.to = self.charset_spelling(&map.to);
+        for line in stmt.block.as_deref().unwrap_or_default() {
+            // The parser has made sure each line has two words.
+            let target = line.args.first().map_or("", |w| w.value.as_str());
+            if let Err(message) = map.code(&line.name, target) {
+                return Err(self.error(line, message));
+            }
+            map.codes.push([line.name.clone(), target.to_string()]);
+        }
+        Ok(map)
     }
 
     /// `name` as the config first spelled the charset (see `Lowering::charsets`).

@@ -195,7 +195,12 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "source_charset",
         "http, server, location, if",
-        "only the charset `charset` names: another needs charset_map, which is not supported",
+        "a charset named by a variable is left out",
+    ),
+    part(
+        "charset_map",
+        "http",
+        "the bodies the appliance writes itself (`return`, its error pages) are not recoded",
     ),
     full("override_charset", "http, server, location, if"),
     full("charset_types", HSL),
@@ -407,9 +412,10 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
         | "proxy_cache_min_uses" => "responses are not cached",
         "ssl_ocsp" => "client certificates are not checked with OCSP: revoked ones get through",
         "mail" => "mail proxying is not supported",
-        "addition_types" => "response bodies are not modified",
+        "add_before_body" | "add_after_body" | "addition_types" => {
+            "response bodies are not modified"
+        }
         "expires" => "Expires and Cache-Control are not added",
-        "charset_map" => "responses are not recoded from one charset to another",
         "proxy_pass" => "proxy_pass with variables inside \"if\" is not supported",
         _ if impact == Impact::NoTrafficChange => {
             "tuning or logging the appliance does its own way"
@@ -420,7 +426,7 @@ pub fn unsupported_note(name: &str) -> (Impact, String) {
 }
 
 /// The directives docs/COMPAT.md names as examples of those left out that change traffic.
-const CHANGES_TRAFFIC_EXAMPLES: [&str; 3] = ["proxy_cache", "charset_map", "mail"];
+const CHANGES_TRAFFIC_EXAMPLES: [&str; 3] = ["proxy_cache", "add_before_body", "mail"];
 
 /// docs/COMPAT.md.
 pub fn render_markdown() -> String {

@@ -104,9 +104,11 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 None => content::content(x, ctx, &location, content::Failures::Quiet),
             };
             match next {
-                // sub_filter rewrites a file's body on Pingora's path.
+                // sub_filter rewrites, and the charset filter recodes, a file's body on
+                // Pingora's path.
                 Next::Answer(Answer::File(file))
                     if location.sub_filter.is_none()
+                        && content::charset_recoding(ctx, &location).is_none()
                         && gzip_leaves(ctx, &location, request, &file) =>
                 {
                     let part = file.one_part()?;

@@ -53,6 +53,7 @@ use crate::config::{LogLevel, NextUpstream, Scheme};
 use crate::proxy::access_phase::Access;
 use crate::proxy::balance::{Outcome, PeerAddr, PeerId};
 use crate::proxy::body_filters::{BodyFilters, FilterFailed};
+use crate::proxy::charset;
 use crate::proxy::client_request::{Parsed, ParsedHead};
 use crate::proxy::connection_tag::Tagged;
 use crate::proxy::error_context::os_error;
@@ -62,6 +63,7 @@ use crate::proxy::gzip;
 use crate::proxy::idle_stop::IdleStop;
 use crate::proxy::keepalive::Upstream;
 use crate::proxy::limits::Verdict;
+use crate::proxy::recode::Recoder;
 use crate::proxy::redirect;
 use crate::proxy::respond;
 use crate::proxy::runtime::{LocationConf, ProxyConf, ServerConf};
@@ -788,6 +790,29 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
             )
         });
         let substituted = substituter.is_some();
+        // nginx's charset filter, after the sub filter and before gzip: the charset the
+        // Content-Type names, and the body recoded when a charset_map joins the response's
+        // charset to it (not an encoded body).
+        let encoded = !unzipped
+            && headers.iter().any(|(name, value, _)| {
+                buf[name.clone()].eq_ignore_ascii_case(b"content-encoding") && !value.is_empty()
+            })
+            && !hide.contains("content-encoding");
+        let charset = match (
+            &location.charset,
+            header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
+        ) {
+            (Some(conf), Some(value)) => conf.verdict(head.status, value, encoded),
+            _ => charset::Verdict::default(),
+        };
+        if let Some(message) = &charset.missing_map {
+            let x = self.exchange(request, None, 0);
+            let peer = ctx.upstream.addrs.last().cloned();
+            let peer = peer.as_ref().map(|p| p as &dyn std::fmt::Display);
+            let message = format_args!("{message} while reading response header from upstream");
+            ctx.log_error(x, peer, LogLevel::Error, message);
+        }
+        let resized = charset.recode.as_ref().is_some_and(|t| t.changes_length());
         let gzip = match &location.gzip {
             None => gzip::Verdict::Untouched,
             Some(conf) => {
@@ -800,7 +825,8 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                     .filter(|_| !hide.contains("content-encoding") && !unzipped);
                 let facts = gzip::ResponseFacts {
                     content_type: header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
-                    content_length: length.filter(|_| !chunked && !substituted && !unzipped),
+                    content_length: length
+                        .filter(|_| !chunked && !substituted && !unzipped && !resized),
                     content_encoding,
                 };
                 conf.verdict_by(request.into(), head.status, facts, || {
@@ -812,10 +838,12 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         let compress = gzip == gzip::Verdict::Compress;
         let vary = (gzip != gzip::Verdict::Untouched || unzip != gzip::Unzip::Untouched)
             && location.gzip.as_ref().is_some_and(|g| g.vary());
-        // A compressed, decompressed or rewritten body's length is known only at its end.
+        // A compressed, decompressed or rewritten body's length is known only at its end (and
+        // its ETag is weak); a recoded one's when a character may take more or fewer bytes.
         let reframed = compress || substituted || unzipped;
+        let length_unknown = reframed || resized;
         let unframed = matches!(framing, Framing::Chunked | Framing::UntilClose)
-            || (reframed && framing != Framing::None);
+            || (length_unknown && framing != Framing::None);
         // To the client: the length when the server gave one (and it goes out as it came),
         // else chunked to HTTP/1.1, else the body up to the close.
         let rechunk = unframed && client_http11;
@@ -837,6 +865,9 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
                 decompressor: (unzipped && framing != Framing::None)
                     .then(gunzip::Decompressor::new),
                 substituter: substituter.filter(|_| framing != Framing::None),
+                recoder: (charset.recode.clone())
+                    .filter(|_| framing != Framing::None)
+                    .map(Recoder::new),
                 compressor,
             },
             failure: None,
@@ -882,21 +913,17 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // The Content-Type `charset` names a charset in, when it does; the headers filter
         // (`add_header`, `expires`) runs before nginx's charset filter and reads the
         // upstream's.
-        let mut named = None;
+        let named = charset.content_type.as_deref();
         for (name, known) in FIRST_HEADERS {
-            if known == CONTENT_LENGTH && (chunked || reframed) {
+            if known == CONTENT_LENGTH && (chunked || length_unknown) {
                 continue;
             }
             if let Some(v) = header(known).filter(|_| passed(known)) {
-                if known == CONTENT_TYPE {
-                    let charset = location.charset.as_deref();
-                    named = charset.and_then(|c| c.content_type(head.status, v));
-                    if let Some(named) = &named {
-                        own(name, named, out);
-                        continue;
-                    }
-                }
-                own(name, v, out);
+                own(
+                    name,
+                    named.filter(|_| known == CONTENT_TYPE).unwrap_or(v),
+                    out,
+                );
             }
         }
         if let Some(location) = rewritten.iter().find_map(|r| r.first.then_some(&r.value)) {
