@@ -793,16 +793,18 @@ impl<S: AsyncRead + AsyncWrite + SendFile + Unpin + Send> Connection<S> {
         // nginx's charset filter, after the sub filter and before gzip: the charset the
         // Content-Type names, and the body recoded when a charset_map joins the response's
         // charset to it (not an encoded body).
-        let encoded = !unzipped
-            && headers.iter().any(|(name, value, _)| {
-                buf[name.clone()].eq_ignore_ascii_case(b"content-encoding") && !value.is_empty()
-            })
-            && !hide.contains("content-encoding");
+        let encoded = || {
+            !unzipped
+                && !hide.contains("content-encoding")
+                && headers.iter().any(|(name, value, _)| {
+                    buf[name.clone()].eq_ignore_ascii_case(b"content-encoding") && !value.is_empty()
+                })
+        };
         let charset = match (
             &location.charset,
             header(CONTENT_TYPE).filter(|_| passed(CONTENT_TYPE)),
         ) {
-            (Some(conf), Some(value)) => conf.verdict(head.status, value, encoded),
+            (Some(conf), Some(value)) => conf.verdict(head.status, value, encoded()),
             _ => charset::Verdict::default(),
         };
         if let Some(message) = &charset.missing_map {
