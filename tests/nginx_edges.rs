@@ -1413,6 +1413,45 @@ fn stream_settings_match_nginx() {
     compare(stream_setting_cases());
 }
 
+/// UDP listens and the directives of UDP sessions: what goes with `udp` and what does not
+/// (ngx_stream_core_listen's checks), a TCP and a UDP socket on one port, and
+/// `proxy_responses` and `proxy_requests` as ngx_conf_set_num_slot reads them.
+fn stream_udp_cases() -> Vec<Case> {
+    [
+        ("udp", "listen 127.0.0.1:3 udp;", ""),
+        ("udp and tcp on one port", "listen 127.0.0.1:3 udp;
+listen 127.0.0.1:3;", ""),
+        ("udp twice", "listen 127.0.0.1:3 udp;
+listen 127.0.0.1:3 udp;", ""),
+        ("udp reuseport", "listen 127.0.0.1:3 udp reuseport;", ""),
+        ("udp backlog", "listen 127.0.0.1:3 udp backlog=10;", ""),
+        ("udp ssl", "listen 127.0.0.1:3 udp ssl;", ""),
+        ("udp so_keepalive", "listen 127.0.0.1:3 udp so_keepalive=on;", ""),
+        ("udp proxy_protocol", "listen 127.0.0.1:3 udp proxy_protocol;", ""),
+        ("udp fastopen", "listen 127.0.0.1:3 udp fastopen=5;", ""),
+        ("proxy_responses", "listen 127.0.0.1:3 udp;", "proxy_responses 1;"),
+        ("proxy_responses 0", "listen 127.0.0.1:3 udp;", "proxy_responses 0;"),
+        ("proxy_responses a word", "listen 127.0.0.1:3 udp;", "proxy_responses many;"),
+        ("proxy_responses twice", "listen 127.0.0.1:3 udp;", "proxy_responses 1;\nproxy_responses 2;"),
+        ("proxy_requests", "listen 127.0.0.1:3 udp;", "proxy_requests 3;"),
+        ("proxy_requests -1", "listen 127.0.0.1:3 udp;", "proxy_requests -1;"),
+        ("proxy_requests, two values", "listen 127.0.0.1:3 udp;", "proxy_requests 1 2;"),
+    ]
+    .into_iter()
+    .map(|(name, listen, server)| {
+        case(
+            name,
+            format!("events {{}}\nstream {{\nserver {{\n{listen}\n{server}\nproxy_pass 127.0.0.1:2;\n}}\n}}\n"),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn stream_udp_matches_nginx() {
+    compare(stream_udp_cases());
+}
+
 /// Client certificates in http: the lowering's checks of the values (the files are read when
 /// a server with certificates is built, as nginx reads them only for those).
 fn client_certificate_cases() -> Vec<Case> {

@@ -136,6 +136,10 @@ pub struct Listen {
     pub backlog: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reuseport: bool,
+    /// A stream server's UDP socket (nginx `listen ... udp`): datagrams from one client
+    /// address are one session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 impl Listen {
@@ -148,6 +152,7 @@ impl Listen {
             proxy_protocol: false,
             backlog: None,
             reuseport: false,
+            udp: false,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! TCP load balancing (nginx `stream {}`, ELB TCP and SSL listeners).
+//! TCP and UDP load balancing (nginx `stream {}`, ELB TCP and SSL listeners).
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,15 @@ pub struct StreamServer {
     /// How long a client's TLS handshake may take (nginx `ssl_handshake_timeout`, default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<Duration>,
+    /// nginx `proxy_responses`, for UDP: the datagrams expected from the backend for each
+    /// one from the client; once they have come, the session ends (unset: no limit, and the
+    /// session ends after `timeout` of silence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<u32>,
+    /// nginx `proxy_requests`, for UDP: after this many datagrams from a client, the next
+    /// starts a new session (unset or 0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
     /// nginx `proxy_half_close`: one side's close is passed on to the other, and the session
     /// lasts until both have closed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -1633,6 +1633,13 @@ fn listeners_do_not_clash(model: &Appliance) -> Check {
     let mut http_sockets = HashSet::new();
     for server in &model.http.servers {
         for l in &server.listen {
+            if l.udp {
+                let m = format!(
+                    "listen {}: an http server does not listen on UDP",
+                    l.address
+                );
+                return Err(Diagnostic::error(m).at_opt(server.origin.as_ref()));
+            }
             http_sockets.insert(&l.address);
             if l.default_server && defaults.insert(&l.address, &server.origin).is_some() {
                 return Err(Diagnostic::error(format!(
@@ -1643,10 +1650,36 @@ fn listeners_do_not_clash(model: &Appliance) -> Check {
             }
         }
     }
+    // A UDP socket and a TCP one may share an address and port.
     let mut stream_sockets = HashSet::new();
     for server in &model.stream.servers {
         for l in &server.listen {
-            if http_sockets.contains(&l.address) || !stream_sockets.insert(&l.address) {
+            let at = server.origin.as_ref();
+            if l.udp {
+                let clash = [
+                    ("backlog", l.backlog.is_some()),
+                    ("ssl", l.ssl),
+                    ("proxy_protocol", l.proxy_protocol),
+                ]
+                .into_iter()
+                .find_map(|(name, set)| set.then_some(name));
+                if let Some(name) = clash {
+                    let m = format!(
+                        "listen {}: \"{name}\" is incompatible with \"udp\"",
+                        l.address
+                    );
+                    return Err(Diagnostic::error(m).at_opt(at));
+                }
+                if let ListenAddress::Unix(_) = l.address {
+                    let m = format!(
+                        "listen {}: UDP on a Unix socket is not supported",
+                        l.address
+                    );
+                    return Err(Diagnostic::error(m).at_opt(at));
+                }
+            }
+            let tcp_clash = !l.udp && http_sockets.contains(&l.address);
+            if tcp_clash || !stream_sockets.insert((&l.address, l.udp)) {
                 return Err(Diagnostic::error(format!(
                     "duplicate \"{}\" address and port pair",
                     l.address

@@ -26,15 +26,20 @@ pub struct SocketSpec {
     pub addr: ListenAddress,
     pub backlog: Option<u32>,
     pub reuseport: bool,
+    /// A datagram socket (a stream server's `listen ... udp`).
+    pub udp: bool,
     /// Where the socket is configured, for a bind error.
     pub origin: Option<Origin>,
 }
 
 impl SocketSpec {
     /// The name Pingora's fd table knows the socket by: what its services pass to `add_tcp`
-    /// (`127.0.0.1:80`, `[::]:443`) or `add_uds` (the path).
+    /// (`127.0.0.1:80`, `[::]:443`) or `add_uds` (the path); `udp:` and the address for UDP.
     pub fn key(&self) -> String {
-        key(&self.addr)
+        match self.udp {
+            true => udp_key(&self.addr),
+            false => key(&self.addr),
+        }
     }
 }
 
@@ -43,6 +48,11 @@ pub fn key(addr: &ListenAddress) -> String {
         ListenAddress::Tcp(a) => a.to_string(),
         ListenAddress::Unix(p) => p.to_string_lossy().into_owned(),
     }
+}
+
+/// The fd-table name of a UDP socket on `addr`.
+pub fn udp_key(addr: &ListenAddress) -> String {
+    format!("udp:{}", key(addr))
 }
 
 /// Every socket a model listens on: the HTTP sockets as the runtime groups them, the stream
@@ -54,6 +64,7 @@ pub fn specs(model: &Appliance, runtime: &Runtime) -> BTreeMap<String, SocketSpe
             addr: s.bind.clone(),
             backlog: s.backlog,
             reuseport: s.reuseport,
+            udp: false,
             origin: None,
         };
         out.entry(spec.key()).or_insert(spec);
@@ -64,6 +75,7 @@ pub fn specs(model: &Appliance, runtime: &Runtime) -> BTreeMap<String, SocketSpe
                 addr: l.address.clone(),
                 backlog: l.backlog,
                 reuseport: l.reuseport,
+                udp: l.udp,
                 origin: server.origin.clone(),
             };
             out.entry(spec.key()).or_insert(spec);
@@ -74,6 +86,7 @@ pub fn specs(model: &Appliance, runtime: &Runtime) -> BTreeMap<String, SocketSpe
             addr: ListenAddress::Tcp(admin.listen),
             backlog: None,
             reuseport: false,
+            udp: false,
             origin: admin.origin.clone(),
         };
         out.entry(spec.key()).or_insert(spec);
@@ -176,8 +189,16 @@ fn backlog(spec: &SocketSpec) -> i32 {
 }
 
 fn try_bind(spec: &SocketSpec) -> Result<OwnedFd, (Step, std::io::Error)> {
+    if let (true, ListenAddress::Tcp(addr)) = (spec.udp, &spec.addr) {
+        let socket = inet_socket(addr, true, spec.reuseport)?;
+        socket
+            .bind(&SockAddr::from(*addr))
+            .map_err(|e| (Step::Bind, e))?;
+        socket.set_nonblocking(true).map_err(|e| (Step::Bind, e))?;
+        return Ok(socket.into());
+    }
     let (socket, addr) = match &spec.addr {
-        ListenAddress::Tcp(a) => (tcp_socket(a, spec.reuseport)?, SockAddr::from(*a)),
+        ListenAddress::Tcp(a) => (inet_socket(a, false, spec.reuseport)?, SockAddr::from(*a)),
         ListenAddress::Unix(path) => {
             remove_stale_socket(path);
             let socket =
@@ -197,13 +218,18 @@ fn try_bind(spec: &SocketSpec) -> Result<OwnedFd, (Step, std::io::Error)> {
     Ok(socket.into())
 }
 
-fn tcp_socket(addr: &SocketAddr, reuseport: bool) -> Result<Socket, (Step, std::io::Error)> {
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(|e| (Step::Socket, e))?;
+/// A TCP socket, or with `udp` a UDP one, set up as nginx sets up its listening sockets.
+fn inet_socket(
+    addr: &SocketAddr,
+    udp: bool,
+    reuseport: bool,
+) -> Result<Socket, (Step, std::io::Error)> {
+    let (kind, protocol) = match udp {
+        true => (Type::DGRAM, Protocol::UDP),
+        false => (Type::STREAM, Protocol::TCP),
+    };
+    let socket = Socket::new(Domain::for_address(*addr), kind, Some(protocol))
+        .map_err(|e| (Step::Socket, e))?;
     let set = |r: std::io::Result<()>| r.map_err(|e| (Step::Socket, e));
     set(socket.set_reuse_address(true))?;
     if addr.is_ipv6() {
@@ -239,6 +265,7 @@ mod tests {
             addr: ListenAddress::Tcp(addr),
             backlog: None,
             reuseport: false,
+            udp: false,
             origin: None,
         };
         let mut specs = BTreeMap::new();
@@ -259,6 +286,7 @@ mod tests {
             addr: ListenAddress::Tcp(spec_addr),
             backlog: None,
             reuseport: false,
+            udp: false,
             origin: None,
         })
         .unwrap();
@@ -268,6 +296,7 @@ mod tests {
             addr: ListenAddress::Tcp(keep_addr),
             backlog: None,
             reuseport: false,
+            udp: false,
             origin: None,
         };
         let mut specs = BTreeMap::new();

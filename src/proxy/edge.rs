@@ -246,6 +246,7 @@ impl Who {
     fn log(&self, bind: &ListenAddress, level: LogLevel, message: std::fmt::Arguments<'_>) {
         let at = InSession {
             number: self.number,
+            udp: false,
             client: self.client,
             server: bind,
             proxied: None,

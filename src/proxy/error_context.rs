@@ -99,6 +99,8 @@ impl fmt::Display for InRequest<'_> {
 /// A stream session's part of an error line.
 pub struct InSession<'a> {
     pub number: u64,
+    /// A UDP session: nginx says `udp client:`.
+    pub udp: bool,
     pub client: Option<std::net::IpAddr>,
     /// The listening address, as the config wrote it (`0.0.0.0:5432`).
     pub server: &'a dyn fmt::Display,
@@ -115,7 +117,11 @@ impl InSession<'_> {
 
 impl fmt::Display for InSession<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(", client: ")?;
+        f.write_str(if self.udp {
+            ", udp client: "
+        } else {
+            ", client: "
+        })?;
         write_client(f, self.client)?;
         write!(f, ", server: {}", self.server)?;
         if let Some((upstream, [from_client, to_client, from_upstream, to_upstream])) = self.proxied

@@ -1,4 +1,5 @@
-//! TCP load balancing: nginx's `stream {}` proxy and ELB's TCP and SSL listeners.
+//! TCP load balancing: nginx's `stream {}` proxy and ELB's TCP and SSL listeners (UDP
+//! sessions are in [`udp`]).
 //!
 //! A connection is matched to its stream server by the listening socket; a PROXY header is read
 //! if the listen says `proxy_protocol`; TLS is terminated if it says `ssl` (otherwise TLS passes
@@ -10,6 +11,10 @@
 //! on`, ELB's ProxyProtocolPolicyType) and TLS (`proxy_ssl on`). Bytes then flow both ways
 //! until either side closes or nothing moves for `proxy_timeout`; like nginx 1.22 without
 //! `proxy_half_close`, the first close ends the session.
+
+mod udp;
+
+pub use udp::FromClient;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -86,6 +91,9 @@ pub struct StreamConf {
     pub handshake_timeout: Duration,
     /// `proxy_half_close on`.
     pub half_close: bool,
+    /// UDP: `proxy_responses` (`None`: no limit) and `proxy_requests` (`None`: no limit).
+    pub responses: Option<u32>,
+    pub requests: Option<u32>,
 }
 
 /// TLS to the backends: nginx's stream defaults check nothing and send no SNI.
@@ -232,6 +240,8 @@ fn server(
         proxy_protocol_timeout: d(s.proxy_protocol_timeout, PROXY_HEADER_TIMEOUT.as_secs()),
         handshake_timeout: d(s.handshake_timeout, HANDSHAKE_TIMEOUT.as_secs()),
         half_close: s.half_close,
+        responses: s.responses,
+        requests: s.requests.filter(|n| *n > 0),
     })
 }
 
@@ -299,6 +309,8 @@ struct Listener {
     server: usize,
     proxy_protocol: bool,
     acceptor: Option<SslAcceptor>,
+    /// A UDP socket: its datagrams are served by [`udp`].
+    udp: bool,
 }
 
 /// Serves the connections of every stream listener; the accept loops of
@@ -323,15 +335,20 @@ impl StreamEdge {
                     server: index,
                     proxy_protocol: l.proxy_protocol,
                     acceptor,
+                    udp: l.udp,
                 });
             }
         }
         Ok(StreamEdge { runtime, listeners })
     }
 
-    /// The addresses to listen on, in the order [`serve`](Self::serve) numbers them.
-    pub fn binds(&self) -> Vec<ListenAddress> {
-        self.listeners.iter().map(|l| l.bind.clone()).collect()
+    /// The addresses to listen on, and whether each is UDP, in the order
+    /// [`serve`](Self::serve) and [`serve_datagrams`](Self::serve_datagrams) number them.
+    pub fn binds(&self) -> Vec<(ListenAddress, bool)> {
+        self.listeners
+            .iter()
+            .map(|l| (l.bind.clone(), l.udp))
+            .collect()
     }
 }
 
@@ -361,6 +378,8 @@ struct Client {
     /// The client's certificate, when the server asked for one (`ssl_verify_client`).
     certificate: Option<Arc<ClientCertificate>>,
     preread: Option<Preread>,
+    /// A UDP session's client: nginx's error lines say `udp client:`.
+    udp: bool,
 }
 
 impl Client {
@@ -374,6 +393,7 @@ impl Client {
     ) {
         let at = InSession {
             number: self.number,
+            udp: self.udp,
             client: self.addr.map(|a| a.ip()),
             server: &self.server,
             proxied,
@@ -485,20 +505,25 @@ impl StreamEdge {
             tls: None,
             certificate: None,
             preread: None,
+            udp: false,
         };
         let mut outcome = SessionVars::new(started);
         outcome.status = session(listener, &conf, &mut client, socket, &mut outcome).await;
-        // The last try ends with the session, as nginx's stream proxy finalizes it.
-        outcome.end_try(Instant::now());
-        // nginx's log phase: every session, however it ended.
-        if !conf.access_log.is_empty() {
-            let vars = RequestVars {
-                status: outcome.status,
-                session: Some(&outcome),
-                ..client.vars(&conf.tables)
-            };
-            write_access(&conf.access_log, &vars);
-        }
+        log_session(&conf, &client, &mut outcome);
+    }
+}
+
+/// nginx's log phase for a session, however it ended; its last try ends with it, as nginx's
+/// stream proxy finalizes it.
+fn log_session(conf: &StreamConf, client: &Client, outcome: &mut SessionVars) {
+    outcome.end_try(Instant::now());
+    if !conf.access_log.is_empty() {
+        let vars = RequestVars {
+            status: outcome.status,
+            session: Some(outcome),
+            ..client.vars(&conf.tables)
+        };
+        write_access(&conf.access_log, &vars);
     }
 }
 
@@ -560,22 +585,8 @@ async fn session(
     // (which does not change the address without realip), before the TLS handshake. The
     // connection counts in the zones until it ends.
     let mut held = Held::default();
-    if let Some(limits) = &conf.limits {
-        let vars = client.vars(&conf.tables);
-        let log = |level, message: std::fmt::Arguments<'_>| client.log(level, None, message);
-        let (_, admitted) =
-            limits.check_connections(|key| eval_to_vec(key, &vars), &mut held, &log);
-        if let Err(status) = admitted {
-            return status;
-        }
-    }
-    if !conf.access.allows(client.addr.map(|a| a.ip())) {
-        client.log(
-            LogLevel::Error,
-            None,
-            format_args!("access forbidden by rule"),
-        );
-        return FORBIDDEN;
+    if let Err(status) = admit(conf, client, &mut held) {
+        return status;
     }
     let mut downstream: Box<dyn Duplex> = match &listener.acceptor {
         Some(acceptor) => {
@@ -636,20 +647,6 @@ async fn session(
         None => outcome.bytes_received += early.len() as u64,
     }
     let pool = match &conf.pass {
-        Pass::Fixed(pool) => pool.clone(),
-        Pass::Variable { target, pools } => {
-            let value = eval_to_vec(target, &client.vars(&conf.tables));
-            // Said with the proxy's part of the line, no backend yet (ngx_stream_proxy_handler
-            // sets its log handler first).
-            let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
-            let log = |message: std::fmt::Arguments<'_>| {
-                client.log(LogLevel::Error, Some((None, bytes)), message)
-            };
-            match destination(&String::from_utf8_lossy(&value), pools, conf, &log).await {
-                Some(pool) => pool,
-                None => return INTERNAL_SERVER_ERROR,
-            }
-        }
         Pass::Return(text) => {
             let text = eval_to_vec(text, &client.vars(&conf.tables));
             let sent = async {
@@ -664,8 +661,18 @@ async fn session(
                 _ => INTERNAL_SERVER_ERROR,
             };
         }
+        pass => match pool_of(pass, conf, client, outcome).await {
+            Some(pool) => pool,
+            None => return INTERNAL_SERVER_ERROR,
+        },
     };
-    let Some((mut upstream, mut attempt)) = connect(conf, &pool, client, outcome).await else {
+    let (name, client): (&str, &Client) = (&pool.name, client);
+    let opened = connect(conf, &pool, client, outcome, |addr| async move {
+        open(conf, &addr, name, client)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let Some((mut upstream, mut attempt, _)) = opened.await else {
         return BAD_GATEWAY;
     };
     if !early.is_empty() {
@@ -818,14 +825,66 @@ fn next_dynamic_pool_id() -> u64 {
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 
-/// Connects to a backend, moving on to the next one on failure as `proxy_next_upstream` allows.
-/// `None` when no backend could be reached; the failure is logged as nginx logs it.
-async fn connect(
+/// nginx's pre-access phase (`limit_conn`: the session counts in the zones while `held` lives),
+/// then its access phase (`allow`, `deny`); `Err` is the status a refusal ends the session with.
+fn admit(conf: &StreamConf, client: &Client, held: &mut Held) -> Result<(), u16> {
+    if let Some(limits) = &conf.limits {
+        let vars = client.vars(&conf.tables);
+        let log = |level, message: std::fmt::Arguments<'_>| client.log(level, None, message);
+        let (_, admitted) = limits.check_connections(|key| eval_to_vec(key, &vars), held, &log);
+        admitted?;
+    }
+    if !conf.access.allows(client.addr.map(|a| a.ip())) {
+        // nginx runs a UDP session's access phase as it initializes the session.
+        let message = match client.udp {
+            true => format_args!("access forbidden by rule while initializing session"),
+            false => format_args!("access forbidden by rule"),
+        };
+        client.log(LogLevel::Error, None, message);
+        return Err(FORBIDDEN);
+    }
+    Ok(())
+}
+
+/// The pool a `proxy_pass` names for this session: its fixed one, or what its variables name
+/// (see [`destination`]); `None` when they name nothing usable (logged).
+async fn pool_of(
+    pass: &Pass,
+    conf: &StreamConf,
+    client: &Client,
+    outcome: &SessionVars,
+) -> Option<Arc<UpstreamPool>> {
+    match pass {
+        Pass::Fixed(pool) => Some(pool.clone()),
+        Pass::Variable { target, pools } => {
+            let value = eval_to_vec(target, &client.vars(&conf.tables));
+            // Said with the proxy's part of the line, no backend yet (ngx_stream_proxy_handler
+            // sets its log handler first).
+            let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
+            let log = |message: std::fmt::Arguments<'_>| {
+                client.log(LogLevel::Error, Some((None, bytes)), message)
+            };
+            destination(&String::from_utf8_lossy(&value), pools, conf, &log).await
+        }
+        Pass::Return(_) => None,
+    }
+}
+
+/// Picks a backend with the pool's balancer and opens a connection to it with `open` (which
+/// gives the connection and the bytes it sent opening it, a PROXY header's), moving on to the
+/// next one on failure as `proxy_next_upstream` allows, each try bounded by
+/// `proxy_connect_timeout`. `None` when no backend could be reached; the failure is logged as
+/// nginx logs it.
+async fn connect<T, F>(
     conf: &StreamConf,
     pool: &UpstreamPool,
     client: &Client,
     outcome: &mut SessionVars,
-) -> Option<(Box<dyn Duplex>, super::balance::Attempt)> {
+    open: impl Fn(PeerAddr) -> F,
+) -> Option<(T, super::balance::Attempt, PeerAddr)>
+where
+    F: std::future::Future<Output = Result<(T, usize), String>>,
+{
     let hash_key = pool
         .hash_key
         .as_ref()
@@ -837,10 +896,10 @@ async fn connect(
     let started = Instant::now();
     loop {
         let now = Instant::now();
+        let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
         let id = match pool.balancer.select(&mut attempt, &key, now) {
             Ok(id) => id,
             Err(no_live) => {
-                let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
                 client.log(
                     LogLevel::Error,
                     Some((Some(&pool.name), bytes)),
@@ -852,19 +911,19 @@ async fn connect(
         };
         let addr = pool.balancer.peer(id)?.addr.clone();
         outcome.begin_try(Tried::Peer(addr.clone()), now);
-        let opened = open(conf, &addr, &pool.name, client);
-        match tokio::time::timeout(conf.connect_timeout, opened).await {
+        // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
+        super::connection_tag::next_number();
+        match tokio::time::timeout(conf.connect_timeout, open(addr.clone())).await {
             Ok(Ok((stream, header_len))) => {
                 if let Some(t) = outcome.current_try() {
                     t.connect_time = Some(t.started.elapsed());
                     t.bytes_sent = header_len as u64;
                 }
-                return Some((stream, attempt));
+                return Some((stream, attempt, addr));
             }
             failed => {
-                let bytes = [outcome.bytes_received, outcome.bytes_sent, 0, 0];
                 let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(why)) => why,
                     _ => "upstream timed out (110: Connection timed out)".to_string(),
                 };
                 client.log(
@@ -893,8 +952,6 @@ async fn open(
     upstream: &str,
     client: &Client,
 ) -> std::io::Result<(Box<dyn Duplex>, usize)> {
-    // A connection opened takes a number, as nginx's ngx_event_connect_peer gives it one.
-    super::connection_tag::next_number();
     // Said as nginx says it: `connect() failed (111: Connection refused)`.
     let failed = |e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("connect() failed ({})", os_error(&e)))

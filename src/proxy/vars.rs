@@ -158,6 +158,8 @@ pub struct SessionVars {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub tries: Tries<SessionTry>,
+    /// A UDP session (`$protocol`).
+    pub udp: bool,
 }
 
 /// One backend tried by a stream session.
@@ -189,6 +191,7 @@ impl SessionVars {
             bytes_sent: 0,
             bytes_received: 0,
             tries: Tries::new(),
+            udp: false,
         }
     }
 
@@ -474,11 +477,11 @@ impl<'a> RequestVars<'a> {
                     write_seconds(s.started.elapsed(), out);
                 }
             }
-            Variable::Protocol => {
-                if self.session.is_some() {
-                    out.extend_from_slice(b"TCP");
-                }
-            }
+            Variable::Protocol => match self.session {
+                Some(s) if s.udp => out.extend_from_slice(b"UDP"),
+                Some(_) => out.extend_from_slice(b"TCP"),
+                None => {}
+            },
             Variable::TimeLocal => write_now(Now::Local, out),
             Variable::TimeIso8601 => write_now(Now::Iso8601, out),
             Variable::Msec => {

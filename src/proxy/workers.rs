@@ -16,22 +16,25 @@
 //! which closes the sockets, while the connections they handed out go on until they finish or
 //! the process exits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::edge::{Accepted, Fresh, HttpEdge};
 use super::placement::Placement;
-use super::stream::StreamEdge;
+use super::stream::{FromClient, StreamEdge};
 use crate::config::ListenAddress;
 
 /// The data plane's listening service: see the module docs.
@@ -44,11 +47,20 @@ pub struct Workers {
 }
 
 /// Whom a listening socket's connections go to: the HTTP edge's socket of that index, or the
-/// stream edge's listener of that index.
+/// stream edge's listener of that index (its datagrams, for a UDP one).
 #[derive(Clone)]
 enum Serves {
     Http(usize),
     Stream(Arc<StreamEdge>, usize),
+    Datagrams(Arc<StreamEdge>, usize),
+}
+
+/// The fd-table name of the socket on `bind` that serves `serves`.
+fn key(bind: &ListenAddress, serves: &Serves) -> String {
+    match serves {
+        Serves::Datagrams(..) => crate::process::sockets::udp_key(bind),
+        _ => crate::process::sockets::key(bind),
+    }
 }
 
 impl Workers {
@@ -66,10 +78,13 @@ impl Workers {
             .map(|(index, bind)| (bind, Serves::Http(index)))
             .collect();
         if let Some(stream) = stream.map(Arc::new) {
-            let stream_binds = stream.binds().into_iter().enumerate();
-            binds.extend(
-                stream_binds.map(|(index, bind)| (bind, Serves::Stream(stream.clone(), index))),
-            );
+            for (index, (bind, udp)) in stream.binds().into_iter().enumerate() {
+                let serves = match udp {
+                    true => Serves::Datagrams(stream.clone(), index),
+                    false => Serves::Stream(stream.clone(), index),
+                };
+                binds.push((bind, serves));
+            }
         }
         Workers {
             http: Arc::new(http),
@@ -136,14 +151,21 @@ const READABLE: Interest = Interest::READABLE;
 enum Listener {
     Tcp(AsyncFd<std::net::TcpListener>),
     Unix(AsyncFd<std::os::unix::net::UnixListener>),
+    /// A UDP socket, which a receive loop reads instead.
+    Udp(tokio::net::UdpSocket),
 }
 
 impl Listener {
     /// A duplicate of the listening socket `fd`, for this runtime's epoll.
-    fn of(bind: &ListenAddress, fd: std::os::fd::RawFd) -> io::Result<Listener> {
+    fn of(bind: &ListenAddress, serves: &Serves, fd: std::os::fd::RawFd) -> io::Result<Listener> {
         // SAFETY: `fd` is a listening socket in Pingora's fd table, open for the life of the
         // process; it is only borrowed to duplicate it.
         let duplicate: OwnedFd = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        if let Serves::Datagrams(..) = serves {
+            let socket = std::net::UdpSocket::from(duplicate);
+            socket.set_nonblocking(true)?;
+            return Ok(Listener::Udp(tokio::net::UdpSocket::from_std(socket)?));
+        }
         Ok(match bind {
             ListenAddress::Tcp(_) => {
                 let listener = std::net::TcpListener::from(duplicate);
@@ -163,6 +185,7 @@ impl Listener {
     /// The next connection, not registered with any event loop yet.
     async fn accept(&self) -> io::Result<Accepted> {
         match self {
+            Listener::Udp(_) => std::future::pending().await,
             Listener::Tcp(fd) => loop {
                 let mut ready = fd.readable().await?;
                 match ready.try_io(|l| accept4(l.get_ref().as_raw_fd())) {
@@ -262,12 +285,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let worker = workers
-            .iter()
-            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
-            .expect("there is at least one worker");
-        worker.connections.fetch_add(1, Ordering::Relaxed);
-        let on_worker = OnWorker(worker.connections.clone());
+        let (worker, on_worker) = least_busy(&workers);
         match &serves {
             Serves::Http(index) => {
                 // Counted for the graceful stop from now on (see `edge::awaiting_first_byte`).
@@ -285,7 +303,93 @@ async fn accept_loop(
                     drop(on_worker);
                 });
             }
+            // A UDP socket has a receive loop, not this one.
+            Serves::Datagrams(..) => {}
         }
+    }
+}
+
+/// The worker with the fewest connections, which counts one more until the guard drops.
+fn least_busy(workers: &[Worker]) -> (&Worker, OnWorker) {
+    let worker = workers
+        .iter()
+        .min_by_key(|w| w.connections.load(Ordering::Relaxed))
+        .expect("there is at least one worker");
+    worker.connections.fetch_add(1, Ordering::Relaxed);
+    (worker, OnWorker(worker.connections.clone()))
+}
+
+/// Datagrams waiting for their session at most: a client that sends faster than its session
+/// passes them on loses the rest, as it would to a full socket buffer.
+const SESSION_QUEUE: usize = 64;
+
+/// Receives on a UDP listening socket until a graceful stop: each datagram goes to its client's
+/// session (nginx keys UDP sessions by the client's address), and one from a client without a
+/// session, or whose session takes no more, starts one on the worker with the fewest
+/// connections. A session that stops taking datagrams hands back those still queued for it,
+/// which start the next session: a client that answers an answer at once loses nothing.
+async fn receive_loop(
+    socket: tokio::net::UdpSocket,
+    edge: Arc<StreamEdge>,
+    index: usize,
+    workers: Arc<Vec<Worker>>,
+    mut shutdown: ShutdownWatch,
+) {
+    let _running = crate::sync::Counted::enter(&ACCEPTING);
+    let socket = Arc::new(socket);
+    let (hand_back, mut handed_back) = mpsc::unbounded_channel();
+    let mut sessions: HashMap<std::net::SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    // Sessions that have ended are dropped from the table when it has doubled since.
+    let mut swept = 0;
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let (client, datagram) = tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, client)) => (client, Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => {
+                    tracing::error!("recvmsg() failed ({e})");
+                    continue;
+                }
+            },
+            Some(returned) = handed_back.recv() => returned,
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let datagram = match sessions.get(&client) {
+            Some(session) => match session.try_send(datagram) {
+                Ok(()) | Err(TrySendError::Full(_)) => continue,
+                // That session takes no more: this datagram starts the next.
+                Err(TrySendError::Closed(datagram)) => datagram,
+            },
+            None => datagram,
+        };
+        if sessions.len() >= 2 * swept.max(512) {
+            sessions.retain(|_, s| !s.is_closed());
+            swept = sessions.len();
+        }
+        let (sender, datagrams) = mpsc::channel(SESSION_QUEUE);
+        // A new channel has room.
+        let _ = sender.try_send(datagram);
+        sessions.insert(client, sender);
+        let from = FromClient {
+            datagrams,
+            socket: socket.clone(),
+            addr: client,
+            hand_back: hand_back.clone(),
+        };
+        let (worker, on_worker) = least_busy(&workers);
+        let (edge, shutdown) = (edge.clone(), shutdown.clone());
+        worker.handle.spawn(async move {
+            edge.serve_datagrams(index, from, shutdown).await;
+            drop(on_worker);
+        });
     }
 }
 
@@ -301,7 +405,7 @@ impl Workers {
         let ours: HashSet<String> = self
             .binds
             .iter()
-            .map(|(bind, _)| crate::process::sockets::key(bind))
+            .map(|(bind, serves)| key(bind, serves))
             .collect();
         let mut table = fds.lock();
         let (all, _) = table.serialize();
@@ -331,7 +435,7 @@ impl ServiceWithDependents for Workers {
             let fds = fds.as_ref().map(|f| f.lock());
             self.binds
                 .iter()
-                .map(|(b, _)| fds.as_ref()?.get(&crate::process::sockets::key(b)).copied())
+                .map(|(b, serves)| fds.as_ref()?.get(&key(b, serves)).copied())
                 .collect()
         };
         // The accept loops run on the first worker, as nginx's accept on a worker: with one
@@ -350,9 +454,14 @@ impl ServiceWithDependents for Workers {
                 serves.clone(),
             );
             first.spawn(async move {
-                match Listener::of(&bind, fd) {
-                    Ok(listener) => accept_loop(listener, serves, http, workers, shutdown).await,
-                    Err(e) => tracing::error!("cannot listen on {bind}: {e}"),
+                match (Listener::of(&bind, &serves, fd), serves) {
+                    (Ok(Listener::Udp(socket)), Serves::Datagrams(edge, index)) => {
+                        receive_loop(socket, edge, index, workers, shutdown).await
+                    }
+                    (Ok(listener), serves) => {
+                        accept_loop(listener, serves, http, workers, shutdown).await
+                    }
+                    (Err(e), _) => tracing::error!("cannot listen on {bind}: {e}"),
                 }
             });
         }
@@ -383,7 +492,7 @@ impl ServiceWithDependents for Workers {
         Some(
             self.binds
                 .iter()
-                .map(|(bind, _)| crate::process::sockets::key(bind))
+                .map(|(bind, serves)| key(bind, serves))
                 .collect(),
         )
     }

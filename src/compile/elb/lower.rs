@@ -409,6 +409,8 @@ impl Lowering<'_> {
             proxy_protocol_timeout: None,
             handshake_timeout: None,
             half_close: false,
+            responses: None,
+            requests: None,
         })
     }
 

@@ -1,6 +1,8 @@
 //! The stream context: TCP upstreams and servers. Settings written at stream level are the
 //! defaults of every server, as nginx merges them.
 
+use std::collections::HashSet;
+
 use super::url::{self, Url};
 use super::{Lowering, Result};
 use crate::compile::nginx::tree::Statement;
@@ -40,6 +42,8 @@ struct StreamSettings {
     proxy_protocol_timeout: Option<crate::config::Duration>,
     handshake_timeout: Option<crate::config::Duration>,
     half_close: Option<bool>,
+    responses: Option<u32>,
+    requests: Option<u32>,
 }
 
 impl Lowering<'_> {
@@ -110,8 +114,11 @@ impl Lowering<'_> {
             }
         }
         let stream_tls = self.pair_certificates(tls)?;
+        // Every socket the stream's servers listen on (a UDP and a TCP one may share a port).
+        let mut sockets = HashSet::new();
         for stmt in servers {
-            if let Some(server) = self.stream_server(stmt, &defaults, &stream_tls)? {
+            let server = self.stream_server(stmt, &defaults, &stream_tls, &mut sockets)?;
+            if let Some(server) = server {
                 self.model.stream.servers.push(server);
             }
         }
@@ -123,6 +130,7 @@ impl Lowering<'_> {
         block: &Statement,
         defaults: &StreamSettings,
         stream_tls: &Tls,
+        sockets: &mut HashSet<(ListenAddress, bool)>,
     ) -> Result<Option<StreamServer>> {
         let mut settings = StreamSettings {
             access: None,
@@ -142,7 +150,14 @@ impl Lowering<'_> {
         for stmt in block.block.iter().flatten() {
             match stmt.name.as_str() {
                 "listen" => {
-                    listen.extend(self.stream_listen(stmt)?);
+                    for l in self.stream_listen(stmt)? {
+                        if !sockets.insert((l.address.clone(), l.udp)) {
+                            let message =
+                                format!("duplicate \"{}\" address and port pair", l.address);
+                            return Err(self.error(stmt, message));
+                        }
+                        listen.push(l);
+                    }
                 }
                 "proxy_pass" => {
                     if std::mem::replace(&mut seen_pass, true) {
@@ -232,10 +247,13 @@ impl Lowering<'_> {
             proxy_protocol_timeout: settings.proxy_protocol_timeout,
             handshake_timeout: settings.handshake_timeout,
             half_close: settings.half_close.unwrap_or(false),
+            responses: settings.responses,
+            requests: settings.requests,
         }))
     }
 
-    /// A stream `listen`: `udp` is reported and dropped; `ssl` and `proxy_protocol` kept.
+    /// A stream `listen`: `udp`, `ssl` and `proxy_protocol` kept, with nginx's checks of what
+    /// goes with `udp`.
     fn stream_listen(&mut self, stmt: &Statement) -> Result<Vec<Listen>> {
         let text = self.arg(stmt, 0)?;
         let parsed = url::parse(text, true, 0).map_err(|e| {
@@ -251,29 +269,57 @@ impl Lowering<'_> {
             ));
         }
         let mut template = Listen::new(ListenAddress::Unix(Default::default()));
+        // Parameters that matter only for what goes with `udp`.
+        #[derive(Default)]
+        struct Given {
+            backlog: bool,
+            so_keepalive: bool,
+            fastopen: bool,
+        }
+        let mut given = Given::default();
         for param in stmt.values().skip(1) {
             match param {
                 "ssl" => template.ssl = true,
                 "proxy_protocol" => template.proxy_protocol = true,
                 "reuseport" => template.reuseport = true,
                 "bind" => {}
-                "udp" => {
-                    self.partial(
-                        stmt,
-                        Impact::ChangesTraffic,
-                        "UDP is not proxied; this listen is left out",
-                    )?;
-                    return Ok(Vec::new());
-                }
+                "udp" => template.udp = true,
                 p if p.starts_with("backlog=") => {
                     template.backlog = p["backlog=".len()..].parse().ok();
+                    given.backlog = true;
                 }
+                p if p.starts_with("so_keepalive=") => given.so_keepalive = true,
+                p if p.starts_with("fastopen=") => given.fastopen = true,
                 p if p.starts_with("ipv6only=")
-                    || p.starts_with("so_keepalive=")
                     || p.starts_with("rcvbuf=")
-                    || p.starts_with("sndbuf=")
-                    || p.starts_with("fastopen=") => {}
+                    || p.starts_with("sndbuf=") => {}
                 p => return Err(self.error(stmt, format!("invalid parameter \"{p}\""))),
+            }
+        }
+        // ngx_stream_core_listen's checks, in its order.
+        if template.udp {
+            let clash = [
+                ("backlog", given.backlog),
+                ("ssl", template.ssl),
+                ("so_keepalive", given.so_keepalive),
+                ("proxy_protocol", template.proxy_protocol),
+                ("fastopen", given.fastopen),
+            ]
+            .into_iter()
+            .find_map(|(name, set)| set.then_some(name));
+            if let Some(name) = clash {
+                let message = format!(
+                    "\"listen\" directive \"{name}\" parameter is incompatible with \"udp\""
+                );
+                return Err(self.error(stmt, message));
+            }
+            if let Url::Unix(_) = parsed {
+                self.partial(
+                    stmt,
+                    Impact::ChangesTraffic,
+                    "UDP on a Unix socket is not proxied; this listen is left out",
+                )?;
+                return Ok(Vec::new());
             }
         }
         self.mapped(stmt);
@@ -333,6 +379,8 @@ impl Lowering<'_> {
             "resolver_timeout" => s.resolver.timeout = Some(self.msec(stmt, 0)?),
             "ssl_preread" => s.ssl_preread = Some(self.flag(stmt)?),
             "proxy_half_close" => s.half_close = Some(self.flag(stmt)?),
+            "proxy_responses" => s.responses = Some(self.number(stmt, 0)?),
+            "proxy_requests" => s.requests = Some(self.number(stmt, 0)?),
             "proxy_protocol_timeout" => s.proxy_protocol_timeout = Some(self.msec(stmt, 0)?),
             "ssl_handshake_timeout" => s.handshake_timeout = Some(self.msec(stmt, 0)?),
             "set_real_ip_from" => {

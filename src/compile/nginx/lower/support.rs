@@ -73,7 +73,8 @@ pub const SUPPORTED: &[Entry] = &[
     part(
         "listen",
         "server",
-        "socket tuning (rcvbuf, sndbuf, so_keepalive, fastopen) is left to the system",
+        "socket tuning (rcvbuf, sndbuf, so_keepalive, fastopen) is left to the system; \
+         `udp` on a Unix socket is left out",
     ),
     full("server_name", "server"),
     full("location", "server, location"),
@@ -139,6 +140,8 @@ pub const SUPPORTED: &[Entry] = &[
     full("ssl_preread", "stream"),
     full("preread_timeout", "stream"),
     full("proxy_half_close", "stream"),
+    full("proxy_responses", "stream"),
+    full("proxy_requests", "stream"),
     full("proxy_protocol_timeout", "stream"),
     full("ssl_handshake_timeout", "stream"),
     full("preread_buffer_size", "stream"),
