@@ -933,8 +933,17 @@ where
                 );
             }
         }
-        pool.balancer
-            .finish(&mut attempt, Outcome::Failed, Instant::now());
+        if pool
+            .balancer
+            .finish(&mut attempt, Outcome::Failed, Instant::now())
+        {
+            // ngx_stream_upstream_free_round_robin_peer's warning.
+            client.log(
+                LogLevel::Warn,
+                Some((Some(&addr), bytes)),
+                format_args!("upstream server temporarily disabled while connecting to upstream"),
+            );
+        }
         let in_time = conf
             .next_upstream_timeout
             .is_none_or(|limit| started.elapsed() < limit);
