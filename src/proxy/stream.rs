@@ -463,15 +463,18 @@ impl Socket {
 }
 
 impl StreamEdge {
+    /// Listener `index`, and the server it serves under the config in force now.
+    fn served_by(&self, index: usize) -> Option<(&Listener, Arc<StreamConf>)> {
+        let listener = self.listeners.get(index)?;
+        let conf = self.runtime.load().streams.get(listener.server).cloned()?;
+        Some((listener, conf))
+    }
+
     /// Serves a connection accepted on listener `index`, on the calling worker's event loop.
     pub async fn serve(self: Arc<Self>, conn: Accepted, index: usize) {
         let _open = crate::sync::Counted::enter(&OPEN_SESSIONS);
         let started = Instant::now();
-        let Some(listener) = self.listeners.get(index) else {
-            return;
-        };
-        let runtime = self.runtime.load_full();
-        let Some(conf) = runtime.streams.get(listener.server).cloned() else {
+        let Some((listener, conf)) = self.served_by(index) else {
             return;
         };
         let number = super::connection_tag::next_number();

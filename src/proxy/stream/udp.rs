@@ -77,11 +77,7 @@ impl StreamEdge {
     ) {
         let _open = crate::sync::Counted::enter(&OPEN_SESSIONS);
         let started = Instant::now();
-        let Some(listener) = self.listeners.get(index) else {
-            return;
-        };
-        let runtime = self.runtime.load_full();
-        let Some(conf) = runtime.streams.get(listener.server).cloned() else {
+        let Some((listener, conf)) = self.served_by(index) else {
             return;
         };
         let local = match &listener.bind {
